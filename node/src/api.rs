@@ -1,0 +1,308 @@
+//! The HTTP query API (axum): `/v1/streams`, `/v1/streams/{dialect}/{device}/records`,
+//! `/v1/status`, `/metrics`. Documented in `docs/api.md`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use telemesh_proto::record::StreamId;
+use telemesh_proto::stream::Report;
+use telemesh_proto::wire::Dialect;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::export::{self, RecordView};
+use crate::ingest::Shared;
+
+/// Default and largest `limit` of a records query.
+pub const DEFAULT_LIMIT: usize = 1000;
+pub const MAX_LIMIT: usize = 100_000;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub shared: Arc<Shared>,
+    pub started: Instant,
+    pub listeners: Listeners,
+    pub data_dir: String,
+}
+
+/// The addresses this node actually bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listeners {
+    pub iotstream: Option<SocketAddr>,
+    pub tinytelemetry: Option<SocketAddr>,
+    pub http: SocketAddr,
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/streams", get(streams))
+        .route("/v1/streams/{dialect}/{device}/records", get(records))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, None, "no such endpoint; see docs/api.md") })
+        .with_state(app)
+}
+
+/// A JSON error body: `{"error": "...", "parameter": "..."}`.
+fn error(status: StatusCode, parameter: Option<&str>, message: &str) -> Response {
+    (status, Json(json!({ "error": message, "parameter": parameter }))).into_response()
+}
+
+fn bad(parameter: &str, message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, Some(parameter), &message.into())
+}
+
+/// One stream in `GET /v1/streams`.
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    pub dialect: Dialect,
+    pub device: u32,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+async fn streams(State(app): State<App>) -> Response {
+    let shared = Arc::clone(&app.shared);
+    let result = tokio::task::spawn_blocking(move || {
+        let mut all: BTreeMap<StreamId, Report> = BTreeMap::new();
+        for (id, state) in shared.store.states()? {
+            all.insert(id, state.report());
+        }
+        // In-memory states are newer than stored ones.
+        for (id, state) in shared.table().snapshot() {
+            all.insert(id, state.report());
+        }
+        Ok::<_, crate::store::StoreError>(
+            all.into_iter()
+                .map(|(id, report)| StreamView { dialect: id.dialect, device: id.device, report })
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    match result {
+        Ok(Ok(streams)) => Json(json!({ "streams": streams })).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+    }
+}
+
+/// Output format of a records query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Ndjson,
+    Csv,
+}
+
+/// A validated records query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsQuery {
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub limit: usize,
+    pub format: Format,
+}
+
+/// A time parameter: RFC 3339 (`2025-12-11T18:20:00Z`) or Unix seconds (`1765477200.5`).
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?} is before 1970"));
+    }
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs < 1.8e10 => Ok((secs * 1e9).round() as u64),
+        _ => Err(format!("{s:?} is not RFC 3339 (2025-12-11T18:20:00Z) or Unix seconds")),
+    }
+}
+
+impl RecordsQuery {
+    /// Parses query parameters; an unknown, repeated or bad one is an error naming it.
+    pub fn parse(params: &[(String, String)]) -> Result<RecordsQuery, (String, String)> {
+        let mut q = RecordsQuery { from_ns: 0, to_ns: u64::MAX, limit: DEFAULT_LIMIT, format: Format::Json };
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, value) in params {
+            let err = |m: String| (name.clone(), m);
+            if seen.contains(&name.as_str()) {
+                return Err(err(format!("{name} given more than once")));
+            }
+            seen.push(name);
+            match name.as_str() {
+                "from" => q.from_ns = parse_time(value).map_err(err)?,
+                "to" => q.to_ns = parse_time(value).map_err(err)?,
+                "limit" => {
+                    q.limit = match value.parse::<usize>() {
+                        Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                        _ => return Err(err(format!("{value:?} is not a whole number from 1 to {MAX_LIMIT}"))),
+                    }
+                }
+                "format" => {
+                    q.format = match value.as_str() {
+                        "json" => Format::Json,
+                        "ndjson" => Format::Ndjson,
+                        "csv" => Format::Csv,
+                        _ => return Err(err(format!("{value:?} is not one of json, ndjson, csv"))),
+                    }
+                }
+                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, format)"))),
+            }
+        }
+        if q.from_ns > q.to_ns {
+            return Err(("from".into(), "from is after to".into()));
+        }
+        Ok(q)
+    }
+}
+
+async fn records(
+    State(app): State<App>,
+    Path((dialect, device)): Path<(String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let dialect: Dialect = match dialect.parse() {
+        Ok(d) => d,
+        Err(e) => return bad("dialect", e.to_string()),
+    };
+    let device: u32 = match device.parse() {
+        Ok(d) => d,
+        Err(_) => return bad("device", format!("{device:?} is not a device id (0..=4294967295)")),
+    };
+    let q = match RecordsQuery::parse(&params) {
+        Ok(q) => q,
+        Err((p, m)) => return bad(&p, m),
+    };
+    let stream = StreamId::new(dialect, device);
+    let shared = Arc::clone(&app.shared);
+    let fetched = tokio::task::spawn_blocking(move || {
+        // `to` is inclusive; one extra record tells whether the page is complete.
+        let end = q.to_ns.saturating_add(1);
+        let mut recs = shared.store.records(stream, q.from_ns, end, q.limit + 1)?;
+        let before = shared.store.record_before(stream, q.from_ns)?;
+        let next = (recs.len() > q.limit).then(|| recs[q.limit].record.device_time_ns);
+        recs.truncate(q.limit);
+        Ok::<_, crate::store::StoreError>((export::views(&recs, before.as_ref(), shared.store.node_id()), next))
+    })
+    .await;
+    let (views, next) = match fetched {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+    };
+    render(stream, &views, next, q.format)
+}
+
+/// The JSON body of a records query.
+#[derive(Debug, Serialize)]
+pub struct RecordsPage<'a> {
+    pub dialect: Dialect,
+    pub device: u32,
+    pub count: usize,
+    /// Device time of the first record not returned, when `limit` cut the page.
+    pub next_from: Option<String>,
+    pub records: &'a [RecordView],
+}
+
+fn render(stream: StreamId, views: &[RecordView], next: Option<u64>, format: Format) -> Response {
+    match format {
+        // Typed, not `json!`: a `serde_json::Value` would widen f32 readings to f64.
+        Format::Json => Json(RecordsPage {
+            dialect: stream.dialect,
+            device: stream.device,
+            count: views.len(),
+            next_from: next.map(export::rfc3339),
+            records: views,
+        })
+        .into_response(),
+        Format::Ndjson => {
+            let mut body = String::new();
+            for v in views {
+                body.push_str(&serde_json::to_string(v).unwrap_or_default());
+                body.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+        }
+        Format::Csv => {
+            let mut body = String::from(export::CSV_HEADER);
+            body.push('\n');
+            for v in views {
+                body.push_str(&export::csv_row(v));
+                body.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+        }
+    }
+}
+
+async fn status(State(app): State<App>) -> Response {
+    let m = &app.shared.metrics;
+    let mut received = 0;
+    let mut records = 0;
+    let mut duplicates = 0;
+    let mut conflicts = 0;
+    let mut dropped = 0;
+    for d in Dialect::ALL {
+        let h = m.for_dialect(d);
+        received += h.packets.get();
+        records += h.new.get() + h.conflict.get();
+        duplicates += h.duplicate.get();
+        conflicts += h.conflict.get();
+        dropped += m.total_drops(d);
+    }
+    Json(json!({
+        "node_id": app.shared.store.node_id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": app.started.elapsed().as_secs(),
+        "data_dir": app.data_dir,
+        "listeners": app.listeners,
+        "totals": {
+            "received": received,
+            "records": records,
+            "duplicates": duplicates,
+            "conflicts": conflicts,
+            "dropped": dropped,
+            "streams_in_memory": app.shared.table().len(),
+        },
+    }))
+    .into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let m = &app.shared.metrics;
+    m.streams_in_memory.set(app.shared.table().len() as i64);
+    m.corrupt_values.set(app.shared.store.corrupt_values() as i64);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn query_parameters() {
+        let q = RecordsQuery::parse(&p(&[("from", "2025-12-11T18:20:00Z"), ("to", "1765477300.5"), ("limit", "10"), ("format", "csv")]))
+            .expect("valid");
+        assert_eq!(q.from_ns, 1_765_477_200_000_000_000);
+        assert_eq!(q.to_ns, 1_765_477_300_500_000_000);
+        assert_eq!((q.limit, q.format), (10, Format::Csv));
+        let err = |pairs: &[(&str, &str)]| RecordsQuery::parse(&p(pairs)).expect_err("invalid").0;
+        assert_eq!(err(&[("limit", "0")]), "limit");
+        assert_eq!(err(&[("limit", "x")]), "limit");
+        assert_eq!(err(&[("from", "yesterday")]), "from");
+        assert_eq!(err(&[("format", "xml")]), "format");
+        assert_eq!(err(&[("colour", "red")]), "colour");
+        assert_eq!(err(&[("to", "1"), ("to", "2")]), "to");
+        assert_eq!(err(&[("from", "5"), ("to", "1")]), "from");
+    }
+}

@@ -1,0 +1,140 @@
+//! `telemesh query` and `telemesh status`: a small HTTP client of the node's API.
+
+use std::fmt::Write as _;
+
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+use telemesh_proto::wire::Dialect;
+
+use crate::export::{self, RecordView};
+
+/// Output of `telemesh query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A readable table.
+    Table,
+    Json,
+    Ndjson,
+    Csv,
+}
+
+fn get(url: &str, query: &[(&str, String)]) -> anyhow::Result<String> {
+    let mut req = ureq::get(url).timeout(std::time::Duration::from_secs(30));
+    for (k, v) in query {
+        req = req.query(k, v);
+    }
+    match req.call() {
+        Ok(resp) => resp.into_string().context("cannot read the node's answer"),
+        Err(ureq::Error::Status(code, resp)) => {
+            let body = resp.into_string().unwrap_or_default();
+            let msg = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    let e = v.get("error")?.as_str()?.to_owned();
+                    Some(match v.get("parameter").and_then(|p| p.as_str()) {
+                        Some(p) => format!("{p}: {e}"),
+                        None => e,
+                    })
+                })
+                .unwrap_or(body);
+            bail!("node answered {code}: {msg}")
+        }
+        Err(e) => Err(anyhow!("cannot reach the node at {url}: {e}")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordsPage {
+    count: usize,
+    next_from: Option<String>,
+    records: Vec<RecordView>,
+}
+
+/// Fetches records of one device and renders them in `format`.
+pub fn query(
+    node: &str,
+    dialect: Dialect,
+    device: u32,
+    from: Option<&str>,
+    to: Option<&str>,
+    limit: Option<usize>,
+    format: OutputFormat,
+) -> anyhow::Result<String> {
+    let url = format!("{}/v1/streams/{}/{}/records", node.trim_end_matches('/'), dialect, device);
+    let mut q: Vec<(&str, String)> = Vec::new();
+    if let Some(f) = from {
+        q.push(("from", f.to_owned()));
+    }
+    if let Some(t) = to {
+        q.push(("to", t.to_owned()));
+    }
+    if let Some(l) = limit {
+        q.push(("limit", l.to_string()));
+    }
+    let wire_format = match format {
+        OutputFormat::Table | OutputFormat::Json => "json",
+        OutputFormat::Ndjson => "ndjson",
+        OutputFormat::Csv => "csv",
+    };
+    q.push(("format", wire_format.to_owned()));
+    let body = get(&url, &q)?;
+    if format != OutputFormat::Table {
+        return Ok(body);
+    }
+    let page: RecordsPage = serde_json::from_str(&body).context("the node's answer is not a records page")?;
+    Ok(table(&page))
+}
+
+fn table(page: &RecordsPage) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<30} {:>8} {:>10} {:<9} {:>5} {:>6}  readings", "device time", "seq", "ext seq", "kind", "gap", "copies");
+    for r in &page.records {
+        let readings: Vec<String> =
+            r.readings.iter().map(|x| format!("{}={}", x.label, export::value_text(x.value))).collect();
+        let _ = writeln!(
+            out,
+            "{:<30} {:>8} {:>10} {:<9} {:>5} {:>6}  {}",
+            r.device_time,
+            r.seq,
+            r.ext_seq,
+            r.kind.name(),
+            r.gap,
+            r.copies,
+            readings.join(" ")
+        );
+    }
+    let _ = write!(out, "{} record(s)", page.count);
+    if let Some(next) = &page.next_from {
+        let _ = write!(out, "; more from {next} (use --from)");
+    }
+    out.push('\n');
+    out
+}
+
+/// Fetches `/v1/status` and renders it for a person.
+pub fn status(node: &str) -> anyhow::Result<String> {
+    let body = get(&format!("{}/v1/status", node.trim_end_matches('/')), &[])?;
+    let v: serde_json::Value = serde_json::from_str(&body).context("the node's answer is not a status")?;
+    let s = |p: &str| v.pointer(p).map(|x| x.to_string().trim_matches('"').to_owned()).unwrap_or_else(|| "-".into());
+    let mut out = String::new();
+    let _ = writeln!(out, "node       {}  (telemesh {}, up {}s)", s("/node_id"), s("/version"), s("/uptime_seconds"));
+    let _ = writeln!(out, "data       {}", s("/data_dir"));
+    let _ = writeln!(
+        out,
+        "listening  iotstream {}  tinytelemetry {}  http {}",
+        s("/listeners/iotstream"),
+        s("/listeners/tinytelemetry"),
+        s("/listeners/http")
+    );
+    let _ = writeln!(
+        out,
+        "totals     received {}  records {}  duplicates {}  conflicts {}  dropped {}  streams in memory {}",
+        s("/totals/received"),
+        s("/totals/records"),
+        s("/totals/duplicates"),
+        s("/totals/conflicts"),
+        s("/totals/dropped"),
+        s("/totals/streams_in_memory")
+    );
+    Ok(out)
+}

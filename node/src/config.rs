@@ -1,0 +1,239 @@
+//! Node configuration: defaults, the TOML file, command-line overrides, validation.
+//!
+//! Everything is parsed and validated before any port is bound, so a bad setting ends
+//! the process with one clear line and exit code 64, never half a node.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use telemesh_proto::record::TimestampUnit;
+use telemesh_proto::stream;
+
+/// A complete, validated node configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the sled store and the node id live.
+    pub data_dir: PathBuf,
+    /// IoTStream v1 listener; `None` = off.
+    pub iotstream: Option<SocketAddr>,
+    /// TinyTelemetry v1 listener; `None` = off.
+    pub tinytelemetry: Option<SocketAddr>,
+    /// HTTP query API and `/metrics`.
+    pub http: SocketAddr,
+    /// How the IoTStream listener reads the 32-bit timestamp.
+    pub iotstream_timestamp: TimestampUnit,
+    /// Records reach disk within this interval (and on SIGINT/SIGTERM).
+    pub flush_interval: Duration,
+    /// Reorder window: packets and time (seed 003: 10 / 2 s).
+    pub reorder: stream::Config,
+    /// Per-stream states kept in memory; the least recently active beyond this are
+    /// written to the store and dropped from memory.
+    pub max_streams: usize,
+    /// A stream silent this long leaves memory (its state stays in the store).
+    pub stream_idle: Duration,
+    /// sled page cache, in MiB.
+    pub cache_mb: u64,
+    /// Kernel receive buffer requested for each UDP listener, in bytes.
+    pub recv_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./telemesh-data"),
+            iotstream: Some(SocketAddr::from(([0, 0, 0, 0], 5005))),
+            tinytelemetry: Some(SocketAddr::from(([0, 0, 0, 0], 5000))),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            iotstream_timestamp: TimestampUnit::Ms,
+            flush_interval: Duration::from_millis(500),
+            reorder: stream::Config::default(),
+            max_streams: 20_000,
+            stream_idle: Duration::from_secs(600),
+            cache_mb: 32,
+            recv_buffer: 8 << 20,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// The config file: every key optional, names as on the command line with `_`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub data_dir: Option<PathBuf>,
+    pub iotstream: Option<String>,
+    pub tinytelemetry: Option<String>,
+    pub http: Option<String>,
+    pub iotstream_timestamp: Option<TimestampUnit>,
+    pub flush_interval: Option<String>,
+    pub reorder_packets: Option<u64>,
+    pub reorder_window: Option<String>,
+    pub max_streams: Option<usize>,
+    pub stream_idle: Option<String>,
+    pub cache_mb: Option<u64>,
+    pub recv_buffer: Option<usize>,
+}
+
+impl File {
+    pub fn load(path: &Path) -> Result<File, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
+    }
+
+    /// Applies `over` on top of `self` (command-line flags over the file).
+    pub fn overlay(self, over: File) -> File {
+        File {
+            data_dir: over.data_dir.or(self.data_dir),
+            iotstream: over.iotstream.or(self.iotstream),
+            tinytelemetry: over.tinytelemetry.or(self.tinytelemetry),
+            http: over.http.or(self.http),
+            iotstream_timestamp: over.iotstream_timestamp.or(self.iotstream_timestamp),
+            flush_interval: over.flush_interval.or(self.flush_interval),
+            reorder_packets: over.reorder_packets.or(self.reorder_packets),
+            reorder_window: over.reorder_window.or(self.reorder_window),
+            max_streams: over.max_streams.or(self.max_streams),
+            stream_idle: over.stream_idle.or(self.stream_idle),
+            cache_mb: over.cache_mb.or(self.cache_mb),
+            recv_buffer: over.recv_buffer.or(self.recv_buffer),
+        }
+    }
+
+    /// Fills defaults and validates every field.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let config = Config {
+            data_dir: self.data_dir.unwrap_or(d.data_dir),
+            iotstream: optional_addr("iotstream", self.iotstream, d.iotstream)?,
+            tinytelemetry: optional_addr("tinytelemetry", self.tinytelemetry, d.tinytelemetry)?,
+            http: match self.http {
+                Some(s) => addr("http", &s)?,
+                None => d.http,
+            },
+            iotstream_timestamp: self.iotstream_timestamp.unwrap_or(d.iotstream_timestamp),
+            flush_interval: duration("flush_interval", self.flush_interval, d.flush_interval)?,
+            reorder: stream::Config {
+                reorder_packets: self.reorder_packets.unwrap_or(d.reorder.reorder_packets),
+                reorder_ns: u64::try_from(
+                    duration("reorder_window", self.reorder_window, Duration::from_nanos(d.reorder.reorder_ns))?
+                        .as_nanos(),
+                )
+                .unwrap_or(u64::MAX),
+            },
+            max_streams: self.max_streams.unwrap_or(d.max_streams),
+            stream_idle: duration("stream_idle", self.stream_idle, d.stream_idle)?,
+            cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
+            recv_buffer: self.recv_buffer.unwrap_or(d.recv_buffer),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Checks ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
+        if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {
+            return invalid("flush_interval", "must be between 1ms and 60s");
+        }
+        if self.max_streams < 16 {
+            return invalid("max_streams", "must be at least 16");
+        }
+        if self.stream_idle < Duration::from_secs(1) {
+            return invalid("stream_idle", "must be at least 1s");
+        }
+        if self.cache_mb == 0 {
+            return invalid("cache_mb", "must be at least 1");
+        }
+        if self.iotstream.is_none() && self.tinytelemetry.is_none() {
+            return invalid("iotstream/tinytelemetry", "at least one ingest listener must be on");
+        }
+        if let (Some(a), Some(b)) = (self.iotstream, self.tinytelemetry) {
+            if a == b && a.port() != 0 {
+                return invalid("tinytelemetry", "must not use the same address as iotstream");
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+fn addr(field: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| ConfigError::Invalid {
+        field,
+        message: format!("{s:?} is not an address like 0.0.0.0:5005 or [::]:5005"),
+    })
+}
+
+fn optional_addr(
+    field: &'static str,
+    value: Option<String>,
+    default: Option<SocketAddr>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match value.as_deref() {
+        None => Ok(default),
+        Some("off") => Ok(None),
+        Some(s) => addr(field, s).map(Some),
+    }
+}
+
+fn duration(field: &'static str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(&s)
+            .map_err(|e| ConfigError::Invalid { field, message: format!("{s:?} is not a duration like 500ms or 2s: {e}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_docs() {
+        let c = File::default().resolve().expect("defaults are valid");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.iotstream, Some("0.0.0.0:5005".parse().expect("addr")));
+        assert_eq!(c.tinytelemetry, Some("0.0.0.0:5000".parse().expect("addr")));
+        assert_eq!(c.http, "127.0.0.1:8080".parse().expect("addr"));
+        assert!(c.flush_interval <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let file: File = toml::from_str("iotstream = \"127.0.0.1:7000\"\nflush_interval = \"200ms\"\ntinytelemetry = \"off\"")
+            .expect("parses");
+        let flags = File { iotstream: Some("127.0.0.1:7001".into()), ..File::default() };
+        let c = file.overlay(flags).resolve().expect("valid");
+        assert_eq!(c.iotstream, Some("127.0.0.1:7001".parse().expect("addr")));
+        assert_eq!(c.tinytelemetry, None);
+        assert_eq!(c.flush_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = |f: File| f.resolve().expect_err("invalid").to_string();
+        assert!(bad(File { http: Some("localhost".into()), ..File::default() }).starts_with("http:"));
+        assert!(bad(File { flush_interval: Some("soon".into()), ..File::default() }).starts_with("flush_interval:"));
+        assert!(bad(File { flush_interval: Some("0s".into()), ..File::default() }).starts_with("flush_interval:"));
+        let both_off = File { iotstream: Some("off".into()), tinytelemetry: Some("off".into()), ..File::default() };
+        assert!(bad(both_off).contains("at least one ingest listener"));
+        assert!(toml::from_str::<File>("colour = 1").is_err());
+    }
+}

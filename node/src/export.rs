@@ -1,0 +1,180 @@
+//! How records leave the node: JSON, NDJSON and the seeds' CSV log columns.
+
+use serde::{Deserialize, Serialize, Serializer};
+use telemesh_proto::record::{Kind, Value};
+use telemesh_proto::wire::Dialect;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::store::StoredRecord;
+
+/// One reading as the API shows it. Binary dialects' f32 readings print in their
+/// shortest form (`29.37`); a NaN prints as `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingView {
+    pub label: String,
+    #[serde(serialize_with = "serialize_value", deserialize_with = "deserialize_value")]
+    pub value: Value,
+}
+
+fn serialize_value<S: Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Value::F32(x) if x.is_finite() => s.serialize_f32(*x),
+        Value::F64(x) if x.is_finite() => s.serialize_f64(*x),
+        _ => s.serialize_none(),
+    }
+}
+
+fn deserialize_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    Ok(Value::F64(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN)))
+}
+
+/// One record in the query API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordView {
+    pub dialect: Dialect,
+    pub device: u32,
+    /// Sequence number as sent.
+    pub seq: u64,
+    /// Sequence number extended across 16-bit wraparound; restarts at a reboot.
+    pub ext_seq: u64,
+    /// Device time, RFC 3339 (UTC).
+    pub device_time: String,
+    pub device_time_ns: u64,
+    /// The timestamp field as sent.
+    pub timestamp: u64,
+    pub kind: Kind,
+    pub readings: Vec<ReadingView>,
+    /// When this node first received it, RFC 3339 (UTC), by its own clock.
+    pub arrival_time: String,
+    pub arrival_ns: u64,
+    /// Times this node received it (more than 1: duplicates arrived).
+    pub copies: u32,
+    /// Sequence numbers missing just before this record (0: none).
+    pub gap: u64,
+    /// Nodes that received this record.
+    pub heard_by: Vec<String>,
+}
+
+/// RFC 3339 for Unix nanoseconds (UTC); out-of-range values print as the raw number.
+pub fn rfc3339(ns: u64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ns.to_string())
+}
+
+impl RecordView {
+    /// A view of `r`; `previous_ext` is the extended seq of the record before it.
+    pub fn new(r: &StoredRecord, previous_ext: Option<u64>, node_id: &str) -> RecordView {
+        let gap = match previous_ext {
+            Some(p) if r.ext_seq > p + 1 => r.ext_seq - p - 1,
+            _ => 0,
+        };
+        RecordView {
+            dialect: r.record.stream.dialect,
+            device: r.record.stream.device,
+            seq: r.record.seq,
+            ext_seq: r.ext_seq,
+            device_time: rfc3339(r.record.device_time_ns),
+            device_time_ns: r.record.device_time_ns,
+            timestamp: r.record.timestamp_raw,
+            kind: r.record.kind,
+            readings: r
+                .record
+                .readings
+                .labelled()
+                .into_iter()
+                .map(|(label, value)| ReadingView { label, value })
+                .collect(),
+            arrival_time: rfc3339(r.arrival_ns),
+            arrival_ns: r.arrival_ns,
+            copies: r.copies,
+            gap,
+            heard_by: vec![node_id.to_owned()],
+        }
+    }
+}
+
+/// Views of consecutive records; `before` is the record preceding the first one.
+pub fn views(records: &[StoredRecord], before: Option<&StoredRecord>, node_id: &str) -> Vec<RecordView> {
+    let mut previous = before.map(|r| r.ext_seq);
+    records
+        .iter()
+        .map(|r| {
+            let v = RecordView::new(r, previous, node_id);
+            previous = Some(r.ext_seq);
+            v
+        })
+        .collect()
+}
+
+/// The CSV header: the seeds' per-packet log columns, then telemesh's.
+pub const CSV_HEADER: &str = "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,readings";
+
+/// One CSV row (no newline). `arrival_time` is Unix seconds with microseconds, as the
+/// seeds log it; readings are `label=value` joined by `;`.
+pub fn csv_row(v: &RecordView) -> String {
+    let readings: Vec<String> = v.readings.iter().map(|r| format!("{}={}", r.label, value_text(r.value))).collect();
+    format!(
+        "{},{},{},{}.{:06},{},{},{},{},{},{},{},{},{}",
+        v.device,
+        v.seq,
+        v.timestamp,
+        v.arrival_ns / 1_000_000_000,
+        (v.arrival_ns % 1_000_000_000) / 1_000,
+        v.kind.csv_name(),
+        u8::from(v.copies > 1),
+        u8::from(v.gap > 0),
+        v.gap,
+        v.readings.len(),
+        v.ext_seq,
+        v.device_time,
+        v.heard_by.join(";"),
+        readings.join(";"),
+    )
+}
+
+/// A reading's value as text: shortest round-trip form, `NaN` for not-a-number.
+pub fn value_text(v: Value) -> String {
+    match v {
+        Value::F32(x) if x.is_nan() => "NaN".to_owned(),
+        Value::F64(x) if x.is_nan() => "NaN".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemesh_proto::record::{Readings, Record, StreamId};
+
+    #[test]
+    fn seed_example_row() {
+        let r = StoredRecord {
+            record: Record {
+                stream: StreamId::new(Dialect::Iotstream, 1001),
+                device_time_ns: 1_765_477_200_758_000_000,
+                seq: 1,
+                timestamp_raw: 245_642_102,
+                kind: Kind::Data,
+                readings: Readings::Batch(vec![29.37, 23.53, 22.61, 22.04, 22.99]),
+            },
+            ext_seq: 1,
+            arrival_ns: 1_765_477_200_758_614_000,
+            copies: 1,
+        };
+        let v = RecordView::new(&r, Some(0), "n1");
+        assert_eq!(v.device_time, "2025-12-11T18:20:00.758Z");
+        assert_eq!(
+            csv_row(&v),
+            "1001,1,245642102,1765477200.758614,DATA,0,0,0,5,1,2025-12-11T18:20:00.758Z,n1,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
+        );
+        let json = serde_json::to_string(&v.readings[0]).expect("json");
+        assert_eq!(json, r#"{"label":"r1","value":29.37}"#);
+        let gap = RecordView::new(&r, None, "n1");
+        assert_eq!(gap.gap, 0);
+        let r4 = StoredRecord { ext_seq: 4, ..r };
+        assert_eq!(RecordView::new(&r4, Some(1), "n1").gap, 2);
+    }
+}

@@ -1,0 +1,239 @@
+//! The telemesh node: a thin shell around `telemesh_proto`.
+//!
+//! [`bind`] takes a validated [`Config`] and binds every socket; [`run`] takes the bound
+//! sockets and a shutdown token, so tests bind `127.0.0.1:0` and run many nodes in one
+//! process ([`Node::start`] does both on a thread of its own).
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod export;
+pub mod ingest;
+pub mod metrics;
+pub mod store;
+pub mod streams;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use telemesh_proto::wire::Dialect;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::ingest::{now_ns, Listener, Shared};
+use crate::store::{SledStore, Store};
+use crate::streams::Table;
+
+/// The sockets a node serves on, bound before it starts.
+#[derive(Debug)]
+pub struct Sockets {
+    pub iotstream: Option<UdpSocket>,
+    pub tinytelemetry: Option<UdpSocket>,
+    pub http: TcpListener,
+}
+
+/// A socket that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {what} on {addr}: {source}")]
+pub struct BindError {
+    pub what: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn bind_udp(what: &'static str, addr: SocketAddr, recv_buffer: usize) -> Result<UdpSocket, BindError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| BindError { what, addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    // A bigger kernel buffer rides out bursts; the kernel may grant less (net.core.rmem_max).
+    if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
+        tracing::warn!(%addr, error = %e, "cannot enlarge receive buffer");
+    }
+    socket.bind(&addr.into()).map_err(err)?;
+    Ok(socket.into())
+}
+
+/// Binds every configured socket.
+pub fn bind(config: &Config) -> Result<Sockets, BindError> {
+    Ok(Sockets {
+        iotstream: config.iotstream.map(|a| bind_udp("iotstream (udp)", a, config.recv_buffer)).transpose()?,
+        tinytelemetry: config.tinytelemetry.map(|a| bind_udp("tinytelemetry (udp)", a, config.recv_buffer)).transpose()?,
+        http: TcpListener::bind(config.http).map_err(|source| BindError { what: "http (tcp)", addr: config.http, source })?,
+    })
+}
+
+/// Opens the store in `config.data_dir`, creating the directory if needed.
+pub fn open_store(config: &Config) -> anyhow::Result<SledStore> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    SledStore::open(&config.data_dir, config.flush_interval, config.cache_mb)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
+}
+
+/// Runs a node on bound sockets until `shutdown` is cancelled, then drains: listeners
+/// write what they queued, stream states are saved, the store is flushed.
+pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        store: Arc::clone(&store),
+        table: Mutex::new(Table::new(config.max_streams)),
+        metrics: metrics::Metrics::new(),
+        reorder: config.reorder,
+        iotstream_timestamp: config.iotstream_timestamp,
+    });
+    let listeners = api::Listeners {
+        iotstream: sockets.iotstream.as_ref().and_then(|s| s.local_addr().ok()),
+        tinytelemetry: sockets.tinytelemetry.as_ref().and_then(|s| s.local_addr().ok()),
+        http: sockets.http.local_addr()?,
+    };
+    tracing::info!(
+        node_id = store.node_id(),
+        version = env!("CARGO_PKG_VERSION"),
+        iotstream = ?listeners.iotstream,
+        tinytelemetry = ?listeners.tinytelemetry,
+        http = %listeners.http,
+        data = %config.data_dir.display(),
+        "telemesh node listening"
+    );
+
+    let mut threads = Vec::new();
+    for (dialect, socket) in
+        [(Dialect::Iotstream, sockets.iotstream), (Dialect::Tinytelemetry, sockets.tinytelemetry)]
+    {
+        let Some(socket) = socket else { continue };
+        let listener = Listener::new(dialect, Arc::clone(&shared));
+        let token = shutdown.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("ingest-{dialect}"))
+                .spawn(move || listener.run(socket, token))
+                .context("cannot start an ingest thread")?,
+        );
+    }
+
+    let maintenance = tokio::spawn(maintain(Arc::clone(&shared), config.flush_interval, config.stream_idle, shutdown.clone()));
+
+    sockets.http.set_nonblocking(true)?;
+    let http = tokio::net::TcpListener::from_std(sockets.http)?;
+    let app = api::App {
+        shared: Arc::clone(&shared),
+        started: Instant::now(),
+        listeners,
+        data_dir: config.data_dir.display().to_string(),
+    };
+    let serve_token = shutdown.clone();
+    axum::serve(http, api::router(app))
+        .with_graceful_shutdown(async move { serve_token.cancelled().await })
+        .await
+        .context("http server failed")?;
+
+    // Drain: listeners first (they write their queued records), then states, then disk.
+    shutdown.cancel();
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    });
+    let _ = joined.await;
+    let _ = maintenance.await;
+    save_states(&shared, true)?;
+    store.flush().context("final flush failed")?;
+    tracing::info!("telemesh node stopped");
+    Ok(())
+}
+
+/// Every flush interval: save changed stream states, evict idle ones.
+async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = Arc::clone(&shared);
+        let result = tokio::task::spawn_blocking(move || {
+            save_states(&s, false)?;
+            let cutoff = now_ns().saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX));
+            let store = Arc::clone(&s.store);
+            let evicted = s.table().evict_idle(cutoff, store.as_ref())?;
+            if evicted > 0 {
+                tracing::debug!(evicted, "idle stream states left memory");
+            }
+            Ok::<_, store::StoreError>(())
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::error!(error = %e, "saving stream states failed");
+        }
+    }
+}
+
+fn save_states(shared: &Shared, all: bool) -> Result<(), store::StoreError> {
+    let states = {
+        let mut table = shared.table();
+        if all {
+            let _ = table.take_dirty();
+            table.snapshot()
+        } else {
+            table.take_dirty()
+        }
+    };
+    shared.store.put_states(&states)
+}
+
+/// A node running on a thread of its own, for tests and benchmarks.
+#[derive(Debug)]
+pub struct Node {
+    pub iotstream: Option<SocketAddr>,
+    pub tinytelemetry: Option<SocketAddr>,
+    pub http: SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Node {
+    /// Binds, opens the store and runs `config` until [`Node::stop`] (or drop).
+    pub fn start(config: Config) -> anyhow::Result<Node> {
+        config.validate()?;
+        let sockets = bind(&config)?;
+        let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+        let iotstream = sockets.iotstream.as_ref().map(UdpSocket::local_addr).transpose()?;
+        let tinytelemetry = sockets.tinytelemetry.as_ref().map(UdpSocket::local_addr).transpose()?;
+        let http = sockets.http.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let thread = std::thread::Builder::new().name("telemesh-node".into()).spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(run(config, sockets, store, token))
+        })?;
+        Ok(Node { iotstream, tinytelemetry, http, shutdown, thread: Some(thread) })
+    }
+
+    /// The base URL of the HTTP API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Stops the node and waits for it to drain.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown_and_join()
+    }
+
+    fn shutdown_and_join(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| anyhow::anyhow!("node thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.shutdown_and_join();
+    }
+}

@@ -1,0 +1,202 @@
+//! `telemesh`: run a node, query it, ask its status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use telemesh_node::client::{self, OutputFormat};
+use telemesh_node::config::File;
+use telemesh_node::store::Store;
+use telemesh_proto::record::TimestampUnit;
+use telemesh_proto::wire::Dialect;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad command line or configuration (BSD EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+/// telemesh — a loss-resilient telemetry mesh node.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: UDP ingest, sled store, HTTP query API.
+    Node(NodeArgs),
+    /// Print the records of one device, in device order.
+    Query(QueryArgs),
+    /// Print a node's status.
+    Status {
+        /// The node's HTTP API.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
+        node: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// TOML config file; command-line options override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (the sled store and the node id). [default: ./telemesh-data]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// IoTStream v1 UDP listener, or "off". [default: 0.0.0.0:5005]
+    #[arg(long, value_name = "ADDR")]
+    iotstream: Option<String>,
+    /// TinyTelemetry v1 UDP listener, or "off". [default: 0.0.0.0:5000]
+    #[arg(long, value_name = "ADDR")]
+    tinytelemetry: Option<String>,
+    /// HTTP API and /metrics. [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Unit of IoTStream's 32-bit timestamp: Unix milliseconds mod 2^32, or seconds. [default: ms]
+    #[arg(long, value_name = "UNIT", value_parser = ["ms", "s"])]
+    iotstream_timestamp: Option<String>,
+    /// Records reach disk within this interval. [default: 500ms]
+    #[arg(long, value_name = "DURATION")]
+    flush_interval: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// iotstream, tinytelemetry or secure.
+    dialect: Dialect,
+    /// Device (client) id.
+    device: u32,
+    /// From this device time: RFC 3339 (2025-12-11T18:20:00Z) or Unix seconds.
+    #[arg(long)]
+    from: Option<String>,
+    /// Up to this device time (inclusive).
+    #[arg(long)]
+    to: Option<String>,
+    /// At most this many records (1..=100000). [default: 1000]
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// The node's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
+    node: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => node(args),
+        Command::Query(q) => print(client::query(
+            &q.node,
+            q.dialect,
+            q.device,
+            q.from.as_deref(),
+            q.to.as_deref(),
+            q.limit,
+            q.format,
+        )),
+        Command::Status { node } => print(client::status(&node)),
+    }
+}
+
+fn print(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("telemesh: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn node(args: NodeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    // 1. The whole configuration, validated, before any port is bound.
+    let file = match &args.config {
+        Some(path) => match File::load(path) {
+            Ok(f) => f,
+            Err(e) => return usage(e),
+        },
+        None => File::default(),
+    };
+    let flags = File {
+        data_dir: args.data,
+        iotstream: args.iotstream,
+        tinytelemetry: args.tinytelemetry,
+        http: args.http,
+        iotstream_timestamp: args.iotstream_timestamp.map(|u| if u == "s" { TimestampUnit::S } else { TimestampUnit::Ms }),
+        flush_interval: args.flush_interval,
+        ..File::default()
+    };
+    let config = match file.overlay(flags).resolve() {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+
+    // 2. Store and sockets: failures here are the environment's (exit 1).
+    let store: Arc<dyn Store> = match telemesh_node::open_store(&config) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fail(e),
+    };
+    let sockets = match telemesh_node::bind(&config) {
+        Ok(s) => s,
+        Err(e) => return fail(e.into()),
+    };
+
+    // 3. Run until SIGINT/SIGTERM, then drain.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e.into()),
+    };
+    let shutdown = CancellationToken::new();
+    runtime.spawn(wait_for_signal(shutdown.clone()));
+    match runtime.block_on(telemesh_node::run(config, sockets, store, shutdown)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+fn usage(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("telemesh: {e}");
+    ExitCode::from(EX_USAGE)
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("telemesh: {e:#}");
+    ExitCode::FAILURE
+}

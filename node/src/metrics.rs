@@ -1,0 +1,136 @@
+//! Prometheus metrics (`GET /metrics`), via prometheus-client.
+//!
+//! Hot-path handles (one counter per dialect) are resolved once, so a datagram costs a
+//! few atomic adds, not a label lookup.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use telemesh_proto::wire::{self, Dialect};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DialectLabel {
+    dialect: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabel {
+    dialect: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    dialect: &'static str,
+    outcome: &'static str,
+}
+
+/// Why a datagram that decoded was still not stored.
+pub const STORE_ERROR: &str = "store_error";
+
+/// The node's metrics registry and its handles.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    packets: Family<DialectLabel, Counter>,
+    bytes: Family<DialectLabel, Counter>,
+    drops: Family<DropLabel, Counter>,
+    outcomes: Family<OutcomeLabel, Counter>,
+    /// Per-datagram processing time (decode, classify, queue for storage).
+    pub processing: Histogram,
+    /// Per-stream states held in memory.
+    pub streams_in_memory: Gauge,
+    /// Stored values that failed to decode (read at scrape time).
+    pub corrupt_values: Gauge,
+}
+
+/// Counters one listener touches per datagram.
+#[derive(Debug, Clone)]
+pub struct DialectHandles {
+    pub packets: Counter,
+    pub bytes: Counter,
+    pub new: Counter,
+    pub duplicate: Counter,
+    pub conflict: Counter,
+    drops: Family<DropLabel, Counter>,
+    dialect: &'static str,
+}
+
+impl DialectHandles {
+    /// Counts one dropped datagram.
+    pub fn drop(&self, reason: &'static str) {
+        self.drops.get_or_create(&DropLabel { dialect: self.dialect, reason }).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("telemesh");
+        let packets = Family::<DialectLabel, Counter>::default();
+        let bytes = Family::<DialectLabel, Counter>::default();
+        let drops = Family::<DropLabel, Counter>::default();
+        let outcomes = Family::<OutcomeLabel, Counter>::default();
+        let processing = Histogram::new(exponential_buckets(1e-7, 2.0, 20));
+        let streams_in_memory = Gauge::default();
+        let corrupt_values = Gauge::default();
+        registry.register("packets", "Datagrams received, valid or not", packets.clone());
+        registry.register("received_bytes", "Datagram bytes received", bytes.clone());
+        registry.register("drops", "Datagrams dropped, by reason", drops.clone());
+        registry.register("records", "Valid datagrams by outcome: new, duplicate, conflict", outcomes.clone());
+        registry.register(
+            "packet_processing_seconds",
+            "Time to decode, classify and queue one datagram",
+            processing.clone(),
+        );
+        registry.register("streams_in_memory", "Per-stream states held in memory", streams_in_memory.clone());
+        registry.register("store_corrupt_values", "Stored values that failed to decode and were skipped", corrupt_values.clone());
+        // Pre-register every drop reason so dashboards see zeros, not gaps.
+        for d in Dialect::ALL {
+            for reason in wire::Error::REASONS.into_iter().chain([STORE_ERROR]) {
+                let _ = drops.get_or_create(&DropLabel { dialect: d.name(), reason });
+            }
+        }
+        Metrics { registry, packets, bytes, drops, outcomes, processing, streams_in_memory, corrupt_values }
+    }
+
+    pub fn for_dialect(&self, dialect: Dialect) -> DialectHandles {
+        let d = dialect.name();
+        let outcome = |outcome| self.outcomes.get_or_create(&OutcomeLabel { dialect: d, outcome }).clone();
+        DialectHandles {
+            packets: self.packets.get_or_create(&DialectLabel { dialect: d }).clone(),
+            bytes: self.bytes.get_or_create(&DialectLabel { dialect: d }).clone(),
+            new: outcome("new"),
+            duplicate: outcome("duplicate"),
+            conflict: outcome("conflict"),
+            drops: self.drops.clone(),
+            dialect: d,
+        }
+    }
+
+    /// Drops counted so far for `dialect` and `reason`.
+    pub fn drops(&self, dialect: Dialect, reason: &'static str) -> u64 {
+        self.drops.get_or_create(&DropLabel { dialect: dialect.name(), reason }).get()
+    }
+
+    /// All drops for `dialect`, whatever the reason.
+    pub fn total_drops(&self, dialect: Dialect) -> u64 {
+        wire::Error::REASONS.into_iter().chain([STORE_ERROR]).map(|r| self.drops(dialect, r)).sum()
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
