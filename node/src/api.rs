@@ -20,6 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::export::{self, RecordView};
+use crate::history;
 use crate::ingest::Shared;
 
 /// Default and largest `limit` of a records query.
@@ -119,7 +120,7 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
         return u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?} is before 1970"));
     }
     match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs < 1.8e10 => Ok((secs * 1e9).round() as u64),
+        Ok(secs) if (0.0..1.8e10).contains(&secs) => Ok((secs * 1e9).round() as u64),
         _ => Err(format!("{s:?} is not RFC 3339 (2025-12-11T18:20:00Z) or Unix seconds")),
     }
 }
@@ -182,13 +183,14 @@ async fn records(
     let stream = StreamId::new(dialect, device);
     let shared = Arc::clone(&app.shared);
     let fetched = tokio::task::spawn_blocking(move || {
-        // `to` is inclusive; one extra record tells whether the page is complete.
-        let end = q.to_ns.saturating_add(1);
-        let mut recs = shared.store.records(stream, q.from_ns, end, q.limit + 1)?;
-        let before = shared.store.record_before(stream, q.from_ns)?;
+        // One extra record tells whether the page is complete.
+        let store = shared.store.as_ref();
+        let pending = shared.table().unflushed(&stream);
+        let mut recs = history::records(store, &pending, stream, q.from_ns, q.to_ns, q.limit + 1)?;
+        let before = history::record_before(store, &pending, stream, q.from_ns)?;
         let next = (recs.len() > q.limit).then(|| recs[q.limit].record.device_time_ns);
         recs.truncate(q.limit);
-        Ok::<_, crate::store::StoreError>((export::views(&recs, before.as_ref(), shared.store.node_id()), next))
+        Ok::<_, crate::store::StoreError>((export::views(&recs, before.as_ref(), store.node_id()), next))
     })
     .await;
     let (views, next) = match fetched {

@@ -18,15 +18,26 @@ pub enum OutputFormat {
     Csv,
 }
 
+/// Largest answer read from a node (a full 100,000-record page is about 40 MB of JSON).
+const MAX_BODY: u64 = 256 << 20;
+
+/// The body of `resp`, up to [`MAX_BODY`] bytes.
+pub fn body(resp: ureq::Response) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    resp.into_reader().take(MAX_BODY).read_to_string(&mut s)?;
+    Ok(s)
+}
+
 fn get(url: &str, query: &[(&str, String)]) -> anyhow::Result<String> {
     let mut req = ureq::get(url).timeout(std::time::Duration::from_secs(30));
     for (k, v) in query {
         req = req.query(k, v);
     }
     match req.call() {
-        Ok(resp) => resp.into_string().context("cannot read the node's answer"),
+        Ok(resp) => body(resp).context("cannot read the node's answer"),
         Err(ureq::Error::Status(code, resp)) => {
-            let body = resp.into_string().unwrap_or_default();
+            let body = body(resp).unwrap_or_default();
             let msg = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| {

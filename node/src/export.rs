@@ -151,8 +151,8 @@ mod tests {
 
     #[test]
     fn seed_example_row() {
-        let r = StoredRecord {
-            record: Record {
+        let r = StoredRecord::new(
+            Record {
                 stream: StreamId::new(Dialect::Iotstream, 1001),
                 device_time_ns: 1_765_477_200_758_000_000,
                 seq: 1,
@@ -160,10 +160,9 @@ mod tests {
                 kind: Kind::Data,
                 readings: Readings::Batch(vec![29.37, 23.53, 22.61, 22.04, 22.99]),
             },
-            ext_seq: 1,
-            arrival_ns: 1_765_477_200_758_614_000,
-            copies: 1,
-        };
+            1,
+            1_765_477_200_758_614_000,
+        );
         let v = RecordView::new(&r, Some(0), "n1");
         assert_eq!(v.device_time, "2025-12-11T18:20:00.758Z");
         assert_eq!(

@@ -1,10 +1,9 @@
 //! UDP ingest: one listener thread per dialect.
 //!
 //! Each datagram is decoded by `proto::wire` into a `Record` (or counted as a drop by
-//! reason), classified by its stream's `proto::stream::State`, and queued for storage.
-//! Queued records are written in atomic batches of up to [`BATCH`] records or every
-//! [`BATCH_DELAY`], so a record reaches sled within a few milliseconds and disk within
-//! the flush interval.
+//! reason), classified by its stream's `proto::stream::State`, and appended to the
+//! stream's pending records in the [`Table`]; the maintenance task writes those to the
+//! store every flush interval (see `streams`).
 //!
 //! The hot loop is a plain blocking thread rather than a tokio task: it does a little
 //! CPU work per datagram and never awaits, and a thread of its own keeps it off the
@@ -15,20 +14,17 @@ use std::net::UdpSocket;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use telemesh_proto::record::{Key, Record, TimestampUnit};
+use telemesh_proto::record::{Record, TimestampUnit};
 use telemesh_proto::stream::{self, Lookup, Outcome, Presence};
 use telemesh_proto::wire::Dialect;
 use tokio_util::sync::CancellationToken;
 
+use crate::history;
 use crate::metrics::{DialectHandles, Metrics, STORE_ERROR};
 use crate::store::{Store, StoredRecord};
-use crate::streams::Table;
+use crate::streams::{Entry, Table};
 
-/// Most records written in one batch.
-pub const BATCH: usize = 1024;
-/// Longest a record waits in the batch before it is written.
-pub const BATCH_DELAY: Duration = Duration::from_millis(5);
-/// How often a blocked `recv` wakes up to check for shutdown and write the batch.
+/// How often a blocked `recv` wakes up to check for shutdown.
 const POLL: Duration = Duration::from_millis(20);
 /// Receive buffer: larger than any valid datagram, so oversize ones are seen as such.
 const RECV_BUF: usize = 2048;
@@ -68,17 +64,15 @@ pub struct Listener {
     dialect: Dialect,
     shared: Arc<Shared>,
     handles: DialectHandles,
-    pending: Vec<(Key, StoredRecord)>,
-    oldest_pending: Option<Instant>,
 }
 
 impl Listener {
     pub fn new(dialect: Dialect, shared: Arc<Shared>) -> Listener {
         let handles = shared.metrics.for_dialect(dialect);
-        Listener { dialect, shared, handles, pending: Vec::with_capacity(BATCH), oldest_pending: None }
+        Listener { dialect, shared, handles }
     }
 
-    /// Receives until `shutdown`, then writes what is queued and returns.
+    /// Receives until `shutdown`.
     pub fn run(mut self, socket: UdpSocket, shutdown: CancellationToken) {
         if let Err(e) = socket.set_read_timeout(Some(POLL)) {
             tracing::warn!(dialect = %self.dialect, error = %e, "cannot set socket timeout");
@@ -93,12 +87,7 @@ impl Listener {
                     std::thread::sleep(POLL);
                 }
             }
-            let due = self.oldest_pending.is_some_and(|t| t.elapsed() >= BATCH_DELAY);
-            if self.pending.len() >= BATCH || due {
-                self.write_pending();
-            }
         }
-        self.write_pending();
     }
 
     /// Decodes, classifies and queues one datagram received at `arrival_ns`.
@@ -114,28 +103,25 @@ impl Listener {
                 return;
             }
         };
-        let shared = Arc::clone(&self.shared);
-        let outcome = {
-            let mut table = shared.table();
-            let state = match table.get_mut(record.stream, arrival_ns, shared.store.as_ref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot load stream state");
-                    self.handles.drop(STORE_ERROR);
-                    return;
-                }
-            };
-            let pending = &mut self.pending;
-            let oldest = &mut self.oldest_pending;
-            state.observe(&record, arrival_ns, &shared.reorder, || {
-                // The store must see every record observed so far before it answers.
-                write_batch(shared.store.as_ref(), pending, oldest, &self.handles);
-                shared.store.lookup(&record).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "store lookup failed; treating record as new");
-                    Lookup { presence: Presence::Absent, predecessor: None }
-                })
-            })
+        let shared = &*self.shared;
+        let store = shared.store.as_ref();
+        let mut table = shared.table();
+        let Entry { state, pending, in_flight, .. } = match table.entry(record.stream, arrival_ns, store) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load stream state");
+                self.handles.drop(STORE_ERROR);
+                return;
+            }
         };
+        let outcome = state.observe(&record, arrival_ns, &shared.reorder, || {
+            // Rare (possible duplicates, late arrivals): copying what is unflushed is fine.
+            let unflushed: Vec<StoredRecord> = in_flight.iter().flat_map(|f| f.iter()).chain(pending.iter()).cloned().collect();
+            history::lookup(store, &unflushed, &record).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "store lookup failed; treating record as new");
+                Lookup { presence: Presence::Absent, predecessor: None }
+            })
+        });
         match outcome {
             Outcome::New { ext_seq, .. } | Outcome::Conflict { ext_seq } => {
                 if matches!(outcome, Outcome::Conflict { .. }) {
@@ -144,42 +130,14 @@ impl Listener {
                 } else {
                     self.handles.new.inc();
                 }
-                self.oldest_pending.get_or_insert_with(Instant::now);
-                let key = record.key();
-                self.pending.push((key, StoredRecord { record, ext_seq, arrival_ns, copies: 1 }));
+                pending.push(StoredRecord::new(record, ext_seq, arrival_ns));
             }
             Outcome::Duplicate => {
                 self.handles.duplicate.inc();
-                if let Err(e) = self.shared.store.add_copy(&record.key()) {
-                    tracing::error!(error = %e, "cannot count duplicate");
-                }
+                history::add_copy(pending, record, arrival_ns);
             }
         }
-        self.shared.metrics.processing.observe(started.elapsed().as_secs_f64());
+        drop(table);
+        shared.metrics.processing.observe(started.elapsed().as_secs_f64());
     }
-
-    /// Writes the queued records now.
-    pub fn write_pending(&mut self) {
-        write_batch(self.shared.store.as_ref(), &mut self.pending, &mut self.oldest_pending, &self.handles);
-    }
-}
-
-fn write_batch(
-    store: &dyn Store,
-    pending: &mut Vec<(Key, StoredRecord)>,
-    oldest: &mut Option<Instant>,
-    handles: &DialectHandles,
-) {
-    if pending.is_empty() {
-        return;
-    }
-    if let Err(e) = store.put_records(pending) {
-        // Nothing else can hold them; count every record lost with the failed batch.
-        tracing::error!(error = %e, records = pending.len(), "store write failed");
-        for _ in 0..pending.len() {
-            handles.drop(STORE_ERROR);
-        }
-    }
-    pending.clear();
-    *oldest = None;
 }

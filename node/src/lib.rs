@@ -8,6 +8,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod export;
+pub mod history;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
@@ -70,12 +71,12 @@ pub fn bind(config: &Config) -> Result<Sockets, BindError> {
 pub fn open_store(config: &Config) -> anyhow::Result<SledStore> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    SledStore::open(&config.data_dir, config.flush_interval, config.cache_mb)
+    SledStore::open(&config.data_dir, config.cache_mb)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
 }
 
 /// Runs a node on bound sockets until `shutdown` is cancelled, then drains: listeners
-/// write what they queued, stream states are saved, the store is flushed.
+/// stop, pending records and stream states are written, the store is flushed.
 pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
@@ -130,7 +131,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         .await
         .context("http server failed")?;
 
-    // Drain: listeners first (they write their queued records), then states, then disk.
+    // Drain: listeners stop first, then everything pending goes to disk.
     shutdown.cancel();
     let joined = tokio::task::spawn_blocking(move || {
         for t in threads {
@@ -139,13 +140,23 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     });
     let _ = joined.await;
     let _ = maintenance.await;
-    save_states(&shared, true)?;
-    store.flush().context("final flush failed")?;
+    flush(&shared).context("final flush failed")?;
     tracing::info!("telemesh node stopped");
     Ok(())
 }
 
-/// Every flush interval: save changed stream states, evict idle ones.
+/// Writes pending records and changed states, then makes them durable. The write runs
+/// without the table lock, so ingest does not stall behind the disk.
+fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
+    let store = shared.store.as_ref();
+    let job = shared.table().begin_flush();
+    let written = job.write(store);
+    let done = shared.table().finish_flush(job, written, store)?;
+    store.flush()?;
+    Ok(done)
+}
+
+/// Every flush interval: write and sync what is pending, evict idle streams.
 async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -156,33 +167,20 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
         }
         let s = Arc::clone(&shared);
         let result = tokio::task::spawn_blocking(move || {
-            save_states(&s, false)?;
+            let done = flush(&s)?;
+            tracing::trace!(?done, "flushed");
             let cutoff = now_ns().saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX));
-            let store = Arc::clone(&s.store);
-            let evicted = s.table().evict_idle(cutoff, store.as_ref())?;
+            let evicted = s.table().evict_idle(cutoff, s.store.as_ref())?;
             if evicted > 0 {
-                tracing::debug!(evicted, "idle stream states left memory");
+                tracing::debug!(evicted, "idle streams left memory");
             }
             Ok::<_, store::StoreError>(())
         })
         .await;
         if let Ok(Err(e)) = result {
-            tracing::error!(error = %e, "saving stream states failed");
+            tracing::error!(error = %e, "flush failed; pending records stay in memory");
         }
     }
-}
-
-fn save_states(shared: &Shared, all: bool) -> Result<(), store::StoreError> {
-    let states = {
-        let mut table = shared.table();
-        if all {
-            let _ = table.take_dirty();
-            table.snapshot()
-        } else {
-            table.take_dirty()
-        }
-    };
-    shared.store.put_states(&states)
 }
 
 /// A node running on a thread of its own, for tests and benchmarks.

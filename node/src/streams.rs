@@ -1,25 +1,82 @@
-//! The in-memory table of per-stream states, bounded in size.
+//! The in-memory table of streams: each stream's ingest state and the records it
+//! received since the last flush, bounded in size.
 //!
-//! A stream's state is loaded from the store on its first datagram, marked dirty when it
-//! changes, written back every flush interval, and dropped from memory when the stream is
-//! idle or the table is full (least recently active first). Memory is therefore bounded
-//! by `max_streams` × (state size + map overhead), about 700 bytes each.
+//! A stream's state is loaded from the store on its first datagram. Every flush interval
+//! each stream's pending records are appended as one chunk per window, changed states are
+//! saved, and windows the stream has moved past are compacted. The write itself runs
+//! without the table lock ([`Table::begin_flush`], [`Flush::write`], [`Table::finish_flush`]):
+//! meanwhile the records being written stay visible as `in_flight`. Streams silent for
+//! `stream_idle`, or the least recently active when the table is full, are flushed and
+//! dropped from memory. Memory is therefore bounded by `max_streams` × (state size + map
+//! overhead, about 700 bytes) plus the records received within one flush interval.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use telemesh_proto::record::StreamId;
 use telemesh_proto::stream::State;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Chunk, Store, StoreError, StoredRecord};
 
+/// One stream in memory.
 #[derive(Debug)]
-struct Entry {
-    state: State,
+pub struct Entry {
+    pub state: State,
+    /// Records received since the last flush, in arrival order.
+    pub pending: Vec<StoredRecord>,
+    /// Records being written by a flush that has not finished.
+    pub in_flight: Option<Arc<Vec<StoredRecord>>>,
     dirty: bool,
     touched_ns: u64,
+    /// The newest window written to and how many chunks it has, to compact it when the
+    /// stream moves on.
+    open_window: Option<(u64, u32)>,
 }
 
-/// Per-stream states in memory.
+impl Entry {
+    fn new(state: State, now_ns: u64) -> Entry {
+        Entry { state, pending: Vec::new(), in_flight: None, dirty: false, touched_ns: now_ns, open_window: None }
+    }
+
+    /// Records not yet in the store: in flight, then pending.
+    pub fn unflushed(&self) -> Vec<StoredRecord> {
+        self.in_flight.iter().flat_map(|f| f.iter()).chain(&self.pending).cloned().collect()
+    }
+}
+
+/// A flush taken from the table: what to write, and to whom it belongs.
+#[derive(Debug, Default)]
+pub struct Flush {
+    records: Vec<(StreamId, Arc<Vec<StoredRecord>>)>,
+    states: Vec<(StreamId, State)>,
+}
+
+impl Flush {
+    /// Appends the records as one chunk per (stream, window) and saves the states.
+    pub fn write(&self, store: &dyn Store) -> Result<Vec<Chunk>, StoreError> {
+        let mut chunks = Vec::new();
+        for (id, records) in &self.records {
+            let mut by_window: BTreeMap<u64, Vec<StoredRecord>> = BTreeMap::new();
+            for r in records.iter() {
+                by_window.entry(r.window()).or_default().push(r.clone());
+            }
+            chunks.extend(by_window.into_iter().map(|(window_start, records)| Chunk { stream: *id, window_start, records }));
+        }
+        store.append(&chunks, &self.states)?;
+        Ok(chunks)
+    }
+}
+
+/// What one flush wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    pub records: usize,
+    pub chunks: usize,
+    pub states: usize,
+    pub compacted: usize,
+}
+
+/// Streams in memory.
 #[derive(Debug)]
 pub struct Table {
     entries: HashMap<StreamId, Entry>,
@@ -39,47 +96,128 @@ impl Table {
         self.entries.is_empty()
     }
 
-    /// The state of `id`, loaded from the store (or new) if not in memory; marked dirty.
-    /// At capacity, the least recently active tenth of the table is written back and
-    /// dropped first.
-    pub fn get_mut(&mut self, id: StreamId, now_ns: u64, store: &dyn Store) -> Result<&mut State, StoreError> {
+    /// The entry of `id`, loaded from the store (or new) if not in memory, marked dirty.
+    /// At capacity, the least recently active tenth of the table is flushed and dropped.
+    pub fn entry(&mut self, id: StreamId, now_ns: u64, store: &dyn Store) -> Result<&mut Entry, StoreError> {
         if !self.entries.contains_key(&id) {
             if self.entries.len() >= self.max {
-                let keep = self.max - self.max / 10 - 1;
-                self.shrink_to(keep, store)?;
+                self.shrink_to(self.max - self.max / 10 - 1, store)?;
             }
             let state = store.state(id)?.unwrap_or_default();
-            self.entries.insert(id, Entry { state, dirty: false, touched_ns: now_ns });
+            self.entries.insert(id, Entry::new(state, now_ns));
         }
-        // Just inserted if absent, so present.
-        let entry = self.entries.entry(id).or_insert_with(|| Entry { state: State::default(), dirty: false, touched_ns: now_ns });
+        let entry = self.entries.entry(id).or_insert_with(|| Entry::new(State::default(), now_ns));
         entry.dirty = true;
         entry.touched_ns = now_ns;
-        Ok(&mut entry.state)
+        Ok(entry)
     }
 
-    /// States changed since the last call, marked clean.
-    pub fn take_dirty(&mut self) -> Vec<(StreamId, State)> {
-        self.entries
-            .iter_mut()
-            .filter(|(_, e)| e.dirty)
-            .map(|(id, e)| {
+    /// Takes every stream's pending records (they become `in_flight`) and changed states.
+    /// Streams with a flush already in flight are left for the next one.
+    pub fn begin_flush(&mut self) -> Flush {
+        let ids: Vec<StreamId> = self.entries.keys().copied().collect();
+        self.begin_flush_of(&ids)
+    }
+
+    fn begin_flush_of(&mut self, ids: &[StreamId]) -> Flush {
+        let mut flush = Flush::default();
+        for id in ids {
+            let Some(e) = self.entries.get_mut(id) else { continue };
+            if e.in_flight.is_some() {
+                continue;
+            }
+            if !e.pending.is_empty() {
+                let records = Arc::new(std::mem::take(&mut e.pending));
+                e.in_flight = Some(Arc::clone(&records));
+                flush.records.push((*id, records));
+            }
+            if e.dirty {
                 e.dirty = false;
-                (*id, e.state.clone())
-            })
-            .collect()
+                flush.states.push((*id, e.state.clone()));
+            }
+        }
+        flush
     }
 
-    /// Writes back and drops streams silent since before `cutoff_ns`.
+    /// Ends a flush: on success the written records leave memory and windows the streams
+    /// have moved past are compacted; on failure they go back to pending.
+    pub fn finish_flush(&mut self, flush: Flush, written: Result<Vec<Chunk>, StoreError>, store: &dyn Store) -> Result<Flushed, StoreError> {
+        let chunks = match written {
+            Ok(chunks) => chunks,
+            Err(err) => {
+                for (id, records) in flush.records {
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        e.in_flight = None;
+                        let newer = std::mem::take(&mut e.pending);
+                        e.pending = Arc::unwrap_or_clone(records);
+                        e.pending.extend(newer);
+                    }
+                }
+                for (id, _) in flush.states {
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        e.dirty = true;
+                    }
+                }
+                return Err(err);
+            }
+        };
+        for (id, _) in &flush.records {
+            if let Some(e) = self.entries.get_mut(id) {
+                e.in_flight = None;
+            }
+        }
+        let mut done = Flushed { chunks: chunks.len(), states: flush.states.len(), ..Flushed::default() };
+        let mut closed = Vec::new();
+        for c in &chunks {
+            done.records += c.records.len();
+            let Some(e) = self.entries.get_mut(&c.stream) else { continue };
+            e.open_window = match e.open_window {
+                Some((w, n)) if w == c.window_start => Some((w, n + 1)),
+                Some((w, n)) if w < c.window_start => {
+                    if n > 1 {
+                        closed.push((c.stream, w));
+                    }
+                    Some((c.window_start, 1))
+                }
+                Some(older) => Some(older), // a late record for an older window
+                None => Some((c.window_start, 1)),
+            };
+        }
+        for (stream, w) in closed {
+            store.compact_window(stream, w)?;
+            done.compacted += 1;
+        }
+        Ok(done)
+    }
+
+    /// Flushes the given streams while holding the table (eviction, shutdown).
+    fn flush_now(&mut self, ids: &[StreamId], store: &dyn Store) -> Result<Flushed, StoreError> {
+        let flush = self.begin_flush_of(ids);
+        let written = flush.write(store);
+        self.finish_flush(flush, written, store)
+    }
+
+    /// Flushes every stream while holding the table.
+    pub fn flush(&mut self, store: &dyn Store) -> Result<Flushed, StoreError> {
+        let ids: Vec<StreamId> = self.entries.keys().copied().collect();
+        self.flush_now(&ids, store)
+    }
+
+    /// Flushes and drops streams silent since before `cutoff_ns`.
     pub fn evict_idle(&mut self, cutoff_ns: u64, store: &dyn Store) -> Result<usize, StoreError> {
-        let idle: Vec<StreamId> =
-            self.entries.iter().filter(|(_, e)| e.touched_ns < cutoff_ns).map(|(id, _)| *id).collect();
+        let idle: Vec<StreamId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.touched_ns < cutoff_ns && e.in_flight.is_none())
+            .map(|(id, _)| *id)
+            .collect();
         self.evict(&idle, store)?;
         Ok(idle.len())
     }
 
     fn shrink_to(&mut self, keep: usize, store: &dyn Store) -> Result<(), StoreError> {
-        let mut by_age: Vec<(u64, StreamId)> = self.entries.iter().map(|(id, e)| (e.touched_ns, *id)).collect();
+        let mut by_age: Vec<(u64, StreamId)> =
+            self.entries.iter().filter(|(_, e)| e.in_flight.is_none()).map(|(id, e)| (e.touched_ns, *id)).collect();
         by_age.sort_unstable();
         let n = self.entries.len().saturating_sub(keep);
         let oldest: Vec<StreamId> = by_age.into_iter().take(n).map(|(_, id)| id).collect();
@@ -87,11 +225,7 @@ impl Table {
     }
 
     fn evict(&mut self, ids: &[StreamId], store: &dyn Store) -> Result<(), StoreError> {
-        let dirty: Vec<(StreamId, State)> = ids
-            .iter()
-            .filter_map(|id| self.entries.get(id).filter(|e| e.dirty).map(|e| (*id, e.state.clone())))
-            .collect();
-        store.put_states(&dirty)?;
+        self.flush_now(ids, store)?;
         for id in ids {
             self.entries.remove(id);
         }
@@ -103,7 +237,8 @@ impl Table {
         self.entries.iter().map(|(id, e)| (*id, e.state.clone())).collect()
     }
 
-    pub fn get(&self, id: &StreamId) -> Option<&State> {
-        self.entries.get(id).map(|e| &e.state)
+    /// A copy of the records of `id` not yet in the store.
+    pub fn unflushed(&self, id: &StreamId) -> Vec<StoredRecord> {
+        self.entries.get(id).map(Entry::unflushed).unwrap_or_default()
     }
 }

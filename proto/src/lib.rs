@@ -4,6 +4,7 @@
 
 pub mod record;
 pub mod stream;
+pub mod window;
 pub mod wire;
 
 pub use record::{Kind, Record, StreamId};

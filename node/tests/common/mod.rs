@@ -34,13 +34,24 @@ pub fn send(to: SocketAddr, datagrams: &[Vec<u8>]) {
     }
 }
 
+/// Sends many datagrams quickly: bursts of 32, a millisecond apart.
+pub fn send_fast<'a>(to: SocketAddr, datagrams: impl Iterator<Item = &'a [u8]>) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for (i, d) in datagrams.enumerate() {
+        s.send_to(d, to).expect("send");
+        if i % 32 == 31 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 pub fn get_json(url: &str) -> serde_json::Value {
-    let body = ureq::get(url).call().expect("GET").into_string().expect("body");
+    let body = telemesh_node::client::body(ureq::get(url).call().expect("GET")).expect("body");
     serde_json::from_str(&body).expect("json")
 }
 
 pub fn get_text(url: &str) -> String {
-    ureq::get(url).call().expect("GET").into_string().expect("body")
+    telemesh_node::client::body(ureq::get(url).call().expect("GET")).expect("body")
 }
 
 /// Waits until the node has taken in `n` datagrams and written what it queued.
@@ -56,6 +67,21 @@ pub fn wait_received(node: &Node, n: u64) {
     }
     // Records are written within the listener's batch delay and poll interval.
     std::thread::sleep(Duration::from_millis(100));
+}
+
+/// Waits until the node's received count stops moving (the kernel may have dropped
+/// some of a flood) and returns it.
+pub fn wait_quiet(node: &Node) -> u64 {
+    let mut last = u64::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = get_json(&format!("{}/v1/status", node.url()))["totals"]["received"].as_u64().expect("received");
+        if now == last {
+            std::thread::sleep(Duration::from_millis(100));
+            return now;
+        }
+        last = now;
+    }
 }
 
 pub fn records(node: &Node, dialect: &str, device: u32) -> serde_json::Value {

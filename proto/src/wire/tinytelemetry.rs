@@ -156,9 +156,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn timestamp(&self) -> u32 {
         be::u32_at(self.buffer.as_ref(), field::TIMESTAMP)
     }
-    /// The count byte of a DATA datagram.
+    /// The count byte of a DATA datagram; 0 for a datagram without one (a HEARTBEAT).
     pub fn count(&self) -> u8 {
-        self.buffer.as_ref()[field::COUNT]
+        self.buffer.as_ref().get(field::COUNT).copied().unwrap_or(0)
     }
     /// Raw sensor type code of reading `i`.
     pub fn sensor_type(&self, i: usize) -> u8 {
@@ -347,6 +347,8 @@ mod tests {
         .expect("valid");
         assert_eq!(r.to_bytes(), DATA);
         assert_eq!(Repr::decode(&DATA), Ok(r));
+        // Every accessor is safe on a checked packet, the header-only HEARTBEAT included.
+        assert_eq!(Packet::new_checked(&HEARTBEAT[..]).expect("checked").count(), 0);
         let hb = Repr::decode(&HEARTBEAT).expect("heartbeat");
         assert_eq!((hb.msg_type, hb.device, hb.seq), (MsgType::Heartbeat, 7, u32::MAX));
         assert_eq!(hb.to_bytes(), HEARTBEAT);

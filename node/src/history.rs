@@ -1,0 +1,104 @@
+//! A stream's history as the node knows it: stored windows plus the records still
+//! pending in memory, merged in device order.
+
+use telemesh_proto::record::{Record, StreamId};
+use telemesh_proto::stream::{Lookup, Neighbour, Presence};
+use telemesh_proto::window;
+
+use crate::store::{merge, Store, StoreError, StoredRecord};
+
+/// Records of `stream`'s window starting at `w`: stored chunks and pending, merged.
+fn window_with_pending(store: &dyn Store, pending: &[StoredRecord], stream: StreamId, w: u64, stored: bool) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut recs = if stored { store.window(stream, w)? } else { Vec::new() };
+    recs.extend(pending.iter().filter(|r| r.window() == w).cloned());
+    Ok(merge(recs))
+}
+
+/// Records of `stream` with `from_ns <= device time <= to_ns`, in device order, at most
+/// `limit`.
+pub fn records(
+    store: &dyn Store,
+    pending: &[StoredRecord],
+    stream: StreamId,
+    from_ns: u64,
+    to_ns: u64,
+    limit: usize,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut out = Vec::new();
+    let mut w = window::start(from_ns);
+    loop {
+        let stored = store.window_at_or_after(stream, w)?;
+        let in_memory = pending.iter().map(StoredRecord::window).filter(|x| *x >= w).min();
+        let Some(cur) = [stored, in_memory].into_iter().flatten().min() else { break };
+        if cur > to_ns {
+            break;
+        }
+        let recs = window_with_pending(store, pending, stream, cur, stored == Some(cur))?;
+        out.extend(recs.into_iter().filter(|r| (from_ns..=to_ns).contains(&r.record.device_time_ns)));
+        if out.len() >= limit || window::next(cur) == cur {
+            break;
+        }
+        w = window::next(cur);
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// The last record of `stream` before device time `before_ns`.
+pub fn record_before(
+    store: &dyn Store,
+    pending: &[StoredRecord],
+    stream: StreamId,
+    before_ns: u64,
+) -> Result<Option<StoredRecord>, StoreError> {
+    // The window holding `before_ns` may hold earlier records too.
+    let mut w = window::start(before_ns);
+    let mut stored = store.window_at_or_after(stream, w)? == Some(w);
+    loop {
+        let recs = window_with_pending(store, pending, stream, w, stored)?;
+        if let Some(r) = recs.into_iter().rfind(|r| r.record.device_time_ns < before_ns) {
+            return Ok(Some(r));
+        }
+        let earlier_stored = store.window_before(stream, w)?;
+        let earlier_pending = pending.iter().map(StoredRecord::window).filter(|x| *x < w).max();
+        let Some(prev) = [earlier_stored, earlier_pending].into_iter().flatten().max() else { return Ok(None) };
+        stored = earlier_stored == Some(prev);
+        w = prev;
+    }
+}
+
+/// What the ingest state asks when its window cannot decide: is `rec`'s identity held,
+/// and what is the record before it. Pending records are looked at first, so a quick
+/// duplicate costs no store read.
+pub fn lookup(store: &dyn Store, pending: &[StoredRecord], rec: &Record) -> Result<Lookup, StoreError> {
+    let tag = rec.content_tag();
+    let same_identity = |r: &StoredRecord| r.record.device_time_ns == rec.device_time_ns && r.record.seq == rec.seq;
+    if pending.iter().any(|r| same_identity(r) && r.tag == tag && r.record.same_content(rec)) {
+        return Ok(Lookup { presence: Presence::Same, predecessor: None });
+    }
+    let w = window::start(rec.device_time_ns);
+    let recs = window_with_pending(store, pending, rec.stream, w, true)?;
+    let presence = if recs.iter().any(|r| same_identity(r) && r.record.same_content(rec)) {
+        Presence::Same
+    } else if recs.iter().any(same_identity) {
+        Presence::Different
+    } else {
+        Presence::Absent
+    };
+    let before = (rec.device_time_ns, rec.seq);
+    let predecessor = match recs.iter().rfind(|r| (r.record.device_time_ns, r.record.seq) < before) {
+        Some(r) => Some(r.clone()),
+        None => record_before(store, pending, rec.stream, w)?,
+    };
+    Ok(Lookup { presence, predecessor: predecessor.map(|p| Neighbour { seq: p.record.seq, ext_seq: p.ext_seq }) })
+}
+
+/// Counts one more receipt of a record already held: in place if it is pending, else as
+/// a one-copy delta that [`merge`] adds to the stored record when the window is read.
+pub fn add_copy(pending: &mut Vec<StoredRecord>, rec: Record, arrival_ns: u64) {
+    let delta = StoredRecord::new(rec, 0, arrival_ns);
+    match pending.iter_mut().find(|r| r.order_key() == delta.order_key()) {
+        Some(r) => r.copies = r.copies.saturating_add(1),
+        None => pending.push(delta),
+    }
+}

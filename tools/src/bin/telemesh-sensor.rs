@@ -1,0 +1,250 @@
+//! `telemesh-sensor`: simulates many IoTStream or TinyTelemetry sensors in one process.
+//! The logic lives in `telemesh_tools::sensor`; this is only the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use telemesh_proto::wire::Dialect;
+use telemesh_tools::sensor::{self, Config, TimestampUnit};
+
+const EXAMPLES: &str = "\
+Examples:
+  # 100 IoTStream devices, one report each per second, to the local collector
+  telemesh-sensor --devices 1001-1100
+
+  # TinyTelemetry, 10 readings per DATA, every 5 s, heard by two gateways
+  telemesh-sensor --dialect tinytelemetry --devices 1-20 --batch 10 --interval 5s \\
+      --to 127.0.0.1:5000 --to 127.0.0.1:6000
+
+  # Load test: 20,000 packets/s in total for 30 s
+  telemesh-sensor --devices 1-1000 --rate 20000 --duration 30s --quiet
+
+  # Reproducible ground truth without sending, exercising wraparound and reboots
+  telemesh-sensor --devices 7 --count 20 --start-seq 65534 --reboot-after 10 \\
+      --seed 1 --start-time-ms 1765477199815 --dry-run --truth truth.ndjson
+
+Exit status: 0 when done or stopped by Ctrl-C, 2 for bad options, 1 for other errors.";
+
+/// Simulates many telemetry sensors in one process and sends their UDP datagrams.
+///
+/// IoTStream (seed 001): each device boots with INIT seq 0, then every interval sends
+/// DATA (80%, a batch of float readings) or HEARTBEAT (20%); the 16-bit seq wraps;
+/// timestamps are Unix milliseconds mod 2^32.
+/// TinyTelemetry (seed 003): DATA/HEARTBEAT by the same 80/20 rule, typed readings
+/// (temperature, humidity, voltage), a 32-bit seq from 0, Unix-second timestamps.
+///
+/// Runs until --count, --duration or Ctrl-C; --truth logs every packet sent.
+#[derive(Debug, Parser)]
+#[command(name = "telemesh-sensor", version, after_help = EXAMPLES, verbatim_doc_comment)]
+struct Cli {
+    /// Wire dialect: iotstream or tinytelemetry.
+    ///
+    /// secure (seed 002) needs DTLS and is not supported by the simulator yet.
+    #[arg(long, value_name = "DIALECT", default_value = "iotstream", value_parser = sensor::parse_dialect)]
+    dialect: Dialect,
+
+    /// Device ids: 1001, 1001-1100 or 1,5,9-12.
+    ///
+    /// One id, an inclusive range, or a comma list of both; no id twice.
+    /// TinyTelemetry does not allow device 0.
+    // The full path keeps clap from treating the Vec as a repeated option.
+    #[arg(long, value_name = "LIST", default_value = "1001", value_parser = sensor::parse_devices)]
+    devices: ::std::vec::Vec<u16>,
+
+    /// Reporting interval per device: 1s, 5s, 30s, 250ms, ...
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = sensor::parse_duration)]
+    interval: Duration,
+
+    /// Interval jitter: each gap is interval × (1 ± FRACTION).
+    #[arg(long, value_name = "FRACTION", default_value_t = sensor::DEFAULT_JITTER)]
+    jitter: f64,
+
+    /// Readings per DATA packet [default: 5 iotstream, 1 tinytelemetry].
+    ///
+    /// At most 47 for iotstream and 37 for tinytelemetry (the 200-byte datagram limit).
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+
+    /// IoTStream timestamp unit: ms or s [default: ms].
+    ///
+    /// ms: Unix milliseconds mod 2^32 (seed 001's example); s: Unix seconds.
+    /// TinyTelemetry timestamps are always Unix seconds.
+    #[arg(long, value_name = "UNIT", value_parser = clap::value_parser!(TimestampUnit))]
+    timestamp_unit: Option<TimestampUnit>,
+
+    /// First seq after INIT (iotstream) or first seq (tinytelemetry).
+    ///
+    /// Defaults: 1 and 0. For example 65534 exercises the 16-bit wraparound.
+    /// Applies to a device's first boot; after a reboot numbering restarts.
+    #[arg(long, value_name = "N")]
+    start_seq: Option<u32>,
+
+    /// Reboot each device every N packets (INIT included).
+    ///
+    /// iotstream: the device sends INIT with seq 0 again and numbers on from 1.
+    /// tinytelemetry (no INIT): its seq restarts at 0. Timestamps keep increasing.
+    #[arg(long, value_name = "N")]
+    reboot_after: Option<u64>,
+
+    /// Total packets/s across all devices, round-robin (overrides --interval).
+    #[arg(long, value_name = "PPS")]
+    rate: Option<f64>,
+
+    /// Packets per device (INIT included), then stop.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+
+    /// Stop after this long: 60s, 5m, ...
+    #[arg(long, value_name = "DURATION", value_parser = sensor::parse_duration)]
+    duration: Option<Duration>,
+
+    /// Seed for packet kinds, readings and jitter [default: random].
+    ///
+    /// The seed in use is printed at start and in the summary.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Fix the device clock origin (Unix ms) for reproducible packets.
+    ///
+    /// Timestamps become origin + schedule time, so with --seed every datagram is
+    /// reproducible. Default: the real clock when each packet is sent.
+    #[arg(long, value_name = "MS")]
+    start_time_ms: Option<u64>,
+
+    /// Destination host:port, repeatable [default: 127.0.0.1:5005, tinytelemetry :5000].
+    ///
+    /// Every packet is sent to each destination, like several gateways hearing one radio.
+    #[arg(long, value_name = "ADDR", value_parser = sensor::parse_addr)]
+    to: Vec<SocketAddr>,
+
+    /// Write the ground truth: one NDJSON line per packet.
+    ///
+    /// Fields: dialect, device, seq, timestamp, kind, readings, sent_at_ns, datagram (hex).
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
+
+    /// Send nothing and do not wait; only write the truth log.
+    ///
+    /// Needs --count or --duration. sent_at_ns is then the scheduled time.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl Cli {
+    fn into_config(self) -> (Config, bool) {
+        let config = Config {
+            dialect: self.dialect,
+            devices: self.devices,
+            interval: self.interval,
+            jitter: self.jitter,
+            batch: self.batch,
+            timestamp_unit: self.timestamp_unit,
+            start_seq: self.start_seq,
+            reboot_after: self.reboot_after,
+            rate: self.rate,
+            count: self.count,
+            duration: self.duration,
+            seed: self.seed,
+            start_time_ms: self.start_time_ms,
+            to: self.to,
+            truth: self.truth,
+            dry_run: self.dry_run,
+        };
+        (config, self.quiet)
+    }
+}
+
+/// One line describing what is about to happen.
+fn banner(config: &Config) -> String {
+    let devices = match config.devices.as_slice() {
+        [one] => format!("device {one}"),
+        [first, .., last] => format!("{} devices ({first}..{last})", config.devices.len()),
+        [] => "no devices".to_owned(),
+    };
+    let pace = match config.rate {
+        Some(rate) => format!("{rate} packets/s round-robin"),
+        None => format!("every {:?} ±{}%", config.interval, config.jitter * 100.0),
+    };
+    let to = match config.dry_run {
+        true => "dry run".to_owned(),
+        false => {
+            let addrs: Vec<String> = config
+                .destinations()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("to {}", addrs.join(", "))
+        }
+    };
+    let seed = config
+        .seed
+        .map(|s| format!(", seed {s}"))
+        .unwrap_or_default();
+    format!(
+        "telemesh-sensor: {} {devices}, {pace}, {to}{seed}",
+        config.dialect
+    )
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    // Printing help can only fail on a closed stdout; nothing to do then.
+                    let _ = e.print();
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    let rendered = e.render().to_string();
+                    eprintln!(
+                        "{}",
+                        rendered.lines().next().unwrap_or("error: bad arguments")
+                    );
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    let (mut config, quiet) = cli.into_config();
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    // Pick the seed here so the banner can show it and the run can be repeated.
+    config.seed.get_or_insert_with(rand::random);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
+        eprintln!("error: cannot install the Ctrl-C handler: {e}");
+        return ExitCode::from(1);
+    }
+
+    if !quiet {
+        eprintln!("{}", banner(&config));
+    }
+    match sensor::run(&config, &stop) {
+        Ok(summary) => {
+            if !quiet {
+                eprintln!("telemesh-sensor: {summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}

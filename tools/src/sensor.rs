@@ -1,0 +1,1848 @@
+//! The sensor simulator behind `telemesh-sensor`: many devices in one process, speaking
+//! IoTStream v1 (seed 001) or TinyTelemetry v1 (seed 003).
+//!
+//! Two layers, kept apart so that tests and the testnet can reuse the first without
+//! sockets or sleeping:
+//!
+//! * [`Simulator`] — a pure, deterministic generator. Given a [`Config`] (seed and clock
+//!   origin included) it yields every device's [`Packet`]s in schedule order, each with the
+//!   exact datagram bytes and its `due` time since the start.
+//! * [`run`] — paces that schedule against the real clock, sends each datagram to every
+//!   destination over a std `UdpSocket`, writes the ground-truth log (one [`TruthRecord`]
+//!   per packet, NDJSON), and returns a [`Summary`].
+//!
+//! # Device behaviour
+//!
+//! * **IoTStream**: a device boots by sending INIT with seq 0 (no payload, batch 0); then
+//!   at each reporting interval it sends DATA with probability 0.8 (a batch of `batch`
+//!   readings, default 5, plausible temperatures 20–30 °C) or HEARTBEAT (no payload).
+//!   seq increments per packet and wraps at 65536. The timestamp is Unix milliseconds mod
+//!   2^32 (seed 001 §6.2 and its worked example; DESIGN.md), or Unix seconds by option.
+//! * **TinyTelemetry**: no INIT; DATA/HEARTBEAT with the same 80/20 rule; DATA carries
+//!   `batch` readings (default 1) whose sensor type cycles temperature → humidity →
+//!   voltage with plausible values (20–30 °C, 30–70 %, 3.0–3.6 V); seq is a u32 from 0;
+//!   the timestamp is Unix seconds.
+//!
+//! # Schedule
+//!
+//! * Interval mode (default): each device boots at a random offset in `[0, interval)` —
+//!   so that a hundred devices do not all fire in the same millisecond — and then sends
+//!   one packet per `interval × (1 ± jitter)` (jitter 10 %, seed 001 §5.1).
+//! * Rate mode (`rate`): `rate` packets per second in total, the devices served
+//!   round-robin (device *i*'s *j*-th packet is packet number `j·n + i`, due at that
+//!   number / `rate`); no jitter. For load tests.
+//!
+//! Each device draws its packet contents (kinds, readings) and its jitter from two
+//! separate ChaCha8 streams keyed by the seed and the device id, so a device's contents
+//! do not depend on which other devices are simulated or on the schedule mode.
+//!
+//! # Clock
+//!
+//! With `start_time_ms` set, device time is `start_time_ms + due`: the whole packet
+//! stream — bytes included — is a function of the configuration. Without it, the
+//! [`Simulator`] iterator uses the real clock at construction as the origin, and [`run`]
+//! stamps each packet with the real clock at the moment it sends it.
+//!
+//! # Test hooks
+//!
+//! * `start_seq`: the first seq after INIT (IoTStream) or the first seq (TinyTelemetry) of
+//!   a device's first boot, e.g. 65534 to exercise the 16-bit wraparound.
+//! * `reboot_after = N`: every N packets (the INIT included) a device reboots. IoTStream:
+//!   it sends INIT with seq 0 again and numbers on from 1. TinyTelemetry (no INIT in the
+//!   dialect): its seq restarts at 0, as a device whose counter lives in RAM would. The
+//!   device clock keeps running, so a new boot's timestamps are later than the last one's.
+//!   A reboot starts from seq 0/1, not from `start_seq`.
+//!
+//! `count` and the truth log count *packets*: one per device transmission, INITs
+//! included, however many destinations hear it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use telemesh_proto::wire::{iotstream, tinytelemetry, Dialect};
+use tinytelemetry::SensorType;
+
+/// Probability that a reporting interval produces DATA rather than HEARTBEAT (seed 001
+/// §4.2, Table 6).
+pub const DATA_PROBABILITY: f64 = 0.8;
+/// Default interval jitter: ±10 % (seed 001 §5.1).
+pub const DEFAULT_JITTER: f64 = 0.1;
+/// Default IoTStream batch: five readings per DATA (seed 001 §3.1, §5.2).
+pub const IOTSTREAM_DEFAULT_BATCH: usize = 5;
+/// Default TinyTelemetry batch: one reading per DATA (seed 003, `batch_size` default).
+pub const TINYTELEMETRY_DEFAULT_BATCH: usize = 1;
+/// Default collector port for IoTStream (seed 001 §4.1).
+pub const IOTSTREAM_DEFAULT_PORT: u16 = 5005;
+/// Default collector port for TinyTelemetry (seed 003).
+pub const TINYTELEMETRY_DEFAULT_PORT: u16 = 5000;
+
+/// Longest single sleep in [`run`], so that a stop request is seen promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+/// How often [`run`] flushes the truth log while running (so it can be tailed).
+const TRUTH_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// Why the simulator could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An option has a bad value or does not fit the others.
+    #[error("invalid {option}: {why}")]
+    Invalid { option: &'static str, why: String },
+    /// The seed-002 dialect was asked for.
+    #[error("the secure dialect needs DTLS, not supported by the simulator yet")]
+    SecureUnsupported,
+    /// A socket or file operation failed.
+    #[error("{what}: {err}")]
+    Io { what: String, err: io::Error },
+    /// A truth-log line could not be read back.
+    #[error("{path}:{line}: {why}")]
+    BadTruth {
+        path: String,
+        line: usize,
+        why: String,
+    },
+}
+
+impl Error {
+    /// True for errors in the user's input (the CLI exits with code 2 for these).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Invalid { .. } | Error::SecureUnsupported)
+    }
+
+    fn invalid(option: &'static str, why: impl Into<String>) -> Self {
+        Error::Invalid {
+            option,
+            why: why.into(),
+        }
+    }
+
+    fn io(what: impl Into<String>, err: io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            err,
+        }
+    }
+}
+
+/// A command-line value that does not parse (device list, duration, address, dialect).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(String);
+
+// ---------------------------------------------------------------------------------------
+// Parsing helpers (used by the CLI, public for tests and the testnet)
+// ---------------------------------------------------------------------------------------
+
+/// Parses a device list: one id (`1001`), a range (`1001-1100`, inclusive) or a comma
+/// list of both (`1,5,9-12`). Ids are 0..=65535; an id may not be listed twice.
+pub fn parse_devices(s: &str) -> Result<Vec<u16>, ParseError> {
+    let mut devices = Vec::new();
+    let mut seen = HashSet::new();
+    for item in s.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(ParseError(format!("empty item in device list {s:?}")));
+        }
+        let (lo, hi) = match item.split_once('-') {
+            Some((a, b)) => (parse_device_id(a)?, parse_device_id(b)?),
+            None => {
+                let id = parse_device_id(item)?;
+                (id, id)
+            }
+        };
+        if lo > hi {
+            return Err(ParseError(format!("device range {item:?} runs backwards")));
+        }
+        for id in lo..=hi {
+            if !seen.insert(id) {
+                return Err(ParseError(format!("device {id} is listed twice")));
+            }
+            devices.push(id);
+        }
+    }
+    Ok(devices)
+}
+
+fn parse_device_id(s: &str) -> Result<u16, ParseError> {
+    let s = s.trim();
+    s.parse::<u16>().map_err(|_| {
+        ParseError(format!(
+            "bad device id {s:?} (expected an integer 0..=65535)"
+        ))
+    })
+}
+
+/// Parses a duration: a number with a unit `ns`, `us`, `ms`, `s`, `m` or `h` (`1s`,
+/// `250ms`, `1.5s`, `2m`), or a bare number of seconds (`5`).
+pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
+    let t = s.trim();
+    let bad = || {
+        ParseError(format!(
+            "bad duration {s:?} (expected e.g. 1s, 500ms, 2.5s, 1m)"
+        ))
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit.trim() {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "" | "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hr" | "hrs" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
+}
+
+/// Parses a destination `host:port` (`127.0.0.1:5005`, `[::1]:5005`, `localhost:5005`).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, ParseError> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = || {
+        ParseError(format!(
+            "bad address {s:?} (expected host:port, e.g. 127.0.0.1:5005)"
+        ))
+    };
+    s.to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
+}
+
+/// Parses a dialect name; `secure` is refused (it needs DTLS).
+pub fn parse_dialect(s: &str) -> Result<Dialect, ParseError> {
+    match s.parse::<Dialect>() {
+        Ok(Dialect::Secure) => Err(ParseError(Error::SecureUnsupported.to_string())),
+        Ok(d) => Ok(d),
+        Err(_) => Err(ParseError(format!(
+            "unknown dialect {s:?} (expected iotstream or tinytelemetry)"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------
+
+/// The unit of an IoTStream timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampUnit {
+    /// Unix milliseconds mod 2^32 (the default: seed 001 §6.2 and its worked example).
+    Millis,
+    /// Unix seconds (seed 001 Table 3; TinyTelemetry always uses this).
+    Seconds,
+}
+
+impl FromStr for TimestampUnit {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ms" | "millis" | "milliseconds" => Ok(TimestampUnit::Millis),
+            "s" | "secs" | "seconds" => Ok(TimestampUnit::Seconds),
+            _ => Err(ParseError(format!(
+                "bad timestamp unit {s:?} (expected ms or s)"
+            ))),
+        }
+    }
+}
+
+/// Everything the simulator can be told. `Config::default()` is one IoTStream device
+/// (1001) reporting every second to 127.0.0.1:5005 until stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `Iotstream` or `Tinytelemetry` (`Secure` is refused).
+    pub dialect: Dialect,
+    /// Device ids to simulate, in this order (ties in the schedule go to the earlier one).
+    pub devices: Vec<u16>,
+    /// Reporting interval per device (ignored when `rate` is set).
+    pub interval: Duration,
+    /// Interval jitter as a fraction: each gap is `interval × (1 ± jitter)`, 0 ≤ jitter < 1.
+    pub jitter: f64,
+    /// Readings per DATA packet; `None` = the dialect's default (5 / 1).
+    pub batch: Option<usize>,
+    /// IoTStream timestamp unit; `None` = milliseconds. TinyTelemetry accepts only seconds.
+    pub timestamp_unit: Option<TimestampUnit>,
+    /// First seq after INIT (IoTStream, default 1) / first seq (TinyTelemetry, default 0).
+    pub start_seq: Option<u32>,
+    /// Reboot every N packets (INIT included); `None` = never.
+    pub reboot_after: Option<u64>,
+    /// Total packets per second across all devices, round-robin; overrides `interval`.
+    pub rate: Option<f64>,
+    /// Packets per device, then that device stops.
+    pub count: Option<u64>,
+    /// Stop after this much schedule time (and, in [`run`], wall time).
+    pub duration: Option<Duration>,
+    /// Seed for contents and jitter; `None` = a random one (reported in the summary).
+    pub seed: Option<u64>,
+    /// Fixed clock origin, Unix ms: device time = origin + due. `None` = the real clock.
+    pub start_time_ms: Option<u64>,
+    /// Destinations; every packet goes to each. Empty = the dialect's default on 127.0.0.1.
+    pub to: Vec<SocketAddr>,
+    /// Where [`run`] writes the NDJSON ground-truth log.
+    pub truth: Option<PathBuf>,
+    /// [`run`] sends nothing and does not wait: it only writes the truth log.
+    pub dry_run: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dialect: Dialect::Iotstream,
+            devices: vec![1001],
+            interval: Duration::from_secs(1),
+            jitter: DEFAULT_JITTER,
+            batch: None,
+            timestamp_unit: None,
+            start_seq: None,
+            reboot_after: None,
+            rate: None,
+            count: None,
+            duration: None,
+            seed: None,
+            start_time_ms: None,
+            to: Vec::new(),
+            truth: None,
+            dry_run: false,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every option on its own and against the others.
+    pub fn validate(&self) -> Result<(), Error> {
+        let flavor = Flavor::of(self.dialect)?;
+        if self.devices.is_empty() {
+            return Err(Error::invalid("--devices", "no devices"));
+        }
+        let mut seen = HashSet::new();
+        for &id in &self.devices {
+            if !seen.insert(id) {
+                return Err(Error::invalid(
+                    "--devices",
+                    format!("device {id} is listed twice"),
+                ));
+            }
+        }
+        if flavor == Flavor::Tiny && seen.contains(&0) {
+            return Err(Error::invalid(
+                "--devices",
+                "device id 0 is invalid in tinytelemetry",
+            ));
+        }
+        if self.rate.is_none() && self.interval.is_zero() {
+            return Err(Error::invalid("--interval", "must be greater than zero"));
+        }
+        if !(self.jitter.is_finite() && (0.0..1.0).contains(&self.jitter)) {
+            return Err(Error::invalid(
+                "--jitter",
+                format!("must be in 0 ≤ jitter < 1, got {}", self.jitter),
+            ));
+        }
+        if let Some(batch) = self.batch {
+            let max = flavor.max_batch();
+            if !(1..=max).contains(&batch) {
+                return Err(Error::invalid(
+                    "--batch",
+                    format!("must be 1..={max} for {}, got {batch}", self.dialect),
+                ));
+            }
+        }
+        if flavor == Flavor::Tiny && self.timestamp_unit == Some(TimestampUnit::Millis) {
+            return Err(Error::invalid(
+                "--timestamp-unit",
+                "tinytelemetry timestamps are Unix seconds",
+            ));
+        }
+        if let (Flavor::Iot, Some(seq)) = (flavor, self.start_seq) {
+            if seq > u32::from(u16::MAX) {
+                return Err(Error::invalid(
+                    "--start-seq",
+                    format!("iotstream seq is 16-bit (0..=65535), got {seq}"),
+                ));
+            }
+        }
+        if self.reboot_after == Some(0) {
+            return Err(Error::invalid("--reboot-after", "must be at least 1"));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(Error::invalid(
+                    "--rate",
+                    format!("must be a positive number of packets/s, got {rate}"),
+                ));
+            }
+        }
+        if self.count == Some(0) {
+            return Err(Error::invalid("--count", "must be at least 1"));
+        }
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return Err(Error::invalid("--duration", "must be greater than zero"));
+        }
+        if self.dry_run && self.count.is_none() && self.duration.is_none() {
+            return Err(Error::invalid(
+                "--dry-run",
+                "needs --count or --duration (a dry run does not wait, so it would never end)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Readings per DATA packet, the dialect's default applied.
+    pub fn batch_size(&self) -> usize {
+        self.batch.unwrap_or(match self.dialect {
+            Dialect::Tinytelemetry => TINYTELEMETRY_DEFAULT_BATCH,
+            _ => IOTSTREAM_DEFAULT_BATCH,
+        })
+    }
+
+    /// The timestamp unit in force.
+    pub fn effective_timestamp_unit(&self) -> TimestampUnit {
+        match self.dialect {
+            Dialect::Tinytelemetry => TimestampUnit::Seconds,
+            _ => self.timestamp_unit.unwrap_or(TimestampUnit::Millis),
+        }
+    }
+
+    /// Where packets go: `to`, or the dialect's default collector on 127.0.0.1.
+    pub fn destinations(&self) -> Vec<SocketAddr> {
+        if !self.to.is_empty() {
+            return self.to.clone();
+        }
+        let port = match self.dialect {
+            Dialect::Tinytelemetry => TINYTELEMETRY_DEFAULT_PORT,
+            _ => IOTSTREAM_DEFAULT_PORT,
+        };
+        vec![SocketAddr::from(([127, 0, 0, 1], port))]
+    }
+}
+
+/// The dialects the simulator speaks (the secure one is refused up front).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    Iot,
+    Tiny,
+}
+
+impl Flavor {
+    fn of(dialect: Dialect) -> Result<Self, Error> {
+        match dialect {
+            Dialect::Iotstream => Ok(Flavor::Iot),
+            Dialect::Tinytelemetry => Ok(Flavor::Tiny),
+            Dialect::Secure => Err(Error::SecureUnsupported),
+        }
+    }
+    fn dialect(self) -> Dialect {
+        match self {
+            Flavor::Iot => Dialect::Iotstream,
+            Flavor::Tiny => Dialect::Tinytelemetry,
+        }
+    }
+    fn max_batch(self) -> usize {
+        match self {
+            Flavor::Iot => iotstream::MAX_BATCH,
+            Flavor::Tiny => tinytelemetry::MAX_COUNT,
+        }
+    }
+    /// The first seq after a (re)boot's INIT, or the first seq at all.
+    fn boot_seq(self) -> u32 {
+        match self {
+            Flavor::Iot => 1,
+            Flavor::Tiny => 0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Packets and truth records
+// ---------------------------------------------------------------------------------------
+
+/// What a packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Init,
+    Data,
+    Heartbeat,
+}
+
+impl Kind {
+    /// `"init"`, `"data"` or `"heartbeat"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Init => "init",
+            Kind::Data => "data",
+            Kind::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One reading. In the truth log an IoTStream reading is a bare number and a
+/// TinyTelemetry reading is `{"sensor":"temperature","value":21.5}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reading {
+    /// A TinyTelemetry reading: what it measures and the value.
+    Typed {
+        #[serde(with = "sensor_name")]
+        sensor: SensorType,
+        value: f32,
+    },
+    /// An IoTStream reading (the dialect carries no type).
+    Plain(f32),
+}
+
+impl Reading {
+    /// The value, whatever the dialect.
+    pub fn value(&self) -> f32 {
+        match *self {
+            Reading::Typed { value, .. } | Reading::Plain(value) => value,
+        }
+    }
+    /// The sensor type, for TinyTelemetry readings.
+    pub fn sensor(&self) -> Option<SensorType> {
+        match *self {
+            Reading::Typed { sensor, .. } => Some(sensor),
+            Reading::Plain(_) => None,
+        }
+    }
+}
+
+mod sensor_name {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use telemesh_proto::wire::tinytelemetry::SensorType;
+
+    pub fn serialize<S: Serializer>(sensor: &SensorType, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(sensor.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<SensorType, D::Error> {
+        let name = String::deserialize(de)?;
+        SensorType::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| D::Error::custom(format!("unknown sensor {name:?}")))
+    }
+}
+
+mod hex_bytes {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(de)?;
+        hex::decode(&s).map_err(D::Error::custom)
+    }
+}
+
+/// One simulated transmission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packet {
+    pub dialect: Dialect,
+    pub device: u16,
+    /// The wire seq (0..=65535 for IoTStream).
+    pub seq: u32,
+    /// The wire timestamp.
+    pub timestamp: u32,
+    pub kind: Kind,
+    /// The DATA readings (empty for INIT and HEARTBEAT).
+    pub readings: Vec<Reading>,
+    /// The exact datagram bytes.
+    pub datagram: Vec<u8>,
+    /// When the packet is due, measured from the start of the simulation.
+    pub due: Duration,
+    /// Which boot of the device sent it: 0, then +1 per `reboot_after` reboot.
+    pub boot: u32,
+}
+
+/// One line of the ground-truth log (NDJSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TruthRecord {
+    pub dialect: Dialect,
+    pub device: u16,
+    pub seq: u32,
+    pub timestamp: u32,
+    pub kind: Kind,
+    pub readings: Vec<Reading>,
+    /// Unix ns when the packet was sent (in a dry run: when it was due).
+    pub sent_at_ns: u64,
+    /// The exact datagram, lowercase hex in the log.
+    #[serde(with = "hex_bytes")]
+    pub datagram: Vec<u8>,
+}
+
+impl TruthRecord {
+    /// The record for `packet`, sent at `sent_at_ns`.
+    pub fn new(packet: &Packet, sent_at_ns: u64) -> Self {
+        TruthRecord {
+            dialect: packet.dialect,
+            device: packet.device,
+            seq: packet.seq,
+            timestamp: packet.timestamp,
+            kind: packet.kind,
+            readings: packet.readings.clone(),
+            sent_at_ns,
+            datagram: packet.datagram.clone(),
+        }
+    }
+}
+
+/// Reads a truth log written by [`run`].
+pub fn read_truth(path: &Path) -> Result<Vec<TruthRecord>, Error> {
+    let file = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut records = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = serde_json::from_str(&line).map_err(|e| Error::BadTruth {
+            path: path.display().to_string(),
+            line: i + 1,
+            why: e.to_string(),
+        })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+// ---------------------------------------------------------------------------------------
+// The pure generator
+// ---------------------------------------------------------------------------------------
+
+/// Per-device simulation state.
+#[derive(Debug)]
+struct Device {
+    id: u16,
+    /// Draws kinds and readings.
+    content: ChaCha8Rng,
+    /// Draws the boot offset and the jitter.
+    schedule: ChaCha8Rng,
+    /// Packets sent so far.
+    sent: u64,
+    /// Packets sent since the last (re)boot.
+    in_boot: u64,
+    boot: u32,
+    /// The seq of the next non-INIT packet.
+    next_seq: u32,
+    /// Position in the temperature → humidity → voltage cycle (TinyTelemetry).
+    sensor_cursor: usize,
+    /// When the device's next packet is due.
+    due: Duration,
+}
+
+/// The deterministic packet generator: an iterator over every device's packets in
+/// schedule order (by `due`, ties by position in `Config::devices`). No sockets, no
+/// sleeping; the only outside input is the real clock at construction, and only when
+/// `Config::start_time_ms` is `None`.
+#[derive(Debug)]
+pub struct Simulator {
+    config: Config,
+    flavor: Flavor,
+    batch: usize,
+    unit: TimestampUnit,
+    seed: u64,
+    origin_ms: u64,
+    devices: Vec<Device>,
+    /// (due, device position), earliest first.
+    queue: BinaryHeap<Reverse<(Duration, usize)>>,
+}
+
+impl Simulator {
+    /// Validates `config` and sets every device at its boot.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let flavor = Flavor::of(config.dialect)?;
+        let seed = config.seed.unwrap_or_else(rand::random);
+        let origin_ms = config
+            .start_time_ms
+            .unwrap_or_else(|| unix_ns_now() / 1_000_000);
+        let first_seq = config.start_seq.unwrap_or(flavor.boot_seq());
+        let mut sim = Simulator {
+            flavor,
+            batch: config.batch_size(),
+            unit: config.effective_timestamp_unit(),
+            seed,
+            origin_ms,
+            devices: Vec::with_capacity(config.devices.len()),
+            queue: BinaryHeap::with_capacity(config.devices.len()),
+            config,
+        };
+        let ids = sim.config.devices.clone();
+        for (pos, id) in ids.into_iter().enumerate() {
+            let mut content = ChaCha8Rng::seed_from_u64(seed);
+            content.set_stream(u64::from(id) << 1);
+            let mut schedule = ChaCha8Rng::seed_from_u64(seed);
+            schedule.set_stream((u64::from(id) << 1) | 1);
+            sim.devices.push(Device {
+                id,
+                content,
+                schedule,
+                sent: 0,
+                in_boot: 0,
+                boot: 0,
+                next_seq: first_seq,
+                sensor_cursor: 0,
+                due: Duration::ZERO,
+            });
+            if let Some(due) = sim.first_due(pos) {
+                sim.devices[pos].due = due;
+                sim.queue.push(Reverse((due, pos)));
+            }
+        }
+        Ok(sim)
+    }
+
+    /// The seed in use (drawn at random if the config had none).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The clock origin, Unix ms: device time = origin + due (unless stamped).
+    pub fn origin_ms(&self) -> u64 {
+        self.origin_ms
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// When the next packet is due, or `None` if the stream has ended.
+    pub fn peek_due(&self) -> Option<Duration> {
+        let Reverse((due, _)) = *self.queue.peek()?;
+        match self.config.duration {
+            Some(limit) if due >= limit => None,
+            _ => Some(due),
+        }
+    }
+
+    /// The next packet, its timestamp taken from `device_clock_ms` (Unix ms, e.g. the
+    /// real clock at sending) instead of `origin + due`. Contents are unaffected.
+    pub fn next_stamped(&mut self, device_clock_ms: u64) -> Option<Packet> {
+        self.next_packet(Some(device_clock_ms))
+    }
+
+    fn first_due(&mut self, pos: usize) -> Option<Duration> {
+        match self.config.rate {
+            Some(rate) => Duration::try_from_secs_f64(pos as f64 / rate).ok(),
+            None => {
+                let dev = &mut self.devices[pos];
+                let frac: f64 = dev.schedule.gen_range(0.0..1.0);
+                Some(self.config.interval.mul_f64(frac))
+            }
+        }
+    }
+
+    /// When the device at `pos`, having just sent a packet, sends its next one.
+    fn following_due(&mut self, pos: usize) -> Option<Duration> {
+        let n = self.devices.len() as u64;
+        let dev = &mut self.devices[pos];
+        match self.config.rate {
+            Some(rate) => {
+                let index = dev.sent.checked_mul(n)?.checked_add(pos as u64)?;
+                Duration::try_from_secs_f64(index as f64 / rate).ok()
+            }
+            None => {
+                let wobble: f64 = dev.schedule.gen_range(-1.0..=1.0);
+                let gap = self.config.interval.as_secs_f64() * (1.0 + self.config.jitter * wobble);
+                dev.due.checked_add(Duration::try_from_secs_f64(gap).ok()?)
+            }
+        }
+    }
+
+    fn next_packet(&mut self, device_clock_ms: Option<u64>) -> Option<Packet> {
+        let due = self.peek_due()?;
+        let Reverse((_, pos)) = self.queue.pop()?;
+        let (flavor, batch, unit) = (self.flavor, self.batch, self.unit);
+        let dev = &mut self.devices[pos];
+
+        let (kind, seq) = if flavor == Flavor::Iot && dev.in_boot == 0 {
+            (Kind::Init, 0)
+        } else {
+            let kind = if dev.content.gen_bool(DATA_PROBABILITY) {
+                Kind::Data
+            } else {
+                Kind::Heartbeat
+            };
+            let seq = dev.next_seq;
+            dev.next_seq = match flavor {
+                Flavor::Iot => (seq + 1) & 0xffff,
+                Flavor::Tiny => seq.wrapping_add(1),
+            };
+            (kind, seq)
+        };
+        let readings = match kind {
+            Kind::Data => make_readings(flavor, batch, &mut dev.content, &mut dev.sensor_cursor),
+            Kind::Init | Kind::Heartbeat => Vec::new(),
+        };
+        let due_ms = u64::try_from(due.as_millis()).unwrap_or(u64::MAX);
+        let clock_ms = device_clock_ms.unwrap_or_else(|| self.origin_ms.saturating_add(due_ms));
+        let timestamp = match unit {
+            TimestampUnit::Millis => (clock_ms & 0xffff_ffff) as u32,
+            TimestampUnit::Seconds => ((clock_ms / 1000) & 0xffff_ffff) as u32,
+        };
+        let datagram = encode(flavor, kind, dev.id, seq, timestamp, &readings);
+        let packet = Packet {
+            dialect: flavor.dialect(),
+            device: dev.id,
+            seq,
+            timestamp,
+            kind,
+            readings,
+            datagram,
+            due,
+            boot: dev.boot,
+        };
+
+        dev.sent += 1;
+        dev.in_boot += 1;
+        if self.config.reboot_after == Some(dev.in_boot) {
+            dev.in_boot = 0;
+            dev.boot += 1;
+            dev.next_seq = flavor.boot_seq();
+        }
+        let more = !matches!(self.config.count, Some(count) if dev.sent >= count);
+        if more {
+            if let Some(next) = self.following_due(pos) {
+                self.devices[pos].due = next;
+                self.queue.push(Reverse((next, pos)));
+            }
+        }
+        Some(packet)
+    }
+}
+
+impl Iterator for Simulator {
+    type Item = Packet;
+
+    /// The next packet in schedule order, stamped `origin + due`.
+    fn next(&mut self) -> Option<Packet> {
+        self.next_packet(None)
+    }
+}
+
+/// A DATA packet's readings.
+fn make_readings(
+    flavor: Flavor,
+    batch: usize,
+    rng: &mut ChaCha8Rng,
+    cursor: &mut usize,
+) -> Vec<Reading> {
+    (0..batch)
+        .map(|_| match flavor {
+            Flavor::Iot => Reading::Plain(plausible(SensorType::Temperature, rng)),
+            Flavor::Tiny => {
+                let sensor = SensorType::ALL[*cursor % SensorType::ALL.len()];
+                *cursor = cursor.wrapping_add(1);
+                Reading::Typed {
+                    sensor,
+                    value: plausible(sensor, rng),
+                }
+            }
+        })
+        .collect()
+}
+
+/// A plausible value, rounded the way a cheap sensor reports it.
+fn plausible(sensor: SensorType, rng: &mut ChaCha8Rng) -> f32 {
+    match sensor {
+        // 20.00..=30.00 °C
+        SensorType::Temperature => f32::from(rng.gen_range(2000u16..=3000)) / 100.0,
+        // 30.0..=70.0 % relative humidity
+        SensorType::Humidity => f32::from(rng.gen_range(300u16..=700)) / 10.0,
+        // 3.000..=3.600 V (a Li-ion cell behind a regulator)
+        SensorType::Voltage => f32::from(rng.gen_range(3000u16..=3600)) / 1000.0,
+    }
+}
+
+/// The datagram, via the proto codecs. `Config::validate` keeps batch and seq in range,
+/// so the codecs cannot refuse.
+fn encode(
+    flavor: Flavor,
+    kind: Kind,
+    device: u16,
+    seq: u32,
+    timestamp: u32,
+    readings: &[Reading],
+) -> Vec<u8> {
+    match flavor {
+        Flavor::Iot => {
+            let msg_type = match kind {
+                Kind::Init => iotstream::MsgType::Init,
+                Kind::Data => iotstream::MsgType::Data,
+                Kind::Heartbeat => iotstream::MsgType::Heartbeat,
+            };
+            let values: Vec<f32> = readings.iter().map(Reading::value).collect();
+            iotstream::Repr::new(msg_type, device, (seq & 0xffff) as u16, timestamp, &values)
+                .expect("batch validated by Config::validate")
+                .to_bytes()
+        }
+        Flavor::Tiny => {
+            // TinyTelemetry has no INIT; the generator never makes one for it.
+            let msg_type = match kind {
+                Kind::Data => tinytelemetry::MsgType::Data,
+                Kind::Init | Kind::Heartbeat => tinytelemetry::MsgType::Heartbeat,
+            };
+            let typed: Vec<(SensorType, f32)> = readings
+                .iter()
+                .map(|r| (r.sensor().unwrap_or(SensorType::Temperature), r.value()))
+                .collect();
+            tinytelemetry::Repr::new(msg_type, device, seq, timestamp, &typed)
+                .expect("device and batch validated by Config::validate")
+                .to_bytes()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Pacing and sending
+// ---------------------------------------------------------------------------------------
+
+/// What [`run`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Packets generated (each once, however many destinations).
+    pub packets: u64,
+    pub init: u64,
+    pub data: u64,
+    pub heartbeat: u64,
+    /// Datagram bytes, once per packet.
+    pub bytes: u64,
+    /// Destinations each packet was sent to (0 in a dry run).
+    pub destinations: usize,
+    /// Successful `send_to` calls (packets × destinations, less failures).
+    pub datagrams_sent: u64,
+    /// Failed `send_to` calls (the simulator carries on, as a sensor would).
+    pub send_errors: u64,
+    /// The first send failure, for the report.
+    pub first_send_error: Option<String>,
+    /// Wall time from start to stop.
+    pub elapsed: Duration,
+    /// The seed in use.
+    pub seed: u64,
+    pub dry_run: bool,
+    /// Stopped by the stop flag (Ctrl-C) rather than by count or duration.
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// Packets per second of wall time.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.packets as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    fn count(&mut self, packet: &Packet) {
+        self.packets += 1;
+        self.bytes += packet.datagram.len() as u64;
+        match packet.kind {
+            Kind::Init => self.init += 1,
+            Kind::Data => self.data += 1,
+            Kind::Heartbeat => self.heartbeat += 1,
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run { "generated" } else { "sent" };
+        write!(
+            f,
+            "{verb} {} packets (init {}, data {}, heartbeat {}), {} bytes",
+            self.packets, self.init, self.data, self.heartbeat, self.bytes
+        )?;
+        if !self.dry_run {
+            let s = if self.destinations == 1 { "" } else { "s" };
+            write!(f, " to {} destination{s}", self.destinations)?;
+        }
+        write!(
+            f,
+            " in {:.3}s ({:.1} packets/s), seed {}",
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.seed
+        )?;
+        if self.send_errors > 0 {
+            write!(f, ", {} send errors", self.send_errors)?;
+            if let Some(first) = &self.first_send_error {
+                write!(f, " (first: {first})")?;
+            }
+        }
+        if self.interrupted {
+            f.write_str(", interrupted")?;
+        }
+        Ok(())
+    }
+}
+
+/// The sending side: one unbound-port socket per address family in use.
+#[derive(Debug)]
+struct Sender {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+    destinations: Vec<SocketAddr>,
+}
+
+impl Sender {
+    fn bind(destinations: Vec<SocketAddr>) -> Result<Self, Error> {
+        let bind = |addr: SocketAddr| {
+            UdpSocket::bind(addr).map_err(|e| Error::io(format!("bind UDP socket on {addr}"), e))
+        };
+        let v4 = match destinations.iter().any(SocketAddr::is_ipv4) {
+            true => Some(bind(SocketAddr::from(([0, 0, 0, 0], 0)))?),
+            false => None,
+        };
+        let v6 = match destinations.iter().any(SocketAddr::is_ipv6) {
+            true => Some(bind(SocketAddr::from(([0u16; 8], 0)))?),
+            false => None,
+        };
+        Ok(Sender {
+            v4,
+            v6,
+            destinations,
+        })
+    }
+
+    fn send(&self, datagram: &[u8], summary: &mut Summary) {
+        for dest in &self.destinations {
+            let socket = if dest.is_ipv4() {
+                self.v4.as_ref()
+            } else {
+                self.v6.as_ref()
+            };
+            let result = match socket {
+                Some(socket) => socket.send_to(datagram, dest).map(|_| ()),
+                None => Err(io::Error::other("no socket for this address family")),
+            };
+            match result {
+                Ok(()) => summary.datagrams_sent += 1,
+                Err(e) => {
+                    summary.send_errors += 1;
+                    if summary.first_send_error.is_none() {
+                        summary.first_send_error = Some(format!("{dest}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The truth log, buffered, flushed about once a second and at the end.
+#[derive(Debug)]
+struct TruthWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    last_flush: Instant,
+}
+
+impl TruthWriter {
+    fn create(path: &Path) -> Result<Self, Error> {
+        let file = File::create(path)
+            .map_err(|e| Error::io(format!("create truth log {}", path.display()), e))?;
+        Ok(TruthWriter {
+            path: path.to_owned(),
+            out: BufWriter::new(file),
+            last_flush: Instant::now(),
+        })
+    }
+
+    fn write(&mut self, record: &TruthRecord) -> Result<(), Error> {
+        serde_json::to_writer(&mut self.out, record)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|e| Error::io(format!("write truth log {}", self.path.display()), e))?;
+        if self.last_flush.elapsed() >= TRUTH_FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        self.last_flush = Instant::now();
+        self.out
+            .flush()
+            .map_err(|e| Error::io(format!("flush truth log {}", self.path.display()), e))
+    }
+}
+
+/// Runs the simulation: paces the [`Simulator`]'s schedule against the real clock, sends
+/// every packet to each destination, and writes the truth log (flushed on return, also
+/// when stopped). Returns when every device has sent `count` packets, when `duration` has
+/// passed, or soon after `stop` becomes true.
+///
+/// Without `start_time_ms`, each packet is stamped with the real clock when it is sent.
+/// With `dry_run`, nothing is sent and nothing waits (so `Config::validate` requires
+/// `count` or `duration`); `sent_at_ns` is then the packet's scheduled time.
+pub fn run(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
+    let mut sim = Simulator::new(config.clone())?;
+    let sender = match config.dry_run {
+        true => None,
+        false => Some(Sender::bind(config.destinations())?),
+    };
+    let mut truth = match &config.truth {
+        Some(path) => Some(TruthWriter::create(path)?),
+        None => None,
+    };
+    let mut summary = Summary {
+        destinations: sender.as_ref().map_or(0, |s| s.destinations.len()),
+        seed: sim.seed(),
+        dry_run: config.dry_run,
+        ..Summary::default()
+    };
+    let real_clock = config.start_time_ms.is_none();
+    let start = Instant::now();
+    let start_unix_ns = unix_ns_now();
+
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            summary.interrupted = true;
+            break Ok(());
+        }
+        let Some(due) = sim.peek_due() else {
+            break Ok(());
+        };
+        let (packet, sent_at_ns) = match &sender {
+            Some(sender) => {
+                let elapsed = start.elapsed();
+                if config.duration.is_some_and(|limit| elapsed >= limit) {
+                    break Ok(());
+                }
+                if due > elapsed {
+                    thread::sleep((due - elapsed).min(MAX_SLEEP));
+                    continue;
+                }
+                let now_ns = start_unix_ns.saturating_add(nanos(start.elapsed()));
+                let packet = match real_clock {
+                    true => sim.next_stamped(now_ns / 1_000_000),
+                    false => sim.next(),
+                };
+                let Some(packet) = packet else { break Ok(()) };
+                sender.send(&packet.datagram, &mut summary);
+                (packet, now_ns)
+            }
+            None => {
+                let Some(packet) = sim.next() else {
+                    break Ok(());
+                };
+                let at = sim
+                    .origin_ms()
+                    .saturating_mul(1_000_000)
+                    .saturating_add(nanos(packet.due));
+                (packet, at)
+            }
+        };
+        summary.count(&packet);
+        if let Some(truth) = truth.as_mut() {
+            if let Err(e) = truth.write(&TruthRecord::new(&packet, sent_at_ns)) {
+                break Err(e);
+            }
+        }
+    };
+    summary.elapsed = start.elapsed();
+    let flushed = match truth.as_mut() {
+        Some(truth) => truth.flush(),
+        None => Ok(()),
+    };
+    result.and(flushed).map(|()| summary)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn unix_ns_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(nanos)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemesh_proto::wire;
+
+    /// Seed 001 §7.2's INIT: Unix ms 1765477199815 ≡ 245641159 (its client timestamp)
+    /// mod 2^32.
+    const T0: u64 = 1_765_477_199_815;
+
+    fn iot(devices: &[u16], count: u64) -> Config {
+        Config {
+            devices: devices.to_vec(),
+            count: Some(count),
+            seed: Some(7),
+            start_time_ms: Some(T0),
+            ..Config::default()
+        }
+    }
+
+    fn tiny(devices: &[u16], count: u64) -> Config {
+        Config {
+            dialect: Dialect::Tinytelemetry,
+            ..iot(devices, count)
+        }
+    }
+
+    fn packets(config: Config) -> Vec<Packet> {
+        Simulator::new(config).expect("valid config").collect()
+    }
+
+    fn of_device(all: &[Packet], id: u16) -> Vec<Packet> {
+        all.iter().filter(|p| p.device == id).cloned().collect()
+    }
+
+    #[test]
+    fn device_lists() {
+        assert_eq!(parse_devices("1001"), Ok(vec![1001]));
+        assert_eq!(parse_devices("1001-1003"), Ok(vec![1001, 1002, 1003]));
+        assert_eq!(parse_devices("1,5,9-12"), Ok(vec![1, 5, 9, 10, 11, 12]));
+        assert_eq!(parse_devices(" 7 , 8 "), Ok(vec![7, 8]));
+        assert_eq!(parse_devices("0-65535").map(|d| d.len()), Ok(65536));
+        for bad in [
+            "", "x", "1-", "-5", "5-1", "1,,2", "65536", "1-3,2", "1.5", "1-2-3",
+        ] {
+            assert!(parse_devices(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        for bad in ["", "s", "1x", "-1s", "1e3s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn addresses_and_dialects() {
+        assert_eq!(
+            parse_addr("127.0.0.1:5005"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 5005)))
+        );
+        assert!(parse_addr("[::1]:5005").is_ok_and(|a| a.is_ipv6()));
+        assert!(parse_addr("127.0.0.1").is_err());
+        assert!(parse_addr("not an address").is_err());
+        assert_eq!(parse_dialect("iotstream"), Ok(Dialect::Iotstream));
+        assert_eq!(parse_dialect("tinytelemetry"), Ok(Dialect::Tinytelemetry));
+        let secure = parse_dialect("secure").expect_err("secure is refused");
+        assert_eq!(
+            secure.to_string(),
+            "the secure dialect needs DTLS, not supported by the simulator yet"
+        );
+        assert!(parse_dialect("mqtt").is_err());
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let cases = [
+            (
+                Config {
+                    dialect: Dialect::Secure,
+                    ..Config::default()
+                },
+                "secure",
+            ),
+            (
+                Config {
+                    devices: vec![],
+                    ..Config::default()
+                },
+                "--devices",
+            ),
+            (
+                Config {
+                    devices: vec![3, 3],
+                    ..Config::default()
+                },
+                "--devices",
+            ),
+            (
+                Config {
+                    devices: vec![0],
+                    ..tiny(&[1], 1)
+                },
+                "--devices",
+            ),
+            (
+                Config {
+                    batch: Some(0),
+                    ..Config::default()
+                },
+                "--batch",
+            ),
+            (
+                Config {
+                    batch: Some(48),
+                    ..Config::default()
+                },
+                "--batch",
+            ),
+            (
+                Config {
+                    batch: Some(38),
+                    ..tiny(&[1], 1)
+                },
+                "--batch",
+            ),
+            (
+                Config {
+                    start_seq: Some(65536),
+                    ..Config::default()
+                },
+                "--start-seq",
+            ),
+            (
+                Config {
+                    timestamp_unit: Some(TimestampUnit::Millis),
+                    ..tiny(&[1], 1)
+                },
+                "--timestamp-unit",
+            ),
+            (
+                Config {
+                    interval: Duration::ZERO,
+                    ..Config::default()
+                },
+                "--interval",
+            ),
+            (
+                Config {
+                    jitter: 1.0,
+                    ..Config::default()
+                },
+                "--jitter",
+            ),
+            (
+                Config {
+                    rate: Some(0.0),
+                    ..Config::default()
+                },
+                "--rate",
+            ),
+            (
+                Config {
+                    rate: Some(f64::NAN),
+                    ..Config::default()
+                },
+                "--rate",
+            ),
+            (
+                Config {
+                    count: Some(0),
+                    ..Config::default()
+                },
+                "--count",
+            ),
+            (
+                Config {
+                    reboot_after: Some(0),
+                    ..Config::default()
+                },
+                "--reboot-after",
+            ),
+            (
+                Config {
+                    duration: Some(Duration::ZERO),
+                    ..Config::default()
+                },
+                "--duration",
+            ),
+            (
+                Config {
+                    dry_run: true,
+                    ..Config::default()
+                },
+                "--dry-run",
+            ),
+        ];
+        for (config, needle) in cases {
+            let err = Simulator::new(config.clone()).expect_err("must be refused");
+            assert!(err.is_usage(), "{err}");
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should mention {needle}"
+            );
+        }
+        // Edges that are fine.
+        assert!(Simulator::new(Config {
+            batch: Some(47),
+            ..Config::default()
+        })
+        .is_ok());
+        assert!(Simulator::new(Config {
+            batch: Some(37),
+            ..tiny(&[1], 1)
+        })
+        .is_ok());
+        assert!(Simulator::new(Config {
+            start_seq: Some(u32::MAX),
+            ..tiny(&[1], 1)
+        })
+        .is_ok());
+        assert!(Simulator::new(Config {
+            devices: vec![0],
+            ..Config::default()
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn same_seed_same_stream_other_seed_other_stream() {
+        let config = Config {
+            devices: parse_devices("1-20").expect("list"),
+            ..iot(&[], 50)
+        };
+        let a = packets(config.clone());
+        let b = packets(config.clone());
+        assert_eq!(a.len(), 20 * 50);
+        assert_eq!(a, b);
+        let c = packets(Config {
+            seed: Some(8),
+            ..config
+        });
+        assert_ne!(
+            a.iter().map(|p| &p.datagram).collect::<Vec<_>>(),
+            c.iter().map(|p| &p.datagram).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_devices_contents_do_not_depend_on_the_others_or_the_mode() {
+        let alone = packets(iot(&[5], 30));
+        let crowd = of_device(&packets(iot(&[1, 2, 3, 4, 5, 6], 30)), 5);
+        let rated = of_device(
+            &packets(Config {
+                rate: Some(1000.0),
+                ..iot(&[1, 5], 30)
+            }),
+            5,
+        );
+        let contents = |ps: &[Packet]| {
+            ps.iter()
+                .map(|p| (p.kind, p.seq, p.readings.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(contents(&alone), contents(&crowd));
+        assert_eq!(contents(&alone), contents(&rated));
+    }
+
+    #[test]
+    fn iotstream_boots_with_init_seq_0_then_counts_from_1() {
+        let all = packets(iot(&[1001, 1002, 1003], 10));
+        for id in [1001, 1002, 1003] {
+            let dev = of_device(&all, id);
+            assert_eq!(dev.len(), 10);
+            assert_eq!(dev[0].kind, Kind::Init);
+            assert_eq!(dev[0].seq, 0);
+            assert!(dev[0].readings.is_empty());
+            assert_eq!(dev[0].datagram.len(), iotstream::HEADER_LEN);
+            assert_eq!(dev[0].datagram[10], 0, "INIT has batch 0");
+            for (i, p) in dev.iter().enumerate().skip(1) {
+                assert_ne!(p.kind, Kind::Init);
+                assert_eq!(p.seq, i as u32);
+                match p.kind {
+                    Kind::Data => assert_eq!(p.readings.len(), IOTSTREAM_DEFAULT_BATCH),
+                    _ => assert!(p.readings.is_empty()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tinytelemetry_has_no_init_and_counts_from_0() {
+        let all = packets(Config {
+            batch: Some(4),
+            ..tiny(&[1, 2], 12)
+        });
+        for id in [1, 2] {
+            let dev = of_device(&all, id);
+            assert_eq!(
+                dev.iter().map(|p| p.seq).collect::<Vec<_>>(),
+                (0..12).collect::<Vec<_>>()
+            );
+            assert!(dev.iter().all(|p| p.kind != Kind::Init));
+            // Sensor types cycle across the device's readings, values are plausible.
+            let readings: Vec<Reading> = dev.iter().flat_map(|p| p.readings.clone()).collect();
+            assert!(readings.len() >= 8);
+            for (i, r) in readings.iter().enumerate() {
+                let sensor = r.sensor().expect("typed");
+                assert_eq!(sensor, SensorType::ALL[i % 3]);
+                let range = match sensor {
+                    SensorType::Temperature => 20.0..=30.0,
+                    SensorType::Humidity => 30.0..=70.0,
+                    SensorType::Voltage => 3.0..=3.6,
+                };
+                assert!(range.contains(&r.value()), "{sensor:?} {}", r.value());
+            }
+        }
+    }
+
+    #[test]
+    fn about_80_percent_data_20_percent_heartbeat() {
+        for config in [iot(&[1, 2, 3, 4], 5001), tiny(&[1, 2, 3, 4], 5000)] {
+            let all = packets(config);
+            let beats: Vec<Kind> = all
+                .iter()
+                .map(|p| p.kind)
+                .filter(|k| *k != Kind::Init)
+                .collect();
+            assert_eq!(beats.len(), 20_000);
+            let data =
+                beats.iter().filter(|k| **k == Kind::Data).count() as f64 / beats.len() as f64;
+            // 20,000 Bernoulli(0.8) draws: σ ≈ 0.0028, so ±0.015 is > 5σ.
+            assert!((0.785..=0.815).contains(&data), "data fraction {data}");
+        }
+    }
+
+    #[test]
+    fn iotstream_seq_wraps_at_65536() {
+        let dev = packets(Config {
+            start_seq: Some(65534),
+            ..iot(&[9], 5)
+        });
+        assert_eq!(
+            dev.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            [0, 65534, 65535, 0, 1]
+        );
+        assert_eq!(dev[0].kind, Kind::Init);
+        assert!(
+            dev[1..].iter().all(|p| p.kind != Kind::Init),
+            "wraparound is not a reboot"
+        );
+        let ts: Vec<u32> = dev.iter().map(|p| p.timestamp).collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
+    }
+
+    #[test]
+    fn tinytelemetry_seq_wraps_at_2_pow_32() {
+        let dev = packets(Config {
+            start_seq: Some(u32::MAX - 1),
+            ..tiny(&[9], 4)
+        });
+        assert_eq!(
+            dev.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            [u32::MAX - 1, u32::MAX, 0, 1]
+        );
+    }
+
+    #[test]
+    fn reboot_sends_init_seq_0_again_with_later_timestamps() {
+        let dev = packets(Config {
+            reboot_after: Some(4),
+            start_seq: Some(100),
+            ..iot(&[3], 10)
+        });
+        let seqs: Vec<u32> = dev.iter().map(|p| p.seq).collect();
+        let kinds: Vec<bool> = dev.iter().map(|p| p.kind == Kind::Init).collect();
+        assert_eq!(seqs, [0, 100, 101, 102, 0, 1, 2, 3, 0, 1]);
+        assert_eq!(
+            kinds,
+            [true, false, false, false, true, false, false, false, true, false]
+        );
+        assert_eq!(
+            dev.iter().map(|p| p.boot).collect::<Vec<_>>(),
+            [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+        );
+        assert!(dev[4].timestamp > dev[3].timestamp);
+        assert!(dev.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+
+        let tiny_dev = packets(Config {
+            reboot_after: Some(3),
+            ..tiny(&[3], 7)
+        });
+        assert_eq!(
+            tiny_dev.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            [0, 1, 2, 0, 1, 2, 0]
+        );
+    }
+
+    #[test]
+    fn timestamps_follow_the_clock_origin() {
+        let dev = packets(Config {
+            jitter: 0.0,
+            ..iot(&[1], 3)
+        });
+        for p in &dev {
+            let ms = T0 + p.due.as_millis() as u64;
+            assert_eq!(p.timestamp, (ms % (1 << 32)) as u32);
+        }
+        let secs = packets(Config {
+            timestamp_unit: Some(TimestampUnit::Seconds),
+            ..iot(&[1], 3)
+        });
+        for p in &secs {
+            assert_eq!(
+                u64::from(p.timestamp),
+                (T0 + p.due.as_millis() as u64) / 1000
+            );
+        }
+        let tiny_dev = packets(tiny(&[1], 3));
+        for p in &tiny_dev {
+            assert_eq!(
+                u64::from(p.timestamp),
+                (T0 + p.due.as_millis() as u64) / 1000
+            );
+        }
+        // Stamping from outside changes the timestamp only.
+        let mut a = Simulator::new(iot(&[1], 2)).expect("valid");
+        let mut b = Simulator::new(iot(&[1], 2)).expect("valid");
+        a.next();
+        b.next();
+        let pa = a.next().expect("second packet");
+        let pb = b.next_stamped(T0 + 123_456).expect("second packet");
+        assert_eq!(pb.timestamp, ((T0 + 123_456) % (1 << 32)) as u32);
+        assert_eq!(
+            (pa.kind, pa.seq, &pa.readings),
+            (pb.kind, pb.seq, &pb.readings)
+        );
+    }
+
+    #[test]
+    fn interval_jitter_stays_within_10_percent() {
+        let all = packets(Config {
+            interval: Duration::from_millis(1000),
+            ..iot(&[1, 2], 200)
+        });
+        for id in [1, 2] {
+            let dev = of_device(&all, id);
+            assert!(
+                dev[0].due < Duration::from_secs(1),
+                "boot offset within one interval"
+            );
+            let gaps: Vec<f64> = dev
+                .windows(2)
+                .map(|w| (w[1].due - w[0].due).as_secs_f64())
+                .collect();
+            assert!(
+                gaps.iter().all(|g| (0.9 - 1e-9..=1.1 + 1e-9).contains(g)),
+                "{gaps:?}"
+            );
+            let spread = gaps.iter().cloned().fold(f64::MIN, f64::max)
+                - gaps.iter().cloned().fold(f64::MAX, f64::min);
+            assert!(spread > 0.1, "jitter is actually applied");
+        }
+        let dues: Vec<Duration> = all.iter().map(|p| p.due).collect();
+        assert!(dues.windows(2).all(|w| w[0] <= w[1]), "schedule order");
+    }
+
+    #[test]
+    fn rate_mode_is_round_robin() {
+        let all = packets(Config {
+            rate: Some(100.0),
+            ..iot(&[7, 8, 9], 4)
+        });
+        assert_eq!(all.len(), 12);
+        let order: Vec<u16> = all.iter().map(|p| p.device).collect();
+        assert_eq!(order, [7, 8, 9, 7, 8, 9, 7, 8, 9, 7, 8, 9]);
+        for (i, p) in all.iter().enumerate() {
+            let want = Duration::from_secs_f64(i as f64 / 100.0);
+            assert!(
+                (p.due.as_secs_f64() - want.as_secs_f64()).abs() < 1e-6,
+                "{i}: {:?}",
+                p.due
+            );
+        }
+    }
+
+    #[test]
+    fn duration_bounds_the_schedule() {
+        let config = Config {
+            count: None,
+            rate: Some(10.0),
+            duration: Some(Duration::from_secs(2)),
+            ..iot(&[1, 2], 1)
+        };
+        let all = packets(config);
+        assert_eq!(all.len(), 20);
+        assert!(all.iter().all(|p| p.due < Duration::from_secs(2)));
+        // count and duration together: whichever ends first.
+        let both = packets(Config {
+            count: Some(3),
+            rate: Some(10.0),
+            duration: Some(Duration::from_secs(2)),
+            ..iot(&[1, 2], 1)
+        });
+        assert_eq!(both.len(), 6);
+    }
+
+    #[test]
+    fn datagrams_decode_to_the_packet_and_truth_fields() {
+        let configs = [
+            Config {
+                reboot_after: Some(7),
+                start_seq: Some(65530),
+                ..iot(&[1, 2, 3], 40)
+            },
+            Config {
+                batch: Some(47),
+                timestamp_unit: Some(TimestampUnit::Seconds),
+                ..iot(&[4], 20)
+            },
+            Config {
+                batch: Some(37),
+                ..tiny(&[5, 6], 20)
+            },
+            Config {
+                reboot_after: Some(5),
+                ..tiny(&[7], 20)
+            },
+        ];
+        for config in configs {
+            for p in packets(config) {
+                let record = TruthRecord::new(&p, 1);
+                let line = serde_json::to_string(&record).expect("serialise");
+                let back: TruthRecord = serde_json::from_str(&line).expect("parse back");
+                assert_eq!(back, record, "{line}");
+                assert_eq!(
+                    hex::encode(&p.datagram),
+                    line.split("\"datagram\":\"")
+                        .nth(1)
+                        .and_then(|s| s.split('"').next())
+                        .unwrap_or("")
+                );
+                check_decodes(&back);
+            }
+        }
+    }
+
+    /// The datagram decodes with the proto codec to the record's fields.
+    fn check_decodes(r: &TruthRecord) {
+        match r.dialect {
+            Dialect::Iotstream => {
+                let w = iotstream::Repr::decode(&r.datagram).expect("valid IoTStream");
+                let kind = match w.msg_type {
+                    iotstream::MsgType::Init => Kind::Init,
+                    iotstream::MsgType::Data => Kind::Data,
+                    iotstream::MsgType::Heartbeat => Kind::Heartbeat,
+                };
+                assert_eq!(
+                    (w.device, u32::from(w.seq), w.timestamp, kind),
+                    (r.device, r.seq, r.timestamp, r.kind)
+                );
+                let values: Vec<f32> = r
+                    .readings
+                    .iter()
+                    .map(|x| match x {
+                        Reading::Plain(v) => *v,
+                        Reading::Typed { .. } => panic!("IoTStream readings are plain"),
+                    })
+                    .collect();
+                assert_eq!(w.readings(), &values[..]);
+            }
+            Dialect::Tinytelemetry => {
+                let w = tinytelemetry::Repr::decode(&r.datagram).expect("valid TinyTelemetry");
+                let kind = match w.msg_type {
+                    tinytelemetry::MsgType::Data => Kind::Data,
+                    tinytelemetry::MsgType::Heartbeat => Kind::Heartbeat,
+                };
+                assert_eq!(
+                    (w.device, w.seq, w.timestamp, kind),
+                    (r.device, r.seq, r.timestamp, r.kind)
+                );
+                let typed: Vec<(SensorType, f32)> = r
+                    .readings
+                    .iter()
+                    .map(|x| (x.sensor().expect("typed"), x.value()))
+                    .collect();
+                assert_eq!(w.readings(), &typed[..]);
+            }
+            Dialect::Secure => panic!("the simulator does not speak secure"),
+        }
+        assert!(r.datagram.len() <= wire::MAX_SENSOR_DATAGRAM);
+    }
+
+    #[test]
+    fn truth_json_shape() {
+        let p = packets(Config {
+            batch: Some(2),
+            ..tiny(&[1], 5)
+        })
+        .into_iter()
+        .find(|p| p.kind == Kind::Data)
+        .expect("some DATA in 5 packets");
+        let v: serde_json::Value = serde_json::to_value(TruthRecord::new(&p, 42)).expect("json");
+        assert_eq!(v["dialect"], "tinytelemetry");
+        assert_eq!(v["kind"], "data");
+        assert_eq!(v["sent_at_ns"], 42);
+        assert!(v["readings"][0]["sensor"].is_string());
+        assert!(v["readings"][0]["value"].is_number());
+
+        let p = packets(iot(&[1], 10))
+            .into_iter()
+            .find(|p| p.kind == Kind::Data)
+            .expect("DATA");
+        let line = serde_json::to_string(&TruthRecord::new(&p, 0)).expect("json");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert!(v["readings"]
+            .as_array()
+            .is_some_and(|a| a.len() == 5 && a.iter().all(|x| x.is_number())));
+        // f32 values are written in their shortest form (29.37, not 29.3700008392334).
+        let readings = line
+            .split("\"readings\":[")
+            .nth(1)
+            .and_then(|s| s.split(']').next())
+            .unwrap_or("");
+        assert!(readings.split(',').all(|v| v.len() <= 5), "{line}");
+    }
+
+    #[test]
+    fn summary_line() {
+        let s = Summary {
+            packets: 10,
+            init: 2,
+            data: 6,
+            heartbeat: 2,
+            bytes: 256,
+            destinations: 2,
+            elapsed: Duration::from_secs(2),
+            seed: 9,
+            ..Summary::default()
+        };
+        assert_eq!(
+            s.to_string(),
+            "sent 10 packets (init 2, data 6, heartbeat 2), 256 bytes to 2 destinations in 2.000s (5.0 packets/s), seed 9"
+        );
+    }
+}
