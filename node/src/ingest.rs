@@ -39,12 +39,6 @@ pub struct Shared {
     pub iotstream_timestamp: TimestampUnit,
 }
 
-impl std::fmt::Debug for dyn Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("node_id", &self.node_id()).finish()
-    }
-}
-
 impl Shared {
     /// The stream table; a listener that panicked cannot leave it half-updated in a
     /// way that matters (each update is one state), so poisoning is ignored.

@@ -185,6 +185,12 @@ pub trait Store: Send + Sync + 'static {
     fn corrupt_values(&self) -> u64;
 }
 
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("node_id", &self.node_id()).finish_non_exhaustive()
+    }
+}
+
 /// The sled implementation: trees `windows`, `streams`, `meta`.
 #[derive(Debug)]
 pub struct SledStore {

@@ -1,0 +1,166 @@
+//! The `telemesh` binary as a person runs it: bad configuration, a port in use, SIGTERM
+//! with records still in memory, `query` and `status` output.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use telemesh_proto::wire::iotstream::{MsgType, Repr};
+
+const BIN: &str = env!("CARGO_BIN_EXE_telemesh");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8 path");
+    for (args, says) in [
+        (vec!["node", "--data", data, "--http", "nowhere"], "http:"),
+        (vec!["node", "--data", data, "--flush-interval", "soon"], "flush_interval:"),
+        (vec!["node", "--data", data, "--iotstream", "off", "--tinytelemetry", "off"], "at least one ingest listener"),
+        (vec!["node", "--config", "/nonexistent/telemesh.toml"], "cannot read config file"),
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let toml = dir.path().join("bad.toml");
+    std::fs::write(&toml, "colour = \"red\"\n").expect("write");
+    let (code, _, err) = run(&["node", "--config", toml.to_str().expect("utf-8")]);
+    assert_eq!(code, 64);
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let (code, _, err) = run(&[
+        "node",
+        "--data",
+        dir.path().to_str().expect("utf-8"),
+        "--iotstream",
+        &format!("127.0.0.1:{port}"),
+        "--tinytelemetry",
+        "off",
+        "--http",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains(&format!("cannot bind iotstream (udp) on 127.0.0.1:{port}")), "{err}");
+}
+
+struct Daemon {
+    child: Child,
+    http: SocketAddr,
+    udp: SocketAddr,
+}
+
+impl Daemon {
+    fn start(data: &std::path::Path, flush: &str) -> Daemon {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let udp_port = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let udp: SocketAddr = format!("127.0.0.1:{udp_port}").parse().expect("addr");
+        let child = Command::new(BIN)
+            .args(["node", "--data", data.to_str().expect("utf-8"), "--tinytelemetry", "off"])
+            .args(["--iotstream", &udp.to_string(), "--http", &http.to_string(), "--iotstream-timestamp", "s"])
+            .args(["--flush-interval", flush])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns");
+        let d = Daemon { child, http, udp };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ureq::get(&format!("http://{http}/v1/status")).call().is_err() {
+            assert!(Instant::now() < deadline, "node did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    fn signal(&mut self, sig: &str) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([sig, &pid]).status().expect("kill");
+        let status = self.child.wait().expect("exits");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code().unwrap_or(-1), err)
+    }
+}
+
+fn send(to: SocketAddr, n: u16) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for seq in 0..n {
+        let d = Repr::new(MsgType::Data, 77, seq, 1_700_000_000 + u32::from(seq), &[f32::from(seq)]).expect("valid");
+        s.send_to(&d.to_bytes(), to).expect("send");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+}
+
+fn received(url: &str) -> u64 {
+    let body = ureq::get(&format!("{url}/v1/status")).call().expect("status").into_string().expect("body");
+    serde_json::from_str::<serde_json::Value>(&body).expect("json")["totals"]["received"].as_u64().expect("count")
+}
+
+#[test]
+fn sigterm_drains_records_still_in_memory_and_a_restart_serves_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A flush interval far longer than the test: only the drain on SIGTERM can save these.
+    let mut node = Daemon::start(dir.path(), "60s");
+    send(node.udp, 300);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received(&node.url()) < 300 {
+        assert!(Instant::now() < deadline, "node did not receive the datagrams");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, log) = node.signal("-TERM");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("telemesh node listening"), "startup line: {log}");
+    assert!(log.contains("telemesh node stopped"), "{log}");
+
+    let node = Daemon::start(dir.path(), "60s");
+    let (code, table, err) = run(&["query", "iotstream", "77", "--node", &node.url(), "--limit", "1000"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.starts_with("device time"), "{table}");
+    assert!(table.trim_end().ends_with("300 record(s)"), "{table}");
+    let (code, csv, _) = run(&["query", "iotstream", "77", "--node", &node.url(), "--format", "csv", "--limit", "2"]);
+    assert_eq!(code, 0);
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv.lines().nth(2).expect("row").starts_with("77,1,1700000001,"), "{csv}");
+    let (code, status, _) = run(&["status", "--node", &node.url()]);
+    assert_eq!(code, 0);
+    assert!(status.contains("listening  iotstream"), "{status}");
+    let mut node = node;
+    let (code, _) = node.signal("-INT");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn query_against_no_node_is_one_line_and_exit_1() {
+    let (code, out, err) = run(&["query", "iotstream", "1", "--node", &format!("http://127.0.0.1:{}", free_port())]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.starts_with("telemesh: cannot reach the node at"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+}
