@@ -65,7 +65,7 @@ fn handle(c: &mut Criterion) {
                 let start = Instant::now();
                 listener.handle(&d, now_ns());
                 next += 1;
-                if next % FLUSH_EVERY == 0 {
+                if next.is_multiple_of(FLUSH_EVERY) {
                     flush(&shared);
                 }
                 spent += start.elapsed();
