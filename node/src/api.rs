@@ -185,7 +185,7 @@ async fn records(
     let fetched = tokio::task::spawn_blocking(move || {
         // One extra record tells whether the page is complete.
         let store = shared.store.as_ref();
-        let pending = shared.table().unflushed(&stream);
+        let pending = shared.table().unflushed_of(&stream);
         let mut recs = history::records(store, &pending, stream, q.from_ns, q.to_ns, q.limit + 1)?;
         let before = history::record_before(store, &pending, stream, q.from_ns)?;
         let next = (recs.len() > q.limit).then(|| recs[q.limit].record.device_time_ns);

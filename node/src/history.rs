@@ -95,10 +95,17 @@ pub fn lookup(store: &dyn Store, pending: &[StoredRecord], rec: &Record) -> Resu
 
 /// Counts one more receipt of a record already held: in place if it is pending, else as
 /// a one-copy delta that [`merge`] adds to the stored record when the window is read.
-pub fn add_copy(pending: &mut Vec<StoredRecord>, rec: Record, arrival_ns: u64) {
+/// Returns whether a delta was pushed onto `pending`.
+pub fn add_copy(pending: &mut Vec<StoredRecord>, rec: Record, arrival_ns: u64) -> bool {
     let delta = StoredRecord::new(rec, 0, arrival_ns);
     match pending.iter_mut().find(|r| r.order_key() == delta.order_key()) {
-        Some(r) => r.copies = r.copies.saturating_add(1),
-        None => pending.push(delta),
+        Some(r) => {
+            r.copies = r.copies.saturating_add(1);
+            false
+        }
+        None => {
+            pending.push(delta);
+            true
+        }
     }
 }

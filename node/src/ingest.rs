@@ -93,18 +93,23 @@ impl Listener {
             Ok(r) => r,
             Err(e) => {
                 tracing::trace!(dialect = %self.dialect, error = %e, "malformed datagram dropped");
-                self.handles.drop(e.reason());
+                self.handles.count_drop(e.reason());
                 return;
             }
         };
         let shared = &*self.shared;
         let store = shared.store.as_ref();
         let mut table = shared.table();
+        if !table.has_room() {
+            // The store has been failing for a while: refuse rather than grow.
+            self.handles.count_drop(STORE_ERROR);
+            return;
+        }
         let Entry { state, pending, in_flight, .. } = match table.entry(record.stream, arrival_ns, store) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "cannot load stream state");
-                self.handles.drop(STORE_ERROR);
+                self.handles.count_drop(STORE_ERROR);
                 return;
             }
         };
@@ -116,7 +121,7 @@ impl Listener {
                 Lookup { presence: Presence::Absent, predecessor: None }
             })
         });
-        match outcome {
+        let pushed = match outcome {
             Outcome::New { ext_seq, .. } | Outcome::Conflict { ext_seq } => {
                 if matches!(outcome, Outcome::Conflict { .. }) {
                     self.handles.conflict.inc();
@@ -125,11 +130,15 @@ impl Listener {
                     self.handles.new.inc();
                 }
                 pending.push(StoredRecord::new(record, ext_seq, arrival_ns));
+                true
             }
             Outcome::Duplicate => {
                 self.handles.duplicate.inc();
-                history::add_copy(pending, record, arrival_ns);
+                history::add_copy(pending, record, arrival_ns)
             }
+        };
+        if pushed {
+            table.queued();
         }
         drop(table);
         shared.metrics.processing.observe(started.elapsed().as_secs_f64());

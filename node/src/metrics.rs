@@ -61,7 +61,7 @@ pub struct DialectHandles {
 
 impl DialectHandles {
     /// Counts one dropped datagram.
-    pub fn drop(&self, reason: &'static str) {
+    pub fn count_drop(&self, reason: &'static str) {
         self.drops.get_or_create(&DropLabel { dialect: self.dialect, reason }).inc();
     }
 }

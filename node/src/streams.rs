@@ -76,16 +76,28 @@ pub struct Flushed {
     pub compacted: usize,
 }
 
+/// Most records held in memory unflushed (pending or in flight). Only reached when the
+/// store keeps failing: past it, new records are refused (and counted) rather than
+/// growing memory without bound.
+pub const MAX_UNFLUSHED: usize = 1_000_000;
+
 /// Streams in memory.
 #[derive(Debug)]
 pub struct Table {
     entries: HashMap<StreamId, Entry>,
     max: usize,
+    unflushed: usize,
+    max_unflushed: usize,
 }
 
 impl Table {
     pub fn new(max: usize) -> Table {
-        Table { entries: HashMap::new(), max }
+        Table::with_unflushed_limit(max, MAX_UNFLUSHED)
+    }
+
+    /// A table holding at most `max` streams and `max_unflushed` unflushed records.
+    pub fn with_unflushed_limit(max: usize, max_unflushed: usize) -> Table {
+        Table { entries: HashMap::new(), max, unflushed: 0, max_unflushed }
     }
 
     pub fn len(&self) -> usize {
@@ -94,6 +106,21 @@ impl Table {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Records in memory not yet in the store.
+    pub fn unflushed(&self) -> usize {
+        self.unflushed
+    }
+
+    /// Whether another record may be queued (see [`MAX_UNFLUSHED`]).
+    pub fn has_room(&self) -> bool {
+        self.unflushed < self.max_unflushed
+    }
+
+    /// Counts a record just pushed onto an entry's `pending`.
+    pub fn queued(&mut self) {
+        self.unflushed += 1;
     }
 
     /// The entry of `id`, loaded from the store (or new) if not in memory, marked dirty.
@@ -170,6 +197,7 @@ impl Table {
         let mut closed = Vec::new();
         for c in &chunks {
             done.records += c.records.len();
+            self.unflushed = self.unflushed.saturating_sub(c.records.len());
             let Some(e) = self.entries.get_mut(&c.stream) else { continue };
             e.open_window = match e.open_window {
                 Some((w, n)) if w == c.window_start => Some((w, n + 1)),
@@ -238,7 +266,91 @@ impl Table {
     }
 
     /// A copy of the records of `id` not yet in the store.
-    pub fn unflushed(&self, id: &StreamId) -> Vec<StoredRecord> {
+    pub fn unflushed_of(&self, id: &StreamId) -> Vec<StoredRecord> {
         self.entries.get(id).map(Entry::unflushed).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemesh_proto::record::{Kind, Readings, Record};
+    use telemesh_proto::stream;
+    use telemesh_proto::wire::Dialect;
+
+    const S: StreamId = StreamId { dialect: Dialect::Iotstream, device: 3 };
+
+    /// A store whose writes always fail (a full disk, say); reads find nothing.
+    #[derive(Debug)]
+    struct Broken;
+
+    fn broken() -> StoreError {
+        StoreError::Sled(sled::Error::Unsupported("disk full".into()))
+    }
+
+    impl Store for Broken {
+        fn append(&self, _: &[Chunk], _: &[(StreamId, stream::State)]) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        fn window(&self, _: StreamId, _: u64) -> Result<Vec<StoredRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn compact_window(&self, _: StreamId, _: u64) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        fn window_at_or_after(&self, _: StreamId, _: u64) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
+        fn window_before(&self, _: StreamId, _: u64) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
+        fn state(&self, _: StreamId) -> Result<Option<stream::State>, StoreError> {
+            Ok(None)
+        }
+        fn states(&self) -> Result<Vec<(StreamId, stream::State)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn node_id(&self) -> &str {
+            "broken"
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        fn corrupt_values(&self) -> u64 {
+            0
+        }
+    }
+
+    fn queue(table: &mut Table, store: &dyn Store, seq: u64) {
+        let r = Record { stream: S, device_time_ns: seq, seq, timestamp_raw: seq, kind: Kind::Data, readings: Readings::None };
+        table.entry(S, 1, store).expect("entry").pending.push(StoredRecord::new(r, seq, 1));
+        table.queued();
+    }
+
+    #[test]
+    fn a_failing_store_keeps_records_and_bounds_them() {
+        let mut table = Table::with_unflushed_limit(16, 5);
+        queue(&mut table, &Broken, 1);
+        queue(&mut table, &Broken, 2);
+        let job = table.begin_flush();
+        // Meanwhile a record arrives; it must come after the ones in flight.
+        queue(&mut table, &Broken, 3);
+        assert_eq!(table.unflushed_of(&S).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let written = job.write(&Broken);
+        assert!(table.finish_flush(job, written, &Broken).is_err());
+        assert_eq!(table.unflushed_of(&S).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(table.unflushed(), 3);
+        assert!(table.has_room());
+        queue(&mut table, &Broken, 4);
+        queue(&mut table, &Broken, 5);
+        assert!(!table.has_room(), "five unflushed records reach the limit");
+
+        // The store comes back: everything is written, and the room with it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let done = table.flush(&good).expect("flush");
+        assert_eq!((done.records, table.unflushed()), (5, 0));
+        assert!(table.has_room());
+        assert_eq!(good.window(S, 0).expect("window").len(), 5);
     }
 }
