@@ -202,6 +202,7 @@ fn exact_history_counters_and_drops() {
     let streams = common::get_json(&format!("{}/v1/streams", node.url()));
     // received, records, duplicates, conflicts, gaps, missing, reordered, late, reboots
     assert_eq!(counters(common::stream(&streams, "iotstream", 1001)), [27, 26, 1, 1, 3, 2, 1, 1, 1]);
+    assert_eq!(common::stream(&streams, "iotstream", 1001)["out_of_order"], 2);
     assert_eq!(counters(common::stream(&streams, "iotstream", 1002)), [5, 5, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(counters(common::stream(&streams, "tinytelemetry", 7)), [4, 3, 1, 0, 1, 1, 0, 0, 0]);
     assert_eq!(streams["streams"].as_array().expect("array").len(), 3, "malformed datagrams create no stream");

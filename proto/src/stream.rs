@@ -291,6 +291,8 @@ pub struct State {
 pub struct Report {
     #[serde(flatten)]
     pub counters: Counters,
+    /// Arrivals behind the highest: `reordered + late`.
+    pub out_of_order: u64,
     pub last_seq: Option<u64>,
     pub last_ext_seq: Option<u64>,
     pub last_device_time_ns: Option<u64>,
@@ -443,6 +445,7 @@ impl State {
     pub fn report(&self) -> Report {
         Report {
             counters: self.counters.clone(),
+            out_of_order: self.counters.reordered + self.counters.late,
             last_seq: self.head.as_ref().map(|h| h.seq),
             last_ext_seq: self.head.as_ref().map(|h| h.ext_seq),
             last_device_time_ns: self.head.as_ref().map(|h| h.device_time_ns),
