@@ -90,11 +90,12 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         tinytelemetry: sockets.tinytelemetry.as_ref().and_then(|s| s.local_addr().ok()),
         http: sockets.http.local_addr()?,
     };
+    let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| format!("udp {a}"));
     tracing::info!(
         node_id = store.node_id(),
         version = env!("CARGO_PKG_VERSION"),
-        iotstream = ?listeners.iotstream,
-        tinytelemetry = ?listeners.tinytelemetry,
+        iotstream = %show(listeners.iotstream),
+        tinytelemetry = %show(listeners.tinytelemetry),
         http = %listeners.http,
         data = %config.data_dir.display(),
         "telemesh node listening"
