@@ -271,13 +271,14 @@ impl Record {
         Identity { stream: self.stream, device_time_ns: self.device_time_ns, seq: self.seq }
     }
 
-    /// 8 bytes of BLAKE3 over the content (kind, readings, raw timestamp).
+    /// The canonical content bytes (kind, raw timestamp, readings): see [`content`].
+    pub fn content_bytes(&self) -> Vec<u8> {
+        content::encode(self.kind, self.timestamp_raw, &self.readings)
+    }
+
+    /// 8 bytes of BLAKE3 over [`Record::content_bytes`].
     pub fn content_tag(&self) -> [u8; 8] {
-        let content = codec::to_vec(&(self.kind, &self.readings, self.timestamp_raw));
-        let hash = blake3::hash(&content);
-        let mut tag = [0u8; 8];
-        tag.copy_from_slice(&hash.as_bytes()[..8]);
-        tag
+        content::tag(&self.content_bytes())
     }
 
     pub fn key(&self) -> Key {
@@ -286,9 +287,7 @@ impl Record {
 
     /// True if the two records say the same thing (compares float bits, so NaN == NaN).
     pub fn same_content(&self, other: &Record) -> bool {
-        self.content_tag() == other.content_tag()
-            && codec::to_vec(&(self.kind, &self.readings, self.timestamp_raw))
-                == codec::to_vec(&(other.kind, &other.readings, other.timestamp_raw))
+        self.content_bytes() == other.content_bytes()
     }
 }
 
@@ -340,6 +339,156 @@ impl Key {
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// The canonical encoding of a record's content: what its content tag hashes and what a
+/// window blob's slot holds. Versioned with the blob format (`docs/protocol.md`).
+///
+/// ```text
+/// kind u8 (0 init, 1 data, 2 heartbeat) | timestamp_raw u64 | readings
+/// readings: 0 (none)
+///         | 1 n:u8 n×(f32)                       IoTStream batch
+///         | 2 n:u8 n×(sensor u8, f32)            TinyTelemetry
+///         | 3 n:u8 n×(len u8, key, f64)          secure KEY=VALUE
+/// ```
+///
+/// All big-endian; floats by their bit pattern, so every value (NaN included) round-trips.
+pub mod content {
+    use super::{Kind, Readings, SensorCode};
+
+    /// Why content bytes did not decode.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum Error {
+        #[error("content ends early")]
+        Truncated,
+        #[error("unknown kind {0}")]
+        Kind(u8),
+        #[error("unknown readings form {0}")]
+        Form(u8),
+        #[error("key is not UTF-8")]
+        Key,
+        #[error("trailing byte {0:#04x} after the content (padding must be zero)")]
+        Trailing(u8),
+    }
+
+    fn kind_code(k: Kind) -> u8 {
+        match k {
+            Kind::Init => 0,
+            Kind::Data => 1,
+            Kind::Heartbeat => 2,
+        }
+    }
+
+    /// Content bytes; more than 255 readings are cut to 255 (no dialect sends that many).
+    pub fn encode(kind: Kind, timestamp_raw: u64, readings: &Readings) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        out.push(kind_code(kind));
+        out.extend_from_slice(&timestamp_raw.to_be_bytes());
+        match readings {
+            Readings::None => out.push(0),
+            Readings::Batch(v) => {
+                out.push(1);
+                out.push(v.len().min(255) as u8);
+                for x in v.iter().take(255) {
+                    out.extend_from_slice(&x.to_bits().to_be_bytes());
+                }
+            }
+            Readings::Sensors(v) => {
+                out.push(2);
+                out.push(v.len().min(255) as u8);
+                for (s, x) in v.iter().take(255) {
+                    out.push(s.0);
+                    out.extend_from_slice(&x.to_bits().to_be_bytes());
+                }
+            }
+            Readings::Pairs(v) => {
+                out.push(3);
+                out.push(v.len().min(255) as u8);
+                for (k, x) in v.iter().take(255) {
+                    let k = &k.as_bytes()[..k.len().min(255)];
+                    out.push(k.len() as u8);
+                    out.extend_from_slice(k);
+                    out.extend_from_slice(&x.to_bits().to_be_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// 8 bytes of BLAKE3 over content bytes.
+    pub fn tag(content: &[u8]) -> [u8; 8] {
+        let hash = blake3::hash(content);
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&hash.as_bytes()[..8]);
+        tag
+    }
+
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+            if self.0.len() < n {
+                return Err(Error::Truncated);
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn u8(&mut self) -> Result<u8, Error> {
+            Ok(self.take(1)?[0])
+        }
+        fn u32(&mut self) -> Result<u32, Error> {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(self.take(4)?);
+            Ok(u32::from_be_bytes(a))
+        }
+        fn u64(&mut self) -> Result<u64, Error> {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(self.take(8)?);
+            Ok(u64::from_be_bytes(a))
+        }
+    }
+
+    /// Decodes content bytes, followed only by zero padding (as in a window slot).
+    pub fn decode(bytes: &[u8]) -> Result<(Kind, u64, Readings), Error> {
+        let mut r = Reader(bytes);
+        let kind = match r.u8()? {
+            0 => Kind::Init,
+            1 => Kind::Data,
+            2 => Kind::Heartbeat,
+            k => return Err(Error::Kind(k)),
+        };
+        let ts = r.u64()?;
+        let readings = match r.u8()? {
+            0 => Readings::None,
+            1 => {
+                let n = r.u8()?;
+                Readings::Batch((0..n).map(|_| r.u32().map(f32::from_bits)).collect::<Result<_, _>>()?)
+            }
+            2 => {
+                let n = r.u8()?;
+                Readings::Sensors(
+                    (0..n).map(|_| Ok((SensorCode(r.u8()?), f32::from_bits(r.u32()?)))).collect::<Result<_, Error>>()?,
+                )
+            }
+            3 => {
+                let n = r.u8()?;
+                let mut pairs = Vec::with_capacity(usize::from(n));
+                for _ in 0..n {
+                    let len = r.u8()?;
+                    let key = std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| Error::Key)?.to_owned();
+                    pairs.push((key, f64::from_bits(r.u64()?)));
+                }
+                Readings::Pairs(pairs)
+            }
+            f => return Err(Error::Form(f)),
+        };
+        if let Some(b) = r.0.iter().find(|b| **b != 0) {
+            return Err(Error::Trailing(*b));
+        }
+        Ok((kind, ts, readings))
     }
 }
 
@@ -432,7 +581,44 @@ mod tests {
         assert!(!a.same_content(&b));
     }
 
+    fn arb_readings() -> impl Strategy<Value = Readings> {
+        prop_oneof![
+            Just(Readings::None),
+            proptest::collection::vec(any::<f32>(), 0..48).prop_map(Readings::Batch),
+            proptest::collection::vec((1u8..=3, any::<f32>()), 0..38)
+                .prop_map(|v| Readings::Sensors(v.into_iter().map(|(s, x)| (SensorCode(s), x)).collect())),
+            proptest::collection::vec(("[A-Za-z0-9_.-]{1,32}", any::<f64>()), 0..65).prop_map(Readings::Pairs),
+        ]
+    }
+
+    #[test]
+    fn content_golden() {
+        let bytes = content::encode(Kind::Data, 245_642_102, &Readings::Batch(vec![29.37]));
+        assert_eq!(hex::encode(&bytes), "01000000000ea43376010141eaf5c3");
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(content::decode(&padded), Ok((Kind::Data, 245_642_102, Readings::Batch(vec![29.37]))));
+        padded.push(1);
+        assert_eq!(content::decode(&padded), Err(content::Error::Trailing(1)));
+        assert_eq!(content::decode(&bytes[..5]), Err(content::Error::Truncated));
+        assert_eq!(content::decode(&[9]), Err(content::Error::Kind(9)));
+    }
+
     proptest! {
+        #[test]
+        fn content_round_trip(kind in 0u8..3, ts: u64, readings in arb_readings()) {
+            let kind = [Kind::Init, Kind::Data, Kind::Heartbeat][usize::from(kind)];
+            let bytes = content::encode(kind, ts, &readings);
+            let (k, t, r) = content::decode(&bytes).expect("decodes");
+            prop_assert_eq!((k, t), (kind, ts));
+            prop_assert_eq!(content::encode(k, t, &r), bytes);
+        }
+
+        #[test]
+        fn content_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = content::decode(&bytes);
+        }
+
         #[test]
         fn unwrap_is_within_half_span(v: u32, reference in 0u64..(1u64 << 50)) {
             let u = unwrap_u32(v, reference);
