@@ -2,6 +2,8 @@
 //! `docs/benchmarks.md`). Each subcommand prints a markdown table on stdout and its
 //! progress on stderr.
 
+mod decode_failure;
+mod disk;
 mod ingest;
 pub mod load;
 
@@ -18,10 +20,16 @@ struct Cli {
 enum Command {
     /// Sustained datagrams/s a node accepts and persists with zero loss, against a bare recv loop.
     Ingest(ingest::Opts),
+    /// RaptorQ repair: decode failure rate from exactly m, m+1, m+2 repair symbols.
+    DecodeFailure(decode_failure::Opts),
+    /// Bytes on disk per reading for a seed-001 workload, against raw datagrams and CSV.
+    Disk(disk::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ingest(opts) => ingest::run(&opts),
+        Command::DecodeFailure(opts) => decode_failure::run(&opts),
+        Command::Disk(opts) => disk::run(&opts),
     }
 }

@@ -146,13 +146,19 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     Ok(())
 }
 
-/// Writes pending records and changed states, then makes them durable. The write runs
-/// without the table lock, so ingest does not stall behind the disk.
+/// Writes pending records and changed states, seals the windows of evicted streams, then
+/// makes it all durable. The writes run without the table lock where they can, so ingest
+/// does not stall behind the disk.
 fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let store = shared.store.as_ref();
     let job = shared.table().begin_flush();
     let written = job.write(store);
-    let done = shared.table().finish_flush(job, written, store)?;
+    let mut done = shared.table().finish_flush(job, written, store)?;
+    let to_seal = shared.table().take_to_seal();
+    for (stream, w) in to_seal {
+        store.seal_window(stream, w)?;
+        done.sealed += 1;
+    }
     store.flush()?;
     Ok(done)
 }
@@ -168,10 +174,10 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
         }
         let s = Arc::clone(&shared);
         let result = tokio::task::spawn_blocking(move || {
-            let done = flush(&s)?;
-            tracing::trace!(?done, "flushed");
             let cutoff = now_ns().saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX));
             let evicted = s.table().evict_idle(cutoff, s.store.as_ref())?;
+            let done = flush(&s)?;
+            tracing::trace!(?done, "flushed");
             if evicted > 0 {
                 tracing::debug!(evicted, "idle streams left memory");
             }

@@ -29,6 +29,13 @@ enum Command {
     Node(NodeArgs),
     /// Print the records of one device, in device order.
     Query(QueryArgs),
+    /// Verify a stopped node's store: every sealed window's Merkle root and hash tree
+    /// recompute from its blob, every live chunk decodes. Exit 1 on any problem.
+    Check {
+        /// Data directory of the node (which must not be running).
+        #[arg(long, value_name = "DIR", default_value = "./telemesh-data")]
+        data: PathBuf,
+    },
     /// Print a node's status.
     Status {
         /// The node's HTTP API.
@@ -98,6 +105,42 @@ fn main() -> ExitCode {
             q.format,
         )),
         Command::Status { node } => print(client::status(&node)),
+        Command::Check { data } => check(&data),
+    }
+}
+
+fn check(data: &std::path::Path) -> ExitCode {
+    if !data.join("sled").exists() {
+        eprintln!("telemesh: no store in {}", data.display());
+        return ExitCode::FAILURE;
+    }
+    let store = match telemesh_node::store::SledStore::open(data, 64) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("telemesh: cannot open the store in {}: {e} (is a node running on it?)", data.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match store.check() {
+        Ok(r) => {
+            for p in &r.problems {
+                println!("problem: {p}");
+            }
+            println!(
+                "{}: {} sealed windows, {} live chunks, {} records: {}",
+                data.display(),
+                r.sealed_windows,
+                r.chunks,
+                r.records,
+                if r.problems.is_empty() { "ok".to_owned() } else { format!("{} problem(s)", r.problems.len()) }
+            );
+            if r.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => fail(e.into()),
     }
 }
 

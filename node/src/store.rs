@@ -2,22 +2,27 @@
 //! small [`Store`] trait.
 //!
 //! Records are not stored one key each. A stream's new records are written once per
-//! flush interval as one *chunk* per (stream, window); reading a window merges its chunks.
-//! A closed window is compacted into a single chunk. So sled sees about one write per
-//! active stream per flush, whatever the datagram rate. The byte-exact layout, what is
-//! durable when, and recovery are in `docs/storage.md`. Bytes read back are decoded with
-//! a size limit; a value that does not decode is skipped and counted, never a panic.
+//! flush interval as one *chunk* per (stream, window): the window is *live*. When the
+//! stream moves on, the window is *sealed*: its records become the canonical window blob
+//! (`proto::window`) with its Merkle root and hash tree, plus this node's provenance of
+//! each record, and the chunks go. Reading a window merges its sealed blob and any chunks
+//! written since. So sled sees about one write per active stream per flush, whatever the
+//! datagram rate. The byte-exact layout, what is durable when, and recovery are in
+//! `docs/storage.md`. Bytes read back are decoded with a size limit and validated; a value
+//! that does not decode is skipped and counted, never a panic.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sled::Transactional;
+
 use serde::{Deserialize, Serialize};
 use telemesh_proto::record::{codec, Kind, Readings, Record, StreamId};
 use telemesh_proto::stream;
-use telemesh_proto::window;
+use telemesh_proto::window::{self, Root};
 
 /// Current on-disk format, stored under `meta/format`.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// A record as this node holds it: the record plus what this node knows about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,13 +129,77 @@ fn decode_chunk(stream: StreamId, bytes: &[u8]) -> Option<Vec<StoredRecord>> {
     )
 }
 
-/// Chunk key: stream (dialect u8, device u32), window start u64, chunk id u64; big-endian.
-fn chunk_key(stream: StreamId, window_start: u64, id: u64) -> [u8; 21] {
-    let mut k = [0u8; 21];
+/// What follows the window prefix in a key: the sealed blob sorts before the chunks.
+const PART_SEALED: u8 = 0;
+const PART_CHUNK: u8 = 1;
+
+/// Window key: stream (dialect u8, device u32), window start u64, part u8, id u64;
+/// big-endian. The sealed blob has part 0 and id 0; chunks part 1 and a sled id.
+fn window_key(stream: StreamId, window_start: u64, part: u8, id: u64) -> [u8; 22] {
+    let mut k = [0u8; 22];
     k[..5].copy_from_slice(&stream.key_prefix());
     k[5..13].copy_from_slice(&window_start.to_be_bytes());
-    k[13..].copy_from_slice(&id.to_be_bytes());
+    k[13] = part;
+    k[14..].copy_from_slice(&id.to_be_bytes());
     k
+}
+
+/// This node's knowledge of one record of a sealed window, in blob order.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Provenance {
+    arrival_ns: u64,
+    copies: u32,
+    ext_seq: u64,
+}
+
+/// The value of a sealed window.
+#[derive(Debug, Serialize, Deserialize)]
+struct SealedValue {
+    root: Root,
+    /// The canonical blob (`proto::window`).
+    blob: Vec<u8>,
+    /// Its hash tree (`proto::merkle::Outboard::to_bytes`).
+    outboard: Vec<u8>,
+    provenance: Vec<Provenance>,
+}
+
+/// A sealed window as the mesh will serve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub root: Root,
+    pub blob: Vec<u8>,
+    pub outboard: Vec<u8>,
+}
+
+fn decode_sealed(stream: StreamId, bytes: &[u8]) -> Option<(SealedValue, Vec<StoredRecord>)> {
+    let v: SealedValue = codec::from_slice(bytes, "sealed window").ok()?;
+    let (header, records) = window::decode(&v.blob).ok()?;
+    if header.stream != stream || records.len() != v.provenance.len() {
+        return None;
+    }
+    let stored = records
+        .into_iter()
+        .zip(&v.provenance)
+        .map(|(record, p)| {
+            let tag = record.content_tag();
+            StoredRecord { record, tag, ext_seq: p.ext_seq, arrival_ns: p.arrival_ns, copies: p.copies }
+        })
+        .collect();
+    Some((v, stored))
+}
+
+/// A window as read from the store: the keys of its parts, its sealed value if any, and
+/// all its records merged.
+type WindowParts = (Vec<sled::IVec>, Option<SealedValue>, Vec<StoredRecord>);
+
+/// What `telemesh check` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub sealed_windows: u64,
+    pub chunks: u64,
+    pub records: u64,
+    /// One line per problem: the key and what is wrong.
+    pub problems: Vec<String>,
 }
 
 fn window_prefix(stream: StreamId, window_start: u64) -> [u8; 13] {
@@ -168,9 +237,14 @@ pub trait Store: Send + Sync + 'static {
     fn append(&self, chunks: &[Chunk], states: &[(StreamId, stream::State)]) -> Result<(), StoreError>;
     /// Every record of one window of `stream`, merged across chunks, in device order.
     fn window(&self, stream: StreamId, window_start: u64) -> Result<Vec<StoredRecord>, StoreError>;
-    /// Merges a window's chunks into one. Only the chunks read are replaced (atomically),
-    /// so a chunk appended meanwhile is kept.
-    fn compact_window(&self, stream: StreamId, window_start: u64) -> Result<(), StoreError>;
+    /// Seals a window: its records (sealed blob and chunks) become one canonical blob with
+    /// its Merkle root. Only the parts read are replaced (atomically), so a chunk appended
+    /// meanwhile is kept. Returns the new root (`None`: nothing to seal).
+    fn seal_window(&self, stream: StreamId, window_start: u64) -> Result<Option<Root>, StoreError>;
+    /// A sealed window's blob, root and hash tree.
+    fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError>;
+    /// Which window a root belongs to.
+    fn window_by_root(&self, root: &Root) -> Result<Option<(StreamId, u64)>, StoreError>;
     /// The first window of `stream` starting at or after `from` that holds records.
     fn window_at_or_after(&self, stream: StreamId, from: u64) -> Result<Option<u64>, StoreError>;
     /// The last window of `stream` starting before `before` that holds records.
@@ -191,11 +265,12 @@ impl std::fmt::Debug for dyn Store {
     }
 }
 
-/// The sled implementation: trees `windows`, `streams`, `meta`.
+/// The sled implementation: trees `windows`, `roots`, `streams`, `meta`.
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
     windows: sled::Tree,
+    roots: sled::Tree,
     streams: sled::Tree,
     node_id: String,
     corrupt: AtomicU64,
@@ -229,6 +304,7 @@ impl SledStore {
         db.flush()?;
         Ok(SledStore {
             windows: db.open_tree("windows")?,
+            roots: db.open_tree("roots")?,
             streams: db.open_tree("streams")?,
             db,
             node_id,
@@ -246,6 +322,75 @@ impl SledStore {
         end.extend_from_slice(&[0xff; 17]);
         (p.to_vec(), end)
     }
+
+    /// Every part of one window: the keys read, the sealed value if any, and all
+    /// records merged. Undecodable parts are counted and left out (and not in the keys).
+    fn window_parts(&self, stream: StreamId, window_start: u64) -> Result<WindowParts, StoreError> {
+        let mut keys = Vec::new();
+        let mut sealed = None;
+        let mut all = Vec::new();
+        for item in self.windows.scan_prefix(window_prefix(stream, window_start)) {
+            let (k, v) = item?;
+            let decoded = match k.get(13) {
+                Some(&PART_SEALED) => decode_sealed(stream, &v).map(|(value, records)| {
+                    sealed = Some(value);
+                    records
+                }),
+                _ => decode_chunk(stream, &v),
+            };
+            match decoded {
+                Some(rs) => {
+                    all.extend(rs);
+                    keys.push(k);
+                }
+                None => self.corrupt(),
+            }
+        }
+        Ok((keys, sealed, merge(all)))
+    }
+
+    /// Walks the whole store: every sealed blob decodes, its hash tree recomputes to the
+    /// stored tree and root, the root index agrees; every chunk decodes.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let mut report = CheckReport::default();
+        for item in self.windows.iter() {
+            let (k, v) = item?;
+            let key = hex::encode(&k);
+            let Some(stream) = StreamId::from_key_prefix(&k) else {
+                report.problems.push(format!("{key}: unknown stream prefix"));
+                continue;
+            };
+            if k.get(13) == Some(&PART_SEALED) {
+                report.sealed_windows += 1;
+                let Some((value, records)) = decode_sealed(stream, &v) else {
+                    report.problems.push(format!("{key}: sealed window does not decode"));
+                    continue;
+                };
+                report.records += records.len() as u64;
+                match window::outboard(&value.blob) {
+                    Ok(tree) if tree.root() == value.root && tree.to_bytes() == value.outboard => {}
+                    Ok(tree) if tree.root() != value.root => report.problems.push(format!(
+                        "{key}: root recomputes to {}, stored {}",
+                        hex::encode(tree.root()),
+                        hex::encode(value.root)
+                    )),
+                    Ok(_) => report.problems.push(format!("{key}: stored hash tree differs from the blob's")),
+                    Err(e) => report.problems.push(format!("{key}: {e}")),
+                }
+                match self.roots.get(value.root)? {
+                    Some(at) if at.as_ref() == &k[..13] => {}
+                    _ => report.problems.push(format!("{key}: root {} missing from the root index", hex::encode(value.root))),
+                }
+            } else {
+                report.chunks += 1;
+                match decode_chunk(stream, &v) {
+                    Some(rs) => report.records += rs.len() as u64,
+                    None => report.problems.push(format!("{key}: chunk does not decode")),
+                }
+            }
+        }
+        Ok(report)
+    }
 }
 
 impl Store for SledStore {
@@ -253,7 +398,7 @@ impl Store for SledStore {
         let mut b = sled::Batch::default();
         for c in chunks {
             let id = self.db.generate_id()?;
-            b.insert(chunk_key(c.stream, c.window_start, id).as_slice(), encode_chunk(&c.records));
+            b.insert(window_key(c.stream, c.window_start, PART_CHUNK, id).as_slice(), encode_chunk(&c.records));
         }
         self.windows.apply_batch(b)?;
         let mut s = sled::Batch::default();
@@ -265,38 +410,77 @@ impl Store for SledStore {
     }
 
     fn window(&self, stream: StreamId, window_start: u64) -> Result<Vec<StoredRecord>, StoreError> {
-        let mut all = Vec::new();
-        for item in self.windows.scan_prefix(window_prefix(stream, window_start)) {
-            let (_, v) = item?;
-            match decode_chunk(stream, &v) {
-                Some(rs) => all.extend(rs),
-                None => self.corrupt(),
-            }
-        }
-        Ok(merge(all))
+        Ok(self.window_parts(stream, window_start)?.2)
     }
 
-    fn compact_window(&self, stream: StreamId, window_start: u64) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        let mut all = Vec::new();
-        let mut read = 0;
-        for item in self.windows.scan_prefix(window_prefix(stream, window_start)) {
-            let (k, v) = item?;
-            // A chunk that does not decode is left as it is: compaction never deletes what
-            // it cannot read.
-            if let Some(rs) = decode_chunk(stream, &v) {
-                all.extend(rs);
-                b.remove(k);
-                read += 1;
+    fn seal_window(&self, stream: StreamId, window_start: u64) -> Result<Option<Root>, StoreError> {
+        let (keys, old, records) = self.window_parts(stream, window_start)?;
+        if records.is_empty() || (keys.len() == 1 && old.is_some()) {
+            return Ok(old.map(|v| v.root)); // nothing new since the last seal
+        }
+        let plain: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
+        let Ok(blob) = window::encode(stream, window_start, &plain) else {
+            // Only records of this window are ever written under its prefix.
+            self.corrupt();
+            return Ok(None);
+        };
+        let Ok(tree) = window::outboard(&blob) else { return Ok(None) };
+        let root = tree.root();
+        let value = SealedValue {
+            root,
+            outboard: tree.to_bytes(),
+            blob,
+            provenance: records
+                .iter()
+                .map(|r| Provenance { arrival_ns: r.arrival_ns, copies: r.copies, ext_seq: r.ext_seq })
+                .collect(),
+        };
+        // The window's parts and the root index change together, or not at all.
+        let sealed_key = window_key(stream, window_start, PART_SEALED, 0);
+        let sealed_value = codec::to_vec(&value);
+        let old_root = old.map(|o| o.root).filter(|o| *o != root);
+        let at = window_prefix(stream, window_start);
+        (&self.windows, &self.roots)
+            .transaction(|(w, r)| {
+                for k in &keys {
+                    w.remove(k)?;
+                }
+                w.insert(sealed_key.as_slice(), sealed_value.as_slice())?;
+                if let Some(old) = old_root {
+                    r.remove(old.as_slice())?;
+                }
+                r.insert(root.as_slice(), at.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::Unsupported("seal transaction aborted".into()))
+                }
+            })?;
+        Ok(Some(root))
+    }
+
+    fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError> {
+        let Some(v) = self.windows.get(window_key(stream, window_start, PART_SEALED, 0))? else { return Ok(None) };
+        match codec::from_slice::<SealedValue>(&v, "sealed window") {
+            Ok(v) => Ok(Some(Sealed { root: v.root, blob: v.blob, outboard: v.outboard })),
+            Err(_) => {
+                self.corrupt();
+                Ok(None)
             }
         }
-        if read < 2 {
-            return Ok(());
+    }
+
+    fn window_by_root(&self, root: &Root) -> Result<Option<(StreamId, u64)>, StoreError> {
+        let Some(v) = self.roots.get(root)? else { return Ok(None) };
+        match (StreamId::from_key_prefix(&v), key_window(&v)) {
+            (Some(s), Some(w)) => Ok(Some((s, w))),
+            _ => {
+                self.corrupt();
+                Ok(None)
+            }
         }
-        let id = self.db.generate_id()?;
-        b.insert(chunk_key(stream, window_start, id).as_slice(), encode_chunk(&merge(all)));
-        self.windows.apply_batch(b)?;
-        Ok(())
     }
 
     fn window_at_or_after(&self, stream: StreamId, from: u64) -> Result<Option<u64>, StoreError> {
@@ -394,26 +578,57 @@ mod tests {
         assert_eq!(s.window_before(S, w0).expect("before"), None);
         assert_eq!(s.window_at_or_after(StreamId { device: 8, ..S }, 0).expect("other"), None);
 
-        s.compact_window(S, w0).expect("compact");
-        assert_eq!(s.window(S, w0).expect("window"), got);
-        assert_eq!(s.windows.scan_prefix(window_prefix(S, w0)).count(), 1);
+        let root = s.seal_window(S, w0).expect("seal").expect("a root");
+        assert_eq!(s.window(S, w0).expect("window"), got, "sealing keeps records and provenance");
+        assert_eq!(s.windows.scan_prefix(window_prefix(S, w0)).count(), 1, "one sealed value, no chunks");
+        let sealed = s.sealed(S, w0).expect("read").expect("sealed");
+        assert_eq!(sealed.root, root);
+        assert_eq!(window::outboard(&sealed.blob).expect("tree").root(), root);
+        assert_eq!(s.window_by_root(&root).expect("index"), Some((S, w0)));
+        assert_eq!(s.seal_window(S, w0).expect("seal again"), Some(root), "nothing new: same root");
+
+        // A late record after sealing: a chunk beside the sealed blob, merged on read,
+        // and a new root when sealed again.
+        s.append(&[Chunk { stream: S, window_start: w0, records: vec![rec(4, 40, 4.0)] }], &[]).expect("append");
+        assert_eq!(s.window(S, w0).expect("window").len(), 4);
+        let root2 = s.seal_window(S, w0).expect("seal").expect("a root");
+        assert_ne!(root2, root);
+        assert_eq!(s.window_by_root(&root).expect("index"), None, "the old root is gone");
+        assert_eq!(s.window_by_root(&root2).expect("index"), Some((S, w0)));
+        assert_eq!(s.check().expect("check"), CheckReport { sealed_windows: 1, chunks: 1, records: 5, problems: vec![] });
         let id = s.node_id().to_owned();
         drop(s);
         let again = SledStore::open(dir.path(), 4).expect("reopen");
         assert_eq!(again.node_id(), id);
-        assert_eq!(again.window(S, w0).expect("window"), got);
+        assert_eq!(again.window(S, w0).expect("window").len(), 4);
     }
 
     #[test]
     fn corrupt_values_are_skipped_and_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SledStore::open(dir.path(), 4).expect("open");
-        s.windows.insert(chunk_key(S, 0, 1), &[0xff, 0xff, 0xff][..]).expect("raw insert");
+        s.windows.insert(window_key(S, 0, PART_CHUNK, 1), &[0xff, 0xff, 0xff][..]).expect("raw insert");
         s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(2, 20, 2.0)] }], &[]).expect("append");
         assert_eq!(s.window(S, 0).expect("window").len(), 1);
         assert_eq!(s.corrupt_values(), 1);
         s.streams.insert(S.key_prefix(), &[0xff][..]).expect("raw insert");
         assert_eq!(s.state(S).expect("state"), None);
         assert_eq!(s.corrupt_values(), 2);
+        assert_eq!(s.check().expect("check").problems.len(), 1);
+    }
+
+    #[test]
+    fn check_finds_a_sealed_window_whose_bytes_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), 4).expect("open");
+        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0), rec(2, 20, 2.0)] }], &[]).expect("append");
+        s.seal_window(S, 0).expect("seal");
+        let key = window_key(S, 0, PART_SEALED, 0);
+        let mut v: SealedValue = codec::from_slice(&s.windows.get(key).expect("get").expect("sealed"), "t").expect("decodes");
+        v.root[0] ^= 1;
+        s.windows.insert(key, codec::to_vec(&v)).expect("raw insert");
+        let report = s.check().expect("check");
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems); // root mismatch, and not in the index
+        assert!(report.problems[0].contains("root recomputes to"), "{:?}", report.problems);
     }
 }

@@ -28,9 +28,8 @@ pub struct Entry {
     pub in_flight: Option<Arc<Vec<StoredRecord>>>,
     dirty: bool,
     touched_ns: u64,
-    /// The newest window written to and how many chunks it has, to compact it when the
-    /// stream moves on.
-    open_window: Option<(u64, u32)>,
+    /// The newest window written to, to seal it when the stream moves on.
+    open_window: Option<u64>,
 }
 
 impl Entry {
@@ -73,13 +72,17 @@ pub struct Flushed {
     pub records: usize,
     pub chunks: usize,
     pub states: usize,
-    pub compacted: usize,
+    pub sealed: usize,
 }
 
 /// Most records held in memory unflushed (pending or in flight). Only reached when the
 /// store keeps failing: past it, new records are refused (and counted) rather than
 /// growing memory without bound.
 pub const MAX_UNFLUSHED: usize = 1_000_000;
+
+/// Most windows of evicted streams queued for sealing. Past it (a flood of new device ids
+/// faster than sealing), a window stays live until its stream writes to it again.
+pub const MAX_TO_SEAL: usize = 1_000_000;
 
 /// Streams in memory.
 #[derive(Debug)]
@@ -88,6 +91,7 @@ pub struct Table {
     max: usize,
     unflushed: usize,
     max_unflushed: usize,
+    to_seal: Vec<(StreamId, u64)>,
 }
 
 impl Table {
@@ -97,7 +101,7 @@ impl Table {
 
     /// A table holding at most `max` streams and `max_unflushed` unflushed records.
     pub fn with_unflushed_limit(max: usize, max_unflushed: usize) -> Table {
-        Table { entries: HashMap::new(), max, unflushed: 0, max_unflushed }
+        Table { entries: HashMap::new(), max, unflushed: 0, max_unflushed, to_seal: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -166,8 +170,9 @@ impl Table {
         flush
     }
 
-    /// Ends a flush: on success the written records leave memory and windows the streams
-    /// have moved past are compacted; on failure they go back to pending.
+    /// Ends a flush: on success the written records leave memory, and windows the streams
+    /// have moved past (or that received late records) are sealed; on failure the records
+    /// go back to pending.
     pub fn finish_flush(&mut self, flush: Flush, written: Result<Vec<Chunk>, StoreError>, store: &dyn Store) -> Result<Flushed, StoreError> {
         let chunks = match written {
             Ok(chunks) => chunks,
@@ -200,20 +205,23 @@ impl Table {
             self.unflushed = self.unflushed.saturating_sub(c.records.len());
             let Some(e) = self.entries.get_mut(&c.stream) else { continue };
             e.open_window = match e.open_window {
-                Some((w, n)) if w == c.window_start => Some((w, n + 1)),
-                Some((w, n)) if w < c.window_start => {
-                    if n > 1 {
-                        closed.push((c.stream, w));
-                    }
-                    Some((c.window_start, 1))
+                Some(w) if w == c.window_start => Some(w),
+                Some(w) if w < c.window_start => {
+                    closed.push((c.stream, w));
+                    Some(c.window_start)
                 }
-                Some(older) => Some(older), // a late record for an older window
-                None => Some((c.window_start, 1)),
+                Some(open) => {
+                    closed.push((c.stream, c.window_start)); // late records for a closed window
+                    Some(open)
+                }
+                None => Some(c.window_start),
             };
         }
+        closed.sort_unstable();
+        closed.dedup();
         for (stream, w) in closed {
-            store.compact_window(stream, w)?;
-            done.compacted += 1;
+            store.seal_window(stream, w)?;
+            done.sealed += 1;
         }
         Ok(done)
     }
@@ -252,12 +260,24 @@ impl Table {
         self.evict(&oldest, store)
     }
 
+    /// Flushes `ids` and drops them; the window each was writing to is queued for sealing
+    /// (a stream leaving memory is quiet, so its window is done).
     fn evict(&mut self, ids: &[StreamId], store: &dyn Store) -> Result<(), StoreError> {
         self.flush_now(ids, store)?;
         for id in ids {
-            self.entries.remove(id);
+            if let Some(w) = self.entries.remove(id).and_then(|e| e.open_window) {
+                if self.to_seal.len() < MAX_TO_SEAL {
+                    self.to_seal.push((*id, w));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Windows of evicted streams waiting to be sealed (by the maintenance task, without
+    /// the table lock: no ingest touches an evicted stream's window meanwhile).
+    pub fn take_to_seal(&mut self) -> Vec<(StreamId, u64)> {
+        std::mem::take(&mut self.to_seal)
     }
 
     /// A copy of every in-memory state.
@@ -276,6 +296,7 @@ mod tests {
     use super::*;
     use telemesh_proto::record::{Kind, Readings, Record};
     use telemesh_proto::stream;
+    use telemesh_proto::window;
     use telemesh_proto::wire::Dialect;
 
     const S: StreamId = StreamId { dialect: Dialect::Iotstream, device: 3 };
@@ -295,8 +316,14 @@ mod tests {
         fn window(&self, _: StreamId, _: u64) -> Result<Vec<StoredRecord>, StoreError> {
             Ok(Vec::new())
         }
-        fn compact_window(&self, _: StreamId, _: u64) -> Result<(), StoreError> {
+        fn seal_window(&self, _: StreamId, _: u64) -> Result<Option<window::Root>, StoreError> {
             Err(broken())
+        }
+        fn sealed(&self, _: StreamId, _: u64) -> Result<Option<crate::store::Sealed>, StoreError> {
+            Ok(None)
+        }
+        fn window_by_root(&self, _: &window::Root) -> Result<Option<(StreamId, u64)>, StoreError> {
+            Ok(None)
         }
         fn window_at_or_after(&self, _: StreamId, _: u64) -> Result<Option<u64>, StoreError> {
             Ok(None)

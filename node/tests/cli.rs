@@ -1,18 +1,17 @@
 //! The `telemesh` binary as a person runs it: bad configuration, a port in use, SIGTERM
 //! with records still in memory, `query` and `status` output.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{free_port, Daemon};
 
 use telemesh_proto::wire::iotstream::{MsgType, Repr};
 
-const BIN: &str = env!("CARGO_BIN_EXE_telemesh");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+const BIN: &str = common::BIN;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN).args(args).output().expect("runs");
@@ -64,50 +63,6 @@ fn a_port_in_use_is_one_line_and_exit_1() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err:?}");
     assert!(err.contains(&format!("cannot bind iotstream (udp) on 127.0.0.1:{port}")), "{err}");
-}
-
-struct Daemon {
-    child: Child,
-    http: SocketAddr,
-    udp: SocketAddr,
-}
-
-impl Daemon {
-    fn start(data: &std::path::Path, flush: &str) -> Daemon {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let udp_port = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let udp: SocketAddr = format!("127.0.0.1:{udp_port}").parse().expect("addr");
-        let child = Command::new(BIN)
-            .args(["node", "--data", data.to_str().expect("utf-8"), "--tinytelemetry", "off"])
-            .args(["--iotstream", &udp.to_string(), "--http", &http.to_string(), "--iotstream-timestamp", "s"])
-            .args(["--flush-interval", flush])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawns");
-        let d = Daemon { child, http, udp };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while ureq::get(&format!("http://{http}/v1/status")).call().is_err() {
-            assert!(Instant::now() < deadline, "node did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.http)
-    }
-
-    fn signal(&mut self, sig: &str) -> (i32, String) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args([sig, &pid]).status().expect("kill");
-        let status = self.child.wait().expect("exits");
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status.code().unwrap_or(-1), err)
-    }
 }
 
 fn send(to: SocketAddr, n: u16) {

@@ -15,9 +15,10 @@ fn a_flood_of_device_ids_stays_within_the_memory_bound() {
         .map(|device| Repr::new(MsgType::Data, device, 1, 1_700_000_000, &[f32::from(device)]).expect("valid").to_bytes())
         .collect();
     common::send_fast(node.iotstream.expect("on"), datagrams.iter().map(Vec::as_slice));
-    // A flood may outrun the node; the kernel drops the excess. Check what arrived.
+    // A flood may outrun the node (how far depends on the machine); the kernel drops the
+    // excess. The bound is what is tested: many times `max_streams` streams must arrive.
     let received = common::wait_quiet(&node);
-    assert!(received > 30_000, "only {received} datagrams arrived");
+    assert!(received >= 10_000, "only {received} datagrams arrived");
 
     let status = common::get_json(&format!("{}/v1/status", node.url()));
     let in_memory = status["totals"]["streams_in_memory"].as_u64().expect("count");

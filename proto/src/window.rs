@@ -23,6 +23,7 @@
 //! and verify just the header and index, place its own records into their slots
 //! ([`place`]), and repair the slots it lacks as erasures.
 
+use crate::merkle::{self, Outboard};
 use crate::record::{content, Identity, Record, StreamId};
 use crate::wire::Dialect;
 
@@ -37,6 +38,20 @@ pub fn start(t_ns: u64) -> u64 {
 /// The window after the one starting at `start` (saturating at the end of time).
 pub fn next(start: u64) -> u64 {
     start.saturating_add(SPAN_NS)
+}
+
+/// Leaf size of a blob's Merkle tree: 4 KiB. Separate 1 KiB leaves (BLAKE3's own chunk
+/// size) hash at about a third of BLAKE3's speed, since each is hashed alone; 4 KiB leaves
+/// reach about 2 GB/s here, with proofs and hash trees a quarter the size
+/// (`docs/benchmarks.md`, "Merkle trees").
+pub const LEAF_SIZE: u32 = 4096;
+
+/// A blob's Merkle root (BEP 52 geometry over BLAKE3, [`LEAF_SIZE`] leaves).
+pub type Root = [u8; 32];
+
+/// The hash tree ("outboard") of a blob; its root is the window's root.
+pub fn outboard(blob: &[u8]) -> Result<Outboard<merkle::Blake3>, merkle::Error> {
+    Outboard::build(blob, LEAF_SIZE)
 }
 
 /// Magic bytes opening every blob.
@@ -144,7 +159,7 @@ impl Header {
             count: u32_at(20),
             slot_size,
         };
-        if header.start_ns % SPAN_NS != 0 {
+        if !header.start_ns.is_multiple_of(SPAN_NS) {
             return Err(Error::Unaligned(header.start_ns));
         }
         if header.count > MAX_RECORDS {
@@ -209,7 +224,7 @@ pub fn encode(stream: StreamId, start_ns: u64, records: &[Record]) -> Result<Vec
         let bytes = r.content_bytes();
         rows.push((IndexEntry::of(r, start_ns, content::tag(&bytes)), bytes));
     }
-    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_unstable_by_key(|r| r.0);
     rows.dedup_by(|a, b| a.0 == b.0);
     if rows.len() > MAX_RECORDS as usize {
         return Err(Error::TooMany(rows.len() as u64));

@@ -1,8 +1,10 @@
 //! Helpers for the node's integration tests: a node on loopback port 0 in a temp dir.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use telemesh_node::{Config, Node};
@@ -96,3 +98,56 @@ pub fn stream<'a>(streams: &'a serde_json::Value, dialect: &str, device: u64) ->
         .find(|s| s["dialect"] == dialect && s["device"].as_u64() == Some(device))
         .expect("stream listed")
 }
+
+/// The `telemesh` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_telemesh");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The `telemesh` binary running a node as a child process (iotstream only, seconds).
+pub struct Daemon {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub udp: SocketAddr,
+}
+
+impl Daemon {
+    pub fn start(data: &std::path::Path, flush: &str) -> Daemon {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let udp_port = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let udp: SocketAddr = format!("127.0.0.1:{udp_port}").parse().expect("addr");
+        let child = Command::new(BIN)
+            .args(["node", "--data", data.to_str().expect("utf-8"), "--tinytelemetry", "off"])
+            .args(["--iotstream", &udp.to_string(), "--http", &http.to_string(), "--iotstream-timestamp", "s"])
+            .args(["--flush-interval", flush])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns");
+        let d = Daemon { child, http, udp };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ureq::get(&format!("http://{http}/v1/status")).call().is_err() {
+            assert!(Instant::now() < deadline, "node did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn signal(&mut self, sig: &str) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([sig, &pid]).status().expect("kill");
+        let status = self.child.wait().expect("exits");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code().unwrap_or(-1), err)
+    }
+}
+
