@@ -35,20 +35,37 @@ fn records(n: u64, rng: &mut ChaCha8Rng) -> Vec<Record> {
         .collect()
 }
 
+/// What a window's announcement carries: its root and blob length.
+struct Announced {
+    root: Root,
+    len: u64,
+}
+
+/// The leaves spanning a blob's header and index, with their proof.
+struct Prefix {
+    leaves: std::ops::Range<ChunkNum>,
+    bytes: Vec<u8>,
+    proof: merkle::Proof<Blake3>,
+}
+
 /// A holder serves the prefix of a blob with a proof for the leaves it spans.
-fn fetch_prefix(blob: &[u8]) -> (Vec<u8>, merkle::Proof<Blake3>, std::ops::Range<ChunkNum>) {
+fn fetch_prefix(blob: &[u8]) -> Prefix {
     let tree = window::outboard(blob).expect("tree");
     let header = window::Header::parse(blob).expect("header");
-    let geometry = tree.geometry().clone();
+    let geometry = *tree.geometry();
     let leaves = geometry.chunks_covering(0..header.prefix_len() as u64);
     let bytes = geometry.range_bytes(&leaves).expect("range");
     let proof = tree.prove(leaves.clone()).expect("proof");
-    (blob[bytes.start as usize..bytes.end as usize].to_vec(), proof, leaves)
+    Prefix { leaves, bytes: blob[bytes.start as usize..bytes.end as usize].to_vec(), proof }
 }
 
-/// The requester's side: verify the prefix, place, decode from symbols, check the root.
-fn repair(root: &Root, blob_len: u64, prefix_leaves: &[u8], proof: &merkle::Proof<Blake3>, leaves: std::ops::Range<ChunkNum>, held: &[Record], holders: &[&[u8]], rng: &mut ChaCha8Rng, corrupt: bool) -> Result<Vec<u8>, Error> {
-    merkle::verify::<Blake3>(root, window::LEAF_SIZE, blob_len, leaves, prefix_leaves, proof).expect("prefix verifies against the announced root");
+/// The requester's side: verify the prefix, place, decode from symbols (optionally
+/// corrupted on the way), check the root.
+fn repair(ann: &Announced, fetched: &Prefix, held: &[Record], holders: &[&[u8]], rng: &mut ChaCha8Rng, corrupt: bool) -> Result<Vec<u8>, Error> {
+    let Announced { root, len } = ann;
+    merkle::verify::<Blake3>(root, window::LEAF_SIZE, *len, fetched.leaves.clone(), &fetched.bytes, &fetched.proof)
+        .expect("prefix verifies against the announced root");
+    let prefix_leaves = &fetched.bytes;
     let (header, index) = window::index(prefix_leaves).expect("index");
     let prefix = &prefix_leaves[..header.prefix_len()];
     let placed = window::place(&header, &index, held);
@@ -109,8 +126,8 @@ fn a_partial_holder_rebuilds_the_exact_blob_from_two_holders() {
         let blob = window::encode(S, W, &all).expect("blob");
         let root = window::outboard(&blob).expect("tree").root();
         let held: Vec<Record> = all.iter().filter(|_| rng.gen_bool(keep)).cloned().collect();
-        let (prefix, proof, leaves) = fetch_prefix(&blob);
-        let rebuilt = repair(&root, blob.len() as u64, &prefix, &proof, leaves, &held, &[&blob, &blob], &mut rng, false).expect("repaired");
+        let ann = Announced { root, len: blob.len() as u64 };
+        let rebuilt = repair(&ann, &fetch_prefix(&blob), &held, &[&blob, &blob], &mut rng, false).expect("repaired");
         assert_eq!(rebuilt, blob, "{n} records, {} held", held.len());
         assert_eq!(window::decode(&rebuilt).expect("decodes").1.len(), all.len());
     }
@@ -123,8 +140,8 @@ fn corrupted_symbols_are_a_root_mismatch_naming_the_window_never_data() {
     let blob = window::encode(S, W, &all).expect("blob");
     let root = window::outboard(&blob).expect("tree").root();
     let held: Vec<Record> = all.iter().filter(|_| rng.gen_bool(0.7)).cloned().collect();
-    let (prefix, proof, leaves) = fetch_prefix(&blob);
-    match repair(&root, blob.len() as u64, &prefix, &proof, leaves, &held, &[&blob], &mut rng, true) {
+    let ann = Announced { root, len: blob.len() as u64 };
+    match repair(&ann, &fetch_prefix(&blob), &held, &[&blob], &mut rng, true) {
         Err(Error::RootMismatch { window }) => assert_eq!(window, format!("{S}/{W}")),
         other => panic!("expected a root mismatch, got {other:?}"),
     }
@@ -135,8 +152,8 @@ fn a_forged_prefix_does_not_verify() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let blob = window::encode(S, W, &records(200, &mut rng)).expect("blob");
     let root = window::outboard(&blob).expect("tree").root();
-    let (mut prefix, proof, leaves) = fetch_prefix(&blob);
-    prefix[window::HEADER_LEN + 5] ^= 0x10; // move a record in time
+    let mut fetched = fetch_prefix(&blob);
+    fetched.bytes[window::HEADER_LEN + 5] ^= 0x10; // move a record in time
     let geometry = Geometry::new(blob.len() as u64, window::LEAF_SIZE).expect("geometry");
-    assert!(geometry.verify::<Blake3>(&root, leaves, &prefix, &proof).is_err());
+    assert!(geometry.verify::<Blake3>(&root, fetched.leaves, &fetched.bytes, &fetched.proof).is_err());
 }
