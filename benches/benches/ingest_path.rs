@@ -34,14 +34,6 @@ fn datagram(i: u64, base_ms: u64) -> Vec<u8> {
         .to_bytes()
 }
 
-fn flush(shared: &Shared) {
-    let store = shared.store.as_ref();
-    let job = shared.table().begin_flush();
-    let written = job.write(store);
-    shared.table().finish_flush(job, written, store).expect("flush");
-    store.flush().expect("sync");
-}
-
 fn handle(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 32).expect("store"));
@@ -66,7 +58,7 @@ fn handle(c: &mut Criterion) {
                 listener.handle(&d, now_ns());
                 next += 1;
                 if next.is_multiple_of(FLUSH_EVERY) {
-                    flush(&shared);
+                    telemesh_node::flush(&shared).expect("flush");
                 }
                 spent += start.elapsed();
             }

@@ -33,6 +33,9 @@ pub struct Opts {
     /// Seed of the simulated readings.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Flush interval, in device time (the node's default is 500 ms).
+    #[arg(long, default_value_t = 500)]
+    pub flush_ms: u64,
 }
 
 fn dir_size(path: &Path) -> std::io::Result<u64> {
@@ -43,18 +46,6 @@ fn dir_size(path: &Path) -> std::io::Result<u64> {
         total += if meta.is_dir() { dir_size(&entry.path())? } else { meta.len() };
     }
     Ok(total)
-}
-
-fn flush(shared: &Shared) -> anyhow::Result<()> {
-    let store = shared.store.as_ref();
-    let job = shared.table().begin_flush();
-    let written = job.write(store);
-    shared.table().finish_flush(job, written, store)?;
-    for (stream, w) in shared.table().take_to_seal() {
-        store.seal_window(stream, w)?;
-    }
-    store.flush()?;
-    Ok(())
 }
 
 /// Runs the benchmark and prints a markdown table.
@@ -84,11 +75,12 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     });
     let mut listener = Listener::new(Dialect::Iotstream, Arc::clone(&shared));
     let (mut packets, mut readings, mut datagram_bytes) = (0u64, 0u64, 0u64);
-    let mut next_flush = Duration::from_millis(500);
+    let every = Duration::from_millis(opts.flush_ms.max(1));
+    let mut next_flush = every;
     for p in sim {
         if p.due >= next_flush {
-            flush(&shared)?;
-            next_flush += Duration::from_millis(500);
+            telemesh_node::flush(&shared)?;
+            next_flush += every;
         }
         // Arrives 5 ms after it was stamped, by the collector's clock.
         let arrival_ns = (origin_ms + p.due.as_millis() as u64 + 5) * 1_000_000;
@@ -102,7 +94,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     }
     // The streams go quiet: flushed, evicted, every window sealed.
     shared.table().evict_idle(u64::MAX, store.as_ref())?;
-    flush(&shared)?;
+    telemesh_node::flush(&shared)?;
 
     // The seeds' CSV log of the same records (their columns, plus readings).
     let mut csv_bytes = export::CSV_HEADER.len() as u64 + 1;
@@ -120,6 +112,11 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     drop(listener);
     drop(shared);
     drop(store);
+    let reopened = SledStore::open(dir.path(), 32)?;
+    for (tree, bytes) in reopened.sizes()? {
+        eprintln!("  {tree}: {bytes} bytes ({:.2} per reading)", bytes as f64 / readings as f64);
+    }
+    drop(reopened);
     let on_disk = dir_size(dir.path())?;
 
     let per = |b: u64| b as f64 / readings as f64;

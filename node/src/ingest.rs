@@ -105,7 +105,7 @@ impl Listener {
             self.handles.count_drop(STORE_ERROR);
             return;
         }
-        let Entry { state, pending, in_flight, .. } = match table.entry(record.stream, arrival_ns, store) {
+        let Entry { state, pending, in_flight, live, .. } = match table.entry(record.stream, arrival_ns, store) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "cannot load stream state");
@@ -115,7 +115,8 @@ impl Listener {
         };
         let outcome = state.observe(&record, arrival_ns, &shared.reorder, || {
             // Rare (possible duplicates, late arrivals): copying what is unflushed is fine.
-            let unflushed: Vec<StoredRecord> = in_flight.iter().flat_map(|f| f.iter()).chain(pending.iter()).cloned().collect();
+            let unflushed: Vec<StoredRecord> =
+                live.iter().map(|(_, r)| r).chain(in_flight.iter().flat_map(|f| f.iter())).chain(pending.iter()).cloned().collect();
             history::lookup(store, &unflushed, &record).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "store lookup failed; treating record as new");
                 Lookup { presence: Presence::Absent, predecessor: None }

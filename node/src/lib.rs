@@ -141,7 +141,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     });
     let _ = joined.await;
     let _ = maintenance.await;
-    flush(&shared).context("final flush failed")?;
+    final_flush(&shared).context("final flush failed")?;
     tracing::info!("telemesh node stopped");
     Ok(())
 }
@@ -149,18 +149,26 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
 /// Writes pending records and changed states, seals the windows of evicted streams, then
 /// makes it all durable. The writes run without the table lock where they can, so ingest
 /// does not stall behind the disk.
-fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
+pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let store = shared.store.as_ref();
     let job = shared.table().begin_flush();
     let written = job.write(store);
     let mut done = shared.table().finish_flush(job, written, store)?;
     let to_seal = shared.table().take_to_seal();
     for (stream, w) in to_seal {
-        store.seal_window(stream, w)?;
+        store.seal_window(stream, w, &[])?;
         done.sealed += 1;
     }
     store.flush()?;
     Ok(done)
+}
+
+/// At shutdown: everything pending and every changed state, written and synced.
+fn final_flush(shared: &Shared) -> Result<(), store::StoreError> {
+    let store = shared.store.as_ref();
+    shared.table().flush(store)?;
+    flush(shared)?;
+    Ok(())
 }
 
 /// Every flush interval: write and sync what is pending, evict idle streams.

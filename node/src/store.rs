@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use telemesh_proto::record::{codec, Kind, Readings, Record, StreamId};
 use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
+use telemesh_proto::{columns, merkle};
 
 /// Current on-disk format, stored under `meta/format`.
 pub const FORMAT: u32 = 2;
@@ -144,23 +145,35 @@ fn window_key(stream: StreamId, window_start: u64, part: u8, id: u64) -> [u8; 22
     k
 }
 
-/// This node's knowledge of one record of a sealed window, in blob order.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Provenance {
-    arrival_ns: u64,
-    copies: u32,
-    ext_seq: u64,
-}
+/// Blobs over this many bytes keep their hash tree; smaller ones are rehashed when
+/// needed (16 leaves: tens of microseconds).
+pub const OUTBOARD_KEPT_OVER: usize = 16 * window::LEAF_SIZE as usize;
 
-/// The value of a sealed window.
+/// The value of a sealed window. The canonical blob is not stored as it is: it is a
+/// deterministic function of the records, rebuilt from the compact form on demand.
 #[derive(Debug, Serialize, Deserialize)]
 struct SealedValue {
+    /// Merkle root of the canonical blob.
     root: Root,
-    /// The canonical blob (`proto::window`).
-    blob: Vec<u8>,
-    /// Its hash tree (`proto::merkle::Outboard::to_bytes`).
-    outboard: Vec<u8>,
-    provenance: Vec<Provenance>,
+    /// The records, `proto::window::compact`.
+    records: Vec<u8>,
+    /// This node's provenance, packed columns in key order (`proto::columns`): arrival
+    /// minus device time (ns, biased), copies, extended seq minus seq (biased).
+    provenance: Vec<u8>,
+    /// The blob's hash tree, kept only for blobs over [`OUTBOARD_KEPT_OVER`] bytes.
+    outboard: Option<Vec<u8>>,
+}
+
+const BIAS: u64 = 1 << 63;
+
+fn pack_provenance(records: &[StoredRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let transit: Vec<u64> =
+        records.iter().map(|r| r.arrival_ns.wrapping_sub(r.record.device_time_ns) ^ BIAS).collect();
+    columns::pack(&mut out, &transit);
+    columns::pack(&mut out, &records.iter().map(|r| u64::from(r.copies)).collect::<Vec<_>>());
+    columns::pack(&mut out, &records.iter().map(|r| r.ext_seq.wrapping_sub(r.record.seq) ^ BIAS).collect::<Vec<_>>());
+    out
 }
 
 /// A sealed window as the mesh will serve it.
@@ -171,21 +184,34 @@ pub struct Sealed {
     pub outboard: Vec<u8>,
 }
 
-fn decode_sealed(stream: StreamId, bytes: &[u8]) -> Option<(SealedValue, Vec<StoredRecord>)> {
+fn decode_sealed(stream: StreamId, window_start: u64, bytes: &[u8]) -> Option<(SealedValue, Vec<StoredRecord>)> {
     let v: SealedValue = codec::from_slice(bytes, "sealed window").ok()?;
-    let (header, records) = window::decode(&v.blob).ok()?;
-    if header.stream != stream || records.len() != v.provenance.len() {
-        return None;
-    }
+    let records = window::compact::decode(stream, window_start, &v.records).ok()?;
+    let mut r = columns::Reader::new(&v.provenance);
+    let (transit, copies, ext) = (r.unpack(records.len()).ok()?, r.unpack(records.len()).ok()?, r.unpack(records.len()).ok()?);
     let stored = records
         .into_iter()
-        .zip(&v.provenance)
-        .map(|(record, p)| {
+        .enumerate()
+        .map(|(i, record)| {
             let tag = record.content_tag();
-            StoredRecord { record, tag, ext_seq: p.ext_seq, arrival_ns: p.arrival_ns, copies: p.copies }
+            StoredRecord {
+                tag,
+                arrival_ns: record.device_time_ns.wrapping_add(transit[i] ^ BIAS),
+                copies: u32::try_from(copies[i]).unwrap_or(u32::MAX),
+                ext_seq: record.seq.wrapping_add(ext[i] ^ BIAS),
+                record,
+            }
         })
         .collect();
     Some((v, stored))
+}
+
+/// The canonical blob and hash tree of a sealed window's records.
+fn rebuild(stream: StreamId, window_start: u64, records: &[StoredRecord]) -> Option<(Vec<u8>, merkle::Outboard<merkle::Blake3>)> {
+    let plain: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
+    let blob = window::encode(stream, window_start, &plain).ok()?;
+    let tree = window::outboard(&blob).ok()?;
+    Some((blob, tree))
 }
 
 /// A window as read from the store: the keys of its parts, its sealed value if any, and
@@ -233,14 +259,18 @@ pub enum StoreError {
 
 /// What the node needs from storage. Small on purpose: sled today, something else later.
 pub trait Store: Send + Sync + 'static {
-    /// Appends each chunk and saves stream states.
-    fn append(&self, chunks: &[Chunk], states: &[(StreamId, stream::State)]) -> Result<(), StoreError>;
+    /// Appends each chunk, writes `wal` (slow streams' new records) as one log entry, and
+    /// saves stream states. Returns the log entry's id if one was written.
+    fn append(&self, chunks: &[Chunk], wal: &[Chunk], states: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError>;
+    /// Deletes log entries whose records are all sealed or in chunks now.
+    fn delete_wal(&self, ids: &[u64]) -> Result<(), StoreError>;
     /// Every record of one window of `stream`, merged across chunks, in device order.
     fn window(&self, stream: StreamId, window_start: u64) -> Result<Vec<StoredRecord>, StoreError>;
-    /// Seals a window: its records (sealed blob and chunks) become one canonical blob with
-    /// its Merkle root. Only the parts read are replaced (atomically), so a chunk appended
-    /// meanwhile is kept. Returns the new root (`None`: nothing to seal).
-    fn seal_window(&self, stream: StreamId, window_start: u64) -> Result<Option<Root>, StoreError>;
+    /// Seals a window: its records (sealed blob, chunks, and `live` records held in memory
+    /// and in the log) become one canonical blob with its Merkle root. Only the parts read
+    /// are replaced (atomically), so a chunk appended meanwhile is kept. Returns the new
+    /// root (`None`: nothing to seal).
+    fn seal_window(&self, stream: StreamId, window_start: u64, live: &[StoredRecord]) -> Result<Option<Root>, StoreError>;
     /// A sealed window's blob, root and hash tree.
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError>;
     /// Which window a root belongs to.
@@ -272,6 +302,7 @@ pub struct SledStore {
     windows: sled::Tree,
     roots: sled::Tree,
     streams: sled::Tree,
+    wal: sled::Tree,
     node_id: String,
     corrupt: AtomicU64,
 }
@@ -280,7 +311,11 @@ impl SledStore {
     /// Opens (or creates) the store in `dir` with a page cache of `cache_mb` MiB.
     /// Durability is the caller's: [`Store::flush`] after each append.
     pub fn open(dir: &Path, cache_mb: u64) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new().path(dir.join("sled")).cache_capacity(cache_mb << 20).flush_every_ms(None).open()?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .cache_capacity(cache_mb << 20)
+            .flush_every_ms(None)
+            .open()?;
         let meta = db.open_tree("meta")?;
         match meta.get("format")? {
             Some(v) => {
@@ -302,14 +337,62 @@ impl SledStore {
             }
         };
         db.flush()?;
-        Ok(SledStore {
+        let store = SledStore {
             windows: db.open_tree("windows")?,
             roots: db.open_tree("roots")?,
             streams: db.open_tree("streams")?,
+            wal: db.open_tree("wal")?,
             db,
             node_id,
             corrupt: AtomicU64::new(0),
-        })
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// Moves what the log holds after a crash into chunks, skipping records a window
+    /// already has (sealed or chunked), then deletes the log. Idempotent: a crash during
+    /// recovery is recovered the same way.
+    fn recover(&self) -> Result<(), StoreError> {
+        let entries: Vec<(sled::IVec, sled::IVec)> = self.wal.iter().collect::<Result<_, _>>()?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut moved = 0usize;
+        let mut touched = std::collections::BTreeSet::new();
+        for (k, v) in &entries {
+            let Ok(streams) = codec::from_slice::<Vec<([u8; 5], u64, Vec<u8>)>>(v, "log entry") else {
+                self.corrupt();
+                continue;
+            };
+            let mut chunks = Vec::new();
+            for (prefix, window_start, bytes) in streams {
+                let (Some(stream), Some(records)) =
+                    (StreamId::from_key_prefix(&prefix), StreamId::from_key_prefix(&prefix).and_then(|s| decode_chunk(s, &bytes)))
+                else {
+                    self.corrupt();
+                    continue;
+                };
+                let held: std::collections::HashSet<(u64, u64, [u8; 8])> =
+                    self.window(stream, window_start)?.iter().map(StoredRecord::order_key).collect();
+                let new: Vec<StoredRecord> = records.into_iter().filter(|r| !held.contains(&r.order_key())).collect();
+                touched.insert((stream, window_start));
+                if !new.is_empty() {
+                    moved += new.len();
+                    chunks.push(Chunk { stream, window_start, records: new });
+                }
+            }
+            self.append(&chunks, &[], &[])?;
+            self.wal.remove(k)?;
+        }
+        // Their streams may never write to these windows again: seal them now (a later
+        // record seals its window again).
+        for (stream, w) in touched {
+            self.seal_window(stream, w, &[])?;
+        }
+        self.db.flush()?;
+        tracing::info!(entries = entries.len(), records = moved, "recovered the write-ahead log");
+        Ok(())
     }
 
     fn corrupt(&self) {
@@ -332,7 +415,7 @@ impl SledStore {
         for item in self.windows.scan_prefix(window_prefix(stream, window_start)) {
             let (k, v) = item?;
             let decoded = match k.get(13) {
-                Some(&PART_SEALED) => decode_sealed(stream, &v).map(|(value, records)| {
+                Some(&PART_SEALED) => decode_sealed(stream, window_start, &v).map(|(value, records)| {
                     sealed = Some(value);
                     records
                 }),
@@ -349,6 +432,22 @@ impl SledStore {
         Ok((keys, sealed, merge(all)))
     }
 
+    /// Bytes of live keys and values per tree, and sled's own count of bytes on disk:
+    /// how much of the files is data and how much is sled's log and garbage.
+    pub fn sizes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for (name, tree) in [("windows", &self.windows), ("roots", &self.roots), ("streams", &self.streams)] {
+            let mut bytes = 0u64;
+            for item in tree.iter() {
+                let (k, v) = item?;
+                bytes += (k.len() + v.len()) as u64;
+            }
+            out.push((name, bytes));
+        }
+        out.push(("sled size_on_disk", self.db.size_on_disk()?));
+        Ok(out)
+    }
+
     /// Walks the whole store: every sealed blob decodes, its hash tree recomputes to the
     /// stored tree and root, the root index agrees; every chunk decodes.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
@@ -362,20 +461,23 @@ impl SledStore {
             };
             if k.get(13) == Some(&PART_SEALED) {
                 report.sealed_windows += 1;
-                let Some((value, records)) = decode_sealed(stream, &v) else {
+                let start = key_window(&k).unwrap_or(0);
+                let Some((value, records)) = decode_sealed(stream, start, &v) else {
                     report.problems.push(format!("{key}: sealed window does not decode"));
                     continue;
                 };
                 report.records += records.len() as u64;
-                match window::outboard(&value.blob) {
-                    Ok(tree) if tree.root() == value.root && tree.to_bytes() == value.outboard => {}
-                    Ok(tree) if tree.root() != value.root => report.problems.push(format!(
+                match rebuild(stream, start, &records) {
+                    Some((_, tree)) if tree.root() != value.root => report.problems.push(format!(
                         "{key}: root recomputes to {}, stored {}",
                         hex::encode(tree.root()),
                         hex::encode(value.root)
                     )),
-                    Ok(_) => report.problems.push(format!("{key}: stored hash tree differs from the blob's")),
-                    Err(e) => report.problems.push(format!("{key}: {e}")),
+                    Some((_, tree)) if value.outboard.as_ref().is_some_and(|o| *o != tree.to_bytes()) => {
+                        report.problems.push(format!("{key}: stored hash tree differs from the blob's"))
+                    }
+                    Some(_) => {}
+                    None => report.problems.push(format!("{key}: records do not form a window blob")),
                 }
                 match self.roots.get(value.root)? {
                     Some(at) if at.as_ref() == &k[..13] => {}
@@ -394,18 +496,36 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn append(&self, chunks: &[Chunk], states: &[(StreamId, stream::State)]) -> Result<(), StoreError> {
+    fn append(&self, chunks: &[Chunk], wal: &[Chunk], states: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError> {
         let mut b = sled::Batch::default();
         for c in chunks {
             let id = self.db.generate_id()?;
             b.insert(window_key(c.stream, c.window_start, PART_CHUNK, id).as_slice(), encode_chunk(&c.records));
         }
         self.windows.apply_batch(b)?;
+        let wal_id = if wal.is_empty() {
+            None
+        } else {
+            let id = self.db.generate_id()?;
+            let entry: Vec<([u8; 5], u64, Vec<u8>)> =
+                wal.iter().map(|c| (c.stream.key_prefix(), c.window_start, encode_chunk(&c.records))).collect();
+            self.wal.insert(id.to_be_bytes(), codec::to_vec(&entry))?;
+            Some(id)
+        };
         let mut s = sled::Batch::default();
         for (id, state) in states {
             s.insert(id.key_prefix().as_slice(), codec::to_vec(state));
         }
         self.streams.apply_batch(s)?;
+        Ok(wal_id)
+    }
+
+    fn delete_wal(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for id in ids {
+            b.remove(&id.to_be_bytes());
+        }
+        self.wal.apply_batch(b)?;
         Ok(())
     }
 
@@ -413,27 +533,26 @@ impl Store for SledStore {
         Ok(self.window_parts(stream, window_start)?.2)
     }
 
-    fn seal_window(&self, stream: StreamId, window_start: u64) -> Result<Option<Root>, StoreError> {
-        let (keys, old, records) = self.window_parts(stream, window_start)?;
-        if records.is_empty() || (keys.len() == 1 && old.is_some()) {
+    fn seal_window(&self, stream: StreamId, window_start: u64, live: &[StoredRecord]) -> Result<Option<Root>, StoreError> {
+        let (keys, old, stored) = self.window_parts(stream, window_start)?;
+        if live.is_empty() && (stored.is_empty() || (keys.len() == 1 && old.is_some())) {
             return Ok(old.map(|v| v.root)); // nothing new since the last seal
         }
-        let plain: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
-        let Ok(blob) = window::encode(stream, window_start, &plain) else {
+        let mut records = stored;
+        records.extend(live.iter().filter(|r| r.window() == window_start).cloned());
+        let records = merge(records);
+        let Some((blob, tree)) = rebuild(stream, window_start, &records) else {
             // Only records of this window are ever written under its prefix.
             self.corrupt();
             return Ok(None);
         };
-        let Ok(tree) = window::outboard(&blob) else { return Ok(None) };
         let root = tree.root();
+        let sorted: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
         let value = SealedValue {
             root,
-            outboard: tree.to_bytes(),
-            blob,
-            provenance: records
-                .iter()
-                .map(|r| Provenance { arrival_ns: r.arrival_ns, copies: r.copies, ext_seq: r.ext_seq })
-                .collect(),
+            records: window::compact::encode(window_start, &sorted),
+            provenance: pack_provenance(&records),
+            outboard: (blob.len() > OUTBOARD_KEPT_OVER).then(|| tree.to_bytes()),
         };
         // The window's parts and the root index change together, or not at all.
         let sealed_key = window_key(stream, window_start, PART_SEALED, 0);
@@ -463,13 +582,27 @@ impl Store for SledStore {
 
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError> {
         let Some(v) = self.windows.get(window_key(stream, window_start, PART_SEALED, 0))? else { return Ok(None) };
-        match codec::from_slice::<SealedValue>(&v, "sealed window") {
-            Ok(v) => Ok(Some(Sealed { root: v.root, blob: v.blob, outboard: v.outboard })),
-            Err(_) => {
-                self.corrupt();
-                Ok(None)
-            }
+        let rebuilt = decode_sealed(stream, window_start, &v).and_then(|(value, records)| {
+            let plain: Vec<Record> = records.into_iter().map(|r| r.record).collect();
+            let blob = window::encode(stream, window_start, &plain).ok()?;
+            // A kept hash tree is served as it is (`check` verifies it); a small blob is
+            // rehashed, and must give the stored root.
+            let outboard = match value.outboard {
+                Some(o) => o,
+                None => {
+                    let tree = window::outboard(&blob).ok()?;
+                    if tree.root() != value.root {
+                        return None;
+                    }
+                    tree.to_bytes()
+                }
+            };
+            Some(Sealed { root: value.root, blob, outboard })
+        });
+        if rebuilt.is_none() {
+            self.corrupt();
         }
+        Ok(rebuilt)
     }
 
     fn window_by_root(&self, root: &Root) -> Result<Option<(StreamId, u64)>, StoreError> {
@@ -560,13 +693,14 @@ mod tests {
         let s = SledStore::open(dir.path(), 4).expect("open");
         let w0 = 0;
         let w1 = window::SPAN_NS;
-        s.append(&[Chunk { stream: S, window_start: w0, records: vec![rec(3, 30, 3.0), rec(1, 10, 1.0)] }], &[])
+        s.append(&[Chunk { stream: S, window_start: w0, records: vec![rec(3, 30, 3.0), rec(1, 10, 1.0)] }], &[], &[])
             .expect("append");
         s.append(
             &[
                 Chunk { stream: S, window_start: w0, records: vec![rec(2, 20, 2.0), rec(1, 10, 1.0)] },
                 Chunk { stream: S, window_start: w1, records: vec![rec(9, w1 + 5, 9.0)] },
             ],
+            &[],
             &[],
         )
         .expect("append");
@@ -578,20 +712,20 @@ mod tests {
         assert_eq!(s.window_before(S, w0).expect("before"), None);
         assert_eq!(s.window_at_or_after(StreamId { device: 8, ..S }, 0).expect("other"), None);
 
-        let root = s.seal_window(S, w0).expect("seal").expect("a root");
+        let root = s.seal_window(S, w0, &[]).expect("seal").expect("a root");
         assert_eq!(s.window(S, w0).expect("window"), got, "sealing keeps records and provenance");
         assert_eq!(s.windows.scan_prefix(window_prefix(S, w0)).count(), 1, "one sealed value, no chunks");
         let sealed = s.sealed(S, w0).expect("read").expect("sealed");
         assert_eq!(sealed.root, root);
         assert_eq!(window::outboard(&sealed.blob).expect("tree").root(), root);
         assert_eq!(s.window_by_root(&root).expect("index"), Some((S, w0)));
-        assert_eq!(s.seal_window(S, w0).expect("seal again"), Some(root), "nothing new: same root");
+        assert_eq!(s.seal_window(S, w0, &[]).expect("seal again"), Some(root), "nothing new: same root");
 
         // A late record after sealing: a chunk beside the sealed blob, merged on read,
         // and a new root when sealed again.
-        s.append(&[Chunk { stream: S, window_start: w0, records: vec![rec(4, 40, 4.0)] }], &[]).expect("append");
+        s.append(&[Chunk { stream: S, window_start: w0, records: vec![rec(4, 40, 4.0)] }], &[], &[]).expect("append");
         assert_eq!(s.window(S, w0).expect("window").len(), 4);
-        let root2 = s.seal_window(S, w0).expect("seal").expect("a root");
+        let root2 = s.seal_window(S, w0, &[]).expect("seal").expect("a root");
         assert_ne!(root2, root);
         assert_eq!(s.window_by_root(&root).expect("index"), None, "the old root is gone");
         assert_eq!(s.window_by_root(&root2).expect("index"), Some((S, w0)));
@@ -608,7 +742,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SledStore::open(dir.path(), 4).expect("open");
         s.windows.insert(window_key(S, 0, PART_CHUNK, 1), &[0xff, 0xff, 0xff][..]).expect("raw insert");
-        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(2, 20, 2.0)] }], &[]).expect("append");
+        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(2, 20, 2.0)] }], &[], &[]).expect("append");
         assert_eq!(s.window(S, 0).expect("window").len(), 1);
         assert_eq!(s.corrupt_values(), 1);
         s.streams.insert(S.key_prefix(), &[0xff][..]).expect("raw insert");
@@ -618,11 +752,40 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_leaves_the_log_and_reopening_moves_it_into_chunks_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), 4).expect("open");
+        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0)] }], &[], &[]).expect("append");
+        // The log holds record 1 again (already chunked) and record 2 (only in the log).
+        let id = s.append(&[], &[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0), rec(2, 20, 2.0)] }], &[]).expect("log");
+        assert!(id.is_some());
+        s.flush().expect("flush");
+        drop(s); // a crash: the log entry was never deleted
+        let s = SledStore::open(dir.path(), 4).expect("reopen recovers");
+        assert_eq!(s.wal.len(), 0);
+        let got = s.window(S, 0).expect("window");
+        assert_eq!(got.iter().map(|r| (r.record.seq, r.copies)).collect::<Vec<_>>(), [(1, 1), (2, 1)]);
+        drop(s);
+        let s = SledStore::open(dir.path(), 4).expect("reopen again");
+        assert_eq!(s.window(S, 0).expect("window").len(), 2, "recovery is idempotent");
+    }
+
+    #[test]
+    fn sealing_takes_live_records_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), 4).expect("open");
+        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0)] }], &[], &[]).expect("append");
+        let live = vec![rec(2, 20, 2.0), rec(9, window::SPAN_NS + 1, 9.0)]; // one in another window
+        s.seal_window(S, 0, &live).expect("seal").expect("root");
+        assert_eq!(s.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
     fn check_finds_a_sealed_window_whose_bytes_changed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SledStore::open(dir.path(), 4).expect("open");
-        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0), rec(2, 20, 2.0)] }], &[]).expect("append");
-        s.seal_window(S, 0).expect("seal");
+        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0), rec(2, 20, 2.0)] }], &[], &[]).expect("append");
+        s.seal_window(S, 0, &[]).expect("seal");
         let key = window_key(S, 0, PART_SEALED, 0);
         let mut v: SealedValue = codec::from_slice(&s.windows.get(key).expect("get").expect("sealed"), "t").expect("decodes");
         v.root[0] ^= 1;

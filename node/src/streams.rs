@@ -1,22 +1,38 @@
-//! The in-memory table of streams: each stream's ingest state and the records it
-//! received since the last flush, bounded in size.
+//! The in-memory table of streams: each stream's ingest state and its records not yet in
+//! a chunk or a sealed window, bounded in size.
 //!
 //! A stream's state is loaded from the store on its first datagram. Every flush interval
-//! each stream's pending records are appended as one chunk per window, changed states are
-//! saved, and windows the stream has moved past are compacted. The write itself runs
-//! without the table lock ([`Table::begin_flush`], [`Flush::write`], [`Table::finish_flush`]):
-//! meanwhile the records being written stay visible as `in_flight`. Streams silent for
-//! `stream_idle`, or the least recently active when the table is full, are flushed and
-//! dropped from memory. Memory is therefore bounded by `max_streams` × (state size + map
-//! overhead, about 700 bytes) plus the records received within one flush interval.
+//! each stream's pending records are written: a stream with at least [`CHUNK_MIN`] new
+//! records gets a chunk of its own per window; the records of slower streams go, all
+//! streams together, into one write-ahead log entry and stay in memory as the stream's
+//! *live* records until their window is sealed (one sled write per flush instead of one
+//! tiny chunk per stream: `docs/storage.md`). Windows a stream has moved past, or that got
+//! late records, are sealed; log entries no live record needs any more are deleted.
+//!
+//! The write itself runs without the table lock ([`Table::begin_flush`], [`Flush::write`],
+//! [`Table::finish_flush`]): meanwhile the records being written stay visible as
+//! `in_flight`. Streams silent for `stream_idle`, or the least recently active when the
+//! table is full, are flushed (their live records into chunks) and dropped from memory.
+//! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes), the
+//! records received within one flush interval, and [`MAX_LIVE`] live records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use telemesh_proto::record::StreamId;
 use telemesh_proto::stream::State;
+use telemesh_proto::window;
 
 use crate::store::{Chunk, Store, StoreError, StoredRecord};
+
+/// A stream with at least this many new records in a flush writes its own chunk.
+pub const CHUNK_MIN: usize = 32;
+/// Most live records (in the log, awaiting their window's seal) held in memory; past it,
+/// slow streams write chunks of their own.
+pub const MAX_LIVE: usize = 500_000;
+/// Changed stream states are saved every this many flushes (and on eviction and
+/// shutdown); after a crash the counters may lag by that long.
+pub const STATE_EVERY: u64 = 10;
 
 /// One stream in memory.
 #[derive(Debug)]
@@ -26,6 +42,9 @@ pub struct Entry {
     pub pending: Vec<StoredRecord>,
     /// Records being written by a flush that has not finished.
     pub in_flight: Option<Arc<Vec<StoredRecord>>>,
+    /// Records in the write-ahead log, with the log entry holding each, kept until their
+    /// window is sealed.
+    pub live: Vec<(u64, StoredRecord)>,
     dirty: bool,
     touched_ns: u64,
     /// The newest window written to, to seal it when the stream moves on.
@@ -34,43 +53,58 @@ pub struct Entry {
 
 impl Entry {
     fn new(state: State, now_ns: u64) -> Entry {
-        Entry { state, pending: Vec::new(), in_flight: None, dirty: false, touched_ns: now_ns, open_window: None }
+        let open_window = state.last_device_time_ns().map(window::start);
+        Entry { state, pending: Vec::new(), in_flight: None, live: Vec::new(), dirty: false, touched_ns: now_ns, open_window }
     }
 
-    /// Records not yet in the store: in flight, then pending.
+    /// Records not in a chunk or a sealed window: live, in flight, then pending.
     pub fn unflushed(&self) -> Vec<StoredRecord> {
-        self.in_flight.iter().flat_map(|f| f.iter()).chain(&self.pending).cloned().collect()
+        self.live.iter().map(|(_, r)| r).chain(self.in_flight.iter().flat_map(|f| f.iter())).chain(&self.pending).cloned().collect()
     }
 }
 
 /// A flush taken from the table: what to write, and to whom it belongs.
 #[derive(Debug, Default)]
 pub struct Flush {
-    records: Vec<(StreamId, Arc<Vec<StoredRecord>>)>,
+    /// Streams writing chunks of their own.
+    chunked: Vec<(StreamId, Arc<Vec<StoredRecord>>)>,
+    /// Streams whose records go into the shared log entry.
+    logged: Vec<(StreamId, Arc<Vec<StoredRecord>>)>,
     states: Vec<(StreamId, State)>,
 }
 
+/// What a flush wrote.
+#[derive(Debug)]
+pub struct Written {
+    chunks: Vec<Chunk>,
+    logged: Vec<Chunk>,
+    wal_id: Option<u64>,
+}
+
+fn by_window(stream: StreamId, records: &[StoredRecord]) -> impl Iterator<Item = Chunk> {
+    let mut w: BTreeMap<u64, Vec<StoredRecord>> = BTreeMap::new();
+    for r in records {
+        w.entry(r.window()).or_default().push(r.clone());
+    }
+    w.into_iter().map(move |(window_start, records)| Chunk { stream, window_start, records })
+}
+
 impl Flush {
-    /// Appends the records as one chunk per (stream, window) and saves the states.
-    pub fn write(&self, store: &dyn Store) -> Result<Vec<Chunk>, StoreError> {
-        let mut chunks = Vec::new();
-        for (id, records) in &self.records {
-            let mut by_window: BTreeMap<u64, Vec<StoredRecord>> = BTreeMap::new();
-            for r in records.iter() {
-                by_window.entry(r.window()).or_default().push(r.clone());
-            }
-            chunks.extend(by_window.into_iter().map(|(window_start, records)| Chunk { stream: *id, window_start, records }));
-        }
-        store.append(&chunks, &self.states)?;
-        Ok(chunks)
+    /// Writes the chunks, the log entry and the states.
+    pub fn write(&self, store: &dyn Store) -> Result<Written, StoreError> {
+        let chunks: Vec<Chunk> = self.chunked.iter().flat_map(|(id, r)| by_window(*id, r)).collect();
+        let logged: Vec<Chunk> = self.logged.iter().flat_map(|(id, r)| by_window(*id, r)).collect();
+        let wal_id = store.append(&chunks, &logged, &self.states)?;
+        Ok(Written { chunks, logged, wal_id })
     }
 }
 
-/// What one flush wrote.
+/// What one flush did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flushed {
     pub records: usize,
     pub chunks: usize,
+    pub logged: usize,
     pub states: usize,
     pub sealed: usize,
 }
@@ -81,7 +115,7 @@ pub struct Flushed {
 pub const MAX_UNFLUSHED: usize = 1_000_000;
 
 /// Most windows of evicted streams queued for sealing. Past it (a flood of new device ids
-/// faster than sealing), a window stays live until its stream writes to it again.
+/// faster than sealing), a window stays unsealed until its stream writes to it again.
 pub const MAX_TO_SEAL: usize = 1_000_000;
 
 /// Streams in memory.
@@ -92,6 +126,11 @@ pub struct Table {
     unflushed: usize,
     max_unflushed: usize,
     to_seal: Vec<(StreamId, u64)>,
+    /// Live records across all streams.
+    live: usize,
+    /// For each log entry, how many live records still need it.
+    wal_refs: HashMap<u64, usize>,
+    flushes: u64,
 }
 
 impl Table {
@@ -101,7 +140,16 @@ impl Table {
 
     /// A table holding at most `max` streams and `max_unflushed` unflushed records.
     pub fn with_unflushed_limit(max: usize, max_unflushed: usize) -> Table {
-        Table { entries: HashMap::new(), max, unflushed: 0, max_unflushed, to_seal: Vec::new() }
+        Table {
+            entries: HashMap::new(),
+            max,
+            unflushed: 0,
+            max_unflushed,
+            to_seal: Vec::new(),
+            live: 0,
+            wal_refs: HashMap::new(),
+            flushes: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -112,9 +160,14 @@ impl Table {
         self.entries.is_empty()
     }
 
-    /// Records in memory not yet in the store.
+    /// Records in memory not yet written (pending or in flight).
     pub fn unflushed(&self) -> usize {
         self.unflushed
+    }
+
+    /// Live records: in the log, awaiting their window's seal.
+    pub fn live(&self) -> usize {
+        self.live
     }
 
     /// Whether another record may be queued (see [`MAX_UNFLUSHED`]).
@@ -143,15 +196,18 @@ impl Table {
         Ok(entry)
     }
 
-    /// Takes every stream's pending records (they become `in_flight`) and changed states.
-    /// Streams with a flush already in flight are left for the next one.
+    /// Takes every stream's pending records (they become `in_flight`), and the changed
+    /// states every [`STATE_EVERY`] flushes. Streams with a flush in flight wait.
     pub fn begin_flush(&mut self) -> Flush {
         let ids: Vec<StreamId> = self.entries.keys().copied().collect();
-        self.begin_flush_of(&ids)
+        let states = self.flushes.is_multiple_of(STATE_EVERY);
+        self.flushes += 1;
+        self.begin_flush_of(&ids, states, false)
     }
 
-    fn begin_flush_of(&mut self, ids: &[StreamId]) -> Flush {
+    fn begin_flush_of(&mut self, ids: &[StreamId], states: bool, own_chunks: bool) -> Flush {
         let mut flush = Flush::default();
+        let mut room = MAX_LIVE.saturating_sub(self.live);
         for id in ids {
             let Some(e) = self.entries.get_mut(id) else { continue };
             if e.in_flight.is_some() {
@@ -160,9 +216,14 @@ impl Table {
             if !e.pending.is_empty() {
                 let records = Arc::new(std::mem::take(&mut e.pending));
                 e.in_flight = Some(Arc::clone(&records));
-                flush.records.push((*id, records));
+                if own_chunks || records.len() >= CHUNK_MIN || records.len() > room {
+                    flush.chunked.push((*id, records));
+                } else {
+                    room -= records.len();
+                    flush.logged.push((*id, records));
+                }
             }
-            if e.dirty {
+            if e.dirty && states {
                 e.dirty = false;
                 flush.states.push((*id, e.state.clone()));
             }
@@ -170,14 +231,14 @@ impl Table {
         flush
     }
 
-    /// Ends a flush: on success the written records leave memory, and windows the streams
-    /// have moved past (or that received late records) are sealed; on failure the records
-    /// go back to pending.
-    pub fn finish_flush(&mut self, flush: Flush, written: Result<Vec<Chunk>, StoreError>, store: &dyn Store) -> Result<Flushed, StoreError> {
-        let chunks = match written {
-            Ok(chunks) => chunks,
+    /// Ends a flush. On success the written records leave `in_flight` (logged ones become
+    /// live), windows the streams moved past or that got late records are sealed, and log
+    /// entries no longer needed are deleted. On failure the records go back to pending.
+    pub fn finish_flush(&mut self, flush: Flush, written: Result<Written, StoreError>, store: &dyn Store) -> Result<Flushed, StoreError> {
+        let written = match written {
+            Ok(w) => w,
             Err(err) => {
-                for (id, records) in flush.records {
+                for (id, records) in flush.chunked.into_iter().chain(flush.logged) {
                     if let Some(e) = self.entries.get_mut(&id) {
                         e.in_flight = None;
                         let newer = std::mem::take(&mut e.pending);
@@ -193,16 +254,29 @@ impl Table {
                 return Err(err);
             }
         };
-        for (id, _) in &flush.records {
+        let mut done = Flushed {
+            chunks: written.chunks.len(),
+            logged: written.logged.len(),
+            states: flush.states.len(),
+            ..Flushed::default()
+        };
+        for (id, records) in flush.chunked.iter().chain(&flush.logged) {
+            done.records += records.len();
+            self.unflushed = self.unflushed.saturating_sub(records.len());
             if let Some(e) = self.entries.get_mut(id) {
                 e.in_flight = None;
             }
         }
-        let mut done = Flushed { chunks: chunks.len(), states: flush.states.len(), ..Flushed::default() };
+        if let Some(wal_id) = written.wal_id {
+            for (id, records) in &flush.logged {
+                let Some(e) = self.entries.get_mut(id) else { continue };
+                e.live.extend(records.iter().map(|r| (wal_id, r.clone())));
+                self.live += records.len();
+                *self.wal_refs.entry(wal_id).or_default() += records.len();
+            }
+        }
         let mut closed = Vec::new();
-        for c in &chunks {
-            done.records += c.records.len();
-            self.unflushed = self.unflushed.saturating_sub(c.records.len());
+        for c in written.chunks.iter().chain(&written.logged) {
             let Some(e) = self.entries.get_mut(&c.stream) else { continue };
             e.open_window = match e.open_window {
                 Some(w) if w == c.window_start => Some(w),
@@ -219,24 +293,56 @@ impl Table {
         }
         closed.sort_unstable();
         closed.dedup();
+        let mut garbage = Vec::new();
         for (stream, w) in closed {
-            store.seal_window(stream, w)?;
+            self.seal(stream, w, store, &mut garbage)?;
             done.sealed += 1;
         }
+        store.delete_wal(&garbage)?;
         Ok(done)
     }
 
-    /// Flushes the given streams while holding the table (eviction, shutdown).
-    fn flush_now(&mut self, ids: &[StreamId], store: &dyn Store) -> Result<Flushed, StoreError> {
-        let flush = self.begin_flush_of(ids);
+    /// Seals `stream`'s window `w` with its live records, which then leave memory.
+    fn seal(&mut self, stream: StreamId, w: u64, store: &dyn Store, garbage: &mut Vec<u64>) -> Result<(), StoreError> {
+        let live: Vec<StoredRecord> = self
+            .entries
+            .get(&stream)
+            .map(|e| e.live.iter().filter(|(_, r)| r.window() == w).map(|(_, r)| r.clone()).collect())
+            .unwrap_or_default();
+        store.seal_window(stream, w, &live)?;
+        if let Some(e) = self.entries.get_mut(&stream) {
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut e.live).into_iter().partition(|(_, r)| r.window() == w);
+            e.live = kept;
+            self.release(gone.iter().map(|(id, _)| *id), garbage);
+        }
+        Ok(())
+    }
+
+    /// One live record per id no longer needs that log entry.
+    fn release(&mut self, ids: impl Iterator<Item = u64>, garbage: &mut Vec<u64>) {
+        for id in ids {
+            self.live = self.live.saturating_sub(1);
+            if let Some(n) = self.wal_refs.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.wal_refs.remove(&id);
+                    garbage.push(id);
+                }
+            }
+        }
+    }
+
+    /// Flushes the given streams while holding the table, with their states.
+    fn flush_now(&mut self, ids: &[StreamId], store: &dyn Store, own_chunks: bool) -> Result<Flushed, StoreError> {
+        let flush = self.begin_flush_of(ids, true, own_chunks);
         let written = flush.write(store);
         self.finish_flush(flush, written, store)
     }
 
-    /// Flushes every stream while holding the table.
+    /// Flushes every stream, with its state, while holding the table (shutdown).
     pub fn flush(&mut self, store: &dyn Store) -> Result<Flushed, StoreError> {
         let ids: Vec<StreamId> = self.entries.keys().copied().collect();
-        self.flush_now(&ids, store)
+        self.flush_now(&ids, store, false)
     }
 
     /// Flushes and drops streams silent since before `cutoff_ns`.
@@ -260,15 +366,29 @@ impl Table {
         self.evict(&oldest, store)
     }
 
-    /// Flushes `ids` and drops them; the window each was writing to is queued for sealing
-    /// (a stream leaving memory is quiet, so its window is done).
+    /// Flushes `ids` into chunks of their own, moves their live records into chunks, and
+    /// drops them; the windows they were writing are queued for sealing (a stream leaving
+    /// memory is quiet, so its windows are done).
     fn evict(&mut self, ids: &[StreamId], store: &dyn Store) -> Result<(), StoreError> {
-        self.flush_now(ids, store)?;
+        self.flush_now(ids, store, true)?;
+        let mut spill = Vec::new();
+        let mut windows = BTreeSet::new();
+        let mut released = Vec::new();
         for id in ids {
-            if let Some(w) = self.entries.remove(id).and_then(|e| e.open_window) {
-                if self.to_seal.len() < MAX_TO_SEAL {
-                    self.to_seal.push((*id, w));
-                }
+            let Some(e) = self.entries.remove(id) else { continue };
+            windows.extend(e.open_window.map(|w| (*id, w)));
+            let records: Vec<StoredRecord> = e.live.iter().map(|(_, r)| r.clone()).collect();
+            windows.extend(records.iter().map(|r| (*id, r.window())));
+            spill.extend(by_window(*id, &records));
+            released.extend(e.live.iter().map(|(wal, _)| *wal));
+        }
+        store.append(&spill, &[], &[])?;
+        let mut garbage = Vec::new();
+        self.release(released.into_iter(), &mut garbage);
+        store.delete_wal(&garbage)?;
+        for w in windows {
+            if self.to_seal.len() < MAX_TO_SEAL {
+                self.to_seal.push(w);
             }
         }
         Ok(())
@@ -285,7 +405,7 @@ impl Table {
         self.entries.iter().map(|(id, e)| (*id, e.state.clone())).collect()
     }
 
-    /// A copy of the records of `id` not yet in the store.
+    /// A copy of the records of `id` not yet in a chunk or sealed window.
     pub fn unflushed_of(&self, id: &StreamId) -> Vec<StoredRecord> {
         self.entries.get(id).map(Entry::unflushed).unwrap_or_default()
     }
@@ -296,7 +416,6 @@ mod tests {
     use super::*;
     use telemesh_proto::record::{Kind, Readings, Record};
     use telemesh_proto::stream;
-    use telemesh_proto::window;
     use telemesh_proto::wire::Dialect;
 
     const S: StreamId = StreamId { dialect: Dialect::Iotstream, device: 3 };
@@ -310,13 +429,16 @@ mod tests {
     }
 
     impl Store for Broken {
-        fn append(&self, _: &[Chunk], _: &[(StreamId, stream::State)]) -> Result<(), StoreError> {
+        fn append(&self, _: &[Chunk], _: &[Chunk], _: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError> {
+            Err(broken())
+        }
+        fn delete_wal(&self, _: &[u64]) -> Result<(), StoreError> {
             Err(broken())
         }
         fn window(&self, _: StreamId, _: u64) -> Result<Vec<StoredRecord>, StoreError> {
             Ok(Vec::new())
         }
-        fn seal_window(&self, _: StreamId, _: u64) -> Result<Option<window::Root>, StoreError> {
+        fn seal_window(&self, _: StreamId, _: u64, _: &[StoredRecord]) -> Result<Option<window::Root>, StoreError> {
             Err(broken())
         }
         fn sealed(&self, _: StreamId, _: u64) -> Result<Option<crate::store::Sealed>, StoreError> {
@@ -378,6 +500,15 @@ mod tests {
         let done = table.flush(&good).expect("flush");
         assert_eq!((done.records, table.unflushed()), (5, 0));
         assert!(table.has_room());
+        // A slow stream's records wait in the log, live in memory, until their window is
+        // sealed; leaving memory moves them into the window.
+        assert_eq!((table.live(), done.logged), (5, 1));
+        assert_eq!(table.unflushed_of(&S).len(), 5);
+        table.evict_idle(u64::MAX, &good).expect("evict");
+        for (stream, w) in table.take_to_seal() {
+            good.seal_window(stream, w, &[]).expect("seal");
+        }
+        assert_eq!(table.live(), 0);
         assert_eq!(good.window(S, 0).expect("window").len(), 5);
     }
 }

@@ -442,6 +442,11 @@ impl State {
         }
     }
 
+    /// Device time of the highest record of the current boot.
+    pub fn last_device_time_ns(&self) -> Option<u64> {
+        self.head.as_ref().map(|h| h.device_time_ns)
+    }
+
     pub fn report(&self) -> Report {
         Report {
             counters: self.counters.clone(),

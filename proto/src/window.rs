@@ -344,6 +344,302 @@ pub fn assemble(prefix: &[u8], slots: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(blob)
 }
 
+/// A compact, exact encoding of a window's records for storage: columns packed with
+/// frame of reference and bit-packing (`crate::columns`), readings that are exact
+/// decimals stored as scaled integers. It carries no content tags (they are recomputed)
+/// and no padding, so it is a fraction of the canonical blob's size; the blob, and so the
+/// root, is rebuilt from it exactly ([`encode`] of the decoded records).
+///
+/// ```text
+/// version u8 = 1 | count varint | time unit exponent u8 (offsets in 10^e ns)
+/// first offset varint, offset deltas column          (records in key order)
+/// first seq varint, seq deltas column (biased)
+/// kind column | first raw timestamp varint, raw deltas column (biased)
+/// readings form column | readings count column
+/// f32 values: scale u8 (decimal digits; 255 = raw bits) + column (biased)
+/// sensor codes column
+/// f64 values: scale u8 + column (biased) | keys: count varint, (len u8, bytes)…, key index column
+/// ```
+pub mod compact {
+    use crate::columns::{pack, put_varint, Reader};
+    use crate::record::{Kind, Readings, Record, SensorCode, StreamId};
+
+    const VERSION: u8 = 1;
+    const RAW: u8 = 255;
+    const BIAS: u64 = 1 << 63;
+
+    /// Why compact bytes did not decode.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum Error {
+        #[error("compact window: {0}")]
+        Columns(#[from] crate::columns::Error),
+        #[error("compact window format {0}, this build reads 1")]
+        Version(u8),
+        #[error("compact window claims {0} records, more than a window may hold")]
+        TooMany(u64),
+        #[error("compact window: bad {0}")]
+        Bad(&'static str),
+    }
+
+    fn signed(v: i64) -> u64 {
+        (v as u64) ^ BIAS
+    }
+    fn unsigned(v: u64) -> i64 {
+        (v ^ BIAS) as i64
+    }
+    fn kind_code(k: Kind) -> u64 {
+        match k {
+            Kind::Init => 0,
+            Kind::Data => 1,
+            Kind::Heartbeat => 2,
+        }
+    }
+
+    /// The smallest number of decimal digits (up to `max`) that stores every value exactly
+    /// as an integer below `limit`, or `None`.
+    fn scale_of(values: &[f64], max: u8, limit: f64, same: impl Fn(f64, f64) -> bool) -> Option<u8> {
+        (0..=max).find(|d| {
+            let s = 10f64.powi(i32::from(*d));
+            values.iter().all(|v| {
+                let x = (v * s).round();
+                // Checked along the decoder's own path (through the integer), so -0.0 and
+                // anything else the integer cannot carry falls back to raw bits.
+                v.is_finite() && x.abs() < limit && same((x as i64) as f64 / s, *v)
+            })
+        })
+    }
+
+    fn put_values(out: &mut Vec<u8>, values: &[f64], bits: &[u64], scale: Option<u8>) {
+        match scale {
+            Some(d) => {
+                out.push(d);
+                let s = 10f64.powi(i32::from(d));
+                let ints: Vec<u64> = values.iter().map(|v| signed((v * s).round() as i64)).collect();
+                pack(out, &ints);
+            }
+            None => {
+                out.push(RAW);
+                pack(out, bits);
+            }
+        }
+    }
+
+    fn get_values(r: &mut Reader<'_>, n: usize) -> Result<(Option<f64>, Vec<u64>), Error> {
+        let d = r.u8()?;
+        let col = r.unpack(n)?;
+        if d == RAW {
+            return Ok((None, col));
+        }
+        if d > 15 {
+            return Err(Error::Bad("decimal scale"));
+        }
+        Ok((Some(10f64.powi(i32::from(d))), col))
+    }
+
+    fn deltas(out: &mut Vec<u8>, values: &[u64]) {
+        put_varint(out, values.first().copied().unwrap_or(0));
+        let d: Vec<u64> = values.windows(2).map(|w| signed(w[1].wrapping_sub(w[0]) as i64)).collect();
+        pack(out, &d);
+    }
+
+    fn undeltas(r: &mut Reader<'_>, n: usize) -> Result<Vec<u64>, Error> {
+        let first = r.varint()?;
+        let d = r.unpack(n.saturating_sub(1))?;
+        let mut out = Vec::with_capacity(n);
+        if n > 0 {
+            out.push(first);
+        }
+        for x in d {
+            let prev = *out.last().unwrap_or(&first);
+            out.push(prev.wrapping_add(unsigned(x) as u64));
+        }
+        Ok(out)
+    }
+
+    /// Encodes records of one window, given in key order (as [`super::decode`] returns
+    /// them), relative to the window start.
+    pub fn encode(start_ns: u64, records: &[Record]) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        put_varint(&mut out, records.len() as u64);
+        let offsets: Vec<u64> = records.iter().map(|r| r.device_time_ns.wrapping_sub(start_ns)).collect();
+        let e = (0..=9u32).rev().find(|e| offsets.iter().all(|o| o % 10u64.pow(*e) == 0)).unwrap_or(0);
+        out.push(e as u8);
+        let unit = 10u64.pow(e);
+        deltas(&mut out, &offsets.iter().map(|o| o / unit).collect::<Vec<_>>());
+        deltas(&mut out, &records.iter().map(|r| r.seq).collect::<Vec<_>>());
+        pack(&mut out, &records.iter().map(|r| kind_code(r.kind)).collect::<Vec<_>>());
+        deltas(&mut out, &records.iter().map(|r| r.timestamp_raw).collect::<Vec<_>>());
+
+        let (mut forms, mut counts) = (Vec::new(), Vec::new());
+        let (mut f32s, mut sensors, mut f64s, mut keys) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in records {
+            let (form, n) = match &r.readings {
+                Readings::None => (0, 0),
+                Readings::Batch(v) => {
+                    f32s.extend(v);
+                    (1, v.len())
+                }
+                Readings::Sensors(v) => {
+                    for (s, x) in v {
+                        sensors.push(u64::from(s.0));
+                        f32s.push(*x);
+                    }
+                    (2, v.len())
+                }
+                Readings::Pairs(v) => {
+                    for (k, x) in v {
+                        keys.push(k.as_str());
+                        f64s.push(*x);
+                    }
+                    (3, v.len())
+                }
+            };
+            forms.push(form);
+            counts.push(n as u64);
+        }
+        pack(&mut out, &forms);
+        pack(&mut out, &counts);
+        let f32_wide: Vec<f64> = f32s.iter().map(|v| f64::from(*v)).collect();
+        let f32_scale = scale_of(&f32_wide, 6, 2f64.powi(31), |a, b| (a as f32).to_bits() == (b as f32).to_bits());
+        put_values(&mut out, &f32_wide, &f32s.iter().map(|v| u64::from(v.to_bits())).collect::<Vec<_>>(), f32_scale);
+        pack(&mut out, &sensors);
+        let f64_scale = scale_of(&f64s, 9, 2f64.powi(53), |a, b| a.to_bits() == b.to_bits());
+        put_values(&mut out, &f64s, &f64s.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), f64_scale);
+        let mut dict: Vec<&str> = keys.clone();
+        dict.sort_unstable();
+        dict.dedup();
+        put_varint(&mut out, dict.len() as u64);
+        for k in &dict {
+            let k = &k.as_bytes()[..k.len().min(255)];
+            out.push(k.len() as u8);
+            out.extend_from_slice(k);
+        }
+        pack(&mut out, &keys.iter().map(|k| dict.binary_search(k).unwrap_or(0) as u64).collect::<Vec<_>>());
+        out
+    }
+
+    /// Decodes records written by [`encode`] for `stream`'s window at `start_ns`.
+    pub fn decode(stream: StreamId, start_ns: u64, bytes: &[u8]) -> Result<Vec<Record>, Error> {
+        let mut r = Reader::new(bytes);
+        let v = r.u8()?;
+        if v != VERSION {
+            return Err(Error::Version(v));
+        }
+        let n64 = r.varint()?;
+        if n64 > u64::from(super::MAX_RECORDS) {
+            return Err(Error::TooMany(n64));
+        }
+        let n = n64 as usize;
+        let e = r.u8()?;
+        if e > 9 {
+            return Err(Error::Bad("time unit"));
+        }
+        let unit = 10u64.pow(u32::from(e));
+        let offsets = undeltas(&mut r, n)?;
+        let seqs = undeltas(&mut r, n)?;
+        let kinds = r.unpack(n)?;
+        let raws = undeltas(&mut r, n)?;
+        let forms = r.unpack(n)?;
+        let counts = r.unpack(n)?;
+        let (mut n32, mut nsensor, mut n64v) = (0usize, 0usize, 0usize);
+        for (f, c) in forms.iter().zip(&counts) {
+            let c = usize::try_from(*c).map_err(|_| Error::Bad("reading count"))?;
+            if c > 255 {
+                return Err(Error::Bad("reading count"));
+            }
+            match f {
+                0 if c == 0 => {}
+                1 => n32 += c,
+                2 => {
+                    n32 += c;
+                    nsensor += c;
+                }
+                3 => n64v += c,
+                _ => return Err(Error::Bad("readings form")),
+            }
+        }
+        let (s32, v32) = get_values(&mut r, n32)?;
+        let sensors = r.unpack(nsensor)?;
+        let (s64, v64) = get_values(&mut r, n64v)?;
+        let nkeys = r.varint()?;
+        if nkeys > n64v as u64 {
+            return Err(Error::Bad("key count"));
+        }
+        let mut dict = Vec::with_capacity(nkeys as usize);
+        for _ in 0..nkeys {
+            let len = r.u8()?;
+            let k = std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| Error::Bad("key"))?;
+            dict.push(k.to_owned());
+        }
+        let key_index = r.unpack(n64v)?;
+        if !r.is_empty() {
+            return Err(Error::Bad("trailing bytes"));
+        }
+
+        let f32_at = |i: usize| -> Result<f32, Error> {
+            let x = v32[i];
+            Ok(match s32 {
+                Some(s) => (unsigned(x) as f64 / s) as f32,
+                None => f32::from_bits(u32::try_from(x).map_err(|_| Error::Bad("f32 bits"))?),
+            })
+        };
+        let f64_at = |i: usize| -> f64 {
+            match s64 {
+                Some(s) => unsigned(v64[i]) as f64 / s,
+                None => f64::from_bits(v64[i]),
+            }
+        };
+        let (mut i32_, mut is, mut i64_) = (0usize, 0usize, 0usize);
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = counts[i] as usize;
+            let readings = match forms[i] {
+                1 => Readings::Batch((0..c).map(|j| f32_at(i32_ + j)).collect::<Result<_, _>>()?),
+                2 => Readings::Sensors(
+                    (0..c)
+                        .map(|j| Ok((SensorCode(u8::try_from(sensors[is + j]).map_err(|_| Error::Bad("sensor"))?), f32_at(i32_ + j)?)))
+                        .collect::<Result<_, Error>>()?,
+                ),
+                3 => Readings::Pairs(
+                    (0..c)
+                        .map(|j| {
+                            let k = dict.get(key_index[i64_ + j] as usize).ok_or(Error::Bad("key index"))?;
+                            Ok((k.clone(), f64_at(i64_ + j)))
+                        })
+                        .collect::<Result<_, Error>>()?,
+                ),
+                _ => Readings::None,
+            };
+            match forms[i] {
+                1 => i32_ += c,
+                2 => {
+                    i32_ += c;
+                    is += c;
+                }
+                3 => i64_ += c,
+                _ => {}
+            }
+            let kind = match kinds[i] {
+                0 => Kind::Init,
+                1 => Kind::Data,
+                2 => Kind::Heartbeat,
+                _ => return Err(Error::Bad("kind")),
+            };
+            let offset = offsets[i].checked_mul(unit).ok_or(Error::Bad("time"))?;
+            out.push(Record {
+                stream,
+                device_time_ns: start_ns.checked_add(offset).ok_or(Error::Bad("time"))?,
+                seq: seqs[i],
+                timestamp_raw: raws[i],
+                kind,
+                readings,
+            });
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,6 +794,56 @@ mod tests {
                 Err(_) => {}
                 Ok((h, recs)) => prop_assert_ne!(encode(h.stream, h.start_ns, &recs).expect("encodes"), blob),
             }
+        }
+    }
+
+    #[test]
+    fn compact_is_exact_and_small() {
+        let all = sample();
+        let blob = encode(S, W, &all).expect("encodes");
+        let (_, sorted) = decode(&blob).expect("decodes");
+        let c = compact::encode(W, &sorted);
+        let back = compact::decode(S, W, &c).expect("decodes");
+        assert_eq!(encode(S, W, &back).expect("encodes"), blob, "the blob rebuilds exactly");
+        assert!(c.len() * 3 < blob.len(), "{} compact bytes for a {}-byte blob", c.len(), blob.len());
+        assert!(compact::decode(S, W, &c[..c.len() - 1]).is_err());
+        let mut bad = c.clone();
+        bad[0] = 9;
+        assert_eq!(compact::decode(S, W, &bad), Err(compact::Error::Version(9)));
+    }
+
+    fn arb_any_record() -> impl Strategy<Value = Record> {
+        let readings = prop_oneof![
+            Just(Readings::None),
+            proptest::collection::vec(any::<f32>(), 0..6).prop_map(Readings::Batch),
+            proptest::collection::vec((0..3000i32).prop_map(|x| x as f32 / 100.0), 0..6).prop_map(Readings::Batch),
+            proptest::collection::vec((1u8..4, any::<f32>()), 0..6)
+                .prop_map(|v| Readings::Sensors(v.into_iter().map(|(s, x)| (SensorCode(s), x)).collect())),
+            proptest::collection::vec(("[A-Z]{1,4}", any::<f64>()), 0..4).prop_map(Readings::Pairs),
+            proptest::collection::vec(("[A-Z]{1,4}", (0..100_000i64).prop_map(|x| x as f64 / 10.0)), 0..4).prop_map(Readings::Pairs),
+        ];
+        (0u64..SPAN_NS, any::<u64>(), 0u8..3, any::<u64>(), readings).prop_map(|(t, seq, kind, raw, readings)| Record {
+            stream: S,
+            device_time_ns: W + t,
+            seq,
+            timestamp_raw: raw,
+            kind: [Kind::Init, Kind::Data, Kind::Heartbeat][usize::from(kind)],
+            readings,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn compact_round_trips_any_window(set in proptest::collection::vec(arb_any_record(), 0..30)) {
+            let blob = encode(S, W, &set).expect("encodes");
+            let (_, sorted) = decode(&blob).expect("decodes");
+            let back = compact::decode(S, W, &compact::encode(W, &sorted)).expect("decodes");
+            prop_assert_eq!(encode(S, W, &back).expect("encodes"), blob);
+        }
+
+        #[test]
+        fn compact_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = compact::decode(S, W, &bytes);
         }
     }
 
