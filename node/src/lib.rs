@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod store;
 pub mod streams;
+pub mod wal;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::{Arc, Mutex};

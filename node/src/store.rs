@@ -22,6 +22,8 @@ use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
 use telemesh_proto::{columns, merkle};
 
+use crate::wal::{self, Wal};
+
 /// Current on-disk format, stored under `meta/format`.
 pub const FORMAT: u32 = 2;
 
@@ -255,6 +257,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store at {path} has format {found}, this build reads format {FORMAT}")]
     Format { path: String, found: u32 },
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] std::io::Error),
 }
 
 /// What the node needs from storage. Small on purpose: sled today, something else later.
@@ -262,8 +266,9 @@ pub trait Store: Send + Sync + 'static {
     /// Appends each chunk, writes `wal` (slow streams' new records) as one log entry, and
     /// saves stream states. Returns the log entry's id if one was written.
     fn append(&self, chunks: &[Chunk], wal: &[Chunk], states: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError>;
-    /// Deletes log entries whose records are all sealed or in chunks now.
-    fn delete_wal(&self, ids: &[u64]) -> Result<(), StoreError>;
+    /// Lets the log drop entries with ids below `below`: no record in them is needed any
+    /// more (all are sealed or in chunks).
+    fn release_wal(&self, below: u64) -> Result<(), StoreError>;
     /// Every record of one window of `stream`, merged across chunks, in device order.
     fn window(&self, stream: StreamId, window_start: u64) -> Result<Vec<StoredRecord>, StoreError>;
     /// Seals a window: its records (sealed blob, chunks, and `live` records held in memory
@@ -302,7 +307,7 @@ pub struct SledStore {
     windows: sled::Tree,
     roots: sled::Tree,
     streams: sled::Tree,
-    wal: sled::Tree,
+    wal: Wal,
     node_id: String,
     corrupt: AtomicU64,
 }
@@ -314,6 +319,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .cache_capacity(cache_mb << 20)
+            .use_compression(true)
             .flush_every_ms(None)
             .open()?;
         let meta = db.open_tree("meta")?;
@@ -337,34 +343,32 @@ impl SledStore {
             }
         };
         db.flush()?;
+        let wal::Opened { wal, entries, damaged } = Wal::open(&dir.join("wal"))?;
         let store = SledStore {
             windows: db.open_tree("windows")?,
             roots: db.open_tree("roots")?,
             streams: db.open_tree("streams")?,
-            wal: db.open_tree("wal")?,
+            wal,
             db,
             node_id,
-            corrupt: AtomicU64::new(0),
+            corrupt: AtomicU64::new(damaged as u64),
         };
-        store.recover()?;
+        store.recover(entries)?;
         Ok(store)
     }
 
     /// Moves what the log holds after a crash into chunks, skipping records a window
     /// already has (sealed or chunked), then deletes the log. Idempotent: a crash during
     /// recovery is recovered the same way.
-    fn recover(&self) -> Result<(), StoreError> {
-        let entries: Vec<(sled::IVec, sled::IVec)> = self.wal.iter().collect::<Result<_, _>>()?;
+    fn recover(&self, entries: Vec<(u64, wal::Entry)>) -> Result<(), StoreError> {
         if entries.is_empty() {
+            self.wal.clear()?;
             return Ok(());
         }
         let mut moved = 0usize;
         let mut touched = std::collections::BTreeSet::new();
-        for (k, v) in &entries {
-            let Ok(streams) = codec::from_slice::<Vec<([u8; 5], u64, Vec<u8>)>>(v, "log entry") else {
-                self.corrupt();
-                continue;
-            };
+        let count = entries.len();
+        for (_, streams) in entries {
             let mut chunks = Vec::new();
             for (prefix, window_start, bytes) in streams {
                 let (Some(stream), Some(records)) =
@@ -383,7 +387,6 @@ impl SledStore {
                 }
             }
             self.append(&chunks, &[], &[])?;
-            self.wal.remove(k)?;
         }
         // Their streams may never write to these windows again: seal them now (a later
         // record seals its window again).
@@ -391,7 +394,8 @@ impl SledStore {
             self.seal_window(stream, w, &[])?;
         }
         self.db.flush()?;
-        tracing::info!(entries = entries.len(), records = moved, "recovered the write-ahead log");
+        self.wal.clear()?;
+        tracing::info!(entries = count, records = moved, "recovered the write-ahead log");
         Ok(())
     }
 
@@ -506,11 +510,8 @@ impl Store for SledStore {
         let wal_id = if wal.is_empty() {
             None
         } else {
-            let id = self.db.generate_id()?;
-            let entry: Vec<([u8; 5], u64, Vec<u8>)> =
-                wal.iter().map(|c| (c.stream.key_prefix(), c.window_start, encode_chunk(&c.records))).collect();
-            self.wal.insert(id.to_be_bytes(), codec::to_vec(&entry))?;
-            Some(id)
+            let entry: wal::Entry = wal.iter().map(|c| (c.stream.key_prefix(), c.window_start, encode_chunk(&c.records))).collect();
+            Some(self.wal.append(&entry)?)
         };
         let mut s = sled::Batch::default();
         for (id, state) in states {
@@ -520,12 +521,8 @@ impl Store for SledStore {
         Ok(wal_id)
     }
 
-    fn delete_wal(&self, ids: &[u64]) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for id in ids {
-            b.remove(&id.to_be_bytes());
-        }
-        self.wal.apply_batch(b)?;
+    fn release_wal(&self, below: u64) -> Result<(), StoreError> {
+        self.wal.release_below(below)?;
         Ok(())
     }
 
@@ -659,6 +656,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.wal.sync()?;
         self.db.flush()?;
         Ok(())
     }
@@ -762,7 +760,7 @@ mod tests {
         s.flush().expect("flush");
         drop(s); // a crash: the log entry was never deleted
         let s = SledStore::open(dir.path(), 4).expect("reopen recovers");
-        assert_eq!(s.wal.len(), 0);
+        assert_eq!(s.wal.segments(), 0);
         let got = s.window(S, 0).expect("window");
         assert_eq!(got.iter().map(|r| (r.record.seq, r.copies)).collect::<Vec<_>>(), [(1, 1), (2, 1)]);
         drop(s);

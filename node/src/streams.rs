@@ -32,7 +32,7 @@ pub const CHUNK_MIN: usize = 32;
 pub const MAX_LIVE: usize = 500_000;
 /// Changed stream states are saved every this many flushes (and on eviction and
 /// shutdown); after a crash the counters may lag by that long.
-pub const STATE_EVERY: u64 = 10;
+pub const STATE_EVERY: u64 = 120;
 
 /// One stream in memory.
 #[derive(Debug)]
@@ -129,7 +129,7 @@ pub struct Table {
     /// Live records across all streams.
     live: usize,
     /// For each log entry, how many live records still need it.
-    wal_refs: HashMap<u64, usize>,
+    wal_refs: BTreeMap<u64, usize>,
     flushes: u64,
 }
 
@@ -147,7 +147,7 @@ impl Table {
             max_unflushed,
             to_seal: Vec::new(),
             live: 0,
-            wal_refs: HashMap::new(),
+            wal_refs: BTreeMap::new(),
             flushes: 0,
         }
     }
@@ -293,17 +293,16 @@ impl Table {
         }
         closed.sort_unstable();
         closed.dedup();
-        let mut garbage = Vec::new();
         for (stream, w) in closed {
-            self.seal(stream, w, store, &mut garbage)?;
+            self.seal(stream, w, store)?;
             done.sealed += 1;
         }
-        store.delete_wal(&garbage)?;
+        store.release_wal(self.oldest_needed_wal())?;
         Ok(done)
     }
 
     /// Seals `stream`'s window `w` with its live records, which then leave memory.
-    fn seal(&mut self, stream: StreamId, w: u64, store: &dyn Store, garbage: &mut Vec<u64>) -> Result<(), StoreError> {
+    fn seal(&mut self, stream: StreamId, w: u64, store: &dyn Store) -> Result<(), StoreError> {
         let live: Vec<StoredRecord> = self
             .entries
             .get(&stream)
@@ -313,23 +312,27 @@ impl Table {
         if let Some(e) = self.entries.get_mut(&stream) {
             let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut e.live).into_iter().partition(|(_, r)| r.window() == w);
             e.live = kept;
-            self.release(gone.iter().map(|(id, _)| *id), garbage);
+            self.release(gone.iter().map(|(id, _)| *id));
         }
         Ok(())
     }
 
     /// One live record per id no longer needs that log entry.
-    fn release(&mut self, ids: impl Iterator<Item = u64>, garbage: &mut Vec<u64>) {
+    fn release(&mut self, ids: impl Iterator<Item = u64>) {
         for id in ids {
             self.live = self.live.saturating_sub(1);
             if let Some(n) = self.wal_refs.get_mut(&id) {
                 *n -= 1;
                 if *n == 0 {
                     self.wal_refs.remove(&id);
-                    garbage.push(id);
                 }
             }
         }
+    }
+
+    /// The oldest log entry a live record still needs (everything, if none).
+    fn oldest_needed_wal(&self) -> u64 {
+        self.wal_refs.keys().min().copied().unwrap_or(u64::MAX)
     }
 
     /// Flushes the given streams while holding the table, with their states.
@@ -383,9 +386,8 @@ impl Table {
             released.extend(e.live.iter().map(|(wal, _)| *wal));
         }
         store.append(&spill, &[], &[])?;
-        let mut garbage = Vec::new();
-        self.release(released.into_iter(), &mut garbage);
-        store.delete_wal(&garbage)?;
+        self.release(released.into_iter());
+        store.release_wal(self.oldest_needed_wal())?;
         for w in windows {
             if self.to_seal.len() < MAX_TO_SEAL {
                 self.to_seal.push(w);
@@ -432,7 +434,7 @@ mod tests {
         fn append(&self, _: &[Chunk], _: &[Chunk], _: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError> {
             Err(broken())
         }
-        fn delete_wal(&self, _: &[u64]) -> Result<(), StoreError> {
+        fn release_wal(&self, _: u64) -> Result<(), StoreError> {
             Err(broken())
         }
         fn window(&self, _: StreamId, _: u64) -> Result<Vec<StoredRecord>, StoreError> {

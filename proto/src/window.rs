@@ -354,7 +354,9 @@ pub fn assemble(prefix: &[u8], slots: &[u8]) -> Result<Vec<u8>, Error> {
 /// version u8 = 1 | count varint | time unit exponent u8 (offsets in 10^e ns)
 /// first offset varint, offset deltas column          (records in key order)
 /// first seq varint, seq deltas column (biased)
-/// kind column | first raw timestamp varint, raw deltas column (biased)
+/// kind column | first raw timestamp varint, raw residual column (biased): each raw
+///   timestamp minus (the previous one + the offset delta in time units), which is 0
+///   when the raw timestamp counts in the detected unit (IoTStream ms, TinyTelemetry s)
 /// readings form column | readings count column
 /// f32 values: scale u8 (decimal digits; 255 = raw bits) + column (biased)
 /// sensor codes column
@@ -469,7 +471,15 @@ pub mod compact {
         deltas(&mut out, &offsets.iter().map(|o| o / unit).collect::<Vec<_>>());
         deltas(&mut out, &records.iter().map(|r| r.seq).collect::<Vec<_>>());
         pack(&mut out, &records.iter().map(|r| kind_code(r.kind)).collect::<Vec<_>>());
-        deltas(&mut out, &records.iter().map(|r| r.timestamp_raw).collect::<Vec<_>>());
+        let offsets_u: Vec<u64> = offsets.iter().map(|o| o / unit).collect();
+        put_varint(&mut out, records.first().map_or(0, |r| r.timestamp_raw));
+        let residuals: Vec<u64> = (1..records.len())
+            .map(|i| {
+                let predicted = records[i - 1].timestamp_raw.wrapping_add(offsets_u[i].wrapping_sub(offsets_u[i - 1]));
+                signed(records[i].timestamp_raw.wrapping_sub(predicted) as i64)
+            })
+            .collect();
+        pack(&mut out, &residuals);
 
         let (mut forms, mut counts) = (Vec::new(), Vec::new());
         let (mut f32s, mut sensors, mut f64s, mut keys) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -539,7 +549,17 @@ pub mod compact {
         let offsets = undeltas(&mut r, n)?;
         let seqs = undeltas(&mut r, n)?;
         let kinds = r.unpack(n)?;
-        let raws = undeltas(&mut r, n)?;
+        let first_raw = r.varint()?;
+        let residuals = r.unpack(n.saturating_sub(1))?;
+        let mut raws: Vec<u64> = Vec::with_capacity(n);
+        for i in 0..n {
+            raws.push(match i {
+                0 => first_raw,
+                _ => raws[i - 1]
+                    .wrapping_add(offsets[i].wrapping_sub(offsets[i - 1]))
+                    .wrapping_add(unsigned(residuals[i - 1]) as u64),
+            });
+        }
         let forms = r.unpack(n)?;
         let counts = r.unpack(n)?;
         let (mut n32, mut nsensor, mut n64v) = (0usize, 0usize, 0usize);
