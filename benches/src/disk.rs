@@ -114,6 +114,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     drop(store);
     let reopened = SledStore::open(dir.path(), 32)?;
     for (tree, bytes) in reopened.sizes()? {
+        // (segment files are counted in the directory total below)
         eprintln!("  {tree}: {bytes} bytes ({:.2} per reading)", bytes as f64 / readings as f64);
     }
     drop(reopened);

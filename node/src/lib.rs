@@ -11,6 +11,7 @@ pub mod export;
 pub mod history;
 pub mod ingest;
 pub mod metrics;
+pub mod sealed;
 pub mod store;
 pub mod streams;
 pub mod wal;
@@ -156,10 +157,10 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let written = job.write(store);
     let mut done = shared.table().finish_flush(job, written, store)?;
     let to_seal = shared.table().take_to_seal();
-    for (stream, w) in to_seal {
-        store.seal_window(stream, w, &[])?;
-        done.sealed += 1;
-    }
+    let sealing: Vec<store::Sealing<'_>> =
+        to_seal.iter().map(|(stream, window_start)| store::Sealing { stream: *stream, window_start: *window_start, live: &[] }).collect();
+    store.seal_windows(&sealing)?;
+    done.sealed += sealing.len();
     store.flush()?;
     Ok(done)
 }

@@ -22,10 +22,11 @@ use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
 use telemesh_proto::{columns, merkle};
 
+use crate::sealed::{Loc, Segments};
 use crate::wal::{self, Wal};
 
 /// Current on-disk format, stored under `meta/format`.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// A record as this node holds it: the record plus what this node knows about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +250,24 @@ pub struct Chunk {
     pub records: Vec<StoredRecord>,
 }
 
+/// A window to seal, with the records of it held only in memory (and the log).
+#[derive(Debug, Clone, Copy)]
+pub struct Sealing<'a> {
+    pub stream: StreamId,
+    pub window_start: u64,
+    pub live: &'a [StoredRecord],
+}
+
+/// A sealed window ready to be written.
+struct Prepared {
+    stream: StreamId,
+    window_start: u64,
+    keys: Vec<sled::IVec>,
+    old_root: Option<Root>,
+    root: Root,
+    value: Vec<u8>,
+}
+
 /// A store failure: sled's I/O error, or a store written by another format.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -271,11 +290,15 @@ pub trait Store: Send + Sync + 'static {
     fn release_wal(&self, below: u64) -> Result<(), StoreError>;
     /// Every record of one window of `stream`, merged across chunks, in device order.
     fn window(&self, stream: StreamId, window_start: u64) -> Result<Vec<StoredRecord>, StoreError>;
-    /// Seals a window: its records (sealed blob, chunks, and `live` records held in memory
-    /// and in the log) become one canonical blob with its Merkle root. Only the parts read
-    /// are replaced (atomically), so a chunk appended meanwhile is kept. Returns the new
-    /// root (`None`: nothing to seal).
-    fn seal_window(&self, stream: StreamId, window_start: u64, live: &[StoredRecord]) -> Result<Option<Root>, StoreError>;
+    /// Seals windows, together: each one's records (sealed blob, chunks, and `live`
+    /// records held in memory and in the log) become one canonical blob with its Merkle
+    /// root. Only the parts read are replaced, all in one transaction, so a chunk appended
+    /// meanwhile is kept. Returns each window's root (`None`: nothing to seal).
+    fn seal_windows(&self, windows: &[Sealing<'_>]) -> Result<Vec<Option<Root>>, StoreError>;
+    /// Seals one window ([`Store::seal_windows`]).
+    fn seal_window(&self, stream: StreamId, window_start: u64, live: &[StoredRecord]) -> Result<Option<Root>, StoreError> {
+        Ok(self.seal_windows(&[Sealing { stream, window_start, live }])?.pop().flatten())
+    }
     /// A sealed window's blob, root and hash tree.
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError>;
     /// Which window a root belongs to.
@@ -308,6 +331,7 @@ pub struct SledStore {
     roots: sled::Tree,
     streams: sled::Tree,
     wal: Wal,
+    segments: Segments,
     node_id: String,
     corrupt: AtomicU64,
 }
@@ -349,6 +373,7 @@ impl SledStore {
             roots: db.open_tree("roots")?,
             streams: db.open_tree("streams")?,
             wal,
+            segments: Segments::open(&dir.join("sealed"))?,
             db,
             node_id,
             corrupt: AtomicU64::new(damaged as u64),
@@ -390,9 +415,8 @@ impl SledStore {
         }
         // Their streams may never write to these windows again: seal them now (a later
         // record seals its window again).
-        for (stream, w) in touched {
-            self.seal_window(stream, w, &[])?;
-        }
+        let sealing: Vec<Sealing<'_>> = touched.into_iter().map(|(stream, window_start)| Sealing { stream, window_start, live: &[] }).collect();
+        self.seal_windows(&sealing)?;
         self.db.flush()?;
         self.wal.clear()?;
         tracing::info!(entries = count, records = moved, "recovered the write-ahead log");
@@ -419,7 +443,7 @@ impl SledStore {
         for item in self.windows.scan_prefix(window_prefix(stream, window_start)) {
             let (k, v) = item?;
             let decoded = match k.get(13) {
-                Some(&PART_SEALED) => decode_sealed(stream, window_start, &v).map(|(value, records)| {
+                Some(&PART_SEALED) => self.read_sealed(stream, window_start, &v)?.map(|(value, records)| {
                     sealed = Some(value);
                     records
                 }),
@@ -436,6 +460,12 @@ impl SledStore {
         Ok((keys, sealed, merge(all)))
     }
 
+    /// A sealed window's value, from the segment file its index entry points to.
+    fn read_sealed(&self, stream: StreamId, window_start: u64, index: &[u8]) -> Result<Option<(SealedValue, Vec<StoredRecord>)>, StoreError> {
+        let Ok(loc) = codec::from_slice::<Loc>(index, "sealed window location") else { return Ok(None) };
+        Ok(self.segments.read(loc)?.and_then(|payload| decode_sealed(stream, window_start, &payload)))
+    }
+
     /// Bytes of live keys and values per tree, and sled's own count of bytes on disk:
     /// how much of the files is data and how much is sled's log and garbage.
     pub fn sizes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
@@ -449,6 +479,7 @@ impl SledStore {
             out.push((name, bytes));
         }
         out.push(("sled size_on_disk", self.db.size_on_disk()?));
+        out.push(("sealed segment files", self.segments.size()?));
         Ok(out)
     }
 
@@ -466,7 +497,7 @@ impl SledStore {
             if k.get(13) == Some(&PART_SEALED) {
                 report.sealed_windows += 1;
                 let start = key_window(&k).unwrap_or(0);
-                let Some((value, records)) = decode_sealed(stream, start, &v) else {
+                let Some((value, records)) = self.read_sealed(stream, start, &v)? else {
                     report.problems.push(format!("{key}: sealed window does not decode"));
                     continue;
                 };
@@ -530,42 +561,62 @@ impl Store for SledStore {
         Ok(self.window_parts(stream, window_start)?.2)
     }
 
-    fn seal_window(&self, stream: StreamId, window_start: u64, live: &[StoredRecord]) -> Result<Option<Root>, StoreError> {
-        let (keys, old, stored) = self.window_parts(stream, window_start)?;
-        if live.is_empty() && (stored.is_empty() || (keys.len() == 1 && old.is_some())) {
-            return Ok(old.map(|v| v.root)); // nothing new since the last seal
+    fn seal_windows(&self, windows: &[Sealing<'_>]) -> Result<Vec<Option<Root>>, StoreError> {
+        let mut roots = Vec::with_capacity(windows.len());
+        let mut prepared = Vec::new();
+        for w in windows {
+            let (keys, old, stored) = self.window_parts(w.stream, w.window_start)?;
+            if w.live.is_empty() && (stored.is_empty() || (keys.len() == 1 && old.is_some())) {
+                roots.push(old.map(|v| v.root)); // nothing new since the last seal
+                continue;
+            }
+            let mut records = stored;
+            records.extend(w.live.iter().filter(|r| r.window() == w.window_start).cloned());
+            let records = merge(records);
+            let Some((blob, tree)) = rebuild(w.stream, w.window_start, &records) else {
+                // Only records of this window are ever written under its prefix.
+                self.corrupt();
+                roots.push(None);
+                continue;
+            };
+            let root = tree.root();
+            let sorted: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
+            let value = SealedValue {
+                root,
+                records: window::compact::encode(w.window_start, &sorted),
+                provenance: pack_provenance(&records),
+                outboard: (blob.len() > OUTBOARD_KEPT_OVER).then(|| tree.to_bytes()),
+            };
+            roots.push(Some(root));
+            prepared.push(Prepared {
+                stream: w.stream,
+                window_start: w.window_start,
+                keys,
+                old_root: old.map(|o| o.root).filter(|o| *o != root),
+                root,
+                value: codec::to_vec(&value),
+            });
         }
-        let mut records = stored;
-        records.extend(live.iter().filter(|r| r.window() == window_start).cloned());
-        let records = merge(records);
-        let Some((blob, tree)) = rebuild(stream, window_start, &records) else {
-            // Only records of this window are ever written under its prefix.
-            self.corrupt();
-            return Ok(None);
-        };
-        let root = tree.root();
-        let sorted: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
-        let value = SealedValue {
-            root,
-            records: window::compact::encode(window_start, &sorted),
-            provenance: pack_provenance(&records),
-            outboard: (blob.len() > OUTBOARD_KEPT_OVER).then(|| tree.to_bytes()),
-        };
-        // The window's parts and the root index change together, or not at all.
-        let sealed_key = window_key(stream, window_start, PART_SEALED, 0);
-        let sealed_value = codec::to_vec(&value);
-        let old_root = old.map(|o| o.root).filter(|o| *o != root);
-        let at = window_prefix(stream, window_start);
+        if prepared.is_empty() {
+            return Ok(roots);
+        }
+        // The values go to a segment file, durably, before anything points to them; then
+        // the windows' parts and the root index change together, or not at all.
+        let payloads: Vec<&[u8]> = prepared.iter().map(|p| p.value.as_slice()).collect();
+        let locs = self.segments.append_all(&payloads)?;
+        let index: Vec<Vec<u8>> = locs.iter().map(codec::to_vec).collect();
         (&self.windows, &self.roots)
             .transaction(|(w, r)| {
-                for k in &keys {
-                    w.remove(k)?;
+                for (p, loc) in prepared.iter().zip(&index) {
+                    for k in &p.keys {
+                        w.remove(k)?;
+                    }
+                    w.insert(window_key(p.stream, p.window_start, PART_SEALED, 0).as_slice(), loc.as_slice())?;
+                    if let Some(old) = p.old_root {
+                        r.remove(old.as_slice())?;
+                    }
+                    r.insert(p.root.as_slice(), window_prefix(p.stream, p.window_start).as_slice())?;
                 }
-                w.insert(sealed_key.as_slice(), sealed_value.as_slice())?;
-                if let Some(old) = old_root {
-                    r.remove(old.as_slice())?;
-                }
-                r.insert(root.as_slice(), at.as_slice())?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
@@ -574,12 +625,12 @@ impl Store for SledStore {
                     StoreError::Sled(sled::Error::Unsupported("seal transaction aborted".into()))
                 }
             })?;
-        Ok(Some(root))
+        Ok(roots)
     }
 
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError> {
         let Some(v) = self.windows.get(window_key(stream, window_start, PART_SEALED, 0))? else { return Ok(None) };
-        let rebuilt = decode_sealed(stream, window_start, &v).and_then(|(value, records)| {
+        let rebuilt = self.read_sealed(stream, window_start, &v)?.and_then(|(value, records)| {
             let plain: Vec<Record> = records.into_iter().map(|r| r.record).collect();
             let blob = window::encode(stream, window_start, &plain).ok()?;
             // A kept hash tree is served as it is (`check` verifies it); a small blob is
@@ -785,9 +836,11 @@ mod tests {
         s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0), rec(2, 20, 2.0)] }], &[], &[]).expect("append");
         s.seal_window(S, 0, &[]).expect("seal");
         let key = window_key(S, 0, PART_SEALED, 0);
-        let mut v: SealedValue = codec::from_slice(&s.windows.get(key).expect("get").expect("sealed"), "t").expect("decodes");
+        let loc: Loc = codec::from_slice(&s.windows.get(key).expect("get").expect("sealed"), "t").expect("decodes");
+        let mut v: SealedValue = codec::from_slice(&s.segments.read(loc).expect("read").expect("frame"), "t").expect("decodes");
         v.root[0] ^= 1;
-        s.windows.insert(key, codec::to_vec(&v)).expect("raw insert");
+        let moved = s.segments.append(&codec::to_vec(&v)).expect("append");
+        s.windows.insert(key, codec::to_vec(&moved)).expect("raw insert");
         let report = s.check().expect("check");
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems); // root mismatch, and not in the index
         assert!(report.problems[0].contains("root recomputes to"), "{:?}", report.problems);

@@ -23,7 +23,7 @@ use telemesh_proto::record::StreamId;
 use telemesh_proto::stream::State;
 use telemesh_proto::window;
 
-use crate::store::{Chunk, Store, StoreError, StoredRecord};
+use crate::store::{Chunk, Sealing, Store, StoreError, StoredRecord};
 
 /// A stream with at least this many new records in a flush writes its own chunk.
 pub const CHUNK_MIN: usize = 32;
@@ -32,7 +32,7 @@ pub const CHUNK_MIN: usize = 32;
 pub const MAX_LIVE: usize = 500_000;
 /// Changed stream states are saved every this many flushes (and on eviction and
 /// shutdown); after a crash the counters may lag by that long.
-pub const STATE_EVERY: u64 = 120;
+pub const STATE_EVERY: u64 = 600;
 
 /// One stream in memory.
 #[derive(Debug)]
@@ -293,26 +293,38 @@ impl Table {
         }
         closed.sort_unstable();
         closed.dedup();
-        for (stream, w) in closed {
-            self.seal(stream, w, store)?;
-            done.sealed += 1;
-        }
+        self.seal(&closed, store)?;
+        done.sealed = closed.len();
         store.release_wal(self.oldest_needed_wal())?;
         Ok(done)
     }
 
-    /// Seals `stream`'s window `w` with its live records, which then leave memory.
-    fn seal(&mut self, stream: StreamId, w: u64, store: &dyn Store) -> Result<(), StoreError> {
-        let live: Vec<StoredRecord> = self
-            .entries
-            .get(&stream)
-            .map(|e| e.live.iter().filter(|(_, r)| r.window() == w).map(|(_, r)| r.clone()).collect())
-            .unwrap_or_default();
-        store.seal_window(stream, w, &live)?;
-        if let Some(e) = self.entries.get_mut(&stream) {
-            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut e.live).into_iter().partition(|(_, r)| r.window() == w);
-            e.live = kept;
-            self.release(gone.iter().map(|(id, _)| *id));
+    /// Seals the windows, together, with their live records, which then leave memory.
+    fn seal(&mut self, windows: &[(StreamId, u64)], store: &dyn Store) -> Result<(), StoreError> {
+        if windows.is_empty() {
+            return Ok(());
+        }
+        let live: Vec<Vec<StoredRecord>> = windows
+            .iter()
+            .map(|(stream, w)| {
+                self.entries
+                    .get(stream)
+                    .map(|e| e.live.iter().filter(|(_, r)| r.window() == *w).map(|(_, r)| r.clone()).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let sealing: Vec<Sealing<'_>> = windows
+            .iter()
+            .zip(&live)
+            .map(|((stream, window_start), live)| Sealing { stream: *stream, window_start: *window_start, live })
+            .collect();
+        store.seal_windows(&sealing)?;
+        for (stream, w) in windows {
+            if let Some(e) = self.entries.get_mut(stream) {
+                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut e.live).into_iter().partition(|(_, r)| r.window() == *w);
+                e.live = kept;
+                self.release(gone.iter().map(|(id, _)| *id));
+            }
         }
         Ok(())
     }
@@ -440,7 +452,7 @@ mod tests {
         fn window(&self, _: StreamId, _: u64) -> Result<Vec<StoredRecord>, StoreError> {
             Ok(Vec::new())
         }
-        fn seal_window(&self, _: StreamId, _: u64, _: &[StoredRecord]) -> Result<Option<window::Root>, StoreError> {
+        fn seal_windows(&self, _: &[Sealing<'_>]) -> Result<Vec<Option<window::Root>>, StoreError> {
             Err(broken())
         }
         fn sealed(&self, _: StreamId, _: u64) -> Result<Option<crate::store::Sealed>, StoreError> {

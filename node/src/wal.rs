@@ -71,6 +71,27 @@ fn checksum(payload: &[u8]) -> [u8; 8] {
     telemesh_proto::record::content::tag(payload)
 }
 
+/// Bytes before a frame's payload: length u32, checksum [u8; 8].
+pub const FRAME_HEADER: usize = 12;
+
+/// A frame around `payload`: length, checksum, payload.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(FRAME_HEADER + payload.len());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(&checksum(payload));
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The payload of the frame starting `bytes`, and the frame's length; `None` if it is
+/// cut short, too large, or fails its checksum.
+pub fn unframe(bytes: &[u8]) -> Option<(&[u8], usize)> {
+    let head = bytes.get(..FRAME_HEADER)?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let payload = bytes.get(FRAME_HEADER..FRAME_HEADER + len).filter(|_| len <= FRAME_MAX)?;
+    (checksum(payload) == head[4..12]).then_some((payload, FRAME_HEADER + len))
+}
+
 /// Reads the frames of one segment up to the first damaged one.
 fn read_segment(path: &Path) -> io::Result<(Vec<(u64, Entry)>, bool)> {
     let mut bytes = Vec::new();
@@ -78,17 +99,12 @@ fn read_segment(path: &Path) -> io::Result<(Vec<(u64, Entry)>, bool)> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
-        let Some(head) = bytes.get(at..at + 12) else { return Ok((out, true)) };
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let Some(payload) = bytes.get(at + 12..at + 12 + len).filter(|_| len <= FRAME_MAX) else { return Ok((out, true)) };
-        if checksum(payload) != head[4..12] {
-            return Ok((out, true));
-        }
+        let Some((payload, len)) = unframe(&bytes[at..]) else { return Ok((out, true)) };
         match codec::from_slice::<(u64, Entry)>(payload, "log entry") {
             Ok(e) => out.push(e),
             Err(_) => return Ok((out, true)),
         }
-        at += 12 + len;
+        at += len;
     }
     Ok((out, false))
 }
@@ -135,10 +151,7 @@ impl Wal {
             s.segments.push(id);
             s.current = Some(Segment { first: id, file, len: 0 });
         }
-        let mut frame = Vec::with_capacity(12 + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&checksum(&payload));
-        frame.extend_from_slice(&payload);
+        let frame = frame(&payload);
         if let Some(c) = s.current.as_mut() {
             c.file.write_all(&frame)?;
             c.len += frame.len() as u64;

@@ -354,10 +354,11 @@ pub fn assemble(prefix: &[u8], slots: &[u8]) -> Result<Vec<u8>, Error> {
 /// version u8 = 1 | count varint | time unit exponent u8 (offsets in 10^e ns)
 /// first offset varint, offset deltas column          (records in key order)
 /// first seq varint, seq deltas column (biased)
-/// kind column | first raw timestamp varint, raw residual column (biased): each raw
+/// first raw timestamp varint, raw residual column (biased): each raw
 ///   timestamp minus (the previous one + the offset delta in time units), which is 0
 ///   when the raw timestamp counts in the detected unit (IoTStream ms, TinyTelemetry s)
-/// readings form column | readings count column
+/// shapes: count varint, (kind u8, readings form u8, readings count u8)… sorted, and a
+///   shape index column (a seed-001 window has three shapes: INIT, DATA×5, HEARTBEAT)
 /// f32 values: scale u8 (decimal digits; 255 = raw bits) + column (biased)
 /// sensor codes column
 /// f64 values: scale u8 + column (biased) | keys: count varint, (len u8, bytes)…, key index column
@@ -470,7 +471,6 @@ pub mod compact {
         let unit = 10u64.pow(e);
         deltas(&mut out, &offsets.iter().map(|o| o / unit).collect::<Vec<_>>());
         deltas(&mut out, &records.iter().map(|r| r.seq).collect::<Vec<_>>());
-        pack(&mut out, &records.iter().map(|r| kind_code(r.kind)).collect::<Vec<_>>());
         let offsets_u: Vec<u64> = offsets.iter().map(|o| o / unit).collect();
         put_varint(&mut out, records.first().map_or(0, |r| r.timestamp_raw));
         let residuals: Vec<u64> = (1..records.len())
@@ -508,8 +508,16 @@ pub mod compact {
             forms.push(form);
             counts.push(n as u64);
         }
-        pack(&mut out, &forms);
-        pack(&mut out, &counts);
+        let shape: Vec<(u64, u64, u64)> =
+            records.iter().zip(forms.iter().zip(&counts)).map(|(r, (f, c))| (kind_code(r.kind), *f, *c)).collect();
+        let mut shapes = shape.clone();
+        shapes.sort_unstable();
+        shapes.dedup();
+        put_varint(&mut out, shapes.len() as u64);
+        for (k, f, c) in &shapes {
+            out.extend_from_slice(&[*k as u8, *f as u8, *c as u8]);
+        }
+        pack(&mut out, &shape.iter().map(|s| shapes.binary_search(s).unwrap_or(0) as u64).collect::<Vec<_>>());
         let f32_wide: Vec<f64> = f32s.iter().map(|v| f64::from(*v)).collect();
         let f32_scale = scale_of(&f32_wide, 6, 2f64.powi(31), |a, b| (a as f32).to_bits() == (b as f32).to_bits());
         put_values(&mut out, &f32_wide, &f32s.iter().map(|v| u64::from(v.to_bits())).collect::<Vec<_>>(), f32_scale);
@@ -548,7 +556,6 @@ pub mod compact {
         let unit = 10u64.pow(u32::from(e));
         let offsets = undeltas(&mut r, n)?;
         let seqs = undeltas(&mut r, n)?;
-        let kinds = r.unpack(n)?;
         let first_raw = r.varint()?;
         let residuals = r.unpack(n.saturating_sub(1))?;
         let mut raws: Vec<u64> = Vec::with_capacity(n);
@@ -560,8 +567,25 @@ pub mod compact {
                     .wrapping_add(unsigned(residuals[i - 1]) as u64),
             });
         }
-        let forms = r.unpack(n)?;
-        let counts = r.unpack(n)?;
+        let nshapes = r.varint()?;
+        if nshapes > 3 * 4 * 256 || (n == 0 && nshapes > 0) {
+            return Err(Error::Bad("shape count"));
+        }
+        let mut shapes = Vec::with_capacity(nshapes as usize);
+        for _ in 0..nshapes {
+            let s = r.take(3)?;
+            shapes.push((u64::from(s[0]), u64::from(s[1]), u64::from(s[2])));
+        }
+        let index = r.unpack(n)?;
+        let mut kinds = Vec::with_capacity(n);
+        let mut forms = Vec::with_capacity(n);
+        let mut counts = Vec::with_capacity(n);
+        for i in index {
+            let (k, f, c) = *shapes.get(i as usize).ok_or(Error::Bad("shape index"))?;
+            kinds.push(k);
+            forms.push(f);
+            counts.push(c);
+        }
         let (mut n32, mut nsensor, mut n64v) = (0usize, 0usize, 0usize);
         for (f, c) in forms.iter().zip(&counts) {
             let c = usize::try_from(*c).map_err(|_| Error::Bad("reading count"))?;

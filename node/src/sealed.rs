@@ -1,0 +1,147 @@
+//! Sealed windows' values, in append-only segment files beside sled.
+//!
+//! A sealed window is written once (again only if a late record reseals it), so it is
+//! appended to `<data>/sealed/<segment number, 16 hex digits>.seg` as a checksummed frame
+//! (`wal::frame`), and sled keeps only where it is. This keeps sled's log, which holds on to
+//! rewritten and deleted values for long, down to small index entries (`docs/storage.md`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::wal::{frame, unframe, FRAME_HEADER};
+
+/// A segment is closed and a new one started past this size.
+pub const SEGMENT_MAX: u64 = 64 << 20;
+
+/// Where a frame is: segment, byte offset, frame length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loc {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+#[derive(Debug)]
+struct Current {
+    segment: u64,
+    file: File,
+    len: u64,
+}
+
+/// The segment files.
+#[derive(Debug)]
+pub struct Segments {
+    dir: PathBuf,
+    current: Mutex<Option<Current>>,
+}
+
+fn path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:016x}.seg"))
+}
+
+impl Segments {
+    /// Opens the segments in `dir`; appends go to a new segment after the last one.
+    pub fn open(dir: &Path) -> io::Result<Segments> {
+        fs::create_dir_all(dir)?;
+        Ok(Segments { dir: dir.to_owned(), current: Mutex::new(None) })
+    }
+
+    fn last_segment(&self) -> io::Result<Option<u64>> {
+        Ok(fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| u64::from_str_radix(e.file_name().into_string().ok()?.strip_suffix(".seg")?, 16).ok())
+            .max())
+    }
+
+    /// Appends `payload` as a frame, durably; see [`Segments::append_all`].
+    pub fn append(&self, payload: &[u8]) -> io::Result<Loc> {
+        Ok(self.append_all(&[payload])?.remove(0))
+    }
+
+    /// Appends each payload as a frame and makes them all durable (one sync per segment)
+    /// before returning where they are: whatever refers to them may be written as soon
+    /// as this returns.
+    pub fn append_all(&self, payloads: &[&[u8]]) -> io::Result<Vec<Loc>> {
+        let mut cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut locs = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            if cur.as_ref().is_none_or(|c| c.len >= SEGMENT_MAX) {
+                let segment = match cur.take() {
+                    Some(c) => {
+                        c.file.sync_data()?;
+                        c.segment + 1
+                    }
+                    None => self.last_segment()?.map_or(0, |s| s + 1),
+                };
+                let file = OpenOptions::new().create(true).append(true).open(path(&self.dir, segment))?;
+                *cur = Some(Current { segment, file, len: 0 });
+            }
+            let Some(c) = cur.as_mut() else { return Err(io::Error::other("no segment")) };
+            let f = frame(payload);
+            c.file.write_all(&f)?;
+            locs.push(Loc { segment: c.segment, offset: c.len, len: f.len() as u32 });
+            c.len += f.len() as u64;
+        }
+        if let Some(c) = cur.as_ref() {
+            c.file.sync_data()?;
+        }
+        Ok(locs)
+    }
+
+    /// The payload at `loc`, checked against its checksum; `None` if missing or damaged.
+    pub fn read(&self, loc: Loc) -> io::Result<Option<Vec<u8>>> {
+        if (loc.len as usize) < FRAME_HEADER {
+            return Ok(None);
+        }
+        let file = match File::open(path(&self.dir, loc.segment)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; loc.len as usize];
+        match file.read_exact_at(&mut buf, loc.offset) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(unframe(&buf).filter(|(_, n)| *n == buf.len()).map(|(p, _)| p.to_vec()))
+    }
+
+    /// Bytes of all segment files.
+    pub fn size(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for e in fs::read_dir(&self.dir)? {
+            total += e?.metadata()?.len();
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_read_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Segments::open(dir.path()).expect("open");
+        let a = s.append(b"first").expect("append");
+        let b = s.append(b"second").expect("append");
+        assert_eq!(s.read(a).expect("read"), Some(b"first".to_vec()));
+        assert_eq!(s.read(b).expect("read"), Some(b"second".to_vec()));
+        drop(s);
+        let s = Segments::open(dir.path()).expect("reopen");
+        let c = s.append(b"third").expect("append");
+        assert_eq!(c.segment, 1, "a reopened store appends to a new segment");
+        assert_eq!(s.read(a).expect("read"), Some(b"first".to_vec()));
+        // A wrong location is a miss, not garbage and not a panic.
+        assert_eq!(s.read(Loc { offset: a.offset + 1, ..a }).expect("read"), None);
+        assert_eq!(s.read(Loc { segment: 9, ..a }).expect("read"), None);
+        assert_eq!(s.read(Loc { len: 3, ..a }).expect("read"), None);
+    }
+}
