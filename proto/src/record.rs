@@ -73,6 +73,12 @@ impl Kind {
     }
 }
 
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The readings a record carries, in the shape its dialect sends them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Readings {

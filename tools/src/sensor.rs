@@ -477,31 +477,8 @@ impl Flavor {
 // Packets and truth records
 // ---------------------------------------------------------------------------------------
 
-/// What a packet is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Init,
-    Data,
-    Heartbeat,
-}
-
-impl Kind {
-    /// `"init"`, `"data"` or `"heartbeat"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Init => "init",
-            Kind::Data => "data",
-            Kind::Heartbeat => "heartbeat",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// What a packet is: the node's own record kind (`"init"`, `"data"`, `"heartbeat"`).
+pub use telemesh_proto::record::Kind;
 
 /// One reading. In the truth log an IoTStream reading is a bare number and a
 /// TinyTelemetry reading is `{"sensor":"temperature","value":21.5}`.

@@ -5,7 +5,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 use telemesh_proto::merkle::{Blake3, RootHasher, Sha256, TreeHash};
 
@@ -88,28 +87,9 @@ fn file_root<H: TreeHash>(path: &Path, leaf: u32) -> io::Result<H::Digest> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match telemesh_tools::parse_args() {
         Ok(cli) => cli,
-        Err(e) => {
-            return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    // Printing help can only fail on a closed stdout; nothing to do then.
-                    let _ = e.print();
-                    ExitCode::SUCCESS
-                }
-                _ => {
-                    // One line: clap's first paragraph (e.g. the error and its possible
-                    // values), whitespace collapsed.
-                    let rendered = e.render().to_string();
-                    let first = rendered
-                        .split("\n\n")
-                        .next()
-                        .unwrap_or("error: bad arguments");
-                    eprintln!("{}", first.split_whitespace().collect::<Vec<_>>().join(" "));
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Err(code) => return code,
     };
     let mut status = ExitCode::SUCCESS;
     let mut stdout = io::stdout().lock();

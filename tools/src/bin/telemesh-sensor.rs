@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
 use clap::Parser;
 use telemesh_proto::wire::Dialect;
 use telemesh_tools::sensor::{self, Config, TimestampUnit};
@@ -197,25 +196,9 @@ fn banner(config: &Config) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match telemesh_tools::parse_args() {
         Ok(cli) => cli,
-        Err(e) => {
-            return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    // Printing help can only fail on a closed stdout; nothing to do then.
-                    let _ = e.print();
-                    ExitCode::SUCCESS
-                }
-                _ => {
-                    let rendered = e.render().to_string();
-                    eprintln!(
-                        "{}",
-                        rendered.lines().next().unwrap_or("error: bad arguments")
-                    );
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Err(code) => return code,
     };
     let (mut config, quiet) = cli.into_config();
     if let Err(e) = config.validate() {
