@@ -155,7 +155,9 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let store = shared.store.as_ref();
     let job = shared.table().begin_flush();
     let written = job.write(store);
-    let mut done = shared.table().finish_flush(job, written, store)?;
+    let (mut done, seal) = shared.table().finish_flush(job, written)?;
+    let sealed = seal.run(store);
+    shared.table().finish_seal(seal, sealed, store)?;
     let to_seal = shared.table().take_to_seal();
     let sealing: Vec<store::Sealing<'_>> =
         to_seal.iter().map(|(stream, window_start)| store::Sealing { stream: *stream, window_start: *window_start, live: &[] }).collect();

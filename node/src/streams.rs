@@ -9,9 +9,10 @@
 //! tiny chunk per stream: `docs/storage.md`). Windows a stream has moved past, or that got
 //! late records, are sealed; log entries no live record needs any more are deleted.
 //!
-//! The write itself runs without the table lock ([`Table::begin_flush`], [`Flush::write`],
-//! [`Table::finish_flush`]): meanwhile the records being written stay visible as
-//! `in_flight`. Streams silent for `stream_idle`, or the least recently active when the
+//! The writing and the sealing run without the table lock ([`Table::begin_flush`],
+//! [`Flush::write`], [`Table::finish_flush`], [`SealJob::run`], [`Table::finish_seal`]):
+//! meanwhile the records being written stay visible as `in_flight`, and the records being
+//! sealed as `live`. Streams silent for `stream_idle`, or the least recently active when the
 //! table is full, are flushed (their live records into chunks) and dropped from memory.
 //! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes), the
 //! records received within one flush interval, and [`MAX_LIVE`] live records.
@@ -99,6 +100,25 @@ impl Flush {
     }
 }
 
+/// Windows to seal, with the live records of each, taken from the table so the sealing
+/// itself can run without the table lock.
+#[derive(Debug, Default)]
+pub struct SealJob {
+    windows: Vec<(StreamId, u64, Vec<StoredRecord>)>,
+}
+
+impl SealJob {
+    /// Seals the windows, together.
+    pub fn run(&self, store: &dyn Store) -> Result<(), StoreError> {
+        if self.windows.is_empty() {
+            return Ok(());
+        }
+        let sealing: Vec<Sealing<'_>> =
+            self.windows.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
+        store.seal_windows(&sealing).map(|_| ())
+    }
+}
+
 /// What one flush did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flushed {
@@ -130,6 +150,8 @@ pub struct Table {
     live: usize,
     /// For each log entry, how many live records still need it.
     wal_refs: BTreeMap<u64, usize>,
+    /// Windows whose sealing failed, sealed again with the next flush.
+    retry_seal: Vec<(StreamId, u64)>,
     flushes: u64,
 }
 
@@ -148,6 +170,7 @@ impl Table {
             to_seal: Vec::new(),
             live: 0,
             wal_refs: BTreeMap::new(),
+            retry_seal: Vec::new(),
             flushes: 0,
         }
     }
@@ -232,9 +255,10 @@ impl Table {
     }
 
     /// Ends a flush. On success the written records leave `in_flight` (logged ones become
-    /// live), windows the streams moved past or that got late records are sealed, and log
-    /// entries no longer needed are deleted. On failure the records go back to pending.
-    pub fn finish_flush(&mut self, flush: Flush, written: Result<Written, StoreError>, store: &dyn Store) -> Result<Flushed, StoreError> {
+    /// live), and the windows the streams moved past or that got late records are returned
+    /// as a [`SealJob`], to run without the table lock ([`SealJob::run`], then
+    /// [`Table::finish_seal`]). On failure the records go back to pending.
+    pub fn finish_flush(&mut self, flush: Flush, written: Result<Written, StoreError>) -> Result<(Flushed, SealJob), StoreError> {
         let written = match written {
             Ok(w) => w,
             Err(err) => {
@@ -291,42 +315,48 @@ impl Table {
                 None => Some(c.window_start),
             };
         }
+        closed.append(&mut self.retry_seal);
         closed.sort_unstable();
         closed.dedup();
-        self.seal(&closed, store)?;
         done.sealed = closed.len();
-        store.release_wal(self.oldest_needed_wal())?;
-        Ok(done)
+        Ok((done, self.seal_job(&closed)))
     }
 
-    /// Seals the windows, together, with their live records, which then leave memory.
-    fn seal(&mut self, windows: &[(StreamId, u64)], store: &dyn Store) -> Result<(), StoreError> {
-        if windows.is_empty() {
-            return Ok(());
+    /// The windows to seal, with a copy of their live records.
+    fn seal_job(&self, windows: &[(StreamId, u64)]) -> SealJob {
+        SealJob {
+            windows: windows
+                .iter()
+                .map(|(stream, w)| {
+                    let live = self
+                        .entries
+                        .get(stream)
+                        .map(|e| e.live.iter().filter(|(_, r)| r.window() == *w).map(|(_, r)| r.clone()).collect())
+                        .unwrap_or_default();
+                    (*stream, *w, live)
+                })
+                .collect(),
         }
-        let live: Vec<Vec<StoredRecord>> = windows
-            .iter()
-            .map(|(stream, w)| {
-                self.entries
-                    .get(stream)
-                    .map(|e| e.live.iter().filter(|(_, r)| r.window() == *w).map(|(_, r)| r.clone()).collect())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let sealing: Vec<Sealing<'_>> = windows
-            .iter()
-            .zip(&live)
-            .map(|((stream, window_start), live)| Sealing { stream: *stream, window_start: *window_start, live })
-            .collect();
-        store.seal_windows(&sealing)?;
-        for (stream, w) in windows {
-            if let Some(e) = self.entries.get_mut(stream) {
-                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut e.live).into_iter().partition(|(_, r)| r.window() == *w);
+    }
+
+    /// After a [`SealJob`] ran: on success exactly the live records it sealed leave
+    /// memory (one that arrived meanwhile stays live, and its window is sealed again), and
+    /// log entries no longer needed are released; on failure the windows are sealed again
+    /// with the next flush.
+    pub fn finish_seal(&mut self, job: SealJob, sealed: Result<(), StoreError>, store: &dyn Store) -> Result<(), StoreError> {
+        if let Err(e) = sealed {
+            self.retry_seal.extend(job.windows.into_iter().map(|(s, w, _)| (s, w)));
+            return Err(e);
+        }
+        for (stream, _, records) in job.windows {
+            let keys: std::collections::HashSet<(u64, u64, [u8; 8])> = records.iter().map(StoredRecord::order_key).collect();
+            if let Some(e) = self.entries.get_mut(&stream) {
+                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut e.live).into_iter().partition(|(_, r)| keys.contains(&r.order_key()));
                 e.live = kept;
                 self.release(gone.iter().map(|(id, _)| *id));
             }
         }
-        Ok(())
+        store.release_wal(self.oldest_needed_wal())
     }
 
     /// One live record per id no longer needs that log entry.
@@ -351,7 +381,10 @@ impl Table {
     fn flush_now(&mut self, ids: &[StreamId], store: &dyn Store, own_chunks: bool) -> Result<Flushed, StoreError> {
         let flush = self.begin_flush_of(ids, true, own_chunks);
         let written = flush.write(store);
-        self.finish_flush(flush, written, store)
+        let (done, job) = self.finish_flush(flush, written)?;
+        let sealed = job.run(store);
+        self.finish_seal(job, sealed, store)?;
+        Ok(done)
     }
 
     /// Flushes every stream, with its state, while holding the table (shutdown).
@@ -430,6 +463,7 @@ mod tests {
     use super::*;
     use telemesh_proto::record::{Kind, Readings, Record};
     use telemesh_proto::stream;
+    use telemesh_proto::window;
     use telemesh_proto::wire::Dialect;
 
     const S: StreamId = StreamId { dialect: Dialect::Iotstream, device: 3 };
@@ -500,7 +534,7 @@ mod tests {
         queue(&mut table, &Broken, 3);
         assert_eq!(table.unflushed_of(&S).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
         let written = job.write(&Broken);
-        assert!(table.finish_flush(job, written, &Broken).is_err());
+        assert!(table.finish_flush(job, written).is_err());
         assert_eq!(table.unflushed_of(&S).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(table.unflushed(), 3);
         assert!(table.has_room());
@@ -524,5 +558,48 @@ mod tests {
         }
         assert_eq!(table.live(), 0);
         assert_eq!(good.window(S, 0).expect("window").len(), 5);
+    }
+
+    fn record(seq: u64, t: u64) -> StoredRecord {
+        let r = Record { stream: S, device_time_ns: t, seq, timestamp_raw: t, kind: Kind::Data, readings: Readings::None };
+        StoredRecord::new(r, seq, 1)
+    }
+
+    fn flush_parts(table: &mut Table, store: &dyn Store) -> SealJob {
+        let flush = table.begin_flush();
+        let written = flush.write(store);
+        table.finish_flush(flush, written).expect("flushed").1
+    }
+
+    #[test]
+    fn a_record_arriving_while_its_window_is_sealed_stays_live() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let mut table = Table::new(16);
+        for (seq, t) in [(1, 10), (2, 20)] {
+            table.entry(S, 1, &store).expect("entry").pending.push(record(seq, t));
+            table.queued();
+        }
+        assert!(flush_parts(&mut table, &store).windows.is_empty());
+        // The stream moves on to the next window: window 0 is to be sealed…
+        table.entry(S, 2, &store).expect("entry").pending.push(record(3, window::SPAN_NS + 5));
+        table.queued();
+        let job = flush_parts(&mut table, &store);
+        assert_eq!(job.windows.iter().map(|(_, w, live)| (*w, live.len())).collect::<Vec<_>>(), [(0, 2)]);
+        // …and while it is, a late record for window 0 arrives and is logged.
+        table.entry(S, 3, &store).expect("entry").pending.push(record(4, 40));
+        table.queued();
+        let late = flush_parts(&mut table, &store);
+        let sealed = job.run(&store);
+        table.finish_seal(job, sealed, &store).expect("finish");
+        assert!(table.unflushed_of(&S).iter().any(|r| r.record.seq == 4), "the late record is still live");
+        assert_eq!(store.window(S, 0).expect("window").len(), 2, "two sealed; the late one is live");
+        let history = crate::history::records(&store, &table.unflushed_of(&S), S, 0, u64::MAX, 100).expect("history");
+        assert_eq!(history.iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 4, 3], "queries see all of them");
+        // Its own seal takes it in.
+        let sealed = late.run(&store);
+        table.finish_seal(late, sealed, &store).expect("finish");
+        assert!(!table.unflushed_of(&S).iter().any(|r| r.record.seq == 4));
+        assert_eq!(store.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 4]);
     }
 }
