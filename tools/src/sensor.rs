@@ -71,7 +71,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use telemesh_proto::wire::{iotstream, tinytelemetry, Dialect};
+use telemesh_proto::record::{Readings, Record, TimestampUnit as RecordTimestampUnit};
+use telemesh_proto::wire::{self, iotstream, tinytelemetry, Dialect};
 use tinytelemetry::SensorType;
 
 /// Probability that a reporting interval produces DATA rather than HEARTBEAT (seed 001
@@ -592,6 +593,33 @@ impl TruthRecord {
             sent_at_ns,
             datagram: packet.datagram.clone(),
         }
+    }
+}
+
+impl TruthRecord {
+    /// Checks that the datagram is what this line says it is: it decodes (as the node
+    /// decodes it) to this device, seq, timestamp, kind and readings, bit for bit, and fits
+    /// the 200-byte limit.
+    pub fn check_datagram(&self) -> Result<(), String> {
+        if self.datagram.len() > wire::MAX_SENSOR_DATAGRAM {
+            return Err(format!("{} bytes, more than {}", self.datagram.len(), wire::MAX_SENSOR_DATAGRAM));
+        }
+        let rec = Record::from_datagram(self.dialect, &self.datagram, 0, RecordTimestampUnit::Ms)
+            .map_err(|e| format!("datagram does not decode: {e}"))?;
+        let readings: Vec<(Option<u8>, u32)> = match &rec.readings {
+            Readings::None => Vec::new(),
+            Readings::Batch(v) => v.iter().map(|x| (None, x.to_bits())).collect(),
+            Readings::Sensors(v) => v.iter().map(|(s, x)| (Some(s.0), x.to_bits())).collect(),
+            Readings::Pairs(_) => return Err("the simulator does not send KEY=VALUE readings".into()),
+        };
+        let stated: Vec<(Option<u8>, u32)> =
+            self.readings.iter().map(|r| (r.sensor().map(SensorType::code), r.value().to_bits())).collect();
+        let got = (rec.stream.device, rec.seq, rec.timestamp_raw, rec.kind, readings);
+        let want = (u32::from(self.device), u64::from(self.seq), u64::from(self.timestamp), self.kind, stated);
+        if got != want {
+            return Err(format!("datagram says {got:?}, the line says {want:?}"));
+        }
+        Ok(())
     }
 }
 
@@ -1173,7 +1201,6 @@ fn unix_ns_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use telemesh_proto::wire;
 
     /// Seed 001 §7.2's INIT: Unix ms 1765477199815 ≡ 245641159 (its client timestamp)
     /// mod 2^32.
@@ -1724,50 +1751,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn check_datagram_catches_a_line_that_does_not_match_its_datagram() {
+        let p = Simulator::new(iot(&[1001], 3)).expect("valid").nth(1).expect("a DATA or HEARTBEAT");
+        let good = TruthRecord::new(&p, 0);
+        assert_eq!(good.check_datagram(), Ok(()));
+        let mut seq = good.clone();
+        seq.seq += 1;
+        assert!(seq.check_datagram().is_err());
+        let mut bytes = good.clone();
+        bytes.datagram[11] ^= 1; // the IoTStream checksum
+        assert!(bytes.check_datagram().expect_err("bad checksum").contains("does not decode"));
+        let mut kind = good;
+        kind.kind = Kind::Init;
+        assert!(kind.check_datagram().is_err());
+    }
+
     /// The datagram decodes with the proto codec to the record's fields.
     fn check_decodes(r: &TruthRecord) {
-        match r.dialect {
-            Dialect::Iotstream => {
-                let w = iotstream::Repr::decode(&r.datagram).expect("valid IoTStream");
-                let kind = match w.msg_type {
-                    iotstream::MsgType::Init => Kind::Init,
-                    iotstream::MsgType::Data => Kind::Data,
-                    iotstream::MsgType::Heartbeat => Kind::Heartbeat,
-                };
-                assert_eq!(
-                    (w.device, u32::from(w.seq), w.timestamp, kind),
-                    (r.device, r.seq, r.timestamp, r.kind)
-                );
-                let values: Vec<f32> = r
-                    .readings
-                    .iter()
-                    .map(|x| match x {
-                        Reading::Plain(v) => *v,
-                        Reading::Typed { .. } => panic!("IoTStream readings are plain"),
-                    })
-                    .collect();
-                assert_eq!(w.readings(), &values[..]);
-            }
-            Dialect::Tinytelemetry => {
-                let w = tinytelemetry::Repr::decode(&r.datagram).expect("valid TinyTelemetry");
-                let kind = match w.msg_type {
-                    tinytelemetry::MsgType::Data => Kind::Data,
-                    tinytelemetry::MsgType::Heartbeat => Kind::Heartbeat,
-                };
-                assert_eq!(
-                    (w.device, w.seq, w.timestamp, kind),
-                    (r.device, r.seq, r.timestamp, r.kind)
-                );
-                let typed: Vec<(SensorType, f32)> = r
-                    .readings
-                    .iter()
-                    .map(|x| (x.sensor().expect("typed"), x.value()))
-                    .collect();
-                assert_eq!(w.readings(), &typed[..]);
-            }
-            Dialect::Secure => panic!("the simulator does not speak secure"),
+        if let Err(e) = r.check_datagram() {
+            panic!("{e}: {r:?}");
         }
-        assert!(r.datagram.len() <= wire::MAX_SENSOR_DATAGRAM);
     }
 
     #[test]

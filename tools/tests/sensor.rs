@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use telemesh_proto::wire::{iotstream, tinytelemetry, Dialect};
-use telemesh_tools::sensor::{self, Config, Kind, Reading, Simulator, TruthRecord};
+use telemesh_proto::wire::Dialect;
+use telemesh_tools::sensor::{self, Config, Kind, Simulator, TruthRecord};
 
 const T0: u64 = 1_765_477_199_815;
 
@@ -18,40 +18,8 @@ fn bin() -> Command {
 
 /// Every datagram decodes with the proto codec to exactly the record's fields.
 fn assert_decodes(r: &TruthRecord) {
-    match r.dialect {
-        Dialect::Iotstream => {
-            let w = iotstream::Repr::decode(&r.datagram).expect("valid IoTStream datagram");
-            let kind = match w.msg_type {
-                iotstream::MsgType::Init => Kind::Init,
-                iotstream::MsgType::Data => Kind::Data,
-                iotstream::MsgType::Heartbeat => Kind::Heartbeat,
-            };
-            assert_eq!(
-                (w.device, u32::from(w.seq), w.timestamp, kind),
-                (r.device, r.seq, r.timestamp, r.kind)
-            );
-            let values: Vec<f32> = r.readings.iter().map(Reading::value).collect();
-            assert!(r.readings.iter().all(|x| x.sensor().is_none()));
-            assert_eq!(w.readings(), &values[..]);
-        }
-        Dialect::Tinytelemetry => {
-            let w = tinytelemetry::Repr::decode(&r.datagram).expect("valid TinyTelemetry datagram");
-            let kind = match w.msg_type {
-                tinytelemetry::MsgType::Data => Kind::Data,
-                tinytelemetry::MsgType::Heartbeat => Kind::Heartbeat,
-            };
-            assert_eq!(
-                (w.device, w.seq, w.timestamp, kind),
-                (r.device, r.seq, r.timestamp, r.kind)
-            );
-            let typed: Vec<_> = r
-                .readings
-                .iter()
-                .map(|x| (x.sensor().expect("typed reading"), x.value()))
-                .collect();
-            assert_eq!(w.readings(), &typed[..]);
-        }
-        Dialect::Secure => panic!("the simulator does not speak secure"),
+    if let Err(e) = r.check_datagram() {
+        panic!("{e}: {r:?}");
     }
 }
 
