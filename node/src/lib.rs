@@ -11,7 +11,7 @@ pub mod export;
 pub mod history;
 pub mod ingest;
 pub mod metrics;
-pub mod sealed;
+pub mod segment;
 pub mod store;
 pub mod streams;
 pub mod wal;

@@ -22,7 +22,7 @@ use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
 use telemesh_proto::{columns, merkle};
 
-use crate::sealed::{Loc, Segments};
+use crate::segment::{Loc, Segments};
 use crate::wal::{self, Wal};
 
 /// Current on-disk format, stored under `meta/format`.
