@@ -157,13 +157,19 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let written = job.write(store);
     let (mut done, seal) = shared.table().finish_flush(job, written)?;
     let sealed = seal.run(store);
-    shared.table().finish_seal(seal, sealed, store)?;
+    let sealed = shared.table().finish_seal(seal, sealed, store);
     let to_seal = shared.table().take_to_seal();
     let sealing: Vec<store::Sealing<'_>> =
         to_seal.iter().map(|(stream, window_start)| store::Sealing { stream: *stream, window_start: *window_start, live: &[] }).collect();
-    store.seal_windows(&sealing)?;
+    let evicted_sealed = store.seal_windows(&sealing);
+    if evicted_sealed.is_err() {
+        shared.table().queue_to_seal(to_seal.iter().copied());
+    }
     done.sealed += sealing.len();
+    // What was written is synced even if a seal failed (it is retried with the next flush).
     store.flush()?;
+    sealed?;
+    evicted_sealed?;
     Ok(done)
 }
 

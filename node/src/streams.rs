@@ -433,11 +433,7 @@ impl Table {
         store.append(&spill, &[], &[])?;
         self.release(released.into_iter());
         store.release_wal(self.oldest_needed_wal())?;
-        for w in windows {
-            if self.to_seal.len() < MAX_TO_SEAL {
-                self.to_seal.push(w);
-            }
-        }
+        self.queue_to_seal(windows.into_iter());
         Ok(())
     }
 
@@ -445,6 +441,12 @@ impl Table {
     /// the table lock: no ingest touches an evicted stream's window meanwhile).
     pub fn take_to_seal(&mut self) -> Vec<(StreamId, u64)> {
         std::mem::take(&mut self.to_seal)
+    }
+
+    /// Queues windows for sealing again (their sealing failed), up to [`MAX_TO_SEAL`].
+    pub fn queue_to_seal(&mut self, windows: impl Iterator<Item = (StreamId, u64)>) {
+        let room = MAX_TO_SEAL.saturating_sub(self.to_seal.len());
+        self.to_seal.extend(windows.take(room));
     }
 
     /// A copy of every in-memory state.
