@@ -78,6 +78,28 @@ impl<'a> Reader<'a> {
         Err(Error::Varint)
     }
 
+    /// A column of `n` values written by [`pack_patched`].
+    pub fn unpack_patched(&mut self, n: usize) -> Result<Vec<u64>, Error> {
+        let count = self.varint()?;
+        if count > n as u64 {
+            return Err(Error::Truncated);
+        }
+        let mut exceptions = Vec::with_capacity(count as usize);
+        let mut at = 0u64;
+        for i in 0..count {
+            at = if i == 0 { self.varint()? } else { at.checked_add(self.varint()?).ok_or(Error::Overflow)? };
+            if at >= n as u64 {
+                return Err(Error::Truncated);
+            }
+            exceptions.push((at as usize, self.varint()?));
+        }
+        let mut values = self.unpack(n)?;
+        for (i, v) in exceptions {
+            values[i] = v;
+        }
+        Ok(values)
+    }
+
     /// A column of `n` values written by [`pack`].
     pub fn unpack(&mut self, n: usize) -> Result<Vec<u64>, Error> {
         let min = self.varint()?;
@@ -124,6 +146,57 @@ pub fn pack(out: &mut Vec<u8>, values: &[u64]) {
     }
 }
 
+fn varint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+/// Appends a packed column whose few outliers are listed apart ("patched" frame of
+/// reference): a count of exceptions (varint), each as (index delta, value) varints, then
+/// [`pack`] of the values with the exceptions replaced by the smallest value. The number
+/// of exceptions is the one that makes the whole smallest, so a column of small jitter
+/// with a rare large step costs a few bits per value, not the step's width.
+pub fn pack_patched(out: &mut Vec<u8>, values: &[u64]) {
+    let n = values.len();
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let min = sorted.first().copied().unwrap_or(0);
+    let width = |range: u64| u64::from(64 - range.leading_zeros());
+    // Cost in bits of listing the k largest values apart.
+    let mut best = (u64::MAX, 0usize);
+    let mut listed = 0u64;
+    for k in 0..=n / 4 {
+        if k > 0 {
+            listed += 8 * (2 + varint_len(sorted[n - k]) as u64);
+        }
+        let range = sorted.get(n.wrapping_sub(k + 1)).map_or(0, |top| top - min);
+        let cost = n as u64 * width(range) + listed;
+        if cost < best.0 {
+            best = (cost, k);
+        }
+    }
+    let threshold = if best.1 == 0 { None } else { Some(sorted[n - best.1]) };
+    let mut exceptions = Vec::new();
+    let mut packed = Vec::with_capacity(n);
+    for (i, v) in values.iter().enumerate() {
+        // Ties at the threshold may make a few more exceptions than planned: still exact.
+        if threshold.is_some_and(|t| *v >= t) {
+            exceptions.push((i, *v));
+            packed.push(min);
+        } else {
+            packed.push(*v);
+        }
+    }
+    put_varint(out, exceptions.len() as u64);
+    let mut prev = 0;
+    for (j, (i, v)) in exceptions.iter().enumerate() {
+        put_varint(out, if j == 0 { *i as u64 } else { (*i - prev) as u64 });
+        put_varint(out, *v);
+        prev = *i;
+    }
+    pack(out, &packed);
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +208,18 @@ mod tests {
         pack(&mut out, &[1000; 500]);
         assert_eq!(out, [0xe8, 0x07, 0]);
         assert_eq!(Reader::new(&out).unpack(500), Ok(vec![1000; 500]));
+    }
+
+    #[test]
+    fn patched_columns_list_outliers_apart() {
+        let mut v = vec![3u64; 400];
+        v[17] = 1 << 40;
+        let (mut plain, mut patched) = (Vec::new(), Vec::new());
+        pack(&mut plain, &v);
+        pack_patched(&mut patched, &v);
+        assert!(patched.len() < 12, "{} bytes", patched.len());
+        assert!(plain.len() > 400 * 40 / 8);
+        assert_eq!(Reader::new(&patched).unpack_patched(400), Ok(v));
     }
 
     #[test]
@@ -165,6 +250,26 @@ mod tests {
                 prop_assert_eq!(r.unpack(v.len()).expect("unpacks"), v);
                 prop_assert!(r.is_empty());
             }
+        }
+
+        #[test]
+        fn patched_round_trip(jitter in proptest::collection::vec(0u64..8, 0..300), steps in proptest::collection::vec((0usize..300, any::<u64>()), 0..10)) {
+            let mut v = jitter;
+            for (i, x) in steps {
+                if let Some(slot) = v.get_mut(i) {
+                    *slot = x;
+                }
+            }
+            let mut out = Vec::new();
+            pack_patched(&mut out, &v);
+            let mut r = Reader::new(&out);
+            prop_assert_eq!(r.unpack_patched(v.len()).expect("unpacks"), v);
+            prop_assert!(r.is_empty());
+        }
+
+        #[test]
+        fn unpack_patched_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64), n in 0usize..100) {
+            let _ = Reader::new(&bytes).unpack_patched(n);
         }
 
         #[test]

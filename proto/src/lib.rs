@@ -4,6 +4,7 @@
 
 pub mod columns;
 pub mod merkle;
+pub mod mesh;
 pub mod record;
 pub mod repair;
 pub mod stream;

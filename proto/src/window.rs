@@ -329,6 +329,24 @@ pub fn place(header: &Header, entries: &[IndexEntry], held: &[Record]) -> Placem
     p
 }
 
+/// The blob's prefix (header and index part) for `header` and its sorted `entries`: what
+/// a requester rebuilds from a compact index before checking the rebuilt blob's root.
+pub fn prefix(header: &Header, entries: &[IndexEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.prefix_len());
+    header.emit(&mut out);
+    for e in entries {
+        e.emit(&mut out);
+    }
+    out
+}
+
+/// The content tag of the record in a slot (content followed by zero padding): the tag a
+/// requester fills into the index for a slot it rebuilt.
+pub fn slot_tag(slot: &[u8]) -> Result<[u8; 8], content::Error> {
+    let (kind, timestamp_raw, readings) = content::decode(slot)?;
+    Ok(content::tag(&content::encode(kind, timestamp_raw, &readings)))
+}
+
 /// Reassembles a blob from its verified prefix (header and index) and a slot part.
 pub fn assemble(prefix: &[u8], slots: &[u8]) -> Result<Vec<u8>, Error> {
     let header = Header::parse(prefix)?;

@@ -1,0 +1,374 @@
+//! The mesh's messages and their bytes (`docs/protocol.md`, "Mesh").
+//!
+//! Gossip carries [`Announce`]; the repair protocol is one [`Request`] answered by one
+//! [`Response`]. All are bincode 2 (standard configuration) behind [`encode`]/[`decode`],
+//! which refuse anything over [`MAX_MESSAGE`] before allocating for it, and every decoded
+//! message is checked ([`Summary::check`], [`IndexPart::entries`]) before use.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Table, WindowId};
+use crate::columns::{self, put_varint, unzigzag, zigzag};
+use crate::repair::Layout;
+use crate::window::{self, IndexEntry, Root};
+
+/// Largest message of the repair protocol, either way.
+pub const MAX_MESSAGE: usize = 4 << 20;
+/// Largest gossip message (gossipsub's default limit is 64 KiB).
+pub const MAX_GOSSIP: usize = 60 << 10;
+/// Summaries per announcement: at most about 70 bytes each, so a full one stays under
+/// [`MAX_GOSSIP`].
+pub const MAX_ANNOUNCE: usize = 800;
+/// Stream digests or window summaries per page of the summary exchange.
+pub const MAX_PAGE: usize = 800;
+
+/// What a node says about one window it holds: equal roots, equal record sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Summary {
+    pub window: WindowId,
+    pub root: Root,
+    /// Records in the set.
+    pub count: u32,
+    /// The blob's slot size (with `count`, it gives the blob's length).
+    pub slot_size: u16,
+    /// Digest of the holder's provenance table ([`Table::digest`]).
+    pub provenance: [u8; 8],
+}
+
+impl Summary {
+    /// Length of the window's canonical blob.
+    pub fn blob_len(&self) -> usize {
+        self.header().blob_len()
+    }
+
+    pub fn header(&self) -> window::Header {
+        window::Header { stream: self.window.stream, start_ns: self.window.start, count: self.count, slot_size: self.slot_size }
+    }
+
+    /// Whether the summary describes a window this node could hold: aligned, at least one
+    /// record and at most [`window::MAX_RECORDS`], slot size a non-zero multiple of 8.
+    pub fn check(&self) -> bool {
+        self.window.start % window::SPAN_NS == 0
+            && self.count > 0
+            && self.count <= window::MAX_RECORDS
+            && self.slot_size > 0
+            && usize::from(self.slot_size) % window::SLOT_ALIGN == 0
+    }
+}
+
+/// A digest of everything a node holds of one stream ([`super::stream_digest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StreamDigest {
+    pub stream: crate::record::StreamId,
+    pub windows: u32,
+    pub digest: [u8; 16],
+}
+
+/// Gossip: windows whose set or provenance changed at the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    pub windows: Vec<Summary>,
+}
+
+/// A repair-protocol request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Summary exchange, top level: digests of every stream after `after`.
+    Streams { after: Option<crate::record::StreamId> },
+    /// Summary exchange, second level: one stream's window summaries after `after`.
+    Windows { stream: crate::record::StreamId, after: Option<u64> },
+    /// The index of the window with `root`: compact, or (`verified`) as the blob's leaves
+    /// covering header and index with their Merkle proof.
+    Index { root: Root, verified: bool },
+    /// Repair symbols `start..start + count` of the window with `root`.
+    Symbols { root: Root, start: u32, count: u32 },
+    /// The provenance table of the window with `root`.
+    Provenance { root: Root },
+}
+
+/// A repair-protocol response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Streams { digests: Vec<StreamDigest>, more: bool },
+    Windows { windows: Vec<Summary>, more: bool },
+    Index(IndexPart),
+    /// Symbols in their wire form (`proto::repair`), back to back.
+    Symbols { data: Vec<u8> },
+    Provenance { table: Table },
+    /// The responder does not hold that root (any more).
+    NotFound,
+    /// The request was malformed or asked too much.
+    Refused,
+}
+
+/// A window's index as a holder sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexPart {
+    /// Times and seqs as packed columns; content tags only where two entries share a
+    /// (time, seq) — the requester takes the others from its own records, or from the
+    /// slot once rebuilt. Not verifiable before the rebuilt blob's root is checked.
+    Compact { count: u32, slot_size: u16, columns: Vec<u8>, tags: Vec<(u32, [u8; 8])> },
+    /// The blob's leaves `0..n` that cover header and index, and their proof: verified
+    /// against the root before anything else is done with them.
+    Verified { leaves: Vec<u8>, proof: Vec<u8> },
+}
+
+/// Why a peer's message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("message does not decode: {0}")]
+    Decode(String),
+    #[error("message over {MAX_MESSAGE} bytes")]
+    TooLarge,
+    #[error("index columns: {0}")]
+    Columns(#[from] columns::Error),
+    #[error("index does not match the announced window: {0}")]
+    Mismatch(&'static str),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_MESSAGE>()
+}
+
+/// A message's bytes.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serialising plain data into a Vec cannot fail.
+    bincode::serde::encode_to_vec(message, bincode::config::standard()).unwrap_or_default()
+}
+
+/// A message from a peer's bytes: bounded, never a panic; trailing bytes are refused.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(Error::TooLarge);
+    }
+    match bincode::serde::decode_from_slice(bytes, config()) {
+        Ok((v, used)) if used == bytes.len() => Ok(v),
+        Ok(_) => Err(Error::Decode("trailing bytes".into())),
+        Err(e) => Err(Error::Decode(e.to_string())),
+    }
+}
+
+/// An announcement's bytes, or `None` if it would not fit one gossip message.
+pub fn encode_announce(windows: &[Summary]) -> Option<Vec<u8>> {
+    let bytes = encode(&Announce { windows: windows.to_vec() });
+    (bytes.len() <= MAX_GOSSIP && windows.len() <= MAX_ANNOUNCE).then_some(bytes)
+}
+
+/// One index entry as the requester learns it: the tag is known only where the holder
+/// sent it (or the index was verified).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub offset_ns: u64,
+    pub seq: u64,
+    pub tag: Option<[u8; 8]>,
+}
+
+impl IndexPart {
+    /// The compact index of a blob's sorted `entries`:
+    ///
+    /// ```text
+    /// first offset varint | first seq varint | time unit exponent u8 (offsets in 10^e ns)
+    /// period varint (time units per seq step, the median)
+    /// seq steps − 1, zigzag, patched column     (0 while no record is missing)
+    /// time steps − period × seq steps, zigzag, patched column   (the sender's jitter)
+    /// ```
+    ///
+    /// A sensor sending at a steady rate costs a few bits per record.
+    pub fn compact(header: &window::Header, entries: &[IndexEntry]) -> IndexPart {
+        let mut columns = Vec::new();
+        put_varint(&mut columns, entries.first().map_or(0, |e| e.offset_ns));
+        put_varint(&mut columns, entries.first().map_or(0, |e| e.seq));
+        let exponent = (0..=9u32).rev().find(|e| entries.iter().all(|x| x.offset_ns % 10u64.pow(*e) == 0)).unwrap_or(0);
+        let unit = 10u64.pow(exponent);
+        let steps: Vec<(u64, i64)> =
+            entries.windows(2).map(|w| ((w[1].offset_ns - w[0].offset_ns) / unit, w[1].seq.wrapping_sub(w[0].seq) as i64)).collect();
+        let mut rates: Vec<u64> = steps.iter().filter(|(_, s)| *s > 0).map(|(t, s)| t / *s as u64).collect();
+        rates.sort_unstable();
+        let period = rates.get(rates.len() / 2).copied().unwrap_or(0);
+        columns.push(exponent as u8);
+        put_varint(&mut columns, period);
+        let seqs: Vec<u64> = steps.iter().map(|(_, s)| zigzag(s.wrapping_sub(1))).collect();
+        let times: Vec<u64> =
+            steps.iter().map(|(t, s)| zigzag((*t as i64).wrapping_sub((period as i64).wrapping_mul(*s)))).collect();
+        columns::pack_patched(&mut columns, &seqs);
+        columns::pack_patched(&mut columns, &times);
+        let same = |i: usize, j: usize| entries[i].offset_ns == entries[j].offset_ns && entries[i].seq == entries[j].seq;
+        let tags = (0..entries.len())
+            .filter(|&i| (i > 0 && same(i, i - 1)) || (i + 1 < entries.len() && same(i, i + 1)))
+            .map(|i| (i as u32, entries[i].tag))
+            .collect();
+        IndexPart::Compact { count: header.count, slot_size: header.slot_size, columns, tags }
+    }
+
+    /// The verified index of `blob`, whose hash tree is `tree`.
+    pub fn verified(blob: &[u8], tree: &crate::merkle::Outboard<crate::merkle::Blake3>) -> Option<IndexPart> {
+        let header = window::Header::parse(blob).ok()?;
+        let geometry = *tree.geometry();
+        let leaves = geometry.chunks_covering(0..header.prefix_len() as u64);
+        let bytes = geometry.range_bytes(&leaves).ok()?;
+        let proof = tree.prove(leaves).ok()?;
+        Some(IndexPart::Verified { leaves: blob.get(bytes.start as usize..bytes.end as usize)?.to_vec(), proof: proof.to_bytes() })
+    }
+
+    /// The entries of a compact index for the window `summary` announced, checked against
+    /// it (count, slot size, order, offsets inside the window). A verified index is
+    /// checked with [`verify`] instead.
+    pub fn entries(&self, summary: &Summary) -> Result<Vec<Entry>, Error> {
+        let IndexPart::Compact { count, slot_size, columns, tags } = self else {
+            return Err(Error::Mismatch("not a compact index"));
+        };
+        if *count != summary.count || *slot_size != summary.slot_size {
+            return Err(Error::Mismatch("count or slot size"));
+        }
+        let n = *count as usize;
+        if n > Layout::MAX_SLOTS as usize || tags.len() > n {
+            return Err(Error::Mismatch("count"));
+        }
+        let mut r = columns::Reader::new(columns);
+        let (mut offset, mut seq) = (r.varint()?, r.varint()?);
+        let exponent = r.u8()?;
+        if exponent > 9 {
+            return Err(Error::Mismatch("time unit"));
+        }
+        let unit = 10u64.pow(u32::from(exponent));
+        let period = r.varint()?;
+        let seqs = r.unpack_patched(n.saturating_sub(1))?;
+        let times = r.unpack_patched(n.saturating_sub(1))?;
+        if !r.is_empty() {
+            return Err(Error::Mismatch("trailing bytes"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            if i > 0 {
+                let step = unzigzag(seqs[i - 1]).wrapping_add(1);
+                let units = unzigzag(times[i - 1]).wrapping_add((period as i64).wrapping_mul(step));
+                let delta = u64::try_from(units).ok().and_then(|u| u.checked_mul(unit)).ok_or(Error::Mismatch("offset"))?;
+                offset = offset.checked_add(delta).ok_or(Error::Mismatch("offset"))?;
+                seq = seq.wrapping_add(step as u64);
+            }
+            if offset >= window::SPAN_NS {
+                return Err(Error::Mismatch("offset outside the window"));
+            }
+            out.push(Entry { offset_ns: offset, seq, tag: None });
+        }
+        let mut last = None;
+        for (i, tag) in tags {
+            let i = *i as usize;
+            if i >= n || last.is_some_and(|l| l >= i) {
+                return Err(Error::Mismatch("tag index"));
+            }
+            last = Some(i);
+            out[i].tag = Some(*tag);
+        }
+        // Sorted by (time, seq); ties must carry tags, in increasing order.
+        for i in 1..n {
+            let (a, b) = (out[i - 1], out[i]);
+            match (a.offset_ns, a.seq).cmp(&(b.offset_ns, b.seq)) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal if a.tag.zip(b.tag).is_some_and(|(x, y)| x < y) => {}
+                _ => return Err(Error::Mismatch("entries out of order")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Checks a verified index against the announced root and returns the verified leaf
+/// bytes (they start with header and index, and may hold some slots too).
+pub fn verify(part: &IndexPart, summary: &Summary) -> Result<Vec<u8>, Error> {
+    let IndexPart::Verified { leaves, proof } = part else {
+        return Err(Error::Mismatch("not a verified index"));
+    };
+    let geometry = crate::merkle::Geometry::new(summary.blob_len() as u64, window::LEAF_SIZE)
+        .map_err(|_| Error::Mismatch("blob length"))?;
+    let range = geometry.chunks_covering(0..summary.header().prefix_len() as u64);
+    let proof = crate::merkle::Proof::<crate::merkle::Blake3>::from_bytes(proof).map_err(|_| Error::Mismatch("proof bytes"))?;
+    geometry.verify(&summary.root, range, leaves, &proof).map_err(|_| Error::Mismatch("proof does not verify"))?;
+    let header = window::Header::parse(leaves).map_err(|_| Error::Mismatch("header"))?;
+    if header != summary.header() {
+        return Err(Error::Mismatch("header"));
+    }
+    Ok(leaves.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Kind, Readings, Record, StreamId};
+    use crate::wire::Dialect;
+
+    fn rec(seq: u64, t_ms: u64) -> Record {
+        Record {
+            stream: StreamId::new(Dialect::Iotstream, 7),
+            device_time_ns: 1_800_000_000_000_000_000 + t_ms * 1_000_000,
+            seq,
+            timestamp_raw: t_ms,
+            kind: Kind::Data,
+            readings: Readings::Batch(vec![seq as f32]),
+        }
+    }
+
+    fn summary(blob: &[u8]) -> Summary {
+        super::super::summarize(blob, &Table::default()).expect("summary")
+    }
+
+    #[test]
+    fn compact_index_round_trips_with_tags_only_on_ties() {
+        let mut records: Vec<Record> = (0..50).map(|i| rec(i, i * 1000)).collect();
+        let mut twin = rec(10, 10_000);
+        twin.readings = Readings::Batch(vec![-1.0]); // a conflict: same (time, seq)
+        records.push(twin);
+        let blob = window::encode(records[0].stream, window::start(records[0].device_time_ns), &records).expect("blob");
+        let (header, entries) = window::index(&blob).expect("index");
+        let part = IndexPart::compact(&header, &entries);
+        let IndexPart::Compact { tags, columns, .. } = &part else { panic!() };
+        assert_eq!(tags.len(), 2);
+        assert!(columns.len() < 20, "regular times and seqs pack to a few bytes: {}", columns.len());
+        let got = part.entries(&summary(&blob)).expect("entries");
+        assert_eq!(got.len(), entries.len());
+        for (g, e) in got.iter().zip(&entries) {
+            assert_eq!((g.offset_ns, g.seq), (e.offset_ns, e.seq));
+            assert!(g.tag.is_none() || g.tag == Some(e.tag));
+        }
+        let bytes = encode(&Response::Index(part.clone()));
+        assert_eq!(decode::<Response>(&bytes).expect("decode"), Response::Index(part));
+    }
+
+    #[test]
+    fn a_compact_index_that_disagrees_with_the_summary_is_refused() {
+        let records: Vec<Record> = (0..20).map(|i| rec(i, i * 1000)).collect();
+        let blob = window::encode(records[0].stream, window::start(records[0].device_time_ns), &records).expect("blob");
+        let (header, entries) = window::index(&blob).expect("index");
+        let s = summary(&blob);
+        let part = IndexPart::compact(&header, &entries);
+        let IndexPart::Compact { columns, slot_size, tags, .. } = part.clone() else { panic!() };
+        let wrong_count = IndexPart::Compact { count: 19, slot_size, columns: columns.clone(), tags: tags.clone() };
+        assert!(wrong_count.entries(&s).is_err());
+        let truncated = IndexPart::Compact { count: 20, slot_size, columns: columns[..columns.len() - 1].to_vec(), tags };
+        assert!(truncated.entries(&s).is_err());
+    }
+
+    #[test]
+    fn a_verified_index_checks_against_the_root() {
+        let records: Vec<Record> = (0..400).map(|i| rec(i, i * 100)).collect();
+        let blob = window::encode(records[0].stream, window::start(records[0].device_time_ns), &records).expect("blob");
+        let tree = window::outboard(&blob).expect("tree");
+        let s = summary(&blob);
+        let part = IndexPart::verified(&blob, &tree).expect("part");
+        let leaves = verify(&part, &s).expect("verifies");
+        assert!(leaves.len() >= s.header().prefix_len());
+        let IndexPart::Verified { mut leaves, proof } = part else { panic!() };
+        leaves[100] ^= 1;
+        assert!(verify(&IndexPart::Verified { leaves, proof }, &s).is_err());
+    }
+
+    #[test]
+    fn hostile_bytes_give_errors() {
+        assert!(decode::<Request>(&[]).is_err());
+        assert!(decode::<Response>(&[0xff; 64]).is_err());
+        assert!(decode::<Announce>(&vec![0xfe; MAX_MESSAGE + 1]).is_err());
+        // A length prefix claiming gigabytes is refused without allocating them.
+        assert!(decode::<Response>(&[3, 0xfc, 0xff, 0xff, 0xff, 0x7f]).is_err());
+    }
+}

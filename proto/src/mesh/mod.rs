@@ -1,0 +1,207 @@
+//! The mesh protocol: what nodes tell each other about the windows they hold, and how a
+//! node repairs a window from its peers. Pure, like the rest of `proto`: the node's
+//! overlay carries the bytes, its store answers [`Holdings`], and time is passed in.
+//!
+//! - [`message`]: the gossip announcement, the repair protocol's requests and responses,
+//!   and their byte form (`docs/protocol.md`, "Mesh").
+//! - [`serve`]: a holder's side — answer one request from what it holds.
+//! - [`reconcile`]: a requester's side — the state machine that learns what peers hold
+//!   (gossip and periodic summary exchange) and repairs windows from every holder at once
+//!   with RaptorQ symbols, verified against the announced root before anything is kept.
+//!
+//! A window's **records** converge through repair; its **provenance** (which node heard
+//! which record directly) converges separately, once two nodes hold the same root, by
+//! exchanging [`Table`]s — a grow-only set per record, merged by union.
+
+pub mod message;
+pub mod reconcile;
+pub mod serve;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Record, StreamId};
+use crate::window::{self, Root};
+
+pub use message::{Announce, IndexPart, Request, Response, StreamDigest, Summary};
+pub use reconcile::{Action, Blame, Config, Reconciler, Repaired, RequestId, Stats};
+
+/// One window: a stream and the start of its span of device time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowId {
+    pub stream: StreamId,
+    pub start: u64,
+}
+
+impl std::fmt::Display for WindowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.stream, self.start / 1_000_000_000)
+    }
+}
+
+/// Which node heard which record of one window directly: for each node (by name, sorted),
+/// a bitmap over the window's records in key order (bit `i` of byte `i / 8`, least
+/// significant first). Only meaningful together with the root it was made for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    pub nodes: Vec<(String, Vec<u8>)>,
+}
+
+/// Longest node name a table carries (a libp2p peer id in base58 is 52 characters).
+pub const MAX_NODE_NAME: usize = 128;
+/// Most nodes one window's table lists.
+pub const MAX_TABLE_NODES: usize = 256;
+
+impl Table {
+    /// A table from each record's list of nodes (records in key order).
+    pub fn from_heard<'a>(count: usize, heard: impl IntoIterator<Item = (usize, &'a str)>) -> Table {
+        let mut nodes: std::collections::BTreeMap<&str, Vec<u8>> = std::collections::BTreeMap::new();
+        for (i, name) in heard {
+            if i < count {
+                let bits = nodes.entry(name).or_insert_with(|| vec![0; count.div_ceil(8)]);
+                bits[i / 8] |= 1 << (i % 8);
+            }
+        }
+        Table { nodes: nodes.into_iter().map(|(n, b)| (n.to_owned(), b)).collect() }
+    }
+
+    /// The nodes that heard record `i`.
+    pub fn heard(&self, i: usize) -> impl Iterator<Item = &str> {
+        self.nodes.iter().filter(move |(_, b)| b.get(i / 8).is_some_and(|x| x >> (i % 8) & 1 == 1)).map(|(n, _)| n.as_str())
+    }
+
+    /// Whether the table fits a window of `count` records: names sorted, unique, bounded,
+    /// bitmaps of the right length with no bit past `count`.
+    pub fn fits(&self, count: usize) -> bool {
+        let len = count.div_ceil(8);
+        self.nodes.len() <= MAX_TABLE_NODES
+            && self.nodes.windows(2).all(|w| w[0].0 < w[1].0)
+            && self.nodes.iter().all(|(n, b)| {
+                !n.is_empty()
+                    && n.len() <= MAX_NODE_NAME
+                    && b.len() == len
+                    && (count % 8 == 0 || b.last().is_none_or(|x| x >> (count % 8) == 0))
+            })
+    }
+
+    /// Adds everything `other` says (union per node). Both must fit the same window.
+    pub fn merge(&mut self, other: &Table) {
+        for (name, bits) in &other.nodes {
+            match self.nodes.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+                Ok(i) => {
+                    for (a, b) in self.nodes[i].1.iter_mut().zip(bits) {
+                        *a |= b;
+                    }
+                }
+                Err(i) => self.nodes.insert(i, (name.clone(), bits.clone())),
+            }
+        }
+        self.nodes.retain(|(_, b)| b.iter().any(|x| *x != 0));
+    }
+
+    /// 8 bytes of BLAKE3 over the table's bytes: equal tables, equal digests. Nodes with
+    /// no bit set are not listed, so they do not change it.
+    pub fn digest(&self) -> [u8; 8] {
+        let mut h = blake3::Hasher::new();
+        for (name, bits) in self.nodes.iter().filter(|(_, b)| b.iter().any(|x| *x != 0)) {
+            h.update(&(name.len() as u32).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update(&(bits.len() as u32).to_be_bytes());
+            h.update(bits);
+        }
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        out
+    }
+}
+
+/// A window as a holder serves it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The canonical blob (`proto::window`); its root is the window's root.
+    pub blob: std::sync::Arc<Vec<u8>>,
+    /// Its provenance, over the blob's records.
+    pub table: Table,
+}
+
+/// What a node holds, as the mesh protocol asks it. The node implements it over its
+/// store; the simulated mesh in the tests over a map. Only sealed windows count: a
+/// window's summary is that of its last seal.
+pub trait Holdings {
+    /// Our summary of one window, if we hold any of it.
+    fn summary(&self, window: WindowId) -> Option<Summary>;
+    /// The digest of one stream's summaries, if we hold any of it.
+    fn stream(&self, stream: StreamId) -> Option<StreamDigest>;
+    /// Per-stream digests of our summaries, streams after `after`, at most `limit`.
+    fn streams(&self, after: Option<StreamId>, limit: usize) -> Vec<StreamDigest>;
+    /// Our summaries of `stream`'s windows starting after `after`, at most `limit`.
+    fn windows(&self, stream: StreamId, after: Option<u64>, limit: usize) -> Vec<Summary>;
+    /// Our records of a window (to place into a peer's layout).
+    fn records(&self, window: WindowId) -> Vec<Record>;
+    /// The window whose root is `root`, if we hold exactly that set.
+    fn by_root(&self, root: &Root) -> Option<Held>;
+}
+
+/// The digest of one stream: BLAKE3 over its windows' (start, root, provenance digest),
+/// in window order. Two nodes with the same digest hold the same windows with the same
+/// provenance.
+pub fn stream_digest<'a>(stream: StreamId, windows: impl IntoIterator<Item = &'a Summary>) -> StreamDigest {
+    let mut h = blake3::Hasher::new();
+    let mut count = 0u32;
+    for s in windows {
+        h.update(&s.window.start.to_be_bytes());
+        h.update(&s.root);
+        h.update(&s.provenance);
+        count = count.saturating_add(1);
+    }
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    StreamDigest { stream, windows: count, digest }
+}
+
+/// A window's summary from its blob and table.
+pub fn summarize(blob: &[u8], table: &Table) -> Option<Summary> {
+    let header = window::Header::parse(blob).ok()?;
+    let root = window::outboard(blob).ok()?.root();
+    Some(Summary {
+        window: WindowId { stream: header.stream, start: header.start_ns },
+        root,
+        count: header.count,
+        slot_size: header.slot_size,
+        provenance: table.digest(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_merge_by_union_and_digest_ignores_order_of_learning() {
+        let a = Table::from_heard(10, [(0, "a"), (3, "a"), (9, "b")]);
+        let b = Table::from_heard(10, [(1, "b"), (3, "c")]);
+        assert!(a.fits(10) && b.fits(10));
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab, ba);
+        assert_eq!(ab.digest(), ba.digest());
+        assert_ne!(ab.digest(), a.digest());
+        assert_eq!(ab.heard(3).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(ab.heard(9).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(ab.heard(5).count(), 0);
+        let mut again = ab.clone();
+        again.merge(&a);
+        assert_eq!(again, ab);
+    }
+
+    #[test]
+    fn tables_that_do_not_fit_are_refused() {
+        let t = Table::from_heard(10, [(0, "a")]);
+        assert!(!t.fits(20)); // bitmap length
+        let stray = Table { nodes: vec![("a".into(), vec![0, 0b100])] };
+        assert!(!stray.fits(10)); // bit 10 of 10
+        let unsorted = Table { nodes: vec![("b".into(), vec![1, 0]), ("a".into(), vec![1, 0])] };
+        assert!(!unsorted.fits(10));
+    }
+}

@@ -1,0 +1,857 @@
+//! The requester's side of the mesh: learn what peers hold, repair what we lack.
+//!
+//! [`Reconciler`] is a state machine in the quinn-proto style: the node feeds it
+//! announcements, responses and ticks (with the time), and drains [`Action`]s — requests
+//! to send, repaired windows to store, provenance to merge, peers to blame. It reads what
+//! the node holds through [`Holdings`] and does no I/O of its own.
+//!
+//! For each window where a peer announced a root we do not hold, we keep a *target*: the
+//! root, its summary and every peer that announced it. A *session* repairs one target:
+//!
+//! 1. **Index.** Ask one holder for the compact index (times and seqs; tags only on
+//!    ties). Place our own records by (time, seq); the other slots are erasures.
+//! 2. **Symbols.** Ask every holder of the root at once for its share of
+//!    `missing + overhead` repair symbols, each from its own ESI band
+//!    ([`repair::holder_range`]), so no two holders send the same symbol. A failed
+//!    request's share goes to the others; a decode that needs more asks for more.
+//! 3. **Verify.** Fill in the tags of rebuilt slots, rebuild the blob and check its root
+//!    against the announced one. Only then is anything handed to the node to store.
+//!
+//! If the root does not check out, the session starts again in *verified* mode with one
+//! holder at a time: the index comes as Merkle-proven leaves (BEP 52 style), checked
+//! against the root before use, and symbols only from that holder; a holder whose proof
+//! or symbols fail is blamed, dropped from the target, and disconnected after repeats.
+//!
+//! Live gossip is not relied on: every [`Config::sync_interval_ns`] the reconciler
+//! compares per-stream digests with one peer (and with each new peer at once), then the
+//! window summaries of streams that differ, and treats what it learns like announcements.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use super::message::{self, Entry, Request, Response, Summary};
+use super::serve::max_symbols;
+use super::{Holdings, Table, WindowId};
+use crate::record::{Record, StreamId};
+use crate::repair::{self, Decoder, Layout, Symbol};
+use crate::window::{self, IndexEntry, Root};
+
+/// Tuning of the reconciler.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Windows repaired at once.
+    pub max_sessions: usize,
+    /// Repair symbols asked beyond the number missing. Each one makes a failed decode
+    /// about 100× less likely (`docs/benchmarks.md`, "Decode failure"), but windows
+    /// usually miss only a few records, so each also costs a large share of the repair
+    /// bytes. The default, 0, lets about 1 decode in 200 ask for one more symbol.
+    pub overhead: u32,
+    /// Summary exchange with one peer this often (and with each new peer at once).
+    pub sync_interval_ns: u64,
+    /// A session that makes no progress for this long is dropped and retried.
+    pub session_timeout_ns: u64,
+    /// Verification failures after which a peer is disconnected.
+    pub blame_limit: u32,
+    /// Windows with targets remembered at once; more are dropped (and found again by
+    /// the next summary exchange).
+    pub max_wanted: usize,
+    /// Roots remembered as holding nothing we lack.
+    pub max_covered: usize,
+    /// Summary-exchange requests in flight at once.
+    pub max_sync_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_sessions: 32,
+            overhead: 0,
+            sync_interval_ns: 10_000_000_000,
+            session_timeout_ns: 30_000_000_000,
+            blame_limit: 3,
+            max_wanted: 100_000,
+            max_covered: 100_000,
+            max_sync_requests: 8,
+        }
+    }
+}
+
+/// Identifies a request the reconciler sent, so its response finds its way back.
+pub type RequestId = u64;
+
+/// Why a peer was blamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Blame {
+    /// A response that does not decode or does not match what was asked.
+    Malformed,
+    /// An index whose Merkle proof fails against the announced root.
+    BadProof,
+    /// Symbols that rebuilt a window whose root is not the announced one.
+    BadSymbols,
+}
+
+impl Blame {
+    pub fn name(self) -> &'static str {
+        match self {
+            Blame::Malformed => "malformed",
+            Blame::BadProof => "bad_proof",
+            Blame::BadSymbols => "bad_symbols",
+        }
+    }
+}
+
+/// A window rebuilt from peers and verified against its announced root.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repaired {
+    pub window: WindowId,
+    pub root: Root,
+    /// Every record of the rebuilt window (the node keeps those it lacks).
+    pub records: Vec<Record>,
+    /// When the root was first announced to us.
+    pub announced_ns: u64,
+}
+
+/// What the node should do next.
+#[derive(Debug, Clone)]
+pub enum Action<P> {
+    /// Send `request` to `peer`; hand the answer (or the failure) to
+    /// [`Reconciler::handle_response`] with `id`.
+    Send { id: RequestId, peer: P, request: Request },
+    /// Store the records of a repaired window.
+    Store(Repaired),
+    /// Merge a peer's provenance table into ours, if our root is still `root`.
+    Provenance { window: WindowId, root: Root, table: Table },
+    /// A peer sent bad data; `disconnect` once it has done so [`Config::blame_limit`] times.
+    Blame { peer: P, reason: Blame, disconnect: bool },
+}
+
+/// Counters, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub request_failures: u64,
+    pub symbols_requested: u64,
+    pub symbols_received: u64,
+    pub symbols_used: u64,
+    pub symbols_rejected: u64,
+    /// Decodes that needed more symbols than `missing` (RaptorQ's small failure chance).
+    pub decode_failures: u64,
+    /// Rebuilt windows or index proofs that failed against the announced root.
+    pub verification_failures: u64,
+    pub windows_repaired: u64,
+    pub records_repaired: u64,
+    /// Targets found to hold nothing we lack.
+    pub windows_covered: u64,
+    pub announcements_ignored: u64,
+    pub sessions_abandoned: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Compact index from one holder, symbols from all.
+    Compact,
+    /// Merkle-proven index and symbols from one holder.
+    Verified,
+}
+
+struct Target<P> {
+    summary: Summary,
+    holders: BTreeSet<P>,
+    /// Holders already tried alone in verified mode.
+    tried: BTreeSet<P>,
+    announced_ns: u64,
+    /// The last compact attempt failed verification: go verified.
+    escalate: bool,
+}
+
+struct Slots {
+    entries: Vec<Entry>,
+    decoder: Decoder,
+    /// Per holder (index into the session's holders): symbols asked so far.
+    served: Vec<u32>,
+    /// Holders that failed during this session.
+    failed: Vec<bool>,
+    /// Requests in flight: id → (holder index, count).
+    outstanding: BTreeMap<RequestId, (usize, u32)>,
+    /// Slots known from verified leaves or our records (for the blob's assembly).
+    known_tags: Vec<Option<[u8; 8]>>,
+}
+
+enum Phase {
+    Index { id: RequestId },
+    Symbols(Box<Slots>),
+}
+
+struct Session<P> {
+    target: Summary,
+    mode: Mode,
+    holders: Vec<P>,
+    phase: Phase,
+    progress_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Purpose {
+    Session(WindowId),
+    Streams,
+    Windows(StreamId),
+    Provenance { window: WindowId, root: Root, digest: [u8; 8] },
+}
+
+/// A bounded set that forgets its oldest members.
+struct Recent<T: std::hash::Hash + Eq + Clone> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
+    cap: usize,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Recent<T> {
+    fn new(cap: usize) -> Self {
+        Recent { set: HashSet::new(), order: VecDeque::new(), cap: cap.max(1) }
+    }
+    fn insert(&mut self, v: T) {
+        if self.set.insert(v.clone()) {
+            self.order.push_back(v);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+    fn contains(&self, v: &T) -> bool {
+        self.set.contains(v)
+    }
+}
+
+/// The requester's state machine (module docs).
+pub struct Reconciler<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> {
+    config: Config,
+    wanted: BTreeMap<WindowId, BTreeMap<Root, Target<P>>>,
+    sessions: BTreeMap<WindowId, Session<P>>,
+    pending: HashMap<RequestId, (P, Purpose)>,
+    covered: Recent<Root>,
+    provenance_seen: Recent<(Root, [u8; 8])>,
+    blames: BTreeMap<P, u32>,
+    connected: BTreeSet<P>,
+    /// Summary exchange: streams to ask about, per peer.
+    sync_queue: VecDeque<(P, Request)>,
+    next_sync_ns: u64,
+    sync_cursor: Option<P>,
+    next_id: RequestId,
+    out: VecDeque<Action<P>>,
+    stats: Stats,
+}
+
+impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> std::fmt::Debug for Reconciler<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("wanted", &self.wanted.len())
+            .field("sessions", &self.sessions.len())
+            .field("pending", &self.pending.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Our records of a window, by (time offset, seq): their tags and content bytes.
+type Own = BTreeMap<(u64, u64), Vec<([u8; 8], Vec<u8>)>>;
+
+fn own_records(holdings: &dyn Holdings, w: WindowId) -> Own {
+    let mut own: Own = BTreeMap::new();
+    for r in holdings.records(w) {
+        if r.stream != w.stream || window::start(r.device_time_ns) != w.start {
+            continue;
+        }
+        let bytes = r.content_bytes();
+        own.entry((r.device_time_ns - w.start, r.seq)).or_default().push((crate::record::content::tag(&bytes), bytes));
+    }
+    own
+}
+
+impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
+    pub fn new(config: Config) -> Self {
+        Reconciler {
+            covered: Recent::new(config.max_covered),
+            provenance_seen: Recent::new(config.max_covered),
+            config,
+            wanted: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            pending: HashMap::new(),
+            blames: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            sync_queue: VecDeque::new(),
+            next_sync_ns: 0,
+            sync_cursor: None,
+            next_id: 0,
+            out: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Windows with a root we lack, and sessions repairing them.
+    pub fn backlog(&self) -> (usize, usize) {
+        (self.wanted.len(), self.sessions.len())
+    }
+
+    /// Windows for which `peer` announced a root we do not hold (behind us or ahead).
+    pub fn differing(&self, peer: &P) -> usize {
+        self.wanted.values().filter(|t| t.values().any(|t| t.holders.contains(peer))).count()
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll(&mut self) -> Option<Action<P>> {
+        self.out.pop_front()
+    }
+
+    fn banned(&self, peer: &P) -> bool {
+        self.blames.get(peer).is_some_and(|b| *b >= self.config.blame_limit)
+    }
+
+    fn send(&mut self, peer: P, request: Request, purpose: Purpose) -> RequestId {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.stats.requests += 1;
+        self.pending.insert(id, (peer.clone(), purpose));
+        self.out.push_back(Action::Send { id, peer, request });
+        id
+    }
+
+    fn blame(&mut self, peer: &P, reason: Blame) {
+        let count = self.blames.entry(peer.clone()).or_insert(0);
+        *count += 1;
+        let disconnect = *count >= self.config.blame_limit;
+        self.out.push_back(Action::Blame { peer: peer.clone(), reason, disconnect });
+        if disconnect {
+            // Forget it as a holder everywhere.
+            for targets in self.wanted.values_mut() {
+                for t in targets.values_mut() {
+                    t.holders.remove(peer);
+                }
+            }
+            self.connected.remove(peer);
+        }
+    }
+
+    /// A peer connected: exchange summaries with it now.
+    pub fn peer_up(&mut self, peer: P, now_ns: u64) {
+        let _ = now_ns;
+        if self.banned(&peer) {
+            return;
+        }
+        if self.connected.insert(peer.clone()) {
+            self.sync_queue.push_back((peer, Request::Streams { after: None }));
+        }
+    }
+
+    /// A peer went away: it no longer serves anything.
+    pub fn peer_down(&mut self, peer: &P) {
+        self.connected.remove(peer);
+        self.sync_queue.retain(|(p, _)| p != peer);
+    }
+
+    /// Summaries a peer announced (by gossip, or in the summary exchange).
+    pub fn handle_announce(&mut self, peer: P, windows: &[Summary], now_ns: u64, holdings: &dyn Holdings) {
+        if self.banned(&peer) {
+            self.stats.announcements_ignored += windows.len() as u64;
+            return;
+        }
+        for s in windows {
+            if !s.check() {
+                self.stats.announcements_ignored += 1;
+                continue;
+            }
+            let local = holdings.summary(s.window);
+            if local.is_some_and(|l| l.root == s.root) {
+                self.drop_target(s.window, &s.root);
+                let differs = local.is_some_and(|l| l.provenance != s.provenance);
+                if differs && !self.provenance_seen.contains(&(s.root, s.provenance)) {
+                    self.provenance_seen.insert((s.root, s.provenance));
+                    let purpose = Purpose::Provenance { window: s.window, root: s.root, digest: s.provenance };
+                    self.send(peer.clone(), Request::Provenance { root: s.root }, purpose);
+                }
+                continue;
+            }
+            if self.covered.contains(&s.root) {
+                continue;
+            }
+            if !self.wanted.contains_key(&s.window) && self.wanted.len() >= self.config.max_wanted {
+                self.stats.announcements_ignored += 1;
+                continue;
+            }
+            let targets = self.wanted.entry(s.window).or_default();
+            let t = targets.entry(s.root).or_insert_with(|| Target {
+                summary: *s,
+                holders: BTreeSet::new(),
+                tried: BTreeSet::new(),
+                announced_ns: now_ns,
+                escalate: false,
+            });
+            t.holders.insert(peer.clone());
+        }
+        self.start_sessions(now_ns, holdings);
+    }
+
+    /// Our copy of `window` changed (new records sealed, a repair stored, provenance
+    /// merged): targets we now hold are done.
+    pub fn handle_local(&mut self, window: WindowId, holdings: &dyn Holdings, now_ns: u64) {
+        if let Some(local) = holdings.summary(window) {
+            self.drop_target(window, &local.root);
+        }
+        self.start_sessions(now_ns, holdings);
+    }
+
+    fn drop_target(&mut self, window: WindowId, root: &Root) {
+        if let Some(targets) = self.wanted.get_mut(&window) {
+            targets.remove(root);
+            if targets.is_empty() {
+                self.wanted.remove(&window);
+            }
+        }
+    }
+
+    /// Time passes: summary exchange, stalled sessions, new sessions.
+    pub fn tick(&mut self, now_ns: u64, holdings: &dyn Holdings) {
+        if now_ns >= self.next_sync_ns && !self.connected.is_empty() {
+            self.next_sync_ns = now_ns + self.config.sync_interval_ns;
+            let next = match &self.sync_cursor {
+                Some(c) => self.connected.range((std::ops::Bound::Excluded(c.clone()), std::ops::Bound::Unbounded)).next(),
+                None => None,
+            }
+            .or_else(|| self.connected.iter().next())
+            .cloned();
+            if let Some(peer) = next {
+                self.sync_cursor = Some(peer.clone());
+                self.sync_queue.push_back((peer, Request::Streams { after: None }));
+            }
+        }
+        let stalled: Vec<WindowId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now_ns.saturating_sub(s.progress_ns) > self.config.session_timeout_ns)
+            .map(|(w, _)| *w)
+            .collect();
+        for w in stalled {
+            self.stats.sessions_abandoned += 1;
+            self.end_session(w);
+        }
+        self.start_sessions(now_ns, holdings);
+    }
+
+    fn pump_sync(&mut self) {
+        let in_flight = self
+            .pending
+            .values()
+            .filter(|(_, p)| matches!(p, Purpose::Streams | Purpose::Windows(_)))
+            .count();
+        for _ in in_flight..self.config.max_sync_requests {
+            let Some((peer, request)) = self.sync_queue.pop_front() else { break };
+            let purpose = match &request {
+                Request::Windows { stream, .. } => Purpose::Windows(*stream),
+                _ => Purpose::Streams,
+            };
+            self.send(peer, request, purpose);
+        }
+    }
+
+    fn end_session(&mut self, w: WindowId) {
+        if let Some(s) = self.sessions.remove(&w) {
+            let ids: Vec<RequestId> = match s.phase {
+                Phase::Index { id } => vec![id],
+                Phase::Symbols(slots) => slots.outstanding.keys().copied().collect(),
+            };
+            for id in ids {
+                self.pending.remove(&id);
+            }
+        }
+    }
+
+    fn start_sessions(&mut self, now_ns: u64, holdings: &dyn Holdings) {
+        self.pump_sync();
+        if self.sessions.len() >= self.config.max_sessions {
+            return;
+        }
+        let candidates: Vec<WindowId> =
+            self.wanted.keys().filter(|w| !self.sessions.contains_key(w)).copied().collect();
+        for w in candidates {
+            if self.sessions.len() >= self.config.max_sessions {
+                break;
+            }
+            let local = holdings.summary(w);
+            let Some(targets) = self.wanted.get_mut(&w) else { continue };
+            targets.retain(|root, t| {
+                t.holders.retain(|h| !t.tried.contains(h) || !t.escalate);
+                local.is_none_or(|l| l.root != *root) && !t.holders.is_empty()
+            });
+            // The biggest set first: it is the most likely to hold what we lack.
+            let Some(target) = targets.values().max_by_key(|t| (t.summary.count, std::cmp::Reverse(t.summary.root))) else {
+                self.wanted.remove(&w);
+                continue;
+            };
+            let summary = target.summary;
+            if summary.count > Layout::MAX_SLOTS {
+                // One source block per window; windows this big are not repairable yet.
+                self.stats.announcements_ignored += 1;
+                self.drop_target(w, &summary.root);
+                continue;
+            }
+            let (mode, holders): (Mode, Vec<P>) = if target.escalate {
+                let Some(h) = target.holders.iter().find(|h| !target.tried.contains(*h)).cloned() else {
+                    self.drop_target(w, &summary.root);
+                    continue;
+                };
+                (Mode::Verified, vec![h])
+            } else {
+                (Mode::Compact, target.holders.iter().cloned().collect())
+            };
+            let Some(first) = holders.first().cloned() else { continue };
+            let verified = mode == Mode::Verified;
+            let id = self.send(first, Request::Index { root: summary.root, verified }, Purpose::Session(w));
+            self.sessions.insert(w, Session { target: summary, mode, holders, phase: Phase::Index { id }, progress_ns: now_ns });
+        }
+    }
+
+    /// The answer to request `id`: the peer's response bytes decoded, or `None` if the
+    /// request failed (timeout, disconnect, undecodable answer).
+    pub fn handle_response(&mut self, id: RequestId, response: Option<Response>, now_ns: u64, holdings: &dyn Holdings) {
+        let Some((peer, purpose)) = self.pending.remove(&id) else { return };
+        if response.is_none() {
+            self.stats.request_failures += 1;
+        }
+        match purpose {
+            Purpose::Streams => self.on_streams(peer, response, holdings),
+            Purpose::Windows(stream) => self.on_windows(peer, stream, response, now_ns, holdings),
+            Purpose::Provenance { window, root, digest } => match response {
+                Some(Response::Provenance { table }) => {
+                    let fits = holdings.summary(window).is_some_and(|l| l.root == root && table.fits(l.count as usize));
+                    if fits {
+                        self.out.push_back(Action::Provenance { window, root, table });
+                    } else if holdings.summary(window).is_some_and(|l| l.root == root) {
+                        self.blame(&peer, Blame::Malformed);
+                    }
+                }
+                // Not held any more (its root moved on), or failed: ask again when next announced.
+                _ => self.provenance_seen.set.retain(|x| *x != (root, digest)),
+            },
+            Purpose::Session(w) => self.on_session(w, id, peer, response, now_ns, holdings),
+        }
+        self.start_sessions(now_ns, holdings);
+    }
+
+    fn on_streams(&mut self, peer: P, response: Option<Response>, holdings: &dyn Holdings) {
+        let Some(Response::Streams { digests, more }) = response else { return };
+        for d in &digests {
+            if holdings.stream(d.stream).is_none_or(|mine| mine.digest != d.digest) && self.sync_queue.len() < 100_000 {
+                self.sync_queue.push_back((peer.clone(), Request::Windows { stream: d.stream, after: None }));
+            }
+        }
+        if more {
+            if let Some(last) = digests.last() {
+                self.sync_queue.push_back((peer, Request::Streams { after: Some(last.stream) }));
+            }
+        }
+    }
+
+    fn on_windows(&mut self, peer: P, stream: StreamId, response: Option<Response>, now_ns: u64, holdings: &dyn Holdings) {
+        let Some(Response::Windows { windows, more }) = response else { return };
+        if windows.iter().any(|s| s.window.stream != stream) {
+            self.blame(&peer, Blame::Malformed);
+            return;
+        }
+        self.handle_announce(peer.clone(), &windows, now_ns, holdings);
+        if more {
+            if let Some(last) = windows.last() {
+                self.sync_queue.push_back((peer, Request::Windows { stream, after: Some(last.window.start) }));
+            }
+        }
+    }
+
+    fn on_session(&mut self, w: WindowId, id: RequestId, peer: P, response: Option<Response>, now_ns: u64, holdings: &dyn Holdings) {
+        let Some(mut session) = self.sessions.remove(&w) else { return };
+        session.progress_ns = now_ns;
+        let outcome = match &mut session.phase {
+            Phase::Index { .. } => self.on_index(&mut session, peer, response, holdings),
+            Phase::Symbols(_) => self.on_symbols(&mut session, id, peer, response),
+        };
+        match outcome {
+            Step::Continue => {
+                self.sessions.insert(w, session);
+            }
+            Step::Done => {
+                let ids: Vec<RequestId> = match &session.phase {
+                    Phase::Symbols(s) => s.outstanding.keys().copied().collect(),
+                    Phase::Index { .. } => Vec::new(),
+                };
+                for id in ids {
+                    self.pending.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Marks `peer` as unable to serve this target (not found, or failed verified mode).
+    fn drop_holder(&mut self, w: WindowId, root: &Root, peer: &P) {
+        if let Some(t) = self.wanted.get_mut(&w).and_then(|t| t.get_mut(root)) {
+            t.holders.remove(peer);
+        }
+    }
+
+    fn escalate(&mut self, w: WindowId, root: &Root, tried: Option<&P>) {
+        if let Some(t) = self.wanted.get_mut(&w).and_then(|t| t.get_mut(root)) {
+            t.escalate = true;
+            if let Some(p) = tried {
+                t.tried.insert(p.clone());
+            }
+        }
+    }
+
+    fn on_index(&mut self, session: &mut Session<P>, peer: P, response: Option<Response>, holdings: &dyn Holdings) -> Step {
+        let target = session.target;
+        let w = target.window;
+        let part = match response {
+            Some(Response::Index(part)) => part,
+            Some(Response::NotFound) | None => {
+                self.drop_holder(w, &target.root, &peer);
+                return Step::Done;
+            }
+            Some(_) => {
+                self.blame(&peer, Blame::Malformed);
+                self.drop_holder(w, &target.root, &peer);
+                return Step::Done;
+            }
+        };
+        let own = own_records(holdings, w);
+        let slot = usize::from(target.slot_size);
+        let (entries, verified_leaves) = match session.mode {
+            Mode::Compact => match part.entries(&target) {
+                Ok(e) => (e, None),
+                Err(_) => {
+                    self.blame(&peer, Blame::Malformed);
+                    self.drop_holder(w, &target.root, &peer);
+                    return Step::Done;
+                }
+            },
+            Mode::Verified => match message::verify(&part, &target) {
+                Ok(leaves) => match window::index(&leaves) {
+                    Ok((_, entries)) => {
+                        let e = entries.iter().map(|e| Entry { offset_ns: e.offset_ns, seq: e.seq, tag: Some(e.tag) }).collect();
+                        (e, Some(leaves))
+                    }
+                    Err(_) => {
+                        self.stats.verification_failures += 1;
+                        self.blame(&peer, Blame::BadProof);
+                        self.escalate(w, &target.root, Some(&peer));
+                        return Step::Done;
+                    }
+                },
+                Err(_) => {
+                    self.stats.verification_failures += 1;
+                    self.blame(&peer, Blame::BadProof);
+                    self.escalate(w, &target.root, Some(&peer));
+                    return Step::Done;
+                }
+            },
+        };
+        // Place what we hold: our records by key, and slots inside verified leaves.
+        let prefix_len = target.header().prefix_len();
+        let mut present: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut known_tags = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let from_leaves = verified_leaves.as_ref().and_then(|l| l.get(prefix_len + i * slot..prefix_len + (i + 1) * slot));
+            if let (Some(bytes), Some(tag)) = (from_leaves, e.tag) {
+                present.push((i as u32, bytes.to_vec()));
+                known_tags.push(Some(tag));
+                continue;
+            }
+            let mine = own.get(&(e.offset_ns, e.seq)).map(Vec::as_slice).unwrap_or_default();
+            let found = match e.tag {
+                Some(tag) => mine.iter().find(|(t, _)| *t == tag),
+                None if mine.len() == 1 => mine.first(),
+                None => None,
+            };
+            match found {
+                Some((tag, bytes)) if bytes.len() <= slot => {
+                    let mut s = bytes.clone();
+                    s.resize(slot, 0);
+                    present.push((i as u32, s));
+                    known_tags.push(Some(*tag));
+                }
+                _ => known_tags.push(e.tag),
+            }
+        }
+        let Ok(layout) = Layout::new(slot, entries.len()) else {
+            self.drop_target(w, &target.root);
+            return Step::Done;
+        };
+        let Ok(decoder) = Decoder::new(layout, present.iter().map(|(i, b)| (*i, b.as_slice()))) else {
+            self.drop_target(w, &target.root);
+            return Step::Done;
+        };
+        let n = session.holders.len();
+        let mut slots = Box::new(Slots {
+            entries,
+            decoder,
+            served: vec![0; n],
+            failed: vec![false; n],
+            outstanding: BTreeMap::new(),
+            known_tags,
+        });
+        if slots.decoder.missing() == 0 {
+            // We hold every record of the target (or the verified leaves held the rest).
+            return match slots.decoder.try_finish() {
+                Some(slot_part) => self.verify_and_store(session, &slots, slot_part),
+                None => Step::Done,
+            };
+        }
+        let want = slots.decoder.missing() + self.config.overhead;
+        self.ask(session, &mut slots, want);
+        session.phase = Phase::Symbols(slots);
+        Step::Continue
+    }
+
+    /// Asks the session's working holders for `want` more symbols, split evenly.
+    fn ask(&mut self, session: &Session<P>, slots: &mut Slots, want: u32) {
+        let layout = slots.decoder.layout();
+        let working: Vec<usize> = (0..session.holders.len()).filter(|i| !slots.failed[*i]).collect();
+        let w = session.target.window;
+        for (k, count) in repair::split(want, working.len() as u32).enumerate() {
+            let i = working[k];
+            let mut left = count;
+            while left > 0 {
+                let chunk = left.min(max_symbols(&layout));
+                let Ok(range) = repair::holder_range(&layout, i as u32, slots.served[i], chunk) else {
+                    slots.failed[i] = true;
+                    break;
+                };
+                slots.served[i] += chunk;
+                left -= chunk;
+                self.stats.symbols_requested += u64::from(chunk);
+                let request = Request::Symbols { root: session.target.root, start: range.start, count: range.count };
+                let id = self.send(session.holders[i].clone(), request, Purpose::Session(w));
+                slots.outstanding.insert(id, (i, chunk));
+            }
+        }
+    }
+
+    fn on_symbols(&mut self, session: &mut Session<P>, id: RequestId, peer: P, response: Option<Response>) -> Step {
+        let phase = std::mem::replace(&mut session.phase, Phase::Index { id: 0 });
+        let Phase::Symbols(mut slots) = phase else {
+            session.phase = phase;
+            return Step::Continue;
+        };
+        let step = self.on_symbols_inner(session, &mut slots, id, peer, response);
+        session.phase = Phase::Symbols(slots);
+        step
+    }
+
+    fn on_symbols_inner(&mut self, session: &mut Session<P>, slots: &mut Slots, id: RequestId, peer: P, response: Option<Response>) -> Step {
+        let w = session.target.window;
+        let Some((holder, count)) = slots.outstanding.remove(&id) else { return Step::Continue };
+        let layout = slots.decoder.layout();
+        match response {
+            Some(Response::Symbols { data }) if data.len() % layout.symbol_len() == 0 && data.len() / layout.symbol_len() <= count as usize => {
+                for bytes in data.chunks_exact(layout.symbol_len()) {
+                    self.stats.symbols_received += 1;
+                    match Symbol::from_bytes(bytes, &layout).map(|s| slots.decoder.push(s)) {
+                        Ok(Ok(p)) if p.symbol == repair::Disposition::Used => self.stats.symbols_used += 1,
+                        Ok(Ok(_)) => {}
+                        _ => self.stats.symbols_rejected += 1,
+                    }
+                }
+            }
+            other => {
+                if !matches!(other, None | Some(Response::NotFound)) {
+                    self.blame(&peer, Blame::Malformed);
+                }
+                slots.failed[holder] = true;
+                self.drop_holder(w, &session.target.root, &peer);
+            }
+        }
+        if slots.decoder.ready() {
+            if let Some(slot_part) = slots.decoder.try_finish() {
+                return self.verify_and_store(session, slots, slot_part);
+            }
+            self.stats.decode_failures += 1;
+        }
+        if slots.outstanding.is_empty() {
+            if slots.failed.iter().all(|f| *f) {
+                return Step::Done;
+            }
+            let need = slots.decoder.needed().max(1);
+            self.ask(session, slots, need);
+            if slots.outstanding.is_empty() {
+                return Step::Done;
+            }
+        }
+        Step::Continue
+    }
+
+    /// Fills in the rebuilt slots' tags, rebuilds the blob and checks its root: the only
+    /// way records leave a session. On a mismatch, compact mode goes verified; verified
+    /// mode blames its one holder.
+    fn verify_and_store(&mut self, session: &Session<P>, slots: &Slots, slot_part: Vec<u8>) -> Step {
+        let target = session.target;
+        let w = target.window;
+        let slot = usize::from(target.slot_size);
+        let mut entries = Vec::with_capacity(slots.entries.len());
+        let mut ok = true;
+        for (i, e) in slots.entries.iter().enumerate() {
+            let tag = match slots.known_tags[i] {
+                Some(t) => t,
+                None => match window::slot_tag(&slot_part[i * slot..(i + 1) * slot]) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        ok = false;
+                        [0; 8]
+                    }
+                },
+            };
+            entries.push(IndexEntry { offset_ns: e.offset_ns, seq: e.seq, tag });
+        }
+        let blob = ok.then(|| [window::prefix(&target.header(), &entries), slot_part].concat());
+        let root = blob.as_ref().and_then(|b| window::outboard(b).ok()).map(|t| t.root());
+        let records = match (root, &blob) {
+            (Some(r), Some(b)) if r == target.root => window::decode(b).ok().map(|(_, recs)| recs),
+            _ => None,
+        };
+        match records {
+            Some(records) => {
+                let missing = u64::from(slots.decoder.missing());
+                let announced_ns =
+                    self.wanted.get(&w).and_then(|t| t.get(&target.root)).map_or(0, |t| t.announced_ns);
+                self.drop_target(w, &target.root);
+                self.covered.insert(target.root);
+                if missing == 0 {
+                    self.stats.windows_covered += 1;
+                } else {
+                    self.stats.windows_repaired += 1;
+                    self.stats.records_repaired += missing;
+                    self.out.push_back(Action::Store(Repaired { window: w, root: target.root, records, announced_ns }));
+                }
+            }
+            None => {
+                self.stats.verification_failures += 1;
+                match session.mode {
+                    // Our guess of a tag may be wrong (a conflict), or a holder lied:
+                    // start again with proofs, one holder at a time.
+                    Mode::Compact => self.escalate(w, &target.root, None),
+                    Mode::Verified => {
+                        let h = session.holders[0].clone();
+                        self.blame(&h, Blame::BadSymbols);
+                        self.escalate(w, &target.root, Some(&h));
+                    }
+                }
+            }
+        }
+        Step::Done
+    }
+}
+
+enum Step {
+    Continue,
+    Done,
+}

@@ -1,0 +1,82 @@
+//! A holder's side of the repair protocol: one response per request, from what the node
+//! holds. Bounded: a page of summaries, at most [`MAX_SYMBOL_BYTES`] of symbols.
+
+use super::message::{IndexPart, Request, Response, MAX_PAGE};
+use super::Holdings;
+use crate::repair::{EncoderCache, EsiRange, Layout};
+use crate::window;
+
+/// Most symbol bytes in one response; a requester wanting more asks again.
+pub const MAX_SYMBOL_BYTES: usize = 1 << 20;
+
+/// The most symbols of `layout` one response carries.
+pub fn max_symbols(layout: &Layout) -> u32 {
+    (MAX_SYMBOL_BYTES / layout.symbol_len()).max(1) as u32
+}
+
+/// Answers `request` from `holdings`; `encoders` keeps RaptorQ encoders of windows
+/// being repaired from us.
+pub fn respond(request: &Request, holdings: &dyn Holdings, encoders: &mut EncoderCache) -> Response {
+    match request {
+        Request::Streams { after } => {
+            let mut digests = holdings.streams(*after, MAX_PAGE + 1);
+            let more = digests.len() > MAX_PAGE;
+            digests.truncate(MAX_PAGE);
+            Response::Streams { digests, more }
+        }
+        Request::Windows { stream, after } => {
+            let mut windows = holdings.windows(*stream, *after, MAX_PAGE + 1);
+            let more = windows.len() > MAX_PAGE;
+            windows.truncate(MAX_PAGE);
+            Response::Windows { windows, more }
+        }
+        Request::Index { root, verified } => {
+            let Some(held) = holdings.by_root(root) else { return Response::NotFound };
+            let Ok((header, entries)) = window::index(&held.blob) else { return Response::NotFound };
+            if *verified {
+                match window::outboard(&held.blob).ok().and_then(|tree| IndexPart::verified(&held.blob, &tree)) {
+                    Some(part) => Response::Index(part),
+                    None => Response::NotFound,
+                }
+            } else {
+                Response::Index(IndexPart::compact(&header, &entries))
+            }
+        }
+        Request::Symbols { root, start, count } => {
+            // A cached encoder spares loading the window.
+            let encoder = match encoders.get(root) {
+                Some(encoder) => encoder,
+                None => {
+                    let Some(held) = holdings.by_root(root) else { return Response::NotFound };
+                    let Ok(header) = window::Header::parse(&held.blob) else { return Response::NotFound };
+                    let Ok(layout) = Layout::new(usize::from(header.slot_size), header.count as usize) else {
+                        return Response::Refused;
+                    };
+                    match encoders.get_or_build(*root, layout, &held.blob[header.prefix_len()..]) {
+                        Ok(encoder) => encoder,
+                        Err(_) => return Response::Refused,
+                    }
+                }
+            };
+            let layout = encoder.layout();
+            let range = EsiRange { start: *start, count: (*count).min(max_symbols(&layout)) };
+            if u64::from(range.start) < u64::from(layout.slots()) || range.end() > u64::from(crate::repair::ESI_LIMIT) {
+                return Response::Refused;
+            }
+            match encoder.repair(range) {
+                Ok(symbols) => {
+                    let mut data = Vec::with_capacity(symbols.len() * layout.symbol_len());
+                    for s in &symbols {
+                        s.write_to(&mut data);
+                    }
+                    Response::Symbols { data }
+                }
+                Err(_) => Response::Refused,
+            }
+        }
+        Request::Provenance { root } => match holdings.by_root(root) {
+            Some(held) => Response::Provenance { table: held.table },
+            None => Response::NotFound,
+        },
+    }
+}
