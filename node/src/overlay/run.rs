@@ -1,0 +1,562 @@
+//! The event loop: owns the swarm, serves [`Command`]s, turns swarm events into [`Event`]s.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId, ValidationMode};
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
+use libp2p::{allow_block_list, connection_limits, identify, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{self, Codec};
+use super::{
+    split_bootstrap, stream_protocol, Command, Config, Counters, Error, Event, ListenState, PeerInfo, RequestError,
+    Validator,
+};
+
+/// The largest gossip message on the wire (data, signature, key, topic and framing).
+const MAX_TRANSMIT_SIZE: usize = 64 * 1024;
+/// How often bans are checked for expiry.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Connections kept to one peer at most (a simultaneous dial from both ends makes two).
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    // The gatekeepers come first so that a denied connection never reaches the others.
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    repair: request_response::Behaviour<Codec>,
+}
+
+/// What the loop knows of one connected peer.
+#[derive(Debug)]
+struct PeerState {
+    connections: HashMap<ConnectionId, Multiaddr>,
+    since: Instant,
+    /// Set once identify showed the peer is of this mesh ([`Event::PeerUp`] was sent).
+    agent: Option<String>,
+}
+
+/// An inbound request handed to the node, waiting for its answer.
+type Answer = (PeerId, ResponseChannel<Vec<u8>>, Option<Vec<u8>>);
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    validate: Validator,
+    counters: Arc<Counters>,
+    listen: watch::Sender<ListenState>,
+    unreported: HashSet<libp2p::core::transport::ListenerId>,
+    topic: IdentTopic,
+    protocol_version: String,
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+    max_peers: usize,
+    max_inbound_per_peer: usize,
+    max_response_bytes: usize,
+    request_timeout: Duration,
+    refresh: Duration,
+    peers: HashMap<PeerId, PeerState>,
+    outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, RequestError>>>,
+    inbound: HashMap<PeerId, usize>,
+    answers: FuturesUnordered<BoxFuture<'static, Answer>>,
+    bans: HashMap<PeerId, Instant>,
+}
+
+fn setup<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Setup(format!("{what}: {e}"))
+}
+
+fn behaviour(config: &Config, keypair: &Keypair, counters: Arc<Counters>) -> Result<Behaviour, Error> {
+    let local = keypair.public().to_peer_id();
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new(config.protocol_version(), keypair.public())
+            .with_agent_version(format!("telemesh/{}", env!("CARGO_PKG_VERSION"))),
+    );
+
+    let mut kad_config = kad::Config::new(stream_protocol(config.kad_protocol())?);
+    // Peers only; nothing a remote stores is kept.
+    kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_config);
+    kad.set_mode(Some(kad::Mode::Server));
+
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(500))
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_TRANSMIT_SIZE)
+        .message_id_fn(|message: &gossipsub::Message| MessageId::from(blake3::hash(&message.data).as_bytes().to_vec()))
+        // Small meshes of 2-4 nodes must work: one mesh peer is enough, and a publisher sends to
+        // every subscribed peer it is connected to.
+        .mesh_n_low(1)
+        .mesh_n(3)
+        .mesh_n_high(6)
+        .mesh_outbound_min(1)
+        .flood_publish(true)
+        .build()
+        .map_err(setup("gossipsub configuration"))?;
+    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), gossip_config)
+        .map_err(setup("gossipsub"))?;
+    gossipsub.subscribe(&IdentTopic::new(config.topic())).map_err(setup("gossipsub subscription"))?;
+
+    let codec = Codec { max_request: config.max_request_bytes, max_response: config.max_response_bytes, counters };
+    let repair = request_response::Behaviour::with_codec(
+        codec,
+        [(stream_protocol(config.repair_protocol())?, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(config.request_timeout),
+    );
+
+    let max_peers = u32::try_from(config.max_peers).unwrap_or(u32::MAX);
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(max_peers))
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+            .with_max_pending_incoming(Some(max_peers))
+            .with_max_pending_outgoing(Some(max_peers)),
+    );
+
+    Ok(Behaviour { blocked: Default::default(), limits, identify, kad, gossipsub, repair })
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        config: &Config,
+        keypair: &Keypair,
+        validate: Validator,
+        counters: Arc<Counters>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+        listen: watch::Sender<ListenState>,
+    ) -> Result<EventLoop, Error> {
+        let bootstrap = config.bootstrap.iter().map(split_bootstrap).collect::<Result<Vec<_>, _>>()?;
+        let behaviour = behaviour(config, keypair, Arc::clone(&counters))?;
+        let idle = config.idle_timeout;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(setup("tcp transport"))?
+            .with_quic()
+            .with_behaviour(move |_| behaviour)
+            .map_err(setup("behaviour"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build();
+
+        let mut unreported = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm.listen_on(addr.clone()).map_err(|source| Error::Listen { addr: addr.clone(), source })?;
+            unreported.insert(id);
+        }
+        listen.send_replace(ListenState { addrs: Vec::new(), unreported: unreported.len() });
+        for (peer, addr) in &bootstrap {
+            swarm.behaviour_mut().kad.add_address(peer, addr.clone());
+        }
+
+        Ok(EventLoop {
+            swarm,
+            commands,
+            events,
+            validate,
+            counters,
+            listen,
+            unreported,
+            topic: IdentTopic::new(config.topic()),
+            protocol_version: config.protocol_version(),
+            bootstrap,
+            max_peers: config.max_peers,
+            max_inbound_per_peer: config.max_inbound_per_peer,
+            max_response_bytes: config.max_response_bytes,
+            request_timeout: config.request_timeout,
+            refresh: config.refresh,
+            peers: HashMap::new(),
+            outbound: HashMap::new(),
+            inbound: HashMap::new(),
+            answers: FuturesUnordered::new(),
+            bans: HashMap::new(),
+        })
+    }
+
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let local = *self.swarm.local_peer_id();
+        tracing::debug!(peer = %local, mesh = %self.protocol_version, "overlay started");
+        let mut refresh = tokio::time::interval(self.refresh);
+        refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(command) = self.commands.recv() => self.on_command(command),
+                Some(answer) = self.answers.next(), if !self.answers.is_empty() => self.on_answer(answer),
+                _ = refresh.tick() => self.refresh(),
+                _ = housekeeping.tick() => self.expire_bans(),
+            }
+        }
+        tracing::debug!(peer = %local, "overlay stopped");
+    }
+
+    fn connected(&self, peer: &PeerId) -> bool {
+        self.swarm.is_connected(peer)
+    }
+
+    /// Dials a peer learnt through discovery, unless it is us, connected, banned, or we have
+    /// enough peers.
+    fn discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id()
+            || self.connected(&peer)
+            || self.bans.contains_key(&peer)
+            || self.peers.len() >= self.max_peers
+        {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(e) => tracing::debug!(%peer, error = %e, "cannot dial a discovered peer"),
+        }
+    }
+
+    /// Kademlia bootstrap, and a new dial of every bootstrap peer we are not connected to.
+    fn refresh(&mut self) {
+        for (peer, addr) in self.bootstrap.clone() {
+            if self.connected(&peer) || self.bans.contains_key(&peer) {
+                continue;
+            }
+            tracing::debug!(%peer, %addr, "dialling bootstrap peer");
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(vec![addr])
+                .build();
+            match self.swarm.dial(opts) {
+                // Already being dialled (by kademlia, say).
+                Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot dial bootstrap peer"),
+            }
+        }
+        if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+            tracing::trace!(error = %e, "no kademlia bootstrap");
+        }
+    }
+
+    fn expire_bans(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<PeerId> = self.bans.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        for peer in expired {
+            self.bans.remove(&peer);
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            tracing::info!(%peer, "ban expired");
+        }
+    }
+
+    /// Sends an event to the node without waiting; a full channel drops it (counted).
+    fn emit(&self, event: Event) -> Result<(), Event> {
+        match self.events.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event)) => Err(event),
+        }
+    }
+
+    fn emit_or_count(&self, event: Event) {
+        if let Err(event) = self.emit(event) {
+            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(?event, "event channel full or closed; event dropped");
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { data, reply } => {
+                let len = data.len();
+                let result = match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), data) {
+                    Ok(_) => {
+                        self.counters.gossip_bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+                        Ok(true)
+                    }
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(false),
+                    Err(gossipsub::PublishError::Duplicate) => Ok(true),
+                    Err(gossipsub::PublishError::MessageTooLarge) => Err(Error::MessageTooLarge { len }),
+                    Err(e) => Err(Error::Publish(e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Request { peer, data, reply } => {
+                let id = self.swarm.behaviour_mut().repair.send_request(&peer, data);
+                self.outbound.insert(id, reply);
+            }
+            Command::Peers { reply } => {
+                let peers = self
+                    .peers
+                    .iter()
+                    .filter_map(|(peer, state)| {
+                        Some(PeerInfo {
+                            peer: *peer,
+                            addrs: state.connections.values().cloned().collect(),
+                            connected_since: state.since,
+                            agent: state.agent.clone()?,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Disconnect { peer, ban_for, reply } => {
+                tracing::info!(%peer, ban_secs = ban_for.as_secs(), "disconnecting peer");
+                if ban_for.is_zero() {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                } else {
+                    self.bans.insert(peer, Instant::now() + ban_for);
+                    // Closes every connection and denies new ones in both directions.
+                    self.swarm.behaviour_mut().blocked.block_peer(peer);
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn on_answer(&mut self, (peer, channel, answer): Answer) {
+        if let Some(n) = self.inbound.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inbound.remove(&peer);
+            }
+        }
+        match answer {
+            Some(data) if data.len() > self.max_response_bytes => {
+                tracing::warn!(%peer, len = data.len(), max = self.max_response_bytes, "repair response over the cap; not sent");
+            }
+            Some(data) => {
+                if self.swarm.behaviour_mut().repair.send_response(channel, data).is_err() {
+                    tracing::debug!(%peer, "repair response too late: the request timed out or its connection closed");
+                }
+            }
+            None => tracing::debug!(%peer, "repair request not answered"),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Repair(e)) => self.on_repair(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Blocked(never) | BehaviourEvent::Limits(never)) => {
+                let never: Infallible = never;
+                match never {}
+            }
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                let local = *self.swarm.local_peer_id();
+                let full = address.clone().with_p2p(local).unwrap_or_else(|a| a);
+                tracing::info!(address = %full, "overlay listening");
+                self.unreported.remove(&listener_id);
+                let unreported = self.unreported.len();
+                self.listen.send_modify(|s| {
+                    if !s.addrs.contains(&address) {
+                        s.addrs.push(address);
+                    }
+                    s.unreported = unreported;
+                });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "overlay no longer listening");
+                self.listen.send_modify(|s| s.addrs.retain(|a| *a != address));
+            }
+            SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
+                tracing::warn!(?addresses, ?reason, "overlay listener closed");
+                self.unreported.remove(&listener_id);
+                let unreported = self.unreported.len();
+                self.listen.send_modify(|s| {
+                    s.addrs.retain(|a| !addresses.contains(a));
+                    s.unreported = unreported;
+                });
+            }
+            SwarmEvent::ListenerError { error, .. } => tracing::warn!(error = %error, "overlay listener error"),
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                let remote = endpoint.get_remote_address().clone();
+                tracing::debug!(peer = %peer_id, %remote, dialer = matches!(endpoint, ConnectedPoint::Dialer { .. }), "connection established");
+                self.peers
+                    .entry(peer_id)
+                    .or_insert_with(|| PeerState { connections: HashMap::new(), since: Instant::now(), agent: None })
+                    .connections
+                    .insert(connection_id, remote);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
+                tracing::debug!(peer = %peer_id, cause = ?cause.as_ref().map(ToString::to_string), "connection closed");
+                let Some(state) = self.peers.get_mut(&peer_id) else { return };
+                state.connections.remove(&connection_id);
+                if state.connections.is_empty() {
+                    let was_up = state.agent.is_some();
+                    self.peers.remove(&peer_id);
+                    if was_up {
+                        tracing::info!(peer = %peer_id, "peer down");
+                        self.emit_or_count(Event::PeerDown(peer_id));
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                tracing::debug!(remote = %send_back_addr, error = %error, "incoming connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id: peer, info, .. } = event else { return };
+        if info.protocol_version != self.protocol_version {
+            tracing::warn!(%peer, theirs = %info.protocol_version, ours = %self.protocol_version, "peer of another mesh; disconnecting");
+            self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        for addr in &info.listen_addrs {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        }
+        if let Some(state) = self.peers.get_mut(&peer) {
+            let first = state.agent.is_none();
+            state.agent = Some(info.agent_version.clone());
+            if first {
+                tracing::info!(%peer, agent = %info.agent_version, "peer up");
+                self.emit_or_count(Event::PeerUp(peer));
+            }
+        }
+        self.discovered(peer, info.listen_addrs);
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { peer, addresses, is_new_peer, .. } => {
+                if is_new_peer {
+                    tracing::debug!(%peer, "peer added to the routing table");
+                }
+                self.discovered(peer, addresses.into_vec());
+            }
+            kad::Event::OutboundQueryProgressed { result: kad::QueryResult::GetClosestPeers(Ok(ok)), .. } => {
+                for info in ok.peers {
+                    self.discovered(info.peer_id, info.addrs);
+                }
+            }
+            kad::Event::OutboundQueryProgressed { result: kad::QueryResult::Bootstrap(result), .. } => {
+                tracing::trace!(?result, "kademlia bootstrap progressed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        let gossipsub::Event::Message { propagation_source, message_id, message } = event else { return };
+        self.counters.gossip_bytes_in.fetch_add(message.data.len() as u64, Ordering::Relaxed);
+        // Strict validation with signed messages: the author is always present and verified.
+        let accept = match message.source {
+            Some(_) => (self.validate)(&message.data),
+            None => false,
+        };
+        let acceptance = if accept { MessageAcceptance::Accept } else { MessageAcceptance::Reject };
+        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+            &message_id,
+            &propagation_source,
+            acceptance,
+        );
+        match (accept, message.source) {
+            (true, Some(source)) => self.emit_or_count(Event::Gossip { source, data: message.data }),
+            _ => {
+                self.counters.gossip_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %propagation_source, source = ?message.source, "gossip message rejected");
+            }
+        }
+    }
+
+    fn on_repair(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    self.on_inbound_request(peer, request, channel)
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.outbound.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                tracing::debug!(%peer, error = %error, "repair request failed");
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Err(request_error(error)));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, error = %error, "inbound repair request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_inbound_request(&mut self, peer: PeerId, data: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        let busy = |this: &mut Self, channel, why: &'static str| {
+            this.counters.inbound_rejected_busy.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, why, "inbound repair request answered empty");
+            let _ = this.swarm.behaviour_mut().repair.send_response(channel, Vec::new());
+        };
+        let in_flight = self.inbound.get(&peer).copied().unwrap_or(0);
+        if in_flight >= self.max_inbound_per_peer {
+            return busy(self, channel, "too many requests from this peer at once");
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.emit(Event::Request { peer, data, reply }).is_err() {
+            return busy(self, channel, "event channel full");
+        }
+        *self.inbound.entry(peer).or_insert(0) += 1;
+        let timeout = self.request_timeout;
+        self.answers.push(
+            async move {
+                let answer = tokio::time::timeout(timeout, answer).await.ok().and_then(Result::ok);
+                (peer, channel, answer)
+            }
+            .boxed(),
+        );
+    }
+}
+
+fn request_error(failure: OutboundFailure) -> RequestError {
+    match failure {
+        OutboundFailure::DialFailure => RequestError::DialFailure,
+        OutboundFailure::Timeout => RequestError::Timeout,
+        OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
+        OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
+        OutboundFailure::Io(e) => {
+            if let Some(codec::TooLarge { what, len, max }) =
+                e.get_ref().and_then(|e| e.downcast_ref::<codec::TooLarge>())
+            {
+                RequestError::TooLarge { what, len: *len, max: *max }
+            } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                RequestError::NoResponse
+            } else {
+                RequestError::Io(e)
+            }
+        }
+    }
+}
