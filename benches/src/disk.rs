@@ -104,7 +104,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         let id = StreamId::new(Dialect::Iotstream, u32::from(device));
         let recs = telemesh_node::history::records(store.as_ref(), &[], id, 0, u64::MAX, usize::MAX)?;
         stored += recs.len() as u64;
-        for v in export::views(&recs, None, &node_id) {
+        for v in export::views(&recs, None, &node_id, export::View::Merged) {
             csv_bytes += export::csv_row(&v).len() as u64 + 1;
         }
     }

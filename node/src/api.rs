@@ -34,6 +34,8 @@ pub struct App {
     pub started: Instant,
     pub listeners: Listeners,
     pub data_dir: String,
+    /// The mesh as the driver last saw it.
+    pub mesh: Arc<std::sync::Mutex<crate::mesh::Status>>,
 }
 
 /// The addresses this node actually bound.
@@ -48,6 +50,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/streams", get(streams))
+        .route("/v1/peers", get(peers))
         .route("/v1/streams/{dialect}/{device}/records", get(records))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, None, "no such endpoint; see docs/api.md") })
@@ -112,6 +115,7 @@ pub struct RecordsQuery {
     pub to_ns: u64,
     pub limit: usize,
     pub format: Format,
+    pub view: export::View,
 }
 
 /// A time parameter: RFC 3339 (`2025-12-11T18:20:00Z`) or Unix seconds (`1765477200.5`).
@@ -128,7 +132,7 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
 impl RecordsQuery {
     /// Parses query parameters; an unknown, repeated or bad one is an error naming it.
     pub fn parse(params: &[(String, String)]) -> Result<RecordsQuery, (String, String)> {
-        let mut q = RecordsQuery { from_ns: 0, to_ns: u64::MAX, limit: DEFAULT_LIMIT, format: Format::Json };
+        let mut q = RecordsQuery { from_ns: 0, to_ns: u64::MAX, limit: DEFAULT_LIMIT, format: Format::Json, view: export::View::Merged };
         let mut seen: Vec<&str> = Vec::new();
         for (name, value) in params {
             let err = |m: String| (name.clone(), m);
@@ -153,7 +157,14 @@ impl RecordsQuery {
                         _ => return Err(err(format!("{value:?} is not one of json, ndjson, csv"))),
                     }
                 }
-                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, format)"))),
+                "view" => {
+                    q.view = match value.as_str() {
+                        "merged" => export::View::Merged,
+                        "local" => export::View::Local,
+                        _ => return Err(err(format!("{value:?} is not one of merged, local"))),
+                    }
+                }
+                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, format, view)"))),
             }
         }
         if q.from_ns > q.to_ns {
@@ -190,7 +201,7 @@ async fn records(
         let before = history::record_before(store, &pending, stream, q.from_ns)?;
         let next = (recs.len() > q.limit).then(|| recs[q.limit].record.device_time_ns);
         recs.truncate(q.limit);
-        Ok::<_, crate::store::StoreError>((export::views(&recs, before.as_ref(), store.node_id()), next))
+        Ok::<_, crate::store::StoreError>((export::views(&recs, before.as_ref(), store.node_id(), q.view), next))
     })
     .await;
     let (views, next) = match fetched {
@@ -243,6 +254,12 @@ fn render(stream: StreamId, views: &[RecordView], next: Option<u64>, format: For
     }
 }
 
+/// `GET /v1/peers`: connected peers, windows in sync / behind / ahead of each, repair counters.
+async fn peers(State(app): State<App>) -> Response {
+    let mesh = app.mesh.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    Json(mesh).into_response()
+}
+
 async fn status(State(app): State<App>) -> Response {
     let m = &app.shared.metrics;
     let mut received = 0;
@@ -258,8 +275,13 @@ async fn status(State(app): State<App>) -> Response {
         conflicts += h.conflict.get();
         dropped += m.total_drops(d);
     }
+    let mesh = app.mesh.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Json(json!({
         "node_id": app.shared.store.node_id(),
+        "peer_id": mesh.peer_id,
+        "mesh": mesh.mesh,
+        "listen": mesh.listen,
+        "peers": mesh.peers.len(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "data_dir": app.data_dir,

@@ -18,6 +18,13 @@ pub enum OutputFormat {
     Csv,
 }
 
+/// Which history `telemesh query` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ViewArg {
+    Merged,
+    Local,
+}
+
 /// Largest answer read from a node (a full 100,000-record page is about 40 MB of JSON).
 const MAX_BODY: u64 = 256 << 20;
 
@@ -70,6 +77,7 @@ pub fn query(
     to: Option<&str>,
     limit: Option<usize>,
     format: OutputFormat,
+    view: ViewArg,
 ) -> anyhow::Result<String> {
     let url = format!("{}/v1/streams/{}/{}/records", node.trim_end_matches('/'), dialect, device);
     let mut q: Vec<(&str, String)> = Vec::new();
@@ -88,6 +96,7 @@ pub fn query(
         OutputFormat::Csv => "csv",
     };
     q.push(("format", wire_format.to_owned()));
+    q.push(("view", if view == ViewArg::Local { "local" } else { "merged" }.to_owned()));
     let body = get(&url, &q)?;
     if format != OutputFormat::Table {
         return Ok(body);
@@ -98,19 +107,19 @@ pub fn query(
 
 fn table(page: &RecordsPage) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<30} {:>8} {:>10} {:<9} {:>5} {:>6}  readings", "device time", "seq", "ext seq", "kind", "gap", "copies");
+    let _ = writeln!(out, "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5}  readings", "device time", "seq", "ext seq", "kind", "gap", "heard");
     for r in &page.records {
         let readings: Vec<String> =
             r.readings.iter().map(|x| format!("{}={}", x.label, export::value_text(x.value))).collect();
         let _ = writeln!(
             out,
-            "{:<30} {:>8} {:>10} {:<9} {:>5} {:>6}  {}",
+            "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5}  {}",
             r.device_time,
             r.seq,
             r.ext_seq,
             r.kind.name(),
             r.gap,
-            r.copies,
+            r.heard_by.len(),
             readings.join(" ")
         );
     }

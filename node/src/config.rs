@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use libp2p::Multiaddr;
 use serde::Deserialize;
 use telemesh_proto::record::TimestampUnit;
 use telemesh_proto::stream;
@@ -37,6 +38,14 @@ pub struct Config {
     pub cache_mb: u64,
     /// Kernel receive buffer requested for each UDP listener, in bytes.
     pub recv_buffer: usize,
+    /// Overlay listen addresses (QUIC and TCP on port 4001 by default).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join the mesh through, each ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// The mesh's name: nodes of different meshes do not exchange anything.
+    pub mesh: String,
+    /// Summary exchange with one peer this often (anti-entropy, beside gossip).
+    pub sync_interval: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +62,10 @@ impl Default for Config {
             stream_idle: Duration::from_secs(600),
             cache_mb: 32,
             recv_buffer: 8 << 20,
+            listen: crate::overlay::Config::default().listen,
+            bootstrap: Vec::new(),
+            mesh: "default".to_owned(),
+            sync_interval: Duration::from_secs(10),
         }
     }
 }
@@ -85,6 +98,10 @@ pub struct File {
     pub stream_idle: Option<String>,
     pub cache_mb: Option<u64>,
     pub recv_buffer: Option<usize>,
+    pub listen: Option<Vec<String>>,
+    pub bootstrap: Option<Vec<String>>,
+    pub mesh: Option<String>,
+    pub sync_interval: Option<String>,
 }
 
 impl File {
@@ -109,6 +126,10 @@ impl File {
             stream_idle: over.stream_idle.or(self.stream_idle),
             cache_mb: over.cache_mb.or(self.cache_mb),
             recv_buffer: over.recv_buffer.or(self.recv_buffer),
+            listen: over.listen.or(self.listen),
+            bootstrap: over.bootstrap.or(self.bootstrap),
+            mesh: over.mesh.or(self.mesh),
+            sync_interval: over.sync_interval.or(self.sync_interval),
         }
     }
 
@@ -137,6 +158,16 @@ impl File {
             stream_idle: duration("stream_idle", self.stream_idle, d.stream_idle)?,
             cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
             recv_buffer: self.recv_buffer.unwrap_or(d.recv_buffer),
+            listen: match self.listen {
+                Some(list) => list.iter().map(|s| multiaddr("listen", s)).collect::<Result<_, _>>()?,
+                None => d.listen,
+            },
+            bootstrap: match self.bootstrap {
+                Some(list) => list.iter().map(|s| multiaddr("bootstrap", s)).collect::<Result<_, _>>()?,
+                None => d.bootstrap,
+            },
+            mesh: self.mesh.unwrap_or(d.mesh),
+            sync_interval: duration("sync_interval", self.sync_interval, d.sync_interval)?,
         };
         config.validate()?;
         Ok(config)
@@ -170,8 +201,30 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
         }
+        if self.listen.is_empty() {
+            return invalid("listen", "at least one overlay address is needed");
+        }
+        for b in &self.bootstrap {
+            if let Err(e) = crate::overlay::validate_bootstrap(b) {
+                return Err(ConfigError::Invalid { field: "bootstrap", message: e.to_string() });
+            }
+        }
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+        if self.mesh.is_empty() || self.mesh.len() > 64 || !self.mesh.chars().all(name_ok) {
+            return invalid("mesh", "must be 1 to 64 letters, digits, '.', '_' or '-'");
+        }
+        if self.sync_interval < Duration::from_millis(100) {
+            return invalid("sync_interval", "must be at least 100ms");
+        }
         Ok(())
     }
+}
+
+fn multiaddr(field: &'static str, s: &str) -> Result<Multiaddr, ConfigError> {
+    s.parse().map_err(|e| ConfigError::Invalid {
+        field,
+        message: format!("{s:?} is not a multiaddr like /ip4/0.0.0.0/udp/4001/quic-v1 or /ip4/0.0.0.0/tcp/4001: {e}"),
+    })
 }
 
 fn addr(field: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {

@@ -45,15 +45,28 @@ pub struct RecordView {
     pub timestamp: u64,
     pub kind: Kind,
     pub readings: Vec<ReadingView>,
-    /// When this node first received it, RFC 3339 (UTC), by its own clock.
-    pub arrival_time: String,
-    pub arrival_ns: u64,
-    /// Times this node received it (more than 1: duplicates arrived).
-    pub copies: u32,
+    /// When this node first received it, RFC 3339 (UTC), by its own clock. Only in the
+    /// local view: the merged view carries nothing that differs between nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival_ns: Option<u64>,
+    /// Times this node received it (more than 1: duplicates arrived). Local view only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<u32>,
     /// Sequence numbers missing just before this record (0: none).
     pub gap: u64,
-    /// Nodes that received this record.
+    /// Nodes that received this record (peer ids, sorted).
     pub heard_by: Vec<String>,
+}
+
+/// Which history a query returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Every record any node heard, with what is the same on every node.
+    Merged,
+    /// Only the records this node received, with its arrival times and copy counts.
+    Local,
 }
 
 /// RFC 3339 for Unix nanoseconds (UTC); out-of-range values print as the raw number.
@@ -65,8 +78,16 @@ pub fn rfc3339(ns: u64) -> String {
 }
 
 impl RecordView {
-    /// A view of `r`; `previous_ext` is the extended seq of the record before it.
-    pub fn new(r: &StoredRecord, previous_ext: Option<u64>, node_id: &str) -> RecordView {
+    /// A view of `r`; `previous_ext` is the extended seq of the record before it, `node_id`
+    /// this node's name.
+    pub fn new(r: &StoredRecord, previous_ext: Option<u64>, node_id: &str, view: View) -> RecordView {
+        let local = view == View::Local;
+        let mut heard_by: Vec<String> = r.heard_by.iter().map(|n| n.to_string()).collect();
+        if r.copies > 0 {
+            heard_by.push(node_id.to_owned());
+        }
+        heard_by.sort();
+        heard_by.dedup();
         let gap = match previous_ext {
             Some(p) if r.ext_seq > p + 1 => r.ext_seq - p - 1,
             _ => 0,
@@ -87,22 +108,24 @@ impl RecordView {
                 .into_iter()
                 .map(|(label, value)| ReadingView { label, value })
                 .collect(),
-            arrival_time: rfc3339(r.arrival_ns),
-            arrival_ns: r.arrival_ns,
-            copies: r.copies,
+            arrival_time: local.then(|| rfc3339(r.arrival_ns)),
+            arrival_ns: local.then_some(r.arrival_ns),
+            copies: local.then_some(r.copies),
             gap,
-            heard_by: vec![node_id.to_owned()],
+            heard_by,
         }
     }
 }
 
-/// Views of consecutive records; `before` is the record preceding the first one.
-pub fn views(records: &[StoredRecord], before: Option<&StoredRecord>, node_id: &str) -> Vec<RecordView> {
+/// Views of consecutive records; `before` is the record preceding the first one. The
+/// local view keeps only the records this node received (gaps count what it missed).
+pub fn views(records: &[StoredRecord], before: Option<&StoredRecord>, node_id: &str, view: View) -> Vec<RecordView> {
     let mut previous = before.map(|r| r.ext_seq);
     records
         .iter()
+        .filter(|r| view == View::Merged || r.copies > 0)
         .map(|r| {
-            let v = RecordView::new(r, previous, node_id);
+            let v = RecordView::new(r, previous, node_id, view);
             previous = Some(r.ext_seq);
             v
         })
@@ -113,18 +136,19 @@ pub fn views(records: &[StoredRecord], before: Option<&StoredRecord>, node_id: &
 pub const CSV_HEADER: &str = "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,readings";
 
 /// One CSV row (no newline). `arrival_time` is Unix seconds with microseconds, as the
-/// seeds log it; readings are `label=value` joined by `;`.
+/// seeds log it (empty in the merged view, with `duplicate_flag`); readings are
+/// `label=value` joined by `;`.
 pub fn csv_row(v: &RecordView) -> String {
     let readings: Vec<String> = v.readings.iter().map(|r| format!("{}={}", r.label, value_text(r.value))).collect();
+    let arrival = v.arrival_ns.map_or(String::new(), |a| format!("{}.{:06}", a / 1_000_000_000, (a % 1_000_000_000) / 1_000));
     format!(
-        "{},{},{},{}.{:06},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}",
         v.device,
         v.seq,
         v.timestamp,
-        v.arrival_ns / 1_000_000_000,
-        (v.arrival_ns % 1_000_000_000) / 1_000,
+        arrival,
         v.kind.csv_name(),
-        u8::from(v.copies > 1),
+        v.copies.map_or(String::new(), |c| u8::from(c > 1).to_string()),
         u8::from(v.gap > 0),
         v.gap,
         v.readings.len(),
@@ -163,7 +187,7 @@ mod tests {
             1,
             1_765_477_200_758_614_000,
         );
-        let v = RecordView::new(&r, Some(0), "n1");
+        let v = RecordView::new(&r, Some(0), "n1", View::Local);
         assert_eq!(v.device_time, "2025-12-11T18:20:00.758Z");
         assert_eq!(
             csv_row(&v),
@@ -171,9 +195,18 @@ mod tests {
         );
         let json = serde_json::to_string(&v.readings[0]).expect("json");
         assert_eq!(json, r#"{"label":"r1","value":29.37}"#);
-        let gap = RecordView::new(&r, None, "n1");
+        let gap = RecordView::new(&r, None, "n1", View::Merged);
         assert_eq!(gap.gap, 0);
-        let r4 = StoredRecord { ext_seq: 4, ..r };
-        assert_eq!(RecordView::new(&r4, Some(1), "n1").gap, 2);
+        assert_eq!(
+            csv_row(&gap),
+            "1001,1,245642102,,DATA,,0,0,5,1,2025-12-11T18:20:00.758Z,n1,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
+        );
+        let r4 = StoredRecord { ext_seq: 4, heard_by: vec!["a".into(), "z".into()], ..r };
+        let v4 = RecordView::new(&r4, Some(1), "n1", View::Merged);
+        assert_eq!(v4.gap, 2);
+        assert_eq!(v4.heard_by, ["a", "n1", "z"]);
+        let repaired = StoredRecord { copies: 0, ..r4 };
+        assert_eq!(RecordView::new(&repaired, None, "n1", View::Merged).heard_by, ["a", "z"]);
+        assert!(views(&[repaired], None, "n1", View::Local).is_empty());
     }
 }

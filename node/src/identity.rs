@@ -79,7 +79,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
             drop(file);
             fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
             File::open(data_dir).and_then(|d| d.sync_all()).map_err(io("sync the directory of", &path))?;
-            tracing::info!(path = %path.display(), peer = %keypair.public().to_peer_id(), "new node key created");
+            tracing::debug!(path = %path.display(), peer = %keypair.public().to_peer_id(), "new node key created");
             Ok(keypair)
         }
         Err(e) => Err(io("read", &path)(e)),

@@ -11,6 +11,7 @@ pub mod export;
 pub mod history;
 pub mod identity;
 pub mod ingest;
+pub mod mesh;
 pub mod metrics;
 pub mod overlay;
 pub mod segment;
@@ -71,12 +72,31 @@ pub fn bind(config: &Config) -> Result<Sockets, BindError> {
     })
 }
 
-/// Opens the store in `config.data_dir`, creating the directory if needed.
+/// Opens the store in `config.data_dir`, creating the directory and the node's identity
+/// (`identity::load_or_create`) if needed; the store names this node by its peer id.
 pub fn open_store(config: &Config) -> anyhow::Result<SledStore> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    SledStore::open(&config.data_dir, config.cache_mb)
+    let key = identity::load_or_create(&config.data_dir)?;
+    let name = key.public().to_peer_id().to_string();
+    SledStore::open_as(&config.data_dir, config.cache_mb, Some(&name))
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
+}
+
+/// The mesh settings of `config`.
+fn mesh_config(config: &Config) -> mesh::Config {
+    mesh::Config {
+        overlay: overlay::Config {
+            listen: config.listen.clone(),
+            bootstrap: config.bootstrap.clone(),
+            mesh: config.mesh.clone(),
+            ..overlay::Config::default()
+        },
+        reconcile: telemesh_proto::mesh::Config {
+            sync_interval_ns: u64::try_from(config.sync_interval.as_nanos()).unwrap_or(u64::MAX),
+            ..telemesh_proto::mesh::Config::default()
+        },
+    }
 }
 
 /// Runs a node on bound sockets until `shutdown` is cancelled, then drains: listeners
@@ -122,6 +142,11 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
 
     let maintenance = tokio::spawn(maintain(Arc::clone(&shared), config.flush_interval, config.stream_idle, shutdown.clone()));
 
+    let keypair = identity::load_or_create(&config.data_dir)?;
+    let mesh_status = Arc::new(Mutex::new(mesh::Status::default()));
+    let mesh = mesh::start(mesh_config(&config), keypair, Arc::clone(&shared), Arc::clone(&mesh_status), shutdown.clone())
+        .context("cannot start the overlay")?;
+
     sockets.http.set_nonblocking(true)?;
     let http = tokio::net::TcpListener::from_std(sockets.http)?;
     let app = api::App {
@@ -129,6 +154,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         started: Instant::now(),
         listeners,
         data_dir: config.data_dir.display().to_string(),
+        mesh: mesh_status,
     };
     let serve_token = shutdown.clone();
     axum::serve(http, api::router(app))
@@ -145,6 +171,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     });
     let _ = joined.await;
     let _ = maintenance.await;
+    let _ = mesh.await;
     final_flush(&shared).context("final flush failed")?;
     tracing::info!("telemesh node stopped");
     Ok(())
@@ -183,6 +210,9 @@ fn final_flush(shared: &Shared) -> Result<(), store::StoreError> {
     Ok(())
 }
 
+/// A stream quiet this long has its open window sealed, so the mesh sees it.
+pub const QUIET_NS: u64 = 5_000_000_000;
+
 /// Every flush interval: write and sync what is pending, evict idle streams.
 async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
@@ -196,6 +226,8 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
         let result = tokio::task::spawn_blocking(move || {
             let cutoff = now_ns().saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX));
             let evicted = s.table().evict_idle(cutoff, s.store.as_ref())?;
+            // A stream quiet for a while gets its last window sealed (and announced).
+            s.table().close_quiet(now_ns().saturating_sub(QUIET_NS));
             let done = flush(&s)?;
             tracing::trace!(?done, "flushed");
             if evicted > 0 {

@@ -67,6 +67,20 @@ struct NodeArgs {
     /// Records reach disk within this interval. [default: 500ms]
     #[arg(long, value_name = "DURATION")]
     flush_interval: Option<String>,
+    /// Overlay address to listen on; repeat for several. Given, it replaces the defaults
+    /// (/ip4/0.0.0.0/udp/4001/quic-v1 and /ip4/0.0.0.0/tcp/4001).
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// A peer to join the mesh through, e.g. /ip4/10.0.0.1/udp/4001/quic-v1/p2p/12D3Koo…
+    /// (a node prints its own at start); repeat for several.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
+    /// The mesh to join: nodes of different meshes do not exchange data. [default: default]
+    #[arg(long, value_name = "NAME")]
+    mesh: Option<String>,
+    /// Compare window summaries with one peer this often, beside gossip. [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    sync_interval: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +100,10 @@ struct QueryArgs {
     limit: Option<usize>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
+    /// merged: every record any node heard (the same answer from every node once the
+    /// mesh is quiet); local: only what this node received, with arrival times.
+    #[arg(long, value_enum, default_value_t = client::ViewArg::Merged)]
+    view: client::ViewArg,
     /// The node's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
     node: String,
@@ -103,6 +121,7 @@ fn main() -> ExitCode {
             q.to.as_deref(),
             q.limit,
             q.format,
+            q.view,
         )),
         Command::Status { node } => print(client::status(&node)),
         Command::Check { data } => check(&data),
@@ -182,6 +201,10 @@ fn node(args: NodeArgs) -> ExitCode {
         http: args.http,
         iotstream_timestamp: args.iotstream_timestamp.map(|u| if u == "s" { TimestampUnit::S } else { TimestampUnit::Ms }),
         flush_interval: args.flush_interval,
+        listen: (!args.listen.is_empty()).then_some(args.listen),
+        bootstrap: (!args.bootstrap.is_empty()).then_some(args.bootstrap),
+        mesh: args.mesh,
+        sync_interval: args.sync_interval,
         ..File::default()
     };
     let config = match file.overlay(flags).resolve() {

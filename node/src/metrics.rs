@@ -45,6 +45,7 @@ pub struct Metrics {
     pub streams_in_memory: Gauge,
     /// Stored values that failed to decode (read at scrape time).
     pub corrupt_values: Gauge,
+    pub mesh: crate::mesh::Metrics,
 }
 
 /// Counters one listener touches per datagram.
@@ -99,7 +100,9 @@ impl Metrics {
                 let _ = drops.get_or_create(&DropLabel { dialect: d.name(), reason });
             }
         }
-        Metrics { registry, packets, bytes, drops, outcomes, processing, streams_in_memory, corrupt_values }
+        let mesh = crate::mesh::Metrics::new();
+        mesh.register(&mut registry);
+        Metrics { registry, packets, bytes, drops, outcomes, processing, streams_in_memory, corrupt_values, mesh }
     }
 
     pub fn for_dialect(&self, dialect: Dialect) -> DialectHandles {

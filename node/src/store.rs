@@ -13,10 +13,13 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use sled::Transactional;
 
 use serde::{Deserialize, Serialize};
+use telemesh_proto::mesh::{Summary, Table, WindowId};
 use telemesh_proto::record::{codec, Kind, Readings, Record, StreamId};
 use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
@@ -26,7 +29,7 @@ use crate::segment::{Loc, Segments};
 use crate::wal::{self, Wal};
 
 /// Current on-disk format, stored under `meta/format`.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// A record as this node holds it: the record plus what this node knows about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,14 +41,21 @@ pub struct StoredRecord {
     pub ext_seq: u64,
     /// When this node first received it (Unix ns, this node's clock).
     pub arrival_ns: u64,
-    /// How many times this node received it (duplicates add one).
+    /// How many times this node received it (duplicates add one; 0: it came from a peer).
     pub copies: u32,
+    /// The other nodes that received it, as their peers told us (sorted).
+    pub heard_by: Vec<Arc<str>>,
 }
 
 impl StoredRecord {
     pub fn new(record: Record, ext_seq: u64, arrival_ns: u64) -> StoredRecord {
         let tag = record.content_tag();
-        StoredRecord { record, tag, ext_seq, arrival_ns, copies: 1 }
+        StoredRecord { record, tag, ext_seq, arrival_ns, copies: 1, heard_by: Vec::new() }
+    }
+
+    /// A record repaired from peers: this node did not receive it.
+    pub fn repaired(record: Record, ext_seq: u64) -> StoredRecord {
+        StoredRecord { copies: 0, ..StoredRecord::new(record, ext_seq, 0) }
     }
 
     /// Device order: time, seq, content tag — the order of record keys.
@@ -59,19 +69,26 @@ impl StoredRecord {
 }
 
 /// Sorts records into device order and merges entries with the same key — a duplicate's
-/// one-copy delta, or a record written twice after a crash: copies add up, and the
-/// earliest receipt's arrival time and extended seq win.
+/// one-copy delta, a record written twice after a crash, or one received here and from a
+/// peer: copies add up, the earliest receipt's arrival time and extended seq win (a
+/// receipt here over a repair), and the nodes that heard it are united.
 pub fn merge(mut records: Vec<StoredRecord>) -> Vec<StoredRecord> {
     records.sort_by_key(StoredRecord::order_key);
     let mut out: Vec<StoredRecord> = Vec::with_capacity(records.len());
-    for r in records {
+    for mut r in records {
         match out.last_mut() {
             Some(last) if last.order_key() == r.order_key() => {
                 let copies = last.copies.saturating_add(r.copies);
-                if r.arrival_ns < last.arrival_ns {
+                let mut heard = std::mem::take(&mut last.heard_by);
+                heard.append(&mut r.heard_by);
+                heard.sort();
+                heard.dedup();
+                let earlier = (r.copies == 0, r.arrival_ns) < (last.copies == 0, last.arrival_ns);
+                if earlier {
                     *last = r;
                 }
                 last.copies = copies;
+                last.heard_by = heard;
             }
             _ => out.push(r),
         }
@@ -128,6 +145,7 @@ fn decode_chunk(stream: StreamId, bytes: &[u8]) -> Option<Vec<StoredRecord>> {
                 ext_seq: c.ext_seq,
                 arrival_ns: c.arrival_ns,
                 copies: c.copies,
+                heard_by: Vec::new(),
             })
             .collect(),
     )
@@ -163,6 +181,8 @@ struct SealedValue {
     /// This node's provenance, packed columns in key order (`proto::columns`): arrival
     /// minus device time (ns, biased), copies, extended seq minus seq (biased).
     provenance: Vec<u8>,
+    /// The other nodes that heard each record: a provenance table (`proto::mesh::Table`).
+    heard: Table,
     /// The blob's hash tree, kept only for blobs over [`OUTBOARD_KEPT_OVER`] bytes.
     outboard: Option<Vec<u8>>,
 }
@@ -179,17 +199,55 @@ fn pack_provenance(records: &[StoredRecord]) -> Vec<u8> {
     out
 }
 
-/// A sealed window as the mesh will serve it.
+/// A sealed window as the mesh serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
     pub root: Root,
     pub blob: Vec<u8>,
     pub outboard: Vec<u8>,
+    /// Who heard which record, this node included.
+    pub table: Table,
+}
+
+/// The index entry of a sealed window (part 0): where its value is, and its summary.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct SealedIndex {
+    loc: Loc,
+    root: Root,
+    count: u32,
+    slot_size: u16,
+    provenance: [u8; 8],
+}
+
+impl SealedIndex {
+    fn summary(&self, window: WindowId) -> Summary {
+        Summary { window, root: self.root, count: self.count, slot_size: self.slot_size, provenance: self.provenance }
+    }
+}
+
+/// The provenance table of `records` (in key order): `me` for those received here, and
+/// the other nodes each lists.
+pub fn table(records: &[StoredRecord], me: &str) -> Table {
+    Table::from_heard(
+        records.len(),
+        records.iter().enumerate().flat_map(|(i, r)| {
+            (r.copies > 0).then_some((i, me)).into_iter().chain(r.heard_by.iter().map(move |n| (i, n.as_ref())))
+        }),
+    )
+}
+
+/// The table of other nodes only (what a sealed value stores; this node's part is `copies`).
+fn others(records: &[StoredRecord]) -> Table {
+    Table::from_heard(records.len(), records.iter().enumerate().flat_map(|(i, r)| r.heard_by.iter().map(move |n| (i, n.as_ref()))))
 }
 
 fn decode_sealed(stream: StreamId, window_start: u64, bytes: &[u8]) -> Option<(SealedValue, Vec<StoredRecord>)> {
     let v: SealedValue = codec::from_slice(bytes, "sealed window").ok()?;
     let records = window::compact::decode(stream, window_start, &v.records).ok()?;
+    if !v.heard.fits(records.len()) {
+        return None;
+    }
+    let names: Vec<Arc<str>> = v.heard.nodes.iter().map(|(n, _)| Arc::from(n.as_str())).collect();
     let mut r = columns::Reader::new(&v.provenance);
     let (transit, copies, ext) = (r.unpack(records.len()).ok()?, r.unpack(records.len()).ok()?, r.unpack(records.len()).ok()?);
     let stored = records
@@ -197,11 +255,20 @@ fn decode_sealed(stream: StreamId, window_start: u64, bytes: &[u8]) -> Option<(S
         .enumerate()
         .map(|(i, record)| {
             let tag = record.content_tag();
+            let heard_by = v
+                .heard
+                .nodes
+                .iter()
+                .zip(&names)
+                .filter(|((_, bits), _)| bits.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1))
+                .map(|(_, n)| Arc::clone(n))
+                .collect();
             StoredRecord {
                 tag,
                 arrival_ns: record.device_time_ns.wrapping_add(transit[i] ^ BIAS),
                 copies: u32::try_from(copies[i]).unwrap_or(u32::MAX),
                 ext_seq: record.seq.wrapping_add(ext[i] ^ BIAS),
+                heard_by,
                 record,
             }
         })
@@ -264,7 +331,7 @@ struct Prepared {
     window_start: u64,
     keys: Vec<sled::IVec>,
     old_root: Option<Root>,
-    root: Root,
+    index: SealedIndex,
     value: Vec<u8>,
 }
 
@@ -299,6 +366,13 @@ pub trait Store: Send + Sync + 'static {
     fn seal_window(&self, stream: StreamId, window_start: u64, live: &[StoredRecord]) -> Result<Option<Root>, StoreError> {
         Ok(self.seal_windows(&[Sealing { stream, window_start, live }])?.pop().flatten())
     }
+    /// The summary of a sealed window (as of its last seal).
+    fn summary(&self, window: WindowId) -> Result<Option<Summary>, StoreError>;
+    /// The summaries of every sealed window, in window order.
+    fn summaries(&self) -> Result<Vec<Summary>, StoreError>;
+    /// Adds a peer's provenance table to the sealed window, if its root is still `root`.
+    /// Returns the new summary, or `None` if the root moved on (or there is no window).
+    fn add_provenance(&self, window: WindowId, root: &Root, table: &Table) -> Result<Option<Summary>, StoreError>;
     /// A sealed window's blob, root and hash tree.
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError>;
     /// Which window a root belongs to.
@@ -315,7 +389,31 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Stored values that failed to decode and were skipped.
     fn corrupt_values(&self) -> u64;
+    /// Windows sealed (or whose provenance changed) since the last call, and whether more
+    /// changed than could be remembered (then every summary should be read again).
+    fn take_changed(&self) -> (Vec<WindowId>, bool) {
+        (Vec::new(), false)
+    }
 }
+
+/// Most later windows one seal re-seals because their extended seqs changed.
+const MAX_CASCADE: usize = 10_000;
+
+/// Gives each record (in key order) its extended seq, continuing from `before` (the record
+/// before the window): a function of the records alone, so equal sets get equal values.
+fn extend_seqs(mut before: Option<stream::Neighbour>, records: &mut [StoredRecord]) {
+    for r in records {
+        r.ext_seq = match before {
+            // A conflict: the same seq again (another content) keeps the same extension.
+            Some(b) if b.seq == r.record.seq && r.record.kind != Kind::Init => b.ext_seq,
+            _ => stream::ext_after(before, &r.record),
+        };
+        before = Some(stream::Neighbour { seq: r.record.seq, ext_seq: r.ext_seq });
+    }
+}
+
+/// Most changed windows remembered between two [`Store::take_changed`] calls.
+pub const MAX_CHANGED: usize = 100_000;
 
 impl std::fmt::Debug for dyn Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -334,12 +432,24 @@ pub struct SledStore {
     segments: Segments,
     node_id: String,
     corrupt: AtomicU64,
+    /// Held while a sealed value is replaced, so a seal and a provenance merge of the
+    /// same window cannot overwrite each other.
+    sealing: Mutex<()>,
+    /// Windows sealed since [`Store::take_changed`], and whether some were not remembered.
+    changed: Mutex<(std::collections::BTreeSet<WindowId>, bool)>,
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir` with a page cache of `cache_mb` MiB.
-    /// Durability is the caller's: [`Store::flush`] after each append.
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_mb` MiB, under a
+    /// node id of its own (random, kept in the store). Durability is the caller's:
+    /// [`Store::flush`] after each append.
     pub fn open(dir: &Path, cache_mb: u64) -> Result<SledStore, StoreError> {
+        SledStore::open_as(dir, cache_mb, None)
+    }
+
+    /// [`SledStore::open`] as the node named `node` (its peer id): the name provenance
+    /// tables give this node.
+    pub fn open_as(dir: &Path, cache_mb: u64, node: Option<&str>) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .cache_capacity(cache_mb << 20)
@@ -358,9 +468,15 @@ impl SledStore {
                 meta.insert("format", &FORMAT.to_be_bytes())?;
             }
         }
-        let node_id = match meta.get("node_id")? {
-            Some(v) => String::from_utf8_lossy(&v).into_owned(),
-            None => {
+        let node_id = match (node, meta.get("node_id")?) {
+            (Some(name), stored) => {
+                if stored.as_deref() != Some(name.as_bytes()) {
+                    meta.insert("node_id", name.as_bytes())?;
+                }
+                name.to_owned()
+            }
+            (None, Some(v)) => String::from_utf8_lossy(&v).into_owned(),
+            (None, None) => {
                 let id = hex::encode(rand::random::<[u8; 8]>());
                 meta.insert("node_id", id.as_bytes())?;
                 id
@@ -377,6 +493,8 @@ impl SledStore {
             db,
             node_id,
             corrupt: AtomicU64::new(damaged as u64),
+            sealing: Mutex::new(()),
+            changed: Mutex::new((std::collections::BTreeSet::new(), false)),
         };
         store.recover(entries)?;
         Ok(store)
@@ -462,8 +580,74 @@ impl SledStore {
 
     /// A sealed window's value, from the segment file its index entry points to.
     fn read_sealed(&self, stream: StreamId, window_start: u64, index: &[u8]) -> Result<Option<(SealedValue, Vec<StoredRecord>)>, StoreError> {
-        let Ok(loc) = codec::from_slice::<Loc>(index, "sealed window location") else { return Ok(None) };
-        Ok(self.segments.read(loc)?.and_then(|payload| decode_sealed(stream, window_start, &payload)))
+        let Ok(index) = codec::from_slice::<SealedIndex>(index, "sealed window index") else { return Ok(None) };
+        Ok(self.segments.read(index.loc)?.and_then(|payload| decode_sealed(stream, window_start, &payload)))
+    }
+
+    fn lock_sealing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.sealing.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes sealed values to a segment file, durably, then points the windows and the
+    /// root index at them in one transaction.
+    fn write_sealed(&self, prepared: &[Prepared]) -> Result<(), StoreError> {
+        let payloads: Vec<&[u8]> = prepared.iter().map(|p| p.value.as_slice()).collect();
+        let locs = self.segments.append_all(&payloads)?;
+        let index: Vec<Vec<u8>> = prepared.iter().zip(locs).map(|(p, loc)| codec::to_vec(&SealedIndex { loc, ..p.index })).collect();
+        (&self.windows, &self.roots)
+            .transaction(|(w, r)| {
+                for (p, value) in prepared.iter().zip(&index) {
+                    for k in &p.keys {
+                        w.remove(k)?;
+                    }
+                    w.insert(window_key(p.stream, p.window_start, PART_SEALED, 0).as_slice(), value.as_slice())?;
+                    if let Some(old) = p.old_root {
+                        r.remove(old.as_slice())?;
+                    }
+                    r.insert(p.index.root.as_slice(), window_prefix(p.stream, p.window_start).as_slice())?;
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::Unsupported("seal transaction aborted".into()))
+                }
+            })?;
+        let mut changed = self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in prepared {
+            if changed.0.len() < MAX_CHANGED {
+                changed.0.insert(WindowId { stream: p.stream, start: p.window_start });
+            } else {
+                changed.1 = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// A sealed value and its index entry for `records` (merged, in key order).
+    fn prepare(&self, stream: StreamId, window_start: u64, records: &[StoredRecord], keys: Vec<sled::IVec>, old_root: Option<Root>, tree: &merkle::Outboard<merkle::Blake3>, blob_len: usize) -> Option<Prepared> {
+        let root = tree.root();
+        let sorted: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
+        let value = SealedValue {
+            root,
+            records: window::compact::encode(window_start, &sorted),
+            provenance: pack_provenance(records),
+            heard: others(records),
+            outboard: (blob_len > OUTBOARD_KEPT_OVER).then(|| tree.to_bytes()),
+        };
+        let slot_size = u16::try_from(
+            (blob_len - window::HEADER_LEN - records.len() * window::INDEX_ENTRY_LEN).checked_div(records.len()).unwrap_or(0),
+        )
+        .ok()?;
+        let index = SealedIndex {
+            loc: Loc { segment: 0, offset: 0, len: 0 },
+            root,
+            count: records.len() as u32,
+            slot_size,
+            provenance: table(records, &self.node_id).digest(),
+        };
+        Some(Prepared { stream, window_start, keys, old_root: old_root.filter(|o| *o != root), index, value: codec::to_vec(&value) })
     }
 
     /// Bytes of live keys and values per tree, and sled's own count of bytes on disk:
@@ -562,75 +746,140 @@ impl Store for SledStore {
     }
 
     fn seal_windows(&self, windows: &[Sealing<'_>]) -> Result<Vec<Option<Root>>, StoreError> {
-        let mut roots = Vec::with_capacity(windows.len());
+        let _sealing = self.lock_sealing();
+        let mut roots = vec![None; windows.len()];
         let mut prepared = Vec::new();
-        for w in windows {
-            let (keys, old, stored) = self.window_parts(w.stream, w.window_start)?;
-            if w.live.is_empty() && (stored.is_empty() || (keys.len() == 1 && old.is_some())) {
-                roots.push(old.map(|v| v.root)); // nothing new since the last seal
+        // Windows are sealed in order, each one's extended seqs continuing from the record
+        // before it; when that changes a window's last one, the next sealed window is
+        // sealed again ("cascade"), so every node that holds the same records ends with
+        // the same extended seqs, whatever order they arrived in.
+        let mut work: BTreeMap<(StreamId, u64), Option<usize>> = BTreeMap::new();
+        for (i, w) in windows.iter().enumerate() {
+            work.insert((w.stream, w.window_start), Some(i));
+        }
+        let mut last: HashMap<StreamId, (u64, stream::Neighbour)> = HashMap::new();
+        let mut cascaded = 0usize;
+        while let Some(((stream, start), requested)) = work.pop_first() {
+            let live = requested.map_or(&[][..], |i| windows[i].live);
+            let (keys, old, stored) = self.window_parts(stream, start)?;
+            if requested.is_some() && live.is_empty() && (stored.is_empty() || (keys.len() == 1 && old.is_some())) {
+                if let Some(i) = requested {
+                    roots[i] = old.as_ref().map(|v| v.root); // nothing new since the last seal
+                }
                 continue;
             }
+            if stored.is_empty() && live.is_empty() {
+                continue;
+            }
+            let before = match (last.get(&stream), self.window_before(stream, start)?) {
+                (Some((w, n)), Some(s)) if *w >= s => Some(*n),
+                (Some((_, n)), None) => Some(*n),
+                (_, Some(s)) => self.window(stream, s)?.last().map(|r| stream::Neighbour { seq: r.record.seq, ext_seq: r.ext_seq }),
+                (None, None) => None,
+            };
+            let old_ext: Vec<u64> = stored.iter().map(|r| r.ext_seq).collect();
+            let old_last = stored.last().map(|r| r.ext_seq);
             let mut records = stored;
-            records.extend(w.live.iter().filter(|r| r.window() == w.window_start).cloned());
-            let records = merge(records);
-            let Some((blob, tree)) = rebuild(w.stream, w.window_start, &records) else {
+            records.extend(live.iter().filter(|r| r.window() == start).cloned());
+            let mut records = merge(records);
+            extend_seqs(before, &mut records);
+            if let Some(r) = records.last() {
+                last.insert(stream, (start, stream::Neighbour { seq: r.record.seq, ext_seq: r.ext_seq }));
+            }
+            let unchanged = requested.is_none() && records.len() == old_ext.len() && records.iter().map(|r| r.ext_seq).eq(old_ext.iter().copied());
+            if unchanged {
+                continue;
+            }
+            if records.last().map(|r| r.ext_seq) != old_last && cascaded < MAX_CASCADE {
+                if let Some(next) = self.window_at_or_after(stream, window::next(start))? {
+                    if next > start {
+                        cascaded += 1;
+                        work.entry((stream, next)).or_insert(None);
+                    }
+                }
+            }
+            let built = rebuild(stream, start, &records).and_then(|(blob, tree)| {
+                self.prepare(stream, start, &records, keys, old.map(|o| o.root), &tree, blob.len())
+            });
+            let Some(p) = built else {
                 // Only records of this window are ever written under its prefix.
                 self.corrupt();
-                roots.push(None);
                 continue;
             };
-            let root = tree.root();
-            let sorted: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
-            let value = SealedValue {
-                root,
-                records: window::compact::encode(w.window_start, &sorted),
-                provenance: pack_provenance(&records),
-                outboard: (blob.len() > OUTBOARD_KEPT_OVER).then(|| tree.to_bytes()),
-            };
-            roots.push(Some(root));
-            prepared.push(Prepared {
-                stream: w.stream,
-                window_start: w.window_start,
-                keys,
-                old_root: old.map(|o| o.root).filter(|o| *o != root),
-                root,
-                value: codec::to_vec(&value),
-            });
+            if let Some(i) = requested {
+                roots[i] = Some(p.index.root);
+            }
+            prepared.push(p);
         }
-        if prepared.is_empty() {
-            return Ok(roots);
+        if !prepared.is_empty() {
+            self.write_sealed(&prepared)?;
         }
-        // The values go to a segment file, durably, before anything points to them; then
-        // the windows' parts and the root index change together, or not at all.
-        let payloads: Vec<&[u8]> = prepared.iter().map(|p| p.value.as_slice()).collect();
-        let locs = self.segments.append_all(&payloads)?;
-        let index: Vec<Vec<u8>> = locs.iter().map(codec::to_vec).collect();
-        (&self.windows, &self.roots)
-            .transaction(|(w, r)| {
-                for (p, loc) in prepared.iter().zip(&index) {
-                    for k in &p.keys {
-                        w.remove(k)?;
-                    }
-                    w.insert(window_key(p.stream, p.window_start, PART_SEALED, 0).as_slice(), loc.as_slice())?;
-                    if let Some(old) = p.old_root {
-                        r.remove(old.as_slice())?;
-                    }
-                    r.insert(p.root.as_slice(), window_prefix(p.stream, p.window_start).as_slice())?;
-                }
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Sled(sled::Error::Unsupported("seal transaction aborted".into()))
-                }
-            })?;
         Ok(roots)
+    }
+
+    fn summary(&self, window: WindowId) -> Result<Option<Summary>, StoreError> {
+        let Some(v) = self.windows.get(window_key(window.stream, window.start, PART_SEALED, 0))? else { return Ok(None) };
+        match codec::from_slice::<SealedIndex>(&v, "sealed window index") {
+            Ok(index) => Ok(Some(index.summary(window))),
+            Err(_) => {
+                self.corrupt();
+                Ok(None)
+            }
+        }
+    }
+
+    fn summaries(&self) -> Result<Vec<Summary>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.windows.iter() {
+            let (k, v) = item?;
+            if k.get(13) != Some(&PART_SEALED) {
+                continue;
+            }
+            let (Some(stream), Some(start)) = (StreamId::from_key_prefix(&k), key_window(&k)) else { continue };
+            match codec::from_slice::<SealedIndex>(&v, "sealed window index") {
+                Ok(index) => out.push(index.summary(WindowId { stream, start })),
+                Err(_) => self.corrupt(),
+            }
+        }
+        Ok(out)
+    }
+
+    fn add_provenance(&self, window: WindowId, root: &Root, table: &Table) -> Result<Option<Summary>, StoreError> {
+        let _sealing = self.lock_sealing();
+        let key = window_key(window.stream, window.start, PART_SEALED, 0);
+        let Some(v) = self.windows.get(key)? else { return Ok(None) };
+        let Some((value, mut records)) = self.read_sealed(window.stream, window.start, &v)? else { return Ok(None) };
+        if value.root != *root || !table.fits(records.len()) {
+            return Ok(None);
+        }
+        let mut changed = false;
+        for (i, r) in records.iter_mut().enumerate() {
+            for name in table.heard(i).filter(|n| *n != self.node_id) {
+                if let Err(at) = r.heard_by.binary_search_by(|h| h.as_ref().cmp(name)) {
+                    r.heard_by.insert(at, Arc::from(name));
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return self.summary(window);
+        }
+        let Some((blob, tree)) = rebuild(window.stream, window.start, &records) else {
+            self.corrupt();
+            return Ok(None);
+        };
+        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], Some(value.root), &tree, blob.len()) else {
+            return Ok(None);
+        };
+        let summary = p.index.summary(window);
+        self.write_sealed(&[p])?;
+        Ok(Some(summary))
     }
 
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError> {
         let Some(v) = self.windows.get(window_key(stream, window_start, PART_SEALED, 0))? else { return Ok(None) };
         let rebuilt = self.read_sealed(stream, window_start, &v)?.and_then(|(value, records)| {
+            let table = table(&records, &self.node_id);
             let plain: Vec<Record> = records.into_iter().map(|r| r.record).collect();
             let blob = window::encode(stream, window_start, &plain).ok()?;
             // A kept hash tree is served as it is (`check` verifies it); a small blob is
@@ -645,7 +894,7 @@ impl Store for SledStore {
                     tree.to_bytes()
                 }
             };
-            Some(Sealed { root: value.root, blob, outboard })
+            Some(Sealed { root: value.root, blob, outboard, table })
         });
         if rebuilt.is_none() {
             self.corrupt();
@@ -714,6 +963,12 @@ impl Store for SledStore {
 
     fn corrupt_values(&self) -> u64 {
         self.corrupt.load(Ordering::Relaxed)
+    }
+
+    fn take_changed(&self) -> (Vec<WindowId>, bool) {
+        let mut changed = self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let overflowed = std::mem::take(&mut changed.1);
+        (std::mem::take(&mut changed.0).into_iter().collect(), overflowed)
     }
 }
 
@@ -836,11 +1091,11 @@ mod tests {
         s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0), rec(2, 20, 2.0)] }], &[], &[]).expect("append");
         s.seal_window(S, 0, &[]).expect("seal");
         let key = window_key(S, 0, PART_SEALED, 0);
-        let loc: Loc = codec::from_slice(&s.windows.get(key).expect("get").expect("sealed"), "t").expect("decodes");
-        let mut v: SealedValue = codec::from_slice(&s.segments.read(loc).expect("read").expect("frame"), "t").expect("decodes");
+        let index: SealedIndex = codec::from_slice(&s.windows.get(key).expect("get").expect("sealed"), "t").expect("decodes");
+        let mut v: SealedValue = codec::from_slice(&s.segments.read(index.loc).expect("read").expect("frame"), "t").expect("decodes");
         v.root[0] ^= 1;
         let moved = s.segments.append(&codec::to_vec(&v)).expect("append");
-        s.windows.insert(key, codec::to_vec(&moved)).expect("raw insert");
+        s.windows.insert(key, codec::to_vec(&SealedIndex { loc: moved, ..index })).expect("raw insert");
         let report = s.check().expect("check");
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems); // root mismatch, and not in the index
         assert!(report.problems[0].contains("root recomputes to"), "{:?}", report.problems);

@@ -437,6 +437,19 @@ impl Table {
         Ok(())
     }
 
+    /// Closes the open window of every stream quiet since before `cutoff_ns`: it is sealed
+    /// with the next flush, so the mesh sees a stream's last window without waiting for
+    /// the stream to move on or leave memory. A record arriving later opens it again.
+    pub fn close_quiet(&mut self, cutoff_ns: u64) {
+        for (id, e) in &mut self.entries {
+            if e.touched_ns < cutoff_ns && e.in_flight.is_none() && e.pending.is_empty() {
+                if let Some(w) = e.open_window.take() {
+                    self.retry_seal.push((*id, w));
+                }
+            }
+        }
+    }
+
     /// Windows of evicted streams waiting to be sealed (by the maintenance task, without
     /// the table lock: no ingest touches an evicted stream's window meanwhile).
     pub fn take_to_seal(&mut self) -> Vec<(StreamId, u64)> {
@@ -493,6 +506,20 @@ mod tests {
         }
         fn sealed(&self, _: StreamId, _: u64) -> Result<Option<crate::store::Sealed>, StoreError> {
             Ok(None)
+        }
+        fn summary(&self, _: telemesh_proto::mesh::WindowId) -> Result<Option<telemesh_proto::mesh::Summary>, StoreError> {
+            Ok(None)
+        }
+        fn summaries(&self) -> Result<Vec<telemesh_proto::mesh::Summary>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn add_provenance(
+            &self,
+            _: telemesh_proto::mesh::WindowId,
+            _: &window::Root,
+            _: &telemesh_proto::mesh::Table,
+        ) -> Result<Option<telemesh_proto::mesh::Summary>, StoreError> {
+            Err(broken())
         }
         fn window_by_root(&self, _: &window::Root) -> Result<Option<(StreamId, u64)>, StoreError> {
             Ok(None)

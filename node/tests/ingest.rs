@@ -268,7 +268,8 @@ fn formats_and_bad_parameters() {
     common::wait_received(&node, 3);
     let base = format!("{}/v1/streams/iotstream/5/records", node.url());
 
-    let csv = common::get_text(&format!("{base}?format=csv"));
+    // The seeds' per-packet log is this node's own view: arrival times and duplicate flags.
+    let csv = common::get_text(&format!("{base}?format=csv&view=local"));
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,readings");
     let cols = |l: &str| -> Vec<String> { l.split(',').map(str::to_owned).collect() };
@@ -277,6 +278,10 @@ fn formats_and_bad_parameters() {
     assert_eq!((row[4].as_str(), row[5].as_str(), row[6].as_str(), row[7].as_str(), row[8].as_str()), ("DATA", "0", "1", "1", "1"));
     assert_eq!(row[12], "r1=22.99");
     assert_eq!(lines.len(), 4);
+    // The merged view leaves out what differs between nodes.
+    let merged = common::get_text(&format!("{base}?format=csv"));
+    let row = cols(merged.lines().nth(3).expect("row"));
+    assert_eq!((row[3].as_str(), row[5].as_str()), ("", ""));
 
     let nd = common::get_text(&format!("{base}?format=ndjson&from={}&to={}", T + 1, T + 1));
     assert_eq!(nd.lines().count(), 1);
@@ -286,7 +291,7 @@ fn formats_and_bad_parameters() {
     assert_eq!(page["count"], 2);
     assert_eq!(page["next_from"], "2023-11-14T22:13:23Z");
 
-    for (query, param) in [("limit=0", "limit"), ("from=tomorrow", "from"), ("format=xml", "format"), ("colour=red", "colour")] {
+    for (query, param) in [("limit=0", "limit"), ("from=tomorrow", "from"), ("format=xml", "format"), ("view=all", "view"), ("colour=red", "colour")] {
         let err = ureq::get(&format!("{base}?{query}")).call().expect_err("400");
         match err {
             ureq::Error::Status(400, resp) => {

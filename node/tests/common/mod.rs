@@ -19,6 +19,7 @@ pub fn config(dir: &Path, unit: TimestampUnit) -> Config {
         http: "127.0.0.1:0".parse().expect("addr"),
         iotstream_timestamp: unit,
         flush_interval: Duration::from_millis(50),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         ..Config::default()
     }
 }
@@ -87,7 +88,7 @@ pub fn wait_quiet(node: &Node) -> u64 {
 }
 
 pub fn records(node: &Node, dialect: &str, device: u32) -> serde_json::Value {
-    get_json(&format!("{}/v1/streams/{dialect}/{device}/records?limit=100000", node.url()))
+    get_json(&format!("{}/v1/streams/{dialect}/{device}/records?limit=100000&view=local", node.url()))
 }
 
 pub fn stream<'a>(streams: &'a serde_json::Value, dialect: &str, device: u64) -> &'a serde_json::Value {
@@ -121,7 +122,7 @@ impl Daemon {
         let child = Command::new(BIN)
             .args(["node", "--data", data.to_str().expect("utf-8"), "--tinytelemetry", "off"])
             .args(["--iotstream", &udp.to_string(), "--http", &http.to_string(), "--iotstream-timestamp", "s"])
-            .args(["--flush-interval", flush])
+            .args(["--flush-interval", flush, "--listen", "/ip4/127.0.0.1/tcp/0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,610 @@
+//! The mesh driver: runs `proto::mesh` over the overlay and the store.
+//!
+//! One task owns the [`Reconciler`] and an in-memory index of this node's sealed window
+//! summaries. It feeds the reconciler gossip, responses and ticks, carries out what it
+//! asks (requests through the overlay, repaired windows into the store, provenance
+//! merges, blame), answers peers' repair requests from the store, and announces windows
+//! the store sealed. `docs/protocol.md` ("Mesh") describes the protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use telemesh_proto::mesh::message::{self, Announce, MAX_ANNOUNCE};
+use telemesh_proto::mesh::{
+    self, serve, Action, Held, Holdings, Reconciler, Repaired, Request, Response, StreamDigest, Summary, WindowId,
+};
+use telemesh_proto::record::StreamId;
+use telemesh_proto::repair::{CacheConfig, EncoderCache};
+use telemesh_proto::window::Root;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::{now_ns, Shared};
+use crate::overlay::{self, Client, Event};
+use crate::store::{self, Store, StoredRecord};
+
+/// How often the driver ticks: announcements go out, the reconciler's timers run.
+pub const TICK: Duration = Duration::from_millis(250);
+/// How long a peer that keeps sending bad data is refused.
+pub const BAN: Duration = Duration::from_secs(600);
+/// Windows remembered per peer for `/v1/peers` (in sync, behind, ahead).
+const PEER_WINDOWS: usize = 100_000;
+
+/// This node's sealed windows, by window, and a digest per stream.
+#[derive(Debug, Default)]
+pub struct Index {
+    windows: BTreeMap<WindowId, Summary>,
+    digests: BTreeMap<StreamId, StreamDigest>,
+}
+
+impl Index {
+    /// Every sealed window in the store.
+    pub fn load(store: &dyn Store) -> Result<Index, store::StoreError> {
+        let mut index = Index::default();
+        for s in store.summaries()? {
+            index.windows.insert(s.window, s);
+        }
+        let streams: BTreeSet<StreamId> = index.windows.keys().map(|w| w.stream).collect();
+        for s in streams {
+            index.refresh(s);
+        }
+        Ok(index)
+    }
+
+    fn refresh(&mut self, stream: StreamId) {
+        let list: Vec<&Summary> = self.of(stream).collect();
+        if list.is_empty() {
+            self.digests.remove(&stream);
+        } else {
+            self.digests.insert(stream, mesh::stream_digest(stream, list));
+        }
+    }
+
+    fn of(&self, stream: StreamId) -> impl Iterator<Item = &Summary> {
+        self.windows.range(WindowId { stream, start: 0 }..=WindowId { stream, start: u64::MAX }).map(|(_, s)| s)
+    }
+
+    /// Records a window's new summary; returns whether it changed.
+    pub fn set(&mut self, summary: Summary) -> bool {
+        if self.windows.insert(summary.window, summary) == Some(summary) {
+            return false;
+        }
+        self.refresh(summary.window.stream);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
+
+/// What the mesh answers from: the index and the store.
+struct View<'a> {
+    index: &'a Index,
+    store: &'a dyn Store,
+}
+
+impl Holdings for View<'_> {
+    fn summary(&self, window: WindowId) -> Option<Summary> {
+        self.index.windows.get(&window).copied()
+    }
+    fn stream(&self, stream: StreamId) -> Option<StreamDigest> {
+        self.index.digests.get(&stream).copied()
+    }
+    fn streams(&self, after: Option<StreamId>, limit: usize) -> Vec<StreamDigest> {
+        let range = match after {
+            Some(a) => self.index.digests.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => self.index.digests.range(..),
+        };
+        range.take(limit).map(|(_, d)| *d).collect()
+    }
+    fn windows(&self, stream: StreamId, after: Option<u64>, limit: usize) -> Vec<Summary> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        self.index
+            .windows
+            .range(WindowId { stream, start: from }..=WindowId { stream, start: u64::MAX })
+            .take(limit)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+    fn records(&self, window: WindowId) -> Vec<telemesh_proto::Record> {
+        match self.store.window(window.stream, window.start) {
+            Ok(recs) => recs.into_iter().map(|r| r.record).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, %window, "cannot read a window to repair it");
+                Vec::new()
+            }
+        }
+    }
+    fn by_root(&self, root: &Root) -> Option<Held> {
+        let (stream, start) = self.store.window_by_root(root).ok().flatten()?;
+        let sealed = self.store.sealed(stream, start).ok().flatten()?;
+        (sealed.root == *root).then(|| Held { blob: Arc::new(sealed.blob), table: sealed.table })
+    }
+}
+
+/// What a request was for, for byte accounting.
+fn kind(request: &Request) -> &'static str {
+    match request {
+        Request::Index { .. } | Request::Symbols { .. } => "repair",
+        Request::Streams { .. } | Request::Windows { .. } => "sync",
+        Request::Provenance { .. } => "provenance",
+    }
+}
+
+/// The mesh's metrics (`docs/api.md`, "/metrics").
+#[derive(Debug)]
+pub struct Metrics {
+    /// Bytes on the wire by kind (repair, sync, provenance, gossip) and direction.
+    pub bytes: Family<BytesLabel, Counter>,
+    pub symbols_sent: Counter,
+    pub symbols_received: Counter,
+    pub symbols_used: Counter,
+    pub decode_failures: Counter,
+    pub verification_failures: Counter,
+    pub windows_repaired: Counter,
+    pub records_repaired: Counter,
+    pub blames: Family<ReasonLabel, Counter>,
+    pub peers: Gauge,
+    pub windows: Gauge,
+    pub windows_wanted: Gauge,
+    /// Seconds from a root's first announcement to its window being repaired here.
+    pub repair_seconds: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct BytesLabel {
+    pub kind: &'static str,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            bytes: Family::default(),
+            symbols_sent: Counter::default(),
+            symbols_received: Counter::default(),
+            symbols_used: Counter::default(),
+            decode_failures: Counter::default(),
+            verification_failures: Counter::default(),
+            windows_repaired: Counter::default(),
+            records_repaired: Counter::default(),
+            blames: Family::default(),
+            peers: Gauge::default(),
+            windows: Gauge::default(),
+            windows_wanted: Gauge::default(),
+            repair_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+        }
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("mesh_bytes", "Mesh bytes on the wire (payload and length prefix), by kind and direction", self.bytes.clone());
+        registry.register("mesh_symbols_sent", "RaptorQ repair symbols served to peers", self.symbols_sent.clone());
+        registry.register("mesh_symbols_received", "RaptorQ repair symbols received", self.symbols_received.clone());
+        registry.register("mesh_symbols_used", "Repair symbols received and kept for a decode", self.symbols_used.clone());
+        registry.register("mesh_decode_failures", "Decodes that needed more symbols than missing slots", self.decode_failures.clone());
+        registry.register(
+            "mesh_verification_failures",
+            "Rebuilt windows or index proofs that did not match the announced root",
+            self.verification_failures.clone(),
+        );
+        registry.register("mesh_windows_repaired", "Windows repaired from peers", self.windows_repaired.clone());
+        registry.register("mesh_records_repaired", "Records repaired from peers", self.records_repaired.clone());
+        registry.register("mesh_blames", "Peers blamed for bad data, by reason", self.blames.clone());
+        registry.register("mesh_peers", "Connected peers of this mesh", self.peers.clone());
+        registry.register("mesh_windows", "Sealed windows this node holds", self.windows.clone());
+        registry.register("mesh_windows_wanted", "Windows a peer holds a root of that this node lacks", self.windows_wanted.clone());
+        registry.register(
+            "mesh_repair_seconds",
+            "Time from a root's first announcement to its window being repaired here",
+            self.repair_seconds.clone(),
+        );
+        for kind in ["repair", "sync", "provenance", "gossip"] {
+            for direction in ["in", "out"] {
+                let _ = self.bytes.get_or_create(&BytesLabel { kind, direction });
+            }
+        }
+    }
+
+    fn count_bytes(&self, kind: &'static str, direction: &'static str, n: usize) {
+        self.bytes.get_or_create(&BytesLabel { kind, direction }).inc_by(n as u64 + 4);
+    }
+}
+
+/// One peer, as `/v1/peers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub connected_seconds: u64,
+    /// Windows it announced with the root we hold.
+    pub in_sync: usize,
+    /// Windows where its root holds fewer records than ours.
+    pub behind: usize,
+    /// Windows where its root holds more records than ours (or we hold none).
+    pub ahead: usize,
+    /// Windows with as many records as ours but a different root.
+    pub differing: usize,
+}
+
+/// The mesh as the API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub peer_id: String,
+    pub mesh: String,
+    pub listen: Vec<String>,
+    pub peers: Vec<PeerStatus>,
+    pub windows: usize,
+    /// Windows where some peer holds a root we lack, and repairs running.
+    pub wanted: usize,
+    pub repairing: usize,
+    pub stats: StatsView,
+}
+
+/// The reconciler's counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatsView {
+    pub windows_repaired: u64,
+    pub records_repaired: u64,
+    pub symbols_received: u64,
+    pub symbols_used: u64,
+    pub decode_failures: u64,
+    pub verification_failures: u64,
+    pub repair_bytes_in: u64,
+    pub repair_bytes_out: u64,
+}
+
+/// Mesh settings of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub overlay: overlay::Config,
+    pub reconcile: mesh::Config,
+}
+
+/// Starts the overlay and the driver; returns the driver's task. `status` is kept up to date.
+pub fn start(
+    config: Config,
+    keypair: libp2p::identity::Keypair,
+    shared: Arc<Shared>,
+    status: Arc<Mutex<Status>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let validate: overlay::Validator = Arc::new(|bytes: &[u8]| {
+        message::decode::<Announce>(bytes).is_ok_and(|a| a.windows.len() <= MAX_ANNOUNCE && a.windows.iter().all(Summary::check))
+    });
+    let mesh_name = config.overlay.mesh.clone();
+    let (client, events) = overlay::start(config.overlay, keypair, validate, shutdown.clone())?;
+    let index = Index::load(shared.store.as_ref())?;
+    let driver = Driver {
+        shared,
+        client,
+        reconciler: Reconciler::new(config.reconcile),
+        encoders: EncoderCache::new(CacheConfig::default()),
+        index,
+        announce: BTreeSet::new(),
+        peer_windows: BTreeMap::new(),
+        status,
+        mesh_name,
+        last_stats: mesh::Stats::default(),
+    };
+    Ok(tokio::spawn(driver.run(events, shutdown)))
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    client: Client,
+    reconciler: Reconciler<PeerId>,
+    encoders: EncoderCache,
+    index: Index,
+    /// Windows to announce with the next tick.
+    announce: BTreeSet<WindowId>,
+    /// What each peer last announced of each window: (root, count).
+    peer_windows: BTreeMap<PeerId, BTreeMap<WindowId, (Root, u32)>>,
+    status: Arc<Mutex<Status>>,
+    mesh_name: String,
+    last_stats: mesh::Stats,
+}
+
+type Answer = (mesh::RequestId, &'static str, usize, Option<Vec<u8>>);
+
+impl Driver {
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics.mesh
+    }
+
+    async fn run(mut self, mut events: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+        let (answers_tx, mut answers) = mpsc::channel::<Answer>(4096);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Everything held is announced once at start.
+        self.announce.extend(self.index.windows.keys().copied());
+        let mut status_every = 0u32;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = events.recv() => match event {
+                    Some(e) => self.on_event(e),
+                    None => return,
+                },
+                Some((id, kind, sent, answer)) = answers.recv() => {
+                    let response = answer.and_then(|bytes| {
+                        self.metrics().count_bytes(kind, "in", bytes.len());
+                        message::decode::<Response>(&bytes).ok()
+                    });
+                    let _ = sent;
+                    let now = now_ns();
+                    let view = View { index: &self.index, store: self.shared.store.as_ref() };
+                    self.reconciler.handle_response(id, response, now, &view);
+                }
+                _ = tick.tick() => {
+                    self.on_tick().await;
+                    status_every += 1;
+                    if status_every % 4 == 0 {
+                        self.refresh_status().await;
+                    }
+                }
+            }
+            self.act(&answers_tx);
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = now_ns();
+        match event {
+            Event::Gossip { source, data } => {
+                self.metrics().count_bytes("gossip", "in", data.len());
+                let Ok(announce) = message::decode::<Announce>(&data) else { return };
+                self.note_peer_windows(source, &announce.windows);
+                let view = View { index: &self.index, store: self.shared.store.as_ref() };
+                self.reconciler.handle_announce(source, &announce.windows, now, &view);
+            }
+            Event::Request { peer, data, reply } => {
+                let response = match message::decode::<Request>(&data) {
+                    Ok(request) => {
+                        let kind = kind(&request);
+                        self.metrics().count_bytes(kind, "in", data.len());
+                        let view = View { index: &self.index, store: self.shared.store.as_ref() };
+                        let response = serve::respond(&request, &view, &mut self.encoders);
+                        if let (Request::Symbols { root, .. }, Response::Symbols { data }) = (&request, &response) {
+                            let slot = view.slot_size(root).unwrap_or(0);
+                            let n = data.len() / (telemesh_proto::repair::HEADER_LEN + slot).max(1);
+                            self.metrics().symbols_sent.inc_by(n as u64);
+                        }
+                        let bytes = message::encode(&response);
+                        self.metrics().count_bytes(kind, "out", bytes.len());
+                        bytes
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "undecodable repair request");
+                        message::encode(&Response::Refused)
+                    }
+                };
+                let _ = reply.send(response);
+            }
+            Event::PeerUp(peer) => {
+                tracing::info!(%peer, "peer connected");
+                self.reconciler.peer_up(peer, now);
+            }
+            Event::PeerDown(peer) => {
+                tracing::info!(%peer, "peer disconnected");
+                self.reconciler.peer_down(&peer);
+            }
+        }
+    }
+
+    fn note_peer_windows(&mut self, peer: PeerId, windows: &[Summary]) {
+        let map = self.peer_windows.entry(peer).or_default();
+        for s in windows {
+            if map.len() < PEER_WINDOWS || map.contains_key(&s.window) {
+                map.insert(s.window, (s.root, s.count));
+            }
+        }
+    }
+
+    /// New seals from the store, then the reconciler's timers, then announcements.
+    async fn on_tick(&mut self) {
+        let store = Arc::clone(&self.shared.store);
+        let (changed, overflowed) = store.take_changed();
+        let now = now_ns();
+        if overflowed {
+            match Index::load(store.as_ref()) {
+                Ok(index) => {
+                    self.announce.extend(index.windows.keys().copied());
+                    self.index = index;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reload window summaries"),
+            }
+        }
+        for w in changed {
+            match store.summary(w) {
+                Ok(Some(s)) => {
+                    if self.index.set(s) {
+                        self.announce.insert(w);
+                        let view = View { index: &self.index, store: store.as_ref() };
+                        self.reconciler.handle_local(w, &view, now);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, %w, "cannot read a window's summary"),
+            }
+        }
+        let view = View { index: &self.index, store: store.as_ref() };
+        self.reconciler.tick(now, &view);
+        self.publish().await;
+    }
+
+    async fn publish(&mut self) {
+        while !self.announce.is_empty() {
+            let batch: Vec<Summary> =
+                self.announce.iter().take(MAX_ANNOUNCE).filter_map(|w| self.index.windows.get(w).copied()).collect();
+            let taken: Vec<WindowId> = self.announce.iter().take(MAX_ANNOUNCE).copied().collect();
+            for w in &taken {
+                self.announce.remove(w);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let Some(bytes) = message::encode_announce(&batch) else { continue };
+            let len = bytes.len();
+            match self.client.publish(bytes).await {
+                Ok(true) => self.metrics().count_bytes("gossip", "out", len),
+                // No peer subscribed yet: the summary exchange tells them later.
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot publish an announcement"),
+            }
+        }
+    }
+
+    /// Carries out what the reconciler asks.
+    fn act(&mut self, answers: &mpsc::Sender<Answer>) {
+        while let Some(action) = self.reconciler.poll() {
+            match action {
+                Action::Send { id, peer, request } => {
+                    let bytes = message::encode(&request);
+                    let kind = kind(&request);
+                    self.metrics().count_bytes(kind, "out", bytes.len());
+                    let client = self.client.clone();
+                    let answers = answers.clone();
+                    tokio::spawn(async move {
+                        let len = bytes.len();
+                        let answer = client.request(peer, bytes).await.map_err(|e| tracing::debug!(%peer, error = %e, "repair request failed")).ok();
+                        let _ = answers.send((id, kind, len, answer)).await;
+                    });
+                }
+                Action::Store(repaired) => self.store_repaired(repaired),
+                Action::Provenance { window, root, table } => {
+                    if let Err(e) = self.shared.store.add_provenance(window, &root, &table) {
+                        tracing::warn!(error = %e, %window, "cannot merge provenance");
+                    }
+                }
+                Action::Blame { peer, reason, disconnect } => {
+                    tracing::warn!(%peer, reason = reason.name(), disconnect, "peer sent data that failed verification");
+                    self.metrics().blames.get_or_create(&ReasonLabel { reason: reason.name() }).inc();
+                    if disconnect {
+                        self.reconciler.peer_down(&peer);
+                        let client = self.client.clone();
+                        tokio::spawn(async move { client.disconnect(peer, BAN).await });
+                    }
+                }
+            }
+        }
+        self.mirror_stats();
+    }
+
+    /// Keeps what this node lacks of a repaired window and seals it (sealing gives the
+    /// new records their extended seqs).
+    fn store_repaired(&mut self, repaired: Repaired) {
+        let Repaired { window, root, records, announced_ns } = repaired;
+        let store = self.shared.store.as_ref();
+        let result = (|| {
+            let held: BTreeSet<(u64, u64, [u8; 8])> =
+                store.window(window.stream, window.start)?.iter().map(StoredRecord::order_key).collect();
+            let new: Vec<StoredRecord> =
+                records.into_iter().map(|r| StoredRecord::repaired(r, 0)).filter(|r| !held.contains(&r.order_key())).collect();
+            let n = new.len();
+            store.seal_window(window.stream, window.start, &new)?;
+            store.flush()?;
+            Ok::<_, store::StoreError>(n)
+        })();
+        match result {
+            Ok(n) => {
+                let seconds = now_ns().saturating_sub(announced_ns) as f64 / 1e9;
+                self.metrics().repair_seconds.observe(seconds);
+                tracing::debug!(%window, root = %hex::encode(&root[..8]), records = n, "window repaired");
+            }
+            Err(e) => tracing::warn!(error = %e, %window, "cannot store a repaired window"),
+        }
+    }
+
+    /// Adds the reconciler's counters since the last call to the metrics.
+    fn mirror_stats(&mut self) {
+        let s = self.reconciler.stats().clone();
+        let l = &self.last_stats;
+        let m = &self.shared.metrics.mesh;
+        m.symbols_received.inc_by(s.symbols_received - l.symbols_received);
+        m.symbols_used.inc_by(s.symbols_used - l.symbols_used);
+        m.decode_failures.inc_by(s.decode_failures - l.decode_failures);
+        m.verification_failures.inc_by(s.verification_failures - l.verification_failures);
+        m.windows_repaired.inc_by(s.windows_repaired - l.windows_repaired);
+        m.records_repaired.inc_by(s.records_repaired - l.records_repaired);
+        self.last_stats = s;
+    }
+
+    async fn refresh_status(&mut self) {
+        let peers = self.client.peers().await;
+        let listen = self.client.listen_addrs().await;
+        let me = self.client.local_peer_id();
+        let (wanted, repairing) = self.reconciler.backlog();
+        let m = &self.shared.metrics.mesh;
+        m.peers.set(peers.len() as i64);
+        m.windows.set(self.index.len() as i64);
+        m.windows_wanted.set(wanted as i64);
+        let bytes = |direction| m.bytes.get_or_create(&BytesLabel { kind: "repair", direction }).get();
+        let s = self.reconciler.stats();
+        let mut out = Status {
+            peer_id: me.to_string(),
+            mesh: self.mesh_name.clone(),
+            listen: listen.iter().map(|a: &Multiaddr| format!("{a}/p2p/{me}")).collect(),
+            peers: Vec::new(),
+            windows: self.index.len(),
+            wanted,
+            repairing,
+            stats: StatsView {
+                windows_repaired: s.windows_repaired,
+                records_repaired: s.records_repaired,
+                symbols_received: s.symbols_received,
+                symbols_used: s.symbols_used,
+                decode_failures: s.decode_failures,
+                verification_failures: s.verification_failures,
+                repair_bytes_in: bytes("in"),
+                repair_bytes_out: bytes("out"),
+            },
+        };
+        for p in peers {
+            let mut ps = PeerStatus {
+                peer_id: p.peer.to_string(),
+                addrs: p.addrs.iter().map(ToString::to_string).collect(),
+                connected_seconds: p.connected_since.elapsed().as_secs(),
+                in_sync: 0,
+                behind: 0,
+                ahead: 0,
+                differing: 0,
+            };
+            for (w, (root, count)) in self.peer_windows.get(&p.peer).into_iter().flatten() {
+                match self.index.windows.get(w) {
+                    Some(mine) if mine.root == *root => ps.in_sync += 1,
+                    Some(mine) if mine.count > *count => ps.behind += 1,
+                    Some(mine) if mine.count == *count => ps.differing += 1,
+                    _ => ps.ahead += 1,
+                }
+            }
+            out.peers.push(ps);
+        }
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = out;
+    }
+}
+
+impl View<'_> {
+    /// The slot size of the window with `root`, if we hold it.
+    fn slot_size(&self, root: &Root) -> Option<usize> {
+        let (stream, start) = self.store.window_by_root(root).ok().flatten()?;
+        self.index.windows.get(&WindowId { stream, start }).map(|s| usize::from(s.slot_size))
+    }
+}
