@@ -43,6 +43,7 @@ fn handle(c: &mut Criterion) {
         metrics: Default::default(),
         reorder: Default::default(),
         iotstream_timestamp: Default::default(),
+        sealed: Default::default(),
     });
     let mut listener = Listener::new(Dialect::Iotstream, Arc::clone(&shared));
     let base_ms = now_ns() / 1_000_000;

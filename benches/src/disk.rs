@@ -72,6 +72,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         metrics: Default::default(),
         reorder: Default::default(),
         iotstream_timestamp: Default::default(),
+        sealed: Default::default(),
     });
     let mut listener = Listener::new(Dialect::Iotstream, Arc::clone(&shared));
     let (mut packets, mut readings, mut datagram_bytes) = (0u64, 0u64, 0u64);

@@ -5,6 +5,7 @@
 mod decode_failure;
 mod disk;
 mod ingest;
+mod mesh;
 pub mod load;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     DecodeFailure(decode_failure::Opts),
     /// Bytes on disk per reading for a seed-001 workload, against raw datagrams and CSV.
     Disk(disk::Opts),
+    /// Three nodes under independent loss: repair bytes per repaired byte, time to the same root.
+    Mesh(mesh::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(opts) => ingest::run(&opts),
         Command::DecodeFailure(opts) => decode_failure::run(&opts),
         Command::Disk(opts) => disk::run(&opts),
+        Command::Mesh(opts) => mesh::run(&opts),
     }
 }

@@ -51,6 +51,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/streams", get(streams))
         .route("/v1/peers", get(peers))
+        .route("/v1/windows", get(windows))
         .route("/v1/streams/{dialect}/{device}/records", get(records))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, None, "no such endpoint; see docs/api.md") })
@@ -252,6 +253,50 @@ fn render(stream: StreamId, views: &[RecordView], next: Option<u64>, format: For
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
         }
     }
+}
+
+/// `GET /v1/windows?from=T&limit=N`: the sealed windows this node holds that start at
+/// or after device time `from`, with their roots — what the mesh compares.
+async fn windows(State(app): State<App>, Query(params): Query<Vec<(String, String)>>) -> Response {
+    let mut from = 0u64;
+    let mut limit = 10_000usize;
+    for (name, value) in &params {
+        match name.as_str() {
+            "from" => match parse_time(value) {
+                Ok(t) => from = t,
+                Err(m) => return bad("from", m),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => return bad("limit", format!("{value:?} is not a whole number from 1 to {MAX_LIMIT}")),
+            },
+            _ => return bad(name, format!("unknown parameter {name:?} (known: from, limit)")),
+        }
+    }
+    let shared = Arc::clone(&app.shared);
+    let listed = tokio::task::spawn_blocking(move || shared.store.summaries()).await;
+    let summaries = match listed {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+    };
+    let windows: Vec<serde_json::Value> = summaries
+        .iter()
+        .filter(|s| s.window.start >= from)
+        .take(limit)
+        .map(|s| {
+            json!({
+                "dialect": s.window.stream.dialect,
+                "device": s.window.stream.device,
+                "start_ns": s.window.start,
+                "root": hex::encode(s.root),
+                "count": s.count,
+                "slot_size": s.slot_size,
+                "provenance": hex::encode(s.provenance),
+            })
+        })
+        .collect();
+    Json(json!({ "windows": windows })).into_response()
 }
 
 /// `GET /v1/peers`: connected peers, windows in sync / behind / ahead of each, repair counters.

@@ -156,5 +156,35 @@ pub fn status(node: &str) -> anyhow::Result<String> {
         s("/totals/dropped"),
         s("/totals/streams_in_memory")
     );
+    let _ = writeln!(out, "mesh       {}  peer id {}", s("/mesh"), s("/peer_id"));
+    for a in v.pointer("/listen").and_then(|l| l.as_array()).into_iter().flatten() {
+        let _ = writeln!(out, "join with  --bootstrap {}", a.as_str().unwrap_or("-"));
+    }
+    let peers = get(&format!("{}/v1/peers", node.trim_end_matches('/')), &[])?;
+    let p: serde_json::Value = serde_json::from_str(&peers).context("the node's answer is not a peer list")?;
+    let ps = |path: &str| p.pointer(path).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "windows    {} held, {} behind a peer, {} repairing; repaired {} windows, {} records; verification failures {}",
+        ps("/windows"),
+        ps("/wanted"),
+        ps("/repairing"),
+        ps("/stats/windows_repaired"),
+        ps("/stats/records_repaired"),
+        ps("/stats/verification_failures")
+    );
+    for peer in p.pointer("/peers").and_then(|l| l.as_array()).into_iter().flatten() {
+        let f = |k: &str| peer.get(k).map(|x| x.to_string().trim_matches('"').to_owned()).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "peer       {}  in sync {}  behind {}  ahead {}  differing {}  ({}s)",
+            f("peer_id"),
+            f("in_sync"),
+            f("behind"),
+            f("ahead"),
+            f("differing"),
+            f("connected_seconds")
+        );
+    }
     Ok(out)
 }

@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub reorder: stream::Config,
     pub iotstream_timestamp: TimestampUnit,
+    /// Signalled after a flush that may have sealed windows (the mesh announces them).
+    pub sealed: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {

@@ -90,6 +90,10 @@ fn mesh_config(config: &Config) -> mesh::Config {
             listen: config.listen.clone(),
             bootstrap: config.bootstrap.clone(),
             mesh: config.mesh.clone(),
+            max_response_bytes: telemesh_proto::mesh::message::MAX_MESSAGE,
+            // Twice what the reconciler sends one peer at once, so summary exchange and
+            // repair fit side by side.
+            max_inbound_per_peer: 2 * telemesh_proto::mesh::Config::default().max_requests_per_peer,
             ..overlay::Config::default()
         },
         reconcile: telemesh_proto::mesh::Config {
@@ -108,6 +112,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         metrics: metrics::Metrics::new(),
         reorder: config.reorder,
         iotstream_timestamp: config.iotstream_timestamp,
+        sealed: Arc::default(),
     });
     let listeners = api::Listeners {
         iotstream: sockets.iotstream.as_ref().and_then(|s| s.local_addr().ok()),
@@ -230,6 +235,9 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
             s.table().close_quiet(now_ns().saturating_sub(QUIET_NS));
             let done = flush(&s)?;
             tracing::trace!(?done, "flushed");
+            if done.sealed > 0 {
+                s.sealed.notify_one();
+            }
             if evicted > 0 {
                 tracing::debug!(evicted, "idle streams left memory");
             }

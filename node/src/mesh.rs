@@ -37,6 +37,9 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub const BAN: Duration = Duration::from_secs(600);
 /// Windows remembered per peer for `/v1/peers` (in sync, behind, ahead).
 const PEER_WINDOWS: usize = 100_000;
+/// The reasons of `telemesh_mesh_rejects_total`.
+const REJECTS: [&str; 7] =
+    ["gossip_rejected", "busy", "events_dropped", "announcement_ignored", "session_abandoned", "request_failed", "symbol_rejected"];
 
 /// This node's sealed windows, by window, and a digest per stream.
 #[derive(Debug, Default)]
@@ -90,10 +93,11 @@ impl Index {
     }
 }
 
-/// What the mesh answers from: the index and the store.
+/// What the mesh answers from: the index, the store, and records not yet in the store.
 struct View<'a> {
     index: &'a Index,
     store: &'a dyn Store,
+    shared: &'a Shared,
 }
 
 impl Holdings for View<'_> {
@@ -119,9 +123,13 @@ impl Holdings for View<'_> {
             .map(|(_, s)| *s)
             .collect()
     }
+    /// Every record of the window this node holds: stored, and still in memory (a window
+    /// a peer has sealed may still be open here).
     fn records(&self, window: WindowId) -> Vec<telemesh_proto::Record> {
+        let pending = self.shared.table().unflushed_of(&window.stream);
+        let in_memory = pending.into_iter().filter(|r| r.window() == window.start).map(|r| r.record);
         match self.store.window(window.stream, window.start) {
-            Ok(recs) => recs.into_iter().map(|r| r.record).collect(),
+            Ok(recs) => recs.into_iter().map(|r| r.record).chain(in_memory).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, %window, "cannot read a window to repair it");
                 Vec::new()
@@ -157,6 +165,8 @@ pub struct Metrics {
     pub windows_repaired: Counter,
     pub records_repaired: Counter,
     pub blames: Family<ReasonLabel, Counter>,
+    /// Inputs from peers refused or dropped, by reason.
+    pub rejects: Family<ReasonLabel, Counter>,
     pub peers: Gauge,
     pub windows: Gauge,
     pub windows_wanted: Gauge,
@@ -187,6 +197,7 @@ impl Metrics {
             windows_repaired: Counter::default(),
             records_repaired: Counter::default(),
             blames: Family::default(),
+            rejects: Family::default(),
             peers: Gauge::default(),
             windows: Gauge::default(),
             windows_wanted: Gauge::default(),
@@ -208,6 +219,11 @@ impl Metrics {
         registry.register("mesh_windows_repaired", "Windows repaired from peers", self.windows_repaired.clone());
         registry.register("mesh_records_repaired", "Records repaired from peers", self.records_repaired.clone());
         registry.register("mesh_blames", "Peers blamed for bad data, by reason", self.blames.clone());
+        registry.register(
+            "mesh_rejects",
+            "Peer inputs refused or dropped: gossip_rejected, busy, events_dropped, announcement_ignored, session_abandoned, request_failed, symbol_rejected",
+            self.rejects.clone(),
+        );
         registry.register("mesh_peers", "Connected peers of this mesh", self.peers.clone());
         registry.register("mesh_windows", "Sealed windows this node holds", self.windows.clone());
         registry.register("mesh_windows_wanted", "Windows a peer holds a root of that this node lacks", self.windows_wanted.clone());
@@ -216,6 +232,9 @@ impl Metrics {
             "Time from a root's first announcement to its window being repaired here",
             self.repair_seconds.clone(),
         );
+        for reason in REJECTS {
+            let _ = self.rejects.get_or_create(&ReasonLabel { reason });
+        }
         for kind in ["repair", "sync", "provenance", "gossip"] {
             for direction in ["in", "out"] {
                 let _ = self.bytes.get_or_create(&BytesLabel { kind, direction });
@@ -223,8 +242,19 @@ impl Metrics {
         }
     }
 
+    /// Counts a repair-protocol message: its bytes and the 4-byte length prefix.
     fn count_bytes(&self, kind: &'static str, direction: &'static str, n: usize) {
         self.bytes.get_or_create(&BytesLabel { kind, direction }).inc_by(n as u64 + 4);
+    }
+
+    fn count_gossip(&self, direction: &'static str, n: usize) {
+        self.bytes.get_or_create(&BytesLabel { kind: "gossip", direction }).inc_by(n as u64);
+    }
+
+    fn reject(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.rejects.get_or_create(&ReasonLabel { reason }).inc_by(n);
+        }
     }
 }
 
@@ -303,6 +333,7 @@ pub fn start(
         status,
         mesh_name,
         last_stats: mesh::Stats::default(),
+        last_traffic: overlay::Traffic::default(),
     };
     Ok(tokio::spawn(driver.run(events, shutdown)))
 }
@@ -320,9 +351,10 @@ struct Driver {
     status: Arc<Mutex<Status>>,
     mesh_name: String,
     last_stats: mesh::Stats,
+    last_traffic: overlay::Traffic,
 }
 
-type Answer = (mesh::RequestId, &'static str, usize, Option<Vec<u8>>);
+type Answer = (mesh::RequestId, PeerId, &'static str, Option<Vec<u8>>);
 
 impl Driver {
     fn metrics(&self) -> &Metrics {
@@ -336,21 +368,26 @@ impl Driver {
         // Everything held is announced once at start.
         self.announce.extend(self.index.windows.keys().copied());
         let mut status_every = 0u32;
+        let notify = Arc::clone(&self.shared.sealed);
         loop {
+            let mut sealed = false;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = notify.notified() => sealed = true,
                 event = events.recv() => match event {
                     Some(e) => self.on_event(e),
                     None => return,
                 },
-                Some((id, kind, sent, answer)) = answers.recv() => {
+                Some((id, peer, kind, answer)) = answers.recv() => {
                     let response = answer.and_then(|bytes| {
                         self.metrics().count_bytes(kind, "in", bytes.len());
                         message::decode::<Response>(&bytes).ok()
                     });
-                    let _ = sent;
+                    if let Some(Response::Windows { windows, .. }) = &response {
+                        self.note_peer_windows(peer, windows);
+                    }
                     let now = now_ns();
-                    let view = View { index: &self.index, store: self.shared.store.as_ref() };
+                    let view = View { index: &self.index, store: self.shared.store.as_ref(), shared: &self.shared };
                     self.reconciler.handle_response(id, response, now, &view);
                 }
                 _ = tick.tick() => {
@@ -361,7 +398,13 @@ impl Driver {
                     }
                 }
             }
-            self.act(&answers_tx);
+            // Windows sealed here (by a repair, or by the flush that signalled) are
+            // announced at once rather than at the next tick.
+            if self.act(&answers_tx) || sealed {
+                self.absorb_seals();
+                self.act(&answers_tx);
+                self.publish().await;
+            }
         }
     }
 
@@ -369,10 +412,10 @@ impl Driver {
         let now = now_ns();
         match event {
             Event::Gossip { source, data } => {
-                self.metrics().count_bytes("gossip", "in", data.len());
+                self.metrics().count_gossip("in", data.len());
                 let Ok(announce) = message::decode::<Announce>(&data) else { return };
                 self.note_peer_windows(source, &announce.windows);
-                let view = View { index: &self.index, store: self.shared.store.as_ref() };
+                let view = View { index: &self.index, store: self.shared.store.as_ref(), shared: &self.shared };
                 self.reconciler.handle_announce(source, &announce.windows, now, &view);
             }
             Event::Request { peer, data, reply } => {
@@ -380,7 +423,7 @@ impl Driver {
                     Ok(request) => {
                         let kind = kind(&request);
                         self.metrics().count_bytes(kind, "in", data.len());
-                        let view = View { index: &self.index, store: self.shared.store.as_ref() };
+                        let view = View { index: &self.index, store: self.shared.store.as_ref(), shared: &self.shared };
                         let response = serve::respond(&request, &view, &mut self.encoders);
                         if let (Request::Symbols { root, .. }, Response::Symbols { data }) = (&request, &response) {
                             let slot = view.slot_size(root).unwrap_or(0);
@@ -405,6 +448,7 @@ impl Driver {
             Event::PeerDown(peer) => {
                 tracing::info!(%peer, "peer disconnected");
                 self.reconciler.peer_down(&peer);
+                self.peer_windows.remove(&peer);
             }
         }
     }
@@ -420,6 +464,16 @@ impl Driver {
 
     /// New seals from the store, then the reconciler's timers, then announcements.
     async fn on_tick(&mut self) {
+        self.absorb_seals();
+        let now = now_ns();
+        let view = View { index: &self.index, store: self.shared.store.as_ref(), shared: &self.shared };
+        self.reconciler.tick(now, &view);
+        self.publish().await;
+    }
+
+    /// Reads the summaries of windows the store sealed since the last call, tells the
+    /// reconciler, and queues them for announcement.
+    fn absorb_seals(&mut self) {
         let store = Arc::clone(&self.shared.store);
         let (changed, overflowed) = store.take_changed();
         let now = now_ns();
@@ -437,7 +491,7 @@ impl Driver {
                 Ok(Some(s)) => {
                     if self.index.set(s) {
                         self.announce.insert(w);
-                        let view = View { index: &self.index, store: store.as_ref() };
+                        let view = View { index: &self.index, store: store.as_ref(), shared: &self.shared };
                         self.reconciler.handle_local(w, &view, now);
                     }
                 }
@@ -445,9 +499,6 @@ impl Driver {
                 Err(e) => tracing::warn!(error = %e, %w, "cannot read a window's summary"),
             }
         }
-        let view = View { index: &self.index, store: store.as_ref() };
-        self.reconciler.tick(now, &view);
-        self.publish().await;
     }
 
     async fn publish(&mut self) {
@@ -464,7 +515,7 @@ impl Driver {
             let Some(bytes) = message::encode_announce(&batch) else { continue };
             let len = bytes.len();
             match self.client.publish(bytes).await {
-                Ok(true) => self.metrics().count_bytes("gossip", "out", len),
+                Ok(true) => self.metrics().count_gossip("out", len),
                 // No peer subscribed yet: the summary exchange tells them later.
                 Ok(false) => {}
                 Err(e) => tracing::debug!(error = %e, "cannot publish an announcement"),
@@ -472,8 +523,9 @@ impl Driver {
         }
     }
 
-    /// Carries out what the reconciler asks.
-    fn act(&mut self, answers: &mpsc::Sender<Answer>) {
+    /// Carries out what the reconciler asks. Returns whether windows were stored.
+    fn act(&mut self, answers: &mpsc::Sender<Answer>) -> bool {
+        let mut repaired = Vec::new();
         while let Some(action) = self.reconciler.poll() {
             match action {
                 Action::Send { id, peer, request } => {
@@ -483,12 +535,11 @@ impl Driver {
                     let client = self.client.clone();
                     let answers = answers.clone();
                     tokio::spawn(async move {
-                        let len = bytes.len();
                         let answer = client.request(peer, bytes).await.map_err(|e| tracing::debug!(%peer, error = %e, "repair request failed")).ok();
-                        let _ = answers.send((id, kind, len, answer)).await;
+                        let _ = answers.send((id, peer, kind, answer)).await;
                     });
                 }
-                Action::Store(repaired) => self.store_repaired(repaired),
+                Action::Store(r) => repaired.push(r),
                 Action::Provenance { window, root, table } => {
                     if let Err(e) = self.shared.store.add_provenance(window, &root, &table) {
                         tracing::warn!(error = %e, %window, "cannot merge provenance");
@@ -505,31 +556,42 @@ impl Driver {
                 }
             }
         }
+        let stored = !repaired.is_empty();
+        self.store_repaired(repaired);
         self.mirror_stats();
+        stored
     }
 
-    /// Keeps what this node lacks of a repaired window and seals it (sealing gives the
-    /// new records their extended seqs).
-    fn store_repaired(&mut self, repaired: Repaired) {
-        let Repaired { window, root, records, announced_ns } = repaired;
+    /// Keeps what this node lacks of repaired windows and seals them together, with one
+    /// sync (sealing gives the new records their extended seqs).
+    fn store_repaired(&mut self, repaired: Vec<Repaired>) {
+        if repaired.is_empty() {
+            return;
+        }
         let store = self.shared.store.as_ref();
         let result = (|| {
-            let held: BTreeSet<(u64, u64, [u8; 8])> =
-                store.window(window.stream, window.start)?.iter().map(StoredRecord::order_key).collect();
-            let new: Vec<StoredRecord> =
-                records.into_iter().map(|r| StoredRecord::repaired(r, 0)).filter(|r| !held.contains(&r.order_key())).collect();
-            let n = new.len();
-            store.seal_window(window.stream, window.start, &new)?;
+            let mut new: Vec<(WindowId, Vec<StoredRecord>)> = Vec::with_capacity(repaired.len());
+            for r in &repaired {
+                let held: BTreeSet<(u64, u64, [u8; 8])> =
+                    store.window(r.window.stream, r.window.start)?.iter().map(StoredRecord::order_key).collect();
+                let records = r.records.iter().map(|x| StoredRecord::repaired(x.clone(), 0)).filter(|x| !held.contains(&x.order_key()));
+                new.push((r.window, records.collect()));
+            }
+            let sealing: Vec<store::Sealing<'_>> =
+                new.iter().map(|(w, live)| store::Sealing { stream: w.stream, window_start: w.start, live }).collect();
+            store.seal_windows(&sealing)?;
             store.flush()?;
-            Ok::<_, store::StoreError>(n)
+            Ok::<_, store::StoreError>(new.iter().map(|(_, l)| l.len()).sum::<usize>())
         })();
         match result {
             Ok(n) => {
-                let seconds = now_ns().saturating_sub(announced_ns) as f64 / 1e9;
-                self.metrics().repair_seconds.observe(seconds);
-                tracing::debug!(%window, root = %hex::encode(&root[..8]), records = n, "window repaired");
+                let now = now_ns();
+                for r in &repaired {
+                    self.metrics().repair_seconds.observe(now.saturating_sub(r.announced_ns) as f64 / 1e9);
+                }
+                tracing::debug!(windows = repaired.len(), records = n, "windows repaired");
             }
-            Err(e) => tracing::warn!(error = %e, %window, "cannot store a repaired window"),
+            Err(e) => tracing::warn!(error = %e, windows = repaired.len(), "cannot store repaired windows"),
         }
     }
 
@@ -544,6 +606,16 @@ impl Driver {
         m.verification_failures.inc_by(s.verification_failures - l.verification_failures);
         m.windows_repaired.inc_by(s.windows_repaired - l.windows_repaired);
         m.records_repaired.inc_by(s.records_repaired - l.records_repaired);
+        m.reject("announcement_ignored", s.announcements_ignored - l.announcements_ignored);
+        m.reject("session_abandoned", s.sessions_abandoned - l.sessions_abandoned);
+        m.reject("request_failed", s.request_failures - l.request_failures);
+        m.reject("symbol_rejected", s.symbols_rejected - l.symbols_rejected);
+        let t = self.client.traffic();
+        let lt = &self.last_traffic;
+        m.reject("gossip_rejected", t.gossip_rejected - lt.gossip_rejected);
+        m.reject("busy", t.inbound_rejected_busy - lt.inbound_rejected_busy);
+        m.reject("events_dropped", t.events_dropped - lt.events_dropped);
+        self.last_traffic = t;
         self.last_stats = s;
     }
 

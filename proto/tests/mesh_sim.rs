@@ -158,9 +158,12 @@ struct Mesh {
     /// Probability that a request or its response is lost.
     loss: f64,
     /// Responses on their way: (to node, request id, response).
-    inflight: VecDeque<(usize, u64, Option<Response>)>,
+    inflight: VecDeque<(usize, u64, Option<Response>, usize)>,
     repair_bytes: usize,
     by_kind: BTreeMap<&'static str, usize>,
+    /// Requests in flight per (from, to), and the most seen at once.
+    in_flight: BTreeMap<(usize, usize), usize>,
+    most_in_flight: usize,
 }
 
 impl Mesh {
@@ -185,8 +188,11 @@ impl Mesh {
                     self.act(i, action);
                 }
             }
-            while let Some((to, id, response)) = self.inflight.pop_front() {
+            while let Some((to, id, response, from)) = self.inflight.pop_front() {
                 moved = true;
+                if let Some(n) = self.in_flight.get_mut(&(to, from)) {
+                    *n -= 1;
+                }
                 let node = &mut self.nodes[to];
                 node.reconciler.handle_response(id, response, self.now_ns, &node.store);
                 while let Some(action) = self.nodes[to].reconciler.poll() {
@@ -204,6 +210,9 @@ impl Mesh {
     fn act(&mut self, i: usize, action: Action<usize>) {
         match action {
             Action::Send { id, peer, request } => {
+                let n = self.in_flight.entry((i, peer)).or_default();
+                *n += 1;
+                self.most_in_flight = self.most_in_flight.max(*n);
                 let lost = self.rng.gen_bool(self.loss) || self.nodes[peer].disconnected.contains(&i) || self.nodes[i].disconnected.contains(&peer);
                 let response = if lost {
                     None
@@ -220,7 +229,7 @@ impl Mesh {
                     }
                     Some(message::decode::<Response>(&bytes).expect("response decodes"))
                 };
-                self.inflight.push_back((i, id, response));
+                self.inflight.push_back((i, id, response, peer));
             }
             Action::Store(repaired) => {
                 let node = &mut self.nodes[i];
@@ -310,6 +319,8 @@ fn mesh(n: usize, serve: &[Serve], loss: f64, seed: u64) -> Mesh {
         inflight: VecDeque::new(),
         repair_bytes: 0,
         by_kind: BTreeMap::new(),
+        in_flight: BTreeMap::new(),
+        most_in_flight: 0,
     }
 }
 
@@ -372,6 +383,9 @@ fn three_nodes_converge_to_the_union_with_provenance_under_loss() {
     let repaired: u64 = m.nodes.iter().map(|n| n.reconciler.stats().records_repaired).sum();
     assert!(repaired > 0);
     assert!(m.nodes.iter().all(|n| n.blamed.is_empty()), "no honest node is blamed");
+    let cap = mesh::Config::default().max_requests_per_peer;
+    assert!(m.most_in_flight <= cap, "{} requests in flight to one peer (cap {cap})", m.most_in_flight);
+    assert!(m.most_in_flight > 1, "requests to one peer overlap");
 }
 
 #[test]

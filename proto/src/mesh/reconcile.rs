@@ -51,6 +51,8 @@ pub struct Config {
     pub session_timeout_ns: u64,
     /// Verification failures after which a peer is disconnected.
     pub blame_limit: u32,
+    /// How long a peer blamed `blame_limit` times is ignored; then its count starts over.
+    pub ban_ns: u64,
     /// Windows with targets remembered at once; more are dropped (and found again by
     /// the next summary exchange).
     pub max_wanted: usize,
@@ -58,6 +60,9 @@ pub struct Config {
     pub max_covered: usize,
     /// Summary-exchange requests in flight at once.
     pub max_sync_requests: usize,
+    /// Requests in flight to one peer at once; more wait their turn (a peer answers only
+    /// so many at once, and refuses the rest).
+    pub max_requests_per_peer: usize,
 }
 
 impl Default for Config {
@@ -68,9 +73,11 @@ impl Default for Config {
             sync_interval_ns: 10_000_000_000,
             session_timeout_ns: 30_000_000_000,
             blame_limit: 3,
+            ban_ns: 600_000_000_000,
             max_wanted: 100_000,
             max_covered: 100_000,
             max_sync_requests: 8,
+            max_requests_per_peer: 8,
         }
     }
 }
@@ -232,13 +239,21 @@ pub struct Reconciler<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> {
     pending: HashMap<RequestId, (P, Purpose)>,
     covered: Recent<Root>,
     provenance_seen: Recent<(Root, [u8; 8])>,
-    blames: BTreeMap<P, u32>,
+    /// Per peer: blames, and when the last one was.
+    blames: BTreeMap<P, (u32, u64)>,
+    /// The time of the latest input.
+    now_ns: u64,
     connected: BTreeSet<P>,
     /// Summary exchange: streams to ask about, per peer.
     sync_queue: VecDeque<(P, Request)>,
     next_sync_ns: u64,
     sync_cursor: Option<P>,
     next_id: RequestId,
+    /// Requests sent and not yet answered (whether still wanted or not), per peer, and
+    /// those waiting for one to finish.
+    sent: HashMap<RequestId, P>,
+    in_flight: HashMap<P, usize>,
+    waiting: HashMap<P, VecDeque<(RequestId, Request)>>,
     out: VecDeque<Action<P>>,
     stats: Stats,
 }
@@ -279,11 +294,15 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             sessions: BTreeMap::new(),
             pending: HashMap::new(),
             blames: BTreeMap::new(),
+            now_ns: 0,
             connected: BTreeSet::new(),
             sync_queue: VecDeque::new(),
             next_sync_ns: 0,
             sync_cursor: None,
             next_id: 0,
+            sent: HashMap::new(),
+            in_flight: HashMap::new(),
+            waiting: HashMap::new(),
             out: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -308,8 +327,18 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         self.out.pop_front()
     }
 
-    fn banned(&self, peer: &P) -> bool {
-        self.blames.get(peer).is_some_and(|b| *b >= self.config.blame_limit)
+    /// Whether `peer` is ignored: blamed `blame_limit` times, the last less than `ban_ns` ago.
+    fn banned(&mut self, peer: &P) -> bool {
+        match self.blames.get(peer) {
+            Some((count, last)) if *count >= self.config.blame_limit => {
+                if self.now_ns.saturating_sub(*last) < self.config.ban_ns {
+                    return true;
+                }
+                self.blames.remove(peer); // served its time
+                false
+            }
+            _ => false,
+        }
     }
 
     fn send(&mut self, peer: P, request: Request, purpose: Purpose) -> RequestId {
@@ -317,13 +346,43 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         let id = self.next_id;
         self.stats.requests += 1;
         self.pending.insert(id, (peer.clone(), purpose));
-        self.out.push_back(Action::Send { id, peer, request });
+        let busy = self.in_flight.entry(peer.clone()).or_insert(0);
+        if *busy < self.config.max_requests_per_peer {
+            *busy += 1;
+            self.sent.insert(id, peer.clone());
+            self.out.push_back(Action::Send { id, peer, request });
+        } else {
+            self.waiting.entry(peer).or_default().push_back((id, request));
+        }
         id
     }
 
+    /// A request to `peer` finished: the next waiting one (still wanted) goes out.
+    fn finished(&mut self, peer: &P) {
+        if let Some(n) = self.in_flight.get_mut(peer) {
+            *n = n.saturating_sub(1);
+        }
+        while let Some((id, request)) = self.waiting.get_mut(peer).and_then(VecDeque::pop_front) {
+            if self.pending.contains_key(&id) {
+                *self.in_flight.entry(peer.clone()).or_insert(0) += 1;
+                self.sent.insert(id, peer.clone());
+                self.out.push_back(Action::Send { id, peer: peer.clone(), request });
+                break;
+            }
+        }
+        if self.waiting.get(peer).is_some_and(VecDeque::is_empty) {
+            self.waiting.remove(peer);
+        }
+        if self.in_flight.get(peer) == Some(&0) {
+            self.in_flight.remove(peer);
+        }
+    }
+
     fn blame(&mut self, peer: &P, reason: Blame) {
-        let count = self.blames.entry(peer.clone()).or_insert(0);
+        let now = self.now_ns;
+        let (count, last) = self.blames.entry(peer.clone()).or_insert((0, now));
         *count += 1;
+        *last = now;
         let disconnect = *count >= self.config.blame_limit;
         self.out.push_back(Action::Blame { peer: peer.clone(), reason, disconnect });
         if disconnect {
@@ -339,7 +398,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
 
     /// A peer connected: exchange summaries with it now.
     pub fn peer_up(&mut self, peer: P, now_ns: u64) {
-        let _ = now_ns;
+        self.now_ns = self.now_ns.max(now_ns);
         if self.banned(&peer) {
             return;
         }
@@ -356,6 +415,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
 
     /// Summaries a peer announced (by gossip, or in the summary exchange).
     pub fn handle_announce(&mut self, peer: P, windows: &[Summary], now_ns: u64, holdings: &dyn Holdings) {
+        self.now_ns = self.now_ns.max(now_ns);
         if self.banned(&peer) {
             self.stats.announcements_ignored += windows.len() as u64;
             return;
@@ -416,6 +476,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
 
     /// Time passes: summary exchange, stalled sessions, new sessions.
     pub fn tick(&mut self, now_ns: u64, holdings: &dyn Holdings) {
+        self.now_ns = self.now_ns.max(now_ns);
         if now_ns >= self.next_sync_ns && !self.connected.is_empty() {
             self.next_sync_ns = now_ns + self.config.sync_interval_ns;
             let next = match &self.sync_cursor {
@@ -518,7 +579,14 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// The answer to request `id`: the peer's response bytes decoded, or `None` if the
     /// request failed (timeout, disconnect, undecodable answer).
     pub fn handle_response(&mut self, id: RequestId, response: Option<Response>, now_ns: u64, holdings: &dyn Holdings) {
-        let Some((peer, purpose)) = self.pending.remove(&id) else { return };
+        self.now_ns = self.now_ns.max(now_ns);
+        if let Some(to) = self.sent.remove(&id) {
+            self.finished(&to);
+        }
+        let Some((peer, purpose)) = self.pending.remove(&id) else {
+            self.start_sessions(now_ns, holdings);
+            return;
+        };
         if response.is_none() {
             self.stats.request_failures += 1;
         }

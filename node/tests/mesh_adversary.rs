@@ -1,0 +1,183 @@
+//! A peer that lies: it announces a real window but serves corrupted compact indexes,
+//! wrong Merkle proofs and corrupted symbols. The honest node stores nothing of it,
+//! counts the verification failures, blames the peer and disconnects it.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::identity::Keypair;
+use telemesh_node::overlay::{self, Event};
+use telemesh_node::Node;
+use telemesh_proto::mesh::message::{self, IndexPart};
+use telemesh_proto::mesh::{self, serve, Held, Holdings, Request, Response, StreamDigest, Summary, Table, WindowId};
+use telemesh_proto::record::{Kind, Readings, Record, StreamId, TimestampUnit};
+use telemesh_proto::repair::{CacheConfig, EncoderCache};
+use telemesh_proto::window::{self, Root};
+use telemesh_proto::Dialect;
+use tokio_util::sync::CancellationToken;
+
+const DEVICE: u32 = 999;
+
+/// The liar's one window: 300 records, so the blob spans several Merkle leaves and a
+/// verified index still leaves slots to rebuild from symbols.
+struct One {
+    blob: Arc<Vec<u8>>,
+    summary: Summary,
+}
+
+impl One {
+    fn new() -> One {
+        let stream = StreamId::new(Dialect::Iotstream, DEVICE);
+        let start = window::start(1_795_000_000_000_000_000);
+        let records: Vec<Record> = (0..300u64)
+            .map(|i| Record {
+                stream,
+                device_time_ns: start + i * 200_000_000,
+                seq: i,
+                timestamp_raw: (start / 1_000_000 + i * 200) % (1 << 32),
+                kind: Kind::Data,
+                readings: Readings::Batch(vec![i as f32, 1.5, 2.5, 3.5, 4.5]),
+            })
+            .collect();
+        let blob = window::encode(stream, start, &records).expect("blob");
+        let table = Table::from_heard(records.len(), (0..records.len()).map(|i| (i, "liar")));
+        let summary = mesh::summarize(&blob, &table).expect("summary");
+        One { blob: Arc::new(blob), summary }
+    }
+}
+
+impl Holdings for One {
+    fn summary(&self, window: WindowId) -> Option<Summary> {
+        (window == self.summary.window).then_some(self.summary)
+    }
+    fn stream(&self, stream: StreamId) -> Option<StreamDigest> {
+        (stream == self.summary.window.stream).then(|| mesh::stream_digest(stream, [&self.summary]))
+    }
+    fn streams(&self, after: Option<StreamId>, _: usize) -> Vec<StreamDigest> {
+        self.stream(self.summary.window.stream).into_iter().filter(|d| after.is_none_or(|a| d.stream > a)).collect()
+    }
+    fn windows(&self, stream: StreamId, after: Option<u64>, _: usize) -> Vec<Summary> {
+        self.summary(WindowId { stream, start: self.summary.window.start })
+            .into_iter()
+            .filter(|s| after.is_none_or(|a| s.window.start > a))
+            .collect()
+    }
+    fn records(&self, _: WindowId) -> Vec<Record> {
+        Vec::new()
+    }
+    fn by_root(&self, root: &Root) -> Option<Held> {
+        (*root == self.summary.root).then(|| Held { blob: Arc::clone(&self.blob), table: Table::default() })
+    }
+}
+
+/// The honest answer, corrupted: every compact index shifted, every other proof wrong
+/// (`proofs` counts the verified indexes served), every symbol flipped.
+fn lie(response: Response, proofs: u64) -> Response {
+    match response {
+        Response::Index(IndexPart::Compact { count, slot_size, mut columns, tags }) => {
+            columns[0] ^= 1;
+            Response::Index(IndexPart::Compact { count, slot_size, columns, tags })
+        }
+        Response::Index(IndexPart::Verified { leaves, mut proof }) if proofs % 2 == 1 => {
+            if let Some(b) = proof.last_mut() {
+                *b ^= 1;
+            }
+            Response::Index(IndexPart::Verified { leaves, proof })
+        }
+        Response::Symbols { mut data } => {
+            for b in data.iter_mut().skip(5).step_by(3) {
+                *b ^= 0x5a;
+            }
+            Response::Symbols { data }
+        }
+        other => other,
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let honest = Node::start(telemesh_node::Config { mesh: "test".into(), ..common::config(dir.path(), TimestampUnit::Ms) })
+        .expect("node starts");
+    let boot = loop {
+        let s = common::get_json(&format!("{}/v1/status", honest.url()));
+        if let Some(a) = s["listen"].as_array().and_then(|l| l.first()).and_then(|a| a.as_str()) {
+            break a.to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let shutdown = CancellationToken::new();
+    let liar_id = rt.block_on(async {
+        let config = overlay::Config {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+            bootstrap: vec![boot.parse().expect("multiaddr")],
+            mesh: "test".into(),
+            ..overlay::Config::default()
+        };
+        let (client, mut events) =
+            overlay::start(config, Keypair::generate_ed25519(), Arc::new(|_: &[u8]| true), shutdown.clone()).expect("overlay");
+        let id = client.local_peer_id();
+        let one = One::new();
+        let announce = message::encode_announce(&[one.summary]).expect("fits");
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let mut encoders = EncoderCache::new(CacheConfig::default());
+            let mut proofs = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tick.tick() => { let _ = client.publish(announce.clone()).await; }
+                    Some(event) = events.recv() => {
+                        if let Event::Request { data, reply, .. } = event {
+                            let response = match message::decode::<Request>(&data) {
+                                Ok(request) => {
+                                    if matches!(request, Request::Index { verified: true, .. }) {
+                                        proofs += 1;
+                                    }
+                                    lie(serve::respond(&request, &one, &mut encoders), proofs)
+                                }
+                                Err(_) => Response::Refused,
+                            };
+                            let _ = reply.send(message::encode(&response));
+                        }
+                    }
+                }
+            }
+        });
+        id
+    });
+
+    // The honest node tries, fails verification, blames, and finally disconnects the liar.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let m = common::get_text(&format!("{}/metrics", honest.url()));
+        let peers = common::get_json(&format!("{}/v1/peers", honest.url()));
+        let connected = peers["peers"].as_array().is_some_and(|p| p.iter().any(|p| p["peer_id"] == liar_id.to_string()));
+        if metric(&m, "telemesh_mesh_blames_total") >= 3.0 && !connected {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the liar was not blamed 3 times and disconnected:\n{m}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(metric(&metrics, "telemesh_mesh_verification_failures_total") >= 3.0, "{metrics}");
+    assert!(metric(&metrics, "telemesh_mesh_blames_total{reason=\"bad_proof\"}") >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "telemesh_mesh_blames_total{reason=\"bad_symbols\"}") >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "telemesh_mesh_windows_repaired_total"), 0.0);
+    let page = common::get_json(&format!("{}/v1/streams/iotstream/{DEVICE}/records", honest.url()));
+    assert_eq!(page["count"], 0, "nothing of the liar's window is stored");
+    shutdown.cancel();
+    drop(rt);
+    honest.stop().expect("stops");
+}
