@@ -48,8 +48,11 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
-/// (dialect, device, window start) → root, as one node reports it.
+/// (dialect, device, window start) → (root, slot size), as one node reports it.
 type Roots = BTreeMap<(String, u64, u64), (String, u64)>;
+
+/// When each poll was taken, and every node's roots then.
+type History = Arc<Mutex<Vec<(u64, Vec<Roots>)>>>;
 
 fn roots(node: &Node, from_ns: u64) -> anyhow::Result<Roots> {
     let v = get(&format!("{}/v1/windows?from={}&limit=100000", node.url(), from_ns as f64 / 1e9))?;
@@ -70,7 +73,10 @@ struct Point {
     sent: usize,
     union: usize,
     repaired: f64,
+    /// Σ over nodes of the records heard by some site but not by that node.
+    lacked: usize,
     repair_bytes: f64,
+    /// The median slot size of the windows.
     repaired_bytes: f64,
     datagram_bytes: f64,
     gossip: f64,
@@ -136,7 +142,7 @@ fn one(opts: &Opts, loss: f64) -> anyhow::Result<Point> {
     truth.sort_by_key(|t| t.sent_at_ns);
 
     // Poll every node's roots while it runs: when did all three first hold each final root?
-    let history: Arc<Mutex<Vec<(u64, Vec<Roots>)>>> = Arc::default();
+    let history: History = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let urls: Vec<String> = nodes.iter().map(Node::url).collect();
     let poller = {
@@ -176,6 +182,7 @@ fn one(opts: &Opts, loss: f64) -> anyhow::Result<Point> {
     let targets: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.iotstream.context("iotstream on")).collect::<Result<_, _>>()?;
     let mut rngs: Vec<ChaCha8Rng> = (0..3).map(|i| ChaCha8Rng::seed_from_u64(opts.seed * 1000 + i)).collect();
     let mut heard = std::collections::BTreeSet::new();
+    let mut received = [0usize; 3];
     let mut datagram_bytes = 0usize;
     for (i, t) in truth.iter().enumerate() {
         let wait = t.sent_at_ns.saturating_sub(now_ns());
@@ -183,10 +190,11 @@ fn one(opts: &Opts, loss: f64) -> anyhow::Result<Point> {
             std::thread::sleep(Duration::from_nanos(wait));
         }
         let mut any = false;
-        for (to, rng) in targets.iter().zip(&mut rngs) {
+        for ((to, rng), got) in targets.iter().zip(&mut rngs).zip(&mut received) {
             if !rng.gen_bool(loss) {
                 socket.send_to(&t.datagram, to)?;
                 any = true;
+                *got += 1;
             }
         }
         if any {
@@ -257,8 +265,9 @@ fn one(opts: &Opts, loss: f64) -> anyhow::Result<Point> {
         sent: truth.len(),
         union: heard.len(),
         repaired,
+        lacked: received.iter().map(|r| heard.len() - r).sum(),
         repair_bytes: sum("telemesh_mesh_bytes_total{kind=\"repair\",direction=\"out\"}"),
-        repaired_bytes: repaired * (window::INDEX_ENTRY_LEN as f64 + slot),
+        repaired_bytes: slot,
         datagram_bytes: datagram_bytes as f64 / heard.len().max(1) as f64,
         gossip: sum("telemesh_mesh_bytes_total{kind=\"gossip\",direction=\"out\"}"),
         sync: sum("telemesh_mesh_bytes_total{kind=\"sync\",direction=\"out\"}"),
@@ -283,18 +292,23 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "3 nodes on loopback (QUIC), {} IoTStream devices at {} Hz for {} s, independent loss per site\n",
         opts.devices, opts.hz, opts.seconds
     );
-    println!("| loss | sent | heard by ≥1 site | records repaired | repair bytes / repaired byte | repair bytes / repaired datagram byte | gossip B/record | summary-exchange B/record | provenance B/record | windows | window end → same root p50 / p99 / max |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| loss | sent | heard by ≥1 site | records lacked (Σ nodes) | records repaired | repair bytes | per byte lacked | per byte repaired | per datagram byte lacked | gossip B/record | summary-exchange B/record | provenance B/record | windows | window end → same root p50 / p99 / max |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for p in &points {
         let per_record = |b: f64| b / p.union.max(1) as f64;
+        // A record's bytes: its index entry and its slot in the canonical blob.
+        let record_bytes = window::INDEX_ENTRY_LEN as f64 + p.repaired_bytes;
         println!(
-            "| {:.0}% | {} | {} | {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} | {:.0} / {:.0} / {:.0} ms |",
+            "| {:.0}% | {} | {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} | {:.0} / {:.0} / {:.0} ms |",
             p.loss * 100.0,
             p.sent,
             p.union,
+            p.lacked,
             p.repaired,
-            p.repair_bytes / p.repaired_bytes.max(1.0),
-            p.repair_bytes / (p.repaired * p.datagram_bytes).max(1.0),
+            p.repair_bytes,
+            p.repair_bytes / (p.lacked as f64 * record_bytes).max(1.0),
+            p.repair_bytes / (p.repaired * record_bytes).max(1.0),
+            p.repair_bytes / (p.lacked as f64 * p.datagram_bytes).max(1.0),
             per_record(p.gossip),
             per_record(p.sync),
             per_record(p.provenance),

@@ -68,17 +68,21 @@ struct RecordsPage {
     records: Vec<RecordView>,
 }
 
+/// What `telemesh query` asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub dialect: Dialect,
+    pub device: u32,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub limit: Option<usize>,
+    pub format: OutputFormat,
+    pub view: ViewArg,
+}
+
 /// Fetches records of one device and renders them in `format`.
-pub fn query(
-    node: &str,
-    dialect: Dialect,
-    device: u32,
-    from: Option<&str>,
-    to: Option<&str>,
-    limit: Option<usize>,
-    format: OutputFormat,
-    view: ViewArg,
-) -> anyhow::Result<String> {
+pub fn query(node: &str, q: Query<'_>) -> anyhow::Result<String> {
+    let Query { dialect, device, from, to, limit, format, view } = q;
     let url = format!("{}/v1/streams/{}/{}/records", node.trim_end_matches('/'), dialect, device);
     let mut q: Vec<(&str, String)> = Vec::new();
     if let Some(f) = from {

@@ -185,6 +185,12 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics {
@@ -393,7 +399,7 @@ impl Driver {
                 _ = tick.tick() => {
                     self.on_tick().await;
                     status_every += 1;
-                    if status_every % 4 == 0 {
+                    if status_every.is_multiple_of(4) {
                         self.refresh_status().await;
                     }
                 }

@@ -626,7 +626,8 @@ impl SledStore {
     }
 
     /// A sealed value and its index entry for `records` (merged, in key order).
-    fn prepare(&self, stream: StreamId, window_start: u64, records: &[StoredRecord], keys: Vec<sled::IVec>, old_root: Option<Root>, tree: &merkle::Outboard<merkle::Blake3>, blob_len: usize) -> Option<Prepared> {
+    fn prepare(&self, stream: StreamId, window_start: u64, records: &[StoredRecord], keys: Vec<sled::IVec>, old_root: Option<Root>, built: &(Vec<u8>, merkle::Outboard<merkle::Blake3>)) -> Option<Prepared> {
+        let (blob_len, tree) = (built.0.len(), &built.1);
         let root = tree.root();
         let sorted: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
         let value = SealedValue {
@@ -798,9 +799,7 @@ impl Store for SledStore {
                     }
                 }
             }
-            let built = rebuild(stream, start, &records).and_then(|(blob, tree)| {
-                self.prepare(stream, start, &records, keys, old.map(|o| o.root), &tree, blob.len())
-            });
+            let built = rebuild(stream, start, &records).and_then(|b| self.prepare(stream, start, &records, keys, old.map(|o| o.root), &b));
             let Some(p) = built else {
                 // Only records of this window are ever written under its prefix.
                 self.corrupt();
@@ -864,11 +863,11 @@ impl Store for SledStore {
         if !changed {
             return self.summary(window);
         }
-        let Some((blob, tree)) = rebuild(window.stream, window.start, &records) else {
+        let Some(built) = rebuild(window.stream, window.start, &records) else {
             self.corrupt();
             return Ok(None);
         };
-        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], Some(value.root), &tree, blob.len()) else {
+        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], Some(value.root), &built) else {
             return Ok(None);
         };
         let summary = p.index.summary(window);

@@ -31,6 +31,9 @@ fn bad_configuration_is_one_line_and_exit_64() {
         (vec!["node", "--data", data, "--flush-interval", "soon"], "flush_interval:"),
         (vec!["node", "--data", data, "--iotstream", "off", "--tinytelemetry", "off"], "at least one ingest listener"),
         (vec!["node", "--config", "/nonexistent/telemesh.toml"], "cannot read config file"),
+        (vec!["node", "--data", data, "--listen", "localhost:4001"], "listen:"),
+        (vec!["node", "--data", data, "--bootstrap", "/ip4/10.0.0.1/tcp/4001"], "bootstrap:"),
+        (vec!["node", "--data", data, "--mesh", "my mesh"], "mesh:"),
     ] {
         let (code, _, err) = run(&args);
         assert_eq!(code, 64, "{args:?}: {err}");

@@ -75,8 +75,10 @@ pub const MAX_HOLDERS: u32 = 256;
 /// holder can rebuild a whole window alone).
 pub const HOLDER_STRIDE: u32 = (ESI_LIMIT - Layout::MAX_SLOTS) / MAX_HOLDERS;
 
-/// Extra symbols beyond the erasure count a requester should ask for: RFC 6330 bounds the
-/// decode failure probability at about 1e-2, 1e-4, 1e-6 for 0, 1, 2 extra symbols.
+/// Extra symbols beyond the erasure count for a decode that must not need a second round:
+/// RFC 6330 bounds the decode failure probability at about 1e-2, 1e-4, 1e-6 for 0, 1, 2
+/// extra symbols. (The mesh asks for none and asks again on the rare failure:
+/// `mesh::Config::overhead`.)
 pub const DEFAULT_OVERHEAD: u32 = 2;
 
 /// A [`Decoder`] keeps at most `missing + MAX_OVERHEAD` repair symbols; later ones are

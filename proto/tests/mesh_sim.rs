@@ -46,6 +46,8 @@ impl Win {
 #[derive(Default)]
 struct Store {
     windows: BTreeMap<WindowId, Win>,
+    /// List every record twice (as a node does with a record both stored and in memory).
+    twice: bool,
 }
 
 impl Holdings for Store {
@@ -69,7 +71,12 @@ impl Holdings for Store {
             .collect()
     }
     fn records(&self, window: WindowId) -> Vec<Record> {
-        self.windows.get(&window).map(|w| w.records.values().cloned().collect()).unwrap_or_default()
+        let once: Vec<Record> = self.windows.get(&window).map(|w| w.records.values().cloned().collect()).unwrap_or_default();
+        if self.twice {
+            once.iter().chain(&once).cloned().collect()
+        } else {
+            once
+        }
     }
     fn by_root(&self, root: &Root) -> Option<Held> {
         self.windows.values().find(|w| w.summary.root == *root).map(|w| Held { blob: Arc::clone(&w.blob), table: w.table.clone() })
@@ -133,7 +140,7 @@ impl Node {
                 Response::Index(message::IndexPart::Compact { count, slot_size, columns, tags })
             }
             // Every other proof is wrong (the others lead to corrupted symbols).
-            Response::Index(message::IndexPart::Verified { leaves, mut proof }) if self.served % 2 == 0 => {
+            Response::Index(message::IndexPart::Verified { leaves, mut proof }) if self.served.is_multiple_of(2) => {
                 match proof.last_mut() {
                     Some(b) => *b ^= 1,
                     None => proof = vec![0; 32],
@@ -443,6 +450,28 @@ fn a_corrupting_peer_is_blamed_and_nothing_corrupt_is_stored() {
     let honest_heard: usize = heard.values().filter(|n| n.contains("n0") || n.contains("n1")).count();
     let held: usize = m.nodes[0].store.windows.values().map(|w| w.records.len()).sum();
     assert!(held >= honest_heard);
+}
+
+#[test]
+fn only_what_a_node_lacks_is_repaired() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let records = truth(3, 120, 1, &mut rng);
+    let mut m = mesh(2, &[], 0.0, 5);
+    m.nodes[0].store.twice = true;
+    let mut lacked = 0u64;
+    for r in &records {
+        m.nodes[1].hear(r);
+        if rng.gen_bool(0.8) {
+            m.nodes[0].hear(r);
+        } else {
+            lacked += 1;
+        }
+    }
+    connect_all(&mut m);
+    m.run(5_000);
+    assert!(m.converged());
+    assert_eq!(m.nodes[0].reconciler.stats().records_repaired, lacked);
+    assert_eq!(m.nodes[1].reconciler.stats().records_repaired, 0);
 }
 
 #[test]

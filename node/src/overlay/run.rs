@@ -196,8 +196,12 @@ impl EventLoop {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let local = *self.swarm.local_peer_id();
         tracing::debug!(peer = %local, mesh = %self.protocol_version, "overlay started");
-        let mut refresh = tokio::time::interval(self.refresh);
-        refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Refreshes come quickly at first (1, 2, 4 … s) and then every `refresh`, so nodes
+        // that joined through the same bootstrap peer at about the same time find each
+        // other within seconds.
+        let mut every = Duration::from_secs(1).min(self.refresh);
+        let refresh = tokio::time::sleep(every);
+        tokio::pin!(refresh);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -206,7 +210,11 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(command) = self.commands.recv() => self.on_command(command),
                 Some(answer) = self.answers.next(), if !self.answers.is_empty() => self.on_answer(answer),
-                _ = refresh.tick() => self.refresh(),
+                _ = &mut refresh => {
+                    self.refresh();
+                    every = (every * 2).min(self.refresh);
+                    refresh.as_mut().reset(tokio::time::Instant::now() + every);
+                }
                 _ = housekeeping.tick() => self.expire_bans(),
             }
         }

@@ -48,7 +48,7 @@ impl Summary {
     /// Whether the summary describes a window this node could hold: aligned, at least one
     /// record and at most [`window::MAX_RECORDS`], slot size a non-zero multiple of 8.
     pub fn check(&self) -> bool {
-        self.window.start % window::SPAN_NS == 0
+        self.window.start.is_multiple_of(window::SPAN_NS)
             && self.count > 0
             && self.count <= window::MAX_RECORDS
             && self.slot_size > 0

@@ -79,7 +79,7 @@ impl Table {
                 !n.is_empty()
                     && n.len() <= MAX_NODE_NAME
                     && b.len() == len
-                    && (count % 8 == 0 || b.last().is_none_or(|x| x >> (count % 8) == 0))
+                    && (count.is_multiple_of(8) || b.last().is_none_or(|x| x >> (count % 8) == 0))
             })
     }
 

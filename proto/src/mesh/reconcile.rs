@@ -279,7 +279,13 @@ fn own_records(holdings: &dyn Holdings, w: WindowId) -> Own {
             continue;
         }
         let bytes = r.content_bytes();
-        own.entry((r.device_time_ns - w.start, r.seq)).or_default().push((crate::record::content::tag(&bytes), bytes));
+        let tag = crate::record::content::tag(&bytes);
+        // The same record may be listed twice (stored, and in memory): one copy is enough,
+        // and only distinct contents make a (time, seq) ambiguous.
+        let same = own.entry((r.device_time_ns - w.start, r.seq)).or_default();
+        if !same.iter().any(|(t, _)| *t == tag) {
+            same.push((tag, bytes));
+        }
     }
     own
 }
