@@ -54,16 +54,17 @@ type Roots = BTreeMap<(String, u64, u64), (String, u64)>;
 /// When each poll was taken, and every node's roots then.
 type History = Arc<Mutex<Vec<(u64, Vec<Roots>)>>>;
 
-fn roots(node: &Node, from_ns: u64) -> anyhow::Result<Roots> {
-    let v = get(&format!("{}/v1/windows?from={}&limit=100000", node.url(), from_ns as f64 / 1e9))?;
+/// A node's windows starting at or after `from_ns`, from `GET /v1/windows`.
+fn roots(url: &str, from_ns: u64) -> anyhow::Result<Roots> {
+    let v = get(&format!("{url}/v1/windows?from={}&limit=100000", from_ns as f64 / 1e9))?;
     let mut out = Roots::new();
     for w in v["windows"].as_array().context("windows")? {
         let key = (
-            w["dialect"].as_str().unwrap_or_default().to_owned(),
-            w["device"].as_u64().unwrap_or_default(),
-            w["start_ns"].as_u64().unwrap_or_default(),
+            w["dialect"].as_str().context("dialect")?.to_owned(),
+            w["device"].as_u64().context("device")?,
+            w["start_ns"].as_u64().context("start_ns")?,
         );
-        out.insert(key, (w["root"].as_str().unwrap_or_default().to_owned(), w["slot_size"].as_u64().unwrap_or_default()));
+        out.insert(key, (w["root"].as_str().context("root")?.to_owned(), w["slot_size"].as_u64().context("slot_size")?));
     }
     Ok(out)
 }
@@ -151,22 +152,7 @@ fn one(opts: &Opts, loss: f64) -> anyhow::Result<Point> {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let t = now_ns();
-                let views: Vec<Roots> = urls
-                    .iter()
-                    .filter_map(|u| {
-                        let v = get(&format!("{u}/v1/windows?from={}&limit=100000", from as f64 / 1e9)).ok()?;
-                        let mut out = Roots::new();
-                        for w in v["windows"].as_array()? {
-                            let key = (
-                                w["dialect"].as_str()?.to_owned(),
-                                w["device"].as_u64()?,
-                                w["start_ns"].as_u64()?,
-                            );
-                            out.insert(key, (w["root"].as_str()?.to_owned(), w["slot_size"].as_u64()?));
-                        }
-                        Some(out)
-                    })
-                    .collect();
+                let views: Vec<Roots> = urls.iter().filter_map(|u| roots(u, from).ok()).collect();
                 if views.len() == 3 {
                     if let Ok(mut h) = history.lock() {
                         h.push((t, views));
@@ -213,7 +199,7 @@ fn one(opts: &Opts, loss: f64) -> anyhow::Result<Point> {
     let from_ns = start_ms * 1_000_000 - window::SPAN_NS;
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let views: Vec<Roots> = nodes.iter().map(|n| roots(n, from_ns)).collect::<Result<_, _>>()?;
+        let views: Vec<Roots> = nodes.iter().map(|n| roots(&n.url(), from_ns)).collect::<Result<_, _>>()?;
         let counted: usize = views[0].len();
         if now_ns() > end_ns + 8_000_000_000 && views.iter().all(|v| *v == views[0]) && counted > 0 {
             break;
@@ -224,7 +210,7 @@ fn one(opts: &Opts, loss: f64) -> anyhow::Result<Point> {
     stop.store(true, Ordering::Relaxed);
     let _ = poller.join();
 
-    let finals = roots(&nodes[0], from_ns)?;
+    let finals = roots(&nodes[0].url(), from_ns)?;
     let history = history.lock().map_err(|_| anyhow::anyhow!("poller panicked"))?;
     let mut latency_ms = Vec::new();
     for (key, (root, _)) in &finals {
