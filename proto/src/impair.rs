@@ -556,8 +556,7 @@ mod tests {
         let mut corrupted = 0;
         for (i, d) in out.iter().enumerate() {
             let sent = (i as u64).to_be_bytes();
-            let diff: u32 =
-                d[0].bytes.iter().zip(sent).map(|(a, b)| (a ^ b).count_ones()).sum();
+            let diff: u32 = d[0].bytes.iter().zip(sent).map(|(a, b)| (a ^ b).count_ones()).sum();
             assert!(diff <= 1);
             corrupted += diff as u64;
             if d.len() == 2 {
