@@ -185,6 +185,12 @@ struct SealedValue {
     heard: Table,
     /// The blob's hash tree, kept only for blobs over [`OUTBOARD_KEPT_OVER`] bytes.
     outboard: Option<Vec<u8>>,
+    /// The window's summary besides its root: record count, slot size, and the digest
+    /// of its provenance table (this node included). Kept here, not in sled's index:
+    /// sled rewrites whole pages for every value it stores, so its values stay small.
+    count: u32,
+    slot_size: u16,
+    digest: [u8; 8],
 }
 
 const BIAS: u64 = 1 << 63;
@@ -209,19 +215,9 @@ pub struct Sealed {
     pub table: Table,
 }
 
-/// The index entry of a sealed window (part 0): where its value is, and its summary.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct SealedIndex {
-    loc: Loc,
-    root: Root,
-    count: u32,
-    slot_size: u16,
-    provenance: [u8; 8],
-}
-
-impl SealedIndex {
+impl SealedValue {
     fn summary(&self, window: WindowId) -> Summary {
-        Summary { window, root: self.root, count: self.count, slot_size: self.slot_size, provenance: self.provenance }
+        Summary { window, root: self.root, count: self.count, slot_size: self.slot_size, provenance: self.digest }
     }
 }
 
@@ -331,7 +327,7 @@ struct Prepared {
     window_start: u64,
     keys: Vec<sled::IVec>,
     old_root: Option<Root>,
-    index: SealedIndex,
+    summary: Summary,
     value: Vec<u8>,
 }
 
@@ -580,8 +576,15 @@ impl SledStore {
 
     /// A sealed window's value, from the segment file its index entry points to.
     fn read_sealed(&self, stream: StreamId, window_start: u64, index: &[u8]) -> Result<Option<(SealedValue, Vec<StoredRecord>)>, StoreError> {
-        let Ok(index) = codec::from_slice::<SealedIndex>(index, "sealed window index") else { return Ok(None) };
-        Ok(self.segments.read(index.loc)?.and_then(|payload| decode_sealed(stream, window_start, &payload)))
+        let Ok(loc) = codec::from_slice::<Loc>(index, "sealed window location") else { return Ok(None) };
+        Ok(self.segments.read(loc)?.and_then(|payload| decode_sealed(stream, window_start, &payload)))
+    }
+
+    /// A sealed window's summary, from its value (without decoding its records).
+    fn read_summary(&self, window: WindowId, index: &[u8]) -> Result<Option<Summary>, StoreError> {
+        let Ok(loc) = codec::from_slice::<Loc>(index, "sealed window location") else { return Ok(None) };
+        let value = self.segments.read(loc)?.and_then(|p| codec::from_slice::<SealedValue>(&p, "sealed window").ok());
+        Ok(value.map(|v| v.summary(window)))
     }
 
     fn lock_sealing(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -593,7 +596,7 @@ impl SledStore {
     fn write_sealed(&self, prepared: &[Prepared]) -> Result<(), StoreError> {
         let payloads: Vec<&[u8]> = prepared.iter().map(|p| p.value.as_slice()).collect();
         let locs = self.segments.append_all(&payloads)?;
-        let index: Vec<Vec<u8>> = prepared.iter().zip(locs).map(|(p, loc)| codec::to_vec(&SealedIndex { loc, ..p.index })).collect();
+        let index: Vec<Vec<u8>> = locs.iter().map(codec::to_vec).collect();
         (&self.windows, &self.roots)
             .transaction(|(w, r)| {
                 for (p, value) in prepared.iter().zip(&index) {
@@ -604,7 +607,7 @@ impl SledStore {
                     if let Some(old) = p.old_root {
                         r.remove(old.as_slice())?;
                     }
-                    r.insert(p.index.root.as_slice(), window_prefix(p.stream, p.window_start).as_slice())?;
+                    r.insert(p.summary.root.as_slice(), window_prefix(p.stream, p.window_start).as_slice())?;
                 }
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
@@ -636,19 +639,15 @@ impl SledStore {
             provenance: pack_provenance(records),
             heard: others(records),
             outboard: (blob_len > OUTBOARD_KEPT_OVER).then(|| tree.to_bytes()),
-        };
-        let slot_size = u16::try_from(
-            (blob_len - window::HEADER_LEN - records.len() * window::INDEX_ENTRY_LEN).checked_div(records.len()).unwrap_or(0),
-        )
-        .ok()?;
-        let index = SealedIndex {
-            loc: Loc { segment: 0, offset: 0, len: 0 },
-            root,
             count: records.len() as u32,
-            slot_size,
-            provenance: table(records, &self.node_id).digest(),
+            slot_size: u16::try_from(
+                (blob_len - window::HEADER_LEN - records.len() * window::INDEX_ENTRY_LEN).checked_div(records.len()).unwrap_or(0),
+            )
+            .ok()?,
+            digest: table(records, &self.node_id).digest(),
         };
-        Some(Prepared { stream, window_start, keys, old_root: old_root.filter(|o| *o != root), index, value: codec::to_vec(&value) })
+        let summary = value.summary(WindowId { stream, start: window_start });
+        Some(Prepared { stream, window_start, keys, old_root: old_root.filter(|o| *o != root), summary, value: codec::to_vec(&value) })
     }
 
     /// Bytes of live keys and values per tree, and sled's own count of bytes on disk:
@@ -806,7 +805,7 @@ impl Store for SledStore {
                 continue;
             };
             if let Some(i) = requested {
-                roots[i] = Some(p.index.root);
+                roots[i] = Some(p.summary.root);
             }
             prepared.push(p);
         }
@@ -818,13 +817,11 @@ impl Store for SledStore {
 
     fn summary(&self, window: WindowId) -> Result<Option<Summary>, StoreError> {
         let Some(v) = self.windows.get(window_key(window.stream, window.start, PART_SEALED, 0))? else { return Ok(None) };
-        match codec::from_slice::<SealedIndex>(&v, "sealed window index") {
-            Ok(index) => Ok(Some(index.summary(window))),
-            Err(_) => {
-                self.corrupt();
-                Ok(None)
-            }
+        let summary = self.read_summary(window, &v)?;
+        if summary.is_none() {
+            self.corrupt();
         }
+        Ok(summary)
     }
 
     fn summaries(&self) -> Result<Vec<Summary>, StoreError> {
@@ -835,9 +832,9 @@ impl Store for SledStore {
                 continue;
             }
             let (Some(stream), Some(start)) = (StreamId::from_key_prefix(&k), key_window(&k)) else { continue };
-            match codec::from_slice::<SealedIndex>(&v, "sealed window index") {
-                Ok(index) => out.push(index.summary(WindowId { stream, start })),
-                Err(_) => self.corrupt(),
+            match self.read_summary(WindowId { stream, start }, &v)? {
+                Some(s) => out.push(s),
+                None => self.corrupt(),
             }
         }
         Ok(out)
@@ -870,7 +867,7 @@ impl Store for SledStore {
         let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], Some(value.root), &built) else {
             return Ok(None);
         };
-        let summary = p.index.summary(window);
+        let summary = p.summary;
         self.write_sealed(&[p])?;
         Ok(Some(summary))
     }
@@ -1090,11 +1087,11 @@ mod tests {
         s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0), rec(2, 20, 2.0)] }], &[], &[]).expect("append");
         s.seal_window(S, 0, &[]).expect("seal");
         let key = window_key(S, 0, PART_SEALED, 0);
-        let index: SealedIndex = codec::from_slice(&s.windows.get(key).expect("get").expect("sealed"), "t").expect("decodes");
-        let mut v: SealedValue = codec::from_slice(&s.segments.read(index.loc).expect("read").expect("frame"), "t").expect("decodes");
+        let loc: Loc = codec::from_slice(&s.windows.get(key).expect("get").expect("sealed"), "t").expect("decodes");
+        let mut v: SealedValue = codec::from_slice(&s.segments.read(loc).expect("read").expect("frame"), "t").expect("decodes");
         v.root[0] ^= 1;
         let moved = s.segments.append(&codec::to_vec(&v)).expect("append");
-        s.windows.insert(key, codec::to_vec(&SealedIndex { loc: moved, ..index })).expect("raw insert");
+        s.windows.insert(key, codec::to_vec(&moved)).expect("raw insert");
         let report = s.check().expect("check");
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems); // root mismatch, and not in the index
         assert!(report.problems[0].contains("root recomputes to"), "{:?}", report.problems);
