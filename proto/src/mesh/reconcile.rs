@@ -82,6 +82,11 @@ impl Default for Config {
     }
 }
 
+/// The largest window blob repaired (a minute of one device at about 1,000 records a
+/// second with 1 KiB readings is 60 MiB); an announced window beyond it is ignored, so a
+/// peer cannot make a node hold more than this for one decode.
+pub const MAX_REPAIR_BLOB: usize = 64 << 20;
+
 /// Identifies a request the reconciler sent, so its response finds its way back.
 pub type RequestId = u64;
 
@@ -560,8 +565,9 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 continue;
             };
             let summary = target.summary;
-            if summary.count > Layout::MAX_SLOTS {
+            if summary.count > Layout::MAX_SLOTS || summary.blob_len() > MAX_REPAIR_BLOB {
                 // One source block per window; windows this big are not repairable yet.
+                // A blob over MAX_REPAIR_BLOB would make the decoder hold that much.
                 self.stats.announcements_ignored += 1;
                 self.drop_target(w, &summary.root);
                 continue;
@@ -928,4 +934,79 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
 enum Step {
     Continue,
     Done,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::{Held, StreamDigest};
+    use crate::record::StreamId;
+    use crate::wire::Dialect;
+
+    /// A node that holds nothing.
+    struct Empty;
+
+    impl Holdings for Empty {
+        fn summary(&self, _: WindowId) -> Option<Summary> {
+            None
+        }
+        fn stream(&self, _: StreamId) -> Option<StreamDigest> {
+            None
+        }
+        fn streams(&self, _: Option<StreamId>, _: usize) -> Vec<StreamDigest> {
+            Vec::new()
+        }
+        fn windows(&self, _: StreamId, _: Option<u64>, _: usize) -> Vec<Summary> {
+            Vec::new()
+        }
+        fn records(&self, _: WindowId) -> Vec<Record> {
+            Vec::new()
+        }
+        fn by_root(&self, _: &Root) -> Option<Held> {
+            None
+        }
+    }
+
+    fn summary(count: u32, slot_size: u16) -> Summary {
+        Summary {
+            window: WindowId { stream: StreamId::new(Dialect::Iotstream, 1), start: 0 },
+            root: [7; 32],
+            count,
+            slot_size,
+            provenance: [0; 8],
+        }
+    }
+
+    #[test]
+    fn a_window_too_big_to_decode_is_not_asked_for() {
+        let mut r: Reconciler<u8> = Reconciler::new(Config::default());
+        // 50,000 records of 2 KiB: a 100 MiB blob.
+        r.handle_announce(1, &[summary(50_000, 2048)], 0, &Empty);
+        assert!(r.poll().is_none());
+        assert_eq!(r.stats().announcements_ignored, 1);
+        // A normal window is asked for: its index, from the peer that announced it.
+        r.handle_announce(1, &[summary(60, 32)], 0, &Empty);
+        match r.poll() {
+            Some(Action::Send { peer: 1, request: Request::Index { verified: false, .. }, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_beyond_the_per_peer_cap_wait_their_turn() {
+        let config = Config { max_requests_per_peer: 2, ..Config::default() };
+        let mut r: Reconciler<u8> = Reconciler::new(config);
+        let windows: Vec<Summary> = (0..5u64)
+            .map(|i| Summary { window: WindowId { stream: StreamId::new(Dialect::Iotstream, 1), start: i * window::SPAN_NS }, ..summary(60, 32) })
+            .collect();
+        r.handle_announce(9, &windows, 0, &Empty);
+        let mut sent = Vec::new();
+        while let Some(Action::Send { id, .. }) = r.poll() {
+            sent.push(id);
+        }
+        assert_eq!(sent.len(), 2, "two in flight, three waiting");
+        r.handle_response(sent[0], None, 1, &Empty);
+        let next: Vec<_> = std::iter::from_fn(|| r.poll()).filter(|a| matches!(a, Action::Send { .. })).collect();
+        assert_eq!(next.len(), 1, "one answer lets one more go");
+    }
 }
