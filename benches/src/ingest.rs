@@ -99,6 +99,8 @@ fn trial(opts: &Opts, rate: Option<f64>) -> anyhow::Result<Trial> {
         http: "127.0.0.1:0".parse()?,
         recv_buffer: opts.recv_buffer,
         max_streams: usize::from(opts.devices) * 2 + 16,
+        // A node alone: its overlay on a loopback port of its own.
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         ..Config::default()
     };
     let node = Node::start(config.clone())?;
