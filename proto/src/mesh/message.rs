@@ -295,6 +295,7 @@ pub fn verify(part: &IndexPart, summary: &Summary) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::WindowId;
     use crate::record::{Kind, Readings, Record, StreamId};
     use crate::wire::Dialect;
 
@@ -361,6 +362,50 @@ mod tests {
         let IndexPart::Verified { mut leaves, proof } = part else { panic!() };
         leaves[100] ^= 1;
         assert!(verify(&IndexPart::Verified { leaves, proof }, &s).is_err());
+    }
+
+    /// The sizes and bytes `docs/protocol.md` ("Messages", "Compact index") gives.
+    #[test]
+    fn documented_sizes_and_bytes() {
+        let stream = StreamId::new(Dialect::Iotstream, 1001);
+        let start = 1_765_477_200_000_000_000;
+        let s = Summary { window: WindowId { stream, start }, root: [0xaa; 32], count: 60, slot_size: 32, provenance: [0xbb; 8] };
+        assert_eq!(encode(&s).len(), 55);
+        let widest = Summary {
+            window: WindowId { stream: StreamId::new(Dialect::Secure, u32::MAX), start: u64::MAX - u64::MAX % window::SPAN_NS },
+            count: window::MAX_RECORDS,
+            slot_size: u16::MAX - u16::MAX % 8,
+            ..s
+        };
+        assert_eq!(encode(&widest).len(), 63);
+        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE] }).len(), 50_403);
+        assert!(encode_announce(&vec![widest; MAX_ANNOUNCE]).is_some());
+
+        // 60 seed-001 DATA records one second apart, seq 100.., none missing.
+        let records: Vec<Record> = (0..60u64)
+            .map(|i| Record {
+                stream,
+                device_time_ns: start + 758_000_000 + i * 1_000_000_000,
+                seq: 100 + i,
+                timestamp_raw: i,
+                kind: Kind::Data,
+                readings: Readings::Batch(vec![1.0, 2.0, 3.0, 4.0, 5.0]),
+            })
+            .collect();
+        let blob = window::encode(stream, start, &records).expect("blob");
+        let (header, entries) = window::index(&blob).expect("index");
+        let bytes = encode(&Response::Index(IndexPart::compact(&header, &entries)));
+        let want: [u8; 21] = [
+            0x02, 0x00, 0x3c, 0x20, 0x0f, // Index, Compact, count 60, slot size 32, 15 bytes of columns
+            0x80, 0xd3, 0xb8, 0xe9, 0x02, // first offset 758000000 ns
+            0x64, // first seq 100
+            0x06, // time unit 10^6 ns
+            0xe8, 0x07, // period 1000
+            0x00, 0x00, 0x00, // seq column
+            0x00, 0x00, 0x00, // time column
+            0x00, // no tags
+        ];
+        assert_eq!(bytes, want);
     }
 
     #[test]
