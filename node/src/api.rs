@@ -36,6 +36,8 @@ pub struct App {
     pub data_dir: String,
     /// The mesh as the driver last saw it.
     pub mesh: Arc<std::sync::Mutex<crate::mesh::Status>>,
+    /// The summaries of this node's sealed windows, as the mesh driver keeps them.
+    pub windows: crate::mesh::SharedIndex,
 }
 
 /// The addresses this node actually bound.
@@ -273,17 +275,9 @@ async fn windows(State(app): State<App>, Query(params): Query<Vec<(String, Strin
             _ => return bad(name, format!("unknown parameter {name:?} (known: from, limit)")),
         }
     }
-    let shared = Arc::clone(&app.shared);
-    let listed = tokio::task::spawn_blocking(move || shared.store.summaries()).await;
-    let summaries = match listed {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-    };
+    let summaries = crate::mesh::read(&app.windows).from(from, limit);
     let windows: Vec<serde_json::Value> = summaries
         .iter()
-        .filter(|s| s.window.start >= from)
-        .take(limit)
         .map(|s| {
             json!({
                 "dialect": s.window.stream.dialect,

@@ -149,7 +149,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
 
     let keypair = identity::load_or_create(&config.data_dir)?;
     let mesh_status = Arc::new(Mutex::new(mesh::Status::default()));
-    let mesh = mesh::start(mesh_config(&config), keypair, Arc::clone(&shared), Arc::clone(&mesh_status), shutdown.clone())
+    let (mesh, windows) = mesh::start(mesh_config(&config), keypair, Arc::clone(&shared), Arc::clone(&mesh_status), shutdown.clone())
         .context("cannot start the overlay")?;
 
     sockets.http.set_nonblocking(true)?;
@@ -160,6 +160,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         listeners,
         data_dir: config.data_dir.display().to_string(),
         mesh: mesh_status,
+        windows,
     };
     let serve_token = shutdown.clone();
     axum::serve(http, api::router(app))

@@ -7,7 +7,7 @@
 //! the store sealed. `docs/protocol.md` ("Mesh") describes the protocol.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
@@ -88,9 +88,24 @@ impl Index {
         self.windows.len()
     }
 
+    /// Summaries of windows starting at or after `from`, in (stream, start) order, at most
+    /// `limit` (`GET /v1/windows`).
+    pub fn from(&self, from: u64, limit: usize) -> Vec<Summary> {
+        self.windows.values().filter(|s| s.window.start >= from).take(limit).copied().collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty()
     }
+}
+
+/// The index, shared by the driver (which changes it) and the HTTP API (which reads it).
+pub type SharedIndex = Arc<RwLock<Index>>;
+
+/// The shared index for reading; a panic elsewhere cannot leave it half-updated (each
+/// change is one map insert), so poisoning is ignored.
+pub fn read(index: &SharedIndex) -> RwLockReadGuard<'_, Index> {
+    index.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What the mesh answers from: the index, the store, and records not yet in the store.
@@ -314,26 +329,27 @@ pub struct Config {
     pub reconcile: mesh::Config,
 }
 
-/// Starts the overlay and the driver; returns the driver's task. `status` is kept up to date.
+/// Starts the overlay and the driver; returns the driver's task and the index of this
+/// node's sealed windows it keeps. `status` is kept up to date.
 pub fn start(
     config: Config,
     keypair: libp2p::identity::Keypair,
     shared: Arc<Shared>,
     status: Arc<Mutex<Status>>,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, SharedIndex)> {
     let validate: overlay::Validator = Arc::new(|bytes: &[u8]| {
         message::decode::<Announce>(bytes).is_ok_and(|a| a.windows.len() <= MAX_ANNOUNCE && a.windows.iter().all(Summary::check))
     });
     let mesh_name = config.overlay.mesh.clone();
     let (client, events) = overlay::start(config.overlay, keypair, validate, shutdown.clone())?;
-    let index = Index::load(shared.store.as_ref())?;
+    let index: SharedIndex = Arc::new(RwLock::new(Index::load(shared.store.as_ref())?));
     let driver = Driver {
         shared,
         client,
         reconciler: Reconciler::new(config.reconcile),
         encoders: EncoderCache::new(CacheConfig::default()),
-        index,
+        index: Arc::clone(&index),
         announce: BTreeSet::new(),
         peer_windows: BTreeMap::new(),
         status,
@@ -341,7 +357,7 @@ pub fn start(
         last_stats: mesh::Stats::default(),
         last_traffic: overlay::Traffic::default(),
     };
-    Ok(tokio::spawn(driver.run(events, shutdown)))
+    Ok((tokio::spawn(driver.run(events, shutdown)), index))
 }
 
 struct Driver {
@@ -349,7 +365,7 @@ struct Driver {
     client: Client,
     reconciler: Reconciler<PeerId>,
     encoders: EncoderCache,
-    index: Index,
+    index: SharedIndex,
     /// Windows to announce with the next tick.
     announce: BTreeSet<WindowId>,
     /// What each peer last announced of each window: (root, count).
@@ -372,7 +388,7 @@ impl Driver {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Everything held is announced once at start.
-        self.announce.extend(self.index.windows.keys().copied());
+        self.announce.extend(read(&self.index).windows.keys().copied());
         let mut status_every = 0u32;
         let notify = Arc::clone(&self.shared.sealed);
         loop {
@@ -393,7 +409,8 @@ impl Driver {
                         self.note_peer_windows(peer, windows);
                     }
                     let now = now_ns();
-                    let view = View { index: &self.index, store: self.shared.store.as_ref(), shared: &self.shared };
+                    let index = read(&self.index);
+                    let view = View { index: &index, store: self.shared.store.as_ref(), shared: &self.shared };
                     self.reconciler.handle_response(id, response, now, &view);
                 }
                 _ = tick.tick() => {
@@ -421,7 +438,8 @@ impl Driver {
                 self.metrics().count_gossip("in", data.len());
                 let Ok(announce) = message::decode::<Announce>(&data) else { return };
                 self.note_peer_windows(source, &announce.windows);
-                let view = View { index: &self.index, store: self.shared.store.as_ref(), shared: &self.shared };
+                let index = read(&self.index);
+                let view = View { index: &index, store: self.shared.store.as_ref(), shared: &self.shared };
                 self.reconciler.handle_announce(source, &announce.windows, now, &view);
             }
             Event::Request { peer, data, reply } => {
@@ -429,7 +447,8 @@ impl Driver {
                     Ok(request) => {
                         let kind = kind(&request);
                         self.metrics().count_bytes(kind, "in", data.len());
-                        let view = View { index: &self.index, store: self.shared.store.as_ref(), shared: &self.shared };
+                        let index = read(&self.index);
+                        let view = View { index: &index, store: self.shared.store.as_ref(), shared: &self.shared };
                         let response = serve::respond(&request, &view, &mut self.encoders);
                         if let (Request::Symbols { root, .. }, Response::Symbols { data }) = (&request, &response) {
                             let slot = view.slot_size(root).unwrap_or(0);
@@ -471,9 +490,11 @@ impl Driver {
     /// New seals from the store, then the reconciler's timers, then announcements.
     async fn on_tick(&mut self) {
         self.absorb_seals();
-        let now = now_ns();
-        let view = View { index: &self.index, store: self.shared.store.as_ref(), shared: &self.shared };
-        self.reconciler.tick(now, &view);
+        {
+            let index = read(&self.index);
+            let view = View { index: &index, store: self.shared.store.as_ref(), shared: &self.shared };
+            self.reconciler.tick(now_ns(), &view);
+        }
         self.publish().await;
     }
 
@@ -487,7 +508,7 @@ impl Driver {
             match Index::load(store.as_ref()) {
                 Ok(index) => {
                     self.announce.extend(index.windows.keys().copied());
-                    self.index = index;
+                    *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot reload window summaries"),
             }
@@ -495,9 +516,10 @@ impl Driver {
         for w in changed {
             match store.summary(w) {
                 Ok(Some(s)) => {
-                    if self.index.set(s) {
+                    if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
                         self.announce.insert(w);
-                        let view = View { index: &self.index, store: store.as_ref(), shared: &self.shared };
+                        let index = read(&self.index);
+                        let view = View { index: &index, store: store.as_ref(), shared: &self.shared };
                         self.reconciler.handle_local(w, &view, now);
                     }
                 }
@@ -509,8 +531,10 @@ impl Driver {
 
     async fn publish(&mut self) {
         while !self.announce.is_empty() {
-            let batch: Vec<Summary> =
-                self.announce.iter().take(MAX_ANNOUNCE).filter_map(|w| self.index.windows.get(w).copied()).collect();
+            let batch: Vec<Summary> = {
+                let index = read(&self.index);
+                self.announce.iter().take(MAX_ANNOUNCE).filter_map(|w| index.windows.get(w).copied()).collect()
+            };
             let taken: Vec<WindowId> = self.announce.iter().take(MAX_ANNOUNCE).copied().collect();
             for w in &taken {
                 self.announce.remove(w);
@@ -630,9 +654,10 @@ impl Driver {
         let listen = self.client.listen_addrs().await;
         let me = self.client.local_peer_id();
         let (wanted, repairing) = self.reconciler.backlog();
+        let index = read(&self.index);
         let m = &self.shared.metrics.mesh;
         m.peers.set(peers.len() as i64);
-        m.windows.set(self.index.len() as i64);
+        m.windows.set(index.len() as i64);
         m.windows_wanted.set(wanted as i64);
         let bytes = |direction| m.bytes.get_or_create(&BytesLabel { kind: "repair", direction }).get();
         let s = self.reconciler.stats();
@@ -641,7 +666,7 @@ impl Driver {
             mesh: self.mesh_name.clone(),
             listen: listen.iter().map(|a: &Multiaddr| format!("{a}/p2p/{me}")).collect(),
             peers: Vec::new(),
-            windows: self.index.len(),
+            windows: index.len(),
             wanted,
             repairing,
             stats: StatsView {
@@ -666,7 +691,7 @@ impl Driver {
                 differing: 0,
             };
             for (w, (root, count)) in self.peer_windows.get(&p.peer).into_iter().flatten() {
-                match self.index.windows.get(w) {
+                match index.windows.get(w) {
                     Some(mine) if mine.root == *root => ps.in_sync += 1,
                     Some(mine) if mine.count > *count => ps.behind += 1,
                     Some(mine) if mine.count == *count => ps.differing += 1,
@@ -675,6 +700,7 @@ impl Driver {
             }
             out.peers.push(ps);
         }
+        drop(index);
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = out;
     }
 }
