@@ -78,7 +78,7 @@ struct Point {
     lacked: usize,
     repair_bytes: f64,
     /// The median slot size of the windows.
-    repaired_bytes: f64,
+    slot_size: f64,
     datagram_bytes: f64,
     gossip: f64,
     sync: f64,
@@ -253,7 +253,7 @@ fn one(opts: &Opts, loss: f64) -> anyhow::Result<Point> {
         repaired,
         lacked: received.iter().map(|r| heard.len() - r).sum(),
         repair_bytes: sum("telemesh_mesh_bytes_total{kind=\"repair\",direction=\"out\"}"),
-        repaired_bytes: slot,
+        slot_size: slot,
         datagram_bytes: datagram_bytes as f64 / heard.len().max(1) as f64,
         gossip: sum("telemesh_mesh_bytes_total{kind=\"gossip\",direction=\"out\"}"),
         sync: sum("telemesh_mesh_bytes_total{kind=\"sync\",direction=\"out\"}"),
@@ -283,7 +283,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     for p in &points {
         let per_record = |b: f64| b / p.union.max(1) as f64;
         // A record's bytes: its index entry and its slot in the canonical blob.
-        let record_bytes = window::INDEX_ENTRY_LEN as f64 + p.repaired_bytes;
+        let record_bytes = window::INDEX_ENTRY_LEN as f64 + p.slot_size;
         println!(
             "| {:.0}% | {} | {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} | {:.0} / {:.0} / {:.0} ms |",
             p.loss * 100.0,

@@ -31,17 +31,7 @@ fn status(node: &Node) -> serde_json::Value {
     common::get_json(&format!("{}/v1/status", node.url()))
 }
 
-/// The node's bootstrap address, once the mesh driver has published it.
-fn bootstrap_addr(node: &Node) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(a) = status(node)["listen"].as_array().and_then(|l| l.first()).and_then(|a| a.as_str()) {
-            return a.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no listen address in /v1/status");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::bootstrap_addr;
 
 fn peer_id(node: &Node) -> String {
     let addr = bootstrap_addr(node);

@@ -108,13 +108,7 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let honest = Node::start(telemesh_node::Config { mesh: "test".into(), ..common::config(dir.path(), TimestampUnit::Ms) })
         .expect("node starts");
-    let boot = loop {
-        let s = common::get_json(&format!("{}/v1/status", honest.url()));
-        if let Some(a) = s["listen"].as_array().and_then(|l| l.first()).and_then(|a| a.as_str()) {
-            break a.to_owned();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let boot = common::bootstrap_addr(&honest);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let shutdown = CancellationToken::new();

@@ -53,6 +53,20 @@ pub fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&body).expect("json")
 }
 
+/// The node's first overlay address with its peer id (a `--bootstrap` address), once the
+/// mesh driver has published it in `/v1/status`.
+pub fn bootstrap_addr(node: &Node) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = get_json(&format!("{}/v1/status", node.url()));
+        if let Some(a) = s["listen"].as_array().and_then(|l| l.first()).and_then(|a| a.as_str()) {
+            return a.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no listen address in /v1/status");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn get_text(url: &str) -> String {
     telemesh_node::client::body(ureq::get(url).call().expect("GET")).expect("body")
 }
