@@ -42,6 +42,9 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Peers to join the mesh through, each ending in `/p2p/<peer id>`.
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses peers are told to dial instead of the listen addresses (behind NAT, a port
+    /// forward or a relay); empty = advertise the listen addresses.
+    pub external_addresses: Vec<Multiaddr>,
     /// The mesh's name: nodes of different meshes do not exchange anything.
     pub mesh: String,
     /// Summary exchange with one peer this often (anti-entropy, beside gossip).
@@ -64,6 +67,7 @@ impl Default for Config {
             recv_buffer: 8 << 20,
             listen: crate::overlay::Config::default().listen,
             bootstrap: Vec::new(),
+            external_addresses: Vec::new(),
             mesh: "default".to_owned(),
             sync_interval: Duration::from_secs(10),
         }
@@ -100,6 +104,7 @@ pub struct File {
     pub recv_buffer: Option<usize>,
     pub listen: Option<Vec<String>>,
     pub bootstrap: Option<Vec<String>>,
+    pub external_addresses: Option<Vec<String>>,
     pub mesh: Option<String>,
     pub sync_interval: Option<String>,
 }
@@ -128,6 +133,7 @@ impl File {
             recv_buffer: over.recv_buffer.or(self.recv_buffer),
             listen: over.listen.or(self.listen),
             bootstrap: over.bootstrap.or(self.bootstrap),
+            external_addresses: over.external_addresses.or(self.external_addresses),
             mesh: over.mesh.or(self.mesh),
             sync_interval: over.sync_interval.or(self.sync_interval),
         }
@@ -165,6 +171,10 @@ impl File {
             bootstrap: match self.bootstrap {
                 Some(list) => list.iter().map(|s| multiaddr("bootstrap", s)).collect::<Result<_, _>>()?,
                 None => d.bootstrap,
+            },
+            external_addresses: match self.external_addresses {
+                Some(list) => list.iter().map(|s| multiaddr("external_addresses", s)).collect::<Result<_, _>>()?,
+                None => d.external_addresses,
             },
             mesh: self.mesh.unwrap_or(d.mesh),
             sync_interval: duration("sync_interval", self.sync_interval, d.sync_interval)?,

@@ -89,6 +89,7 @@ fn mesh_config(config: &Config) -> mesh::Config {
         overlay: overlay::Config {
             listen: config.listen.clone(),
             bootstrap: config.bootstrap.clone(),
+            external: config.external_addresses.clone(),
             mesh: config.mesh.clone(),
             max_response_bytes: telemesh_proto::mesh::message::MAX_MESSAGE,
             // Twice what the reconciler sends one peer at once, so summary exchange and

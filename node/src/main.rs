@@ -75,6 +75,10 @@ struct NodeArgs {
     /// (a node prints its own at start); repeat for several.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<String>,
+    /// Tell peers to dial this address instead of the listen addresses (behind NAT, a port
+    /// forward or a relay); repeat for several.
+    #[arg(long, value_name = "MULTIADDR")]
+    external_address: Vec<String>,
     /// The mesh to join: nodes of different meshes do not exchange data. [default: default]
     #[arg(long, value_name = "NAME")]
     mesh: Option<String>,
@@ -205,6 +209,7 @@ fn node(args: NodeArgs) -> ExitCode {
         flush_interval: args.flush_interval,
         listen: (!args.listen.is_empty()).then_some(args.listen),
         bootstrap: (!args.bootstrap.is_empty()).then_some(args.bootstrap),
+        external_addresses: (!args.external_address.is_empty()).then_some(args.external_address),
         mesh: args.mesh,
         sync_interval: args.sync_interval,
         ..File::default()

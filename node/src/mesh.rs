@@ -342,6 +342,7 @@ pub fn start(
         message::decode::<Announce>(bytes).is_ok_and(|a| a.windows.len() <= MAX_ANNOUNCE && a.windows.iter().all(Summary::check))
     });
     let mesh_name = config.overlay.mesh.clone();
+    let external = config.overlay.external.clone();
     let (client, events) = overlay::start(config.overlay, keypair, validate, shutdown.clone())?;
     let index: SharedIndex = Arc::new(RwLock::new(Index::load(shared.store.as_ref())?));
     let driver = Driver {
@@ -354,6 +355,7 @@ pub fn start(
         peer_windows: BTreeMap::new(),
         status,
         mesh_name,
+        external,
         last_stats: mesh::Stats::default(),
         last_traffic: overlay::Traffic::default(),
     };
@@ -372,6 +374,8 @@ struct Driver {
     peer_windows: BTreeMap<PeerId, BTreeMap<WindowId, (Root, u32)>>,
     status: Arc<Mutex<Status>>,
     mesh_name: String,
+    /// The addresses peers are told to dial, when given (`--external-address`).
+    external: Vec<Multiaddr>,
     last_stats: mesh::Stats,
     last_traffic: overlay::Traffic,
 }
@@ -651,7 +655,7 @@ impl Driver {
 
     async fn refresh_status(&mut self) {
         let peers = self.client.peers().await;
-        let listen = self.client.listen_addrs().await;
+        let listen = if self.external.is_empty() { self.client.listen_addrs().await } else { self.external.clone() };
         let me = self.client.local_peer_id();
         let (wanted, repairing) = self.reconciler.backlog();
         let index = read(&self.index);

@@ -34,6 +34,7 @@ fn bad_configuration_is_one_line_and_exit_64() {
         (vec!["node", "--data", data, "--listen", "localhost:4001"], "listen:"),
         (vec!["node", "--data", data, "--bootstrap", "/ip4/10.0.0.1/tcp/4001"], "bootstrap:"),
         (vec!["node", "--data", data, "--mesh", "my mesh"], "mesh:"),
+        (vec!["node", "--data", data, "--external-address", "127.0.0.1:4001"], "external_addresses:"),
     ] {
         let (code, _, err) = run(&args);
         assert_eq!(code, 64, "{args:?}: {err}");

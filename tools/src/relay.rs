@@ -16,13 +16,11 @@
 //!
 //! [`spawn`] runs the relay on its own thread with a single-threaded tokio runtime, so
 //! tests, the testnet and benchmarks can run many relays in one process; [`Relay::stop`]
-//! or dropping the [`Relay`] stops it.
-//!
-//! Not done (yet): per-direction flags on the command line (the library takes two
-//! configs; the binary applies one to both directions except `--reverse-loss`).
+//! or dropping the [`Relay`] stops it. [`Relay::set_cut`] cuts the link on purpose (all
+//! traffic, or only some clients') for partition experiments, beside the impairment.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -114,6 +112,8 @@ pub struct DirectionStats {
     pub queue_dropped: u64,
     /// Datagrams whose send failed (e.g. ICMP unreachable) or whose session was gone.
     pub send_failed: u64,
+    /// Datagrams dropped because the link was cut ([`Relay::set_cut`]).
+    pub cut: u64,
     /// What the impairment model did, summed over all sessions.
     pub impair: impair::Stats,
 }
@@ -140,7 +140,7 @@ impl std::fmt::Display for Stats {
         let dir = |d: &DirectionStats| {
             format!(
                 "rx {} tx {} lost {} (random {} burst {} rate {}) dup {} corrupt {} reorder {} \
-                 qdrop {} fail {}",
+                 qdrop {} fail {} cut {}",
                 d.received,
                 d.delivered,
                 d.impair.lost(),
@@ -151,7 +151,8 @@ impl std::fmt::Display for Stats {
                 d.impair.corrupted,
                 d.impair.reordered,
                 d.queue_dropped,
-                d.send_failed
+                d.send_failed,
+                d.cut
             )
         };
         write!(
@@ -167,11 +168,34 @@ impl std::fmt::Display for Stats {
     }
 }
 
+/// Traffic a relay drops on purpose, whatever the impairment: a partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Cut {
+    /// Nothing is cut.
+    #[default]
+    None,
+    /// Every datagram, both directions.
+    All,
+    /// Both directions of these clients' sessions (by client source address).
+    Clients(BTreeSet<SocketAddr>),
+}
+
+impl Cut {
+    fn cuts(&self, client: &SocketAddr) -> bool {
+        match self {
+            Cut::None => false,
+            Cut::All => true,
+            Cut::Clients(set) => set.contains(client),
+        }
+    }
+}
+
 /// A running relay. Dropping it stops it.
 #[derive(Debug)]
 pub struct Relay {
     local_addr: SocketAddr,
     stats: Arc<Mutex<Stats>>,
+    cut: Arc<Mutex<Cut>>,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -180,6 +204,12 @@ impl Relay {
     /// The address clients send to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Cuts (or heals, with [`Cut::None`]) the link from the next datagram on. Datagrams
+    /// already in the delay queue are still delivered.
+    pub fn set_cut(&self, cut: Cut) {
+        *self.cut.lock().unwrap_or_else(PoisonError::into_inner) = cut;
     }
 
     /// Counters so far.
@@ -216,17 +246,19 @@ pub fn spawn(config: Config) -> Result<Relay, Error> {
     let local_addr = socket.local_addr()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let stats = Arc::new(Mutex::new(Stats::default()));
+    let cut = Arc::new(Mutex::new(Cut::None));
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::clone(&stats);
+    let cut_shared = Arc::clone(&cut);
     let thread = std::thread::Builder::new().name("telemesh-relay".into()).spawn(move || {
         runtime.block_on(async move {
             match UdpSocket::from_std(socket) {
-                Ok(socket) => EventLoop::new(config, socket, shared).run(stopped).await,
+                Ok(socket) => EventLoop::new(config, socket, shared, cut_shared).run(stopped).await,
                 Err(e) => tracing::error!(error = %e, "relay: cannot register the socket"),
             }
         });
     })?;
-    Ok(Relay { local_addr, stats, stop, thread: Some(thread) })
+    Ok(Relay { local_addr, stats, cut, stop, thread: Some(thread) })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -266,6 +298,7 @@ struct EventLoop {
     config: Config,
     socket: UdpSocket,
     shared: Arc<Mutex<Stats>>,
+    cut: Arc<Mutex<Cut>>,
     stats: Stats,
     start: Instant,
     sessions: HashMap<SocketAddr, Session>,
@@ -277,12 +310,13 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn new(config: Config, socket: UdpSocket, shared: Arc<Mutex<Stats>>) -> Self {
+    fn new(config: Config, socket: UdpSocket, shared: Arc<Mutex<Stats>>, cut: Arc<Mutex<Cut>>) -> Self {
         let (replies_tx, replies_rx) = mpsc::channel(1024);
         EventLoop {
             config,
             socket,
             shared,
+            cut,
             stats: Stats::default(),
             start: Instant::now(),
             sessions: HashMap::new(),
@@ -325,8 +359,16 @@ impl EventLoop {
         }
     }
 
+    fn is_cut(&self, client: &SocketAddr) -> bool {
+        self.cut.lock().unwrap_or_else(PoisonError::into_inner).cuts(client)
+    }
+
     async fn on_client(&mut self, client: SocketAddr, bytes: &[u8]) {
         self.stats.forward.received += 1;
+        if self.is_cut(&client) {
+            self.stats.forward.cut += 1;
+            return;
+        }
         if !self.sessions.contains_key(&client) {
             if let Err(e) = self.open_session(client).await {
                 tracing::warn!(%client, error = %e, "relay: cannot open an upstream socket");
@@ -351,6 +393,10 @@ impl EventLoop {
             return;
         };
         self.stats.reverse.received += 1;
+        if self.cut.lock().unwrap_or_else(PoisonError::into_inner).cuts(&client) {
+            self.stats.reverse.cut += 1;
+            return;
+        }
         session.last_active = Instant::now();
         let before = session.reverse.stats();
         let deliveries = session.reverse.send(now, &bytes);

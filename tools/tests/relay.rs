@@ -205,3 +205,57 @@ fn cli_rejects_bad_options_with_exit_2() {
         assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
     }
 }
+
+#[test]
+fn a_cut_drops_everything_or_only_named_clients_until_healed() {
+    let echo = Echo::start();
+    let relay = relay_with(&echo, impair::Config::default(), impair::Config::default(), 1);
+    let (a, b) = (client(300), client(300));
+    let mut buf = [0u8; 16];
+    let round_trip = |socket: &UdpSocket, byte: u8, buf: &mut [u8]| {
+        socket.send_to(&[byte], relay.local_addr()).unwrap();
+        socket.recv_from(buf).is_ok()
+    };
+    assert!(round_trip(&a, 1, &mut buf) && round_trip(&b, 2, &mut buf));
+
+    relay.set_cut(relay::Cut::All);
+    assert!(!round_trip(&a, 3, &mut buf) && !round_trip(&b, 4, &mut buf));
+
+    relay.set_cut(relay::Cut::Clients([a.local_addr().unwrap()].into()));
+    assert!(!round_trip(&a, 5, &mut buf), "a is cut");
+    assert!(round_trip(&b, 6, &mut buf), "b is not");
+
+    relay.set_cut(relay::Cut::None);
+    assert!(round_trip(&a, 7, &mut buf), "healed");
+    let stats = relay.stop();
+    assert_eq!(stats.forward.cut, 3);
+    let bytes: Vec<u8> = echo.received().iter().map(|m| m[0]).collect();
+    assert_eq!(bytes, [1, 2, 6, 7]);
+}
+
+#[test]
+fn cli_reverse_flags_override_only_the_replies() {
+    // --reverse-loss 1 with no forward loss: requests arrive, no reply comes back.
+    let echo = Echo::start();
+    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_telemesh-relay"))
+        .args(["--listen", "127.0.0.1:0", "--to", &echo.addr.to_string(), "--reverse-loss", "1", "--reverse-delay", "5"])
+        .args(["--seed", "1", "--stats-every", "0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The relay prints its address first: "telemesh-relay X: ADDR -> …; forward ≈ `…`; reverse ≈ `…`".
+    let mut stderr = std::io::BufReader::new(relay.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let addr: SocketAddr = line.split(": ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(line.contains("reverse ≈ `tc qdisc add dev IFACE root netem loss 100% delay 5000us`"), "{line}");
+    let socket = client(300);
+    let mut buf = [0u8; 16];
+    for i in 0..3u8 {
+        socket.send_to(&[i], addr).unwrap();
+        assert!(socket.recv_from(&mut buf).is_err(), "a reply got through");
+    }
+    assert_eq!(echo.received().len(), 3);
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+}

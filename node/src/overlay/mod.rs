@@ -47,6 +47,9 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Peers to join through; each address ends in `/p2p/<peer id>` ([`validate_bootstrap`]).
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses advertised to peers (identify) instead of the listen addresses; empty =
+    /// advertise the listen addresses.
+    pub external: Vec<Multiaddr>,
     /// The mesh's name; nodes of different meshes neither gossip nor answer each other.
     pub mesh: String,
     /// The largest repair request sent or accepted, in bytes (without the length prefix).
@@ -76,6 +79,7 @@ impl Default for Config {
                 "/ip4/0.0.0.0/tcp/4001".parse().expect("a valid constant multiaddr"),
             ],
             bootstrap: Vec::new(),
+            external: Vec::new(),
             mesh: "default".to_owned(),
             max_request_bytes: 64 * 1024,
             max_response_bytes: 8 * 1024 * 1024,

@@ -89,7 +89,9 @@ fn behaviour(config: &Config, keypair: &Keypair, counters: Arc<Counters>) -> Res
 
     let identify = identify::Behaviour::new(
         identify::Config::new(config.protocol_version(), keypair.public())
-            .with_agent_version(format!("telemesh/{}", env!("CARGO_PKG_VERSION"))),
+            .with_agent_version(format!("telemesh/{}", env!("CARGO_PKG_VERSION")))
+            // With external addresses given, peers learn only those (e.g. a relay in front).
+            .with_hide_listen_addrs(!config.external.is_empty()),
     );
 
     let mut kad_config = kad::Config::new(stream_protocol(config.kad_protocol())?);
@@ -165,6 +167,9 @@ impl EventLoop {
             unreported.insert(id);
         }
         listen.send_replace(ListenState { addrs: Vec::new(), unreported: unreported.len() });
+        for addr in &config.external {
+            swarm.add_external_address(addr.clone());
+        }
         for (peer, addr) in &bootstrap {
             swarm.behaviour_mut().kad.add_address(peer, addr.clone());
         }

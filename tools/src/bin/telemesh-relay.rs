@@ -4,8 +4,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -27,8 +26,9 @@ Exit status: 0 when stopped by Ctrl-C, 2 for bad options, 1 for other errors.";
 ///
 /// Each client source address gets its own upstream socket, so replies go back to the
 /// right client (QUIC between nodes works through it). The impairment flags apply to
-/// both directions (client → target and back); --reverse-loss overrides the loss of
-/// replies. The same seed and traffic give the same losses: see docs/relay.md.
+/// both directions (client → target and back); each --reverse-* flag overrides its
+/// counterpart for replies (target → client). The same seed and traffic give the same
+/// losses: see docs/relay.md.
 #[derive(Debug, Parser)]
 #[command(name = "telemesh-relay", version, after_help = EXAMPLES, verbatim_doc_comment)]
 struct Cli {
@@ -47,10 +47,6 @@ struct Cli {
     /// Gilbert burst loss: P_GOOD_TO_BAD,P_BAD_TO_GOOD (every packet in the bad state is lost).
     #[arg(long, value_name = "P_GB,P_BG", value_parser = parse_burst)]
     burst: Option<impair::Burst>,
-
-    /// Loss probability of replies (target → client) instead of --loss.
-    #[arg(long, value_name = "P")]
-    reverse_loss: Option<f64>,
 
     /// One-way delay in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0.0)]
@@ -76,6 +72,38 @@ struct Cli {
     #[arg(long, value_name = "BYTES_PER_S")]
     rate: Option<u64>,
 
+    /// Replies (target → client): random loss instead of --loss.
+    #[arg(long, value_name = "P", help_heading = "Replies (target → client)")]
+    reverse_loss: Option<f64>,
+
+    /// Replies: burst loss instead of --burst ("none" for none).
+    #[arg(long, value_name = "P_GB,P_BG", value_parser = parse_reverse_burst, help_heading = "Replies (target → client)")]
+    reverse_burst: Option<Option<impair::Burst>>,
+
+    /// Replies: delay instead of --delay.
+    #[arg(long, value_name = "MS", help_heading = "Replies (target → client)")]
+    reverse_delay: Option<f64>,
+
+    /// Replies: jitter instead of --jitter.
+    #[arg(long, value_name = "MS", help_heading = "Replies (target → client)")]
+    reverse_jitter: Option<f64>,
+
+    /// Replies: duplication instead of --duplicate.
+    #[arg(long, value_name = "P", help_heading = "Replies (target → client)")]
+    reverse_duplicate: Option<f64>,
+
+    /// Replies: reordering instead of --reorder.
+    #[arg(long, value_name = "P", help_heading = "Replies (target → client)")]
+    reverse_reorder: Option<f64>,
+
+    /// Replies: corruption instead of --corrupt.
+    #[arg(long, value_name = "P", help_heading = "Replies (target → client)")]
+    reverse_corrupt: Option<f64>,
+
+    /// Replies: rate limit instead of --rate (0 for none).
+    #[arg(long, value_name = "BYTES_PER_S", help_heading = "Replies (target → client)")]
+    reverse_rate: Option<u64>,
+
     /// Seed of the impairment generators [default: random, printed at start].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -89,6 +117,13 @@ fn parse_burst(s: &str) -> Result<impair::Burst, String> {
     let (gb, bg) = s.split_once(',').ok_or("expected P_GOOD_TO_BAD,P_BAD_TO_GOOD")?;
     let p = |v: &str| v.trim().parse::<f64>().map_err(|e| format!("{v:?}: {e}"));
     Ok(impair::Burst::gilbert(p(gb)?, p(bg)?))
+}
+
+fn parse_reverse_burst(s: &str) -> Result<Option<impair::Burst>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
+    parse_burst(s).map(Some)
 }
 
 fn ms_to_ns(ms: f64) -> Result<u64, String> {
@@ -111,8 +146,27 @@ impl Cli {
             rate_bps: self.rate,
             ..impair::Config::default()
         };
-        let reverse =
-            impair::Config { loss: self.reverse_loss.unwrap_or(self.loss), ..forward.clone() };
+        let reverse = impair::Config {
+            loss: self.reverse_loss.unwrap_or(forward.loss),
+            burst: self.reverse_burst.unwrap_or(forward.burst),
+            delay_ns: match self.reverse_delay {
+                Some(ms) => ms_to_ns(ms).map_err(|e| format!("--reverse-delay: {e}"))?,
+                None => forward.delay_ns,
+            },
+            jitter_ns: match self.reverse_jitter {
+                Some(ms) => ms_to_ns(ms).map_err(|e| format!("--reverse-jitter: {e}"))?,
+                None => forward.jitter_ns,
+            },
+            duplicate: self.reverse_duplicate.unwrap_or(forward.duplicate),
+            reorder: self.reverse_reorder.unwrap_or(forward.reorder),
+            corrupt: self.reverse_corrupt.unwrap_or(forward.corrupt),
+            rate_bps: match self.reverse_rate {
+                Some(0) => None,
+                Some(r) => Some(r),
+                None => forward.rate_bps,
+            },
+            ..forward.clone()
+        };
         let seed = self.seed.unwrap_or_else(rand::random);
         let config =
             relay::Config { forward, reverse, seed, ..relay::Config::new(self.listen, self.to) };
@@ -137,15 +191,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
-        eprintln!("error: cannot install the Ctrl-C handler: {e}");
-        return ExitCode::from(1);
-    }
+    let stop = match telemesh_tools::stop_flag() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
 
     let (target, seed) = (config.target, config.seed);
-    let forward_netem = config.forward.netem();
+    let (forward_netem, reverse_netem) = (config.forward.netem(), config.reverse.netem());
     let relay = match relay::spawn(config) {
         Ok(r) => r,
         Err(e) => {
@@ -154,7 +206,7 @@ fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "telemesh-relay {}: {} -> {target}, seed {seed}; forward ≈ `{forward_netem}`",
+        "telemesh-relay {}: {} -> {target}, seed {seed}; forward ≈ `{forward_netem}`; reverse ≈ `{reverse_netem}`",
         env!("CARGO_PKG_VERSION"),
         relay.local_addr()
     );

@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -208,12 +206,10 @@ fn main() -> ExitCode {
     // Pick the seed here so the banner can show it and the run can be repeated.
     config.seed.get_or_insert_with(rand::random);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
-        eprintln!("error: cannot install the Ctrl-C handler: {e}");
-        return ExitCode::from(1);
-    }
+    let stop = match telemesh_tools::stop_flag() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
 
     if !quiet {
         eprintln!("{}", banner(&config));

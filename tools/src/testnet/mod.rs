@@ -1,0 +1,488 @@
+//! The local testnet behind `testnet/run.sh` and `telemesh-testnet`: several `telemesh
+//! node` processes on loopback joined into one mesh, simulated sensors whose every
+//! datagram reaches each site through that site's own impaired relay (several radio
+//! gateways hearing one sensor), optionally relays between the nodes, and at the end a
+//! check that every node converged on the same merged history ([`check`]).
+
+pub mod check;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use telemesh_proto::impair;
+use telemesh_proto::wire::Dialect;
+
+use crate::cluster::{self, Mesh, MeshSpec, Roots};
+use crate::relay;
+use crate::sensor;
+use check::{Key, NodeView, Verdict};
+
+/// How long a stream must be quiet before the node seals its open window (the node's
+/// `QUIET_NS`), plus a margin for the flush.
+const SEAL_DELAY: Duration = Duration::from_secs(7);
+
+/// How often the nodes are polled while the testnet runs.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Mean length of a loss burst with `--burst`, in packets.
+const MEAN_BURST: f64 = 4.0;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes (sites).
+    pub nodes: usize,
+    /// IoTStream devices, ids 1001, 1002, ….
+    pub devices: u16,
+    /// How long the sensors send.
+    pub duration: Duration,
+    /// Reporting interval per device.
+    pub interval: Duration,
+    /// Loss between the sensors and each site, 0..1.
+    pub loss: f64,
+    /// `loss` comes in bursts (Gilbert–Elliott, mean burst 4 packets) instead of independently.
+    pub burst: bool,
+    /// Delay of the sensor links, ms.
+    pub delay_ms: f64,
+    /// Jitter of the sensor links, ms.
+    pub jitter_ms: f64,
+    /// Loss between nodes (each way); `Some` puts a relay in front of each node.
+    pub link_loss: Option<f64>,
+    /// Cut the last node's links from 20% to 70% of the run.
+    pub partition: bool,
+    /// Seed of sensors and relays.
+    pub seed: u64,
+    /// Where the nodes' data goes; `None` = a temporary directory, removed at the end.
+    pub data: Option<PathBuf>,
+    /// How long to wait for the mesh to settle after the sensors stop.
+    pub settle_timeout: Duration,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+impl Options {
+    /// Checks the options against each other.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=26).contains(&self.nodes), "--nodes must be between 1 and 26");
+        anyhow::ensure!(self.devices >= 1 && self.devices <= 50_000, "--devices must be between 1 and 50000");
+        anyhow::ensure!((0.0..1.0).contains(&self.loss), "--loss must be at least 0 and below 1 (e.g. 0.1 or 10%)");
+        if let Some(l) = self.link_loss {
+            anyhow::ensure!((0.0..1.0).contains(&l), "--link-loss must be at least 0 and below 1");
+        }
+        anyhow::ensure!(!self.partition || self.nodes >= 2, "--partition needs at least 2 nodes");
+        // The cut (half the run) must outlast the QUIC idle timeout for the node to notice.
+        anyhow::ensure!(
+            !self.partition || self.duration >= Duration::from_secs(60),
+            "--partition needs --duration 60s or more"
+        );
+        anyhow::ensure!(self.duration >= Duration::from_secs(1), "--duration must be at least 1s");
+        anyhow::ensure!(self.interval >= Duration::from_millis(1), "--interval must be at least 1ms");
+        if let Some(dir) = &self.data {
+            // Old data would show up as records no sensor of this run sent.
+            let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+            anyhow::ensure!(empty, "--data {} is not empty; give a new directory", dir.display());
+        }
+        Ok(())
+    }
+
+    /// The impairment of each sensor → site link.
+    pub fn sensor_link(&self) -> impair::Config {
+        let (loss, burst) = match self.burst {
+            // Stationary loss p_gb / (p_gb + p_bg) = loss, with bursts of 1 / p_bg packets.
+            true if self.loss > 0.0 => {
+                let p_bg = 1.0 / MEAN_BURST;
+                (0.0, Some(impair::Burst::gilbert(self.loss * p_bg / (1.0 - self.loss), p_bg)))
+            }
+            _ => (self.loss, None),
+        };
+        impair::Config {
+            loss,
+            burst,
+            delay_ns: (self.delay_ms * 1e6) as u64,
+            jitter_ns: (self.jitter_ms * 1e6) as u64,
+            ..impair::Config::default()
+        }
+    }
+
+    fn node_link(&self) -> Option<(impair::Config, u64)> {
+        match (self.link_loss, self.partition) {
+            (None, false) => None,
+            (loss, _) => Some((
+                impair::Config { loss: loss.unwrap_or(0.0), ..impair::Config::default() },
+                self.seed.wrapping_add(500),
+            )),
+        }
+    }
+
+    /// One line saying what runs.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} nodes, {} IoTStream devices every {:?} for {:?}; sensor → site links: `{}`",
+            self.nodes,
+            self.devices,
+            self.interval,
+            self.duration,
+            self.sensor_link().netem()
+        );
+        match self.node_link() {
+            Some((link, _)) => {
+                let _ = write!(s, "; node ↔ node through relays: `{}`", link.netem());
+            }
+            None => s.push_str("; node ↔ node direct"),
+        }
+        if self.partition {
+            s.push_str("; partition of the last node");
+        }
+        let _ = write!(s, "; seed {}", self.seed);
+        s
+    }
+}
+
+/// Per-node measurements beside the verdict.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    /// `a`, `b`, ….
+    pub name: String,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Repair bytes it received (`telemesh_mesh_bytes_total{kind="repair",direction="in"}`).
+    pub repair_bytes_in: f64,
+    /// From the last datagram sent until it listed its final windows.
+    pub converged_after: Option<Duration>,
+}
+
+/// What a partition did, relative to the cut and the heal.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionReport {
+    /// The cut node's name.
+    pub node: String,
+    /// When, from the sensors' start, the cut began and was healed.
+    pub cut_at: Duration,
+    pub healed_at: Duration,
+    /// How long after the cut the node had no peers.
+    pub alone_after: Option<Duration>,
+    /// How long after healing it had all its peers again.
+    pub reconnected_after: Option<Duration>,
+    /// How long after healing all nodes agreed on every window that ended before the heal.
+    pub converged_after: Option<Duration>,
+    /// Windows that ended before the heal on which the nodes disagreed at the heal.
+    pub differing_at_heal: usize,
+}
+
+/// Everything the testnet found.
+#[derive(Debug)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub nodes: Vec<NodeReport>,
+    pub partition: Option<PartitionReport>,
+    /// The mesh settled (all nodes listed the same windows) before the timeout.
+    pub settled: bool,
+    /// The mesh, still running when `keep` was asked.
+    pub kept: Option<Kept>,
+}
+
+impl Outcome {
+    /// Settled, no problem found, and a partition (if any) isolated its node.
+    pub fn ok(&self) -> bool {
+        self.settled && self.verdict.problems.is_empty() && self.partition.as_ref().is_none_or(|p| p.alone_after.is_some())
+    }
+}
+
+/// A mesh left running (`--keep`); its data directory is not removed.
+#[derive(Debug)]
+pub struct Kept {
+    pub mesh: Mesh,
+    pub dir: PathBuf,
+    /// The relays in front of each site's IoTStream port, in node order.
+    pub site_relays: Vec<relay::Relay>,
+}
+
+/// Tracks when each node's window list last changed, and the partition's milestones.
+#[derive(Debug)]
+struct Watch {
+    last: Vec<Roots>,
+    changed_at: Vec<Instant>,
+    stable_since: Instant,
+}
+
+impl Watch {
+    fn new(nodes: usize) -> Self {
+        Watch { last: vec![Roots::new(); nodes], changed_at: vec![Instant::now(); nodes], stable_since: Instant::now() }
+    }
+
+    fn update(&mut self, now: Instant, views: Vec<Roots>) {
+        for (i, v) in views.into_iter().enumerate() {
+            if self.last[i] != v {
+                self.last[i] = v;
+                self.changed_at[i] = now;
+                self.stable_since = now;
+            }
+        }
+    }
+
+    fn agree(&self) -> bool {
+        self.last.iter().all(|r| *r == self.last[0]) && !self.last[0].is_empty()
+    }
+
+    /// Windows ending at or before `end_ns` on which the nodes disagree.
+    fn differing_before(&self, end_ns: u64) -> usize {
+        let keys: BTreeSet<&(String, u64, u64)> = self
+            .last
+            .iter()
+            .flat_map(|r| r.keys())
+            .filter(|k| k.2 + telemesh_proto::window::SPAN_NS <= end_ns)
+            .collect();
+        keys.into_iter().filter(|k| self.last.iter().any(|r| r.get(*k) != self.last[0].get(*k))).count()
+    }
+}
+
+/// Runs the testnet: start, send, settle, check. `stop` (Ctrl-C) ends it early with an error.
+pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outcome> {
+    opts.validate()?;
+    let binary = cluster::node_binary()?;
+    let (temp, dir) = match &opts.data {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::Builder::new().prefix("telemesh-testnet-").tempdir()?;
+            let d = t.path().to_owned();
+            (Some(t), d)
+        }
+    };
+    let spec = MeshSpec { nodes: opts.nodes, dir: dir.clone(), mesh: "testnet".to_owned(), sync_interval: None, node_link: opts.node_link() };
+    let mesh = Mesh::start(&binary, &spec, Duration::from_secs(60)).context("starting the nodes")?;
+    let from_ns = cluster::now_ns().saturating_sub(telemesh_proto::window::SPAN_NS);
+
+    // One relay per site in front of its IoTStream port.
+    let link = opts.sensor_link();
+    let site_relays: Vec<relay::Relay> = mesh
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let config = relay::Config {
+                forward: link.clone(),
+                reverse: link.clone(),
+                seed: opts.seed.wrapping_mul(1000).wrapping_add(i as u64),
+                ..relay::Config::new("127.0.0.1:0".parse().expect("a constant address"), n.iotstream)
+            };
+            relay::spawn(config)
+        })
+        .collect::<Result<_, _>>()?;
+
+    let truth_path = dir.join("truth.ndjson");
+    let sensors = sensor::Config {
+        dialect: Dialect::Iotstream,
+        devices: (1001..1001 + opts.devices).collect(),
+        interval: opts.interval,
+        duration: Some(opts.duration),
+        seed: Some(opts.seed),
+        to: site_relays.iter().map(relay::Relay::local_addr).collect(),
+        truth: Some(truth_path.clone()),
+        ..sensor::Config::default()
+    };
+    sensors.validate()?;
+
+    let progress = progress_bar(opts);
+    let sensor_stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = Arc::clone(&sensor_stop);
+        std::thread::spawn(move || sensor::run(&sensors, &stop))
+    };
+
+    let start = Instant::now();
+    let partition_window = opts.partition.then(|| (opts.duration.mul_f64(0.2), opts.duration.mul_f64(0.7)));
+    let isolated = opts.nodes - 1;
+    let mut partition = opts.partition.then(|| PartitionReport {
+        node: cluster::node_name(isolated),
+        cut_at: partition_window.map_or(Duration::ZERO, |w| w.0),
+        healed_at: partition_window.map_or(Duration::ZERO, |w| w.1),
+        ..PartitionReport::default()
+    });
+    let mut cut = false;
+    let mut healed_ns = None;
+    let mut watch = Watch::new(opts.nodes);
+    let mut sent_until: Option<Instant> = None;
+    let deadline_after_send = SEAL_DELAY + opts.settle_timeout;
+    let settled = loop {
+        if stop.load(Ordering::Relaxed) {
+            sensor_stop.store(true, Ordering::Relaxed);
+            let _ = sender.join();
+            progress.abandon_with_message("interrupted");
+            anyhow::bail!("interrupted");
+        }
+        std::thread::sleep(POLL);
+        let now = Instant::now();
+        let elapsed = now - start;
+
+        if let (Some(p), Some((from, to))) = (partition.as_mut(), partition_window) {
+            if !cut && healed_ns.is_none() && elapsed >= from {
+                mesh.isolate(isolated, true)?;
+                cut = true;
+            } else if cut && elapsed >= to {
+                mesh.isolate(isolated, false)?;
+                cut = false;
+                healed_ns = Some(cluster::now_ns());
+                p.differing_at_heal = watch.differing_before(cluster::now_ns());
+            }
+            let peers = |i: usize| mesh.nodes[i].json("/v1/status").ok().and_then(|s| s["peers"].as_u64());
+            if cut && p.alone_after.is_none() && peers(isolated) == Some(0) {
+                p.alone_after = Some(elapsed - from);
+            }
+            if healed_ns.is_some() && p.reconnected_after.is_none() && peers(isolated) == Some(opts.nodes as u64 - 1) {
+                p.reconnected_after = Some(elapsed - to);
+            }
+            if let (Some(h), None) = (healed_ns, p.converged_after) {
+                if watch.differing_before(h) == 0 {
+                    p.converged_after = Some(elapsed.saturating_sub(to));
+                }
+            }
+        }
+
+        if let Ok(views) = mesh.roots(from_ns) {
+            watch.update(now, views);
+        }
+        if sent_until.is_none() && sender.is_finished() {
+            sent_until = Some(now);
+        }
+        let windows = watch.last.first().map_or(0, BTreeMap::len);
+        match sent_until {
+            None => {
+                progress.set_position(elapsed.as_secs().min(opts.duration.as_secs()));
+                progress.set_message(format!("sending; {windows} windows sealed on node a{}", if cut { "; partitioned" } else { "" }));
+            }
+            Some(end) => {
+                let agree = watch.agree();
+                progress.set_message(format!(
+                    "settling: {windows} windows on node a, nodes {}",
+                    if agree { "agree" } else { "differ" }
+                ));
+                let quiet_enough = now - end >= SEAL_DELAY && now - watch.stable_since >= Duration::from_secs(2);
+                if agree && quiet_enough && !cut {
+                    break true;
+                }
+                if now - end > deadline_after_send {
+                    break false;
+                }
+            }
+        }
+    };
+    progress.finish_and_clear();
+    let summary = sender.join().map_err(|_| anyhow::anyhow!("the sensor thread panicked"))??;
+    let end = sent_until.unwrap_or_else(Instant::now);
+    tracing::debug!(?summary, "sensors done");
+
+    let truth: BTreeSet<Key> =
+        sensor::read_truth(&truth_path)?.iter().map(|t| (t.device, t.seq, t.timestamp)).collect();
+    let mut views = Vec::new();
+    let mut reports = Vec::new();
+    for (i, node) in mesh.nodes.iter().enumerate() {
+        let mut view = NodeView { name: node.name.clone(), peer_id: mesh.peer_ids[i].clone(), ..NodeView::default() };
+        for device in 1001..1001 + opts.devices {
+            let path = |view: &str| format!("/v1/streams/iotstream/{device}/records?view={view}&limit=100000");
+            let local = node.get(&path("local"))?;
+            view.local.extend(check::parse_records(&local)?.into_iter().map(|(k, _)| k));
+            let merged = node.get(&path("merged"))?;
+            view.merged.extend(check::parse_records(&merged)?);
+            view.merged_bodies.insert(device, merged);
+        }
+        views.push(view);
+        let metrics = node.metrics()?;
+        reports.push(NodeReport {
+            name: node.name.clone(),
+            peer_id: mesh.peer_ids[i].clone(),
+            repair_bytes_in: cluster::metric(&metrics, "telemesh_mesh_bytes_total{kind=\"repair\",direction=\"in\"}"),
+            converged_after: settled.then(|| watch.changed_at[i].saturating_duration_since(end)),
+        });
+    }
+    let verdict = check::check(&truth, &views);
+
+    let kept = match keep {
+        // The data stays after the mesh stops.
+        true => {
+            if let Some(t) = temp {
+                let _ = t.keep();
+            }
+            Some(Kept { mesh, dir, site_relays })
+        }
+        false => None,
+    };
+    Ok(Outcome { verdict, nodes: reports, partition, settled, kept })
+}
+
+fn progress_bar(opts: &Options) -> ProgressBar {
+    if !opts.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(opts.duration.as_secs());
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} s  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// The report a person reads at the end.
+pub fn render(opts: &Options, outcome: &Outcome) -> String {
+    let mut out = String::new();
+    let v = &outcome.verdict;
+    let _ = writeln!(out, "per node");
+    let _ = writeln!(out, "  node  peer id            received  after repair  repair bytes in  converged");
+    for (n, counts) in outcome.nodes.iter().zip(&v.nodes) {
+        let short = n.peer_id.get(n.peer_id.len().saturating_sub(8)..).unwrap_or(&n.peer_id);
+        let converged = n.converged_after.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+        let _ = writeln!(
+            out,
+            "  {:<4}  …{:<16} {:>9}  {:>12}  {:>15}  {:>9}",
+            n.name, short, counts.received, counts.merged, n.repair_bytes_in as u64, converged
+        );
+    }
+    let _ = writeln!(out, "  (converged: from the last datagram sent until the node listed its final windows; windows seal 5 s after a stream goes quiet)");
+    let _ = writeln!(out, "mesh-wide");
+    let _ = writeln!(out, "  records sent (ground truth)      {:>9}", v.sent);
+    let _ = writeln!(out, "  heard by at least one site       {:>9}", v.heard);
+    let _ = writeln!(out, "  in every node's merged history   {:>9}", v.in_every);
+    let _ = writeln!(out, "  lost by every site               {:>9}", v.lost_everywhere);
+    if let Some(p) = &outcome.partition {
+        let secs = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+        let _ = writeln!(
+            out,
+            "partition: node {} cut at {:.0} s, healed at {:.0} s; alone after {}; reconnected {} after healing; \
+             {} window(s) differed at the heal, all nodes agreed on them {} after healing",
+            p.node,
+            p.cut_at.as_secs_f64(),
+            p.healed_at.as_secs_f64(),
+            secs(p.alone_after),
+            secs(p.reconnected_after),
+            p.differing_at_heal,
+            secs(p.converged_after)
+        );
+    }
+    if let Some(p) = outcome.partition.as_ref().filter(|p| p.alone_after.is_none()) {
+        let _ = writeln!(out, "FAILED: node {} kept its peers through the cut: the partition did not isolate it", p.node);
+    }
+    if !outcome.settled {
+        let _ = writeln!(
+            out,
+            "FAILED: the nodes did not list the same windows within {:?} after the sensors stopped",
+            opts.settle_timeout
+        );
+    }
+    for p in &v.problems {
+        let _ = writeln!(out, "FAILED: {p}");
+    }
+    if outcome.ok() {
+        let _ = writeln!(
+            out,
+            "OK: every node's merged history is byte-identical and holds every record some site received."
+        );
+    }
+    out
+}
