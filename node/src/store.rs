@@ -480,6 +480,9 @@ impl SledStore {
         };
         db.flush()?;
         let wal::Opened { wal, entries, damaged } = Wal::open(&dir.join("wal"))?;
+        if damaged > 0 {
+            tracing::warn!(segments = damaged, "the write-ahead log ends in a damaged frame (a crash during a write?); the entries before it are recovered");
+        }
         let store = SledStore {
             windows: db.open_tree("windows")?,
             roots: db.open_tree("roots")?,

@@ -243,6 +243,22 @@ mod tests {
     }
 
     #[test]
+    fn entries_of_many_mebibytes_read_back() {
+        // One flush of 10,000 slow streams is over 1 MiB; it once failed to decode at
+        // recovery, and everything after it in the segment was lost.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path()).expect("open").wal;
+        let big: Entry = (0..10_000u32).map(|i| ([1, 0, 0, (i >> 8) as u8, i as u8], u64::from(i), vec![7; 300])).collect();
+        wal.append(&big).expect("append");
+        wal.append(&entry(2)).expect("append");
+        wal.sync().expect("sync");
+        drop(wal);
+        let Opened { entries, damaged, .. } = Wal::open(dir.path()).expect("reopen");
+        assert_eq!(damaged, 0);
+        assert_eq!(entries, vec![(0, big), (1, entry(2))]);
+    }
+
+    #[test]
     fn a_torn_tail_keeps_what_came_before() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = Wal::open(dir.path()).expect("open").wal;

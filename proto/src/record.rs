@@ -504,8 +504,13 @@ pub mod content {
 pub mod codec {
     use serde::{de::DeserializeOwned, Serialize};
 
-    /// Largest value `from_slice` accepts.
-    pub const MAX_VALUE: usize = 1 << 20;
+    /// Largest value `from_slice` accepts. The codec reads what the store wrote itself
+    /// (chunks, log entries, sealed windows), which can be tens of MiB: a write-ahead log
+    /// entry holds every slow stream's records of one flush, a sealed window up to a
+    /// million records. A smaller limit would make such values unreadable, i.e. lose them.
+    /// The limit is not what bounds memory for damaged bytes: serde preallocates
+    /// containers cautiously and grows them only as the input really holds elements.
+    pub const MAX_VALUE: usize = 1 << 30;
 
     fn config() -> impl bincode::config::Config {
         bincode::config::standard().with_limit::<MAX_VALUE>()
