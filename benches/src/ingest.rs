@@ -1,25 +1,30 @@
 //! `telemesh-bench ingest`: sustained datagrams/s a node accepts *and persists* with zero
-//! loss, against a bare `recv` loop on the same socket settings measured in the same run.
+//! loss, against a bare `recv` loop on the same socket settings measured in the same run,
+//! at several device counts; with the node's CPU time per datagram and peak RSS.
 //!
 //! 1. Ceiling: a thread that only `recv`s and counts, fed by the generator at full speed.
-//! 2. A ladder of offered rates (fractions of the ceiling), each run `--runs` times: a run
-//!    is lossless when every datagram sent is received *and* found in the store after the
-//!    node is stopped and reopened. The machine is shared and noisy, so each rung reports
-//!    the median and how many runs were lossless; the headline is the highest rung at
-//!    which every run was.
-//!
-//! Each run starts a fresh node (own temp dir) in this process.
+//! 2. For each device count, a ladder of offered rates (fractions of the ceiling), each
+//!    run `--runs` times: a run starts a fresh `telemesh node` process (the release
+//!    binary next to this one, own temp dir), sends for `--seconds`, waits for the node
+//!    to drain its socket, reads its CPU time and peak RSS from `/proc`, stops it with
+//!    SIGTERM (it flushes) and opens its store: the run is lossless when every datagram
+//!    sent was received *and* is found in the store. The machine is shared and noisy, so
+//!    each rung reports the median and how many runs were lossless; the headline is the
+//!    highest rung at which every run was.
 
+use std::fmt::Write as _;
 use std::net::UdpSocket;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use telemesh_node::store::Store;
-use telemesh_node::{Config, Node};
+use telemesh_tools::cluster::{self, NodeProcess, NodeSpec};
 
 use crate::load::{self, Traffic};
+use telemesh_tools::plot;
 
 /// Options of the ingest benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,18 +32,22 @@ pub struct Opts {
     /// Seconds each trial sends for.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    /// Distinct devices the traffic cycles through.
-    #[arg(long, default_value_t = 1000)]
-    pub devices: u16,
+    /// Device counts to measure; the traffic cycles through the devices round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
+    pub devices: Vec<u16>,
     /// Runs per offered rate.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Offered rates, as fractions of the measured ceiling.
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0")]
     pub ladder: Vec<f64>,
-    /// Kernel receive buffer for the node's and the ceiling's sockets, bytes.
+    /// Kernel receive buffer of the ceiling's socket, bytes (the node asks for the same,
+    /// its default `recv_buffer`).
     #[arg(long, default_value_t = 8 << 20)]
     pub recv_buffer: usize,
+    /// Where `ingest.csv` and `ingest.svg` go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
 }
 
 /// Result of one trial.
@@ -48,6 +57,10 @@ struct Trial {
     received: u64,
     persisted: u64,
     rate: f64,
+    /// Node CPU time (user + system) from the first datagram until drained, per datagram received.
+    cpu_us: f64,
+    /// Peak resident memory of the node process, bytes.
+    peak_rss: u64,
 }
 
 impl Trial {
@@ -56,7 +69,7 @@ impl Trial {
     }
 }
 
-fn ceiling(opts: &Opts) -> anyhow::Result<(f64, f64)> {
+fn ceiling(opts: &Opts, devices: u16) -> anyhow::Result<(f64, f64)> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
     sock.set_recv_buffer_size(opts.recv_buffer)?;
     sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>()?.into())?;
@@ -83,57 +96,52 @@ fn ceiling(opts: &Opts) -> anyhow::Result<(f64, f64)> {
         }
         first.map(|f| last.duration_since(f)).unwrap_or_default()
     });
-    let sent = load::blast(addr, &mut Traffic::new(opts.devices), None, Duration::from_secs_f64(opts.seconds))?;
+    let sent = load::blast(addr, &mut Traffic::new(devices), None, Duration::from_secs_f64(opts.seconds))?;
     done.store(true, Ordering::Relaxed);
     let busy = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?;
     let got = count.load(Ordering::Relaxed);
     Ok((got as f64 / busy.as_secs_f64().max(1e-9), sent.datagrams as f64 / sent.elapsed.as_secs_f64()))
 }
 
-fn trial(opts: &Opts, rate: Option<f64>) -> anyhow::Result<Trial> {
+fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>) -> anyhow::Result<Trial> {
     let dir = tempfile::tempdir()?;
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        iotstream: Some("127.0.0.1:0".parse()?),
-        tinytelemetry: None,
-        http: "127.0.0.1:0".parse()?,
-        recv_buffer: opts.recv_buffer,
-        max_streams: usize::from(opts.devices) * 2 + 16,
-        // A node alone: its overlay on a loopback port of its own.
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        ..Config::default()
-    };
-    let node = Node::start(config.clone())?;
-    let to = node.iotstream.context("iotstream listener")?;
-    let sent = load::blast(to, &mut Traffic::new(opts.devices), rate, Duration::from_secs_f64(opts.seconds))?;
+    let mut node = NodeProcess::start(binary, &NodeSpec::new("ingest", dir.path()))?;
+    node.wait_ready(Duration::from_secs(30))?;
+    let cpu = |node: &NodeProcess| node.cpu_time().context("the node's CPU time (/proc)");
+    let cpu_before = cpu(&node)?;
+    let sent = load::blast(node.iotstream, &mut Traffic::new(devices), rate, Duration::from_secs_f64(opts.seconds))?;
     // Wait for the node to drain its socket.
     let mut received = 0;
     let mut stable_since = Instant::now();
     while stable_since.elapsed() < Duration::from_millis(300) {
         std::thread::sleep(Duration::from_millis(50));
-        let now = received_so_far(&node)?;
+        let now = node.json("/v1/status")?["totals"]["received"].as_u64().context("status has totals.received")?;
         if now != received {
             received = now;
             stable_since = Instant::now();
         }
     }
-    node.stop()?;
+    let cpu_used = cpu(&node)?.saturating_sub(cpu_before);
+    let peak_rss = node.peak_rss().context("the node's peak RSS (/proc)")?;
+    let status = node.stop(Duration::from_secs(60))?;
+    anyhow::ensure!(status.success(), "the node exited with {status}");
+    let config = telemesh_node::Config { data_dir: dir.path().to_owned(), ..telemesh_node::Config::default() };
     let store = telemesh_node::open_store(&config)?;
     let mut persisted = 0;
     for (id, _) in store.states()? {
         persisted += telemesh_node::history::records(&store, &[], id, 0, u64::MAX, usize::MAX)?.len() as u64;
     }
-    Ok(Trial { sent: sent.datagrams, received, persisted, rate: sent.datagrams as f64 / sent.elapsed.as_secs_f64() })
-}
-
-fn received_so_far(node: &Node) -> anyhow::Result<u64> {
-    let body = ureq_get(&format!("{}/v1/status", node.url()))?;
-    let v: serde_json::Value = serde_json::from_str(&body)?;
-    v["totals"]["received"].as_u64().context("status has totals.received")
-}
-
-fn ureq_get(url: &str) -> anyhow::Result<String> {
-    Ok(ureq::get(url).call()?.into_string()?)
+    if std::env::var_os("TELEMESH_BENCH_KEEP").is_some() {
+        eprintln!("  kept {}", dir.keep().display());
+    }
+    Ok(Trial {
+        sent: sent.datagrams,
+        received,
+        persisted,
+        rate: sent.datagrams as f64 / sent.elapsed.as_secs_f64(),
+        cpu_us: cpu_used.as_secs_f64() * 1e6 / received.max(1) as f64,
+        peak_rss,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -141,46 +149,127 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Runs the benchmark and prints a markdown table.
+/// One rung's medians.
+struct Rung {
+    devices: u16,
+    fraction: f64,
+    offered: f64,
+    kept: f64,
+    lossless: usize,
+    cpu_us: f64,
+    peak_rss_mb: f64,
+}
+
+/// Runs the benchmark, prints markdown tables, writes `ingest.csv` and `ingest.svg`.
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.runs > 0 && opts.seconds > 0.0, "--runs and --seconds must be positive");
+    anyhow::ensure!(opts.devices.iter().all(|&d| d > 0), "--devices must be positive");
+    let binary = cluster::node_binary()?;
     eprintln!(
-        "ingest: {} s runs, {} devices, IoTStream DATA batch 5 (32-byte datagrams), {} runs per rate",
-        opts.seconds, opts.devices, opts.runs
+        "ingest: node {}, {} s runs, {:?} devices, IoTStream DATA batch 5 (32-byte datagrams), {} runs per rate",
+        binary.display(),
+        opts.seconds,
+        opts.devices,
+        opts.runs
     );
-    let ceilings: Vec<(f64, f64)> = (0..opts.runs).map(|_| ceiling(opts)).collect::<anyhow::Result<_>>()?;
-    let ceiling_rate = median(ceilings.iter().map(|c| c.0).collect());
-    let sender_rate = median(ceilings.iter().map(|c| c.1).collect());
-    eprintln!("  bare recv loop: median {ceiling_rate:.0}/s (generator offered {sender_rate:.0}/s)");
-    println!("| offered (× ceiling) | offered datagrams/s (median) | received and persisted (median) | lossless runs |");
-    println!("|---:|---:|---:|---:|");
-    println!("| bare `recv` loop = ceiling | {ceiling_rate:.0} | {ceiling_rate:.0} | — |");
-    let mut best = 0.0f64;
-    for &f in &opts.ladder {
-        let mut trials = Vec::new();
-        for _ in 0..opts.runs {
-            let t = trial(opts, Some(f * ceiling_rate))?;
-            eprintln!(
-                "  {f:.2} × ceiling: offered {:.0}/s, sent {}, received {}, persisted {} -> {}",
-                t.rate,
-                t.sent,
-                t.received,
-                t.persisted,
-                if t.lossless() { "zero loss" } else { "LOSS" }
-            );
-            trials.push(t);
+    let mut rungs = Vec::new();
+    let mut summary = String::new();
+    let mut ceilings = Vec::new();
+    for &devices in &opts.devices {
+        let measured: Vec<(f64, f64)> = (0..opts.runs).map(|_| ceiling(opts, devices)).collect::<anyhow::Result<_>>()?;
+        let ceiling_rate = median(measured.iter().map(|c| c.0).collect());
+        let sender_rate = median(measured.iter().map(|c| c.1).collect());
+        eprintln!("  {devices} devices: bare recv loop median {ceiling_rate:.0}/s (generator offered {sender_rate:.0}/s)");
+        ceilings.push((devices, ceiling_rate));
+        let mut best: Option<&Rung> = None;
+        let first = rungs.len();
+        for &f in &opts.ladder {
+            let mut trials = Vec::new();
+            for _ in 0..opts.runs {
+                let t = trial(opts, &binary, devices, Some(f * ceiling_rate))?;
+                eprintln!(
+                    "  {devices} devices, {f:.2} × ceiling: offered {:.0}/s, sent {}, received {}, persisted {}, \
+                     {:.2} µs CPU/datagram, peak RSS {:.1} MB -> {}",
+                    t.rate,
+                    t.sent,
+                    t.received,
+                    t.persisted,
+                    t.cpu_us,
+                    t.peak_rss as f64 / 1e6,
+                    if t.lossless() { "zero loss" } else { "LOSS" }
+                );
+                trials.push(t);
+            }
+            rungs.push(Rung {
+                devices,
+                fraction: f,
+                offered: median(trials.iter().map(|t| t.rate).collect()),
+                kept: median(trials.iter().map(|t| t.persisted.min(t.received) as f64 / t.sent as f64).collect()),
+                lossless: trials.iter().filter(|t| t.lossless()).count(),
+                cpu_us: median(trials.iter().map(|t| t.cpu_us).collect()),
+                peak_rss_mb: median(trials.iter().map(|t| t.peak_rss as f64 / 1e6).collect()),
+            });
         }
-        let offered = median(trials.iter().map(|t| t.rate).collect());
-        let kept = median(trials.iter().map(|t| t.persisted.min(t.received) as f64 / t.sent as f64).collect());
-        let lossless = trials.iter().filter(|t| t.lossless()).count();
-        println!("| {f:.2} | {offered:.0} | {:.2}% | {lossless}/{} |", kept * 100.0, opts.runs);
-        if lossless == opts.runs {
-            best = best.max(offered);
+        for r in &rungs[first..] {
+            if r.lossless == opts.runs && best.is_none_or(|b| r.offered > b.offered) {
+                best = Some(r);
+            }
         }
+        let _ = match best {
+            Some(b) => writeln!(
+                summary,
+                "| {devices} | {ceiling_rate:.0} | **{:.0}** | **{:.2}** | {:.2} | {:.1} |",
+                b.offered,
+                b.offered / ceiling_rate,
+                b.cpu_us,
+                b.peak_rss_mb
+            ),
+            None => writeln!(summary, "| {devices} | {ceiling_rate:.0} | no rung lossless | — | — | — |"),
+        };
+    }
+
+    println!("| devices | offered (× ceiling) | offered datagrams/s (median) | received and persisted (median) | lossless runs | node CPU µs/datagram | node peak RSS (MB) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rungs {
+        println!(
+            "| {} | {:.2} | {:.0} | {:.2}% | {}/{} | {:.2} | {:.1} |",
+            r.devices,
+            r.fraction,
+            r.offered,
+            r.kept * 100.0,
+            r.lossless,
+            opts.runs,
+            r.cpu_us,
+            r.peak_rss_mb
+        );
     }
     println!();
-    println!(
-        "Highest rate with every run lossless: **{best:.0} datagrams/s persisted** = {:.2} × the bare-recv ceiling.",
-        best / ceiling_rate
-    );
+    println!("| devices | bare-recv ceiling (datagrams/s) | highest rate with every run lossless | × ceiling | node CPU µs/datagram there | node peak RSS there (MB) |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    print!("{summary}");
+
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let mut csv = String::from("devices,ceiling_per_s,offered_fraction,offered_per_s,kept_fraction,lossless_runs,runs,cpu_us_per_datagram,peak_rss_mb\n");
+    for r in &rungs {
+        let ceiling = ceilings.iter().find(|c| c.0 == r.devices).map_or(0.0, |c| c.1);
+        let _ = writeln!(
+            csv,
+            "{},{ceiling:.0},{:.2},{:.0},{:.5},{},{},{:.3},{:.2}",
+            r.devices, r.fraction, r.offered, r.kept, r.lossless, opts.runs, r.cpu_us, r.peak_rss_mb
+        );
+    }
+    let csv_path = opts.out.join("ingest.csv");
+    std::fs::write(&csv_path, csv).with_context(|| format!("cannot write {}", csv_path.display()))?;
+    let series: Vec<plot::Series> = opts
+        .devices
+        .iter()
+        .map(|&d| plot::Series {
+            name: format!("{d} devices"),
+            points: rungs.iter().filter(|r| r.devices == d).map(|r| (r.offered, r.kept * 100.0)).collect(),
+        })
+        .collect();
+    let svg_path = opts.out.join("ingest.svg");
+    plot::lines(&svg_path, "Datagrams persisted vs offered rate", "offered datagrams/s", "received and persisted (%)", &series)?;
+    eprintln!("wrote {} and {}", csv_path.display(), svg_path.display());
     Ok(())
 }

@@ -220,6 +220,7 @@ impl NodeProcess {
                 root: w["root"].as_str().context("root")?.to_owned(),
                 provenance: w["provenance"].as_str().context("provenance")?.to_owned(),
                 count: w["count"].as_u64().context("count")?,
+                slot_size: w["slot_size"].as_u64().context("slot_size")?,
             };
             out.insert(key, info);
         }
@@ -239,6 +240,14 @@ impl NodeProcess {
     /// CPU time (user + system) the process used so far, from `/proc` (Linux only).
     pub fn cpu_time(&self) -> Option<Duration> {
         cpu_time(self.pid()?)
+    }
+
+    /// The most resident memory the process has had so far (`VmHWM`, Linux only).
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     /// Asks the node to stop (SIGTERM, so it flushes) and waits up to `timeout`, then kills it.
@@ -415,6 +424,8 @@ pub struct WindowInfo {
     pub provenance: String,
     /// Records in the window.
     pub count: u64,
+    /// Bytes per record slot in the window's blob.
+    pub slot_size: u64,
 }
 
 /// (dialect, device, window start ns) → the window, as one node lists them.

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod experiment;
+pub mod plot;
 pub mod relay;
 pub mod testnet;
 pub mod sensor;

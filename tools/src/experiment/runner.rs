@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn describe_names_the_differing_windows() {
-        let w = |root: &str, count| cluster::WindowInfo { root: root.into(), provenance: "p".into(), count };
+        let w = |root: &str, count| cluster::WindowInfo { root: root.into(), provenance: "p".into(), count, slot_size: 32 };
         let mut a = Windows::new();
         a.insert(("iotstream".into(), 1001, 60), w("r1", 5));
         a.insert(("iotstream".into(), 1002, 60), w("r2", 5));

@@ -155,6 +155,8 @@ pub struct NodeReport {
     pub repair_bytes_in: f64,
     /// From the last datagram sent until it listed its final windows.
     pub converged_after: Option<Duration>,
+    /// Its `/metrics` text at the end.
+    pub metrics: String,
 }
 
 /// What a partition did, relative to the cut and the heal.
@@ -183,6 +185,11 @@ pub struct Outcome {
     pub partition: Option<PartitionReport>,
     /// The mesh settled (all nodes listed the same windows) before the timeout.
     pub settled: bool,
+    /// For each window that ended while the sensors sent: from its end until every node
+    /// listed it with the same root and provenance, as polled every 250 ms; ascending.
+    pub window_latencies: Vec<Duration>,
+    /// The median slot size of node a's windows (bytes per record in a window blob).
+    pub median_slot_size: u64,
     /// The mesh, still running when `keep` was asked.
     pub kept: Option<Kept>,
 }
@@ -203,20 +210,28 @@ pub struct Kept {
     pub site_relays: Vec<relay::Relay>,
 }
 
-/// Tracks when each node's window list last changed, and the partition's milestones.
+/// Tracks when each node's window list last changed, and since when all nodes have
+/// agreed on each window.
 #[derive(Debug)]
 struct Watch {
     last: Vec<Roots>,
     changed_at: Vec<Instant>,
     stable_since: Instant,
+    /// Per window: since when (Unix ns) every node has listed it with the same value.
+    agreed_since: BTreeMap<(String, u64, u64), u64>,
 }
 
 impl Watch {
     fn new(nodes: usize) -> Self {
-        Watch { last: vec![Roots::new(); nodes], changed_at: vec![Instant::now(); nodes], stable_since: Instant::now() }
+        Watch {
+            last: vec![Roots::new(); nodes],
+            changed_at: vec![Instant::now(); nodes],
+            stable_since: Instant::now(),
+            agreed_since: BTreeMap::new(),
+        }
     }
 
-    fn update(&mut self, now: Instant, views: Vec<Roots>) {
+    fn update(&mut self, now: Instant, now_ns: u64, views: Vec<Roots>) {
         for (i, v) in views.into_iter().enumerate() {
             if self.last[i] != v {
                 self.last[i] = v;
@@ -224,6 +239,28 @@ impl Watch {
                 self.stable_since = now;
             }
         }
+        let Some((first, rest)) = self.last.split_first() else { return };
+        let agreed: BTreeSet<&(String, u64, u64)> =
+            first.iter().filter(|(k, v)| rest.iter().all(|r| r.get(*k) == Some(*v))).map(|(k, _)| k).collect();
+        self.agreed_since.retain(|k, _| agreed.contains(k));
+        for k in agreed {
+            self.agreed_since.entry(k.clone()).or_insert(now_ns);
+        }
+    }
+
+    /// For every window that ended by `end_ns` and all nodes agree on: from its end until
+    /// they agreed (as polled).
+    fn window_latencies(&self, end_ns: u64) -> Vec<Duration> {
+        let mut out: Vec<Duration> = self
+            .agreed_since
+            .iter()
+            .filter_map(|(k, since)| {
+                let window_end = k.2 + telemesh_proto::window::SPAN_NS;
+                (window_end <= end_ns).then(|| Duration::from_nanos(since.saturating_sub(window_end)))
+            })
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     fn agree(&self) -> bool {
@@ -308,6 +345,7 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
     let mut healed_ns = None;
     let mut watch = Watch::new(opts.nodes);
     let mut sent_until: Option<Instant> = None;
+    let mut sent_until_ns = 0;
     let deadline_after_send = SEAL_DELAY + opts.settle_timeout;
     let settled = loop {
         if stop.load(Ordering::Relaxed) {
@@ -345,10 +383,11 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         }
 
         if let Ok(views) = mesh.roots(from_ns) {
-            watch.update(now, views);
+            watch.update(now, cluster::now_ns(), views);
         }
         if sent_until.is_none() && sender.is_finished() {
             sent_until = Some(now);
+            sent_until_ns = cluster::now_ns();
         }
         let windows = watch.last.first().map_or(0, BTreeMap::len);
         match sent_until {
@@ -381,6 +420,7 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         sensor::read_truth(&truth_path)?.iter().map(|t| (t.device, t.seq, t.timestamp)).collect();
     let mut views = Vec::new();
     let mut reports = Vec::new();
+    let mut slot_sizes = Vec::new();
     for (i, node) in mesh.nodes.iter().enumerate() {
         let mut view = NodeView { name: node.name.clone(), peer_id: mesh.peer_ids[i].clone(), ..NodeView::default() };
         for device in 1001..1001 + opts.devices {
@@ -393,11 +433,15 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         }
         views.push(view);
         let metrics = node.metrics()?;
+        if i == 0 {
+            slot_sizes = node.windows(from_ns)?.values().map(|w| w.slot_size).collect();
+        }
         reports.push(NodeReport {
             name: node.name.clone(),
             peer_id: mesh.peer_ids[i].clone(),
             repair_bytes_in: cluster::metric(&metrics, "telemesh_mesh_bytes_total{kind=\"repair\",direction=\"in\"}"),
             converged_after: settled.then(|| watch.changed_at[i].saturating_duration_since(end)),
+            metrics,
         });
     }
     let verdict = check::check(&truth, &views);
@@ -412,7 +456,10 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         }
         false => None,
     };
-    Ok(Outcome { verdict, nodes: reports, partition, settled, kept })
+    slot_sizes.sort_unstable();
+    let window_latencies = watch.window_latencies(sent_until_ns);
+    let median_slot_size = slot_sizes.get(slot_sizes.len() / 2).copied().unwrap_or(0);
+    Ok(Outcome { verdict, nodes: reports, partition, settled, window_latencies, median_slot_size, kept })
 }
 
 fn progress_bar(opts: &Options) -> ProgressBar {
@@ -450,6 +497,17 @@ pub fn render(opts: &Options, outcome: &Outcome) -> String {
     let _ = writeln!(out, "  heard by at least one site       {:>9}", v.heard);
     let _ = writeln!(out, "  in every node's merged history   {:>9}", v.in_every);
     let _ = writeln!(out, "  lost by every site               {:>9}", v.lost_everywhere);
+    let l = &outcome.window_latencies;
+    if !l.is_empty() {
+        let at = |p: f64| l[((l.len() - 1) as f64 * p).round() as usize].as_secs_f64();
+        let _ = writeln!(
+            out,
+            "  {} window(s) ended while the sensors sent; from a window's end until every node listed the same root: median {:.1} s, p99 {:.1} s",
+            l.len(),
+            at(0.5),
+            at(0.99)
+        );
+    }
     if let Some(p) = &outcome.partition {
         let secs = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
         let _ = writeln!(
@@ -485,4 +543,30 @@ pub fn render(opts: &Options, outcome: &Outcome) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemesh_proto::window::SPAN_NS;
+
+    fn roots(entries: &[(u64, &str)]) -> Roots {
+        entries.iter().map(|(start, v)| (("iotstream".to_owned(), 1001, *start), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_window_counts_as_agreed_from_the_last_time_all_nodes_came_to_list_it_alike() {
+        let mut w = Watch::new(2);
+        let now = Instant::now();
+        // Window 0: both agree at 70 s, differ at 71 s, agree again from 72 s.
+        // Window SPAN: only one node lists it.
+        w.update(now, 70 * 1_000_000_000, vec![roots(&[(0, "r")]), roots(&[(0, "r")])]);
+        w.update(now, 71 * 1_000_000_000, vec![roots(&[(0, "r")]), roots(&[(0, "x")])]);
+        w.update(now, 72 * 1_000_000_000, vec![roots(&[(0, "r"), (SPAN_NS, "s")]), roots(&[(0, "r")])]);
+        w.update(now, 73 * 1_000_000_000, vec![roots(&[(0, "r"), (SPAN_NS, "s")]), roots(&[(0, "r")])]);
+        assert_eq!(w.window_latencies(u64::MAX), [Duration::from_secs(12)]);
+        assert!(w.window_latencies(SPAN_NS - 1).is_empty(), "window 0 ends at 60 s");
+        assert!(!w.agree());
+        assert_eq!(w.differing_before(2 * SPAN_NS), 1);
+    }
 }
