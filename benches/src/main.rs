@@ -7,6 +7,7 @@ mod disk;
 mod ingest;
 mod mesh;
 pub mod load;
+mod repair;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Command {
     Disk(disk::Opts),
     /// Three nodes under independent loss: repair bytes per repaired byte, time to the same root.
     Mesh(mesh::Opts),
+    /// Repair overhead of telemesh against ARQ and whole-window fetch, in a simulated mesh (sweep).
+    Repair(repair::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         Command::DecodeFailure(opts) => decode_failure::run(&opts),
         Command::Disk(opts) => disk::run(&opts),
         Command::Mesh(opts) => mesh::run(&opts),
+        Command::Repair(opts) => repair::run(&opts),
     }
 }

@@ -8,6 +8,9 @@
 //! - [`reconcile`]: a requester's side — the state machine that learns what peers hold
 //!   (gossip and periodic summary exchange) and repairs windows from every holder at once
 //!   with RaptorQ symbols, verified against the announced root before anything is kept.
+//! - [`sim`]: N nodes on a simulated network with seeded loss and a virtual clock — the
+//!   behavioural tests' mesh and the repair-overhead benchmark's, with two baseline
+//!   repair schemes to compare against.
 //!
 //! A window's **records** converge through repair; its **provenance** (which node heard
 //! which record directly) converges separately, once two nodes hold the same root, by
@@ -16,6 +19,7 @@
 pub mod message;
 pub mod reconcile;
 pub mod serve;
+pub mod sim;
 
 use serde::{Deserialize, Serialize};
 

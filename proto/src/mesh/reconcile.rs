@@ -13,7 +13,9 @@
 //! 2. **Symbols.** Ask every holder of the root at once for its share of
 //!    `missing + overhead` repair symbols, each from its own ESI band
 //!    ([`repair::holder_range`]), so no two holders send the same symbol. A failed
-//!    request's share goes to the others; a decode that needs more asks for more.
+//!    request's share is asked again from the holders left (one that does not answer
+//!    stays a holder until [`Config::max_failures`] in a row); a decode that needs more
+//!    asks for more.
 //! 3. **Verify.** Fill in the tags of rebuilt slots, rebuild the blob and check its root
 //!    against the announced one. Only then is anything handed to the node to store.
 //!
@@ -63,6 +65,10 @@ pub struct Config {
     /// Requests in flight to one peer at once; more wait their turn (a peer answers only
     /// so many at once, and refuses the rest).
     pub max_requests_per_peer: usize,
+    /// Requests to one holder of a target that may go unanswered in a row (timeout,
+    /// disconnect) before the holder is dropped from the target; until then it is asked
+    /// again. A holder that answers `NotFound` or a wrong answer is dropped at once.
+    pub max_failures: u32,
 }
 
 impl Default for Config {
@@ -78,6 +84,7 @@ impl Default for Config {
             max_covered: 100_000,
             max_sync_requests: 8,
             max_requests_per_peer: 8,
+            max_failures: 3,
         }
     }
 }
@@ -174,6 +181,8 @@ struct Target<P> {
     announced_ns: u64,
     /// The last compact attempt failed verification: go verified.
     escalate: bool,
+    /// Per holder: requests in a row that got no answer.
+    failures: BTreeMap<P, u32>,
 }
 
 struct Slots {
@@ -461,6 +470,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 tried: BTreeSet::new(),
                 announced_ns: now_ns,
                 escalate: false,
+                failures: BTreeMap::new(),
             });
             t.holders.insert(peer.clone());
         }
@@ -680,6 +690,28 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         }
     }
 
+    /// `peer` did not answer a request for the target `root` of `w` (timeout, disconnect):
+    /// counted, and the holder dropped after [`Config::max_failures`] in a row. Returns
+    /// whether it is still a holder.
+    fn no_answer(&mut self, w: WindowId, root: &Root, peer: &P) -> bool {
+        let limit = self.config.max_failures;
+        let Some(t) = self.wanted.get_mut(&w).and_then(|t| t.get_mut(root)) else { return false };
+        let n = t.failures.entry(peer.clone()).or_insert(0);
+        *n += 1;
+        if *n >= limit {
+            t.holders.remove(peer);
+            return false;
+        }
+        t.holders.contains(peer)
+    }
+
+    /// `peer` answered a request for the target `root` of `w`.
+    fn answered(&mut self, w: WindowId, root: &Root, peer: &P) {
+        if let Some(t) = self.wanted.get_mut(&w).and_then(|t| t.get_mut(root)) {
+            t.failures.remove(peer);
+        }
+    }
+
     fn escalate(&mut self, w: WindowId, root: &Root, tried: Option<&P>) {
         if let Some(t) = self.wanted.get_mut(&w).and_then(|t| t.get_mut(root)) {
             t.escalate = true;
@@ -693,8 +725,17 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         let target = session.target;
         let w = target.window;
         let part = match response {
-            Some(Response::Index(part)) => part,
-            Some(Response::NotFound) | None => {
+            Some(Response::Index(part)) => {
+                self.answered(w, &target.root, &peer);
+                part
+            }
+            // No answer: the session starts again (asking the same holders) unless the
+            // holder has now failed too often.
+            None => {
+                self.no_answer(w, &target.root, &peer);
+                return Step::Done;
+            }
+            Some(Response::NotFound) => {
                 self.drop_holder(w, &target.root, &peer);
                 return Step::Done;
             }
@@ -834,6 +875,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         let layout = slots.decoder.layout();
         match response {
             Some(Response::Symbols { data }) if data.len() % layout.symbol_len() == 0 && data.len() / layout.symbol_len() <= count as usize => {
+                self.answered(w, &session.target.root, &peer);
                 for bytes in data.chunks_exact(layout.symbol_len()) {
                     self.stats.symbols_received += 1;
                     match Symbol::from_bytes(bytes, &layout).map(|s| slots.decoder.push(s)) {
@@ -843,6 +885,9 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                     }
                 }
             }
+            // No answer: its share is asked again in the next round, from it too unless it
+            // has now failed too often.
+            None if self.no_answer(w, &session.target.root, &peer) => {}
             other => {
                 if !matches!(other, None | Some(Response::NotFound)) {
                     self.blame(&peer, Blame::Malformed);
@@ -990,6 +1035,36 @@ mod tests {
             Some(Action::Send { peer: 1, request: Request::Index { verified: false, .. }, .. }) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_holder_that_does_not_answer_is_asked_again_then_dropped() {
+        let mut r: Reconciler<u8> = Reconciler::new(Config::default());
+        r.handle_announce(1, &[summary(60, 32)], 0, &Empty);
+        let index = |r: &mut Reconciler<u8>| -> Vec<RequestId> {
+            std::iter::from_fn(|| r.poll())
+                .filter_map(|a| match a {
+                    Action::Send { id, peer: 1, request: Request::Index { .. } } => Some(id),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut ids = index(&mut r);
+        for attempt in 1..=Config::default().max_failures {
+            assert_eq!(ids.len(), 1, "attempt {attempt}: one index request to the only holder");
+            r.handle_response(ids[0], None, u64::from(attempt), &Empty);
+            ids = index(&mut r);
+        }
+        assert!(ids.is_empty(), "dropped after {} unanswered requests", Config::default().max_failures);
+        assert_eq!(r.backlog(), (0, 0));
+        // A holder that says it does not hold the root is dropped at once.
+        r.handle_announce(2, &[Summary { root: [8; 32], ..summary(60, 32) }], 10, &Empty);
+        let id = match r.poll() {
+            Some(Action::Send { id, peer: 2, .. }) => id,
+            other => panic!("{other:?}"),
+        };
+        r.handle_response(id, Some(Response::NotFound), 11, &Empty);
+        assert!(r.poll().is_none());
     }
 
     #[test]
