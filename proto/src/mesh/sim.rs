@@ -381,6 +381,18 @@ pub enum Out<P = NodeId> {
     },
 }
 
+impl<P> From<Action<P>> for Out<P> {
+    /// A reconciler's action as the simulation carries it (its requests are `Ask::Mesh`).
+    fn from(action: Action<P>) -> Self {
+        match action {
+            Action::Send { id, peer, request } => Out::Send { id, peer, ask: Ask::Mesh(request) },
+            Action::Store(r) => Out::Store(r),
+            Action::Provenance { window, root, table } => Out::Provenance { window, root, table },
+            Action::Blame { peer, reason, disconnect } => Out::Blame { peer, reason, disconnect },
+        }
+    }
+}
+
 /// Kinds of traffic, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -554,32 +566,7 @@ impl Requester {
     }
     fn poll(&mut self) -> Option<Out> {
         match self {
-            Requester::Telemesh(r) => r.poll().map(|a| match a {
-                Action::Send { id, peer, request } => Out::Send {
-                    id,
-                    peer,
-                    ask: Ask::Mesh(request),
-                },
-                Action::Store(r) => Out::Store(r),
-                Action::Provenance {
-                    window,
-                    root,
-                    table,
-                } => Out::Provenance {
-                    window,
-                    root,
-                    table,
-                },
-                Action::Blame {
-                    peer,
-                    reason,
-                    disconnect,
-                } => Out::Blame {
-                    peer,
-                    reason,
-                    disconnect,
-                },
-            }),
+            Requester::Telemesh(r) => r.poll().map(Out::from),
             Requester::Baseline(r) => r.poll(),
         }
     }

@@ -330,35 +330,10 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Requester<P> {
 
     pub fn poll(&mut self) -> Option<Out<P>> {
         if let Some(action) = self.inner.poll() {
-            return Some(match action {
-                Action::Send { id, peer, request } => {
-                    self.inner_sent.insert(id, peer.clone());
-                    Out::Send {
-                        id,
-                        peer,
-                        ask: Ask::Mesh(request),
-                    }
-                }
-                Action::Store(r) => Out::Store(r),
-                Action::Provenance {
-                    window,
-                    root,
-                    table,
-                } => Out::Provenance {
-                    window,
-                    root,
-                    table,
-                },
-                Action::Blame {
-                    peer,
-                    reason,
-                    disconnect,
-                } => Out::Blame {
-                    peer,
-                    reason,
-                    disconnect,
-                },
-            });
+            if let Action::Send { id, peer, .. } = &action {
+                self.inner_sent.insert(*id, peer.clone());
+            }
+            return Some(Out::from(action));
         }
         self.out.pop_front()
     }
