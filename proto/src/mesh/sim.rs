@@ -393,6 +393,13 @@ impl<P> From<Action<P>> for Out<P> {
     }
 }
 
+/// Which leg of an exchange a message is (gossip counts as a request).
+#[derive(Debug, Clone, Copy)]
+enum Leg {
+    Request,
+    Response,
+}
+
 /// Kinds of traffic, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -1127,25 +1134,9 @@ impl Sim {
                     if to == i || self.cut(i, to) {
                         continue;
                     }
-                    let count = self.traffic.entry(Kind::Gossip).or_default();
-                    count.requests += 1;
-                    count.bytes += bytes.len() as u64;
-                    count.request_bytes += bytes.len() as u64;
-                    match self.links[i * self.nodes.len() + to]
-                        .send(now, &bytes)
-                        .into_iter()
-                        .next()
-                    {
-                        Some(d) => self.schedule(
-                            d.at_ns,
-                            Event::Announce {
-                                from: i,
-                                to,
-                                bytes: d.bytes,
-                                depth: depth.clone(),
-                            },
-                        ),
-                        None => self.traffic.entry(Kind::Gossip).or_default().lost += 1,
+                    if let Some(d) = self.transmit(Kind::Gossip, i, to, &bytes, 0, Leg::Request) {
+                        let event = Event::Announce { from: i, to, bytes: d.bytes, depth: depth.clone() };
+                        self.schedule(d.at_ns, event);
                     }
                 }
             }
@@ -1214,30 +1205,13 @@ impl Sim {
                     Ask::Mesh(r) => message::encode(r),
                     Ask::Baseline(r) => message::encode(r),
                 };
-                let count = self.traffic.entry(kind).or_default();
-                count.requests += 1;
-                count.bytes += bytes.len() as u64 + FRAME_LEN;
-                count.request_bytes += bytes.len() as u64 + FRAME_LEN;
                 self.schedule(
                     now + self.config.request_timeout_ns,
                     Event::Timeout { node: i, id },
                 );
-                match self.links[i * self.nodes.len() + peer]
-                    .send(now, &bytes)
-                    .into_iter()
-                    .next()
-                {
-                    Some(d) => self.schedule(
-                        d.at_ns,
-                        Event::Request {
-                            from: i,
-                            to: peer,
-                            id,
-                            kind,
-                            bytes: d.bytes,
-                        },
-                    ),
-                    None => self.traffic.entry(kind).or_default().lost += 1,
+                if let Some(d) = self.transmit(kind, i, peer, &bytes, FRAME_LEN, Leg::Request) {
+                    let event = Event::Request { from: i, to: peer, id, kind, bytes: d.bytes };
+                    self.schedule(d.at_ns, event);
                 }
             }
             Out::Store(repaired) => {
@@ -1298,34 +1272,39 @@ impl Sim {
             Answer::Mesh(r) => message::encode(r),
             Answer::Baseline(r) => message::encode(r),
         };
-        let count = self.traffic.entry(kind).or_default();
-        count.responses += 1;
         if matches!(
             answer,
             Answer::Mesh(Response::NotFound) | Answer::Baseline(baseline::Response::NotFound)
         ) {
+            let count = self.traffic.entry(kind).or_default();
             count.not_found += 1;
             count.not_found_bytes += (request_len + bytes.len()) as u64 + 2 * FRAME_LEN;
         }
-        count.bytes += bytes.len() as u64 + FRAME_LEN;
-        let now = self.now_ns;
-        match self.links[to * self.nodes.len() + from]
-            .send(now, &bytes)
-            .into_iter()
-            .next()
-        {
-            Some(d) => self.schedule(
-                d.at_ns,
-                Event::Response {
-                    from: to,
-                    to: from,
-                    id,
-                    kind,
-                    bytes: d.bytes,
-                },
-            ),
-            None => self.traffic.entry(kind).or_default().lost += 1,
+        if let Some(d) = self.transmit(kind, to, from, &bytes, FRAME_LEN, Leg::Response) {
+            let event = Event::Response { from: to, to: from, id, kind, bytes: d.bytes };
+            self.schedule(d.at_ns, event);
         }
+    }
+
+    /// Counts a message of `kind` (its bytes plus `frame` bytes of framing) and sends it
+    /// over the link from `from` to `to`: its delivery, or `None` when the link lost it
+    /// (counted too).
+    fn transmit(&mut self, kind: Kind, from: NodeId, to: NodeId, bytes: &[u8], frame: u64, leg: Leg) -> Option<impair::Delivery> {
+        let len = bytes.len() as u64 + frame;
+        let count = self.traffic.entry(kind).or_default();
+        count.bytes += len;
+        match leg {
+            Leg::Request => {
+                count.requests += 1;
+                count.request_bytes += len;
+            }
+            Leg::Response => count.responses += 1,
+        }
+        let delivery = self.links[from * self.nodes.len() + to].send(self.now_ns, bytes).into_iter().next();
+        if delivery.is_none() {
+            self.traffic.entry(kind).or_default().lost += 1;
+        }
+        delivery
     }
 
     /// Request `id` of node `i` is over: answered, or failed.
