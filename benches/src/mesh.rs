@@ -123,6 +123,32 @@ fn one(opts: &Opts, sites: usize, loss: f64, link_loss: f64) -> anyhow::Result<P
     Ok(point)
 }
 
+/// One point's row: (table header, CSV header, value), the value the same in both.
+fn columns(p: &Point) -> Vec<(&'static str, &'static str, String)> {
+    let per_record = |b: f64| format!("{:.1}", b / p.heard.max(1) as f64);
+    let per_repaired = p.repair_bytes / (p.repaired * p.record_bytes).max(1.0);
+    vec![
+        ("sites", "sites", p.sites.to_string()),
+        ("sensor loss (%)", "sensor_loss_pct", format!("{:.0}", p.loss * 100.0)),
+        ("node-link loss (%)", "link_loss_pct", format!("{:.0}", p.link_loss * 100.0)),
+        ("sent", "sent", p.sent.to_string()),
+        ("heard by ≥1 site", "heard", p.heard.to_string()),
+        ("records lacked (Σ nodes)", "lacked", p.lacked.to_string()),
+        ("records repaired", "repaired", format!("{:.0}", p.repaired)),
+        ("repair bytes", "repair_bytes", format!("{:.0}", p.repair_bytes)),
+        ("per byte lacked", "per_byte_lacked", format!("{:.3}", p.per_lacked())),
+        ("per byte repaired", "per_byte_repaired", format!("{per_repaired:.3}")),
+        ("gossip B/record", "gossip_per_record", per_record(p.gossip)),
+        ("summary-exchange B/record", "sync_per_record", per_record(p.sync)),
+        ("provenance B/record", "provenance_per_record", per_record(p.provenance)),
+        ("windows", "windows", p.latency_ms.len().to_string()),
+        ("window end → same root p50 (ms)", "latency_p50_ms", format!("{:.0}", percentile(&p.latency_ms, 0.5))),
+        ("p99 (ms)", "latency_p99_ms", format!("{:.0}", percentile(&p.latency_ms, 0.99))),
+        ("max (ms)", "latency_max_ms", format!("{:.0}", p.latency_ms.last().copied().unwrap_or(f64::NAN))),
+        ("converged, complete", "ok", if p.ok { "yes" } else { "no" }.to_owned()),
+    ]
+}
+
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     anyhow::ensure!(opts.loss.iter().chain(&opts.link_loss).all(|l| (0.0..1.0).contains(l)), "losses must be in [0, 1)");
     anyhow::ensure!(opts.devices > 0 && opts.hz > 0.0 && opts.seconds > 0, "--devices, --hz and --seconds must be positive");
@@ -141,54 +167,18 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         opts.seconds,
         if opts.burst { "bursty" } else { "random" }
     );
-    println!("| sites | sensor loss | node-link loss | sent | heard by ≥1 site | records lacked (Σ nodes) | records repaired | repair bytes | per byte lacked | per byte repaired | gossip B/record | summary-exchange B/record | provenance B/record | windows | window end → same root p50 / p99 / max | converged, complete |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
-    let mut csv = String::from("sites,sensor_loss,link_loss,sent,heard,lacked,repaired,repair_bytes,per_byte_lacked,per_byte_repaired,gossip_per_record,sync_per_record,provenance_per_record,windows,latency_p50_ms,latency_p99_ms,latency_max_ms,ok\n");
-    for p in &points {
-        let per_record = |b: f64| b / p.heard.max(1) as f64;
-        let per_repaired = p.repair_bytes / (p.repaired * p.record_bytes).max(1.0);
-        let (p50, p99, max) = (
-            percentile(&p.latency_ms, 0.5),
-            percentile(&p.latency_ms, 0.99),
-            p.latency_ms.last().copied().unwrap_or(f64::NAN),
-        );
-        println!(
-            "| {} | {:.0}% | {:.0}% | {} | {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} | {p50:.0} / {p99:.0} / {max:.0} ms | {} |",
-            p.sites,
-            p.loss * 100.0,
-            p.link_loss * 100.0,
-            p.sent,
-            p.heard,
-            p.lacked,
-            p.repaired,
-            p.repair_bytes,
-            p.per_lacked(),
-            per_repaired,
-            per_record(p.gossip),
-            per_record(p.sync),
-            per_record(p.provenance),
-            p.latency_ms.len(),
-            if p.ok { "yes" } else { "**no**" },
-        );
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{},{:.0},{:.0},{:.4},{:.4},{:.2},{:.2},{:.2},{},{p50:.0},{p99:.0},{max:.0},{}",
-            p.sites,
-            p.loss,
-            p.link_loss,
-            p.sent,
-            p.heard,
-            p.lacked,
-            p.repaired,
-            p.repair_bytes,
-            p.per_lacked(),
-            per_repaired,
-            per_record(p.gossip),
-            per_record(p.sync),
-            per_record(p.provenance),
-            p.latency_ms.len(),
-            p.ok
-        );
+    let mut csv = String::new();
+    for (i, p) in points.iter().enumerate() {
+        let cells = columns(p);
+        if i == 0 {
+            let headers: Vec<&str> = cells.iter().map(|c| c.0).collect();
+            println!("| {} |", headers.join(" | "));
+            println!("|{}", "---:|".repeat(cells.len()));
+            let _ = writeln!(csv, "{}", cells.iter().map(|c| c.1).collect::<Vec<_>>().join(","));
+        }
+        let values: Vec<&str> = cells.iter().map(|c| c.2.as_str()).collect();
+        println!("| {} |", values.join(" | "));
+        let _ = writeln!(csv, "{}", values.join(","));
     }
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
     std::fs::write(opts.out.join("mesh.csv"), csv)?;
