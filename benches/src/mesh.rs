@@ -17,6 +17,8 @@ use telemesh_proto::window;
 use telemesh_tools::cluster::metric;
 use telemesh_tools::{plot, testnet};
 
+use crate::repair::percentile;
+
 #[derive(Debug, clap::Args)]
 pub struct Opts {
     /// Sites (nodes) per point.
@@ -69,13 +71,6 @@ impl Point {
     fn per_lacked(&self) -> f64 {
         self.repair_bytes / (self.lacked as f64 * self.record_bytes).max(1.0)
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn one(opts: &Opts, sites: usize, loss: f64, link_loss: f64) -> anyhow::Result<Point> {
