@@ -302,3 +302,40 @@ fn repair_bytes_stay_near_the_bytes_repaired() {
     );
     assert!(ratio < 3.0, "ratio {ratio}");
 }
+
+#[test]
+fn announced_indexes_repair_every_window_in_one_round_with_no_index_request() {
+    // 3 nodes at 5% sensor loss, no message loss: every node hears every announcement,
+    // so it asks each holder of records it lacks for exactly that many symbols, once,
+    // and all reach the union with no chain.
+    let run_with = |gossip_index: bool| {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let records = truth(6, 60, 1, &mut rng);
+        let mut m = Sim::new(sim::Config {
+            gossip_index,
+            ..sim::Config {
+                nodes: 3,
+                seed: 7,
+                start_ns: 1_000_000_000,
+                ..sim::Config::default()
+            }
+        });
+        let heard = feed(&mut m, &records, 0.05, &mut rng);
+        m.connect_all();
+        m.announce_all();
+        assert!(run(&mut m));
+        assert_union(&m, &heard);
+        let index = m.traffic().get(&sim::Kind::Index).map_or(0, |c| c.requests);
+        let trips = m.convergence().values().map(|c| c.round_trips).max().unwrap_or(0);
+        let lacked: u64 = m.nodes().iter().map(|n| n.stats().records_repaired).sum();
+        (index, trips, m.repair_bytes(), lacked)
+    };
+    let (index, trips, bytes, lacked) = run_with(true);
+    let (old_index, old_trips, old_bytes, old_lacked) = run_with(false);
+    eprintln!("gossip: {index} index requests, {trips} round trips, {bytes} B for {lacked}; without: {old_index}, {old_trips}, {old_bytes} B for {old_lacked}");
+    assert_eq!(lacked, old_lacked, "the same records are repaired");
+    assert_eq!(index, 0, "no index request");
+    assert!(trips <= 1, "one round trip: {trips}");
+    assert!(old_index > 0 && old_trips > 1, "without indexes: {old_index} index requests, {old_trips} round trips");
+    assert!(bytes < old_bytes);
+}

@@ -68,6 +68,27 @@ pub struct StreamDigest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announce {
     pub windows: Vec<Summary>,
+    /// Empty, or one per window: its compact index ([`IndexPart::Compact`]), so that a
+    /// receiver knows the sender's record set without asking for it. `None` where it did
+    /// not fit the message. Checked like an `Index` response ([`IndexPart::entries`])
+    /// before use; one that fails is dropped and counted, the summary still counts.
+    pub indexes: Vec<Option<IndexPart>>,
+}
+
+impl Announce {
+    /// The index announced with window `i`, if any.
+    pub fn index(&self, i: usize) -> Option<&IndexPart> {
+        self.indexes.get(i).and_then(Option::as_ref)
+    }
+
+    /// Whether the message is well-formed: at most [`MAX_ANNOUNCE`] summaries, each
+    /// valid, and no index list or one of the same length holding compact indexes only.
+    pub fn check(&self) -> bool {
+        self.windows.len() <= MAX_ANNOUNCE
+            && self.windows.iter().all(Summary::check)
+            && (self.indexes.is_empty() || self.indexes.len() == self.windows.len())
+            && self.indexes.iter().flatten().all(|p| matches!(p, IndexPart::Compact { .. }))
+    }
 }
 
 /// A repair-protocol request.
@@ -149,10 +170,46 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> 
     }
 }
 
-/// An announcement's bytes, or `None` if it would not fit one gossip message.
+/// An announcement's bytes (summaries only), or `None` if it would not fit one gossip
+/// message.
 pub fn encode_announce(windows: &[Summary]) -> Option<Vec<u8>> {
-    let bytes = encode(&Announce { windows: windows.to_vec() });
+    let bytes = encode(&Announce { windows: windows.to_vec(), indexes: Vec::new() });
     (bytes.len() <= MAX_GOSSIP && windows.len() <= MAX_ANNOUNCE).then_some(bytes)
+}
+
+/// Announcements of `windows` with their compact indexes, packed greedily into as few
+/// gossip messages as fit [`MAX_GOSSIP`] and [`MAX_ANNOUNCE`]; a window whose index
+/// alone would not fit one message is announced without it.
+pub fn encode_announces(windows: &[(Summary, Option<IndexPart>)]) -> Vec<Vec<u8>> {
+    // Bytes of an announcement: list lengths (varints, at most 3 bytes each here) plus
+    // each summary and each `Option<IndexPart>`.
+    let size = |(s, i): &(Summary, Option<IndexPart>)| encode(s).len() + encode(i).len();
+    let mut out = Vec::new();
+    let mut batch: Vec<(Summary, Option<IndexPart>)> = Vec::new();
+    let mut used = 6;
+    for (s, index) in windows {
+        let mut item = (*s, index.clone());
+        if 6 + size(&item) > MAX_GOSSIP {
+            item.1 = None;
+        }
+        let len = size(&item);
+        if !batch.is_empty() && (used + len > MAX_GOSSIP || batch.len() >= MAX_ANNOUNCE) {
+            out.push(std::mem::take(&mut batch));
+            used = 6;
+        }
+        used += len;
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out.into_iter()
+        .map(|b| {
+            let (windows, indexes): (Vec<Summary>, Vec<Option<IndexPart>>) = b.into_iter().unzip();
+            encode(&Announce { windows, indexes })
+        })
+        .filter(|bytes| bytes.len() <= MAX_GOSSIP)
+        .collect()
 }
 
 /// One index entry as the requester learns it: the tag is known only where the holder
@@ -378,7 +435,7 @@ mod tests {
             ..s
         };
         assert_eq!(encode(&widest).len(), 63);
-        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE] }).len(), 50_403);
+        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE], indexes: Vec::new() }).len(), 50_404);
         assert!(encode_announce(&vec![widest; MAX_ANNOUNCE]).is_some());
 
         // 60 seed-001 DATA records one second apart, seq 100.., none missing.
@@ -406,6 +463,27 @@ mod tests {
             0x00, // no tags
         ];
         assert_eq!(bytes, want);
+
+        // The same window announced with its index: 55 + 1 + 20 bytes, and 2 of list lengths.
+        let index = IndexPart::compact(&header, &entries);
+        let one = Announce { windows: vec![s], indexes: vec![Some(index.clone())] };
+        assert_eq!(encode(&one).len(), 78);
+        assert_eq!(encode_announces(&[(s, Some(index.clone()))]), vec![encode(&one)]);
+        assert!(one.check());
+        // Many windows are packed into messages under the gossip limit, with every index.
+        let many: Vec<(Summary, Option<IndexPart>)> = (0..2000u64)
+            .map(|i| (Summary { window: WindowId { stream: StreamId::new(Dialect::Iotstream, i as u32), start }, ..s }, Some(index.clone())))
+            .collect();
+        let messages = encode_announces(&many);
+        assert!(messages.iter().all(|m| m.len() <= MAX_GOSSIP));
+        let back: Vec<Announce> = messages.iter().map(|m| decode(m).expect("decodes")).collect();
+        assert!(back.iter().all(Announce::check));
+        assert_eq!(back.iter().map(|a| a.windows.len()).sum::<usize>(), 2000);
+        assert!(back.iter().flat_map(|a| &a.indexes).all(Option::is_some));
+        // An index list of the wrong length, or a verified index, is refused.
+        assert!(!Announce { windows: vec![s, s], indexes: vec![None] }.check());
+        let verified = IndexPart::Verified { leaves: Vec::new(), proof: Vec::new() };
+        assert!(!Announce { windows: vec![s], indexes: vec![Some(verified)] }.check());
     }
 
     #[test]

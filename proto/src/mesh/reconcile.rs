@@ -69,6 +69,9 @@ pub struct Config {
     /// disconnect) before the holder is dropped from the target; until then it is asked
     /// again. A holder that answers `NotFound` or a wrong answer is dropped at once.
     pub max_failures: u32,
+    /// Bytes of announced compact indexes kept with targets at once; beyond it a target
+    /// is kept without its index (and its index is asked for, as without one).
+    pub max_index_bytes: usize,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             max_sync_requests: 8,
             max_requests_per_peer: 8,
             max_failures: 3,
+            max_index_bytes: 16 << 20,
         }
     }
 }
@@ -93,6 +97,10 @@ impl Default for Config {
 /// second with 1 KiB readings is 60 MiB); an announced window beyond it is ignored, so a
 /// peer cannot make a node hold more than this for one decode.
 pub const MAX_REPAIR_BLOB: usize = 64 << 20;
+
+/// How long a window whose repair was handed to the node waits for
+/// [`Reconciler::handle_local`] before it may be repaired again.
+pub const UNSTORED_NS: u64 = 5_000_000_000;
 
 /// Identifies a request the reconciler sent, so its response finds its way back.
 pub type RequestId = u64;
@@ -163,6 +171,10 @@ pub struct Stats {
     pub windows_covered: u64,
     pub announcements_ignored: u64,
     pub sessions_abandoned: u64,
+    /// Announced compact indexes that failed their checks (dropped; the summary counts).
+    pub indexes_refused: u64,
+    /// Targets repaired or checked from an announced index, with no index request.
+    pub windows_from_gossip: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +195,50 @@ struct Target<P> {
     escalate: bool,
     /// Per holder: requests in a row that got no answer.
     failures: BTreeMap<P, u32>,
+    /// The compact index announced with the root (gossip), if any.
+    index: Option<message::IndexPart>,
+}
+
+/// Bytes an announced index is counted as while kept.
+fn index_cost(part: &message::IndexPart) -> usize {
+    match part {
+        message::IndexPart::Compact { columns, tags, .. } => 32 + columns.len() + 12 * tags.len(),
+        message::IndexPart::Verified { leaves, proof } => 32 + leaves.len() + proof.len(),
+    }
+}
+
+/// One root of a window repaired in a gossip-mode session: its announced entries, and
+/// symbols from its holders for exactly the records no earlier part of the session gives.
+struct Part<P> {
+    target: Summary,
+    holders: Vec<P>,
+    entries: Vec<Entry>,
+    layout: Layout,
+    /// Symbols asked at the start: its records not among ours or an earlier part's.
+    need: u32,
+    served: Vec<u32>,
+    failed: Vec<bool>,
+    outstanding: BTreeMap<RequestId, (usize, u32)>,
+    /// Symbols received while an earlier part is not decoded yet (at most those asked).
+    buffered: Vec<Symbol>,
+    /// Once every earlier part is done: the decoder and the tags of placed slots.
+    decoder: Option<(Decoder, Vec<Option<[u8; 8]>>)>,
+    state: PartState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartState {
+    Open,
+    Done,
+    Dropped,
+}
+
+/// A gossip-mode session: every announced root of a window that holds records we lack,
+/// asked for symbols all at once, decoded in turn (largest first), each placed with our
+/// records and those of the parts before it.
+struct Multi<P> {
+    parts: Vec<Part<P>>,
+    own: Own,
 }
 
 struct Slots {
@@ -198,16 +254,17 @@ struct Slots {
     known_tags: Vec<Option<[u8; 8]>>,
 }
 
-enum Phase {
+enum Phase<P> {
     Index { id: RequestId },
     Symbols(Box<Slots>),
+    Gossip(Box<Multi<P>>),
 }
 
 struct Session<P> {
     target: Summary,
     mode: Mode,
     holders: Vec<P>,
-    phase: Phase,
+    phase: Phase<P>,
     progress_ns: u64,
 }
 
@@ -252,6 +309,13 @@ pub struct Reconciler<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> {
     sessions: BTreeMap<WindowId, Session<P>>,
     pending: HashMap<RequestId, (P, Purpose)>,
     covered: Recent<Root>,
+    /// Bytes of announced indexes kept with targets ([`index_cost`]).
+    index_bytes: usize,
+    /// Windows whose repaired records were handed to the node and not yet reported
+    /// stored ([`Self::handle_local`]), and when: no new session starts for them until then
+    /// (or [`UNSTORED_NS`]), as one would count records the node is about to hold as
+    /// missing.
+    unstored: HashMap<WindowId, u64>,
     provenance_seen: Recent<(Root, [u8; 8])>,
     /// Per peer: blames, and when the last one was.
     blames: BTreeMap<P, (u32, u64)>,
@@ -288,7 +352,12 @@ type Own = BTreeMap<(u64, u64), Vec<([u8; 8], Vec<u8>)>>;
 
 fn own_records(holdings: &dyn Holdings, w: WindowId) -> Own {
     let mut own: Own = BTreeMap::new();
-    for r in holdings.records(w) {
+    add_own(&mut own, w, holdings.records(w));
+    own
+}
+
+fn add_own(own: &mut Own, w: WindowId, records: impl IntoIterator<Item = Record>) {
+    for r in records {
         if r.stream != w.stream || window::start(r.device_time_ns) != w.start {
             continue;
         }
@@ -301,13 +370,59 @@ fn own_records(holdings: &dyn Holdings, w: WindowId) -> Own {
             same.push((tag, bytes));
         }
     }
-    own
+}
+
+/// Our records (and those already rebuilt) placed into a layout by (time, seq), by tag
+/// where the index gives one: the present slots, and each slot's tag where known.
+fn place(entries: &[Entry], own: &Own, slot: usize) -> (Vec<(u32, Vec<u8>)>, Vec<Option<[u8; 8]>>) {
+    let mut present = Vec::new();
+    let mut known_tags = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let mine = own.get(&(e.offset_ns, e.seq)).map(Vec::as_slice).unwrap_or_default();
+        let found = match e.tag {
+            Some(tag) => mine.iter().find(|(t, _)| *t == tag),
+            None if mine.len() == 1 => mine.first(),
+            None => None,
+        };
+        match found {
+            Some((tag, bytes)) if bytes.len() <= slot => {
+                let mut s = bytes.clone();
+                s.resize(slot, 0);
+                present.push((i as u32, s));
+                known_tags.push(Some(*tag));
+            }
+            _ => known_tags.push(e.tag),
+        }
+    }
+    (present, known_tags)
+}
+
+/// The records of `target` rebuilt from its entries and slots, if the blob they make has
+/// the announced root (and passes every check of a window blob); `None` otherwise.
+fn rebuild(target: &Summary, entries: &[Entry], known_tags: &[Option<[u8; 8]>], slot_part: Vec<u8>) -> Option<Vec<Record>> {
+    let slot = usize::from(target.slot_size);
+    let mut index = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let tag = match known_tags.get(i).copied().flatten() {
+            Some(t) => t,
+            None => window::slot_tag(slot_part.get(i * slot..(i + 1) * slot)?).ok()?,
+        };
+        index.push(IndexEntry { offset_ns: e.offset_ns, seq: e.seq, tag });
+    }
+    let blob = [window::prefix(&target.header(), &index), slot_part].concat();
+    let root = window::outboard(&blob).ok()?.root();
+    if root != target.root {
+        return None;
+    }
+    window::decode(&blob).ok().map(|(_, records)| records)
 }
 
 impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     pub fn new(config: Config) -> Self {
         Reconciler {
             covered: Recent::new(config.max_covered),
+            index_bytes: 0,
+            unstored: HashMap::new(),
             provenance_seen: Recent::new(config.max_covered),
             config,
             wanted: BTreeMap::new(),
@@ -435,12 +550,27 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
 
     /// Summaries a peer announced (by gossip, or in the summary exchange).
     pub fn handle_announce(&mut self, peer: P, windows: &[Summary], now_ns: u64, holdings: &dyn Holdings) {
+        self.handle_announce_indexed(peer, windows, &[], now_ns, holdings);
+    }
+
+    /// Summaries a peer announced with their compact indexes (`indexes` empty, or one
+    /// per summary: [`message::Announce::indexes`]). A target with an index is repaired
+    /// without asking for it (`docs/protocol.md`, "Repair").
+    pub fn handle_announce_indexed(
+        &mut self,
+        peer: P,
+        windows: &[Summary],
+        indexes: &[Option<message::IndexPart>],
+        now_ns: u64,
+        holdings: &dyn Holdings,
+    ) {
         self.now_ns = self.now_ns.max(now_ns);
         if self.banned(&peer) {
             self.stats.announcements_ignored += windows.len() as u64;
             return;
         }
-        for s in windows {
+        let mut extend = BTreeSet::new();
+        for (k, s) in windows.iter().enumerate() {
             if !s.check() {
                 self.stats.announcements_ignored += 1;
                 continue;
@@ -471,8 +601,22 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 announced_ns: now_ns,
                 escalate: false,
                 failures: BTreeMap::new(),
+                index: None,
             });
             t.holders.insert(peer.clone());
+            if let Some(part) = indexes.get(k).and_then(Option::as_ref).filter(|_| t.index.is_none()) {
+                let cost = index_cost(part);
+                if !matches!(part, message::IndexPart::Compact { .. }) || part.entries(s).is_err() {
+                    self.stats.indexes_refused += 1;
+                } else if self.index_bytes + cost <= self.config.max_index_bytes {
+                    self.index_bytes += cost;
+                    t.index = Some(part.clone());
+                    extend.insert(s.window);
+                }
+            }
+        }
+        for w in extend {
+            self.extend_gossip(w);
         }
         self.start_sessions(now_ns, holdings);
     }
@@ -480,6 +624,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// Our copy of `window` changed (new records sealed, a repair stored, provenance
     /// merged): targets we now hold are done.
     pub fn handle_local(&mut self, window: WindowId, holdings: &dyn Holdings, now_ns: u64) {
+        self.unstored.remove(&window);
         if let Some(local) = holdings.summary(window) {
             self.drop_target(window, &local.root);
         }
@@ -488,7 +633,9 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
 
     fn drop_target(&mut self, window: WindowId, root: &Root) {
         if let Some(targets) = self.wanted.get_mut(&window) {
-            targets.remove(root);
+            if let Some(part) = targets.remove(root).and_then(|t| t.index) {
+                self.index_bytes = self.index_bytes.saturating_sub(index_cost(&part));
+            }
             if targets.is_empty() {
                 self.wanted.remove(&window);
             }
@@ -545,6 +692,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             let ids: Vec<RequestId> = match s.phase {
                 Phase::Index { id } => vec![id],
                 Phase::Symbols(slots) => slots.outstanding.keys().copied().collect(),
+                Phase::Gossip(multi) => multi.parts.iter().flat_map(|p| p.outstanding.keys().copied()).collect(),
             };
             for id in ids {
                 self.pending.remove(&id);
@@ -557,18 +705,33 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         if self.sessions.len() >= self.config.max_sessions {
             return;
         }
-        let candidates: Vec<WindowId> =
-            self.wanted.keys().filter(|w| !self.sessions.contains_key(w)).copied().collect();
+        let candidates: Vec<WindowId> = self
+            .wanted
+            .keys()
+            .filter(|w| !self.sessions.contains_key(w))
+            .filter(|w| self.unstored.get(w).is_none_or(|t| now_ns.saturating_sub(*t) >= UNSTORED_NS))
+            .copied()
+            .collect();
         for w in candidates {
             if self.sessions.len() >= self.config.max_sessions {
                 break;
             }
             let local = holdings.summary(w);
             let Some(targets) = self.wanted.get_mut(&w) else { continue };
+            let mut freed = 0;
             targets.retain(|root, t| {
                 t.holders.retain(|h| !t.tried.contains(h) || !t.escalate);
-                local.is_none_or(|l| l.root != *root) && !t.holders.is_empty()
+                let keep = local.is_none_or(|l| l.root != *root) && !t.holders.is_empty();
+                if !keep {
+                    freed += t.index.as_ref().map_or(0, index_cost);
+                }
+                keep
             });
+            self.index_bytes = self.index_bytes.saturating_sub(freed);
+            if self.start_gossip(w, now_ns, holdings) {
+                continue;
+            }
+            let Some(targets) = self.wanted.get_mut(&w) else { continue };
             // The biggest set first: it is the most likely to hold what we lack.
             let Some(target) = targets.values().max_by_key(|t| (t.summary.count, std::cmp::Reverse(t.summary.root))) else {
                 self.wanted.remove(&w);
@@ -666,6 +829,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         let outcome = match &mut session.phase {
             Phase::Index { .. } => self.on_index(&mut session, peer, response, holdings),
             Phase::Symbols(_) => self.on_symbols(&mut session, id, peer, response),
+            Phase::Gossip(_) => self.on_gossip(&mut session, id, peer, response),
         };
         match outcome {
             Step::Continue => {
@@ -674,6 +838,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             Step::Done => {
                 let ids: Vec<RequestId> = match &session.phase {
                     Phase::Symbols(s) => s.outstanding.keys().copied().collect(),
+                    Phase::Gossip(m) => m.parts.iter().flat_map(|p| p.outstanding.keys().copied()).collect(),
                     Phase::Index { .. } => Vec::new(),
                 };
                 for id in ids {
@@ -858,6 +1023,339 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         }
     }
 
+    /// Gossip mode: repairs window `w` from the targets whose index was announced, with
+    /// no index request. Targets holding nothing we lack are checked at once (their blob
+    /// rebuilt from our records); the others become the parts of one session, each asked
+    /// at once for as many symbols as it holds records neither we nor a larger part hold.
+    /// Returns whether a session started.
+    fn start_gossip(&mut self, w: WindowId, now_ns: u64, holdings: &dyn Holdings) -> bool {
+        let Some(targets) = self.wanted.get(&w) else { return false };
+        let mut indexed: Vec<(Summary, Vec<P>, Vec<Entry>)> = targets
+            .values()
+            .filter(|t| !t.escalate && t.summary.count <= Layout::MAX_SLOTS && t.summary.blob_len() <= MAX_REPAIR_BLOB)
+            .filter_map(|t| {
+                let entries = t.index.as_ref()?.entries(&t.summary).ok()?;
+                Some((t.summary, t.holders.iter().cloned().collect(), entries))
+            })
+            .collect();
+        if indexed.is_empty() {
+            return false;
+        }
+        indexed.sort_by_key(|(s, _, _)| (std::cmp::Reverse(s.count), s.root));
+        let own = own_records(holdings, w);
+        let mut known: HashSet<(u64, u64)> = own.keys().copied().collect();
+        let mut parts = Vec::new();
+        for (target, holders, entries) in indexed {
+            let slot = usize::from(target.slot_size);
+            let Ok(layout) = Layout::new(slot, entries.len()) else {
+                self.drop_target(w, &target.root);
+                continue;
+            };
+            if entries.iter().all(|e| own.contains_key(&(e.offset_ns, e.seq))) {
+                self.check_locally(&target, &entries, layout, &own);
+                continue;
+            }
+            let need = entries.iter().filter(|e| !known.contains(&(e.offset_ns, e.seq))).count() as u32;
+            known.extend(entries.iter().map(|e| (e.offset_ns, e.seq)));
+            if need == 0 {
+                // A larger part gives all it holds: checked once that one is stored.
+                continue;
+            }
+            let n = holders.len();
+            parts.push(Part {
+                target,
+                holders,
+                entries,
+                layout,
+                need,
+                served: vec![0; n],
+                failed: vec![false; n],
+                outstanding: BTreeMap::new(),
+                buffered: Vec::new(),
+                decoder: None,
+                state: PartState::Open,
+            });
+        }
+        if parts.is_empty() {
+            return false;
+        }
+        for part in &mut parts {
+            let want = part.need + self.config.overhead;
+            self.ask_part(w, part, want);
+        }
+        let first = parts[0].target;
+        let holders = parts[0].holders.clone();
+        let mut multi = Box::new(Multi { parts, own });
+        // A part whose requests could not be made is settled at once.
+        let step = self.advance(w, &mut multi);
+        if matches!(step, Step::Continue) {
+            let phase = Phase::Gossip(multi);
+            self.sessions.insert(w, Session { target: first, mode: Mode::Compact, holders, phase, progress_ns: now_ns });
+        }
+        true
+    }
+
+    /// A root announced with its index while a gossip-mode session repairs its window:
+    /// it joins the session as a last part, asked at once for the records no part holds.
+    fn extend_gossip(&mut self, w: WindowId) {
+        let Some(mut session) = self.sessions.remove(&w) else { return };
+        if let Phase::Gossip(multi) = &mut session.phase {
+            let in_session: HashSet<Root> = multi.parts.iter().map(|p| p.target.root).collect();
+            let mut known: HashSet<(u64, u64)> = multi.own.keys().copied().collect();
+            for p in &multi.parts {
+                known.extend(p.entries.iter().map(|e| (e.offset_ns, e.seq)));
+            }
+            let mut new: Vec<(Summary, Vec<P>, Vec<Entry>)> = self
+                .wanted
+                .get(&w)
+                .into_iter()
+                .flat_map(|t| t.values())
+                .filter(|t| !t.escalate && !in_session.contains(&t.summary.root))
+                .filter(|t| t.summary.count <= Layout::MAX_SLOTS && t.summary.blob_len() <= MAX_REPAIR_BLOB)
+                .filter_map(|t| {
+                    let entries = t.index.as_ref()?.entries(&t.summary).ok()?;
+                    Some((t.summary, t.holders.iter().cloned().collect(), entries))
+                })
+                .collect();
+            new.sort_by_key(|(s, _, _)| (std::cmp::Reverse(s.count), s.root));
+            for (target, holders, entries) in new {
+                let Ok(layout) = Layout::new(usize::from(target.slot_size), entries.len()) else { continue };
+                let need = entries.iter().filter(|e| !known.contains(&(e.offset_ns, e.seq))).count() as u32;
+                known.extend(entries.iter().map(|e| (e.offset_ns, e.seq)));
+                if need == 0 {
+                    continue;
+                }
+                let n = holders.len();
+                let mut part = Part {
+                    target,
+                    holders,
+                    entries,
+                    layout,
+                    need,
+                    served: vec![0; n],
+                    failed: vec![false; n],
+                    outstanding: BTreeMap::new(),
+                    buffered: Vec::new(),
+                    decoder: None,
+                    state: PartState::Open,
+                };
+                let want = need + self.config.overhead;
+                self.ask_part(w, &mut part, want);
+                multi.parts.push(part);
+            }
+        }
+        self.sessions.insert(w, session);
+    }
+
+    /// A target that holds nothing we lack: rebuild its blob from our records and check
+    /// its root. Covered if it checks; otherwise it goes to verified mode (a conflict we
+    /// hold one side of, or a wrong index).
+    fn check_locally(&mut self, target: &Summary, entries: &[Entry], layout: Layout, own: &Own) {
+        let w = target.window;
+        let (present, known_tags) = place(entries, own, layout.slot_size());
+        let slot_part = Decoder::new(layout, present.iter().map(|(i, b)| (*i, b.as_slice())))
+            .ok()
+            .filter(|d| d.missing() == 0)
+            .and_then(|mut d| d.try_finish());
+        match slot_part.and_then(|p| rebuild(target, entries, &known_tags, p)) {
+            Some(_) => {
+                self.stats.windows_covered += 1;
+                self.stats.windows_from_gossip += 1;
+                self.drop_target(w, &target.root);
+                self.covered.insert(target.root);
+            }
+            None => {
+                self.stats.verification_failures += 1;
+                self.escalate(w, &target.root, None);
+            }
+        }
+    }
+
+    /// Asks a part's working holders for `want` more symbols, split evenly, each from
+    /// its own ESI band.
+    fn ask_part(&mut self, w: WindowId, part: &mut Part<P>, want: u32) {
+        let layout = part.layout;
+        let working: Vec<usize> = (0..part.holders.len()).filter(|i| !part.failed[*i]).collect();
+        for (k, count) in repair::split(want, working.len() as u32).enumerate() {
+            let i = working[k];
+            let mut left = count;
+            while left > 0 {
+                let chunk = left.min(max_symbols(&layout));
+                let Ok(range) = repair::holder_range(&layout, i as u32, part.served[i], chunk) else {
+                    part.failed[i] = true;
+                    break;
+                };
+                part.served[i] += chunk;
+                left -= chunk;
+                self.stats.symbols_requested += u64::from(chunk);
+                let request = Request::Symbols { root: part.target.root, start: range.start, count: range.count };
+                let id = self.send(part.holders[i].clone(), request, Purpose::Session(w));
+                part.outstanding.insert(id, (i, chunk));
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, session: &mut Session<P>, id: RequestId, peer: P, response: Option<Response>) -> Step {
+        let phase = std::mem::replace(&mut session.phase, Phase::Index { id: 0 });
+        let Phase::Gossip(mut multi) = phase else {
+            session.phase = phase;
+            return Step::Continue;
+        };
+        let w = session.target.window;
+        if let Some(k) = multi.parts.iter().position(|p| p.outstanding.contains_key(&id)) {
+            let part = &mut multi.parts[k];
+            let (holder, count) = part.outstanding.remove(&id).unwrap_or_default();
+            let root = part.target.root;
+            let layout = part.layout;
+            match response {
+                _ if part.state != PartState::Open => {}
+                Some(Response::Symbols { data })
+                    if data.len() % layout.symbol_len() == 0 && data.len() / layout.symbol_len() <= count as usize =>
+                {
+                    self.answered(w, &root, &peer);
+                    for bytes in data.chunks_exact(layout.symbol_len()) {
+                        self.stats.symbols_received += 1;
+                        let Ok(symbol) = Symbol::from_bytes(bytes, &layout) else {
+                            self.stats.symbols_rejected += 1;
+                            continue;
+                        };
+                        match &mut part.decoder {
+                            Some((decoder, _)) => match decoder.push(symbol) {
+                                Ok(p) if p.symbol == repair::Disposition::Used => self.stats.symbols_used += 1,
+                                Ok(_) => {}
+                                Err(_) => self.stats.symbols_rejected += 1,
+                            },
+                            None => part.buffered.push(symbol),
+                        }
+                    }
+                }
+                None if self.no_answer(w, &root, &peer) => {}
+                other => {
+                    if !matches!(other, None | Some(Response::NotFound)) {
+                        self.blame(&peer, Blame::Malformed);
+                    }
+                    part.failed[holder] = true;
+                    self.drop_holder(w, &root, &peer);
+                }
+            }
+        }
+        let step = self.advance(w, &mut multi);
+        session.phase = Phase::Gossip(multi);
+        step
+    }
+
+    /// Decodes what can be decoded, in part order, and asks again for what failed.
+    fn advance(&mut self, w: WindowId, multi: &mut Multi<P>) -> Step {
+        // Parts after the first open one wait for its records before decoding.
+        let mut blocked = false;
+        for k in 0..multi.parts.len() {
+            if multi.parts[k].state != PartState::Open {
+                continue;
+            }
+            if blocked {
+                let part = &mut multi.parts[k];
+                let have = part.buffered.len() as u32;
+                if part.outstanding.is_empty() && have < part.need {
+                    if part.failed.iter().all(|f| *f) {
+                        part.state = PartState::Dropped;
+                        continue;
+                    }
+                    let want = part.need - have;
+                    self.ask_part(w, part, want);
+                    if part.outstanding.is_empty() {
+                        part.state = PartState::Dropped;
+                    }
+                }
+                continue;
+            }
+            if multi.parts[k].decoder.is_none() {
+                let part = &mut multi.parts[k];
+                let (present, known_tags) = place(&part.entries, &multi.own, part.layout.slot_size());
+                match Decoder::new(part.layout, present.iter().map(|(i, b)| (*i, b.as_slice()))) {
+                    Ok(mut decoder) => {
+                        for symbol in part.buffered.drain(..) {
+                            match decoder.push(symbol) {
+                                Ok(p) if p.symbol == repair::Disposition::Used => self.stats.symbols_used += 1,
+                                Ok(_) => {}
+                                Err(_) => self.stats.symbols_rejected += 1,
+                            }
+                        }
+                        part.decoder = Some((decoder, known_tags));
+                    }
+                    Err(_) => {
+                        part.state = PartState::Dropped;
+                        let root = part.target.root;
+                        self.drop_target(w, &root);
+                        continue;
+                    }
+                }
+            }
+            let part = &mut multi.parts[k];
+            let Some((decoder, known_tags)) = part.decoder.as_mut() else { continue };
+            if decoder.missing() == 0 || decoder.ready() {
+                match decoder.try_finish() {
+                    Some(slot_part) => {
+                        let missing = decoder.missing();
+                        let target = part.target;
+                        match rebuild(&target, &part.entries, known_tags, slot_part) {
+                            Some(records) => {
+                                part.state = PartState::Done;
+                                add_own(&mut multi.own, w, records.iter().cloned());
+                                self.finish_part(&target, missing, records);
+                            }
+                            None => {
+                                // As in compact mode: a guessed tag, or a lying holder.
+                                part.state = PartState::Dropped;
+                                self.stats.verification_failures += 1;
+                                self.escalate(w, &target.root, None);
+                            }
+                        }
+                        continue;
+                    }
+                    None => self.stats.decode_failures += 1,
+                }
+            }
+            if part.outstanding.is_empty() {
+                let Some((decoder, _)) = part.decoder.as_ref() else { continue };
+                let need = decoder.needed().max(1);
+                if part.failed.iter().all(|f| *f) {
+                    part.state = PartState::Dropped;
+                    continue;
+                }
+                self.ask_part(w, part, need);
+                if part.outstanding.is_empty() {
+                    part.state = PartState::Dropped;
+                    continue;
+                }
+            }
+            blocked = true;
+        }
+        if multi.parts.iter().all(|p| p.state != PartState::Open) {
+            Step::Done
+        } else {
+            Step::Continue
+        }
+    }
+
+    /// A part verified against its root: hand its records to the node.
+    fn finish_part(&mut self, target: &Summary, missing: u32, records: Vec<Record>) {
+        let w = target.window;
+        let announced_ns = self.wanted.get(&w).and_then(|t| t.get(&target.root)).map_or(0, |t| t.announced_ns);
+        self.drop_target(w, &target.root);
+        self.covered.insert(target.root);
+        self.stats.windows_from_gossip += 1;
+        if missing == 0 {
+            self.stats.windows_covered += 1;
+        } else {
+            self.stats.windows_repaired += 1;
+            self.stats.records_repaired += u64::from(missing);
+            if self.unstored.len() < self.config.max_wanted {
+                self.unstored.insert(w, self.now_ns);
+            }
+            self.out.push_back(Action::Store(Repaired { window: w, root: target.root, records, announced_ns }));
+        }
+    }
+
     fn on_symbols(&mut self, session: &mut Session<P>, id: RequestId, peer: P, response: Option<Response>) -> Step {
         let phase = std::mem::replace(&mut session.phase, Phase::Index { id: 0 });
         let Phase::Symbols(mut slots) = phase else {
@@ -921,29 +1419,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     fn verify_and_store(&mut self, session: &Session<P>, slots: &Slots, slot_part: Vec<u8>) -> Step {
         let target = session.target;
         let w = target.window;
-        let slot = usize::from(target.slot_size);
-        let mut entries = Vec::with_capacity(slots.entries.len());
-        let mut ok = true;
-        for (i, e) in slots.entries.iter().enumerate() {
-            let tag = match slots.known_tags[i] {
-                Some(t) => t,
-                None => match window::slot_tag(&slot_part[i * slot..(i + 1) * slot]) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        ok = false;
-                        [0; 8]
-                    }
-                },
-            };
-            entries.push(IndexEntry { offset_ns: e.offset_ns, seq: e.seq, tag });
-        }
-        let blob = ok.then(|| [window::prefix(&target.header(), &entries), slot_part].concat());
-        let root = blob.as_ref().and_then(|b| window::outboard(b).ok()).map(|t| t.root());
-        let records = match (root, &blob) {
-            (Some(r), Some(b)) if r == target.root => window::decode(b).ok().map(|(_, recs)| recs),
-            _ => None,
-        };
-        match records {
+        match rebuild(&target, &slots.entries, &slots.known_tags, slot_part) {
             Some(records) => {
                 let missing = u64::from(slots.decoder.missing());
                 let announced_ns =

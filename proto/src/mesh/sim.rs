@@ -117,6 +117,9 @@ pub struct Config {
     pub serve: Vec<Serve>,
     /// Simulated time at the start.
     pub start_ns: u64,
+    /// telemesh announces each window with its compact index (gossip mode of
+    /// [`Reconciler`]); off, every repair asks a holder for the index first.
+    pub gossip_index: bool,
 }
 
 impl Default for Config {
@@ -134,6 +137,7 @@ impl Default for Config {
             tick_ns: 250_000_000,
             serve: Vec::new(),
             start_ns: 0,
+            gossip_index: true,
         }
     }
 }
@@ -205,7 +209,14 @@ pub struct Store {
     /// List every record twice in [`Holdings::records`] (as a node does with a record both
     /// stored and still in memory).
     pub twice: bool,
+    /// Roots this node held and replaced, still served (newest last, at most
+    /// [`RETIRED_ROOTS`]): a peer that heard our announcement may ask for symbols of a root
+    /// after our repair replaced it.
+    retired: std::collections::VecDeque<(Root, Held)>,
 }
+
+/// Replaced roots a simulated node keeps serving.
+pub const RETIRED_ROOTS: usize = 4096;
 
 impl Store {
     pub fn windows(&self) -> &BTreeMap<WindowId, Win> {
@@ -224,6 +235,7 @@ impl Store {
         records: impl IntoIterator<Item = Record>,
         heard_by: Option<&str>,
     ) -> Option<Summary> {
+        let old = self.held(w);
         let (mut all, mut heard) = self.take(w);
         for r in records {
             if r.stream != w.stream || window::start(r.device_time_ns) != w.start {
@@ -235,7 +247,23 @@ impl Store {
                 heard.entry(k).or_default().insert(name.to_owned());
             }
         }
-        self.put(w, all, heard)
+        let new = self.put(w, all, heard);
+        self.retire(old, new);
+        new
+    }
+
+    fn held(&self, w: WindowId) -> Option<(Root, Held)> {
+        self.windows.get(&w).map(|win| (win.summary.root, Held { blob: Arc::clone(&win.blob), table: win.table.clone() }))
+    }
+
+    /// Keeps serving `old` if `new` replaced it with another root.
+    fn retire(&mut self, old: Option<(Root, Held)>, new: Option<Summary>) {
+        if let Some((root, held)) = old.filter(|(r, _)| new.is_none_or(|n| n.root != *r)) {
+            self.retired.push_back((root, held));
+            while self.retired.len() > RETIRED_ROOTS {
+                self.retired.pop_front();
+            }
+        }
     }
 
     /// Merges a peer's provenance table of the window whose root is `root`.
@@ -329,11 +357,13 @@ impl Holdings for Store {
         }
     }
     fn by_root(&self, root: &Root) -> Option<Held> {
-        let w = self.roots.get(root)?;
-        self.windows.get(w).map(|w| Held {
-            blob: Arc::clone(&w.blob),
-            table: w.table.clone(),
-        })
+        match self.roots.get(root) {
+            Some(w) => self.windows.get(w).map(|w| Held {
+                blob: Arc::clone(&w.blob),
+                table: w.table.clone(),
+            }),
+            None => self.retired.iter().rev().find(|(r, _)| r == root).map(|(_, h)| h.clone()),
+        }
     }
 }
 
@@ -535,9 +565,16 @@ impl Requester {
             Requester::Baseline(r) => r.peer_down(peer),
         }
     }
-    fn handle_announce(&mut self, peer: NodeId, windows: &[Summary], now: u64, h: &dyn Holdings) {
+    fn handle_announce(
+        &mut self,
+        peer: NodeId,
+        windows: &[Summary],
+        indexes: &[Option<IndexPart>],
+        now: u64,
+        h: &dyn Holdings,
+    ) {
         match self {
-            Requester::Telemesh(r) => r.handle_announce(peer, windows, now, h),
+            Requester::Telemesh(r) => r.handle_announce_indexed(peer, windows, indexes, now, h),
             Requester::Baseline(r) => r.handle_announce(peer, windows, now, h),
         }
     }
@@ -1105,8 +1142,13 @@ impl Sim {
                 }
                 let now = self.now_ns;
                 let node = &mut self.nodes[to];
-                node.requester
-                    .handle_announce(from, &announce.windows, now, &node.store);
+                node.requester.handle_announce(
+                    from,
+                    &announce.windows,
+                    &announce.indexes,
+                    now,
+                    &node.store,
+                );
                 self.drain(to);
             }
         }
@@ -1118,15 +1160,24 @@ impl Sim {
             let windows: Vec<WindowId> = std::mem::take(&mut self.nodes[i].announce)
                 .into_iter()
                 .collect();
-            let summaries: Vec<Summary> = windows
+            let with_index = self.config.gossip_index && self.config.scheme == Scheme::Telemesh;
+            let summaries: Vec<(Summary, Option<IndexPart>)> = windows
                 .iter()
-                .filter_map(|w| self.nodes[i].store.summary(*w))
+                .filter_map(|w| self.nodes[i].store.window(*w))
+                .map(|win| {
+                    let index = with_index
+                        .then(|| window::index(&win.blob).ok())
+                        .flatten()
+                        .map(|(header, entries)| IndexPart::compact(&header, &entries));
+                    (win.summary, index)
+                })
                 .collect();
-            for batch in summaries.chunks(message::MAX_ANNOUNCE) {
-                let Some(bytes) = message::encode_announce(batch) else {
+            for bytes in message::encode_announces(&summaries) {
+                let Ok(batch) = message::decode::<message::Announce>(&bytes) else {
                     continue;
                 };
                 let depth: Vec<u32> = batch
+                    .windows
                     .iter()
                     .map(|s| self.depth.get(&(i, s.window)).copied().unwrap_or(0))
                     .collect();
