@@ -618,6 +618,17 @@ mod tests {
     }
 
     #[test]
+    fn no_record_is_repaired_twice_when_the_overlay_loses_messages() {
+        // Lost announcements and requests make sessions that repair several roots of a
+        // window at once; stored one by one, the first store started a session that
+        // fetched the others' records again (2,082 lacked, 2,105 repaired here).
+        let point = Point { pattern: Pattern::Random, sensor_loss: 0.2, sites: 3, overlay_loss: 0.2, per_window: 600 };
+        let setup = Setup { devices: 6, minutes: 1, latency_ns: 20_000_000, timeout_ns: 500_000_000, seed: 1 };
+        let m = simulate(&point, &setup, Scheme::Telemesh);
+        assert_eq!((m.repaired, m.unconverged), (m.lacked, 0), "{m:?}");
+    }
+
+    #[test]
     fn whole_window_fetch_moves_whole_windows() {
         // The baseline fetches a whole blob per repair: at least a window per site that
         // lacked something, so its overhead is far above telemesh's at low loss.

@@ -127,14 +127,16 @@ impl Blame {
     }
 }
 
-/// A window rebuilt from peers and verified against its announced root.
+/// A window rebuilt from peers and verified against its announced root (against each
+/// of them, when several roots of a window were repaired together).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Repaired {
     pub window: WindowId,
+    /// The (last) verified root.
     pub root: Root,
-    /// Every record of the rebuilt window (the node keeps those it lacks).
+    /// Every record of the rebuilt window(s), each once (the node keeps those it lacks).
     pub records: Vec<Record>,
-    /// When the root was first announced to us.
+    /// When the (first) root was announced to us.
     pub announced_ns: u64,
 }
 
@@ -1339,11 +1341,21 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
 
     /// A part verified against its root: hand its records to the node.
     fn finish_part(&mut self, target: &Summary, missing: u32, records: Vec<Record>) {
+        self.stats.windows_from_gossip += 1;
+        self.hand_over(target, missing, records);
+    }
+
+    /// A target verified against its root, `missing` of its records new to us: the target
+    /// is done, and its records go to the node. Until the node reports them stored
+    /// ([`Self::handle_local`]) no session starts for the window, or it would count them
+    /// missing again and fetch them twice. Parts of one session decoded together go out
+    /// as one [`Action::Store`]: stored one by one, the first store's `handle_local`
+    /// would start a session that counts the others' records missing.
+    fn hand_over(&mut self, target: &Summary, missing: u32, records: Vec<Record>) {
         let w = target.window;
         let announced_ns = self.wanted.get(&w).and_then(|t| t.get(&target.root)).map_or(0, |t| t.announced_ns);
         self.drop_target(w, &target.root);
         self.covered.insert(target.root);
-        self.stats.windows_from_gossip += 1;
         if missing == 0 {
             self.stats.windows_covered += 1;
         } else {
@@ -1352,7 +1364,20 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             if self.unstored.len() < self.config.max_wanted {
                 self.unstored.insert(w, self.now_ns);
             }
-            self.out.push_back(Action::Store(Repaired { window: w, root: target.root, records, announced_ns }));
+            let queued = self.out.iter_mut().find_map(|a| match a {
+                Action::Store(r) if r.window == w => Some(r),
+                _ => None,
+            });
+            match queued {
+                Some(r) => {
+                    let mut keys: HashSet<(u64, u64, Vec<u8>)> =
+                        r.records.iter().map(|x| (x.device_time_ns, x.seq, x.content_bytes())).collect();
+                    r.records.extend(records.into_iter().filter(|x| keys.insert((x.device_time_ns, x.seq, x.content_bytes()))));
+                    r.root = target.root;
+                    r.announced_ns = r.announced_ns.min(announced_ns);
+                }
+                None => self.out.push_back(Action::Store(Repaired { window: w, root: target.root, records, announced_ns })),
+            }
         }
     }
 
@@ -1420,20 +1445,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         let target = session.target;
         let w = target.window;
         match rebuild(&target, &slots.entries, &slots.known_tags, slot_part) {
-            Some(records) => {
-                let missing = u64::from(slots.decoder.missing());
-                let announced_ns =
-                    self.wanted.get(&w).and_then(|t| t.get(&target.root)).map_or(0, |t| t.announced_ns);
-                self.drop_target(w, &target.root);
-                self.covered.insert(target.root);
-                if missing == 0 {
-                    self.stats.windows_covered += 1;
-                } else {
-                    self.stats.windows_repaired += 1;
-                    self.stats.records_repaired += missing;
-                    self.out.push_back(Action::Store(Repaired { window: w, root: target.root, records, announced_ns }));
-                }
-            }
+            Some(records) => self.hand_over(&target, slots.decoder.missing(), records),
             None => {
                 self.stats.verification_failures += 1;
                 match session.mode {
