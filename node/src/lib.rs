@@ -4,6 +4,7 @@
 //! sockets and a shutdown token, so tests bind `127.0.0.1:0` and run many nodes in one
 //! process ([`Node::start`] does both on a thread of its own).
 
+pub mod announced;
 pub mod api;
 pub mod client;
 pub mod config;

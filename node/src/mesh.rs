@@ -17,16 +17,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use telemesh_proto::mesh::message::{self, Announce, MAX_ANNOUNCE};
+use telemesh_proto::mesh::message::{self, Announce, IndexPart, MAX_ANNOUNCE};
 use telemesh_proto::mesh::{
     self, serve, Action, Held, Holdings, Reconciler, Repaired, Request, Response, StreamDigest, Summary, WindowId,
 };
 use telemesh_proto::record::StreamId;
 use telemesh_proto::repair::{CacheConfig, EncoderCache};
-use telemesh_proto::window::Root;
+use telemesh_proto::window::{self, Root};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::announced::Announced;
 use crate::ingest::{now_ns, Shared};
 use crate::overlay::{self, Client, Event};
 use crate::store::{self, Store, StoredRecord};
@@ -35,11 +36,22 @@ use crate::store::{self, Store, StoredRecord};
 pub const TICK: Duration = Duration::from_millis(250);
 /// How long a peer that keeps sending bad data is refused.
 pub const BAN: Duration = Duration::from_secs(600);
+/// Windows announced with their compact index per tick at most: each costs a read of its
+/// blob, so the announcement of everything held at start goes mostly without.
+const INDEXED_PER_TICK: usize = 1024;
 /// Windows remembered per peer for `/v1/peers` (in sync, behind, ahead).
 const PEER_WINDOWS: usize = 100_000;
 /// The reasons of `telemesh_mesh_rejects_total`.
-const REJECTS: [&str; 7] =
-    ["gossip_rejected", "busy", "events_dropped", "announcement_ignored", "session_abandoned", "request_failed", "symbol_rejected"];
+const REJECTS: [&str; 8] = [
+    "gossip_rejected",
+    "busy",
+    "events_dropped",
+    "announcement_ignored",
+    "index_refused",
+    "session_abandoned",
+    "request_failed",
+    "symbol_rejected",
+];
 
 /// This node's sealed windows, by window, and a digest per stream.
 #[derive(Debug, Default)]
@@ -108,11 +120,13 @@ pub fn read(index: &SharedIndex) -> RwLockReadGuard<'_, Index> {
     index.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What the mesh answers from: the index, the store, and records not yet in the store.
+/// What the mesh answers from: the index, the store, records not yet in the store, and
+/// roots announced lately that the store has replaced.
 struct View<'a> {
     index: &'a Index,
     store: &'a dyn Store,
     shared: &'a Shared,
+    announced: &'a Announced,
 }
 
 impl Holdings for View<'_> {
@@ -152,9 +166,13 @@ impl Holdings for View<'_> {
         }
     }
     fn by_root(&self, root: &Root) -> Option<Held> {
-        let (stream, start) = self.store.window_by_root(root).ok().flatten()?;
-        let sealed = self.store.sealed(stream, start).ok().flatten()?;
-        (sealed.root == *root).then(|| Held { blob: Arc::new(sealed.blob), table: sealed.table })
+        let stored = || {
+            let (stream, start) = self.store.window_by_root(root).ok().flatten()?;
+            let sealed = self.store.sealed(stream, start).ok().flatten()?;
+            (sealed.root == *root).then(|| Held { blob: Arc::new(sealed.blob), table: sealed.table })
+        };
+        // The store first: its provenance table is the current one.
+        stored().or_else(|| self.announced.get(root))
     }
 }
 
@@ -179,6 +197,8 @@ pub struct Metrics {
     pub verification_failures: Counter,
     pub windows_repaired: Counter,
     pub records_repaired: Counter,
+    /// Windows repaired or found covered from an announced index, with no index request.
+    pub windows_from_gossip: Counter,
     pub blames: Family<ReasonLabel, Counter>,
     /// Inputs from peers refused or dropped, by reason.
     pub rejects: Family<ReasonLabel, Counter>,
@@ -217,6 +237,7 @@ impl Metrics {
             verification_failures: Counter::default(),
             windows_repaired: Counter::default(),
             records_repaired: Counter::default(),
+            windows_from_gossip: Counter::default(),
             blames: Family::default(),
             rejects: Family::default(),
             peers: Gauge::default(),
@@ -239,10 +260,15 @@ impl Metrics {
         );
         registry.register("mesh_windows_repaired", "Windows repaired from peers", self.windows_repaired.clone());
         registry.register("mesh_records_repaired", "Records repaired from peers", self.records_repaired.clone());
+        registry.register(
+            "mesh_windows_from_gossip",
+            "Windows repaired or found covered from an announced compact index, with no index request",
+            self.windows_from_gossip.clone(),
+        );
         registry.register("mesh_blames", "Peers blamed for bad data, by reason", self.blames.clone());
         registry.register(
             "mesh_rejects",
-            "Peer inputs refused or dropped: gossip_rejected, busy, events_dropped, announcement_ignored, session_abandoned, request_failed, symbol_rejected",
+            "Peer inputs refused or dropped: gossip_rejected, busy, events_dropped, announcement_ignored, index_refused, session_abandoned, request_failed, symbol_rejected",
             self.rejects.clone(),
         );
         registry.register("mesh_peers", "Connected peers of this mesh", self.peers.clone());
@@ -338,9 +364,7 @@ pub fn start(
     status: Arc<Mutex<Status>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, SharedIndex)> {
-    let validate: overlay::Validator = Arc::new(|bytes: &[u8]| {
-        message::decode::<Announce>(bytes).is_ok_and(|a| a.windows.len() <= MAX_ANNOUNCE && a.windows.iter().all(Summary::check))
-    });
+    let validate: overlay::Validator = Arc::new(|bytes: &[u8]| message::decode::<Announce>(bytes).is_ok_and(|a| a.check()));
     let mesh_name = config.overlay.mesh.clone();
     let external = config.overlay.external.clone();
     let (client, events) = overlay::start(config.overlay, keypair, validate, shutdown.clone())?;
@@ -352,6 +376,7 @@ pub fn start(
         encoders: EncoderCache::new(CacheConfig::default()),
         index: Arc::clone(&index),
         announce: BTreeSet::new(),
+        announced: Announced::default(),
         peer_windows: BTreeMap::new(),
         status,
         mesh_name,
@@ -370,6 +395,8 @@ struct Driver {
     index: SharedIndex,
     /// Windows to announce with the next tick.
     announce: BTreeSet<WindowId>,
+    /// Blobs of roots announced lately, served after the store replaced them.
+    announced: Announced,
     /// What each peer last announced of each window: (root, count).
     peer_windows: BTreeMap<PeerId, BTreeMap<WindowId, (Root, u32)>>,
     status: Arc<Mutex<Status>>,
@@ -414,7 +441,7 @@ impl Driver {
                     }
                     let now = now_ns();
                     let index = read(&self.index);
-                    let view = View { index: &index, store: self.shared.store.as_ref(), shared: &self.shared };
+                    let view = View::new(&index, &self.shared, &self.announced);
                     self.reconciler.handle_response(id, response, now, &view);
                 }
                 _ = tick.tick() => {
@@ -441,10 +468,13 @@ impl Driver {
             Event::Gossip { source, data } => {
                 self.metrics().count_gossip("in", data.len());
                 let Ok(announce) = message::decode::<Announce>(&data) else { return };
+                if !announce.check() {
+                    return;
+                }
                 self.note_peer_windows(source, &announce.windows);
                 let index = read(&self.index);
-                let view = View { index: &index, store: self.shared.store.as_ref(), shared: &self.shared };
-                self.reconciler.handle_announce(source, &announce.windows, now, &view);
+                let view = View::new(&index, &self.shared, &self.announced);
+                self.reconciler.handle_announce_indexed(source, &announce.windows, &announce.indexes, now, &view);
             }
             Event::Request { peer, data, reply } => {
                 let response = match message::decode::<Request>(&data) {
@@ -452,7 +482,7 @@ impl Driver {
                         let kind = kind(&request);
                         self.metrics().count_bytes(kind, "in", data.len());
                         let index = read(&self.index);
-                        let view = View { index: &index, store: self.shared.store.as_ref(), shared: &self.shared };
+                        let view = View::new(&index, &self.shared, &self.announced);
                         let response = serve::respond(&request, &view, &mut self.encoders);
                         if let (Request::Symbols { root, .. }, Response::Symbols { data }) = (&request, &response) {
                             let slot = view.slot_size(root).unwrap_or(0);
@@ -496,7 +526,7 @@ impl Driver {
         self.absorb_seals();
         {
             let index = read(&self.index);
-            let view = View { index: &index, store: self.shared.store.as_ref(), shared: &self.shared };
+            let view = View::new(&index, &self.shared, &self.announced);
             self.reconciler.tick(now_ns(), &view);
         }
         self.publish().await;
@@ -523,7 +553,7 @@ impl Driver {
                     if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
                         self.announce.insert(w);
                         let index = read(&self.index);
-                        let view = View { index: &index, store: store.as_ref(), shared: &self.shared };
+                        let view = View::new(&index, &self.shared, &self.announced);
                         self.reconciler.handle_local(w, &view, now);
                     }
                 }
@@ -533,28 +563,54 @@ impl Driver {
         }
     }
 
+    /// Announces the windows queued in `announce`, each with its compact index (up to
+    /// [`INDEXED_PER_TICK`], and only while a peer is connected), keeping the blob of
+    /// each root announced with its index in `announced`.
     async fn publish(&mut self) {
+        let now = now_ns();
+        self.announced.expire(now);
+        let mut indexed = if self.metrics().peers.get() > 0 { INDEXED_PER_TICK } else { 0 };
         while !self.announce.is_empty() {
-            let batch: Vec<Summary> = {
-                let index = read(&self.index);
-                self.announce.iter().take(MAX_ANNOUNCE).filter_map(|w| index.windows.get(w).copied()).collect()
-            };
             let taken: Vec<WindowId> = self.announce.iter().take(MAX_ANNOUNCE).copied().collect();
             for w in &taken {
                 self.announce.remove(w);
             }
-            if batch.is_empty() {
-                continue;
+            let summaries: Vec<Summary> = {
+                let index = read(&self.index);
+                taken.iter().filter_map(|w| index.windows.get(w).copied()).collect()
+            };
+            let mut batch = Vec::with_capacity(summaries.len());
+            for s in summaries {
+                let index = if indexed > 0 { self.index_of(&s, now) } else { None };
+                indexed = indexed.saturating_sub(usize::from(index.is_some()));
+                batch.push((s, index));
             }
-            let Some(bytes) = message::encode_announce(&batch) else { continue };
-            let len = bytes.len();
-            match self.client.publish(bytes).await {
-                Ok(true) => self.metrics().count_gossip("out", len),
-                // No peer subscribed yet: the summary exchange tells them later.
-                Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, "cannot publish an announcement"),
+            for bytes in message::encode_announces(&batch) {
+                let len = bytes.len();
+                match self.client.publish(bytes).await {
+                    Ok(true) => self.metrics().count_gossip("out", len),
+                    // No peer subscribed yet: the summary exchange tells them later.
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, "cannot publish an announcement"),
+                }
             }
         }
+    }
+
+    /// The compact index of the sealed window `s` describes, its blob kept servable in
+    /// `announced`; `None` if the store has moved on from that root or cannot be read.
+    fn index_of(&mut self, s: &Summary, now: u64) -> Option<IndexPart> {
+        let sealed = match self.shared.store.sealed(s.window.stream, s.window.start) {
+            Ok(sealed) => sealed.filter(|x| x.root == s.root)?,
+            Err(e) => {
+                tracing::warn!(error = %e, window = %s.window, "cannot read a window to announce its index");
+                return None;
+            }
+        };
+        let (header, entries) = window::index(&sealed.blob).ok()?;
+        let part = IndexPart::compact(&header, &entries);
+        self.announced.insert(s.root, Held { blob: Arc::new(sealed.blob), table: sealed.table }, now);
+        Some(part)
     }
 
     /// Carries out what the reconciler asks. Returns whether windows were stored.
@@ -640,7 +696,9 @@ impl Driver {
         m.verification_failures.inc_by(s.verification_failures - l.verification_failures);
         m.windows_repaired.inc_by(s.windows_repaired - l.windows_repaired);
         m.records_repaired.inc_by(s.records_repaired - l.records_repaired);
+        m.windows_from_gossip.inc_by(s.windows_from_gossip - l.windows_from_gossip);
         m.reject("announcement_ignored", s.announcements_ignored - l.announcements_ignored);
+        m.reject("index_refused", s.indexes_refused - l.indexes_refused);
         m.reject("session_abandoned", s.sessions_abandoned - l.sessions_abandoned);
         m.reject("request_failed", s.request_failures - l.request_failures);
         m.reject("symbol_rejected", s.symbols_rejected - l.symbols_rejected);
@@ -709,9 +767,16 @@ impl Driver {
     }
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    fn new(index: &'a Index, shared: &'a Shared, announced: &'a Announced) -> Self {
+        View { index, store: shared.store.as_ref(), shared, announced }
+    }
+
     /// The slot size of the window with `root`, if we hold it.
     fn slot_size(&self, root: &Root) -> Option<usize> {
+        if let Some(held) = self.announced.get(root) {
+            return window::Header::parse(&held.blob).ok().map(|h| usize::from(h.slot_size));
+        }
         let (stream, start) = self.store.window_by_root(root).ok().flatten()?;
         self.index.windows.get(&WindowId { stream, start }).map(|s| usize::from(s.slot_size))
     }

@@ -158,6 +158,10 @@ fn three_lossy_sites_converge_then_a_late_node_and_a_restarted_node_catch_up() {
     }
     let metrics = common::get_text(&format!("{}/metrics", a.url()));
     assert!(metrics.contains("telemesh_mesh_records_repaired_total"), "{metrics}");
+    // Windows are repaired from the indexes that came with the announcements.
+    let from_gossip: f64 =
+        [&a, &b, &c].iter().map(|n| common::metric(&common::get_text(&format!("{}/metrics", n.url())), "telemesh_mesh_windows_from_gossip_total")).sum();
+    assert!(from_gossip > 0.0, "no window repaired from an announced index");
 
     // A fourth node, started after the data, knowing only the bootstrap address.
     let d = Node::start(config(dirs[3].path(), Some(&boot), "test")).expect("d starts");

@@ -96,13 +96,6 @@ fn lie(response: Response, proofs: u64) -> Response {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -159,16 +152,16 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
         let m = common::get_text(&format!("{}/metrics", honest.url()));
         let peers = common::get_json(&format!("{}/v1/peers", honest.url()));
         let connected = peers["peers"].as_array().is_some_and(|p| p.iter().any(|p| p["peer_id"] == liar_id.to_string()));
-        if metric(&m, "telemesh_mesh_blames_total") >= 3.0 && !connected {
+        if common::metric(&m, "telemesh_mesh_blames_total") >= 3.0 && !connected {
             break m;
         }
         assert!(Instant::now() < deadline, "the liar was not blamed 3 times and disconnected:\n{m}");
         std::thread::sleep(Duration::from_millis(250));
     };
-    assert!(metric(&metrics, "telemesh_mesh_verification_failures_total") >= 3.0, "{metrics}");
-    assert!(metric(&metrics, "telemesh_mesh_blames_total{reason=\"bad_proof\"}") >= 1.0, "{metrics}");
-    assert!(metric(&metrics, "telemesh_mesh_blames_total{reason=\"bad_symbols\"}") >= 1.0, "{metrics}");
-    assert_eq!(metric(&metrics, "telemesh_mesh_windows_repaired_total"), 0.0);
+    assert!(common::metric(&metrics, "telemesh_mesh_verification_failures_total") >= 3.0, "{metrics}");
+    assert!(common::metric(&metrics, "telemesh_mesh_blames_total{reason=\"bad_proof\"}") >= 1.0, "{metrics}");
+    assert!(common::metric(&metrics, "telemesh_mesh_blames_total{reason=\"bad_symbols\"}") >= 1.0, "{metrics}");
+    assert_eq!(common::metric(&metrics, "telemesh_mesh_windows_repaired_total"), 0.0);
     let page = common::get_json(&format!("{}/v1/streams/iotstream/{DEVICE}/records", honest.url()));
     assert_eq!(page["count"], 0, "nothing of the liar's window is stored");
     shutdown.cancel();

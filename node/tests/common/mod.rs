@@ -71,6 +71,12 @@ pub fn get_text(url: &str) -> String {
     telemesh_node::client::body(ureq::get(url).call().expect("GET")).expect("body")
 }
 
+/// The sum of a metric's samples whose line starts with `name` (all its labels, unless
+/// `name` names some) in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
 /// Waits until the node has taken in `n` datagrams and written what it queued.
 pub fn wait_received(node: &Node, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -19,6 +19,9 @@ pub const MAX_GOSSIP: usize = 60 << 10;
 /// Summaries per announcement: at most about 70 bytes each, so a full one stays under
 /// [`MAX_GOSSIP`].
 pub const MAX_ANNOUNCE: usize = 800;
+/// Largest compact index sent in an announcement; a bigger one (a long window with
+/// irregular gaps) is left out, and receivers ask for it when they need it.
+pub const MAX_ANNOUNCED_INDEX: usize = 8 << 10;
 /// Stream digests or window summaries per page of the summary exchange.
 pub const MAX_PAGE: usize = 800;
 
@@ -178,8 +181,8 @@ pub fn encode_announce(windows: &[Summary]) -> Option<Vec<u8>> {
 }
 
 /// Announcements of `windows` with their compact indexes, packed greedily into as few
-/// gossip messages as fit [`MAX_GOSSIP`] and [`MAX_ANNOUNCE`]; a window whose index
-/// alone would not fit one message is announced without it.
+/// gossip messages as fit [`MAX_GOSSIP`] and [`MAX_ANNOUNCE`]; a window whose index is
+/// over [`MAX_ANNOUNCED_INDEX`] bytes is announced without it.
 pub fn encode_announces(windows: &[(Summary, Option<IndexPart>)]) -> Vec<Vec<u8>> {
     // Bytes of an announcement: list lengths (varints, at most 3 bytes each here) plus
     // each summary and each `Option<IndexPart>`.
@@ -188,10 +191,8 @@ pub fn encode_announces(windows: &[(Summary, Option<IndexPart>)]) -> Vec<Vec<u8>
     let mut batch: Vec<(Summary, Option<IndexPart>)> = Vec::new();
     let mut used = 6;
     for (s, index) in windows {
-        let mut item = (*s, index.clone());
-        if 6 + size(&item) > MAX_GOSSIP {
-            item.1 = None;
-        }
+        let index = index.as_ref().filter(|i| encode(*i).len() <= MAX_ANNOUNCED_INDEX);
+        let item = (*s, index.cloned());
         let len = size(&item);
         if !batch.is_empty() && (used + len > MAX_GOSSIP || batch.len() >= MAX_ANNOUNCE) {
             out.push(std::mem::take(&mut batch));
@@ -480,6 +481,11 @@ mod tests {
         assert!(back.iter().all(Announce::check));
         assert_eq!(back.iter().map(|a| a.windows.len()).sum::<usize>(), 2000);
         assert!(back.iter().flat_map(|a| &a.indexes).all(Option::is_some));
+        // An index over the cap is left out; its summary is still announced.
+        let IndexPart::Compact { count, slot_size, columns, tags } = index.clone() else { panic!() };
+        let big = IndexPart::Compact { count, slot_size, columns: vec![0; MAX_ANNOUNCED_INDEX], tags };
+        let back: Announce = decode(&encode_announces(&[(s, Some(big))])[0]).expect("decodes");
+        assert_eq!(back, Announce { windows: vec![s], indexes: vec![None] });
         // An index list of the wrong length, or a verified index, is refused.
         assert!(!Announce { windows: vec![s, s], indexes: vec![None] }.check());
         let verified = IndexPart::Verified { leaves: Vec::new(), proof: Vec::new() };
