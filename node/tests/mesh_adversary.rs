@@ -1,4 +1,5 @@
-//! A peer that lies: it announces a real window but serves corrupted compact indexes,
+//! A peer that lies: it announces a real window with a corrupted compact index, and serves
+//! corrupted compact indexes,
 //! wrong Merkle proofs and corrupted symbols. The honest node stores nothing of it,
 //! counts the verification failures, blames the peer and disconnects it.
 
@@ -116,7 +117,10 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
             overlay::start(config, Keypair::generate_ed25519(), Arc::new(|_: &[u8]| true), shutdown.clone()).expect("overlay");
         let id = client.local_peer_id();
         let one = One::new();
-        let announce = message::encode_announce(&[one.summary]).expect("fits");
+        // Announced with its compact index, shifted like every index it serves.
+        let (header, entries) = window::index(&one.blob).expect("index");
+        let Response::Index(shifted) = lie(Response::Index(IndexPart::compact(&header, &entries)), 0) else { unreachable!() };
+        let announce = message::encode_announces(&[(one.summary, Some(shifted))]).remove(0);
         let token = shutdown.clone();
         tokio::spawn(async move {
             let mut encoders = EncoderCache::new(CacheConfig::default());
@@ -162,6 +166,7 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
     assert!(common::metric(&metrics, "telemesh_mesh_blames_total{reason=\"bad_proof\"}") >= 1.0, "{metrics}");
     assert!(common::metric(&metrics, "telemesh_mesh_blames_total{reason=\"bad_symbols\"}") >= 1.0, "{metrics}");
     assert_eq!(common::metric(&metrics, "telemesh_mesh_windows_repaired_total"), 0.0);
+    assert_eq!(common::metric(&metrics, "telemesh_mesh_windows_from_gossip_total"), 0.0);
     let page = common::get_json(&format!("{}/v1/streams/iotstream/{DEVICE}/records", honest.url()));
     assert_eq!(page["count"], 0, "nothing of the liar's window is stored");
     shutdown.cancel();
