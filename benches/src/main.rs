@@ -26,7 +26,7 @@ enum Command {
     DecodeFailure(decode_failure::Opts),
     /// Bytes on disk per reading for a seed-001 workload, against raw datagrams and CSV.
     Disk(disk::Opts),
-    /// Three nodes under independent loss: repair bytes per repaired byte, time to the same root.
+    /// Nodes on loopback (real processes, relays) under independent loss: repair bytes per repaired byte, time to the same root.
     Mesh(mesh::Opts),
     /// Repair overhead of telemesh against ARQ and whole-window fetch, in a simulated mesh (sweep).
     Repair(repair::Opts),

@@ -332,110 +332,6 @@ pub fn simulate(point: &Point, setup: &Setup, scheme: Scheme) -> Measure {
     m
 }
 
-/// The proposal of `docs/benchmarks.md` ("Where the bytes go"), computed — not simulated
-/// — on a lossless overlay from the same sets of records: every announcement carries the
-/// window's compact index, so a node that lacks records knows every site's set, and asks
-/// in one round each site it needs (the largest share of what it lacks first) for that
-/// many repair symbols of that site's root: one `Symbols` request and response per
-/// source, with the bytes the protocol's messages have today.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Proposal {
-    pub lacked: u64,
-    pub record_bytes: u64,
-    pub repair_bytes: u64,
-    pub requests: u64,
-    /// Compact indices added to the announcements (at seal, and after the repair).
-    pub extra_gossip_bytes: u64,
-    pub union: u64,
-}
-
-impl Proposal {
-    pub fn overhead(&self) -> f64 {
-        self.repair_bytes as f64 / (self.lacked * self.record_bytes).max(1) as f64
-    }
-}
-
-pub fn propose(point: &Point, setup: &Setup) -> Proposal {
-    use std::collections::{BTreeMap, BTreeSet};
-    use telemesh_proto::mesh::message::{self, IndexPart, Request, Response};
-    let (_, records, heard) = workload(point, setup);
-    let mut windows: BTreeMap<WindowId, Vec<usize>> = BTreeMap::new();
-    for (i, r) in records.iter().enumerate() {
-        windows
-            .entry(WindowId {
-                stream: r.stream,
-                start: window::start(r.device_time_ns),
-            })
-            .or_default()
-            .push(i);
-    }
-    let peers = point.sites as u64 - 1;
-    let mut out = Proposal::default();
-    for (w, list) in &windows {
-        let sets: Vec<BTreeSet<usize>> = heard
-            .iter()
-            .map(|h| list.iter().copied().filter(|i| h[*i]).collect())
-            .collect();
-        let union: BTreeSet<usize> = sets.iter().flatten().copied().collect();
-        if union.is_empty() {
-            continue;
-        }
-        out.union += union.len() as u64;
-        let index_bytes = |set: &BTreeSet<usize>| -> (u64, u64) {
-            let recs: Vec<Record> = set.iter().map(|i| records[*i].clone()).collect();
-            let Ok(blob) = window::encode(w.stream, w.start, &recs) else {
-                return (0, 0);
-            };
-            let Ok((header, entries)) = window::index(&blob) else {
-                return (0, 0);
-            };
-            (
-                message::encode(&IndexPart::compact(&header, &entries)).len() as u64,
-                u64::from(header.slot_size),
-            )
-        };
-        let (union_index, slot) = index_bytes(&union);
-        out.record_bytes = window::INDEX_ENTRY_LEN as u64 + slot;
-        for (a, mine) in sets.iter().enumerate() {
-            if !mine.is_empty() {
-                out.extra_gossip_bytes += index_bytes(mine).0 * peers;
-            }
-            let mut remaining: BTreeSet<usize> = union.difference(mine).copied().collect();
-            if remaining.is_empty() {
-                continue;
-            }
-            out.lacked += remaining.len() as u64;
-            out.extra_gossip_bytes += union_index * peers;
-            while !remaining.is_empty() {
-                let Some((r, count)) = (0..sets.len())
-                    .filter(|r| *r != a)
-                    .map(|r| (r, sets[r].intersection(&remaining).count()))
-                    .max_by_key(|(r, c)| (*c, std::cmp::Reverse(*r)))
-                else {
-                    break;
-                };
-                if count == 0 {
-                    break;
-                }
-                remaining.retain(|i| !sets[r].contains(i));
-                let request = Request::Symbols {
-                    root: [0xa5; 32],
-                    start: sets[r].len() as u32,
-                    count: count as u32,
-                };
-                let response = Response::Symbols {
-                    data: vec![0; count * (4 + slot as usize)],
-                };
-                out.repair_bytes += message::encode(&request).len() as u64
-                    + message::encode(&response).len() as u64
-                    + 2 * sim::FRAME_LEN;
-                out.requests += 1;
-            }
-        }
-    }
-    out
-}
-
 /// The sweep: every combination, sensor loss varying fastest.
 pub fn sweep(quick: bool, burst: f64) -> Vec<Point> {
     let (losses, sites, overlays): (&[f64], &[usize], &[f64]) = if quick {
@@ -550,13 +446,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         opts.jobs
     );
     print!("{}", report::markdown(&rows));
-    let proposals: Vec<(Point, Proposal, Measure)> = rows
-        .iter()
-        .filter(|(p, _)| p.overlay_loss == 0.0 && p.sensor_loss > 0.0)
-        .map(|(p, m)| (*p, propose(p, &setup), m[0].clone()))
-        .collect();
     print!("{}", report::breakdown(&rows));
-    print!("{}", report::proposal(&proposals));
     if let Some(dir) = &opts.out {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("repair.csv"), report::csv(&rows))?;

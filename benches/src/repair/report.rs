@@ -6,7 +6,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{Measure, Pattern, Point, Proposal};
+use super::{Measure, Pattern, Point};
 use telemesh_proto::window;
 
 fn pct(x: f64) -> String {
@@ -142,32 +142,6 @@ pub fn goals(rows: &[(Point, Vec<Measure>)]) -> String {
         rows.iter().filter(|(_, m)| m[0].lacked > 0).count(),
         if worse.is_empty() { String::new() } else { format!(" ({})", worse.join("; ")) }
     );
-    s
-}
-
-/// The proposal beside telemesh as measured (overlay without loss).
-pub fn proposal(rows: &[(Point, Proposal, Measure)]) -> String {
-    let mut s = String::from(
-        "\nProposal, computed on a lossless overlay (compact index in every announcement, symbols from every needed site in one round):\n\n\
-         | sensor loss | pattern | sites | records / window | records lacked | telemesh now: repair B ÷ B lacked | proposal | telemesh now: round trips | proposal | proposal: symbol requests | proposal: gossip + B / record |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for (p, x, m) in rows {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | 1 | {} | {:.2} |",
-            pct(p.sensor_loss),
-            p.pattern.name(),
-            p.sites,
-            p.per_window,
-            x.lacked,
-            overhead(m),
-            x.overhead(),
-            m.mean_round_trips(),
-            x.requests,
-            x.extra_gossip_bytes as f64 / x.union.max(1) as f64,
-        );
-    }
     s
 }
 
