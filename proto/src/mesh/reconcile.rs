@@ -1525,6 +1525,48 @@ mod tests {
         }
     }
 
+    /// The compact index of `summary(60, 32)`'s window: records a second apart.
+    fn index_of_60() -> message::IndexPart {
+        let s = summary(60, 32);
+        let header = window::Header { stream: s.window.stream, start_ns: s.window.start, count: 60, slot_size: 32 };
+        let entries: Vec<window::IndexEntry> =
+            (0..60u64).map(|i| window::IndexEntry { offset_ns: i * 1_000_000_000, seq: i, tag: [0; 8] }).collect();
+        message::IndexPart::compact(&header, &entries)
+    }
+
+    #[test]
+    fn an_announced_index_is_used_and_a_bad_one_refused() {
+        let requests = |r: &mut Reconciler<u8>| -> Vec<Request> {
+            std::iter::from_fn(|| r.poll())
+                .filter_map(|a| match a {
+                    Action::Send { request, .. } => Some(request),
+                    _ => None,
+                })
+                .collect()
+        };
+        // With its index: the symbols of every record at once, no index request.
+        let mut r: Reconciler<u8> = Reconciler::new(Config::default());
+        r.handle_announce_indexed(1, &[summary(60, 32)], &[Some(index_of_60())], 0, &Empty);
+        let sent = requests(&mut r);
+        assert!(!sent.is_empty() && sent.iter().all(|q| matches!(q, Request::Symbols { .. })), "{sent:?}");
+        let asked: u32 = sent.iter().map(|q| if let Request::Symbols { count, .. } = q { *count } else { 0 }).sum();
+        assert_eq!(asked, 60 + Config::default().overhead);
+        assert_eq!(r.stats().indexes_refused, 0);
+
+        // An index that does not fit its summary (another count), or a verified one where
+        // only compact ones are allowed: refused and counted; the summary still counts and
+        // the window is repaired the old way, from an index request.
+        let message::IndexPart::Compact { slot_size, columns, tags, .. } = index_of_60() else { panic!() };
+        let wrong_count = message::IndexPart::Compact { count: 59, slot_size, columns, tags };
+        let verified = message::IndexPart::Verified { leaves: vec![0; 64], proof: Vec::new() };
+        for (k, bad) in [wrong_count, verified].into_iter().enumerate() {
+            let mut r: Reconciler<u8> = Reconciler::new(Config::default());
+            r.handle_announce_indexed(1, &[summary(60, 32)], &[Some(bad)], 0, &Empty);
+            assert_eq!(r.stats().indexes_refused, 1, "case {k}");
+            assert!(matches!(requests(&mut r)[..], [Request::Index { verified: false, .. }]), "case {k}");
+        }
+    }
+
     #[test]
     fn a_holder_that_does_not_answer_is_asked_again_then_dropped() {
         let mut r: Reconciler<u8> = Reconciler::new(Config::default());
