@@ -16,6 +16,8 @@ pub struct Traffic {
     devices: u16,
     next_device: u16,
     seqs: Vec<u16>,
+    /// Datagrams sent per device: its device time in ms since `base_ms`.
+    counts: Vec<u64>,
     base_ms: u64,
     sent: u64,
 }
@@ -23,7 +25,8 @@ pub struct Traffic {
 impl Traffic {
     pub fn new(devices: u16) -> Traffic {
         let base_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        Traffic { devices: devices.max(1), next_device: 0, seqs: vec![0; usize::from(devices.max(1))], base_ms, sent: 0 }
+        let n = usize::from(devices.max(1));
+        Traffic { devices: devices.max(1), next_device: 0, seqs: vec![0; n], counts: vec![0; n], base_ms, sent: 0 }
     }
 
     /// Writes the next datagram into `buf` (≥ 32 bytes) and returns its length.
@@ -33,7 +36,12 @@ impl Traffic {
         let seq = &mut self.seqs[usize::from(d)];
         *seq = seq.wrapping_add(1);
         // One millisecond of device time per packet of the device keeps identities unique.
-        let ts_ms = self.base_ms + u64::from(*seq);
+        // The time counts on past the 16-bit seq's wraparound (every 65,536 packets), as a
+        // device's clock does: it once went back with the seq, and every datagram after a
+        // wrap became a late record for a window already sealed.
+        let count = &mut self.counts[usize::from(d)];
+        *count += 1;
+        let ts_ms = self.base_ms + *count;
         let v = (self.sent % 1000) as f32 / 10.0;
         self.sent += 1;
         let repr = Repr::new(MsgType::Data, 1000 + d, *seq, (ts_ms % (1 << 32)) as u32, &[v, v + 1.0, v + 2.0, v + 3.0, v + 4.0])
@@ -113,5 +121,27 @@ mod mmsg {
             return Err(e);
         }
         Ok((n as usize).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemesh_proto::wire::iotstream::Packet;
+
+    #[test]
+    fn device_time_goes_on_past_the_seq_wraparound() {
+        let mut traffic = Traffic::new(1);
+        let mut buf = [0u8; 64];
+        let mut last: Option<(u16, u32)> = None;
+        for _ in 0..70_000 {
+            let n = traffic.next_into(&mut buf);
+            let p = Packet::new_checked(&buf[..n]).expect("valid");
+            if let Some((seq, ts)) = last {
+                assert_eq!(p.seq(), seq.wrapping_add(1));
+                assert_eq!(p.timestamp(), ts.wrapping_add(1), "one ms later, also after seq {seq}");
+            }
+            last = Some((p.seq(), p.timestamp()));
+        }
     }
 }

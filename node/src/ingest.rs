@@ -117,8 +117,7 @@ impl Listener {
         };
         let outcome = state.observe(&record, arrival_ns, &shared.reorder, || {
             // Rare (possible duplicates, late arrivals): copying what is unflushed is fine.
-            let unflushed: Vec<StoredRecord> =
-                live.iter().map(|(_, r)| r).chain(in_flight.iter().flat_map(|f| f.iter())).chain(pending.iter()).cloned().collect();
+            let unflushed = crate::streams::unflushed(live, in_flight.as_deref(), pending);
             history::lookup(store, &unflushed, &record).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "store lookup failed; treating record as new");
                 Lookup { presence: Presence::Absent, predecessor: None }

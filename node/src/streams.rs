@@ -15,7 +15,8 @@
 //! sealed as `live`. Streams silent for `stream_idle`, or the least recently active when the
 //! table is full, are flushed (their live records into chunks) and dropped from memory.
 //! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes), the
-//! records received within one flush interval, and [`MAX_LIVE`] live records.
+//! records received within one flush interval, and [`MAX_LIVE_BYTES`] of live records
+//! (kept encoded, as the log holds them: [`Encoded`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -24,13 +25,18 @@ use telemesh_proto::record::StreamId;
 use telemesh_proto::stream::State;
 use telemesh_proto::window;
 
-use crate::store::{Chunk, Sealing, Store, StoreError, StoredRecord};
+use crate::store::{Encoded, Sealing, Store, StoreError, StoredRecord};
 
 /// A stream with at least this many new records in a flush writes its own chunk.
 pub const CHUNK_MIN: usize = 32;
-/// Most live records (in the log, awaiting their window's seal) held in memory; past it,
-/// slow streams write chunks of their own.
-pub const MAX_LIVE: usize = 500_000;
+/// Most bytes of live records (in the log, awaiting their window's seal, held encoded
+/// in memory: about 60 bytes a record, so some 280,000 records); past it, slow streams
+/// write chunks of their own.
+pub const MAX_LIVE_BYTES: usize = 16 << 20;
+/// A window sealed again for late records waits this many flushes (5 s at the default
+/// interval) for more of them, so a stream sending late records steadily costs one seal
+/// of the window per this many flushes instead of one per flush.
+pub const LATE_SEAL_FLUSHES: u64 = 10;
 /// Changed stream states are saved every this many flushes (and on eviction and
 /// shutdown); after a crash the counters may lag by that long.
 pub const STATE_EVERY: u64 = 600;
@@ -43,9 +49,9 @@ pub struct Entry {
     pub pending: Vec<StoredRecord>,
     /// Records being written by a flush that has not finished.
     pub in_flight: Option<Arc<Vec<StoredRecord>>>,
-    /// Records in the write-ahead log, with the log entry holding each, kept until their
-    /// window is sealed.
-    pub live: Vec<(u64, StoredRecord)>,
+    /// Records in the write-ahead log, encoded, with the log entry holding them, kept
+    /// until their window is sealed.
+    pub live: Vec<Live>,
     dirty: bool,
     touched_ns: u64,
     /// The newest window written to, to seal it when the stream moves on.
@@ -60,8 +66,24 @@ impl Entry {
 
     /// Records not in a chunk or a sealed window: live, in flight, then pending.
     pub fn unflushed(&self) -> Vec<StoredRecord> {
-        self.live.iter().map(|(_, r)| r).chain(self.in_flight.iter().flat_map(|f| f.iter())).chain(&self.pending).cloned().collect()
+        unflushed(&self.live, self.in_flight.as_deref(), &self.pending)
     }
+}
+
+/// Live records of one stream in one window, as one log entry holds them.
+#[derive(Debug)]
+pub struct Live {
+    wal_id: u64,
+    chunk: Encoded,
+}
+
+/// A stream's records not in a chunk or a sealed window (live, in flight, then pending),
+/// from the parts of its [`Entry`].
+pub fn unflushed(live: &[Live], in_flight: Option<&Vec<StoredRecord>>, pending: &[StoredRecord]) -> Vec<StoredRecord> {
+    let mut out: Vec<StoredRecord> = live.iter().flat_map(|l| l.chunk.decode()).collect();
+    out.extend(in_flight.into_iter().flatten().cloned());
+    out.extend(pending.iter().cloned());
+    out
 }
 
 /// A flush taken from the table: what to write, and to whom it belongs.
@@ -77,26 +99,28 @@ pub struct Flush {
 /// What a flush wrote.
 #[derive(Debug)]
 pub struct Written {
-    chunks: Vec<Chunk>,
-    logged: Vec<Chunk>,
+    /// The (stream, window) of each chunk written.
+    chunks: Vec<(StreamId, u64)>,
+    logged: Vec<Encoded>,
     wal_id: Option<u64>,
 }
 
-fn by_window(stream: StreamId, records: &[StoredRecord]) -> impl Iterator<Item = Chunk> {
-    let mut w: BTreeMap<u64, Vec<StoredRecord>> = BTreeMap::new();
+/// `records` encoded, a chunk per window.
+fn by_window(stream: StreamId, records: &[StoredRecord]) -> impl Iterator<Item = Encoded> + '_ {
+    let mut w: BTreeMap<u64, Vec<&StoredRecord>> = BTreeMap::new();
     for r in records {
-        w.entry(r.window()).or_default().push(r.clone());
+        w.entry(r.window()).or_default().push(r);
     }
-    w.into_iter().map(move |(window_start, records)| Chunk { stream, window_start, records })
+    w.into_iter().map(move |(window_start, records)| Encoded::new(stream, window_start, records))
 }
 
 impl Flush {
     /// Writes the chunks, the log entry and the states.
     pub fn write(&self, store: &dyn Store) -> Result<Written, StoreError> {
-        let chunks: Vec<Chunk> = self.chunked.iter().flat_map(|(id, r)| by_window(*id, r)).collect();
-        let logged: Vec<Chunk> = self.logged.iter().flat_map(|(id, r)| by_window(*id, r)).collect();
+        let chunks: Vec<Encoded> = self.chunked.iter().flat_map(|(id, r)| by_window(*id, r)).collect();
+        let logged: Vec<Encoded> = self.logged.iter().flat_map(|(id, r)| by_window(*id, r)).collect();
         let wal_id = store.append(&chunks, &logged, &self.states)?;
-        Ok(Written { chunks, logged, wal_id })
+        Ok(Written { chunks: chunks.iter().map(|c| (c.stream, c.window_start)).collect(), logged, wal_id })
     }
 }
 
@@ -104,7 +128,8 @@ impl Flush {
 /// itself can run without the table lock.
 #[derive(Debug, Default)]
 pub struct SealJob {
-    windows: Vec<(StreamId, u64, Vec<StoredRecord>)>,
+    /// Stream, window, its live records, and the newest log entry they came from.
+    windows: Vec<(StreamId, u64, Vec<StoredRecord>, Option<u64>)>,
 }
 
 impl SealJob {
@@ -114,7 +139,7 @@ impl SealJob {
             return Ok(());
         }
         let sealing: Vec<Sealing<'_>> =
-            self.windows.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
+            self.windows.iter().map(|(stream, window_start, live, _)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
         store.seal_windows(&sealing).map(|_| ())
     }
 }
@@ -146,12 +171,16 @@ pub struct Table {
     unflushed: usize,
     max_unflushed: usize,
     to_seal: Vec<(StreamId, u64)>,
-    /// Live records across all streams.
+    /// Live records across all streams, and their encoded bytes.
     live: usize,
+    live_bytes: usize,
     /// For each log entry, how many live records still need it.
     wal_refs: BTreeMap<u64, usize>,
     /// Windows whose sealing failed, sealed again with the next flush.
     retry_seal: Vec<(StreamId, u64)>,
+    /// Sealed windows that got late records, with the flush that wrote the first of them:
+    /// sealed again [`LATE_SEAL_FLUSHES`] later.
+    late: BTreeMap<(StreamId, u64), u64>,
     flushes: u64,
 }
 
@@ -169,8 +198,10 @@ impl Table {
             max_unflushed,
             to_seal: Vec::new(),
             live: 0,
+            live_bytes: 0,
             wal_refs: BTreeMap::new(),
             retry_seal: Vec::new(),
+            late: BTreeMap::new(),
             flushes: 0,
         }
     }
@@ -230,7 +261,9 @@ impl Table {
 
     fn begin_flush_of(&mut self, ids: &[StreamId], states: bool, own_chunks: bool) -> Flush {
         let mut flush = Flush::default();
-        let mut room = MAX_LIVE.saturating_sub(self.live);
+        // Room in records, at the average encoded size of those live now.
+        let per_record = if self.live == 0 { 64 } else { (self.live_bytes / self.live).max(1) };
+        let mut room = MAX_LIVE_BYTES.saturating_sub(self.live_bytes) / per_record;
         for id in ids {
             let Some(e) = self.entries.get_mut(id) else { continue };
             if e.in_flight.is_some() {
@@ -291,31 +324,39 @@ impl Table {
                 e.in_flight = None;
             }
         }
+        let windows: Vec<(StreamId, u64)> =
+            written.chunks.iter().copied().chain(written.logged.iter().map(|c| (c.stream, c.window_start))).collect();
         if let Some(wal_id) = written.wal_id {
-            for (id, records) in &flush.logged {
-                let Some(e) = self.entries.get_mut(id) else { continue };
-                e.live.extend(records.iter().map(|r| (wal_id, r.clone())));
-                self.live += records.len();
-                *self.wal_refs.entry(wal_id).or_default() += records.len();
+            for chunk in written.logged {
+                let Some(e) = self.entries.get_mut(&chunk.stream) else { continue };
+                self.live += chunk.records;
+                self.live_bytes += chunk.bytes.len();
+                *self.wal_refs.entry(wal_id).or_default() += chunk.records;
+                e.live.push(Live { wal_id, chunk });
             }
         }
         let mut closed = Vec::new();
-        for c in written.chunks.iter().chain(&written.logged) {
-            let Some(e) = self.entries.get_mut(&c.stream) else { continue };
+        for (stream, window_start) in windows {
+            let Some(e) = self.entries.get_mut(&stream) else { continue };
             e.open_window = match e.open_window {
-                Some(w) if w == c.window_start => Some(w),
-                Some(w) if w < c.window_start => {
-                    closed.push((c.stream, w));
-                    Some(c.window_start)
+                Some(w) if w == window_start => Some(w),
+                Some(w) if w < window_start => {
+                    closed.push((stream, w));
+                    Some(window_start)
                 }
                 Some(open) => {
-                    closed.push((c.stream, c.window_start)); // late records for a closed window
+                    // Late records for a closed window: sealed again a little later.
+                    self.late.entry((stream, window_start)).or_insert(self.flushes);
                     Some(open)
                 }
-                None => Some(c.window_start),
+                None => Some(window_start),
             };
         }
         closed.append(&mut self.retry_seal);
+        let due = self.flushes.saturating_sub(LATE_SEAL_FLUSHES);
+        let (waiting, ready): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.late).into_iter().partition(|(_, at)| *at > due);
+        self.late = waiting;
+        closed.extend(ready.into_keys());
         closed.sort_unstable();
         closed.dedup();
         done.sealed = closed.len();
@@ -328,12 +369,13 @@ impl Table {
             windows: windows
                 .iter()
                 .map(|(stream, w)| {
-                    let live = self
-                        .entries
-                        .get(stream)
-                        .map(|e| e.live.iter().filter(|(_, r)| r.window() == *w).map(|(_, r)| r.clone()).collect())
-                        .unwrap_or_default();
-                    (*stream, *w, live)
+                    let mut live = Vec::new();
+                    let mut upto = None;
+                    for l in self.entries.get(stream).into_iter().flat_map(|e| &e.live).filter(|l| l.chunk.window_start == *w) {
+                        live.extend(l.chunk.decode());
+                        upto = upto.max(Some(l.wal_id));
+                    }
+                    (*stream, *w, live, upto)
                 })
                 .collect(),
         }
@@ -345,29 +387,32 @@ impl Table {
     /// with the next flush.
     pub fn finish_seal(&mut self, job: SealJob, sealed: Result<(), StoreError>, store: &dyn Store) -> Result<(), StoreError> {
         if let Err(e) = sealed {
-            self.retry_seal.extend(job.windows.into_iter().map(|(s, w, _)| (s, w)));
+            self.retry_seal.extend(job.windows.into_iter().map(|(s, w, _, _)| (s, w)));
             return Err(e);
         }
-        for (stream, _, records) in job.windows {
-            let keys: std::collections::HashSet<(u64, u64, [u8; 8])> = records.iter().map(StoredRecord::order_key).collect();
+        for (stream, window, _, upto) in job.windows {
+            let Some(upto) = upto else { continue };
             if let Some(e) = self.entries.get_mut(&stream) {
-                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut e.live).into_iter().partition(|(_, r)| keys.contains(&r.order_key()));
+                // Log entries only grow: what was logged after the job was taken stays.
+                let (gone, kept): (Vec<Live>, Vec<Live>) =
+                    std::mem::take(&mut e.live).into_iter().partition(|l| l.chunk.window_start == window && l.wal_id <= upto);
                 e.live = kept;
-                self.release(gone.iter().map(|(id, _)| *id));
+                for l in gone {
+                    self.release(l.wal_id, &l.chunk);
+                }
             }
         }
         store.release_wal(self.oldest_needed_wal())
     }
 
-    /// One live record per id no longer needs that log entry.
-    fn release(&mut self, ids: impl Iterator<Item = u64>) {
-        for id in ids {
-            self.live = self.live.saturating_sub(1);
-            if let Some(n) = self.wal_refs.get_mut(&id) {
-                *n -= 1;
-                if *n == 0 {
-                    self.wal_refs.remove(&id);
-                }
+    /// The live records of `chunk` no longer need log entry `id`.
+    fn release(&mut self, id: u64, chunk: &Encoded) {
+        self.live = self.live.saturating_sub(chunk.records);
+        self.live_bytes = self.live_bytes.saturating_sub(chunk.bytes.len());
+        if let Some(n) = self.wal_refs.get_mut(&id) {
+            *n = n.saturating_sub(chunk.records);
+            if *n == 0 {
+                self.wal_refs.remove(&id);
             }
         }
     }
@@ -387,8 +432,10 @@ impl Table {
         Ok(done)
     }
 
-    /// Flushes every stream, with its state, while holding the table (shutdown).
+    /// Flushes every stream, with its state, while holding the table (shutdown); windows
+    /// waiting to be sealed again for late records are sealed now.
     pub fn flush(&mut self, store: &dyn Store) -> Result<Flushed, StoreError> {
+        self.retry_seal.extend(std::mem::take(&mut self.late).into_keys());
         let ids: Vec<StreamId> = self.entries.keys().copied().collect();
         self.flush_now(&ids, store, false)
     }
@@ -425,13 +472,21 @@ impl Table {
         for id in ids {
             let Some(e) = self.entries.remove(id) else { continue };
             windows.extend(e.open_window.map(|w| (*id, w)));
-            let records: Vec<StoredRecord> = e.live.iter().map(|(_, r)| r.clone()).collect();
-            windows.extend(records.iter().map(|r| (*id, r.window())));
-            spill.extend(by_window(*id, &records));
-            released.extend(e.live.iter().map(|(wal, _)| *wal));
+            let late: Vec<(StreamId, u64)> = self.late.range((*id, 0)..=(*id, u64::MAX)).map(|(k, _)| *k).collect();
+            for k in late {
+                self.late.remove(&k);
+                windows.insert(k);
+            }
+            for l in e.live {
+                windows.insert((*id, l.chunk.window_start));
+                spill.push(l.chunk.clone());
+                released.push(l);
+            }
         }
         store.append(&spill, &[], &[])?;
-        self.release(released.into_iter());
+        for l in released {
+            self.release(l.wal_id, &l.chunk);
+        }
         store.release_wal(self.oldest_needed_wal())?;
         self.queue_to_seal(windows.into_iter());
         Ok(())
@@ -492,7 +547,7 @@ mod tests {
     }
 
     impl Store for Broken {
-        fn append(&self, _: &[Chunk], _: &[Chunk], _: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError> {
+        fn append(&self, _: &[Encoded], _: &[Encoded], _: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError> {
             Err(broken())
         }
         fn release_wal(&self, _: u64) -> Result<(), StoreError> {
@@ -601,6 +656,41 @@ mod tests {
     }
 
     #[test]
+    fn late_records_every_flush_do_not_reseal_their_window_every_flush() {
+        // A device whose clock went back (or that replays old data) sends late records
+        // for a sealed window in every flush interval. Each seal reads, rebuilds and
+        // rewrites the whole window; once per flush, that took both cores under load.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let mut table = Table::new(16);
+        let push = |table: &mut Table, seq: u64, t: u64| {
+            table.entry(S, 1, &store).expect("entry").pending.push(record(seq, t));
+            table.queued();
+        };
+        // Seals (windows written sealed) per flush.
+        let run = |table: &mut Table| {
+            let job = flush_parts(table, &store);
+            let sealed = job.run(&store);
+            table.finish_seal(job, sealed, &store).expect("finish");
+            store.take_changed().0.len()
+        };
+        push(&mut table, 1, 10);
+        run(&mut table);
+        push(&mut table, 2, window::SPAN_NS + 5); // moves on: window 0 is sealed
+        assert_eq!(run(&mut table), 1);
+        let mut seals = 0;
+        for i in 0..30 {
+            push(&mut table, 100 + i, 100 + i); // late, for window 0
+            seals += run(&mut table);
+        }
+        assert!((2..=4).contains(&seals), "30 flushes with late records sealed window 0 {seals} times");
+        table.flush(&store).expect("shutdown flush");
+        assert_eq!(store.window(S, 0).expect("window").len(), 31, "every late record is in the window");
+        let summary = store.summary(telemesh_proto::mesh::WindowId { stream: S, start: 0 }).expect("read").expect("sealed");
+        assert_eq!(summary.count, 31, "and sealed into it by the shutdown flush");
+    }
+
+    #[test]
     fn a_record_arriving_while_its_window_is_sealed_stays_live() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
@@ -614,7 +704,7 @@ mod tests {
         table.entry(S, 2, &store).expect("entry").pending.push(record(3, window::SPAN_NS + 5));
         table.queued();
         let job = flush_parts(&mut table, &store);
-        assert_eq!(job.windows.iter().map(|(_, w, live)| (*w, live.len())).collect::<Vec<_>>(), [(0, 2)]);
+        assert_eq!(job.windows.iter().map(|(_, w, live, _)| (*w, live.len())).collect::<Vec<_>>(), [(0, 2)]);
         // …and while it is, a late record for window 0 arrives and is logged.
         table.entry(S, 3, &store).expect("entry").pending.push(record(4, 40));
         table.queued();
@@ -625,7 +715,16 @@ mod tests {
         assert_eq!(store.window(S, 0).expect("window").len(), 2, "two sealed; the late one is live");
         let history = crate::history::records(&store, &table.unflushed_of(&S), S, 0, u64::MAX, 100).expect("history");
         assert_eq!(history.iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 4, 3], "queries see all of them");
-        // Its own seal takes it in.
+        // Its own seal takes it in, once the window has waited for more late records.
+        assert!(late.windows.is_empty(), "a late record's window is not sealed again at once");
+        let mut late = late;
+        for _ in 0..LATE_SEAL_FLUSHES {
+            if !late.windows.is_empty() {
+                break;
+            }
+            late = flush_parts(&mut table, &store);
+        }
+        assert_eq!(late.windows.iter().map(|(_, w, live, _)| (*w, live.len())).collect::<Vec<_>>(), [(0, 1)]);
         let sealed = late.run(&store);
         table.finish_seal(late, sealed, &store).expect("finish");
         assert!(!table.unflushed_of(&S).iter().any(|r| r.record.seq == 4));

@@ -137,8 +137,9 @@ impl Wal {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends an entry and returns its id; durable after [`Wal::sync`].
-    pub fn append(&self, entry: &Entry) -> io::Result<u64> {
+    /// Appends an entry (an [`Entry`], or the same with borrowed chunk bytes, which
+    /// encodes alike) and returns its id; durable after [`Wal::sync`].
+    pub fn append<E: serde::Serialize + ?Sized>(&self, entry: &E) -> io::Result<u64> {
         let mut s = self.lock();
         let id = s.next_id;
         let payload = codec::to_vec(&(id, entry));
