@@ -482,7 +482,7 @@ mod tests {
         assert_eq!(back.iter().map(|a| a.windows.len()).sum::<usize>(), 2000);
         assert!(back.iter().flat_map(|a| &a.indexes).all(Option::is_some));
         // An index over the cap is left out; its summary is still announced.
-        let IndexPart::Compact { count, slot_size, columns, tags } = index.clone() else { panic!() };
+        let IndexPart::Compact { count, slot_size, tags, .. } = index.clone() else { panic!() };
         let big = IndexPart::Compact { count, slot_size, columns: vec![0; MAX_ANNOUNCED_INDEX], tags };
         let back: Announce = decode(&encode_announces(&[(s, Some(big))])[0]).expect("decodes");
         assert_eq!(back, Announce { windows: vec![s], indexes: vec![None] });
