@@ -52,9 +52,10 @@ fn one_flush_of_ten_thousand_slow_streams_survives_a_restart() {
             })
         })
         .collect();
-    common::send_fast(node.iotstream.expect("on"), datagrams.iter().map(Vec::as_slice));
+    // Paced, so that a slow (debug) build on a busy machine still takes in nearly all.
+    common::send(node.iotstream.expect("on"), &datagrams);
     let received = common::wait_quiet(&node);
-    assert!(received >= 25_000, "only {received} of 30,000 datagrams arrived");
+    assert!(received >= 29_000, "only {received} of 30,000 datagrams arrived");
     node.stop().expect("clean stop");
 
     let store = telemesh_node::open_store(&config).expect("reopens");
