@@ -218,14 +218,19 @@ struct Part<P> {
     layout: Layout,
     /// Symbols asked at the start: its records not among ours or an earlier part's.
     need: u32,
-    served: Vec<u32>,
-    failed: Vec<bool>,
-    outstanding: BTreeMap<RequestId, (usize, u32)>,
+    asked: Asked,
     /// Symbols received while an earlier part is not decoded yet (at most those asked).
     buffered: Vec<Symbol>,
     /// Once every earlier part is done: the decoder and the tags of placed slots.
     decoder: Option<(Decoder, Vec<Option<[u8; 8]>>)>,
     state: PartState,
+}
+
+impl<P> Part<P> {
+    fn new(target: Summary, holders: Vec<P>, entries: Vec<Entry>, layout: Layout, need: u32) -> Self {
+        let asked = Asked::new(holders.len());
+        Part { target, holders, entries, layout, need, asked, buffered: Vec::new(), decoder: None, state: PartState::Open }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,15 +248,26 @@ struct Multi<P> {
     own: Own,
 }
 
-struct Slots {
-    entries: Vec<Entry>,
-    decoder: Decoder,
-    /// Per holder (index into the session's holders): symbols asked so far.
+/// The symbols requests of a session (or a part of one) to its holders.
+struct Asked {
+    /// Per holder (index into the holders): symbols asked so far.
     served: Vec<u32>,
     /// Holders that failed during this session.
     failed: Vec<bool>,
     /// Requests in flight: id → (holder index, count).
     outstanding: BTreeMap<RequestId, (usize, u32)>,
+}
+
+impl Asked {
+    fn new(holders: usize) -> Self {
+        Asked { served: vec![0; holders], failed: vec![false; holders], outstanding: BTreeMap::new() }
+    }
+}
+
+struct Slots {
+    entries: Vec<Entry>,
+    decoder: Decoder,
+    asked: Asked,
     /// Slots known from verified leaves or our records (for the blob's assembly).
     known_tags: Vec<Option<[u8; 8]>>,
 }
@@ -380,23 +396,32 @@ fn place(entries: &[Entry], own: &Own, slot: usize) -> (Vec<(u32, Vec<u8>)>, Vec
     let mut present = Vec::new();
     let mut known_tags = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        let mine = own.get(&(e.offset_ns, e.seq)).map(Vec::as_slice).unwrap_or_default();
-        let found = match e.tag {
-            Some(tag) => mine.iter().find(|(t, _)| *t == tag),
-            None if mine.len() == 1 => mine.first(),
-            None => None,
-        };
-        match found {
-            Some((tag, bytes)) if bytes.len() <= slot => {
-                let mut s = bytes.clone();
-                s.resize(slot, 0);
+        match own_slot(e, own, slot) {
+            Some((tag, s)) => {
                 present.push((i as u32, s));
-                known_tags.push(Some(*tag));
+                known_tags.push(Some(tag));
             }
-            _ => known_tags.push(e.tag),
+            None => known_tags.push(e.tag),
         }
     }
     (present, known_tags)
+}
+
+/// Our copy of the record `e` names, padded to `slot` bytes, and its tag: if we hold it
+/// (by tag where the index gives one, else if we hold one record at its time and seq)
+/// and it fits the slot.
+fn own_slot(e: &Entry, own: &Own, slot: usize) -> Option<([u8; 8], Vec<u8>)> {
+    let mine = own.get(&(e.offset_ns, e.seq)).map(Vec::as_slice).unwrap_or_default();
+    let (tag, bytes) = match e.tag {
+        Some(tag) => mine.iter().find(|(t, _)| *t == tag),
+        None if mine.len() == 1 => mine.first(),
+        None => None,
+    }?;
+    (bytes.len() <= slot).then(|| {
+        let mut s = bytes.clone();
+        s.resize(slot, 0);
+        (*tag, s)
+    })
 }
 
 /// The records of `target` rebuilt from its entries and slots, if the blob they make has
@@ -693,8 +718,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         if let Some(s) = self.sessions.remove(&w) {
             let ids: Vec<RequestId> = match s.phase {
                 Phase::Index { id } => vec![id],
-                Phase::Symbols(slots) => slots.outstanding.keys().copied().collect(),
-                Phase::Gossip(multi) => multi.parts.iter().flat_map(|p| p.outstanding.keys().copied()).collect(),
+                Phase::Symbols(slots) => slots.asked.outstanding.keys().copied().collect(),
+                Phase::Gossip(multi) => multi.parts.iter().flat_map(|p| p.asked.outstanding.keys().copied()).collect(),
             };
             for id in ids {
                 self.pending.remove(&id);
@@ -839,8 +864,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             }
             Step::Done => {
                 let ids: Vec<RequestId> = match &session.phase {
-                    Phase::Symbols(s) => s.outstanding.keys().copied().collect(),
-                    Phase::Gossip(m) => m.parts.iter().flat_map(|p| p.outstanding.keys().copied()).collect(),
+                    Phase::Symbols(s) => s.asked.outstanding.keys().copied().collect(),
+                    Phase::Gossip(m) => m.parts.iter().flat_map(|p| p.asked.outstanding.keys().copied()).collect(),
                     Phase::Index { .. } => Vec::new(),
                 };
                 for id in ids {
@@ -955,20 +980,12 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 known_tags.push(Some(tag));
                 continue;
             }
-            let mine = own.get(&(e.offset_ns, e.seq)).map(Vec::as_slice).unwrap_or_default();
-            let found = match e.tag {
-                Some(tag) => mine.iter().find(|(t, _)| *t == tag),
-                None if mine.len() == 1 => mine.first(),
-                None => None,
-            };
-            match found {
-                Some((tag, bytes)) if bytes.len() <= slot => {
-                    let mut s = bytes.clone();
-                    s.resize(slot, 0);
+            match own_slot(e, &own, slot) {
+                Some((tag, s)) => {
                     present.push((i as u32, s));
-                    known_tags.push(Some(*tag));
+                    known_tags.push(Some(tag));
                 }
-                _ => known_tags.push(e.tag),
+                None => known_tags.push(e.tag),
             }
         }
         let Ok(layout) = Layout::new(slot, entries.len()) else {
@@ -983,9 +1000,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         let mut slots = Box::new(Slots {
             entries,
             decoder,
-            served: vec![0; n],
-            failed: vec![false; n],
-            outstanding: BTreeMap::new(),
+            asked: Asked::new(n),
             known_tags,
         });
         if slots.decoder.missing() == 0 {
@@ -1004,23 +1019,28 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// Asks the session's working holders for `want` more symbols, split evenly.
     fn ask(&mut self, session: &Session<P>, slots: &mut Slots, want: u32) {
         let layout = slots.decoder.layout();
-        let working: Vec<usize> = (0..session.holders.len()).filter(|i| !slots.failed[*i]).collect();
-        let w = session.target.window;
+        self.ask_holders(session.target.window, session.target.root, &layout, &session.holders, &mut slots.asked, want);
+    }
+
+    /// Asks the working `holders` of `root` (window `w`) for `want` more symbols, split
+    /// evenly, each from its own ESI band after those it was asked for already.
+    fn ask_holders(&mut self, w: WindowId, root: Root, layout: &Layout, holders: &[P], asked: &mut Asked, want: u32) {
+        let working: Vec<usize> = (0..holders.len()).filter(|i| !asked.failed[*i]).collect();
         for (k, count) in repair::split(want, working.len() as u32).enumerate() {
             let i = working[k];
             let mut left = count;
             while left > 0 {
-                let chunk = left.min(max_symbols(&layout));
-                let Ok(range) = repair::holder_range(&layout, i as u32, slots.served[i], chunk) else {
-                    slots.failed[i] = true;
+                let chunk = left.min(max_symbols(layout));
+                let Ok(range) = repair::holder_range(layout, i as u32, asked.served[i], chunk) else {
+                    asked.failed[i] = true;
                     break;
                 };
-                slots.served[i] += chunk;
+                asked.served[i] += chunk;
                 left -= chunk;
                 self.stats.symbols_requested += u64::from(chunk);
-                let request = Request::Symbols { root: session.target.root, start: range.start, count: range.count };
-                let id = self.send(session.holders[i].clone(), request, Purpose::Session(w));
-                slots.outstanding.insert(id, (i, chunk));
+                let request = Request::Symbols { root, start: range.start, count: range.count };
+                let id = self.send(holders[i].clone(), request, Purpose::Session(w));
+                asked.outstanding.insert(id, (i, chunk));
             }
         }
     }
@@ -1031,19 +1051,10 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// at once for as many symbols as it holds records neither we nor a larger part hold.
     /// Returns whether a session started.
     fn start_gossip(&mut self, w: WindowId, now_ns: u64, holdings: &dyn Holdings) -> bool {
-        let Some(targets) = self.wanted.get(&w) else { return false };
-        let mut indexed: Vec<(Summary, Vec<P>, Vec<Entry>)> = targets
-            .values()
-            .filter(|t| !t.escalate && t.summary.count <= Layout::MAX_SLOTS && t.summary.blob_len() <= MAX_REPAIR_BLOB)
-            .filter_map(|t| {
-                let entries = t.index.as_ref()?.entries(&t.summary).ok()?;
-                Some((t.summary, t.holders.iter().cloned().collect(), entries))
-            })
-            .collect();
+        let indexed = self.indexed_targets(w, &HashSet::new());
         if indexed.is_empty() {
             return false;
         }
-        indexed.sort_by_key(|(s, _, _)| (std::cmp::Reverse(s.count), s.root));
         let own = own_records(holdings, w);
         let mut known: HashSet<(u64, u64)> = own.keys().copied().collect();
         let mut parts = Vec::new();
@@ -1063,20 +1074,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 // A larger part gives all it holds: checked once that one is stored.
                 continue;
             }
-            let n = holders.len();
-            parts.push(Part {
-                target,
-                holders,
-                entries,
-                layout,
-                need,
-                served: vec![0; n],
-                failed: vec![false; n],
-                outstanding: BTreeMap::new(),
-                buffered: Vec::new(),
-                decoder: None,
-                state: PartState::Open,
-            });
+            parts.push(Part::new(target, holders, entries, layout, need));
         }
         if parts.is_empty() {
             return false;
@@ -1097,6 +1095,25 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         true
     }
 
+    /// The targets of window `w` with an announced index (its entries checked), but not
+    /// those in `skip`, nor those gone verified or too big to repair: largest first.
+    fn indexed_targets(&self, w: WindowId, skip: &HashSet<Root>) -> Vec<(Summary, Vec<P>, Vec<Entry>)> {
+        let mut indexed: Vec<(Summary, Vec<P>, Vec<Entry>)> = self
+            .wanted
+            .get(&w)
+            .into_iter()
+            .flat_map(|t| t.values())
+            .filter(|t| !t.escalate && !skip.contains(&t.summary.root))
+            .filter(|t| t.summary.count <= Layout::MAX_SLOTS && t.summary.blob_len() <= MAX_REPAIR_BLOB)
+            .filter_map(|t| {
+                let entries = t.index.as_ref()?.entries(&t.summary).ok()?;
+                Some((t.summary, t.holders.iter().cloned().collect(), entries))
+            })
+            .collect();
+        indexed.sort_by_key(|(s, _, _)| (std::cmp::Reverse(s.count), s.root));
+        indexed
+    }
+
     /// A root announced with its index while a gossip-mode session repairs its window:
     /// it joins the session as a last part, asked at once for the records no part holds.
     fn extend_gossip(&mut self, w: WindowId) {
@@ -1107,40 +1124,14 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             for p in &multi.parts {
                 known.extend(p.entries.iter().map(|e| (e.offset_ns, e.seq)));
             }
-            let mut new: Vec<(Summary, Vec<P>, Vec<Entry>)> = self
-                .wanted
-                .get(&w)
-                .into_iter()
-                .flat_map(|t| t.values())
-                .filter(|t| !t.escalate && !in_session.contains(&t.summary.root))
-                .filter(|t| t.summary.count <= Layout::MAX_SLOTS && t.summary.blob_len() <= MAX_REPAIR_BLOB)
-                .filter_map(|t| {
-                    let entries = t.index.as_ref()?.entries(&t.summary).ok()?;
-                    Some((t.summary, t.holders.iter().cloned().collect(), entries))
-                })
-                .collect();
-            new.sort_by_key(|(s, _, _)| (std::cmp::Reverse(s.count), s.root));
-            for (target, holders, entries) in new {
+            for (target, holders, entries) in self.indexed_targets(w, &in_session) {
                 let Ok(layout) = Layout::new(usize::from(target.slot_size), entries.len()) else { continue };
                 let need = entries.iter().filter(|e| !known.contains(&(e.offset_ns, e.seq))).count() as u32;
                 known.extend(entries.iter().map(|e| (e.offset_ns, e.seq)));
                 if need == 0 {
                     continue;
                 }
-                let n = holders.len();
-                let mut part = Part {
-                    target,
-                    holders,
-                    entries,
-                    layout,
-                    need,
-                    served: vec![0; n],
-                    failed: vec![false; n],
-                    outstanding: BTreeMap::new(),
-                    buffered: Vec::new(),
-                    decoder: None,
-                    state: PartState::Open,
-                };
+                let mut part = Part::new(target, holders, entries, layout, need);
                 let want = need + self.config.overhead;
                 self.ask_part(w, &mut part, want);
                 multi.parts.push(part);
@@ -1176,25 +1167,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// Asks a part's working holders for `want` more symbols, split evenly, each from
     /// its own ESI band.
     fn ask_part(&mut self, w: WindowId, part: &mut Part<P>, want: u32) {
-        let layout = part.layout;
-        let working: Vec<usize> = (0..part.holders.len()).filter(|i| !part.failed[*i]).collect();
-        for (k, count) in repair::split(want, working.len() as u32).enumerate() {
-            let i = working[k];
-            let mut left = count;
-            while left > 0 {
-                let chunk = left.min(max_symbols(&layout));
-                let Ok(range) = repair::holder_range(&layout, i as u32, part.served[i], chunk) else {
-                    part.failed[i] = true;
-                    break;
-                };
-                part.served[i] += chunk;
-                left -= chunk;
-                self.stats.symbols_requested += u64::from(chunk);
-                let request = Request::Symbols { root: part.target.root, start: range.start, count: range.count };
-                let id = self.send(part.holders[i].clone(), request, Purpose::Session(w));
-                part.outstanding.insert(id, (i, chunk));
-            }
-        }
+        self.ask_holders(w, part.target.root, &part.layout, &part.holders, &mut part.asked, want);
     }
 
     fn on_gossip(&mut self, session: &mut Session<P>, id: RequestId, peer: P, response: Option<Response>) -> Step {
@@ -1204,9 +1177,9 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             return Step::Continue;
         };
         let w = session.target.window;
-        if let Some(k) = multi.parts.iter().position(|p| p.outstanding.contains_key(&id)) {
+        if let Some(k) = multi.parts.iter().position(|p| p.asked.outstanding.contains_key(&id)) {
             let part = &mut multi.parts[k];
-            let (holder, count) = part.outstanding.remove(&id).unwrap_or_default();
+            let (holder, count) = part.asked.outstanding.remove(&id).unwrap_or_default();
             let root = part.target.root;
             let layout = part.layout;
             match response {
@@ -1236,7 +1209,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                     if !matches!(other, None | Some(Response::NotFound)) {
                         self.blame(&peer, Blame::Malformed);
                     }
-                    part.failed[holder] = true;
+                    part.asked.failed[holder] = true;
                     self.drop_holder(w, &root, &peer);
                 }
             }
@@ -1257,14 +1230,14 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             if blocked {
                 let part = &mut multi.parts[k];
                 let have = part.buffered.len() as u32;
-                if part.outstanding.is_empty() && have < part.need {
-                    if part.failed.iter().all(|f| *f) {
+                if part.asked.outstanding.is_empty() && have < part.need {
+                    if part.asked.failed.iter().all(|f| *f) {
                         part.state = PartState::Dropped;
                         continue;
                     }
                     let want = part.need - have;
                     self.ask_part(w, part, want);
-                    if part.outstanding.is_empty() {
+                    if part.asked.outstanding.is_empty() {
                         part.state = PartState::Dropped;
                     }
                 }
@@ -1317,15 +1290,15 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                     None => self.stats.decode_failures += 1,
                 }
             }
-            if part.outstanding.is_empty() {
+            if part.asked.outstanding.is_empty() {
                 let Some((decoder, _)) = part.decoder.as_ref() else { continue };
                 let need = decoder.needed().max(1);
-                if part.failed.iter().all(|f| *f) {
+                if part.asked.failed.iter().all(|f| *f) {
                     part.state = PartState::Dropped;
                     continue;
                 }
                 self.ask_part(w, part, need);
-                if part.outstanding.is_empty() {
+                if part.asked.outstanding.is_empty() {
                     part.state = PartState::Dropped;
                     continue;
                 }
@@ -1394,7 +1367,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
 
     fn on_symbols_inner(&mut self, session: &mut Session<P>, slots: &mut Slots, id: RequestId, peer: P, response: Option<Response>) -> Step {
         let w = session.target.window;
-        let Some((holder, count)) = slots.outstanding.remove(&id) else { return Step::Continue };
+        let Some((holder, count)) = slots.asked.outstanding.remove(&id) else { return Step::Continue };
         let layout = slots.decoder.layout();
         match response {
             Some(Response::Symbols { data }) if data.len() % layout.symbol_len() == 0 && data.len() / layout.symbol_len() <= count as usize => {
@@ -1415,7 +1388,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 if !matches!(other, None | Some(Response::NotFound)) {
                     self.blame(&peer, Blame::Malformed);
                 }
-                slots.failed[holder] = true;
+                slots.asked.failed[holder] = true;
                 self.drop_holder(w, &session.target.root, &peer);
             }
         }
@@ -1425,13 +1398,13 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             }
             self.stats.decode_failures += 1;
         }
-        if slots.outstanding.is_empty() {
-            if slots.failed.iter().all(|f| *f) {
+        if slots.asked.outstanding.is_empty() {
+            if slots.asked.failed.iter().all(|f| *f) {
                 return Step::Done;
             }
             let need = slots.decoder.needed().max(1);
             self.ask(session, slots, need);
-            if slots.outstanding.is_empty() {
+            if slots.asked.outstanding.is_empty() {
                 return Step::Done;
             }
         }
