@@ -173,13 +173,6 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> 
     }
 }
 
-/// An announcement's bytes (summaries only), or `None` if it would not fit one gossip
-/// message.
-pub fn encode_announce(windows: &[Summary]) -> Option<Vec<u8>> {
-    let bytes = encode(&Announce { windows: windows.to_vec(), indexes: Vec::new() });
-    (bytes.len() <= MAX_GOSSIP && windows.len() <= MAX_ANNOUNCE).then_some(bytes)
-}
-
 /// Announcements of `windows` with their compact indexes, packed greedily into as few
 /// gossip messages as fit [`MAX_GOSSIP`] and [`MAX_ANNOUNCE`]; a window whose index is
 /// over [`MAX_ANNOUNCED_INDEX`] bytes is announced without it.
@@ -437,7 +430,8 @@ mod tests {
         };
         assert_eq!(encode(&widest).len(), 63);
         assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE], indexes: Vec::new() }).len(), 50_404);
-        assert!(encode_announce(&vec![widest; MAX_ANNOUNCE]).is_some());
+        // 800 of the widest summaries, without indexes, go in one message.
+        assert_eq!(encode_announces(&vec![(widest, None); MAX_ANNOUNCE]).len(), 1);
 
         // 60 seed-001 DATA records one second apart, seq 100.., none missing.
         let records: Vec<Record> = (0..60u64)
