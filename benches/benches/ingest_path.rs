@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use telemesh_node::ingest::{now_ns, Listener, Shared};
 use telemesh_node::store::{SledStore, Store};
-use telemesh_node::streams::Table;
+use telemesh_node::ingest::streams::Table;
 use telemesh_proto::wire::iotstream::{MsgType, Repr};
 use telemesh_proto::wire::Dialect;
 

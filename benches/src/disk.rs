@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use telemesh_node::export;
+use telemesh_node::api::export;
 use telemesh_node::ingest::{Listener, Shared};
 use telemesh_node::store::{SledStore, Store};
-use telemesh_node::streams::Table;
+use telemesh_node::ingest::streams::Table;
 use telemesh_proto::record::StreamId;
 use telemesh_proto::wire::Dialect;
 use telemesh_tools::sensor;
@@ -103,7 +103,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let node_id = store.node_id().to_owned();
     for device in 1..=opts.devices {
         let id = StreamId::new(Dialect::Iotstream, u32::from(device));
-        let recs = telemesh_node::history::records(store.as_ref(), &[], id, 0, u64::MAX, usize::MAX)?;
+        let recs = telemesh_node::store::history::records(store.as_ref(), &[], id, 0, u64::MAX, usize::MAX)?;
         stored += recs.len() as u64;
         for v in export::views(&recs, None, &node_id, export::View::Merged) {
             csv_bytes += export::csv_row(&v).len() as u64 + 1;

@@ -129,7 +129,7 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
     let store = telemesh_node::open_store(&config)?;
     let mut persisted = 0;
     for (id, _) in store.states()? {
-        persisted += telemesh_node::history::records(&store, &[], id, 0, u64::MAX, usize::MAX)?.len() as u64;
+        persisted += telemesh_node::store::history::records(&store, &[], id, 0, u64::MAX, usize::MAX)?.len() as u64;
     }
     if std::env::var_os("TELEMESH_BENCH_KEEP").is_some() {
         eprintln!("  kept {}", dir.keep().display());

@@ -65,7 +65,7 @@ impl Default for Config {
             stream_idle: Duration::from_secs(600),
             cache_mb: 32,
             recv_buffer: 8 << 20,
-            listen: crate::overlay::Config::default().listen,
+            listen: crate::mesh::overlay::Config::default().listen,
             bootstrap: Vec::new(),
             external_addresses: Vec::new(),
             mesh: "default".to_owned(),
@@ -215,7 +215,7 @@ impl Config {
             return invalid("listen", "at least one overlay address is needed");
         }
         for b in &self.bootstrap {
-            if let Err(e) = crate::overlay::validate_bootstrap(b) {
+            if let Err(e) = crate::mesh::overlay::validate_bootstrap(b) {
                 return Err(ConfigError::Invalid { field: "bootstrap", message: e.to_string() });
             }
         }

@@ -4,21 +4,13 @@
 //! sockets and a shutdown token, so tests bind `127.0.0.1:0` and run many nodes in one
 //! process ([`Node::start`] does both on a thread of its own).
 
-pub mod announced;
 pub mod api;
-pub mod client;
 pub mod config;
-pub mod export;
-pub mod history;
-pub mod identity;
 pub mod ingest;
 pub mod mesh;
 pub mod metrics;
-pub mod overlay;
-pub mod segment;
 pub mod store;
-pub mod streams;
-pub mod wal;
+pub mod trust;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -32,7 +24,9 @@ pub use config::Config;
 
 use crate::ingest::{now_ns, Listener, Shared};
 use crate::store::{SledStore, Store};
-use crate::streams::Table;
+use crate::ingest::streams::{self, Table};
+use crate::mesh::overlay;
+use crate::trust::identity;
 
 /// The sockets a node serves on, bound before it starts.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use telemesh_node::client::{self, OutputFormat};
+use telemesh_node::api::client::{self, OutputFormat};
 use telemesh_node::config::File;
 use telemesh_node::store::Store;
 use telemesh_proto::record::TimestampUnit;

@@ -62,7 +62,7 @@ fn held(node: &Daemon) -> HashSet<(u16, u16)> {
     let mut out = HashSet::new();
     for device in 0..DEVICES {
         let url = format!("{}/v1/streams/iotstream/{device}/records?limit=100000", node.url());
-        let body = telemesh_node::client::body(ureq::get(&url).call().expect("records")).expect("body");
+        let body = telemesh_node::api::client::body(ureq::get(&url).call().expect("records")).expect("body");
         let page: serde_json::Value = serde_json::from_str(&body).expect("json");
         for r in page["records"].as_array().expect("records") {
             out.insert((device, r["seq"].as_u64().expect("seq") as u16));

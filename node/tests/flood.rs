@@ -61,7 +61,7 @@ fn one_flush_of_ten_thousand_slow_streams_survives_a_restart() {
     let store = telemesh_node::open_store(&config).expect("reopens");
     let mut stored = 0u64;
     for (id, _) in telemesh_node::store::Store::states(&store).expect("states") {
-        stored += telemesh_node::history::records(&store, &[], id, 0, u64::MAX, usize::MAX).expect("history").len() as u64;
+        stored += telemesh_node::store::history::records(&store, &[], id, 0, u64::MAX, usize::MAX).expect("history").len() as u64;
     }
     assert_eq!(stored, received, "every record received is in the store after the restart");
 }

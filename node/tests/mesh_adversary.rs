@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
-use telemesh_node::overlay::{self, Event};
+use telemesh_node::mesh::overlay::{self, Event};
 use telemesh_node::Node;
 use telemesh_proto::mesh::message::{self, IndexPart};
 use telemesh_proto::mesh::{self, serve, Held, Holdings, Request, Response, StreamDigest, Summary, Table, WindowId};

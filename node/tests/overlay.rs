@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use telemesh_node::overlay::{self, Client, Config, Event, RequestError, Validator};
+use telemesh_node::mesh::overlay::{self, Client, Config, Event, RequestError, Validator};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 

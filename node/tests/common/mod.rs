@@ -49,7 +49,7 @@ pub fn send_fast<'a>(to: SocketAddr, datagrams: impl Iterator<Item = &'a [u8]>) 
 }
 
 pub fn get_json(url: &str) -> serde_json::Value {
-    let body = telemesh_node::client::body(ureq::get(url).call().expect("GET")).expect("body");
+    let body = telemesh_node::api::client::body(ureq::get(url).call().expect("GET")).expect("body");
     serde_json::from_str(&body).expect("json")
 }
 
@@ -68,7 +68,7 @@ pub fn bootstrap_addr(node: &Node) -> String {
 }
 
 pub fn get_text(url: &str) -> String {
-    telemesh_node::client::body(ureq::get(url).call().expect("GET")).expect("body")
+    telemesh_node::api::client::body(ureq::get(url).call().expect("GET")).expect("body")
 }
 
 /// The sum of a metric's samples whose line starts with `name` (all its labels, unless

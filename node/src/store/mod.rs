@@ -11,6 +11,10 @@
 //! `docs/storage.md`. Bytes read back are decoded with a size limit and validated; a value
 //! that does not decode is skipped and counted, never a panic.
 
+pub mod history;
+pub mod segment;
+pub mod wal;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::{BTreeMap, HashMap};
@@ -25,8 +29,8 @@ use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
 use telemesh_proto::{columns, merkle};
 
-use crate::segment::{Loc, Segments};
-use crate::wal::{self, Wal};
+use self::segment::{Loc, Segments};
+use self::wal::Wal;
 
 /// Current on-disk format, stored under `meta/format`.
 pub const FORMAT: u32 = 4;

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wal::{frame, unframe, FRAME_HEADER};
+use super::wal::{frame, unframe, FRAME_HEADER};
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_MAX: u64 = 64 << 20;

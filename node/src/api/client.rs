@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use telemesh_proto::wire::Dialect;
 
-use crate::export::{self, RecordView};
+use crate::api::export::{self, RecordView};
 
 /// Output of `telemesh query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -6,6 +6,9 @@
 //! merges, blame), answers peers' repair requests from the store, and announces windows
 //! the store sealed. `docs/protocol.md` ("Mesh") describes the protocol.
 
+pub mod announced;
+pub mod overlay;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -27,9 +30,9 @@ use telemesh_proto::window::{self, Root};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::announced::Announced;
+use self::announced::Announced;
 use crate::ingest::{now_ns, Shared};
-use crate::overlay::{self, Client, Event};
+use self::overlay::{Client, Event};
 use crate::store::{self, Store, StoredRecord};
 
 /// How often the driver ticks: announcements go out, the reconciler's timers run.

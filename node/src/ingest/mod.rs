@@ -9,6 +9,8 @@
 //! CPU work per datagram and never awaits, and a thread of its own keeps it off the
 //! runtime that serves HTTP.
 
+pub mod streams;
+
 use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,10 +21,10 @@ use telemesh_proto::stream::{self, Lookup, Outcome, Presence};
 use telemesh_proto::wire::Dialect;
 use tokio_util::sync::CancellationToken;
 
-use crate::history;
+use crate::store::history;
 use crate::metrics::{DialectHandles, Metrics, STORE_ERROR};
 use crate::store::{Store, StoredRecord};
-use crate::streams::{Entry, Table};
+use crate::ingest::streams::{Entry, Table};
 
 /// How often a blocked `recv` wakes up to check for shutdown.
 const POLL: Duration = Duration::from_millis(20);
@@ -117,7 +119,7 @@ impl Listener {
         };
         let outcome = state.observe(&record, arrival_ns, &shared.reorder, || {
             // Rare (possible duplicates, late arrivals): copying what is unflushed is fine.
-            let unflushed = crate::streams::unflushed(live, in_flight.as_deref(), pending);
+            let unflushed = crate::ingest::streams::unflushed(live, in_flight.as_deref(), pending);
             history::lookup(store, &unflushed, &record).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "store lookup failed; treating record as new");
                 Lookup { presence: Presence::Absent, predecessor: None }

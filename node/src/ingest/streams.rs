@@ -713,7 +713,7 @@ mod tests {
         table.finish_seal(job, sealed, &store).expect("finish");
         assert!(table.unflushed_of(&S).iter().any(|r| r.record.seq == 4), "the late record is still live");
         assert_eq!(store.window(S, 0).expect("window").len(), 2, "two sealed; the late one is live");
-        let history = crate::history::records(&store, &table.unflushed_of(&S), S, 0, u64::MAX, 100).expect("history");
+        let history = crate::store::history::records(&store, &table.unflushed_of(&S), S, 0, u64::MAX, 100).expect("history");
         assert_eq!(history.iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 4, 3], "queries see all of them");
         // Its own seal takes it in, once the window has waited for more late records.
         assert!(late.windows.is_empty(), "a late record's window is not sealed again at once");

@@ -1,6 +1,9 @@
 //! The HTTP query API (axum): `/v1/streams`, `/v1/streams/{dialect}/{device}/records`,
 //! `/v1/status`, `/metrics`. Documented in `docs/api.md`.
 
+pub mod client;
+pub mod export;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +22,8 @@ use telemesh_proto::wire::Dialect;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::export::{self, RecordView};
-use crate::history;
+use self::export::RecordView;
+use crate::store::history;
 use crate::ingest::Shared;
 
 /// Default and largest `limit` of a records query.
