@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use telemesh_node::ingest::{now_ns, Listener, Shared};
+use telemesh_node::ingest::Listener;
+use telemesh_node::shared::{now_ns, Shared};
 use telemesh_node::store::{SledStore, Store};
 use telemesh_node::ingest::streams::Table;
 use telemesh_proto::wire::iotstream::{MsgType, Repr};

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use telemesh_node::api::export;
-use telemesh_node::ingest::{Listener, Shared};
+use telemesh_node::ingest::Listener;
+use telemesh_node::shared::Shared;
 use telemesh_node::store::{SledStore, Store};
 use telemesh_node::ingest::streams::Table;
 use telemesh_proto::record::StreamId;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ingest;
 pub mod mesh;
 pub mod metrics;
+pub mod shared;
 pub mod store;
 pub mod trust;
 
@@ -22,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-use crate::ingest::{now_ns, Listener, Shared};
+use crate::ingest::Listener;
+use crate::shared::{now_ns, Shared};
 use crate::store::{SledStore, Store};
 use crate::ingest::streams::{self, Table};
 use crate::mesh::overlay;

@@ -45,7 +45,7 @@ pub struct Metrics {
     pub streams_in_memory: Gauge,
     /// Stored values that failed to decode (read at scrape time).
     pub corrupt_values: Gauge,
-    pub mesh: crate::mesh::Metrics,
+    pub mesh: crate::mesh::metrics::Metrics,
 }
 
 /// Counters one listener touches per datagram.
@@ -100,7 +100,7 @@ impl Metrics {
                 let _ = drops.get_or_create(&DropLabel { dialect: d.name(), reason });
             }
         }
-        let mesh = crate::mesh::Metrics::new();
+        let mesh = crate::mesh::metrics::Metrics::new();
         mesh.register(&mut registry);
         Metrics { registry, packets, bytes, drops, outcomes, processing, streams_in_memory, corrupt_values, mesh }
     }

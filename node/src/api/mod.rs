@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 use self::export::RecordView;
 use crate::store::history;
-use crate::ingest::Shared;
+use crate::shared::Shared;
 
 /// Default and largest `limit` of a records query.
 pub const DEFAULT_LIMIT: usize = 1000;

@@ -13,48 +13,23 @@ pub mod streams;
 
 use std::io::ErrorKind;
 use std::net::UdpSocket;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use telemesh_proto::record::{Record, TimestampUnit};
-use telemesh_proto::stream::{self, Lookup, Outcome, Presence};
+use telemesh_proto::record::Record;
+use telemesh_proto::stream::{Lookup, Outcome, Presence};
 use telemesh_proto::wire::Dialect;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::history;
-use crate::metrics::{DialectHandles, Metrics, STORE_ERROR};
-use crate::store::{Store, StoredRecord};
-use crate::ingest::streams::{Entry, Table};
+use self::streams::Entry;
+use crate::metrics::{DialectHandles, STORE_ERROR};
+use crate::shared::{now_ns, Shared};
+use crate::store::{history, StoredRecord};
 
 /// How often a blocked `recv` wakes up to check for shutdown.
 const POLL: Duration = Duration::from_millis(20);
 /// Receive buffer: larger than any valid datagram, so oversize ones are seen as such.
 const RECV_BUF: usize = 2048;
-
-/// What listeners, the HTTP API and the maintenance task share.
-#[derive(Debug)]
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub table: Mutex<Table>,
-    pub metrics: Metrics,
-    pub reorder: stream::Config,
-    pub iotstream_timestamp: TimestampUnit,
-    /// Signalled after a flush that may have sealed windows (the mesh announces them).
-    pub sealed: Arc<tokio::sync::Notify>,
-}
-
-impl Shared {
-    /// The stream table; a listener that panicked cannot leave it half-updated in a
-    /// way that matters (each update is one state), so poisoning is ignored.
-    pub fn table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Unix time in nanoseconds by the system clock.
-pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
 
 /// One dialect's receive loop.
 #[derive(Debug)]
