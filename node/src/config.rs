@@ -49,6 +49,13 @@ pub struct Config {
     pub mesh: String,
     /// Summary exchange with one peer this often (anti-entropy, beside gossip).
     pub sync_interval: Duration,
+    /// An open mesh: any node of the same mesh name may join (trials on one machine).
+    pub open: bool,
+    /// A join token from `telemesh mesh invite` (a new node of a closed mesh).
+    pub join: Option<crate::trust::Token>,
+    /// The owner key's file; default `<data_dir>/owner.key`, created by the first node of a
+    /// new mesh.
+    pub owner_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -70,6 +77,9 @@ impl Default for Config {
             external_addresses: Vec::new(),
             mesh: "default".to_owned(),
             sync_interval: Duration::from_secs(10),
+            open: false,
+            join: None,
+            owner_key: None,
         }
     }
 }
@@ -107,6 +117,9 @@ pub struct File {
     pub external_addresses: Option<Vec<String>>,
     pub mesh: Option<String>,
     pub sync_interval: Option<String>,
+    pub open: Option<bool>,
+    pub join: Option<String>,
+    pub owner_key: Option<PathBuf>,
 }
 
 impl File {
@@ -136,6 +149,9 @@ impl File {
             external_addresses: over.external_addresses.or(self.external_addresses),
             mesh: over.mesh.or(self.mesh),
             sync_interval: over.sync_interval.or(self.sync_interval),
+            open: over.open.or(self.open),
+            join: over.join.or(self.join),
+            owner_key: over.owner_key.or(self.owner_key),
         }
     }
 
@@ -178,6 +194,12 @@ impl File {
             },
             mesh: self.mesh.unwrap_or(d.mesh),
             sync_interval: duration("sync_interval", self.sync_interval, d.sync_interval)?,
+            open: self.open.unwrap_or(d.open),
+            join: match self.join {
+                Some(text) => Some(crate::trust::Token::parse(&text).map_err(|e| ConfigError::Invalid { field: "join", message: e.to_string() })?),
+                None => d.join,
+            },
+            owner_key: self.owner_key.or(d.owner_key),
         };
         config.validate()?;
         Ok(config)
@@ -225,6 +247,28 @@ impl Config {
         }
         if self.sync_interval < Duration::from_millis(100) {
             return invalid("sync_interval", "must be at least 100ms");
+        }
+        if self.open && self.join.is_some() {
+            return invalid("join", "an open mesh has no tokens: drop --open to join a closed mesh");
+        }
+        if self.open && self.owner_key.is_some() {
+            return invalid("owner_key", "an open mesh has no owner: drop --open or --owner-key");
+        }
+        if self.join.is_some() && self.owner_key.is_some() {
+            return invalid("owner_key", "a node that joins with a token does not create a mesh: drop --owner-key");
+        }
+        if let Some(token) = &self.join {
+            if token.ticket.mesh() != self.mesh {
+                return Err(ConfigError::Invalid {
+                    field: "join",
+                    message: format!(
+                        "the token is for mesh {:?}, this node is configured for mesh {:?} (set --mesh {})",
+                        token.ticket.mesh(),
+                        self.mesh,
+                        token.ticket.mesh()
+                    ),
+                });
+            }
         }
         Ok(())
     }

@@ -74,6 +74,7 @@ pub fn bind(config: &Config) -> Result<Sockets, BindError> {
 pub fn open_store(config: &Config) -> anyhow::Result<SledStore> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    trust::mark_open_if_legacy(&config.data_dir);
     let key = identity::load_or_create(&config.data_dir)?;
     let name = key.public().to_peer_id().to_string();
     SledStore::open_as(&config.data_dir, config.cache_mb, Some(&name))
@@ -85,7 +86,13 @@ fn mesh_config(config: &Config) -> mesh::Config {
     mesh::Config {
         overlay: overlay::Config {
             listen: config.listen.clone(),
-            bootstrap: config.bootstrap.clone(),
+            // A joining node reaches the mesh through the nodes its token names.
+            bootstrap: config
+                .bootstrap
+                .iter()
+                .chain(config.join.iter().flat_map(|t| t.bootstrap.iter()))
+                .cloned()
+                .collect(),
             external: config.external_addresses.clone(),
             mesh: config.mesh.clone(),
             max_response_bytes: telemesh_proto::mesh::message::MAX_MESSAGE,
@@ -146,9 +153,29 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     let maintenance = tokio::spawn(maintain(Arc::clone(&shared), config.flush_interval, config.stream_idle, shutdown.clone()));
 
     let keypair = identity::load_or_create(&config.data_dir)?;
+    let setup = trust::Setup {
+        open: config.open,
+        join: config.join.clone(),
+        owner_key: config.owner_key.clone(),
+        bootstrap: config.bootstrap.clone(),
+    };
+    let membership = Arc::new(trust::Membership::load(
+        &config.data_dir,
+        &config.mesh,
+        keypair.public().to_peer_id(),
+        setup,
+        shared.metrics.trust.clone(),
+    )?);
     let mesh_status = Arc::new(Mutex::new(mesh::Status::default()));
-    let (mesh, windows) = mesh::start(mesh_config(&config), keypair, Arc::clone(&shared), Arc::clone(&mesh_status), shutdown.clone())
-        .context("cannot start the overlay")?;
+    let (mesh, windows) = mesh::start(
+        mesh_config(&config),
+        keypair,
+        Arc::clone(&shared),
+        Arc::clone(&mesh_status),
+        Arc::clone(&membership),
+        shutdown.clone(),
+    )
+    .context("cannot start the overlay")?;
 
     sockets.http.set_nonblocking(true)?;
     let http = tokio::net::TcpListener::from_std(sockets.http)?;
@@ -159,6 +186,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         data_dir: config.data_dir.display().to_string(),
         mesh: mesh_status,
         windows,
+        membership,
     };
     let serve_token = shutdown.clone();
     axum::serve(http, api::router(app))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use telemesh_node::api::client::{self, OutputFormat};
+use telemesh_node::api::mesh_cli;
 use telemesh_node::config::File;
 use telemesh_node::store::Store;
 use telemesh_proto::record::TimestampUnit;
@@ -36,8 +37,40 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "./telemesh-data")]
         data: PathBuf,
     },
+    /// Membership of a closed mesh: invite a node, list members, remove one.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
     /// Print a node's status.
     Status {
+        /// The node's HTTP API.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
+        node: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MeshCommand {
+    /// Print a join token for one new node (ask a node that holds the owner key). The new
+    /// site starts with `telemesh node --join TOKEN`.
+    Invite {
+        /// The node's HTTP API.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
+        node: String,
+        /// How long the token admits a node, e.g. 30m, 2h (at most 7days). [default: 1h]
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// List the members of the mesh, as the node's roster has them.
+    Members {
+        /// The node's HTTP API.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
+        node: String,
+    },
+    /// Remove a member: every node disconnects it and refuses it from then on (ask a node
+    /// that holds the owner key). Its records heard before stay.
+    Remove {
+        /// The member's peer id (`telemesh mesh members` lists them).
+        peer_id: String,
         /// The node's HTTP API.
         #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
         node: String,
@@ -85,6 +118,18 @@ struct NodeArgs {
     /// Compare window summaries with one peer this often, beside gossip. [default: 10s]
     #[arg(long, value_name = "DURATION")]
     sync_interval: Option<String>,
+    /// Join a closed mesh with a token from `telemesh mesh invite` (run on a node that holds
+    /// the owner key); no --bootstrap needed. Later starts may keep or drop it.
+    #[arg(long, value_name = "TOKEN", env = "TELEMESH_JOIN", hide_env_values = true)]
+    join: Option<String>,
+    /// The mesh owner's key file, created if missing [default: <data>/owner.key]. Only the
+    /// first node of a mesh needs it (it admits and removes members).
+    #[arg(long, value_name = "FILE", conflicts_with = "join")]
+    owner_key: Option<PathBuf>,
+    /// An open mesh: any node that reaches the overlay port and names the same mesh may
+    /// join and write every node's history. For trials on one machine only.
+    #[arg(long, conflicts_with_all = ["join", "owner_key"])]
+    open: bool,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +175,9 @@ fn main() -> ExitCode {
             },
         )),
         Command::Status { node } => print(client::status(&node)),
+        Command::Mesh(MeshCommand::Invite { node, expires }) => print(mesh_cli::invite(&node, expires.as_deref())),
+        Command::Mesh(MeshCommand::Members { node }) => print(mesh_cli::members(&node)),
+        Command::Mesh(MeshCommand::Remove { peer_id, node }) => print(mesh_cli::remove(&node, &peer_id)),
         Command::Check { data } => check(&data),
     }
 }
@@ -212,6 +260,9 @@ fn node(args: NodeArgs) -> ExitCode {
         external_addresses: (!args.external_address.is_empty()).then_some(args.external_address),
         mesh: args.mesh,
         sync_interval: args.sync_interval,
+        open: args.open.then_some(true),
+        join: args.join,
+        owner_key: args.owner_key,
         ..File::default()
     };
     let config = match file.overlay(flags).resolve() {

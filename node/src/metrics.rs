@@ -46,6 +46,7 @@ pub struct Metrics {
     /// Stored values that failed to decode (read at scrape time).
     pub corrupt_values: Gauge,
     pub mesh: crate::mesh::metrics::Metrics,
+    pub trust: crate::trust::Metrics,
 }
 
 /// Counters one listener touches per datagram.
@@ -102,7 +103,9 @@ impl Metrics {
         }
         let mesh = crate::mesh::metrics::Metrics::new();
         mesh.register(&mut registry);
-        Metrics { registry, packets, bytes, drops, outcomes, processing, streams_in_memory, corrupt_values, mesh }
+        let trust = crate::trust::Metrics::default();
+        trust.register(&mut registry);
+        Metrics { registry, packets, bytes, drops, outcomes, processing, streams_in_memory, corrupt_values, mesh, trust }
     }
 
     pub fn for_dialect(&self, dialect: Dialect) -> DialectHandles {

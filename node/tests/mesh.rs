@@ -18,12 +18,13 @@ use telemesh_tools::sensor;
 
 const DEVICES: [u16; 4] = [101, 102, 103, 104];
 
-fn config(dir: &Path, bootstrap: Option<&str>, mesh: &str) -> Config {
-    Config {
-        sync_interval: Duration::from_secs(1),
-        bootstrap: bootstrap.map(|b| vec![b.parse().expect("multiaddr")]).unwrap_or_default(),
-        mesh: mesh.to_owned(),
-        ..common::config(dir, TimestampUnit::Ms)
+/// A node of a closed mesh: the first creates it (and holds the owner key), the others join
+/// `owner`'s with an invitation.
+fn config(dir: &Path, owner: Option<&Node>, mesh: &str) -> Config {
+    let config = Config { sync_interval: Duration::from_secs(1), mesh: mesh.to_owned(), ..common::config(dir, TimestampUnit::Ms) };
+    match owner {
+        Some(owner) => common::joining(config, owner),
+        None => config,
     }
 }
 
@@ -139,9 +140,8 @@ fn assert_union(node: &Node, heard: &Heard) {
 fn three_lossy_sites_converge_then_a_late_node_and_a_restarted_node_catch_up() {
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     let a = Node::start(config(dirs[0].path(), None, "test")).expect("a starts");
-    let boot = bootstrap_addr(&a);
-    let b = Node::start(config(dirs[1].path(), Some(&boot), "test")).expect("b starts");
-    let c = Node::start(config(dirs[2].path(), Some(&boot), "test")).expect("c starts");
+    let b = Node::start(config(dirs[1].path(), Some(&a), "test")).expect("b starts");
+    let c = Node::start(config(dirs[2].path(), Some(&a), "test")).expect("c starts");
     let ids = [peer_id(&a), peer_id(&b), peer_id(&c)];
 
     // 300 packets per device, 20% independent loss at each site.
@@ -163,8 +163,8 @@ fn three_lossy_sites_converge_then_a_late_node_and_a_restarted_node_catch_up() {
         [&a, &b, &c].iter().map(|n| common::metric(&common::get_text(&format!("{}/metrics", n.url())), "telemesh_mesh_windows_from_gossip_total")).sum();
     assert!(from_gossip > 0.0, "no window repaired from an announced index");
 
-    // A fourth node, started after the data, knowing only the bootstrap address.
-    let d = Node::start(config(dirs[3].path(), Some(&boot), "test")).expect("d starts");
+    // A fourth node, started after the data, knowing only its invitation.
+    let d = Node::start(config(dirs[3].path(), Some(&a), "test")).expect("d starts");
     wait_converged(&[&a, &d], heard.len(), Duration::from_secs(60));
     assert_union(&d, &heard);
 
@@ -173,7 +173,10 @@ fn three_lossy_sites_converge_then_a_late_node_and_a_restarted_node_catch_up() {
     c.stop().expect("c stops");
     let more = sensors(dirs[0].path(), 120, now_ms(), 2);
     feed(&[(&a, ids[0].clone()), (&b, ids[1].clone())], &more, 0.2, 2, &mut heard);
-    let c = Node::start(config(&c_dir, Some(&boot), "test")).expect("c restarts");
+    // With a new invitation in its config, as an operator who kept `--join` would have it:
+    // it is a member already, so the token is not needed (nor spent).
+    let c = Node::start(config(&c_dir, Some(&a), "test")).expect("c restarts");
+    assert_eq!(status(&c)["membership"]["member"], true);
     assert_eq!(peer_id(&c), ids[2], "the peer id survives a restart");
     wait_converged(&[&a, &b, &c, &d], heard.len(), Duration::from_secs(60));
     assert_union(&c, &heard);
@@ -185,24 +188,43 @@ fn three_lossy_sites_converge_then_a_late_node_and_a_restarted_node_catch_up() {
     }
 }
 
+/// Two closed meshes, each with its own owner, B bootstrapping through A: with different
+/// names, and with the same name (where only the owners tell them apart).
 #[test]
-fn two_meshes_on_one_machine_exchange_nothing() {
-    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let a = Node::start(config(da.path(), None, "blue")).expect("a starts");
-    let boot = bootstrap_addr(&a);
-    let b = Node::start(config(db.path(), Some(&boot), "green")).expect("b starts");
-    let truth = sensors(da.path(), 150, now_ms() - 60_000, 3);
-    let mut heard = Heard::new();
-    feed(&[(&a, peer_id(&a))], &truth, 0.0, 3, &mut heard);
-    // Long enough for a's windows to seal (quiet streams after 5 s) and for several
-    // summary exchanges, had they been peers.
-    std::thread::sleep(Duration::from_secs(9));
-    for d in DEVICES {
-        let page: serde_json::Value = serde_json::from_str(&merged(&b, d)).expect("json");
-        assert_eq!(page["count"], 0, "mesh green got data from mesh blue");
+fn two_meshes_with_different_owners_on_one_machine_exchange_nothing() {
+    for (blue, green) in [("blue", "green"), ("test", "test")] {
+        let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let a = Node::start(config(da.path(), None, blue)).expect("a starts");
+        let boot = bootstrap_addr(&a);
+        // B creates a mesh of its own (its own owner key) and dials A.
+        let b = Node::start(Config {
+            bootstrap: vec![boot.parse().expect("multiaddr")],
+            owner_key: Some(db.path().join("owner.key")),
+            ..config(db.path(), None, green)
+        })
+        .expect("b starts");
+        assert_ne!(status(&a)["membership"]["owner"], status(&b)["membership"]["owner"]);
+        let truth = sensors(da.path(), 150, now_ms() - 60_000, 3);
+        let mut heard = Heard::new();
+        feed(&[(&a, peer_id(&a))], &truth, 0.0, 3, &mut heard);
+        // Long enough for a's windows to seal (quiet streams after 5 s) and for several
+        // summary exchanges, had they been peers.
+        std::thread::sleep(Duration::from_secs(9));
+        for d in DEVICES {
+            let page: serde_json::Value = serde_json::from_str(&merged(&b, d)).expect("json");
+            assert_eq!(page["count"], 0, "mesh {green} got data from mesh {blue}");
+        }
+        assert_eq!(status(&b)["peers"], 0);
+        assert_eq!(status(&a)["peers"], 0);
+        if blue == green {
+            // Same name: they connected, and the gate kept every protocol but trust off it.
+            let refused = common::metric(
+                &common::get_text(&format!("{}/metrics", a.url())),
+                "telemesh_trust_refusals_total{reason=\"unproven_connection\"}",
+            );
+            assert!(refused >= 1.0, "A never saw B's connection");
+        }
+        a.stop().expect("stops");
+        b.stop().expect("stops");
     }
-    assert_eq!(status(&b)["peers"], 0);
-    assert_eq!(status(&a)["peers"], 0);
-    a.stop().expect("stops");
-    b.stop().expect("stops");
 }

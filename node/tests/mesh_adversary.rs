@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
+use telemesh_node::trust::Membership;
 use telemesh_node::mesh::overlay::{self, Event};
 use telemesh_node::Node;
 use telemesh_proto::mesh::message::{self, IndexPart};
@@ -100,8 +101,14 @@ fn lie(response: Response, proofs: u64) -> Response {
 #[test]
 fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let honest = Node::start(telemesh_node::Config { mesh: "test".into(), ..common::config(dir.path(), TimestampUnit::Ms) })
-        .expect("node starts");
+    // The liar is a member: an open mesh admits it (in a closed mesh it would be one the
+    // owner invited). What keeps outsiders out is tested in `membership.rs`.
+    let honest = Node::start(telemesh_node::Config {
+        mesh: "test".into(),
+        open: true,
+        ..common::config(dir.path(), TimestampUnit::Ms)
+    })
+    .expect("node starts");
     let boot = common::bootstrap_addr(&honest);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -113,8 +120,10 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
             mesh: "test".into(),
             ..overlay::Config::default()
         };
+        let keypair = Keypair::generate_ed25519();
+        let open = Arc::new(Membership::open("test", keypair.public().to_peer_id()));
         let (client, mut events) =
-            overlay::start(config, Keypair::generate_ed25519(), Arc::new(|_: &[u8]| true), shutdown.clone()).expect("overlay");
+            overlay::start(config, keypair, Arc::new(|_: &[u8]| true), open, shutdown.clone()).expect("overlay");
         let id = client.local_peer_id();
         let one = One::new();
         // Announced with its compact index, shifted like every index it serves.

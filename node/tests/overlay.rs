@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
+use telemesh_node::trust::Membership;
 use telemesh_node::mesh::overlay::{self, Client, Config, Event, RequestError, Validator};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +76,8 @@ impl TestNode {
     fn start_as(config: Config, keypair: Keypair, validate: Validator) -> Result<TestNode, overlay::Error> {
         init_tracing();
         let shutdown = CancellationToken::new();
-        let (client, mut events) = overlay::start(config, keypair, validate, shutdown.clone())?;
+        let open = Arc::new(Membership::open(&config.mesh, keypair.public().to_peer_id()));
+        let (client, mut events) = overlay::start(config, keypair, validate, open, shutdown.clone())?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let drained = Arc::clone(&seen);
         tokio::spawn(async move {

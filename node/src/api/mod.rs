@@ -3,6 +3,8 @@
 
 pub mod client;
 pub mod export;
+pub mod mesh_cli;
+mod members;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +43,8 @@ pub struct App {
     pub mesh: Arc<std::sync::Mutex<crate::mesh::Status>>,
     /// The summaries of this node's sealed windows, as the mesh driver keeps them.
     pub windows: crate::mesh::SharedIndex,
+    /// This node's membership of the mesh.
+    pub membership: Arc<crate::trust::Membership>,
 }
 
 /// The addresses this node actually bound.
@@ -58,6 +62,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/peers", get(peers))
         .route("/v1/windows", get(windows))
         .route("/v1/streams/{dialect}/{device}/records", get(records))
+        .route("/v1/mesh/members", get(members::members))
+        .route("/v1/mesh/members/{peer}", axum::routing::delete(members::remove))
+        .route("/v1/mesh/invites", axum::routing::post(members::invite))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, None, "no such endpoint; see docs/api.md") })
         .with_state(app)
@@ -324,6 +331,7 @@ async fn status(State(app): State<App>) -> Response {
         "mesh": mesh.mesh,
         "listen": mesh.listen,
         "peers": mesh.peers.len(),
+        "membership": app.membership.status(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "data_dir": app.data_dir,

@@ -231,12 +231,13 @@ pub fn start(
     keypair: libp2p::identity::Keypair,
     shared: Arc<Shared>,
     status: Arc<Mutex<Status>>,
+    membership: Arc<crate::trust::Membership>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, SharedIndex)> {
     let validate: overlay::Validator = Arc::new(|bytes: &[u8]| message::decode::<Announce>(bytes).is_ok_and(|a| a.check()));
     let mesh_name = config.overlay.mesh.clone();
     let external = config.overlay.external.clone();
-    let (client, events) = overlay::start(config.overlay, keypair, validate, shutdown.clone())?;
+    let (client, events) = overlay::start(config.overlay, keypair, validate, membership, shutdown.clone())?;
     let index: SharedIndex = Arc::new(RwLock::new(Index::load(shared.store.as_ref())?));
     let driver = Driver {
         shared,

@@ -21,69 +21,94 @@ pub const KEY_FILE: &str = "node.key";
 #[non_exhaustive]
 pub enum IdentityError {
     /// Reading, writing or syncing the key file (or its directory) failed.
-    #[error("cannot {action} the node key {}: {source}", path.display())]
+    #[error("cannot {action} the {what} {}: {source}", path.display())]
     Io {
         action: &'static str,
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The file exists but does not hold a keypair in libp2p's protobuf encoding.
-    #[error("the node key {} is not a valid libp2p keypair (delete it to create a new identity; the peer id will change): {source}", path.display())]
+    #[error("the {what} {} is not a valid libp2p keypair (for the node key: delete it to create a new identity; the peer id will change): {source}", path.display())]
     Decode {
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: DecodingError,
     },
     /// The keypair could not be encoded (not expected for ed25519).
-    #[error("cannot encode the new node key: {0}")]
+    #[error("cannot encode a new key: {0}")]
     Encode(#[source] DecodingError),
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError {
+fn io(action: &'static str, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError {
     let path = path.to_path_buf();
-    move |source| IdentityError::Io { action, path, source }
+    move |source| IdentityError::Io { action, what, path, source }
 }
 
 /// Loads the node's keypair from `<data_dir>/node.key`, creating the directory and a new
-/// ed25519 key (mode 0600) if there is none yet.
+/// ed25519 key if there is none.
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
-    let path = data_dir.join(KEY_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let keypair = Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|source| IdentityError::Decode { path: path.clone(), source })?;
-            if let Ok(meta) = fs::metadata(&path) {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the node key is readable by others; chmod 600 it");
-                }
-            }
-            tracing::debug!(path = %path.display(), peer = %keypair.public().to_peer_id(), "node key loaded");
-            Ok(keypair)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(data_dir).map_err(io("create the directory of", &path))?;
+    load_or_create_key(&data_dir.join(KEY_FILE), "node key")
+}
+
+/// Loads the keypair in `path` (`what` names it in errors and logs), or creates a new
+/// ed25519 key there, readable by its owner only.
+pub fn load_or_create_key(path: &Path, what: &'static str) -> Result<Keypair, IdentityError> {
+    match load_key(path, what)? {
+        Some(keypair) => Ok(keypair),
+        None => {
             let keypair = Keypair::generate_ed25519();
             let bytes = keypair.to_protobuf_encoding().map_err(IdentityError::Encode)?;
-            let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
-            // A leftover from a crash may carry other permissions; the mode applies only on creation.
-            match fs::remove_file(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
-                _ => {}
-            }
-            let mut file =
-                OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io("create", &tmp))?;
-            file.write_all(&bytes).map_err(io("write", &tmp))?;
-            file.sync_all().map_err(io("sync", &tmp))?;
-            drop(file);
-            fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
-            File::open(data_dir).and_then(|d| d.sync_all()).map_err(io("sync the directory of", &path))?;
-            tracing::debug!(path = %path.display(), peer = %keypair.public().to_peer_id(), "new node key created");
+            write_private(path, &bytes, what)?;
+            tracing::debug!(path = %path.display(), peer = %keypair.public().to_peer_id(), "new {what} created");
             Ok(keypair)
         }
-        Err(e) => Err(io("read", &path)(e)),
     }
+}
+
+/// Loads the keypair in `path`; `None` if there is no such file.
+pub fn load_key(path: &Path, what: &'static str) -> Result<Option<Keypair>, IdentityError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let keypair = Keypair::from_protobuf_encoding(&bytes)
+                .map_err(|source| IdentityError::Decode { what, path: path.to_path_buf(), source })?;
+            if let Ok(meta) = fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the {what} is readable by others; chmod 600 it");
+                }
+            }
+            tracing::debug!(path = %path.display(), peer = %keypair.public().to_peer_id(), "{what} loaded");
+            Ok(Some(keypair))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", what, path)(e)),
+    }
+}
+
+/// Writes `bytes` to `path` readable by its owner only (0600), creating its directory: to a
+/// temporary file, synced and renamed into place, so a crash leaves the old file or the new
+/// one, whole.
+pub fn write_private(path: &Path, bytes: &[u8], what: &'static str) -> Result<(), IdentityError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io("create the directory of", what, path))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", what, &tmp)(e)),
+        _ => {}
+    }
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io("create", what, &tmp))?;
+    file.write_all(bytes).map_err(io("write", what, &tmp))?;
+    file.sync_all().map_err(io("sync", what, &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io("rename into place", what, path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync the directory of", what, path))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -172,3 +172,16 @@ impl Daemon {
     }
 }
 
+
+/// A join token from `owner` (a node that holds its mesh's owner key), valid for `expires`.
+pub fn invite(owner: &Node, expires: &str) -> telemesh_node::trust::Token {
+    let url = format!("{}/v1/mesh/invites?expires={expires}", owner.url());
+    let body = telemesh_node::api::client::body(ureq::post(&url).call().expect("POST invite")).expect("body");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    telemesh_node::trust::Token::parse(v["token"].as_str().expect("a token")).expect("the token parses")
+}
+
+/// `config` for a node that joins `owner`'s closed mesh with a fresh invitation.
+pub fn joining(config: Config, owner: &Node) -> Config {
+    Config { join: Some(invite(owner, "10m")), ..config }
+}

@@ -20,6 +20,7 @@
 //! runs a kademlia bootstrap and dials again every bootstrap peer it is not connected to.
 
 mod codec;
+mod gate;
 mod run;
 
 use std::fmt;
@@ -32,6 +33,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::trust::Membership;
 
 /// Capacity of the command channel from [`Client`]s to the event loop.
 const COMMAND_QUEUE: usize = 256;
@@ -106,6 +109,12 @@ impl Config {
     /// The kademlia protocol.
     pub fn kad_protocol(&self) -> String {
         format!("/telemesh/{}/kad/1.0.0", self.mesh)
+    }
+
+    /// The trust protocol: rosters and join tickets, the one protocol spoken with a peer
+    /// before it is proven a member.
+    pub fn trust_protocol(&self) -> String {
+        format!("/telemesh/{}/trust/1", self.mesh)
     }
 
     /// The identify protocol version; peers announcing another one are disconnected.
@@ -401,6 +410,7 @@ pub fn start(
     config: Config,
     keypair: Keypair,
     validate: Validator,
+    membership: Arc<Membership>,
     shutdown: CancellationToken,
 ) -> Result<(Client, mpsc::Receiver<Event>), Error> {
     config.validate()?;
@@ -421,7 +431,16 @@ pub fn start(
     let event_loop = {
         // Building the swarm (QUIC's endpoint) needs the runtime's context.
         let _entered = runtime.enter();
-        run::EventLoop::new(&config, &keypair, validate, Arc::clone(&counters), commands_rx, events_tx, listen_tx)?
+        run::EventLoop::new(
+            &config,
+            &keypair,
+            validate,
+            Arc::clone(&counters),
+            commands_rx,
+            events_tx,
+            listen_tx,
+            membership,
+        )?
     };
     runtime.spawn(event_loop.run(shutdown));
     Ok((client, events_rx))

@@ -17,11 +17,16 @@ use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, Protoco
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, connection_limits, identify, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use serde::{Deserialize, Serialize};
+use telemesh_proto::record::codec as bincode_codec;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Codec};
+use super::gate::Gated;
+use crate::trust::roster::MAX_ROSTER_BYTES;
+use crate::trust::{Membership, Refusal, Ticket};
 use super::{
     split_bootstrap, stream_protocol, Command, Config, Counters, Error, Event, ListenState, PeerInfo, RequestError,
     Validator,
@@ -31,18 +36,51 @@ use super::{
 const MAX_TRANSMIT_SIZE: usize = 64 * 1024;
 /// How often bans are checked for expiry.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-/// Connections kept to one peer at most (a simultaneous dial from both ends makes two).
-const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Connections kept to one peer at most (a simultaneous dial from both ends makes two, and
+/// a peer just admitted has its new connection beside the old, gated one for a moment).
+const MAX_CONNECTIONS_PER_PEER: u32 = 3;
+/// How long a connection to a peer not proven a member is kept: time enough to present a
+/// roster or a ticket over the trust protocol.
+const UNPROVEN_GRACE: Duration = Duration::from_secs(10);
+/// Trust-protocol messages are a roster or a ticket, and a little framing.
+const MAX_TRUST_MESSAGE: usize = MAX_ROSTER_BYTES + 4096;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     // The gatekeepers come first so that a denied connection never reaches the others.
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     limits: connection_limits::Behaviour,
+    /// Rosters and tickets: the one protocol spoken before a peer is proven a member.
+    trust: request_response::Behaviour<Codec>,
+    /// Everything else, on members' connections only (`gate`).
+    members: Gated<Members>,
+}
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Members {
     identify: identify::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     repair: request_response::Behaviour<Codec>,
+}
+
+/// A trust-protocol request.
+#[derive(Debug, Serialize, Deserialize)]
+enum TrustRequest {
+    /// The sender's signed roster (sent to members on connect and whenever it changes).
+    Roster(Vec<u8>),
+    /// A node asks to join with a ticket (sent by a node that holds no roster yet).
+    Join(Ticket),
+}
+
+/// A trust-protocol response.
+#[derive(Debug, Serialize, Deserialize)]
+enum TrustResponse {
+    Ack,
+    /// A newer roster than the requester's (to a member), or the roster that admits a joiner.
+    Roster(Vec<u8>),
+    /// Refused, with [`Refusal::reason`].
+    Refused(String),
 }
 
 /// What the loop knows of one connected peer.
@@ -78,13 +116,25 @@ pub(crate) struct EventLoop {
     inbound: HashMap<PeerId, usize>,
     answers: FuturesUnordered<BoxFuture<'static, Answer>>,
     bans: HashMap<PeerId, Instant>,
+    membership: Arc<Membership>,
+    roster: watch::Receiver<u64>,
+    /// Connections established before their peer was proven a member: when, and the address
+    /// we dialled (so that we can dial again once it is a member).
+    unproven: HashMap<ConnectionId, (PeerId, Instant, Option<Multiaddr>)>,
+    /// Peers removed from the mesh: blocked, connection and all.
+    removed: HashSet<PeerId>,
 }
 
 fn setup<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
     move |e| Error::Setup(format!("{what}: {e}"))
 }
 
-fn behaviour(config: &Config, keypair: &Keypair, counters: Arc<Counters>) -> Result<Behaviour, Error> {
+fn behaviour(
+    config: &Config,
+    keypair: &Keypair,
+    counters: Arc<Counters>,
+    membership: &Arc<Membership>,
+) -> Result<Behaviour, Error> {
     let local = keypair.public().to_peer_id();
 
     let identify = identify::Behaviour::new(
@@ -135,7 +185,19 @@ fn behaviour(config: &Config, keypair: &Keypair, counters: Arc<Counters>) -> Res
             .with_max_pending_outgoing(Some(max_peers)),
     );
 
-    Ok(Behaviour { blocked: Default::default(), limits, identify, kad, gossipsub, repair })
+    // The trust protocol's bytes are not the mesh's repair traffic: counted apart.
+    let trust_codec = Codec { max_request: MAX_TRUST_MESSAGE, max_response: MAX_TRUST_MESSAGE, counters: Arc::default() };
+    let trust = request_response::Behaviour::with_codec(
+        trust_codec,
+        [(stream_protocol(config.trust_protocol())?, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(config.request_timeout),
+    );
+    let admit = {
+        let membership = Arc::clone(membership);
+        Arc::new(move |peer: &PeerId| membership.is_member(peer))
+    };
+    let members = Gated::new(Members { identify, kad, gossipsub, repair }, admit);
+    Ok(Behaviour { blocked: Default::default(), limits, trust, members })
 }
 
 impl EventLoop {
@@ -147,9 +209,10 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         listen: watch::Sender<ListenState>,
+        membership: Arc<Membership>,
     ) -> Result<EventLoop, Error> {
         let bootstrap = config.bootstrap.iter().map(split_bootstrap).collect::<Result<Vec<_>, _>>()?;
-        let behaviour = behaviour(config, keypair, Arc::clone(&counters))?;
+        let behaviour = behaviour(config, keypair, Arc::clone(&counters), &membership)?;
         let idle = config.idle_timeout;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
             .with_tokio()
@@ -171,10 +234,11 @@ impl EventLoop {
             swarm.add_external_address(addr.clone());
         }
         for (peer, addr) in &bootstrap {
-            swarm.behaviour_mut().kad.add_address(peer, addr.clone());
+            swarm.behaviour_mut().members.inner().kad.add_address(peer, addr.clone());
         }
+        let roster = membership.subscribe();
 
-        Ok(EventLoop {
+        let mut this = EventLoop {
             swarm,
             commands,
             events,
@@ -195,7 +259,13 @@ impl EventLoop {
             inbound: HashMap::new(),
             answers: FuturesUnordered::new(),
             bans: HashMap::new(),
-        })
+            membership,
+            roster,
+            unproven: HashMap::new(),
+            removed: HashSet::new(),
+        };
+        this.on_roster_change();
+        Ok(this)
     }
 
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
@@ -220,7 +290,11 @@ impl EventLoop {
                     every = (every * 2).min(self.refresh);
                     refresh.as_mut().reset(tokio::time::Instant::now() + every);
                 }
-                _ = housekeeping.tick() => self.expire_bans(),
+                _ = housekeeping.tick() => {
+                    self.expire_bans();
+                    self.expire_unproven();
+                }
+                Ok(()) = self.roster.changed() => self.on_roster_change(),
             }
         }
         tracing::debug!(peer = %local, "overlay stopped");
@@ -258,7 +332,7 @@ impl EventLoop {
                 continue;
             }
             tracing::debug!(%peer, %addr, "dialling bootstrap peer");
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            self.swarm.behaviour_mut().members.inner().kad.add_address(&peer, addr.clone());
             let opts = DialOpts::peer_id(peer)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .addresses(vec![addr])
@@ -269,7 +343,7 @@ impl EventLoop {
                 Err(e) => tracing::debug!(%peer, error = %e, "cannot dial bootstrap peer"),
             }
         }
-        if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+        if let Err(e) = self.swarm.behaviour_mut().members.inner().kad.bootstrap() {
             tracing::trace!(error = %e, "no kademlia bootstrap");
         }
     }
@@ -279,6 +353,9 @@ impl EventLoop {
         let expired: Vec<PeerId> = self.bans.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
         for peer in expired {
             self.bans.remove(&peer);
+            if self.removed.contains(&peer) {
+                continue;
+            }
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             tracing::info!(%peer, "ban expired");
         }
@@ -303,7 +380,7 @@ impl EventLoop {
         match command {
             Command::Publish { data, reply } => {
                 let len = data.len();
-                let result = match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), data) {
+                let result = match self.swarm.behaviour_mut().members.inner().gossipsub.publish(self.topic.clone(), data) {
                     Ok(_) => {
                         self.counters.gossip_bytes_out.fetch_add(len as u64, Ordering::Relaxed);
                         Ok(true)
@@ -316,7 +393,7 @@ impl EventLoop {
                 let _ = reply.send(result);
             }
             Command::Request { peer, data, reply } => {
-                let id = self.swarm.behaviour_mut().repair.send_request(&peer, data);
+                let id = self.swarm.behaviour_mut().members.inner().repair.send_request(&peer, data);
                 self.outbound.insert(id, reply);
             }
             Command::Peers { reply } => {
@@ -361,7 +438,7 @@ impl EventLoop {
                 tracing::warn!(%peer, len = data.len(), max = self.max_response_bytes, "repair response over the cap; not sent");
             }
             Some(data) => {
-                if self.swarm.behaviour_mut().repair.send_response(channel, data).is_err() {
+                if self.swarm.behaviour_mut().members.inner().repair.send_response(channel, data).is_err() {
                     tracing::debug!(%peer, "repair response too late: the request timed out or its connection closed");
                 }
             }
@@ -371,10 +448,13 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossip(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Repair(e)) => self.on_repair(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Members(e)) => match e {
+                MembersEvent::Identify(e) => self.on_identify(e),
+                MembersEvent::Kad(e) => self.on_kad(e),
+                MembersEvent::Gossipsub(e) => self.on_gossip(e),
+                MembersEvent::Repair(e) => self.on_repair(e),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Trust(e)) => self.on_trust(e),
             SwarmEvent::Behaviour(BehaviourEvent::Blocked(never) | BehaviourEvent::Limits(never)) => {
                 let never: Infallible = never;
                 match never {}
@@ -409,14 +489,18 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let remote = endpoint.get_remote_address().clone();
                 tracing::debug!(peer = %peer_id, %remote, dialer = matches!(endpoint, ConnectedPoint::Dialer { .. }), "connection established");
-                self.peers
+                let dialled = matches!(endpoint, ConnectedPoint::Dialer { .. }).then(|| remote.clone());
+                let state = self
+                    .peers
                     .entry(peer_id)
-                    .or_insert_with(|| PeerState { connections: HashMap::new(), since: Instant::now(), agent: None })
-                    .connections
-                    .insert(connection_id, remote);
+                    .or_insert_with(|| PeerState { connections: HashMap::new(), since: Instant::now(), agent: None });
+                state.connections.insert(connection_id, remote);
+                let first = state.connections.len() == 1;
+                self.on_connection(peer_id, connection_id, dialled, first);
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
                 tracing::debug!(peer = %peer_id, cause = ?cause.as_ref().map(ToString::to_string), "connection closed");
+                self.unproven.remove(&connection_id);
                 let Some(state) = self.peers.get_mut(&peer_id) else { return };
                 state.connections.remove(&connection_id);
                 if state.connections.is_empty() {
@@ -438,16 +522,182 @@ impl EventLoop {
         }
     }
 
+    /// A connection is up. One to a member runs every protocol: our roster goes to the
+    /// peer (it may hold an older one) and older connections made before it was a member
+    /// go. One to a peer not proven a member only speaks the trust protocol, for a short
+    /// while: a node waiting to join presents its ticket on it.
+    fn on_connection(&mut self, peer: PeerId, connection: ConnectionId, dialled: Option<Multiaddr>, first: bool) {
+        let gate = &self.swarm.behaviour().members;
+        if gate.gated_connections(&peer).contains(&connection) {
+            self.membership.metrics.refuse("unproven_connection");
+            tracing::debug!(%peer, "connection from a peer not proven a member: trust protocol only");
+            self.unproven.insert(connection, (peer, Instant::now(), dialled));
+            if let Some(ticket) = self.membership.pending_ticket() {
+                tracing::info!(%peer, "asking to join the mesh");
+                self.swarm.behaviour_mut().trust.send_request(&peer, TrustRequest::Join(ticket).encode());
+            }
+            return;
+        }
+        for old in self.swarm.behaviour().members.gated_connections(&peer) {
+            self.swarm.close_connection(old);
+        }
+        if first {
+            if let Some(roster) = self.membership.signed_roster() {
+                self.swarm.behaviour_mut().trust.send_request(&peer, TrustRequest::Roster(roster).encode());
+            }
+        }
+    }
+
+    /// Closes connections that stayed unproven past the grace period.
+    fn expire_unproven(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<ConnectionId> = self
+            .unproven
+            .iter()
+            .filter(|(_, (_, since, _))| now.duration_since(*since) >= UNPROVEN_GRACE)
+            .map(|(c, _)| *c)
+            .collect();
+        for connection in expired {
+            if let Some((peer, _, _)) = self.unproven.remove(&connection) {
+                self.membership.metrics.refuse("unproven_timeout");
+                tracing::debug!(%peer, "peer not proven a member in time; connection closed");
+                self.swarm.close_connection(connection);
+            }
+        }
+    }
+
+    /// A new roster was adopted (from a peer, an admission or a removal here): removed peers
+    /// are cut off, peers now members get a connection that runs every protocol, and the
+    /// roster goes to every member connected.
+    fn on_roster_change(&mut self) {
+        let removed: HashSet<PeerId> = self.membership.removed().into_iter().collect();
+        for peer in removed.difference(&self.removed) {
+            tracing::info!(%peer, "peer removed from the mesh; disconnecting");
+            self.swarm.behaviour_mut().blocked.block_peer(*peer);
+        }
+        for peer in self.removed.difference(&removed) {
+            if !self.bans.contains_key(peer) {
+                self.swarm.behaviour_mut().blocked.unblock_peer(*peer);
+            }
+        }
+        self.removed = removed;
+        let connected: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in connected {
+            let member = self.membership.is_member(&peer);
+            let open = self.swarm.behaviour().members.is_open(&peer);
+            if open && !member {
+                self.membership.metrics.refuse("removed_peer");
+                self.swarm.behaviour_mut().members.inner().kad.remove_peer(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            } else if member && !open {
+                // Connections we dialled are dialled again; the peer does the same with
+                // the ones it dialled (or they expire).
+                let again: Vec<(ConnectionId, Multiaddr)> = self
+                    .unproven
+                    .iter()
+                    .filter(|(_, (p, _, dialled))| *p == peer && dialled.is_some())
+                    .filter_map(|(c, (_, _, dialled))| Some((*c, dialled.clone()?)))
+                    .collect();
+                if again.is_empty() {
+                    continue;
+                }
+                let addrs = again.iter().map(|(_, a)| a.clone()).collect();
+                for (connection, _) in again {
+                    self.unproven.remove(&connection);
+                    self.swarm.close_connection(connection);
+                }
+                tracing::debug!(%peer, "peer proven a member; connecting again");
+                let opts = DialOpts::peer_id(peer).condition(PeerCondition::Always).addresses(addrs).build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, error = %e, "cannot dial a new member");
+                }
+            }
+        }
+        if let Some(roster) = self.membership.signed_roster() {
+            let members: Vec<PeerId> =
+                self.peers.keys().filter(|p| self.swarm.behaviour().members.is_open(p)).copied().collect();
+            for peer in members {
+                self.swarm.behaviour_mut().trust.send_request(&peer, TrustRequest::Roster(roster.clone()).encode());
+            }
+        }
+    }
+
+    fn on_trust(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let response = self.on_trust_request(peer, &request);
+                    let _ = self.swarm.behaviour_mut().trust.send_response(channel, response.encode());
+                }
+                request_response::Message::Response { response, .. } => {
+                    match bincode_codec::from_slice::<TrustResponse>(&response, "trust response") {
+                        Ok(TrustResponse::Ack) => {}
+                        Ok(TrustResponse::Roster(roster)) => {
+                            if let Err(refusal) = self.membership.offer(&roster) {
+                                self.refused(peer, refusal, "roster in a response");
+                            }
+                        }
+                        Ok(TrustResponse::Refused(reason)) => {
+                            if self.membership.pending_ticket().is_some() {
+                                tracing::warn!(%peer, %reason, "the peer refused to admit this node");
+                            } else {
+                                tracing::debug!(%peer, %reason, "the peer refused our roster");
+                            }
+                        }
+                        Err(_) => self.refused(peer, Refusal::Malformed, "trust response"),
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, error = %error, "trust request failed");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, error = %error, "inbound trust request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_trust_request(&mut self, peer: PeerId, request: &[u8]) -> TrustResponse {
+        let refuse = |this: &mut Self, refusal: Refusal, what: &str| {
+            this.refused(peer, refusal, what);
+            TrustResponse::Refused(refusal.reason().to_owned())
+        };
+        match bincode_codec::from_slice::<TrustRequest>(request, "trust request") {
+            Ok(TrustRequest::Roster(roster)) => match self.membership.offer(&roster) {
+                Ok(_) => TrustResponse::Ack,
+                // A member behind us gets ours; anyone else learns nothing.
+                Err(Refusal::Stale) if self.membership.is_member(&peer) => {
+                    self.membership.signed_roster().map_or(TrustResponse::Ack, TrustResponse::Roster)
+                }
+                Err(refusal) => refuse(self, refusal, "roster"),
+            },
+            Ok(TrustRequest::Join(ticket)) => match self.membership.join(&ticket, peer) {
+                Ok(roster) => TrustResponse::Roster(roster),
+                Err(refusal) => refuse(self, refusal, "join"),
+            },
+            Err(_) => refuse(self, Refusal::Malformed, "trust request"),
+        }
+    }
+
+    fn refused(&self, peer: PeerId, refusal: Refusal, what: &str) {
+        self.membership.metrics.refuse(refusal.reason());
+        match refusal {
+            Refusal::Stale | Refusal::Open => tracing::debug!(%peer, %refusal, what, "refused"),
+            _ => tracing::info!(%peer, %refusal, what, "refused"),
+        }
+    }
+
     fn on_identify(&mut self, event: identify::Event) {
         let identify::Event::Received { peer_id: peer, info, .. } = event else { return };
         if info.protocol_version != self.protocol_version {
             tracing::warn!(%peer, theirs = %info.protocol_version, ours = %self.protocol_version, "peer of another mesh; disconnecting");
-            self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            self.swarm.behaviour_mut().members.inner().kad.remove_peer(&peer);
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
         }
         for addr in &info.listen_addrs {
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            self.swarm.behaviour_mut().members.inner().kad.add_address(&peer, addr.clone());
         }
         if let Some(state) = self.peers.get_mut(&peer) {
             let first = state.agent.is_none();
@@ -484,12 +734,21 @@ impl EventLoop {
         let gossipsub::Event::Message { propagation_source, message_id, message } = event else { return };
         self.counters.gossip_bytes_in.fetch_add(message.data.len() as u64, Ordering::Relaxed);
         // Strict validation with signed messages: the author is always present and verified.
+        // Only members' messages, forwarded by members, are accepted: a member that has not
+        // yet learnt of a removal may still forward its messages.
+        let members = |source: &PeerId| {
+            let ok = self.membership.is_member(source) && self.membership.is_member(&propagation_source);
+            if !ok {
+                self.membership.metrics.refuse("gossip_not_member");
+            }
+            ok
+        };
         let accept = match message.source {
-            Some(_) => (self.validate)(&message.data),
+            Some(source) => members(&source) && (self.validate)(&message.data),
             None => false,
         };
         let acceptance = if accept { MessageAcceptance::Accept } else { MessageAcceptance::Reject };
-        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+        self.swarm.behaviour_mut().members.inner().gossipsub.report_message_validation_result(
             &message_id,
             &propagation_source,
             acceptance,
@@ -532,8 +791,14 @@ impl EventLoop {
         let busy = |this: &mut Self, channel, why: &'static str| {
             this.counters.inbound_rejected_busy.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, why, "inbound repair request answered empty");
-            let _ = this.swarm.behaviour_mut().repair.send_response(channel, Vec::new());
+            let _ = this.swarm.behaviour_mut().members.inner().repair.send_response(channel, Vec::new());
         };
+        if !self.membership.is_member(&peer) {
+            // The gate keeps non-members off the repair protocol; this covers a member
+            // removed a moment ago whose connection is closing.
+            self.membership.metrics.refuse("request_not_member");
+            return busy(self, channel, "not a member");
+        }
         let in_flight = self.inbound.get(&peer).copied().unwrap_or(0);
         if in_flight >= self.max_inbound_per_peer {
             return busy(self, channel, "too many requests from this peer at once");
@@ -551,6 +816,18 @@ impl EventLoop {
             }
             .boxed(),
         );
+    }
+}
+
+impl TrustRequest {
+    fn encode(&self) -> Vec<u8> {
+        bincode_codec::to_vec(self)
+    }
+}
+
+impl TrustResponse {
+    fn encode(&self) -> Vec<u8> {
+        bincode_codec::to_vec(self)
     }
 }
 
