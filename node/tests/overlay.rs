@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use telemesh_node::trust::Membership;
+use telemesh_node::trust::{self, Membership, Setup, Token};
 use telemesh_node::mesh::overlay::{self, Client, Config, Event, RequestError, Validator};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -74,10 +74,19 @@ impl TestNode {
     }
 
     fn start_as(config: Config, keypair: Keypair, validate: Validator) -> Result<TestNode, overlay::Error> {
+        let open = Arc::new(Membership::open(&config.mesh, keypair.public().to_peer_id()));
+        TestNode::start_in(config, keypair, validate, open)
+    }
+
+    fn start_in(
+        config: Config,
+        keypair: Keypair,
+        validate: Validator,
+        membership: Arc<Membership>,
+    ) -> Result<TestNode, overlay::Error> {
         init_tracing();
         let shutdown = CancellationToken::new();
-        let open = Arc::new(Membership::open(&config.mesh, keypair.public().to_peer_id()));
-        let (client, mut events) = overlay::start(config, keypair, validate, open, shutdown.clone())?;
+        let (client, mut events) = overlay::start(config, keypair, validate, membership, shutdown.clone())?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let drained = Arc::clone(&seen);
         tokio::spawn(async move {
@@ -351,4 +360,58 @@ async fn quic_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_only() {
     works_over(TCP, "/tcp/").await;
+}
+
+/// A closed mesh's membership in `dir`: a new mesh (this node holds the owner key), or
+/// joining one with `join`.
+fn closed(dir: &std::path::Path, key: &Keypair, join: Option<Token>) -> Arc<Membership> {
+    let setup = Setup { join, ..Setup::default() };
+    let m = Membership::load(dir, "test", key.public().to_peer_id(), setup, trust::Metrics::default());
+    Arc::new(m.expect("membership"))
+}
+
+fn unproven(m: &Membership) -> u64 {
+    m.metrics.refusals.get_or_create(&telemesh_node::mesh::metrics::ReasonLabel { reason: "unproven_connection" }).get()
+}
+
+/// Two members of a closed mesh (the second admitted with a token) and an outsider with a
+/// valid identity, the same mesh name and protocol version, dialling a member over QUIC and
+/// over TCP: the members gossip, and the outsider gets no gossip, gives none, and its
+/// repair requests are not served.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outsider_over_quic_or_tcp_gets_and_gives_nothing() {
+    for transport in ["/quic-v1", "/tcp/"] {
+        let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let ka = Keypair::generate_ed25519();
+        let ma = closed(da.path(), &ka, None);
+        let a = TestNode::start_in(config("test", &[QUIC, TCP]), ka, accept_all(), Arc::clone(&ma)).expect("a starts");
+        let boot = a.bootstrap_addr(transport).await;
+        let token = ma.invite(Duration::from_secs(60), vec![boot.clone()]).expect("a holds the owner key");
+        let kb = Keypair::generate_ed25519();
+        let mb = closed(db.path(), &kb, Some(token));
+        let b = TestNode::start_in(Config { bootstrap: vec![boot.clone()], ..config("test", &[QUIC, TCP]) }, kb, accept_all(), mb)
+            .expect("b starts");
+        eventually("b is admitted and the members see each other", async || {
+            a.seen(|s| s.up.contains(&b.id)) && b.seen(|s| s.up.contains(&a.id))
+        })
+        .await;
+
+        let o = TestNode::start(Config { bootstrap: vec![boot.clone()], ..config("test", &[QUIC, TCP]) }, accept_all());
+        eventually("a sees the outsider's connection", async || unproven(&ma) >= 1).await;
+        gossip_until_received(&a, &b, "real").await;
+        let err = o.client.request(a.id, b"let me in".to_vec()).await.expect_err("a member answered an outsider");
+        assert!(
+            matches!(err, RequestError::UnsupportedProtocol | RequestError::ConnectionClosed | RequestError::DialFailure),
+            "{transport}: {err}"
+        );
+        for n in 0..5 {
+            let _ = o.client.publish(format!("fake-{n}").into_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        gossip_until_received(&b, &a, "still").await;
+        assert!(a.gossip_from(o.id).is_empty() && b.gossip_from(o.id).is_empty(), "{transport}: outsider gossip arrived");
+        assert!(o.seen(|s| s.gossip.is_empty() && s.up.is_empty()), "{transport}: the outsider got gossip or identify");
+        assert_eq!(a.seen(|s| s.requests), 0, "{transport}: a served the outsider");
+        assert!(!a.connected_to(o.id).await && !b.connected_to(o.id).await);
+    }
 }

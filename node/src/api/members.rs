@@ -17,6 +17,9 @@ use serde_json::json;
 use super::{bad, error, App};
 use crate::trust::{Refusal, DEFAULT_INVITE, MAX_INVITE};
 
+/// How long an invitation waits for the overlay's addresses, in steps of 100 ms.
+const LISTEN_WAIT_STEPS: usize = 50;
+
 fn refused(refusal: Refusal) -> Response {
     let status = match refusal {
         Refusal::NotMember => StatusCode::NOT_FOUND,
@@ -57,9 +60,16 @@ pub async fn invite(State(app): State<App>, query: Result<Query<InviteQuery>, Qu
             Err(e) => return bad("expires", format!("{text:?} is not a duration like 30m or 2h: {e}")),
         },
     };
-    // The joining node dials the addresses this node advertises.
-    let listen = app.mesh.lock().unwrap_or_else(std::sync::PoisonError::into_inner).listen.clone();
-    let bootstrap: Vec<Multiaddr> = listen.iter().filter_map(|a| a.parse().ok()).collect();
+    // The joining node dials the addresses this node advertises (known a moment after start).
+    let mut bootstrap = Vec::new();
+    for _ in 0..LISTEN_WAIT_STEPS {
+        let listen = app.mesh.lock().unwrap_or_else(std::sync::PoisonError::into_inner).listen.clone();
+        bootstrap = listen.iter().filter_map(|a| a.parse::<Multiaddr>().ok()).collect();
+        if !bootstrap.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     if bootstrap.is_empty() {
         return error(StatusCode::SERVICE_UNAVAILABLE, None, "the overlay has no listen address yet; try again");
     }

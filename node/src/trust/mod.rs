@@ -452,3 +452,114 @@ pub fn mark_open_if_legacy(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> PeerId {
+        Keypair::generate_ed25519().public().to_peer_id()
+    }
+
+    fn owner_node(dir: &Path) -> (Membership, PeerId) {
+        let me = peer();
+        (Membership::load(dir, "lab", me, Setup::default(), Metrics::default()).expect("a new mesh"), me)
+    }
+
+    #[test]
+    fn the_first_node_creates_the_mesh_and_keeps_it_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (m, me) = owner_node(dir.path());
+        assert!(m.is_member(&me) && !m.is_member(&peer()));
+        let status = m.status();
+        assert_eq!((status.mode, status.holds_owner_key, status.roster_version), ("closed", true, Some(1)));
+        let mode = std::fs::metadata(dir.path().join(OWNER_KEY_FILE)).map(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode() & 0o777
+        });
+        assert_eq!(mode.expect("owner key written"), 0o600);
+        let owner = status.owner.clone();
+        drop(m);
+        let again = Membership::load(dir.path(), "lab", me, Setup::default(), Metrics::default()).expect("loads");
+        assert_eq!(again.status().owner, owner);
+        // A roster edited on disk is an error, not a silent new mesh.
+        std::fs::write(dir.path().join(ROSTER_FILE), b"edited").expect("write");
+        let err = Membership::load(dir.path(), "lab", me, Setup::default(), Metrics::default()).expect_err("refused");
+        assert!(err.to_string().contains("does not verify"), "{err}");
+    }
+
+    #[test]
+    fn a_joiner_adopts_only_a_roster_that_names_it_and_never_an_older_one() {
+        let (od, jd) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (owner, _) = owner_node(od.path());
+        let token = owner.invite(Duration::from_secs(60), Vec::new()).expect("invite");
+        let me = peer();
+        let joiner = Membership::load(jd.path(), "lab", me, Setup { join: Some(token.clone()), ..Setup::default() }, Metrics::default())
+            .expect("joining");
+        assert!(joiner.pending_ticket().is_some() && joiner.status().joining);
+        // The owner's current roster does not name the joiner yet: refused.
+        let v1 = owner.signed_roster().expect("roster");
+        assert_eq!(joiner.offer(&v1), Err(Refusal::NotMember));
+        let v2 = owner.join(&token.ticket, me).expect("admitted");
+        assert_eq!(joiner.offer(&v2), Ok(true));
+        assert!(joiner.is_member(&me) && joiner.pending_ticket().is_none());
+        assert_eq!(joiner.offer(&v2), Ok(false));
+        // Replaying the old version (as a removed member would) is refused.
+        let third = peer();
+        let ticket = owner.invite(Duration::from_secs(60), Vec::new()).expect("invite").ticket;
+        owner.join(&ticket, third).expect("admitted");
+        owner.remove(third).expect("removed");
+        let v4 = owner.signed_roster().expect("roster");
+        assert_eq!(joiner.offer(&v4), Ok(true));
+        assert!(!joiner.is_member(&third));
+        assert_eq!(joiner.removed(), vec![third]);
+        assert_eq!(joiner.offer(&v2), Err(Refusal::Stale));
+        assert!(!joiner.is_member(&third));
+        // Only the owner's node admits, invites and removes.
+        assert_eq!(joiner.join(&ticket, peer()).err(), Some(Refusal::NotOwner));
+        assert_eq!(joiner.invite(Duration::from_secs(60), Vec::new()).err(), Some(Refusal::NotOwner));
+        assert_eq!(joiner.remove(third), Err(Refusal::NotOwner));
+        // The roster survives a restart; the token is not needed any more.
+        drop(joiner);
+        let again = Membership::load(jd.path(), "lab", me, Setup { join: Some(token), ..Setup::default() }, Metrics::default())
+            .expect("loads");
+        assert_eq!(again.status().roster_version, Some(4));
+    }
+
+    #[test]
+    fn a_roster_of_another_owner_is_refused_and_counted_apart() {
+        let (ad, bd) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (a, _) = owner_node(ad.path());
+        let (b, _) = owner_node(bd.path());
+        assert_eq!(a.offer(&b.signed_roster().expect("roster")), Err(Refusal::WrongOwner));
+        let open = Membership::open("lab", peer());
+        assert!(open.is_member(&peer()));
+        assert_eq!(open.offer(&a.signed_roster().expect("roster")), Err(Refusal::Open));
+    }
+
+    #[test]
+    fn a_fresh_node_with_only_bootstrap_peers_is_told_to_join() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let boot: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", peer()).parse().expect("addr");
+        let setup = Setup { bootstrap: vec![boot], ..Setup::default() };
+        let err = Membership::load(dir.path(), "lab", peer(), setup, Metrics::default()).expect_err("refused");
+        assert!(matches!(err, TrustError::BootstrapWithoutJoin), "{err}");
+        assert!(err.to_string().contains("--join"), "{err}");
+        assert!(!dir.path().join(OWNER_KEY_FILE).exists(), "no mesh created by mistake");
+    }
+
+    #[test]
+    fn a_data_dir_from_before_closed_meshes_stays_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(identity::KEY_FILE), b"key").expect("write");
+        mark_open_if_legacy(dir.path());
+        let m = Membership::load(dir.path(), "lab", peer(), Setup::default(), Metrics::default()).expect("loads");
+        assert!(m.is_open() && m.is_member(&peer()));
+        // Given an owner key, it closes the mesh with itself as the first member.
+        let me = peer();
+        let setup = Setup { owner_key: Some(dir.path().join("owner.key")), ..Setup::default() };
+        let closed = Membership::load(dir.path(), "lab", me, setup, Metrics::default()).expect("loads");
+        assert!(!closed.is_open() && closed.is_member(&me) && !closed.is_member(&peer()));
+        assert!(!dir.path().join(OPEN_MARKER).exists());
+    }
+}

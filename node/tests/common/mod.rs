@@ -1,6 +1,8 @@
 //! Helpers for the node's integration tests: a node on loopback port 0 in a temp dir.
 #![allow(dead_code)]
 
+pub mod mesh;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
