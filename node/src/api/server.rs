@@ -15,6 +15,13 @@
 //!   its answer or stops sending a body.
 //! - On shutdown the server stops accepting, idle connections close, requests in flight
 //!   finish within [`SHUTDOWN_GRACE`].
+//!
+//! hyper answers a request it cannot parse (400, 414, 431) by itself, with an empty body,
+//! before the router sees anything. On a connection's first request [`Tracked`] replaces
+//! that answer with the same status and a JSON body: nothing else can have been written
+//! on the connection yet, so the bytes are certainly hyper's error. On a later request of
+//! a keep-alive connection hyper's answer goes out as it is (telling it apart from a
+//! response body there would mean parsing our own output).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -104,7 +111,7 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked { io, activity: Arc::clone(&activity) });
+    let io = TokioIo::new(Tracked { io, activity: Arc::clone(&activity), rewrite: Rewrite::Watching });
     let service = {
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -161,11 +168,18 @@ struct Activity {
     /// Milliseconds since `base`.
     last_ms: AtomicU64,
     working: AtomicUsize,
+    /// Requests handed to the router so far.
+    dispatched: AtomicUsize,
 }
 
 impl Activity {
     fn new() -> Activity {
-        Activity { base: Instant::now(), last_ms: AtomicU64::new(0), working: AtomicUsize::new(0) }
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            working: AtomicUsize::new(0),
+            dispatched: AtomicUsize::new(0),
+        }
     }
 
     fn touch(&self) {
@@ -188,6 +202,7 @@ struct Working(Arc<Activity>);
 
 impl Working {
     fn new(activity: Arc<Activity>) -> Working {
+        activity.dispatched.fetch_add(1, Ordering::Relaxed);
         activity.working.fetch_add(1, Ordering::Relaxed);
         Working(activity)
     }
@@ -200,10 +215,65 @@ impl Drop for Working {
     }
 }
 
-/// The connection's socket, noting every byte moved in [`Activity`].
+/// The connection's socket, noting every byte moved in [`Activity`], and replacing
+/// hyper's own error answer to a first request with a JSON one.
 struct Tracked<I> {
     io: I,
     activity: Arc<Activity>,
+    rewrite: Rewrite,
+}
+
+/// Where the first-answer rewrite stands.
+enum Rewrite {
+    /// Nothing written yet.
+    Watching,
+    /// Writing the JSON answer (bytes, how many are written); then the rest of hyper's
+    /// answer is swallowed and the connection closed.
+    Replacing(Vec<u8>, usize),
+    /// Past the first answer: bytes pass through.
+    Passing,
+}
+
+/// hyper's answer to a request it could not parse, as the API's JSON error.
+fn json_answer(head: &[u8]) -> Option<Vec<u8>> {
+    let status = head.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+    let (line, message) = match status {
+        b"400" => (
+            "400 Bad Request",
+            "not a valid HTTP/1.1 request: a malformed request line, header or target \
+             (the target must be ASCII: percent-encode other bytes)",
+        ),
+        b"414" => ("414 URI Too Long", "the request target is too long"),
+        b"431" => (
+            "431 Request Header Fields Too Large",
+            "the request head is too large (at most 64 KiB and 128 header fields are read)",
+        ),
+        _ => return None,
+    };
+    let body = serde_json::json!({ "error": message, "parameter": null }).to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl<I: AsyncWrite + Unpin> Tracked<I> {
+    /// Writes what is left of a replacement answer; Ready(Ok) once all of it is out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Rewrite::Replacing(bytes, done) = &mut self.rewrite {
+            let Some(rest) = bytes.get(*done..).filter(|r| !r.is_empty()) else { return Poll::Ready(Ok(())) };
+            match Pin::new(&mut self.io).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
@@ -219,6 +289,17 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if matches!(self.rewrite, Rewrite::Watching) && !buf.is_empty() {
+            // Nothing handed to the router, yet hyper writes: its own error answer.
+            self.rewrite = match self.activity.dispatched.load(Ordering::Relaxed) {
+                0 => json_answer(buf).map_or(Rewrite::Passing, |json| Rewrite::Replacing(json, 0)),
+                _ => Rewrite::Passing,
+            };
+        }
+        if matches!(self.rewrite, Rewrite::Replacing(..)) {
+            // The replacement stands for all of hyper's bytes, which are dropped.
+            return self.poll_replacement(cx).map_ok(|()| buf.len());
+        }
         let result = Pin::new(&mut self.io).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -226,27 +307,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         result
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        // hyper then gathers each answer's head into one write, which the rewrite reads.
+        false
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
