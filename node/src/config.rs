@@ -12,6 +12,9 @@ use serde::Deserialize;
 use telemesh_proto::record::TimestampUnit;
 use telemesh_proto::stream;
 
+use crate::api::auth::Token;
+use crate::api::server::Limits;
+
 /// A complete, validated node configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -23,6 +26,15 @@ pub struct Config {
     pub tinytelemetry: Option<SocketAddr>,
     /// HTTP query API and `/metrics`.
     pub http: SocketAddr,
+    /// The bearer token every HTTP request must carry (read from `http_token_file`);
+    /// `None`: no authentication, which off loopback needs `http_insecure`.
+    pub http_token: Option<Token>,
+    /// Serve the HTTP API off loopback without a token (an explicit choice).
+    pub http_insecure: bool,
+    /// `/metrics` answers without the token.
+    pub metrics_open: bool,
+    /// The HTTP server's timeouts and connection cap.
+    pub http_limits: Limits,
     /// How the IoTStream listener reads the 32-bit timestamp.
     pub iotstream_timestamp: TimestampUnit,
     /// Records reach disk within this interval (and on SIGINT/SIGTERM).
@@ -65,6 +77,10 @@ impl Default for Config {
             iotstream: Some(SocketAddr::from(([0, 0, 0, 0], 5005))),
             tinytelemetry: Some(SocketAddr::from(([0, 0, 0, 0], 5000))),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_token: None,
+            http_insecure: false,
+            metrics_open: false,
+            http_limits: Limits::default(),
             iotstream_timestamp: TimestampUnit::Ms,
             flush_interval: Duration::from_millis(500),
             reorder: stream::Config::default(),
@@ -104,6 +120,12 @@ pub struct File {
     pub iotstream: Option<String>,
     pub tinytelemetry: Option<String>,
     pub http: Option<String>,
+    pub http_token_file: Option<PathBuf>,
+    pub http_insecure: Option<bool>,
+    pub metrics_open: Option<bool>,
+    pub http_header_timeout: Option<String>,
+    pub http_idle_timeout: Option<String>,
+    pub http_max_connections: Option<usize>,
     pub iotstream_timestamp: Option<TimestampUnit>,
     pub flush_interval: Option<String>,
     pub reorder_packets: Option<u64>,
@@ -136,6 +158,12 @@ impl File {
             iotstream: over.iotstream.or(self.iotstream),
             tinytelemetry: over.tinytelemetry.or(self.tinytelemetry),
             http: over.http.or(self.http),
+            http_token_file: over.http_token_file.or(self.http_token_file),
+            http_insecure: over.http_insecure.or(self.http_insecure),
+            metrics_open: over.metrics_open.or(self.metrics_open),
+            http_header_timeout: over.http_header_timeout.or(self.http_header_timeout),
+            http_idle_timeout: over.http_idle_timeout.or(self.http_idle_timeout),
+            http_max_connections: over.http_max_connections.or(self.http_max_connections),
             iotstream_timestamp: over.iotstream_timestamp.or(self.iotstream_timestamp),
             flush_interval: over.flush_interval.or(self.flush_interval),
             reorder_packets: over.reorder_packets.or(self.reorder_packets),
@@ -165,6 +193,20 @@ impl File {
             http: match self.http {
                 Some(s) => addr("http", &s)?,
                 None => d.http,
+            },
+            http_token: match &self.http_token_file {
+                Some(path) => Some(
+                    Token::load(path)
+                        .map_err(|e| ConfigError::Invalid { field: "http_token_file", message: e.to_string() })?,
+                ),
+                None => None,
+            },
+            http_insecure: self.http_insecure.unwrap_or(d.http_insecure),
+            metrics_open: self.metrics_open.unwrap_or(d.metrics_open),
+            http_limits: Limits {
+                header_timeout: duration("http_header_timeout", self.http_header_timeout, d.http_limits.header_timeout)?,
+                idle_timeout: duration("http_idle_timeout", self.http_idle_timeout, d.http_limits.idle_timeout)?,
+                max_connections: self.http_max_connections.unwrap_or(d.http_limits.max_connections),
             },
             iotstream_timestamp: self.iotstream_timestamp.unwrap_or(d.iotstream_timestamp),
             flush_interval: duration("flush_interval", self.flush_interval, d.flush_interval)?,
@@ -270,6 +312,35 @@ impl Config {
                 });
             }
         }
+        self.validate_http()
+    }
+
+    /// The HTTP API: off loopback only with a token or an explicit `http_insecure`.
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        if !self.http.ip().to_canonical().is_loopback() && self.http_token.is_none() && !self.http_insecure {
+            return invalid(
+                "http",
+                format!(
+                    "{} is not a loopback address: give a bearer token with --http-token-file FILE \
+                     (http_token_file), or serve without one with --http-insecure (http_insecure = true)",
+                    self.http
+                ),
+            );
+        }
+        if self.http_token.is_some() && self.http_insecure {
+            return invalid("http_insecure", "contradicts http_token_file: give one or the other".to_owned());
+        }
+        let l = &self.http_limits;
+        if l.header_timeout < Duration::from_millis(100) || l.header_timeout > Duration::from_secs(600) {
+            return invalid("http_header_timeout", "must be between 100ms and 10m".to_owned());
+        }
+        if l.idle_timeout < Duration::from_millis(100) || l.idle_timeout > Duration::from_secs(3600) {
+            return invalid("http_idle_timeout", "must be between 100ms and 1h".to_owned());
+        }
+        if !(1..=65_536).contains(&l.max_connections) {
+            return invalid("http_max_connections", "must be between 1 and 65536".to_owned());
+        }
         Ok(())
     }
 }
@@ -342,5 +413,60 @@ mod tests {
         let both_off = File { iotstream: Some("off".into()), tinytelemetry: Some("off".into()), ..File::default() };
         assert!(bad(both_off).contains("at least one ingest listener"));
         assert!(toml::from_str::<File>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn http_off_loopback_needs_a_token_or_insecure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").expect("write");
+        let with = |http: &str, token_file: Option<&Path>, insecure: Option<bool>| File {
+            http: Some(http.into()),
+            http_token_file: token_file.map(Path::to_owned),
+            http_insecure: insecure,
+            ..File::default()
+        };
+        for http in ["0.0.0.0:8080", "10.0.0.1:8080", "[::]:8080", "192.168.1.5:80"] {
+            let e = with(http, None, None).resolve().expect_err("refused").to_string();
+            assert!(e.starts_with("http: "), "{e}");
+            assert!(e.contains("not a loopback address") && e.contains("--http-token-file"), "{e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+            assert!(with(http, None, Some(false)).resolve().is_err());
+            let c = with(http, Some(&token), None).resolve().expect("a token makes it valid");
+            assert_eq!(c.http_token, Some(Token::parse("s3cret", "t").expect("valid")));
+            let c = with(http, None, Some(true)).resolve().expect("insecure makes it valid");
+            assert!(c.http_insecure && c.http_token.is_none());
+        }
+        for http in ["127.0.0.1:8080", "127.0.0.2:0", "[::1]:8080", "[::ffff:127.0.0.1]:8080"] {
+            assert!(with(http, None, None).resolve().is_ok(), "{http}");
+        }
+        // The token applies on loopback too; both at once is a contradiction.
+        assert!(with("127.0.0.1:8080", Some(&token), None).resolve().expect("valid").http_token.is_some());
+        let both = with("0.0.0.0:8080", Some(&token), Some(true)).resolve().expect_err("refused").to_string();
+        assert!(both.starts_with("http_insecure:"), "{both}");
+        // A token file that is missing or empty is refused, naming the key.
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").expect("write");
+        let e = with("0.0.0.0:8080", Some(&empty), None).resolve().expect_err("refused").to_string();
+        assert!(e.starts_with("http_token_file:") && e.contains("is empty"), "{e}");
+        let e = with("0.0.0.0:8080", Some(&dir.path().join("nope")), None).resolve().expect_err("refused").to_string();
+        assert!(e.starts_with("http_token_file: cannot read"), "{e}");
+        // The keys read from a config file.
+        let file: File = toml::from_str(&format!(
+            "http = \"0.0.0.0:9090\"\nhttp_token_file = {:?}\nmetrics_open = true\nhttp_header_timeout = \"2s\"\n\
+             http_idle_timeout = \"30s\"\nhttp_max_connections = 8",
+            token.display().to_string()
+        ))
+        .expect("parses");
+        let c = file.resolve().expect("valid");
+        assert!(c.metrics_open && c.http_token.is_some());
+        assert_eq!(
+            c.http_limits,
+            Limits { header_timeout: Duration::from_secs(2), idle_timeout: Duration::from_secs(30), max_connections: 8 }
+        );
+        let bad = File { http_max_connections: Some(0), ..File::default() }.resolve().expect_err("refused").to_string();
+        assert!(bad.starts_with("http_max_connections:"), "{bad}");
+        let bad = File { http_header_timeout: Some("1ms".into()), ..File::default() }.resolve().expect_err("x").to_string();
+        assert!(bad.starts_with("http_header_timeout:"), "{bad}");
     }
 }

@@ -134,6 +134,12 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         data = %config.data_dir.display(),
         "telemesh node listening"
     );
+    if config.http_token.is_none() && !listeners.http.ip().to_canonical().is_loopback() {
+        tracing::warn!(
+            http = %listeners.http,
+            "the HTTP API is served off loopback without a token (--http-insecure): anyone who reaches it can use it"
+        );
+    }
 
     let mut threads = Vec::new();
     for (dialect, socket) in
@@ -187,12 +193,9 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         mesh: mesh_status,
         windows,
         membership,
+        policy: api::auth::Policy { token: config.http_token.clone(), metrics_open: config.metrics_open },
     };
-    let serve_token = shutdown.clone();
-    axum::serve(http, api::router(app))
-        .with_graceful_shutdown(async move { serve_token.cancelled().await })
-        .await
-        .context("http server failed")?;
+    api::server::serve(http, api::router(app), config.http_limits, shutdown.clone()).await;
 
     // Drain: listeners stop first, then everything pending goes to disk.
     shutdown.cancel();

@@ -42,9 +42,8 @@ enum Command {
     Mesh(MeshCommand),
     /// Print a node's status.
     Status {
-        /// The node's HTTP API.
-        #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
-        node: String,
+        #[command(flatten)]
+        api: client::ApiArgs,
     },
 }
 
@@ -53,27 +52,24 @@ enum MeshCommand {
     /// Print a join token for one new node (ask a node that holds the owner key). The new
     /// site starts with `telemesh node --join TOKEN`.
     Invite {
-        /// The node's HTTP API.
-        #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
-        node: String,
+        #[command(flatten)]
+        api: client::ApiArgs,
         /// How long the token admits a node, e.g. 30m, 2h (at most 7days). [default: 1h]
         #[arg(long, value_name = "DURATION")]
         expires: Option<String>,
     },
     /// List the members of the mesh, as the node's roster has them.
     Members {
-        /// The node's HTTP API.
-        #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
-        node: String,
+        #[command(flatten)]
+        api: client::ApiArgs,
     },
     /// Remove a member: every node disconnects it and refuses it from then on (ask a node
     /// that holds the owner key). Its records heard before stay.
     Remove {
         /// The member's peer id (`telemesh mesh members` lists them).
         peer_id: String,
-        /// The node's HTTP API.
-        #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
-        node: String,
+        #[command(flatten)]
+        api: client::ApiArgs,
     },
 }
 
@@ -91,9 +87,30 @@ struct NodeArgs {
     /// TinyTelemetry v1 UDP listener, or "off". [default: 0.0.0.0:5000]
     #[arg(long, value_name = "ADDR")]
     tinytelemetry: Option<String>,
-    /// HTTP API and /metrics. [default: 127.0.0.1:8080]
+    /// HTTP API and /metrics. An address off loopback needs --http-token-file or
+    /// --http-insecure. [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// File holding the bearer token every HTTP request must carry (Authorization: Bearer
+    /// TOKEN), on any address; one line, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    http_token_file: Option<PathBuf>,
+    /// Serve the HTTP API off loopback without a token: anyone who reaches it can use it.
+    #[arg(long)]
+    http_insecure: bool,
+    /// Serve /metrics without the token (for a Prometheus that does not send it).
+    #[arg(long)]
+    metrics_open: bool,
+    /// Close an HTTP connection that has not sent a complete request head this long after
+    /// opening or after its last answer (also the keep-alive timeout). [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    http_header_timeout: Option<String>,
+    /// Close an HTTP connection on which nothing moves this long mid-request. [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    http_idle_timeout: Option<String>,
+    /// HTTP connections served at once; more wait to be accepted. [default: 256]
+    #[arg(long, value_name = "N")]
+    http_max_connections: Option<usize>,
     /// Unit of IoTStream's 32-bit timestamp: Unix milliseconds mod 2^32, or seconds. [default: ms]
     #[arg(long, value_name = "UNIT", value_parser = ["ms", "s"])]
     iotstream_timestamp: Option<String>,
@@ -153,31 +170,36 @@ struct QueryArgs {
     /// mesh is quiet); local: only what this node received, with arrival times.
     #[arg(long, value_enum, default_value_t = client::ViewArg::Merged)]
     view: client::ViewArg,
-    /// The node's HTTP API.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
-    node: String,
+    #[command(flatten)]
+    api: client::ApiArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(args) => node(args),
-        Command::Query(q) => print(client::query(
-            &q.node,
-            client::Query {
+        Command::Query(q) => print(q.api.api().and_then(|api| {
+            client::query(
+                &api,
+                client::Query {
                 dialect: q.dialect,
                 device: q.device,
                 from: q.from.as_deref(),
                 to: q.to.as_deref(),
                 limit: q.limit,
                 format: q.format,
-                view: q.view,
-            },
-        )),
-        Command::Status { node } => print(client::status(&node)),
-        Command::Mesh(MeshCommand::Invite { node, expires }) => print(mesh_cli::invite(&node, expires.as_deref())),
-        Command::Mesh(MeshCommand::Members { node }) => print(mesh_cli::members(&node)),
-        Command::Mesh(MeshCommand::Remove { peer_id, node }) => print(mesh_cli::remove(&node, &peer_id)),
+                    view: q.view,
+                },
+            )
+        })),
+        Command::Status { api } => print(api.api().and_then(|api| client::status(&api))),
+        Command::Mesh(MeshCommand::Invite { api, expires }) => {
+            print(api.api().and_then(|api| mesh_cli::invite(&api, expires.as_deref())))
+        }
+        Command::Mesh(MeshCommand::Members { api }) => print(api.api().and_then(|api| mesh_cli::members(&api))),
+        Command::Mesh(MeshCommand::Remove { peer_id, api }) => {
+            print(api.api().and_then(|api| mesh_cli::remove(&api, &peer_id)))
+        }
         Command::Check { data } => check(&data),
     }
 }
@@ -253,6 +275,13 @@ fn node(args: NodeArgs) -> ExitCode {
         iotstream: args.iotstream,
         tinytelemetry: args.tinytelemetry,
         http: args.http,
+        http_token_file: args.http_token_file,
+        // A flag can only turn these on; the config file may too.
+        http_insecure: args.http_insecure.then_some(true),
+        metrics_open: args.metrics_open.then_some(true),
+        http_header_timeout: args.http_header_timeout,
+        http_idle_timeout: args.http_idle_timeout,
+        http_max_connections: args.http_max_connections,
         iotstream_timestamp: args.iotstream_timestamp.map(|u| if u == "s" { TimestampUnit::S } else { TimestampUnit::Ms }),
         flush_interval: args.flush_interval,
         listen: (!args.listen.is_empty()).then_some(args.listen),

@@ -1,12 +1,119 @@
 //! `telemesh query` and `telemesh status`: a small HTTP client of the node's API.
+//!
+//! [`Api`] is the one way subcommands talk to a node: its base URL and, for a node that
+//! wants one, the bearer token ([`ApiArgs`] gives every subcommand the same `--node` and
+//! `--token-file` options).
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use telemesh_proto::wire::Dialect;
 
+use crate::api::auth::Token;
 use crate::api::export::{self, RecordView};
+
+/// The environment variable holding the token when `--token-file` is not given.
+pub const TOKEN_ENV: &str = "TELEMESH_HTTP_TOKEN";
+
+/// `--node` and `--token-file`, for every subcommand that talks to a node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// The node's HTTP API.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", env = "TELEMESH_NODE")]
+    pub node: String,
+    /// File holding the node's bearer token (its --http-token-file); without it, the token
+    /// is taken from $TELEMESH_HTTP_TOKEN if set.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// The client these options describe; the token file is read here.
+    pub fn api(&self) -> anyhow::Result<Api> {
+        let token = match &self.token_file {
+            Some(path) => Some(Token::load(path).context("--token-file")?),
+            None => match std::env::var(TOKEN_ENV) {
+                Ok(text) => Some(Token::parse(&text, &format!("${TOKEN_ENV}"))?),
+                Err(std::env::VarError::NotPresent) => None,
+                Err(std::env::VarError::NotUnicode(_)) => bail!("${TOKEN_ENV} is not UTF-8"),
+            },
+        };
+        Ok(Api::new(&self.node, token))
+    }
+}
+
+/// A node's HTTP API: base URL and, if it needs one, the bearer token. Each call returns
+/// the body of a 2xx answer, or an error carrying the node's JSON error message.
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    token: Option<Token>,
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<Token>) -> Api {
+        Api { base: base.trim_end_matches('/').to_owned(), token }
+    }
+
+    /// `GET base + path` with query parameters.
+    pub fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<String> {
+        let mut req = self.request("GET", path);
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        self.answer(req.call(), path)
+    }
+
+    /// `POST base + path` with a JSON body (or none).
+    pub fn post(&self, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<String> {
+        let req = self.request("POST", path);
+        let result = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        self.answer(result, path)
+    }
+
+    /// `DELETE base + path`.
+    pub fn delete(&self, path: &str) -> anyhow::Result<String> {
+        self.answer(self.request("DELETE", path).call(), path)
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let req = ureq::request(method, &format!("{}{path}", self.base)).timeout(std::time::Duration::from_secs(30));
+        match &self.token {
+            Some(t) => req.set("Authorization", &t.header_value()),
+            None => req,
+        }
+    }
+
+    fn answer(&self, result: Result<ureq::Response, ureq::Error>, path: &str) -> anyhow::Result<String> {
+        match result {
+            Ok(resp) => body(resp).context("cannot read the node's answer"),
+            Err(ureq::Error::Status(code, resp)) => {
+                let body = body(resp).unwrap_or_default();
+                let msg = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| {
+                        let e = v.get("error")?.as_str()?.to_owned();
+                        Some(match v.get("parameter").and_then(|p| p.as_str()) {
+                            Some(p) => format!("{p}: {e}"),
+                            None => e,
+                        })
+                    })
+                    .unwrap_or(body);
+                if code == 401 {
+                    let hint = if self.token.is_some() { "check" } else { "give" };
+                    bail!("node answered {code}: {msg} ({hint} --token-file FILE or ${TOKEN_ENV})")
+                }
+                bail!("node answered {code}: {msg}")
+            }
+            Err(e) => Err(anyhow!("cannot reach the node at {}{path}: {e}", self.base)),
+        }
+    }
+}
 
 /// Output of `telemesh query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,31 +143,6 @@ pub fn body(resp: ureq::Response) -> std::io::Result<String> {
     Ok(s)
 }
 
-fn get(url: &str, query: &[(&str, String)]) -> anyhow::Result<String> {
-    let mut req = ureq::get(url).timeout(std::time::Duration::from_secs(30));
-    for (k, v) in query {
-        req = req.query(k, v);
-    }
-    match req.call() {
-        Ok(resp) => body(resp).context("cannot read the node's answer"),
-        Err(ureq::Error::Status(code, resp)) => {
-            let body = body(resp).unwrap_or_default();
-            let msg = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| {
-                    let e = v.get("error")?.as_str()?.to_owned();
-                    Some(match v.get("parameter").and_then(|p| p.as_str()) {
-                        Some(p) => format!("{p}: {e}"),
-                        None => e,
-                    })
-                })
-                .unwrap_or(body);
-            bail!("node answered {code}: {msg}")
-        }
-        Err(e) => Err(anyhow!("cannot reach the node at {url}: {e}")),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct RecordsPage {
     count: usize,
@@ -81,9 +163,9 @@ pub struct Query<'a> {
 }
 
 /// Fetches records of one device and renders them in `format`.
-pub fn query(node: &str, q: Query<'_>) -> anyhow::Result<String> {
+pub fn query(api: &Api, q: Query<'_>) -> anyhow::Result<String> {
     let Query { dialect, device, from, to, limit, format, view } = q;
-    let url = format!("{}/v1/streams/{}/{}/records", node.trim_end_matches('/'), dialect, device);
+    let path = format!("/v1/streams/{dialect}/{device}/records");
     let mut q: Vec<(&str, String)> = Vec::new();
     if let Some(f) = from {
         q.push(("from", f.to_owned()));
@@ -101,7 +183,7 @@ pub fn query(node: &str, q: Query<'_>) -> anyhow::Result<String> {
     };
     q.push(("format", wire_format.to_owned()));
     q.push(("view", if view == ViewArg::Local { "local" } else { "merged" }.to_owned()));
-    let body = get(&url, &q)?;
+    let body = api.get(&path, &q)?;
     if format != OutputFormat::Table {
         return Ok(body);
     }
@@ -136,8 +218,8 @@ fn table(page: &RecordsPage) -> String {
 }
 
 /// Fetches `/v1/status` and renders it for a person.
-pub fn status(node: &str) -> anyhow::Result<String> {
-    let body = get(&format!("{}/v1/status", node.trim_end_matches('/')), &[])?;
+pub fn status(api: &Api) -> anyhow::Result<String> {
+    let body = api.get("/v1/status", &[])?;
     let v: serde_json::Value = serde_json::from_str(&body).context("the node's answer is not a status")?;
     let s = |p: &str| v.pointer(p).map(|x| x.to_string().trim_matches('"').to_owned()).unwrap_or_else(|| "-".into());
     let mut out = String::new();
@@ -160,11 +242,12 @@ pub fn status(node: &str) -> anyhow::Result<String> {
         s("/totals/dropped"),
         s("/totals/streams_in_memory")
     );
+    let _ = writeln!(out, "http auth  {}  metrics open {}", s("/http/auth"), s("/http/metrics_open"));
     let _ = writeln!(out, "mesh       {}  peer id {}", s("/mesh"), s("/peer_id"));
     for a in v.pointer("/listen").and_then(|l| l.as_array()).into_iter().flatten() {
         let _ = writeln!(out, "join with  --bootstrap {}", a.as_str().unwrap_or("-"));
     }
-    let peers = get(&format!("{}/v1/peers", node.trim_end_matches('/')), &[])?;
+    let peers = api.get("/v1/peers", &[])?;
     let p: serde_json::Value = serde_json::from_str(&peers).context("the node's answer is not a peer list")?;
     let ps = |path: &str| p.pointer(path).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
     let _ = writeln!(

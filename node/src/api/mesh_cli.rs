@@ -3,36 +3,22 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use serde::Deserialize;
 
-use super::client::body;
+use super::client::Api;
 
-fn call(method: &str, url: &str) -> anyhow::Result<serde_json::Value> {
-    let req = ureq::request(method, url).timeout(std::time::Duration::from_secs(30));
-    let resp = match req.call() {
-        Ok(resp) => resp,
-        Err(ureq::Error::Status(code, resp)) => {
-            let text = body(resp).unwrap_or_default();
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| Some(v.get("error")?.as_str()?.to_owned()))
-                .unwrap_or(text);
-            bail!("node answered {code}: {msg}")
-        }
-        Err(e) => return Err(anyhow!("cannot reach the node at {url}: {e}")),
-    };
-    let text = body(resp).context("cannot read the node's answer")?;
-    serde_json::from_str(&text).context("the node's answer is not JSON")
+fn json(text: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(text).context("the node's answer is not JSON")
 }
 
 /// `telemesh mesh invite`: one line, the token.
-pub fn invite(node: &str, expires: Option<&str>) -> anyhow::Result<String> {
-    let mut url = format!("{}/v1/mesh/invites", node.trim_end_matches('/'));
-    if let Some(e) = expires {
-        url = format!("{url}?expires={e}");
-    }
-    let v = call("POST", &url)?;
+pub fn invite(api: &Api, expires: Option<&str>) -> anyhow::Result<String> {
+    let path = match expires {
+        Some(e) => format!("/v1/mesh/invites?expires={}", e.replace(' ', "%20")),
+        None => "/v1/mesh/invites".to_owned(),
+    };
+    let v = json(&api.post(&path, None)?)?;
     let token = v.get("token").and_then(|t| t.as_str()).ok_or_else(|| anyhow!("the node's answer has no token"))?;
     Ok(format!("{token}\n"))
 }
@@ -54,8 +40,8 @@ struct Members {
 }
 
 /// `telemesh mesh members`: the roster the node holds, one member a line.
-pub fn members(node: &str) -> anyhow::Result<String> {
-    let v = call("GET", &format!("{}/v1/mesh/members", node.trim_end_matches('/')))?;
+pub fn members(api: &Api) -> anyhow::Result<String> {
+    let v = json(&api.get("/v1/mesh/members", &[])?)?;
     let m: Members = serde_json::from_value(v).context("unexpected answer")?;
     let mut out = String::new();
     if m.mode == "open" {
@@ -76,8 +62,11 @@ pub fn members(node: &str) -> anyhow::Result<String> {
 }
 
 /// `telemesh mesh remove PEER_ID`.
-pub fn remove(node: &str, peer: &str) -> anyhow::Result<String> {
-    let v = call("DELETE", &format!("{}/v1/mesh/members/{peer}", node.trim_end_matches('/')))?;
+pub fn remove(api: &Api, peer: &str) -> anyhow::Result<String> {
+    if peer.is_empty() || !peer.chars().all(|c| c.is_ascii_alphanumeric()) {
+        anyhow::bail!("{peer:?} is not a peer id like 12D3KooW… (telemesh mesh members lists them)");
+    }
+    let v = json(&api.delete(&format!("/v1/mesh/members/{peer}"))?)?;
     let version = v.get("roster_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
     Ok(format!("removed {peer} (roster version {version}); every member disconnects it as the roster reaches it\n"))
 }

@@ -1,16 +1,24 @@
 //! The HTTP query API (axum): `/v1/streams`, `/v1/streams/{dialect}/{device}/records`,
 //! `/v1/status`, `/metrics`. Documented in `docs/api.md`.
+//!
+//! A request passes, in order: hyper's parser and header-read timeout ([`server`]), the
+//! request limits ([`limit`]), the bearer token ([`auth`]), then the router. Every answer
+//! from the last three is JSON, errors included.
 
+pub mod auth;
 pub mod client;
 pub mod export;
 pub mod mesh_cli;
 mod members;
+pub mod limit;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -45,6 +53,8 @@ pub struct App {
     pub windows: crate::mesh::SharedIndex,
     /// This node's membership of the mesh.
     pub membership: Arc<crate::trust::Membership>,
+    /// Who may use the API.
+    pub policy: auth::Policy,
 }
 
 /// The addresses this node actually bound.
@@ -55,7 +65,9 @@ pub struct Listeners {
     pub http: SocketAddr,
 }
 
+/// The API with its limits and authentication (the outermost layer runs first).
 pub fn router(app: App) -> Router {
+    let policy = app.policy.clone();
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/streams", get(streams))
@@ -67,11 +79,17 @@ pub fn router(app: App) -> Router {
         .route("/v1/mesh/invites", axum::routing::post(members::invite))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, None, "no such endpoint; see docs/api.md") })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            error(StatusCode::METHOD_NOT_ALLOWED, None, &format!("{method} is not served here; see docs/api.md"))
+        })
         .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(policy, auth::require))
+        .layer(axum::middleware::from_fn(limit::check))
 }
 
-/// A JSON error body: `{"error": "...", "parameter": "..."}`.
-fn error(status: StatusCode, parameter: Option<&str>, message: &str) -> Response {
+/// A JSON error body: `{"error": "...", "parameter": "..."}`. Routes added later (and
+/// their extractor rejections) answer with this too.
+pub fn error(status: StatusCode, parameter: Option<&str>, message: &str) -> Response {
     (status, Json(json!({ "error": message, "parameter": parameter }))).into_response()
 }
 
@@ -187,11 +205,25 @@ impl RecordsQuery {
     }
 }
 
+/// An extractor's refusal as the API's JSON error (the limits layer catches bad encoding
+/// first, so these are unlikely).
+fn rejected(parameter: &str, status: StatusCode, body: String) -> Response {
+    error(status, Some(parameter), &body)
+}
+
 async fn records(
     State(app): State<App>,
-    Path((dialect, device)): Path<(String, String)>,
-    Query(params): Query<Vec<(String, String)>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
+    let (dialect, device) = match path {
+        Ok(Path(p)) => p,
+        Err(e) => return rejected("path", e.status(), e.body_text()),
+    };
+    let params = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return rejected("query", e.status(), e.body_text()),
+    };
     let dialect: Dialect = match dialect.parse() {
         Ok(d) => d,
         Err(e) => return bad("dialect", e.to_string()),
@@ -269,7 +301,11 @@ fn render(stream: StreamId, views: &[RecordView], next: Option<u64>, format: For
 
 /// `GET /v1/windows?from=T&limit=N`: the sealed windows this node holds that start at
 /// or after device time `from`, with their roots — what the mesh compares.
-async fn windows(State(app): State<App>, Query(params): Query<Vec<(String, String)>>) -> Response {
+async fn windows(State(app): State<App>, query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Response {
+    let params = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return rejected("query", e.status(), e.body_text()),
+    };
     let mut from = 0u64;
     let mut limit = 10_000usize;
     for (name, value) in &params {
@@ -336,6 +372,7 @@ async fn status(State(app): State<App>) -> Response {
         "uptime_seconds": app.started.elapsed().as_secs(),
         "data_dir": app.data_dir,
         "listeners": app.listeners,
+        "http": app.policy.describe(),
         "totals": {
             "received": received,
             "records": records,
