@@ -125,3 +125,65 @@ fn query_against_no_node_is_one_line_and_exit_1() {
     assert!(err.starts_with("telemesh: cannot reach the node at"), "{err}");
     assert_eq!(err.lines().count(), 1);
 }
+
+fn json(url: &str) -> serde_json::Value {
+    common::get_json(url)
+}
+
+/// A closed mesh as an operator makes one: the first node creates it; a fresh node with
+/// only `--bootstrap` is told to get a token; `mesh invite` prints one line that `node
+/// --join` takes; `mesh members` lists both; only the owner's node removes.
+#[test]
+fn a_closed_mesh_from_the_command_line() {
+    let (da, db, dc) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let owner = Daemon::start(da.path(), "200ms");
+    let status = json(&format!("{}/v1/status", owner.url()));
+    assert_eq!(status["membership"]["mode"], "closed");
+    assert_eq!(status["membership"]["holds_owner_key"], true);
+    let boot = loop {
+        let s = json(&format!("{}/v1/status", owner.url()));
+        if let Some(a) = s["listen"][0].as_str() {
+            break a.to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let http = format!("127.0.0.1:{}", common::free_port());
+    let fresh = dc.path().to_str().expect("utf-8");
+    let (code, _, err) = run(&[
+        "node", "--data", fresh, "--bootstrap", &boot, "--http", &http, "--listen", "/ip4/127.0.0.1/tcp/0", "--iotstream",
+        "127.0.0.1:0", "--tinytelemetry", "off",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--join TOKEN") && err.contains("telemesh mesh invite"), "{err}");
+
+    let (code, token, err) = run(&["mesh", "invite", "--node", &owner.url(), "--expires", "5m"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(token.lines().count(), 1, "{token}");
+    assert!(token.starts_with("tmjoin1."), "{token}");
+    let joiner = Daemon::start_with(db.path(), "200ms", &["--join", token.trim()]);
+    let joiner_id = json(&format!("{}/v1/status", joiner.url()))["node_id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while json(&format!("{}/v1/status", joiner.url()))["membership"]["member"] != true {
+        assert!(Instant::now() < deadline, "the joiner was not admitted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, out, _) = run(&["mesh", "members", "--node", &owner.url()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 member(s)") && out.contains(&joiner_id) && out.contains("(this node)"), "{out}");
+
+    let (code, _, err) = run(&["mesh", "remove", &joiner_id, "--node", &joiner.url()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("409") && err.contains("owner key"), "{err}");
+    let (code, _, err) = run(&["mesh", "invite", "--node", &owner.url(), "--expires", "forever"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("expires"), "{err}");
+    let (code, out, err) = run(&["mesh", "remove", &joiner_id, "--node", &owner.url()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("removed {joiner_id}")), "{out}");
+    let (_, out, _) = run(&["mesh", "members", "--node", &owner.url()]);
+    assert!(out.contains("1 member(s)") && !out.contains(&joiner_id), "{out}");
+    let (code, _, err) = run(&["mesh", "remove", &joiner_id, "--node", &owner.url()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+}

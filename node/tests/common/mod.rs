@@ -138,6 +138,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(data: &std::path::Path, flush: &str) -> Daemon {
+        Daemon::start_with(data, flush, &[])
+    }
+
+    /// [`Daemon::start`] with more `telemesh node` arguments.
+    pub fn start_with(data: &std::path::Path, flush: &str, extra: &[&str]) -> Daemon {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let udp_port = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let udp: SocketAddr = format!("127.0.0.1:{udp_port}").parse().expect("addr");
@@ -145,6 +150,7 @@ impl Daemon {
             .args(["node", "--data", data.to_str().expect("utf-8"), "--tinytelemetry", "off"])
             .args(["--iotstream", &udp.to_string(), "--http", &http.to_string(), "--iotstream-timestamp", "s"])
             .args(["--flush-interval", flush, "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
