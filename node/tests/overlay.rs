@@ -415,3 +415,38 @@ async fn an_outsider_over_quic_or_tcp_gets_and_gives_nothing() {
         assert!(!a.connected_to(o.id).await && !b.connected_to(o.id).await);
     }
 }
+
+fn refused(m: &Membership, reason: &'static str) -> u64 {
+    m.metrics.refusals.get_or_create(&telemesh_node::mesh::metrics::ReasonLabel { reason }).get()
+}
+
+/// Twenty outsiders hold connections to a member whose budget is 24: it keeps at most 16
+/// unproven ones, so a member that reconnects during the flood still gets in.
+#[tokio::test(flavor = "multi_thread")]
+async fn outsiders_cannot_take_the_connection_slots_members_need() {
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let ka = Keypair::generate_ed25519();
+    let ma = closed(da.path(), &ka, None);
+    let a_config = Config { max_peers: 24, ..config("test", &[TCP]) };
+    let a = TestNode::start_in(a_config, ka, accept_all(), Arc::clone(&ma)).expect("a starts");
+    let boot = a.bootstrap_addr("/tcp/").await;
+    let token = ma.invite(Duration::from_secs(60), vec![boot.clone()]).expect("invite");
+    let kb = Keypair::generate_ed25519();
+    let b_config = Config { bootstrap: vec![boot.clone()], ..config("test", &[TCP]) };
+    let b = TestNode::start_in(b_config.clone(), kb.clone(), accept_all(), closed(db.path(), &kb, Some(token)))
+        .expect("b starts");
+    eventually("b is admitted", async || a.seen(|s| s.up.contains(&b.id))).await;
+    drop(b);
+
+    let outsiders: Vec<TestNode> = (0..20)
+        .map(|_| TestNode::start(Config { bootstrap: vec![boot.clone()], ..config("test", &[TCP]) }, accept_all()))
+        .collect();
+    eventually("a turns outsiders away beyond its unproven budget", async || refused(&ma, "unproven_limit") >= 1).await;
+    let b = TestNode::start_in(b_config, kb.clone(), accept_all(), closed(db.path(), &kb, None)).expect("b restarts");
+    eventually("b, a member, reconnects during the flood", async || {
+        a.seen(|s| s.up.contains(&b.id)) && b.connected_to(a.id).await
+    })
+    .await;
+    gossip_until_received(&a, &b, "through").await;
+    assert!(outsiders.iter().all(|o| o.seen(|s| s.up.is_empty() && s.gossip.is_empty())));
+}

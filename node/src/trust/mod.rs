@@ -95,8 +95,14 @@ pub struct Metrics {
 }
 
 /// Reasons the overlay counts besides [`Refusal`]s.
-pub const OVERLAY_REFUSALS: [&str; 5] =
-    ["unproven_connection", "unproven_timeout", "gossip_not_member", "request_not_member", "removed_peer"];
+pub const OVERLAY_REFUSALS: [&str; 6] = [
+    "unproven_connection",
+    "unproven_timeout",
+    "unproven_limit",
+    "gossip_not_member",
+    "request_not_member",
+    "removed_peer",
+];
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {

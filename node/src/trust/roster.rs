@@ -567,3 +567,38 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever a peer sends as a roster, and whatever text is given as a token, the
+        /// answer is a refusal or a value — never a panic — and a roster that is not the
+        /// owner's never verifies.
+        #[test]
+        fn arbitrary_bytes_are_refused_not_panicked_on(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let key = Keypair::generate_ed25519();
+            let owner = Owner::of(&key).expect("ed25519");
+            prop_assert!(Roster::verify(&bytes, &owner, "lab").is_err());
+            let _ = owner_named(&bytes);
+            let _ = Token::parse(&String::from_utf8_lossy(&bytes));
+            let text = format!("tmjoin1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes));
+            let _ = Token::parse(&text);
+        }
+
+        /// Flipping any byte of a signed roster makes it fail verification.
+        #[test]
+        fn any_change_to_a_signed_roster_is_caught(at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let key = Keypair::generate_ed25519();
+            let owner = Owner::of(&key).expect("ed25519");
+            let roster = Roster::genesis(&key, "lab", Keypair::generate_ed25519().public().to_peer_id(), 1).expect("genesis");
+            let mut bytes = roster.signed().to_vec();
+            let i = at.index(bytes.len());
+            bytes[i] ^= flip;
+            prop_assert!(Roster::verify(&bytes, &owner, "lab").is_err());
+        }
+    }
+}

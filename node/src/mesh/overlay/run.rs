@@ -42,6 +42,9 @@ const MAX_CONNECTIONS_PER_PEER: u32 = 3;
 /// How long a connection to a peer not proven a member is kept: time enough to present a
 /// roster or a ticket over the trust protocol.
 const UNPROVEN_GRACE: Duration = Duration::from_secs(10);
+/// Connections from peers not proven members kept at once: the rest of the connection
+/// budget ([`Config::max_peers`]) stays for members, whatever outsiders open.
+const MAX_UNPROVEN: usize = 16;
 /// Trust-protocol messages are a roster or a ticket, and a little framing.
 const MAX_TRUST_MESSAGE: usize = MAX_ROSTER_BYTES + 4096;
 
@@ -530,6 +533,12 @@ impl EventLoop {
         let gate = &self.swarm.behaviour().members;
         if gate.gated_connections(&peer).contains(&connection) {
             self.membership.metrics.refuse("unproven_connection");
+            if self.unproven.len() >= MAX_UNPROVEN {
+                self.membership.metrics.refuse("unproven_limit");
+                tracing::debug!(%peer, "too many connections from peers not proven members; closed");
+                self.swarm.close_connection(connection);
+                return;
+            }
             tracing::debug!(%peer, "connection from a peer not proven a member: trust protocol only");
             self.unproven.insert(connection, (peer, Instant::now(), dialled));
             if let Some(ticket) = self.membership.pending_ticket() {
