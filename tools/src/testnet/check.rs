@@ -9,6 +9,9 @@ use anyhow::Context;
 /// A record's identity across nodes and the truth log: (device, wire seq, wire timestamp).
 pub type Key = (u16, u32, u32);
 
+/// Records with their `heard_by` (peer ids), as a merged view lists them.
+pub type HeardBy = BTreeMap<Key, Vec<String>>;
+
 /// What one node answered.
 #[derive(Debug, Clone, Default)]
 pub struct NodeView {
@@ -19,7 +22,7 @@ pub struct NodeView {
     /// The records it received itself (its local view).
     pub local: BTreeSet<Key>,
     /// Its merged history: each record's `heard_by`.
-    pub merged: BTreeMap<Key, Vec<String>>,
+    pub merged: HeardBy,
     /// The merged-view response bodies, per device, as sent (compared byte for byte).
     pub merged_bodies: BTreeMap<u16, String>,
 }
@@ -185,7 +188,7 @@ pub struct IntruderView {
     /// Everything sent to it directly: the sensors' records and the fabricated ones.
     pub sent: BTreeSet<Key>,
     /// Its merged history: each record's `heard_by`.
-    pub merged: BTreeMap<Key, Vec<String>>,
+    pub merged: HeardBy,
     /// Repair bytes it received from the mesh.
     pub repair_bytes_in: f64,
     /// The most peers its `/v1/status` listed at any poll.

@@ -23,7 +23,7 @@ use telemesh_proto::wire::Dialect;
 use crate::cluster::{self, Mesh, MeshSpec, NodeProcess, NodeSpec, Roots};
 use crate::relay;
 use crate::sensor;
-use check::{IntruderVerdict, IntruderView, Key, NodeView, Verdict};
+use check::{HeardBy, IntruderVerdict, IntruderView, Key, NodeView, Verdict};
 
 /// How long a stream must be quiet before the node seals its open window (the node's
 /// `QUIET_NS`), plus a margin for the flush.
@@ -309,7 +309,7 @@ fn node_records(
     node: &NodeProcess,
     devices: std::ops::Range<u16>,
     view: &str,
-) -> anyhow::Result<(BTreeMap<Key, Vec<String>>, BTreeMap<u16, String>)> {
+) -> anyhow::Result<(HeardBy, BTreeMap<u16, String>)> {
     let mut records = BTreeMap::new();
     let mut bodies = BTreeMap::new();
     for device in devices {
