@@ -210,8 +210,6 @@ pub struct IntruderReport {
     pub max_peers: u64,
     pub listed_by: BTreeSet<String>,
     pub verdict: IntruderVerdict,
-    /// Its log.
-    pub log: PathBuf,
 }
 
 /// Everything the testnet found.
@@ -665,7 +663,6 @@ fn intruder_report(
         max_peers: view.max_peers,
         listed_by: view.listed_by.clone(),
         verdict: check::check_intruder(&view, views),
-        log: intruder.node.log.clone(),
     })
 }
 
@@ -768,7 +765,7 @@ pub fn render(opts: &Options, outcome: &Outcome) -> String {
     }
     if let Some(i) = &outcome.intruder {
         for p in &i.verdict.problems {
-            let _ = writeln!(out, "FAILED: {p} (its log: {})", i.log.display());
+            let _ = writeln!(out, "FAILED: {p}");
         }
     }
     if outcome.ok() {
