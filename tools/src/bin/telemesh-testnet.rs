@@ -24,7 +24,8 @@ Examples:
   testnet/run.sh --keep
 
 Exit status: 0 when every node converged on the same complete merged history (and the
-uninvited node, with --intruder, was kept out); 1 when not (each problem is printed); 2 for bad options; 130 when interrupted.";
+uninvited node, with --intruder, was kept out); 1 when not (each problem is printed); 2
+for bad options; 130 when interrupted.";
 
 /// Starts a local multi-site telemesh mesh, feeds it lossy sensor traffic, and checks
 /// that every node converged on the same merged history.
@@ -181,7 +182,8 @@ fn main() -> ExitCode {
             );
         }
         if let Some(intruder) = &kept.intruder {
-            println!("  uninvited node: {}  iotstream {}  log {}", intruder.url(), intruder.iotstream, intruder.log.display());
+            let log = intruder.log.display();
+            println!("  uninvited node: {}  iotstream {}  log {log}", intruder.url(), intruder.iotstream);
         }
         if let Some(a) = kept.mesh.nodes.first() {
             println!("  e.g. telemesh status --node {}", a.url());

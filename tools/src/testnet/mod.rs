@@ -287,8 +287,8 @@ impl Intruder {
         }
         for node in &mesh.nodes {
             let Ok(v) = node.json("/v1/peers") else { continue };
-            let listed = v["peers"].as_array().into_iter().flatten().any(|p| p["peer_id"].as_str() == Some(&self.peer_id));
-            if listed {
+            let mut peers = v["peers"].as_array().into_iter().flatten();
+            if peers.any(|p| p["peer_id"].as_str() == Some(&self.peer_id)) {
                 self.listed_by.insert(node.name.clone());
             }
         }
@@ -298,7 +298,8 @@ impl Intruder {
 /// A node's [`UNPROVEN`] refusals, by reason.
 fn unproven_refusals(node: &NodeProcess) -> anyhow::Result<Vec<f64>> {
     let metrics = node.metrics()?;
-    Ok(UNPROVEN.iter().map(|r| cluster::metric(&metrics, &format!("telemesh_trust_refusals_total{{reason=\"{r}\"}}"))).collect())
+    let count = |r: &str| cluster::metric(&metrics, &format!("telemesh_trust_refusals_total{{reason=\"{r}\"}}"));
+    Ok(UNPROVEN.iter().map(|r| count(r)).collect())
 }
 
 /// Every record of `devices` a node holds in `view` (`local` or `merged`), with `heard_by`,
@@ -432,7 +433,11 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         duration: Some(opts.duration),
         seed: Some(opts.seed),
         // The uninvited node hears every datagram, directly.
-        to: site_relays.iter().map(relay::Relay::local_addr).chain(intruder.as_ref().map(|i| i.node.iotstream)).collect(),
+        to: site_relays
+            .iter()
+            .map(relay::Relay::local_addr)
+            .chain(intruder.as_ref().map(|i| i.node.iotstream))
+            .collect(),
         truth: Some(truth_path.clone()),
         ..sensor::Config::default()
     };
@@ -731,10 +736,11 @@ pub fn render(opts: &Options, outcome: &Outcome) -> String {
         let v = &i.verdict;
         let short = i.peer_id.get(i.peer_id.len().saturating_sub(8)..).unwrap_or(&i.peer_id);
         let refusals: Vec<String> = i.refusals.iter().map(|(r, n)| format!("{r} {n:.0}")).collect();
-        let _ = writeln!(out, "uninvited node …{short} (--open, --bootstrap through node a, same mesh name, no invitation)");
+        let _ = writeln!(out, "uninvited node …{short} (--open, --bootstrap node a, same mesh name, no invitation)");
         let _ = writeln!(
             out,
-            "  sent to it directly: {} records, {} of them fabricated for the sensors' device ids; it holds {}, {} from the mesh",
+            "  sent to it directly: {} records, {} of them fabricated for the sensors' device ids; \
+             it holds {}, {} from the mesh",
             i.sent, i.fabricated, i.held, v.from_mesh
         );
         let _ = writeln!(
@@ -747,7 +753,7 @@ pub fn render(opts: &Options, outcome: &Outcome) -> String {
             out,
             "  most peers it had at a poll: {}; members that listed it in /v1/peers: {}",
             i.max_peers,
-            if i.listed_by.is_empty() { "none".to_owned() } else { i.listed_by.iter().cloned().collect::<Vec<_>>().join(", ") }
+            if i.listed_by.is_empty() { "none".to_owned() } else { Vec::from_iter(i.listed_by.clone()).join(", ") }
         );
     }
     if let Some(p) = outcome.partition.as_ref().filter(|p| p.alone_after.is_none()) {
