@@ -85,6 +85,7 @@ fn one(opts: &Opts, sites: usize, loss: f64, link_loss: f64) -> anyhow::Result<P
         jitter_ms: 0.0,
         link_loss: (link_loss > 0.0).then_some(link_loss),
         partition: false,
+        intruder: false,
         seed: opts.seed,
         data: None,
         settle_timeout: Duration::from_secs(120),

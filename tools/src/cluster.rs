@@ -2,6 +2,10 @@
 //! loopback with their own data directories and ports, read their HTTP API, and stop
 //! them. A [`NodeProcess`] kills its process when dropped, so an error or a panic in the
 //! caller leaves nothing running.
+//!
+//! A [`Mesh`] is closed, as every mesh is by default: node `a` starts on a fresh data
+//! directory and creates it (its owner key and a roster with itself), and every other
+//! node joins with an invitation `a` issued (`POST /v1/mesh/invites`, `--join TOKEN`).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,6 +21,13 @@ use crate::relay::{self, Cut, Relay};
 
 /// The largest HTTP body read (a records page of 100,000 records is about 40 MB).
 const MAX_BODY: u64 = 256 << 20;
+
+/// How long an invitation [`Mesh::invite`] asks for is valid: each is spent by a node
+/// started right after, so this only has to cover a slow start.
+pub const INVITE_VALID: &str = "10m";
+
+/// The environment variable `telemesh node` reads a join token from (its `--join`).
+const JOIN_ENV: &str = "TELEMESH_JOIN";
 
 /// The `telemesh` binary: `$TELEMESH_BIN`, else `telemesh` next to the running program
 /// (cargo puts all the workspace's binaries in one directory).
@@ -53,8 +64,17 @@ pub struct NodeSpec {
     pub name: String,
     /// Its data directory (created if missing).
     pub data_dir: PathBuf,
-    /// Peers to join through (`…/p2p/<peer id>`).
+    /// Peers to join through (`…/p2p/<peer id>`): with `open`, or for a node that holds a
+    /// roster already. A new node of a closed mesh joins with `join` instead.
     pub bootstrap: Vec<String>,
+    /// A join token from a node holding the owner key ([`Mesh::invite`]), given to the node
+    /// as `--join` (through `TELEMESH_JOIN`, so that it is not on the command line while
+    /// it is still unspent). A node that holds a roster ignores it, so a restart with the
+    /// spent token works.
+    pub join: Option<String>,
+    /// `--open`: the node takes every peer of the same mesh name as a member (the old,
+    /// open mode; the testnet's uninvited node).
+    pub open: bool,
     /// Addresses advertised instead of the QUIC listen address (a relay in front).
     pub external: Vec<String>,
     /// The mesh's name.
@@ -70,6 +90,8 @@ impl NodeSpec {
             name: name.to_owned(),
             data_dir: data_dir.to_owned(),
             bootstrap: Vec::new(),
+            join: None,
+            open: false,
             external: Vec::new(),
             mesh: "testnet".to_owned(),
             sync_interval: None,
@@ -129,6 +151,14 @@ impl NodeProcess {
         }
         for e in &spec.external {
             cmd.args(["--external-address", e]);
+        }
+        // Never one inherited from the caller's environment: that would make node `a` a joiner.
+        cmd.env_remove(JOIN_ENV);
+        if let Some(token) = &spec.join {
+            cmd.env(JOIN_ENV, token);
+        }
+        if spec.open {
+            cmd.arg("--open");
         }
         if let Some(s) = &spec.sync_interval {
             cmd.args(["--sync-interval", s]);
@@ -283,10 +313,11 @@ fn terminate(child: &Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
 }
 
-/// Several nodes on loopback joined into one mesh through the first.
+/// Several nodes on loopback in one closed mesh: the first created it and holds its owner
+/// key; each other joined with an invitation from it.
 #[derive(Debug)]
 pub struct Mesh {
-    /// The nodes, `a`, `b`, … in start order; `a` is the bootstrap node.
+    /// The nodes, `a`, `b`, … in start order; `a` holds the owner key and issues invitations.
     pub nodes: Vec<NodeProcess>,
     /// Their peer ids, in the same order.
     pub peer_ids: Vec<String>,
@@ -312,8 +343,10 @@ pub struct MeshSpec {
 }
 
 impl Mesh {
-    /// Starts the nodes one by one (each waits for the previous to be ready), the first
-    /// as bootstrap and the others joining through it, then waits until every node is
+    /// Starts the nodes one by one (each waits for the previous to be ready): the first on
+    /// a fresh data directory, so that it creates a closed mesh, and each other with a join
+    /// token node `a` issued for it just before (the token's bootstrap address is `a`'s
+    /// advertised one: its relay's, if any). Then waits until every node is a member and
     /// connected to all others.
     pub fn start(binary: &Path, spec: &MeshSpec, timeout: Duration) -> anyhow::Result<Mesh> {
         anyhow::ensure!((1..=26).contains(&spec.nodes), "between 1 and 26 nodes");
@@ -325,8 +358,8 @@ impl Mesh {
                 sync_interval: spec.sync_interval.clone(),
                 ..NodeSpec::new(&name, &spec.dir.join(&name))
             };
-            if let Some(first) = mesh.nodes.first() {
-                node_spec.bootstrap = vec![mesh.advertised(0, first)?];
+            if i > 0 {
+                node_spec.join = Some(mesh.invite()?);
             }
             let quic_port = free_udp_port()?;
             let relay = match &spec.node_link {
@@ -360,23 +393,71 @@ impl Mesh {
         Ok(format!("{}/p2p/{}", quic_multiaddr(addr), self.peer_ids.get(i).context("peer id")?))
     }
 
-    /// The address to give a new node's `--bootstrap` to join this mesh.
+    /// Node `a`'s advertised address (`…/p2p/<peer id>`), which every node dials. Alone it
+    /// admits nobody to the closed mesh: it is for `--open` nodes (the testnet's uninvited
+    /// node) and for checking invitations.
     pub fn bootstrap_addr(&self) -> anyhow::Result<String> {
         self.advertised(0, self.nodes.first().context("no nodes")?)
     }
 
-    /// Waits until every node reports all others as peers.
+    /// A join token for one new node, from node `a` (which holds the owner key), valid for
+    /// [`INVITE_VALID`]. Its bootstrap addresses must be exactly `a`'s advertised one: a
+    /// direct address in it would let the new node bypass the relays between the nodes.
+    pub fn invite(&self) -> anyhow::Result<String> {
+        let first = self.nodes.first().context("no nodes to invite from")?;
+        let url = format!("{}/v1/mesh/invites?expires={INVITE_VALID}", first.url());
+        // The node answers 503 until the overlay has a listen address to put in the token.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let answer = loop {
+            match request("POST", &url)? {
+                (200..=299, body) => break body,
+                (503, _) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                (code, body) => bail!("node {} issued no invitation: POST {url}: {code} {body}", first.name),
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&answer).context("the invitation is not JSON")?;
+        let token = v["token"].as_str().filter(|t| !t.is_empty()).context("the invitation has no token")?;
+        let bootstrap: Vec<&str> = v["bootstrap"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+        let want = self.bootstrap_addr()?;
+        anyhow::ensure!(
+            bootstrap == [want.as_str()],
+            "node {}'s invitation names {bootstrap:?} to dial, not its advertised address {want}",
+            first.name
+        );
+        Ok(token.to_owned())
+    }
+
+    /// Waits until every node reports itself a member of the closed mesh (it holds a roster
+    /// naming it) and all others as peers.
     pub fn wait_connected(&self, timeout: Duration) -> anyhow::Result<()> {
         let want = self.nodes.len() as u64 - 1;
         let deadline = Instant::now() + timeout;
         loop {
-            let peers: Vec<u64> =
-                self.nodes.iter().map(|n| n.json("/v1/status").map_or(0, |s| s["peers"].as_u64().unwrap_or(0))).collect();
-            if peers.iter().all(|&p| p == want) {
+            let states: Vec<(bool, u64)> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.json("/v1/status").map_or((false, 0), |s| {
+                        (s["membership"]["member"].as_bool().unwrap_or(false), s["peers"].as_u64().unwrap_or(0))
+                    })
+                })
+                .collect();
+            if states.iter().all(|&(member, peers)| member && peers == want) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the nodes did not all connect in {timeout:?} (peers per node: {peers:?})");
+                let shown: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .zip(&states)
+                    .map(|(n, (member, peers))| {
+                        format!("{}: {}, {peers} peer(s)", n.name, if *member { "member" } else { "not a member" })
+                    })
+                    .collect();
+                bail!(
+                    "the nodes did not all join and connect in {timeout:?} ({}; want {want} peer(s) each)",
+                    shown.join("; ")
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -437,14 +518,32 @@ pub type Roots = BTreeMap<(String, u64, u64), String>;
 /// GET a URL as text, with a 30 s timeout and a bounded body; a non-2xx status is an error
 /// carrying the body.
 pub fn get(url: &str) -> anyhow::Result<String> {
-    let response = match ureq::get(url).timeout(Duration::from_secs(30)).call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code, r)) => bail!("GET {url}: {code} {}", r.into_string().unwrap_or_default()),
-        Err(e) => bail!("GET {url}: {e}"),
+    ok_body("GET", url)
+}
+
+/// POST to a URL with an empty body, as [`get`] does GET.
+pub fn post(url: &str) -> anyhow::Result<String> {
+    ok_body("POST", url)
+}
+
+fn ok_body(method: &str, url: &str) -> anyhow::Result<String> {
+    match request(method, url)? {
+        (200..=299, body) => Ok(body),
+        (code, body) => bail!("{method} {url}: {code} {body}"),
+    }
+}
+
+/// One request with a 30 s timeout: the status and the body (bounded), whatever the status;
+/// an error only when there is no answer.
+fn request(method: &str, url: &str) -> anyhow::Result<(u16, String)> {
+    let response = match ureq::request(method, url).timeout(Duration::from_secs(30)).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => bail!("{method} {url}: {e}"),
     };
+    let code = response.status();
     let mut body = String::new();
     response.into_reader().take(MAX_BODY).read_to_string(&mut body)?;
-    Ok(body)
+    Ok((code, body))
 }
 
 /// The sum of every sample of `name` in Prometheus text; `name` may include labels as the

@@ -17,17 +17,22 @@ Examples:
   # Five sites, bursty 20% loss, 2% loss between nodes too, and one node cut off for a while
   testnet/run.sh --nodes 5 --loss 20% --burst --link-loss 2% --partition --duration 120s
 
+  # An uninvited node tries to get in (and must be kept out)
+  testnet/run.sh --intruder
+
   # Leave the mesh running afterwards and query it
   testnet/run.sh --keep
 
-Exit status: 0 when every node converged on the same complete merged history; 1 when
-not (each problem is printed); 2 for bad options; 130 when interrupted.";
+Exit status: 0 when every node converged on the same complete merged history (and the
+uninvited node, with --intruder, was kept out); 1 when not (each problem is printed); 2
+for bad options; 130 when interrupted.";
 
 /// Starts a local multi-site telemesh mesh, feeds it lossy sensor traffic, and checks
 /// that every node converged on the same merged history.
 ///
-/// N nodes run on loopback with their own data directories and ports; the first is the
-/// bootstrap node and the others join through it. Simulated IoTStream sensors send every
+/// N nodes run on loopback with their own data directories and ports, in a closed mesh:
+/// the first creates it (and holds its owner key), the others join with an invitation
+/// from it (--join TOKEN). Simulated IoTStream sensors send every
 /// datagram to each site through that site's own impaired relay (as several radio
 /// gateways hear one sensor). At the end it prints, per node, the records it received
 /// directly and after repair, the repair bytes and the time to converge, and mesh-wide the
@@ -76,6 +81,14 @@ struct Cli {
     /// window ends during the cut).
     #[arg(long)]
     partition: bool,
+
+    /// Also start an uninvited node: a fresh `telemesh node --open --bootstrap <node a>`
+    /// with the mesh's name but no invitation, hearing every sensor datagram plus records
+    /// fabricated for the same device ids. The run fails unless it was kept out: none of its
+    /// records in a member's history, nothing of the mesh in its own, no member lists it as
+    /// a peer, and the members count its refused connections.
+    #[arg(long)]
+    intruder: bool,
 
     /// Seed of the sensors and of every relay.
     #[arg(long, value_name = "X", default_value_t = 1)]
@@ -126,6 +139,7 @@ fn main() -> ExitCode {
         jitter_ms: cli.jitter,
         link_loss: cli.link_loss,
         partition: cli.partition,
+        intruder: cli.intruder,
         seed: cli.seed,
         data: cli.data,
         settle_timeout: cli.settle_timeout,
@@ -167,9 +181,14 @@ fn main() -> ExitCode {
                 node.log.display()
             );
         }
+        if let Some(intruder) = &kept.intruder {
+            let log = intruder.log.display();
+            println!("  uninvited node: {}  iotstream {}  log {log}", intruder.url(), intruder.iotstream);
+        }
         if let Some(a) = kept.mesh.nodes.first() {
             println!("  e.g. telemesh status --node {}", a.url());
             println!("       telemesh query --node {} iotstream 1001 --limit 10", a.url());
+            println!("       telemesh mesh members --node {}", a.url());
             println!("       telemesh-sensor --devices 1001-1005 --to {}", kept.site_relays[0].local_addr());
         }
         while !stop.load(Ordering::Relaxed) {

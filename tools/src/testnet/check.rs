@@ -9,6 +9,9 @@ use anyhow::Context;
 /// A record's identity across nodes and the truth log: (device, wire seq, wire timestamp).
 pub type Key = (u16, u32, u32);
 
+/// Records with their `heard_by` (peer ids), as a merged view lists them.
+pub type HeardBy = BTreeMap<Key, Vec<String>>;
+
 /// What one node answered.
 #[derive(Debug, Clone, Default)]
 pub struct NodeView {
@@ -19,7 +22,7 @@ pub struct NodeView {
     /// The records it received itself (its local view).
     pub local: BTreeSet<Key>,
     /// Its merged history: each record's `heard_by`.
-    pub merged: BTreeMap<Key, Vec<String>>,
+    pub merged: HeardBy,
     /// The merged-view response bodies, per device, as sent (compared byte for byte).
     pub merged_bodies: BTreeMap<u16, String>,
 }
@@ -174,6 +177,118 @@ pub fn check(truth: &BTreeSet<Key>, views: &[NodeView]) -> Verdict {
     }
 }
 
+/// What the uninvited node (`--intruder`) and the members showed about it.
+#[derive(Debug, Clone, Default)]
+pub struct IntruderView {
+    /// Its peer id.
+    pub peer_id: String,
+    /// The records fabricated for it alone (same device ids as the sensors, other seqs and
+    /// readings), from their truth log.
+    pub fabricated: BTreeSet<Key>,
+    /// Everything sent to it directly: the sensors' records and the fabricated ones.
+    pub sent: BTreeSet<Key>,
+    /// Its merged history: each record's `heard_by`.
+    pub merged: HeardBy,
+    /// Repair bytes it received from the mesh.
+    pub repair_bytes_in: f64,
+    /// The most peers its `/v1/status` listed at any poll.
+    pub max_peers: u64,
+    /// The members (names) whose `/v1/peers` listed it at some poll.
+    pub listed_by: BTreeSet<String>,
+    /// Per member (name): the connections from peers not proven members it refused since the
+    /// uninvited node started (`telemesh_trust_refusals_total`, `unproven_connection` and
+    /// `unproven_timeout`).
+    pub refusals: Vec<(String, f64)>,
+}
+
+/// Was the uninvited node kept out?
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntruderVerdict {
+    /// Fabricated records the uninvited node holds (it accepted them from its sensors).
+    pub fabricated_held: usize,
+    /// Fabricated records in some member's merged history.
+    pub fabricated_in_members: usize,
+    /// Records in its merged history it was not sent directly or that a member heard.
+    pub from_mesh: usize,
+    /// Refusals the members counted since it started.
+    pub refusals: f64,
+    /// Everything that shows it got in, one line each; empty = kept out.
+    pub problems: Vec<String>,
+}
+
+/// Checks that nothing passed between the members (`views`) and the uninvited node.
+pub fn check_intruder(intruder: &IntruderView, views: &[NodeView]) -> IntruderVerdict {
+    let mut problems = Vec::new();
+    let fabricated_held = intruder.merged.keys().filter(|k| intruder.fabricated.contains(k)).count();
+    if fabricated_held == 0 {
+        // Otherwise the checks below would pass for want of anything to keep out.
+        problems.push(format!(
+            "the uninvited node holds none of the {} record(s) fabricated for it: nothing was there to keep out",
+            intruder.fabricated.len()
+        ));
+    }
+    let mut in_members = BTreeSet::new();
+    for view in views {
+        let planted: Vec<Key> = view.merged.keys().filter(|k| intruder.fabricated.contains(k)).copied().collect();
+        if !planted.is_empty() {
+            problems.push(format!(
+                "node {}'s merged history holds {} record(s) fabricated by the uninvited node: {}",
+                view.name,
+                planted.len(),
+                examples(planted.iter().copied())
+            ));
+        }
+        in_members.extend(planted);
+        let credited: Vec<Key> =
+            view.merged.iter().filter(|(_, h)| h.contains(&intruder.peer_id)).map(|(k, _)| *k).collect();
+        if !credited.is_empty() {
+            problems.push(format!(
+                "node {} names the uninvited node in heard_by of {} record(s): {}",
+                view.name,
+                credited.len(),
+                examples(credited)
+            ));
+        }
+    }
+    for name in &intruder.listed_by {
+        problems.push(format!("node {name} listed the uninvited node among its peers (GET /v1/peers)"));
+    }
+    if intruder.max_peers > 0 {
+        problems.push(format!("the uninvited node had {} peer(s) from the mesh", intruder.max_peers));
+    }
+    let from_mesh: Vec<Key> = intruder
+        .merged
+        .iter()
+        .filter(|(k, h)| !intruder.sent.contains(k) || h.iter().any(|p| *p != intruder.peer_id))
+        .map(|(k, _)| *k)
+        .collect();
+    if !from_mesh.is_empty() {
+        problems.push(format!(
+            "the uninvited node's merged history holds {} record(s) from the mesh: {}",
+            from_mesh.len(),
+            examples(from_mesh.iter().copied())
+        ));
+    }
+    if intruder.repair_bytes_in > 0.0 {
+        problems.push(format!("the uninvited node received {} repair bytes from the mesh", intruder.repair_bytes_in));
+    }
+    let refusals: f64 = intruder.refusals.iter().map(|(_, n)| n).sum();
+    if refusals <= 0.0 {
+        problems.push(
+            "no member counted a refused connection of a peer not proven a member \
+             (telemesh_trust_refusals_total{reason=\"unproven_connection\"|\"unproven_timeout\"})"
+                .to_owned(),
+        );
+    }
+    IntruderVerdict {
+        fabricated_held,
+        fabricated_in_members: in_members.len(),
+        from_mesh: from_mesh.len(),
+        refusals,
+        problems,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +344,64 @@ mod tests {
         let v = check(&truth, &views);
         assert!(v.problems.iter().any(|p| p.starts_with("node a has 1 record(s) no site received: device 1 seq 3")));
         assert!(v.problems.iter().any(|p| p.starts_with("site a received 1 record(s) no sensor sent: device 1 seq 2")));
+    }
+
+    fn kept_out() -> (IntruderView, Vec<NodeView>) {
+        const FAKE: Key = (1, 40_000, 100);
+        let merged: &[(Key, &[&str])] = &[(K1, &["peer-a"])];
+        let intruder = IntruderView {
+            peer_id: "peer-x".to_owned(),
+            fabricated: [FAKE].into(),
+            sent: [K1, FAKE].into(),
+            merged: [(K1, vec!["peer-x".to_owned()]), (FAKE, vec!["peer-x".to_owned()])].into(),
+            refusals: vec![("a".to_owned(), 2.0), ("b".to_owned(), 0.0)],
+            ..IntruderView::default()
+        };
+        (intruder, vec![view("a", &[K1], merged), view("b", &[], merged)])
+    }
+
+    #[test]
+    fn an_intruder_that_got_nothing_in_and_nothing_out_was_kept_out() {
+        let (intruder, views) = kept_out();
+        let v = check_intruder(&intruder, &views);
+        assert_eq!(v.problems, Vec::<String>::new());
+        assert_eq!((v.fabricated_held, v.fabricated_in_members, v.from_mesh, v.refusals), (1, 0, 0, 2.0));
+    }
+
+    #[test]
+    fn each_way_in_or_out_is_reported() {
+        let (mut intruder, mut views) = kept_out();
+        let fake = *intruder.fabricated.first().expect("one fabricated record");
+        // A member took a fabricated record, crediting the intruder; the intruder got a
+        // record repaired from the mesh, had a peer, was listed, and nobody counted it.
+        views[1].merged.insert(fake, vec!["peer-x".to_owned()]);
+        intruder.merged.insert(K2, vec!["peer-a".to_owned()]);
+        intruder.max_peers = 1;
+        intruder.listed_by.insert("a".to_owned());
+        intruder.refusals = vec![("a".to_owned(), 0.0)];
+        let v = check_intruder(&intruder, &views);
+        let expected = [
+            "node b's merged history holds 1 record(s) fabricated by the uninvited node: device 1 seq 40000",
+            "node b names the uninvited node in heard_by of 1 record(s)",
+            "node a listed the uninvited node among its peers",
+            "the uninvited node had 1 peer(s) from the mesh",
+            "the uninvited node's merged history holds 1 record(s) from the mesh: device 1 seq 2",
+            "no member counted a refused connection",
+        ];
+        assert_eq!(v.problems.len(), expected.len(), "{:#?}", v.problems);
+        for (p, e) in v.problems.iter().zip(expected) {
+            assert!(p.starts_with(e), "{p:?} should start with {e:?}");
+        }
+        assert_eq!((v.fabricated_in_members, v.from_mesh), (1, 1));
+    }
+
+    #[test]
+    fn an_intruder_without_fabricated_records_proves_nothing() {
+        let (mut intruder, views) = kept_out();
+        intruder.merged.clear();
+        let v = check_intruder(&intruder, &views);
+        assert_eq!(v.problems.len(), 1);
+        assert!(v.problems[0].contains("nothing was there to keep out"), "{:?}", v.problems);
     }
 
     #[test]

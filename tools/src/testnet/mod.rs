@@ -1,8 +1,10 @@
 //! The local testnet behind `testnet/run.sh` and `telemesh-testnet`: several `telemesh
-//! node` processes on loopback joined into one mesh, simulated sensors whose every
-//! datagram reaches each site through that site's own impaired relay (several radio
-//! gateways hearing one sensor), optionally relays between the nodes, and at the end a
-//! check that every node converged on the same merged history ([`check`]).
+//! node` processes on loopback in one closed mesh (node `a` creates it, the others join
+//! with its invitations), simulated sensors whose every datagram reaches each site through
+//! that site's own impaired relay (several radio gateways hearing one sensor), optionally
+//! relays between the nodes and an uninvited node trying to get in, and at the end a check
+//! that every node converged on the same merged history and that the uninvited node was
+//! kept out ([`check`]).
 
 pub mod check;
 
@@ -18,10 +20,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use telemesh_proto::impair;
 use telemesh_proto::wire::Dialect;
 
-use crate::cluster::{self, Mesh, MeshSpec, Roots};
+use crate::cluster::{self, Mesh, MeshSpec, NodeProcess, NodeSpec, Roots};
 use crate::relay;
 use crate::sensor;
-use check::{Key, NodeView, Verdict};
+use check::{HeardBy, IntruderVerdict, IntruderView, Key, NodeView, Verdict};
 
 /// How long a stream must be quiet before the node seals its open window (the node's
 /// `QUIET_NS`), plus a margin for the flush.
@@ -32,6 +34,13 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Mean length of a loss burst with `--burst`, in packets.
 const MEAN_BURST: f64 = 4.0;
+
+/// The first IoTStream seq of the records fabricated for the uninvited node: far above
+/// the sensors' (which start at 1), so that no fabricated record has a real one's identity.
+const FABRICATED_SEQ: u32 = 40_000;
+
+/// The refusal reasons that count connections of peers not proven members.
+const UNPROVEN: [&str; 2] = ["unproven_connection", "unproven_timeout"];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -56,6 +65,10 @@ pub struct Options {
     pub link_loss: Option<f64>,
     /// Cut the last node's links from 20% to 70% of the run.
     pub partition: bool,
+    /// Also run an uninvited node: `--open --bootstrap <a>` with the mesh's name, hearing
+    /// every sensor datagram and records fabricated for the same devices; the run fails
+    /// unless it was kept out.
+    pub intruder: bool,
     /// Seed of sensors and relays.
     pub seed: u64,
     /// Where the nodes' data goes; `None` = a temporary directory, removed at the end.
@@ -139,6 +152,9 @@ impl Options {
         if self.partition {
             s.push_str("; partition of the last node");
         }
+        if self.intruder {
+            s.push_str("; an uninvited node");
+        }
         let _ = write!(s, "; seed {}", self.seed);
         s
     }
@@ -177,12 +193,33 @@ pub struct PartitionReport {
     pub differing_at_heal: usize,
 }
 
+/// What became of the uninvited node.
+#[derive(Debug, Clone)]
+pub struct IntruderReport {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Records sent to it directly: the sensors' and the fabricated ones.
+    pub sent: usize,
+    /// Records fabricated for it.
+    pub fabricated: usize,
+    /// Records in its merged history.
+    pub held: usize,
+    /// Per refusal reason of [`UNPROVEN`]: the members' count since it started.
+    pub refusals: Vec<(&'static str, f64)>,
+    /// The most peers it listed at a poll, and the members that listed it.
+    pub max_peers: u64,
+    pub listed_by: BTreeSet<String>,
+    pub verdict: IntruderVerdict,
+}
+
 /// Everything the testnet found.
 #[derive(Debug)]
 pub struct Outcome {
     pub verdict: Verdict,
     pub nodes: Vec<NodeReport>,
     pub partition: Option<PartitionReport>,
+    /// With `--intruder`.
+    pub intruder: Option<IntruderReport>,
     /// The mesh settled (all nodes listed the same windows) before the timeout.
     pub settled: bool,
     /// For each window that ended while the sensors sent: from its end until every node
@@ -195,9 +232,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Settled, no problem found, and a partition (if any) isolated its node.
+    /// Settled, no problem found, a partition (if any) isolated its node, and an uninvited
+    /// node (if any) was kept out.
     pub fn ok(&self) -> bool {
-        self.settled && self.verdict.problems.is_empty() && self.partition.as_ref().is_none_or(|p| p.alone_after.is_some())
+        self.settled
+            && self.verdict.problems.is_empty()
+            && self.partition.as_ref().is_none_or(|p| p.alone_after.is_some())
+            && self.intruder.as_ref().is_none_or(|i| i.verdict.problems.is_empty())
     }
 }
 
@@ -208,6 +249,74 @@ pub struct Kept {
     pub dir: PathBuf,
     /// The relays in front of each site's IoTStream port, in node order.
     pub site_relays: Vec<relay::Relay>,
+    /// The uninvited node, with `--intruder`.
+    pub intruder: Option<NodeProcess>,
+}
+
+/// The uninvited node while the testnet runs.
+#[derive(Debug)]
+struct Intruder {
+    node: NodeProcess,
+    peer_id: String,
+    /// Per member: its [`UNPROVEN`] refusals, by reason, when the intruder started.
+    baseline: Vec<Vec<f64>>,
+    max_peers: u64,
+    listed_by: BTreeSet<String>,
+}
+
+impl Intruder {
+    /// Starts a node as an outsider would: a fresh data directory, `--open`, the mesh's name
+    /// and node `a`'s advertised address to bootstrap from — everything but an invitation.
+    fn start(binary: &std::path::Path, mesh: &Mesh, dir: &std::path::Path) -> anyhow::Result<Intruder> {
+        let baseline = mesh.nodes.iter().map(unproven_refusals).collect::<anyhow::Result<_>>()?;
+        let spec = NodeSpec {
+            bootstrap: vec![mesh.bootstrap_addr()?],
+            open: true,
+            ..NodeSpec::new("intruder", &dir.join("intruder"))
+        };
+        let mut node = NodeProcess::start(binary, &spec)?;
+        let peer_id = node.wait_ready(Duration::from_secs(30)).context("starting the uninvited node")?;
+        Ok(Intruder { node, peer_id, baseline, max_peers: 0, listed_by: BTreeSet::new() })
+    }
+
+    /// Notes whether it has peers and whether any member lists it (a failed request is
+    /// skipped: the next poll asks again).
+    fn poll(&mut self, mesh: &Mesh) {
+        if let Some(peers) = self.node.json("/v1/status").ok().and_then(|s| s["peers"].as_u64()) {
+            self.max_peers = self.max_peers.max(peers);
+        }
+        for node in &mesh.nodes {
+            let Ok(v) = node.json("/v1/peers") else { continue };
+            let mut peers = v["peers"].as_array().into_iter().flatten();
+            if peers.any(|p| p["peer_id"].as_str() == Some(&self.peer_id)) {
+                self.listed_by.insert(node.name.clone());
+            }
+        }
+    }
+}
+
+/// A node's [`UNPROVEN`] refusals, by reason.
+fn unproven_refusals(node: &NodeProcess) -> anyhow::Result<Vec<f64>> {
+    let metrics = node.metrics()?;
+    let count = |r: &str| cluster::metric(&metrics, &format!("telemesh_trust_refusals_total{{reason=\"{r}\"}}"));
+    Ok(UNPROVEN.iter().map(|r| count(r)).collect())
+}
+
+/// Every record of `devices` a node holds in `view` (`local` or `merged`), with `heard_by`,
+/// and the response bodies per device.
+fn node_records(
+    node: &NodeProcess,
+    devices: std::ops::Range<u16>,
+    view: &str,
+) -> anyhow::Result<(HeardBy, BTreeMap<u16, String>)> {
+    let mut records = BTreeMap::new();
+    let mut bodies = BTreeMap::new();
+    for device in devices {
+        let body = node.get(&format!("/v1/streams/iotstream/{device}/records?view={view}&limit=100000"))?;
+        records.extend(check::parse_records(&body)?);
+        bodies.insert(device, body);
+    }
+    Ok((records, bodies))
 }
 
 /// Tracks when each node's window list last changed, and since when all nodes have
@@ -294,6 +403,10 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
     let spec = MeshSpec { nodes: opts.nodes, dir: dir.clone(), mesh: "testnet".to_owned(), sync_interval: None, node_link: opts.node_link() };
     let mesh = Mesh::start(&binary, &spec, Duration::from_secs(60)).context("starting the nodes")?;
     let from_ns = cluster::now_ns().saturating_sub(telemesh_proto::window::SPAN_NS);
+    let mut intruder = match opts.intruder {
+        true => Some(Intruder::start(&binary, &mesh, &dir)?),
+        false => None,
+    };
 
     // One relay per site in front of its IoTStream port.
     let link = opts.sensor_link();
@@ -319,11 +432,26 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         interval: opts.interval,
         duration: Some(opts.duration),
         seed: Some(opts.seed),
-        to: site_relays.iter().map(relay::Relay::local_addr).collect(),
+        // The uninvited node hears every datagram, directly.
+        to: site_relays
+            .iter()
+            .map(relay::Relay::local_addr)
+            .chain(intruder.as_ref().map(|i| i.node.iotstream))
+            .collect(),
         truth: Some(truth_path.clone()),
         ..sensor::Config::default()
     };
     sensors.validate()?;
+    // Records for the same devices that no sensor sent (other seqs, readings and times), to
+    // the uninvited node alone.
+    let fabricated_path = dir.join("fabricated.ndjson");
+    let fabricated = intruder.as_ref().map(|i| sensor::Config {
+        seed: Some(opts.seed.wrapping_add(0xbad)),
+        start_seq: Some(FABRICATED_SEQ),
+        to: vec![i.node.iotstream],
+        truth: Some(fabricated_path.clone()),
+        ..sensors.clone()
+    });
 
     let progress = progress_bar(opts);
     let sensor_stop = Arc::new(AtomicBool::new(false));
@@ -331,6 +459,10 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         let stop = Arc::clone(&sensor_stop);
         std::thread::spawn(move || sensor::run(&sensors, &stop))
     };
+    let forger = fabricated.map(|config| {
+        let stop = Arc::clone(&sensor_stop);
+        std::thread::spawn(move || sensor::run(&config, &stop))
+    });
 
     let start = Instant::now();
     let partition_window = opts.partition.then(|| (opts.duration.mul_f64(0.2), opts.duration.mul_f64(0.7)));
@@ -351,6 +483,9 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         if stop.load(Ordering::Relaxed) {
             sensor_stop.store(true, Ordering::Relaxed);
             let _ = sender.join();
+            if let Some(f) = forger {
+                let _ = f.join();
+            }
             progress.abandon_with_message("interrupted");
             anyhow::bail!("interrupted");
         }
@@ -385,6 +520,9 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         if let Ok(views) = mesh.roots(from_ns) {
             watch.update(now, cluster::now_ns(), views);
         }
+        if let Some(i) = intruder.as_mut() {
+            i.poll(&mesh);
+        }
         if sent_until.is_none() && sender.is_finished() {
             sent_until = Some(now);
             sent_until_ns = cluster::now_ns();
@@ -415,23 +553,27 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
     let summary = sender.join().map_err(|_| anyhow::anyhow!("the sensor thread panicked"))??;
     let end = sent_until.unwrap_or_else(Instant::now);
     tracing::debug!(?summary, "sensors done");
+    if let Some(f) = forger {
+        let summary = f.join().map_err(|_| anyhow::anyhow!("the fabricating sensor thread panicked"))??;
+        tracing::debug!(?summary, "fabricated records sent");
+    }
 
     let truth: BTreeSet<Key> =
         sensor::read_truth(&truth_path)?.iter().map(|t| (t.device, t.seq, t.timestamp)).collect();
     let mut views = Vec::new();
     let mut reports = Vec::new();
     let mut slot_sizes = Vec::new();
+    let devices = 1001..1001 + opts.devices;
     for (i, node) in mesh.nodes.iter().enumerate() {
-        let mut view = NodeView { name: node.name.clone(), peer_id: mesh.peer_ids[i].clone(), ..NodeView::default() };
-        for device in 1001..1001 + opts.devices {
-            let path = |view: &str| format!("/v1/streams/iotstream/{device}/records?view={view}&limit=100000");
-            let local = node.get(&path("local"))?;
-            view.local.extend(check::parse_records(&local)?.into_iter().map(|(k, _)| k));
-            let merged = node.get(&path("merged"))?;
-            view.merged.extend(check::parse_records(&merged)?);
-            view.merged_bodies.insert(device, merged);
-        }
-        views.push(view);
+        let (local, _) = node_records(node, devices.clone(), "local")?;
+        let (merged, merged_bodies) = node_records(node, devices.clone(), "merged")?;
+        views.push(NodeView {
+            name: node.name.clone(),
+            peer_id: mesh.peer_ids[i].clone(),
+            local: local.into_keys().collect(),
+            merged,
+            merged_bodies,
+        });
         let metrics = node.metrics()?;
         if i == 0 {
             slot_sizes = node.windows(from_ns)?.values().map(|w| w.slot_size).collect();
@@ -445,6 +587,13 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         });
     }
     let verdict = check::check(&truth, &views);
+    let intruder_report = match &mut intruder {
+        Some(i) => {
+            i.poll(&mesh);
+            Some(intruder_report(i, &mesh, &truth, &fabricated_path, &views, devices)?)
+        }
+        None => None,
+    };
 
     let kept = match keep {
         // The data stays after the mesh stops.
@@ -452,14 +601,74 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
             if let Some(t) = temp {
                 let _ = t.keep();
             }
-            Some(Kept { mesh, dir, site_relays })
+            Some(Kept { mesh, dir, site_relays, intruder: intruder.map(|i| i.node) })
         }
         false => None,
     };
     slot_sizes.sort_unstable();
     let window_latencies = watch.window_latencies(sent_until_ns);
     let median_slot_size = slot_sizes.get(slot_sizes.len() / 2).copied().unwrap_or(0);
-    Ok(Outcome { verdict, nodes: reports, partition, settled, window_latencies, median_slot_size, kept })
+    Ok(Outcome {
+        verdict,
+        nodes: reports,
+        partition,
+        intruder: intruder_report,
+        settled,
+        window_latencies,
+        median_slot_size,
+        kept,
+    })
+}
+
+/// Reads what the uninvited node holds and what the members counted, and checks it was
+/// kept out.
+fn intruder_report(
+    intruder: &Intruder,
+    mesh: &Mesh,
+    truth: &BTreeSet<Key>,
+    fabricated_path: &std::path::Path,
+    views: &[NodeView],
+    devices: std::ops::Range<u16>,
+) -> anyhow::Result<IntruderReport> {
+    // A fabricated record that happens to have a real one's identity (an INIT at the same
+    // millisecond) is not a fabrication anyone could tell.
+    let fabricated: BTreeSet<Key> = sensor::read_truth(fabricated_path)?
+        .iter()
+        .map(|t| (t.device, t.seq, t.timestamp))
+        .filter(|k| !truth.contains(k))
+        .collect();
+    let (merged, _) = node_records(&intruder.node, devices, "merged")?;
+    let metrics = intruder.node.metrics()?;
+    let mut by_reason = vec![0.0; UNPROVEN.len()];
+    let mut refusals = Vec::new();
+    for (node, before) in mesh.nodes.iter().zip(&intruder.baseline) {
+        let now = unproven_refusals(node)?;
+        let delta: Vec<f64> = now.iter().zip(before).map(|(n, b)| n - b).collect();
+        for (sum, d) in by_reason.iter_mut().zip(&delta) {
+            *sum += d;
+        }
+        refusals.push((node.name.clone(), delta.iter().sum()));
+    }
+    let view = IntruderView {
+        peer_id: intruder.peer_id.clone(),
+        sent: truth.union(&fabricated).copied().collect(),
+        fabricated,
+        merged,
+        repair_bytes_in: cluster::metric(&metrics, "telemesh_mesh_bytes_total{kind=\"repair\",direction=\"in\"}"),
+        max_peers: intruder.max_peers,
+        listed_by: intruder.listed_by.clone(),
+        refusals,
+    };
+    Ok(IntruderReport {
+        peer_id: view.peer_id.clone(),
+        sent: view.sent.len(),
+        fabricated: view.fabricated.len(),
+        held: view.merged.len(),
+        refusals: UNPROVEN.iter().copied().zip(by_reason).collect(),
+        max_peers: view.max_peers,
+        listed_by: view.listed_by.clone(),
+        verdict: check::check_intruder(&view, views),
+    })
 }
 
 fn progress_bar(opts: &Options) -> ProgressBar {
@@ -523,6 +732,30 @@ pub fn render(opts: &Options, outcome: &Outcome) -> String {
             secs(p.converged_after)
         );
     }
+    if let Some(i) = &outcome.intruder {
+        let v = &i.verdict;
+        let short = i.peer_id.get(i.peer_id.len().saturating_sub(8)..).unwrap_or(&i.peer_id);
+        let refusals: Vec<String> = i.refusals.iter().map(|(r, n)| format!("{r} {n:.0}")).collect();
+        let _ = writeln!(out, "uninvited node …{short} (--open, --bootstrap node a, same mesh name, no invitation)");
+        let _ = writeln!(
+            out,
+            "  sent to it directly: {} records, {} of them fabricated for the sensors' device ids; \
+             it holds {}, {} from the mesh",
+            i.sent, i.fabricated, i.held, v.from_mesh
+        );
+        let _ = writeln!(
+            out,
+            "  fabricated records in the members' merged histories: {}; members' refusals since it started: {}",
+            v.fabricated_in_members,
+            refusals.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "  most peers it had at a poll: {}; members that listed it in /v1/peers: {}",
+            i.max_peers,
+            if i.listed_by.is_empty() { "none".to_owned() } else { Vec::from_iter(i.listed_by.clone()).join(", ") }
+        );
+    }
     if let Some(p) = outcome.partition.as_ref().filter(|p| p.alone_after.is_none()) {
         let _ = writeln!(out, "FAILED: node {} kept its peers through the cut: the partition did not isolate it", p.node);
     }
@@ -536,11 +769,23 @@ pub fn render(opts: &Options, outcome: &Outcome) -> String {
     for p in &v.problems {
         let _ = writeln!(out, "FAILED: {p}");
     }
+    if let Some(i) = &outcome.intruder {
+        for p in &i.verdict.problems {
+            let _ = writeln!(out, "FAILED: {p}");
+        }
+    }
     if outcome.ok() {
         let _ = writeln!(
             out,
             "OK: every node's merged history is byte-identical and holds every record some site received."
         );
+        if outcome.intruder.is_some() {
+            let _ = writeln!(
+                out,
+                "OK: the uninvited node was kept out: no peer, no member listed it, nothing of its in any member's \
+                 history, nothing of the mesh in its own."
+            );
+        }
     }
     out
 }
