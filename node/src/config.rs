@@ -405,6 +405,23 @@ mod tests {
     }
 
     #[test]
+    fn membership_settings_that_contradict_each_other_are_refused() {
+        let bad = |f: File| f.resolve().expect_err("invalid").to_string();
+        assert!(bad(File { join: Some("garbage".into()), ..File::default() }).starts_with("join: invalid join token"));
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let ticket = crate::trust::Ticket::issue(&key, "default", 0, 60).expect("ticket");
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{}", key.public().to_peer_id()).parse().expect("addr");
+        let token = crate::trust::Token { ticket, bootstrap: vec![addr] }.encode();
+        let good = File { join: Some(token.clone()), ..File::default() }.resolve().expect("valid");
+        assert!(good.join.is_some());
+        assert!(bad(File { join: Some(token.clone()), open: Some(true), ..File::default() }).starts_with("join:"));
+        assert!(bad(File { owner_key: Some("k".into()), open: Some(true), ..File::default() }).starts_with("owner_key:"));
+        assert!(bad(File { join: Some(token.clone()), owner_key: Some("k".into()), ..File::default() }).starts_with("owner_key:"));
+        let other_mesh = bad(File { join: Some(token), mesh: Some("lab".into()), ..File::default() });
+        assert!(other_mesh.starts_with("join:") && other_mesh.contains("--mesh default"), "{other_mesh}");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let bad = |f: File| f.resolve().expect_err("invalid").to_string();
         assert!(bad(File { http: Some("localhost".into()), ..File::default() }).starts_with("http:"));

@@ -35,6 +35,8 @@ fn bad_configuration_is_one_line_and_exit_64() {
         (vec!["node", "--data", data, "--bootstrap", "/ip4/10.0.0.1/tcp/4001"], "bootstrap:"),
         (vec!["node", "--data", data, "--mesh", "my mesh"], "mesh:"),
         (vec!["node", "--data", data, "--external-address", "127.0.0.1:4001"], "external_addresses:"),
+        (vec!["node", "--data", data, "--join", "tmjoin1.not-a-token"], "join: invalid join token"),
+        (vec!["node", "--data", data, "--join", "hello"], "telemesh mesh invite"),
         (vec!["node", "--data", data, "--http", "0.0.0.0:8080"], "http: 0.0.0.0:8080 is not a loopback address"),
         (vec!["node", "--data", data, "--http-token-file", "/nonexistent/token"], "http_token_file: cannot read"),
     ] {

@@ -74,12 +74,10 @@ pub enum TrustError {
     OwnerKeyType(PathBuf),
     #[error("this node is a member of the mesh owned by {held}; the join token is for the mesh owned by {token} (use another data directory to join that one)")]
     OtherOwner { held: Owner, token: Owner },
-    #[error("the join token is for mesh {token:?}, but this node is configured for mesh {config:?} (set --mesh {token})")]
-    OtherMesh { token: String, config: String },
     #[error("--bootstrap alone does not join a closed mesh: get a token with `telemesh mesh invite` on a node that holds the owner key and start this node with --join TOKEN (or start every node with --open for an open mesh)")]
     BootstrapWithoutJoin,
-    #[error("{0}")]
-    Open(&'static str),
+    #[error("the join token names no valid owner key")]
+    InvalidToken,
 }
 
 /// What the trust plane counts (`telemesh_trust_*` in `/metrics`).
@@ -222,11 +220,6 @@ impl Membership {
         }
         let roster_path = dir.join(ROSTER_FILE);
         let key_path = setup.owner_key.clone().unwrap_or_else(|| dir.join(OWNER_KEY_FILE));
-        if let Some(token) = &setup.join {
-            if token.ticket.mesh() != mesh {
-                return Err(TrustError::OtherMesh { token: token.ticket.mesh().to_owned(), config: mesh.to_owned() });
-            }
-        }
         let held = match std::fs::read(&roster_path) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -236,7 +229,7 @@ impl Membership {
             let owner = roster::owner_named(&bytes).map_err(|refusal| TrustError::BadRoster { refusal, path: roster_path.clone() })?;
             let roster = Roster::verify(&bytes, &owner, mesh).map_err(|refusal| TrustError::BadRoster { refusal, path: roster_path.clone() })?;
             if let Some(token) = &setup.join {
-                let token_owner = token.ticket.owner().map_err(|_| TrustError::Open("the join token names no valid owner"))?;
+                let token_owner = token.ticket.owner().map_err(|_| TrustError::InvalidToken)?;
                 if token_owner != owner {
                     return Err(TrustError::OtherOwner { held: owner, token: token_owner });
                 }
@@ -248,7 +241,7 @@ impl Membership {
             return Ok(State::Closed(Closed { owner, key, roster: Some(roster), ticket: None }));
         }
         if let Some(token) = setup.join {
-            let owner = token.ticket.owner().map_err(|_| TrustError::Open("the join token names no valid owner"))?;
+            let owner = token.ticket.owner().map_err(|_| TrustError::InvalidToken)?;
             return Ok(State::Closed(Closed { owner, key: None, roster: None, ticket: Some(token.ticket) }));
         }
         if dir.join(OPEN_MARKER).exists() && setup.owner_key.is_none() {
