@@ -11,7 +11,10 @@
 //! (`telemesh/<mesh>/windows/2`), the repair protocol (`/telemesh/<mesh>/repair/1`), the
 //! kademlia protocol (`/telemesh/<mesh>/kad/1.0.0`) and the identify protocol version
 //! (`telemesh/<mesh>/1`) all carry it. A peer that identifies with another protocol version
-//! is disconnected and kept out of the routing table.
+//! is disconnected and kept out of the routing table. The name keeps no one out; the
+//! [`Membership`] does: identify, kademlia, gossipsub and repair run only on connections to
+//! members (`gate`), and the trust protocol (`/telemesh/<mesh>/trust/1`: rosters and join
+//! tickets) is all a peer not proven a member can speak, for 10 s (`docs/security.md`).
 //!
 //! Discovery: every peer learnt through identify or kademlia is added to the routing table
 //! and dialled while fewer than [`Config::max_peers`] peers are connected, so a node that
