@@ -569,7 +569,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod prop {
+mod props {
     use proptest::prelude::*;
 
     use super::*;
@@ -591,7 +591,7 @@ mod prop {
 
         /// Flipping any byte of a signed roster makes it fail verification.
         #[test]
-        fn any_change_to_a_signed_roster_is_caught(at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        fn any_change_to_a_signed_roster_is_caught(at in any::<proptest::sample::Index>(), flip in 1u8..=255) {
             let key = Keypair::generate_ed25519();
             let owner = Owner::of(&key).expect("ed25519");
             let roster = Roster::genesis(&key, "lab", Keypair::generate_ed25519().public().to_peer_id(), 1).expect("genesis");
