@@ -45,6 +45,8 @@ const UNPROVEN_GRACE: Duration = Duration::from_secs(10);
 /// Connections from peers not proven members kept at once: the rest of the connection
 /// budget ([`Config::max_peers`]) stays for members, whatever outsiders open.
 const MAX_UNPROVEN: usize = 16;
+/// Trust-protocol streams open at once on one connection.
+const TRUST_STREAMS: usize = 2;
 /// Trust-protocol messages are a roster or a ticket, and a little framing.
 const MAX_TRUST_MESSAGE: usize = MAX_ROSTER_BYTES + 4096;
 
@@ -190,10 +192,14 @@ fn behaviour(
 
     // The trust protocol's bytes are not the mesh's repair traffic: counted apart.
     let trust_codec = Codec { max_request: MAX_TRUST_MESSAGE, max_response: MAX_TRUST_MESSAGE, counters: Arc::default() };
+    // Two trust messages in flight per connection: what an outsider can make a node buffer is
+    // 16 unproven connections × 2 × 260 KiB, about 8 MiB.
     let trust = request_response::Behaviour::with_codec(
         trust_codec,
         [(stream_protocol(config.trust_protocol())?, ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(config.request_timeout),
+        request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(TRUST_STREAMS),
     );
     let admit = {
         let membership = Arc::clone(membership);
