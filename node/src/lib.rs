@@ -81,6 +81,20 @@ pub fn open_store(config: &Config) -> anyhow::Result<SledStore> {
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
 }
 
+/// How this node takes part in the mesh, from `config` and its data directory (after
+/// [`open_store`], which creates the node key). `run` does this itself; a binary calls it
+/// first to refuse a configuration that cannot join a mesh before binding any port.
+pub fn membership(config: &Config, metrics: trust::Metrics) -> Result<trust::Membership, trust::TrustError> {
+    let keypair = identity::load_or_create(&config.data_dir)?;
+    let setup = trust::Setup {
+        open: config.open,
+        join: config.join.clone(),
+        owner_key: config.owner_key.clone(),
+        bootstrap: config.bootstrap.clone(),
+    };
+    trust::Membership::load(&config.data_dir, &config.mesh, keypair.public().to_peer_id(), setup, metrics)
+}
+
 /// The mesh settings of `config`.
 fn mesh_config(config: &Config) -> mesh::Config {
     mesh::Config {
@@ -159,19 +173,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     let maintenance = tokio::spawn(maintain(Arc::clone(&shared), config.flush_interval, config.stream_idle, shutdown.clone()));
 
     let keypair = identity::load_or_create(&config.data_dir)?;
-    let setup = trust::Setup {
-        open: config.open,
-        join: config.join.clone(),
-        owner_key: config.owner_key.clone(),
-        bootstrap: config.bootstrap.clone(),
-    };
-    let membership = Arc::new(trust::Membership::load(
-        &config.data_dir,
-        &config.mesh,
-        keypair.public().to_peer_id(),
-        setup,
-        shared.metrics.trust.clone(),
-    )?);
+    let membership = Arc::new(membership(&config, shared.metrics.trust.clone())?);
     let mesh_status = Arc::new(Mutex::new(mesh::Status::default()));
     let (mesh, windows) = mesh::start(
         mesh_config(&config),

@@ -308,6 +308,13 @@ fn node(args: NodeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e.into()),
     };
+    // Membership: a node that cannot join a mesh as configured stops here, before it
+    // starts (a configuration at fault is exit 64; the first node of a mesh creates it here).
+    match telemesh_node::membership(&config, telemesh_node::trust::Metrics::default()) {
+        Ok(_) => {}
+        Err(e) if e.is_usage() => return usage(e),
+        Err(e) => return fail(e.into()),
+    }
 
     // 3. Run until SIGINT/SIGTERM, then drain.
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -156,7 +156,8 @@ fn a_closed_mesh_from_the_command_line() {
         "node", "--data", fresh, "--bootstrap", &boot, "--http", &http, "--listen", "/ip4/127.0.0.1/tcp/0", "--iotstream",
         "127.0.0.1:0", "--tinytelemetry", "off",
     ]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--join TOKEN") && err.contains("telemesh mesh invite"), "{err}");
 
     let (code, token, err) = run(&["mesh", "invite", "--node", &owner.url(), "--expires", "5m"]);

@@ -80,6 +80,20 @@ pub enum TrustError {
     InvalidToken,
 }
 
+impl TrustError {
+    /// Whether the configuration is at fault (exit 64), not the data directory.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            TrustError::OwnerMismatch { .. }
+                | TrustError::OwnerKeyType(_)
+                | TrustError::OtherOwner { .. }
+                | TrustError::BootstrapWithoutJoin
+                | TrustError::InvalidToken
+        )
+    }
+}
+
 /// What the trust plane counts (`telemesh_trust_*` in `/metrics`).
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
