@@ -8,6 +8,7 @@ mod ingest;
 mod mesh;
 pub mod load;
 mod repair;
+mod scale;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ enum Command {
     Mesh(mesh::Opts),
     /// Repair overhead of telemesh against ARQ and whole-window fetch, in a simulated mesh (sweep).
     Repair(repair::Opts),
+    /// Overlay bytes per record per node (gossip, provenance, summary exchange) as sites grow, simulated.
+    Scale(scale::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Disk(opts) => disk::run(&opts),
         Command::Mesh(opts) => mesh::run(&opts),
         Command::Repair(opts) => repair::run(&opts),
+        Command::Scale(opts) => scale::run(&opts),
     }
 }

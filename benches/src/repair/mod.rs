@@ -184,6 +184,11 @@ pub struct Setup {
     pub latency_ns: u64,
     pub timeout_ns: u64,
     pub seed: u64,
+    /// Seals spread over this much time: site i seals its windows i × spread / sites after
+    /// the first (0: every site at once).
+    pub spread_ns: u64,
+    /// Jitter of every overlay link (± this much on top of `latency_ns`).
+    pub jitter_ns: u64,
 }
 
 /// Device time of the first window: a window boundary.
@@ -225,6 +230,7 @@ pub fn simulate(point: &Point, setup: &Setup, scheme: Scheme) -> Measure {
         overlay: impair::Config {
             loss: point.overlay_loss,
             delay_ns: setup.latency_ns,
+            jitter_ns: setup.jitter_ns,
             ..impair::Config::default()
         },
         seed: setup.seed.wrapping_mul(7_919).wrapping_add(1_000_000),
@@ -237,8 +243,11 @@ pub fn simulate(point: &Point, setup: &Setup, scheme: Scheme) -> Measure {
     // record arrives, one period after its end; every site seals it then and announces it.
     for m in 0..u64::from(sensors.minutes) {
         let seal = (m + 1) * window::SPAN_NS + sensors.period_ns;
-        s.run_until(seal);
         let span = START_NS + m * window::SPAN_NS..START_NS + (m + 1) * window::SPAN_NS;
+        // Every site holds its records when the first seals (a real node counts the records
+        // of a window still open as held); the announcements go out spread over `spread_ns`.
+        s.run_until(seal);
+        let mut announced = Vec::with_capacity(heard.len());
         for (site, h) in heard.iter().enumerate() {
             let mine: Vec<Record> = records
                 .iter()
@@ -254,6 +263,10 @@ pub fn simulate(point: &Point, setup: &Setup, scheme: Scheme) -> Measure {
                 })
                 .collect();
             s.hear(site, &mine);
+            announced.push(windows);
+        }
+        for (site, windows) in announced.into_iter().enumerate() {
+            s.run_until(seal + site as u64 * setup.spread_ns / point.sites as u64);
             s.announce(site, windows);
         }
     }
@@ -378,6 +391,8 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         latency_ns: opts.latency_ms * 1_000_000,
         timeout_ns: opts.timeout_ms * 1_000_000,
         seed: opts.seed,
+        spread_ns: 0,
+        jitter_ns: 0,
     };
     anyhow::ensure!(
         setup.devices > 0 && setup.minutes > 0,
@@ -478,6 +493,8 @@ mod tests {
             latency_ns: 20_000_000,
             timeout_ns: 500_000_000,
             seed: 3,
+            spread_ns: 0,
+            jitter_ns: 0,
         };
         (point, setup)
     }
@@ -513,7 +530,15 @@ mod tests {
         // window at once; stored one by one, the first store started a session that
         // fetched the others' records again (2,082 lacked, 2,105 repaired here).
         let point = Point { pattern: Pattern::Random, sensor_loss: 0.2, sites: 3, overlay_loss: 0.2, per_window: 600 };
-        let setup = Setup { devices: 6, minutes: 1, latency_ns: 20_000_000, timeout_ns: 500_000_000, seed: 1 };
+        let setup = Setup {
+            devices: 6,
+            minutes: 1,
+            latency_ns: 20_000_000,
+            timeout_ns: 500_000_000,
+            seed: 1,
+            spread_ns: 0,
+            jitter_ns: 0,
+        };
         let m = simulate(&point, &setup, Scheme::Telemesh);
         assert_eq!((m.repaired, m.unconverged), (m.lacked, 0), "{m:?}");
     }
