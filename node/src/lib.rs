@@ -35,6 +35,7 @@ use crate::trust::identity;
 pub struct Sockets {
     pub iotstream: Option<UdpSocket>,
     pub tinytelemetry: Option<UdpSocket>,
+    pub secure: Option<UdpSocket>,
     pub http: TcpListener,
 }
 
@@ -65,6 +66,7 @@ pub fn bind(config: &Config) -> Result<Sockets, BindError> {
     Ok(Sockets {
         iotstream: config.iotstream.map(|a| bind_udp("iotstream (udp)", a, config.recv_buffer)).transpose()?,
         tinytelemetry: config.tinytelemetry.map(|a| bind_udp("tinytelemetry (udp)", a, config.recv_buffer)).transpose()?,
+        secure: config.secure.map(|a| bind_udp("secure (udp, dtls)", a, config.recv_buffer)).transpose()?,
         http: TcpListener::bind(config.http).map_err(|source| BindError { what: "http (tcp)", addr: config.http, source })?,
     })
 }
@@ -79,6 +81,16 @@ pub fn open_store(config: &Config) -> anyhow::Result<SledStore> {
     let name = key.public().to_peer_id().to_string();
     SledStore::open_as(&config.data_dir, config.cache_mb, Some(&name))
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
+}
+
+/// The secure listener's certificates: the real PKI's files if configured, else the
+/// built-in CA and node certificate of `<data_dir>/secure/`, created on the first start.
+pub fn secure_credentials(config: &Config) -> anyhow::Result<ingest::dtls::Credentials> {
+    use ingest::dtls::cert;
+    match &config.secure_pki {
+        Some(p) => cert::load(&p.ca, &p.cert, &p.key).context("cannot load the secure listener's certificates"),
+        None => cert::load_or_create(&config.data_dir).context("cannot create the secure listener's certificates"),
+    }
 }
 
 /// The mesh settings of `config`.
@@ -122,6 +134,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     let listeners = api::Listeners {
         iotstream: sockets.iotstream.as_ref().and_then(|s| s.local_addr().ok()),
         tinytelemetry: sockets.tinytelemetry.as_ref().and_then(|s| s.local_addr().ok()),
+        secure: sockets.secure.as_ref().and_then(|s| s.local_addr().ok()),
         http: sockets.http.local_addr()?,
     };
     let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| format!("udp {a}"));
@@ -130,6 +143,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         version = env!("CARGO_PKG_VERSION"),
         iotstream = %show(listeners.iotstream),
         tinytelemetry = %show(listeners.tinytelemetry),
+        secure = %show(listeners.secure),
         http = %listeners.http,
         data = %config.data_dir.display(),
         "telemesh node listening"
@@ -153,6 +167,18 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
                 .name(format!("ingest-{dialect}"))
                 .spawn(move || listener.run(socket, token))
                 .context("cannot start an ingest thread")?,
+        );
+    }
+
+    if let Some(socket) = sockets.secure {
+        let credentials = secure_credentials(&config)?;
+        let listener = ingest::dtls::Secure::new(&credentials, ingest::dtls::Limits::default(), Arc::clone(&shared))?;
+        let token = shutdown.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("ingest-secure".to_owned())
+                .spawn(move || listener.run(socket, token))
+                .context("cannot start the secure ingest thread")?,
         );
     }
 
@@ -285,6 +311,7 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
 pub struct Node {
     pub iotstream: Option<SocketAddr>,
     pub tinytelemetry: Option<SocketAddr>,
+    pub secure: Option<SocketAddr>,
     pub http: SocketAddr,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -296,8 +323,13 @@ impl Node {
         config.validate()?;
         let sockets = bind(&config)?;
         let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+        if config.secure.is_some() {
+            // Created (or checked) before `start` returns, so callers find the files.
+            secure_credentials(&config)?;
+        }
         let iotstream = sockets.iotstream.as_ref().map(UdpSocket::local_addr).transpose()?;
         let tinytelemetry = sockets.tinytelemetry.as_ref().map(UdpSocket::local_addr).transpose()?;
+        let secure = sockets.secure.as_ref().map(UdpSocket::local_addr).transpose()?;
         let http = sockets.http.local_addr()?;
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -305,7 +337,7 @@ impl Node {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(run(config, sockets, store, token))
         })?;
-        Ok(Node { iotstream, tinytelemetry, http, shutdown, thread: Some(thread) })
+        Ok(Node { iotstream, tinytelemetry, secure, http, shutdown, thread: Some(thread) })
     }
 
     /// The base URL of the HTTP API.
