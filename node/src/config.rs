@@ -30,6 +30,9 @@ pub struct Config {
     /// certificates, and the node's certificate and key. `None`: the built-in CA of
     /// `<data_dir>/secure/`, created on the first start.
     pub secure_pki: Option<SecurePki>,
+    /// The secure listener's bounds (handshakes in progress, sessions, timeouts); not in the
+    /// config file yet: the defaults are documented in `docs/security.md`.
+    pub secure_limits: crate::ingest::dtls::Limits,
     /// HTTP query API and `/metrics`.
     pub http: SocketAddr,
     /// The bearer token every HTTP request must carry (read from `http_token_file`);
@@ -92,6 +95,7 @@ impl Default for Config {
             tinytelemetry: Some(SocketAddr::from(([0, 0, 0, 0], 5000))),
             secure: Some(SocketAddr::from(([0, 0, 0, 0], 5006))),
             secure_pki: None,
+            secure_limits: crate::ingest::dtls::Limits::default(),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_token: None,
             http_insecure: false,
@@ -215,6 +219,7 @@ impl File {
             iotstream: optional_addr("iotstream", self.iotstream, d.iotstream)?,
             tinytelemetry: optional_addr("tinytelemetry", self.tinytelemetry, d.tinytelemetry)?,
             secure: optional_addr("secure", self.secure, d.secure)?,
+            secure_limits: d.secure_limits,
             secure_pki: match (self.secure_ca, self.secure_cert, self.secure_key) {
                 (None, None, None) => None,
                 (Some(ca), Some(cert), Some(key)) => Some(SecurePki { ca, cert, key }),

@@ -172,7 +172,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
 
     if let Some(socket) = sockets.secure {
         let credentials = secure_credentials(&config)?;
-        let listener = ingest::dtls::Secure::new(&credentials, ingest::dtls::Limits::default(), Arc::clone(&shared))?;
+        let listener = ingest::dtls::Secure::new(&credentials, config.secure_limits, Arc::clone(&shared))?;
         let token = shutdown.clone();
         threads.push(
             std::thread::Builder::new()

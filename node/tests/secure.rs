@@ -277,3 +277,231 @@ fn a_frame_for_another_client_id_is_dropped_and_counted() {
     assert!(stored(&node, 3002).is_empty(), "nothing stored under the other id");
     node.stop().expect("stops");
 }
+
+/// A DTLS client written with the openssl crate over a connected UDP socket, which can lose
+/// chosen datagrams from the node (by their order of arrival) to exercise retransmission.
+mod rust_client {
+    use std::io::{self, Read, Write};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use openssl::ssl::{ErrorCode, Ssl, SslContextBuilder, SslFiletype, SslMethod, SslOptions, SslStream, SslVerifyMode};
+
+    #[derive(Debug)]
+    pub struct Udp {
+        socket: UdpSocket,
+        lose: Vec<usize>,
+        received: usize,
+        /// From the datagram it numbers (0 = the first sent), everything this client sends
+        /// is lost for the duration.
+        pub blackout: Option<(usize, Duration)>,
+        sent: usize,
+        blackout_until: Option<Instant>,
+    }
+
+    impl Read for Udp {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            loop {
+                // A read timeout surfaces as WouldBlock: OpenSSL then checks its retransmission timer.
+                let n = self.socket.recv(buf)?;
+                self.received += 1;
+                if !self.lose.contains(&(self.received - 1)) {
+                    return Ok(n);
+                }
+            }
+        }
+    }
+
+    impl Write for Udp {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.sent += 1;
+            if let Some((from, long)) = self.blackout {
+                if self.sent - 1 == from {
+                    self.blackout_until = Some(Instant::now() + long);
+                }
+            }
+            if self.blackout_until.is_some_and(|t| Instant::now() < t) {
+                return Ok(buf.len());
+            }
+            self.socket.send(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Connects with the files in `certs` (as `telemesh certs device` writes them), losing the
+    /// node's datagrams numbered in `lose` (0 = the first).
+    pub fn connect(addr: SocketAddr, certs: &Path, lose: Vec<usize>) -> SslStream<Udp> {
+        connect_with(addr, certs, lose, None)
+    }
+
+    /// [`connect`], with a blackout of what the client sends (see [`Udp::blackout`]).
+    pub fn connect_with(
+        addr: SocketAddr,
+        certs: &Path,
+        lose: Vec<usize>,
+        blackout: Option<(usize, Duration)>,
+    ) -> SslStream<Udp> {
+        let mut b = SslContextBuilder::new(SslMethod::dtls()).expect("context");
+        b.set_ca_file(certs.join("ca.pem")).expect("ca");
+        b.set_certificate_file(certs.join("device.pem"), SslFiletype::PEM).expect("cert");
+        b.set_private_key_file(certs.join("device.key"), SslFiletype::PEM).expect("key");
+        b.set_verify(SslVerifyMode::PEER);
+        b.set_options(SslOptions::NO_QUERY_MTU);
+        let ctx = b.build();
+        let mut ssl = Ssl::new(&ctx).expect("ssl");
+        ssl.set_connect_state();
+        ssl.set_mtu(1200).expect("mtu");
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.connect(addr).expect("connect");
+        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let udp = Udp { socket, lose, received: 0, blackout, sent: 0, blackout_until: None };
+        let mut stream = SslStream::new(ssl, udp).expect("stream");
+        let deadline = Instant::now() + super::DEADLINE;
+        loop {
+            match stream.do_handshake() {
+                Ok(()) => return stream,
+                Err(e) if e.code() == ErrorCode::WANT_READ => {
+                    assert!(Instant::now() < deadline, "the handshake did not finish");
+                }
+                Err(e) => panic!("handshake failed: {e}"),
+            }
+        }
+    }
+
+    /// The first datagram a client sends: a ClientHello, without a cookie.
+    pub fn client_hello(certs: &Path) -> Vec<u8> {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sink.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let addr = sink.local_addr().expect("addr");
+        socket.connect(addr).expect("connect");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let mut b = SslContextBuilder::new(SslMethod::dtls()).expect("context");
+        b.set_certificate_file(certs.join("device.pem"), SslFiletype::PEM).expect("cert");
+        b.set_private_key_file(certs.join("device.key"), SslFiletype::PEM).expect("key");
+        b.set_options(SslOptions::NO_QUERY_MTU);
+        let ctx = b.build();
+        let mut ssl = Ssl::new(&ctx).expect("ssl");
+        ssl.set_connect_state();
+        ssl.set_mtu(1200).expect("mtu");
+        let udp = Udp { socket, lose: Vec::new(), received: 0, blackout: None, sent: 0, blackout_until: None };
+        let mut stream = SslStream::new(ssl, udp).expect("stream");
+        let _ = stream.do_handshake();
+        let mut buf = vec![0u8; 4096];
+        let n = sink.recv(&mut buf).expect("a ClientHello");
+        buf.truncate(n);
+        buf
+    }
+}
+
+fn rust_node(dir: &Path, limits: telemesh_node::ingest::dtls::Limits) -> (Node, SocketAddr) {
+    let config = telemesh_node::Config { secure_limits: limits, ..common::config(dir, TimestampUnit::Ms) };
+    let node = Node::start(config).expect("node starts");
+    let addr = node.secure.expect("secure listener on");
+    (node, addr)
+}
+
+#[test]
+fn many_clients_at_once_some_behind_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (node, addr) = rust_node(&data, Default::default());
+    const CLIENTS: u32 = 6;
+    const FRAMES: u64 = 40;
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let client = 5000 + i;
+            let certs = dir.path().join(format!("dev{client}"));
+            device_certs(&data, client, &certs);
+            std::thread::spawn(move || {
+                // Odd clients lose the node's first datagram after its HelloVerifyRequest (part
+                // of its ServerHello flight): the handshake must recover by retransmission.
+                let lose = if i % 2 == 1 { vec![1] } else { Vec::new() };
+                let mut s = rust_client::connect(addr, &certs, lose);
+                for seq in 1..=FRAMES {
+                    let f = frame(client, seq, PAYLOAD);
+                    assert_eq!(s.ssl_write(&f).expect("write"), f.len());
+                    if seq % 10 == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                let _ = s.shutdown();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    for i in 0..CLIENTS {
+        let client = 5000 + i;
+        wait_for("every record", || stored(&node, client).len() == FRAMES as usize);
+        let seqs: Vec<u64> = stored(&node, client).iter().map(|r| r.0).collect();
+        assert_eq!(seqs, (1..=FRAMES).collect::<Vec<_>>(), "client {client}");
+    }
+    let m = metrics(&node);
+    assert_eq!(common::metric(&m, "telemesh_secure_handshakes_total"), f64::from(CLIENTS), "{m}");
+    assert_eq!(common::metric(&m, "telemesh_drops_total{dialect=\"secure\""), 0.0, "{m}");
+    wait_for("the sessions to close", || counter(&node, "telemesh_secure_sessions ") == 0.0);
+    node.stop().expect("stops");
+}
+
+#[test]
+fn a_flood_of_client_hellos_is_bounded_and_established_clients_go_on() {
+    use telemesh_node::ingest::dtls::Limits;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let limits =
+        Limits { max_half_open: 4, max_sessions: 64, handshake_timeout: Duration::from_secs(2), ..Limits::default() };
+    let (node, addr) = rust_node(&data, limits);
+    let certs = dir.path().join("dev7001");
+    device_certs(&data, 7001, &certs);
+    let mut established = rust_client::connect(addr, &certs, Vec::new());
+
+    // Twenty "peers" that send a ClientHello and never answer the HelloVerifyRequest.
+    let hello = rust_client::client_hello(&certs);
+    let spoofed: Vec<std::net::UdpSocket> =
+        (0..20).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    for s in &spoofed {
+        s.send_to(&hello, addr).expect("send");
+    }
+    let full = "telemesh_secure_refused_total{reason=\"half_open_full\"}";
+    wait_for("the flood to be refused", || counter(&node, full) == 16.0);
+    assert_eq!(counter(&node, "telemesh_secure_half_open "), 4.0);
+
+    // The established client is not stalled.
+    for seq in 1..=3 {
+        established.ssl_write(&frame(7001, seq, PAYLOAD)).expect("write");
+    }
+    wait_for("its records", || stored(&node, 7001).len() == 3);
+
+    // The half-open handshakes expire; then a new client gets in.
+    wait_for("the handshakes to expire", || counter(&node, "telemesh_secure_half_open ") == 0.0);
+    assert_eq!(counter(&node, "telemesh_secure_refused_total{reason=\"handshake_timeout\"}"), 4.0);
+    let certs2 = dir.path().join("dev7002");
+    device_certs(&data, 7002, &certs2);
+    let mut late = rust_client::connect(addr, &certs2, Vec::new());
+    late.ssl_write(&frame(7002, 1, PAYLOAD)).expect("write");
+    wait_for("the late client's record", || stored(&node, 7002).len() == 1);
+    node.stop().expect("stops");
+}
+
+#[test]
+fn the_node_retransmits_its_flight_from_its_timer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (node, addr) = rust_node(&data, Default::default());
+    let certs = dir.path().join("dev8001");
+    device_certs(&data, 8001, &certs);
+    // The client's second flight (its certificate, key exchange, Finished: sent datagram 2
+    // on, after the two ClientHellos) and its own retransmissions are lost for 2.5 s: the
+    // node hears nothing, so only its timer can send its flight again. Past the blackout
+    // the client's next retransmission gets through and the handshake completes.
+    let mut s = rust_client::connect_with(addr, &certs, Vec::new(), Some((2, Duration::from_millis(2500))));
+    s.ssl_write(&frame(8001, 1, PAYLOAD)).expect("write");
+    wait_for("the record", || stored(&node, 8001).len() == 1);
+    assert!(counter(&node, "telemesh_secure_retransmissions_total") >= 1.0, "{}", metrics(&node));
+    node.stop().expect("stops");
+}
