@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: UDP ingest, sled store, HTTP query API.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Print the records of one device, in device order.
     Query(QueryArgs),
     /// Verify a stopped node's store: every sealed window's Merkle root and hash tree
@@ -215,7 +215,7 @@ struct QueryArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Node(args) => node(args),
+        Command::Node(args) => node(*args),
         Command::Query(q) => print(q.api.api().and_then(|api| {
             client::query(
                 &api,

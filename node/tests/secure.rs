@@ -344,6 +344,33 @@ mod rust_client {
         lose: Vec<usize>,
         blackout: Option<(usize, Duration)>,
     ) -> SslStream<Udp> {
+        let mut stream = new(addr, certs, lose, blackout);
+        let deadline = Instant::now() + super::DEADLINE;
+        loop {
+            match stream.do_handshake() {
+                Ok(()) => return stream,
+                Err(e) if e.code() == ErrorCode::WANT_READ => {
+                    assert!(Instant::now() < deadline, "the handshake did not finish");
+                }
+                Err(e) => panic!("handshake failed: {e}"),
+            }
+        }
+    }
+
+    /// A client that sends its ClientHello, answers the HelloVerifyRequest with the cookie,
+    /// then falls silent: a handshake left half-open on the node.
+    pub fn stall(addr: SocketAddr, certs: &Path) -> SslStream<Udp> {
+        // Everything from its second flight on (sent datagram 2) is lost.
+        let mut stream = new(addr, certs, Vec::new(), Some((2, Duration::from_secs(3600))));
+        let deadline = Instant::now() + super::DEADLINE;
+        while stream.get_ref().sent < 2 {
+            assert!(Instant::now() < deadline, "no HelloVerifyRequest");
+            let _ = stream.do_handshake();
+        }
+        stream
+    }
+
+    fn new(addr: SocketAddr, certs: &Path, lose: Vec<usize>, blackout: Option<(usize, Duration)>) -> SslStream<Udp> {
         let mut b = SslContextBuilder::new(SslMethod::dtls()).expect("context");
         b.set_ca_file(certs.join("ca.pem")).expect("ca");
         b.set_certificate_file(certs.join("device.pem"), SslFiletype::PEM).expect("cert");
@@ -358,17 +385,7 @@ mod rust_client {
         socket.connect(addr).expect("connect");
         socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
         let udp = Udp { socket, lose, received: 0, blackout, sent: 0, blackout_until: None };
-        let mut stream = SslStream::new(ssl, udp).expect("stream");
-        let deadline = Instant::now() + super::DEADLINE;
-        loop {
-            match stream.do_handshake() {
-                Ok(()) => return stream,
-                Err(e) if e.code() == ErrorCode::WANT_READ => {
-                    assert!(Instant::now() < deadline, "the handshake did not finish");
-                }
-                Err(e) => panic!("handshake failed: {e}"),
-            }
-        }
+        SslStream::new(ssl, udp).expect("stream")
     }
 
     /// The first datagram a client sends: a ClientHello, without a cookie.
@@ -395,6 +412,27 @@ mod rust_client {
         buf.truncate(n);
         buf
     }
+}
+
+/// `hello` (a ClientHello without a cookie, one record, one fragment) with `cookie` in it.
+fn with_cookie(hello: &[u8], cookie: &[u8]) -> Vec<u8> {
+    // Record header 13 bytes, handshake header 12, client version 2, random 32: then the
+    // session id (length byte first), then the cookie's length byte.
+    let sid = 13 + 12 + 34;
+    let at = sid + 1 + usize::from(hello[sid]);
+    assert_eq!(hello[at], 0, "a ClientHello without a cookie");
+    let mut out = hello[..at].to_vec();
+    out.push(u8::try_from(cookie.len()).expect("short cookie"));
+    out.extend_from_slice(cookie);
+    out.extend_from_slice(&hello[at + 1..]);
+    let grow = cookie.len();
+    let record = usize::from(u16::from_be_bytes([hello[11], hello[12]])) + grow;
+    out[11..13].copy_from_slice(&u16::try_from(record).expect("fits").to_be_bytes());
+    let body = u32::from_be_bytes([0, hello[14], hello[15], hello[16]]) as usize + grow;
+    let b = u32::try_from(body).expect("fits").to_be_bytes();
+    out[14..17].copy_from_slice(&b[1..]); // message length
+    out[22..25].copy_from_slice(&b[1..]); // fragment length
+    out
 }
 
 fn rust_node(dir: &Path, limits: telemesh_node::ingest::dtls::Limits) -> (Node, SocketAddr) {
@@ -453,22 +491,41 @@ fn a_flood_of_client_hellos_is_bounded_and_established_clients_go_on() {
     use telemesh_node::ingest::dtls::Limits;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let limits =
-        Limits { max_half_open: 4, max_sessions: 64, handshake_timeout: Duration::from_secs(2), ..Limits::default() };
+    // The default handshake timeout (10 s): long enough that no stalled handshake expires
+    // before the last one is refused, however slow the machine.
+    let limits = Limits { max_half_open: 4, max_sessions: 64, ..Limits::default() };
     let (node, addr) = rust_node(&data, limits);
     let certs = dir.path().join("dev7001");
     device_certs(&data, 7001, &certs);
     let mut established = rust_client::connect(addr, &certs, Vec::new());
 
-    // Twenty "peers" that send a ClientHello and never answer the HelloVerifyRequest.
+    // Twenty "peers" (spoofed addresses, as far as the node can tell) that send a
+    // ClientHello and never answer: each gets a HelloVerifyRequest, and no state.
     let hello = rust_client::client_hello(&certs);
     let spoofed: Vec<std::net::UdpSocket> =
         (0..20).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    let verify = "telemesh_secure_hello_verify_total";
+    let before = counter(&node, verify);
     for s in &spoofed {
         s.send_to(&hello, addr).expect("send");
     }
+    wait_for("the cookies", || counter(&node, verify) == before + 20.0);
+    assert_eq!(counter(&node, "telemesh_secure_half_open "), 0.0);
+    assert_eq!(counter(&node, "telemesh_secure_sessions "), 1.0);
+    // A forged cookie gets a new HelloVerifyRequest (RFC 6347), and no state either; a
+    // ClientHello that does not parse is dropped and counted.
+    spoofed[0].send_to(&with_cookie(&hello, &[0xAA; 32]), addr).expect("send");
+    wait_for("the forged cookie's answer", || counter(&node, verify) == before + 21.0);
+    spoofed[1].send_to(&hello[..40], addr).expect("send");
+    let bad = "telemesh_secure_refused_total{reason=\"bad_client_hello\"}";
+    wait_for("the truncated ClientHello", || counter(&node, bad) == 1.0);
+    assert_eq!(counter(&node, "telemesh_secure_half_open "), 0.0);
+    assert_eq!(counter(&node, "telemesh_secure_sessions "), 1.0);
+    // Six peers that do answer the cookie, then fall silent: four handshakes are held, two
+    // refused.
+    let stalled: Vec<_> = (0..6).map(|_| rust_client::stall(addr, &certs)).collect();
     let full = "telemesh_secure_refused_total{reason=\"half_open_full\"}";
-    wait_for("the flood to be refused", || counter(&node, full) == 16.0);
+    wait_for("the cap", || counter(&node, full) == 2.0);
     assert_eq!(counter(&node, "telemesh_secure_half_open "), 4.0);
 
     // The established client is not stalled.
@@ -485,6 +542,7 @@ fn a_flood_of_client_hellos_is_bounded_and_established_clients_go_on() {
     let mut late = rust_client::connect(addr, &certs2, Vec::new());
     late.ssl_write(&frame(7002, 1, PAYLOAD)).expect("write");
     wait_for("the late client's record", || stored(&node, 7002).len() == 1);
+    drop(stalled);
     node.stop().expect("stops");
 }
 

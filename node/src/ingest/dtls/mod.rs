@@ -5,28 +5,28 @@
 //! session is an OpenSSL `Ssl` (server side) over a [`Pipe`]: a `Read + Write` of queued
 //! datagrams, so the listener, not OpenSSL, does all socket I/O. The MTU is set explicitly
 //! (`NO_QUERY_MTU`); handshake retransmission is driven from the loop's tick
-//! ([`timer::handle_timeout`]). Every DTLS record a client sends after its handshake is one
+//! ([`ffi::handle_timeout`]). Every DTLS record a client sends after its handshake is one
 //! frame, handed to the same [`Listener`] path as the plain dialects, after a check that the
 //! frame's client id is the one its certificate names ([`cert::client_id`]).
 //!
-//! Bounds: at most `max_half_open` handshakes in progress, each expired after
-//! `handshake_timeout`; at most `max_sessions` sessions in all, each expired after `idle`
-//! without a record. A new peer is only given state when its first datagram looks like a
-//! ClientHello, and the handshake starts with a cookie exchange (HelloVerifyRequest), so a
-//! spoofed address never gets as far as the server's certificate or key exchange. Every
+//! Bounds: a new peer gets no state until it proves it receives at its address: one shared
+//! listening `Ssl` answers every ClientHello without a valid cookie with a
+//! HelloVerifyRequest (`DTLSv1_listen`, [`ffi::listen`]: stateless, the cookie a keyed hash
+//! of the address), and only a ClientHello with a valid cookie becomes a session. Then: at
+//! most `max_half_open` handshakes in progress, each expired after `handshake_timeout`; at
+//! most `max_sessions` sessions in all, each expired after `idle` without a record. Every
 //! refusal is counted by [`Refusal`] in `telemesh_secure_refused_total{reason}`.
 
 pub mod cert;
-mod timer;
+mod ffi;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use openssl::error::ErrorStack;
-use openssl::ex_data::Index;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslStream,
     SslVerifyMode, SslVersion,
@@ -109,10 +109,13 @@ pub enum Refusal {
     SessionsFull,
     /// A datagram from an unknown peer that is not a DTLS ClientHello.
     NotClientHello,
+    /// A ClientHello the cookie exchange could not parse (a wrong cookie is answered with a
+    /// new HelloVerifyRequest, as RFC 6347 says, and costs nothing).
+    BadClientHello,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::Expired,
         Refusal::NotYetValid,
         Refusal::UnknownCa,
@@ -124,6 +127,7 @@ impl Refusal {
         Refusal::HalfOpenFull,
         Refusal::SessionsFull,
         Refusal::NotClientHello,
+        Refusal::BadClientHello,
     ];
 
     /// The `reason` label.
@@ -140,6 +144,7 @@ impl Refusal {
             Refusal::HalfOpenFull => "half_open_full",
             Refusal::SessionsFull => "sessions_full",
             Refusal::NotClientHello => "not_client_hello",
+            Refusal::BadClientHello => "bad_client_hello",
         }
     }
 
@@ -186,6 +191,8 @@ pub struct Metrics {
     pub handshakes: Counter,
     /// Handshake flights sent again after their timer expired.
     pub retransmissions: Counter,
+    /// HelloVerifyRequests sent (a new peer's ClientHello without a valid cookie).
+    pub hello_verify: Counter,
     /// Sessions held (handshaking or established).
     pub sessions: Gauge,
     /// Handshakes in progress.
@@ -200,6 +207,8 @@ impl Metrics {
         let handshakes = self.handshakes.clone();
         r.register("handshakes", "Secure handshakes completed with a verified client certificate", handshakes);
         r.register("retransmissions", "Secure handshake flights retransmitted", self.retransmissions.clone());
+        let hello_verify = self.hello_verify.clone();
+        r.register("hello_verify", "HelloVerifyRequests sent, statelessly, to new secure peers", hello_verify);
         r.register("sessions", "Secure sessions held (handshaking or established)", self.sessions.clone());
         r.register("half_open", "Secure handshakes in progress", self.half_open.clone());
         for reason in Refusal::ALL {
@@ -234,7 +243,8 @@ pub enum SetupError {
 
 /// The DTLS server context: DTLS 1.2 only, the node's certificate, client certificates
 /// required and verified against `credentials.ca` alone, cookie exchange on.
-pub fn context(credentials: &Credentials, peer_index: Index<Ssl, SocketAddr>) -> Result<SslContext, SetupError> {
+/// `peer` is the address of the datagram being handled (the cookie is computed over it).
+pub fn context(credentials: &Credentials, peer: Arc<Mutex<Option<SocketAddr>>>) -> Result<SslContext, SetupError> {
     let mut b = SslContextBuilder::new(SslMethod::dtls())?;
     b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
     b.set_max_proto_version(Some(SslVersion::DTLS1_2))?;
@@ -251,11 +261,11 @@ pub fn context(credentials: &Credentials, peer_index: Index<Ssl, SocketAddr>) ->
     // The cookie: a keyed hash of the peer's address under a secret made at start. It
     // proves the peer receives at that address before the node does any public-key work.
     let secret: [u8; 32] = rand::random();
-    let cookie = move |ssl: &SslRef| {
-        let peer = ssl.ex_data(peer_index).map(|a| a.to_string()).unwrap_or_default();
+    let cookie = move |_: &SslRef| {
+        let peer = peer.lock().unwrap_or_else(PoisonError::into_inner).map(|a| a.to_string()).unwrap_or_default();
         *blake3::keyed_hash(&secret, peer.as_bytes()).as_bytes()
     };
-    let generate = cookie;
+    let generate = cookie.clone();
     b.set_cookie_generate_cb(move |ssl, out| {
         let c = generate(ssl);
         let n = c.len().min(out.len());
@@ -330,7 +340,10 @@ fn is_client_hello(d: &[u8]) -> bool {
 /// The secure listener of one UDP socket.
 pub struct Secure {
     context: SslContext,
-    peer_index: Index<Ssl, SocketAddr>,
+    /// The peer whose datagram is being handled, for the cookie callbacks.
+    peer: Arc<Mutex<Option<SocketAddr>>>,
+    /// The one `Ssl` that answers new peers until one shows a valid cookie.
+    listening: SslStream<Pipe>,
     limits: Limits,
     sessions: HashMap<SocketAddr, Session>,
     half_open: usize,
@@ -350,12 +363,14 @@ impl std::fmt::Debug for Secure {
 
 impl Secure {
     pub fn new(credentials: &Credentials, limits: Limits, shared: Arc<Shared>) -> Result<Secure, SetupError> {
-        let peer_index = Ssl::new_ex_index::<SocketAddr>()?;
-        let context = context(credentials, peer_index)?;
+        let peer = Arc::new(Mutex::new(None));
+        let context = context(credentials, Arc::clone(&peer))?;
+        let listening = new_session(&context)?;
         let metrics = shared.metrics.secure.clone();
         Ok(Secure {
             context,
-            peer_index,
+            peer,
+            listening,
             limits,
             sessions: HashMap::new(),
             half_open: 0,
@@ -395,17 +410,25 @@ impl Secure {
 
     /// One datagram from `peer`.
     fn datagram(&mut self, socket: &UdpSocket, peer: SocketAddr, d: &[u8], plain: &mut [u8], now: Instant) {
+        *self.peer.lock().unwrap_or_else(PoisonError::into_inner) = Some(peer);
         if !self.sessions.contains_key(&peer) {
-            if let Err(refusal) = self.admit(peer, d, now) {
-                self.metrics.count(refusal);
-                return;
+            match self.admit(socket, peer, d, now) {
+                // A new session, holding the ClientHello: drive it.
+                Ok(true) => {}
+                // A HelloVerifyRequest went out; nothing is kept.
+                Ok(false) => return,
+                Err(refusal) => {
+                    self.metrics.count(refusal);
+                    return;
+                }
+            }
+        } else if let Some(session) = self.sessions.get_mut(&peer) {
+            let inbox = &mut session.stream.get_mut().inbox;
+            if inbox.len() < MAX_QUEUED {
+                inbox.push_back(d.to_vec());
             }
         }
         let Some(session) = self.sessions.get_mut(&peer) else { return };
-        let inbox = &mut session.stream.get_mut().inbox;
-        if inbox.len() < MAX_QUEUED {
-            inbox.push_back(d.to_vec());
-        }
         let was_handshake = matches!(session.phase, Phase::Handshake { .. });
         let end = drive(session, &mut self.ingest, &self.metrics, plain, now);
         send(socket, peer, session);
@@ -418,32 +441,56 @@ impl Secure {
         self.gauges();
     }
 
-    /// A new peer: a session for it if its datagram is a ClientHello and there is room.
-    fn admit(&mut self, peer: SocketAddr, d: &[u8], now: Instant) -> Result<(), Refusal> {
+    /// A datagram from a new peer, through the stateless cookie exchange. `Ok(true)`: it
+    /// was a ClientHello with a valid cookie and is now a session; `Ok(false)`: a
+    /// HelloVerifyRequest was sent and nothing kept.
+    fn admit(&mut self, socket: &UdpSocket, peer: SocketAddr, d: &[u8], now: Instant) -> Result<bool, Refusal> {
         if !is_client_hello(d) {
             return Err(Refusal::NotClientHello);
         }
-        if self.half_open >= self.limits.max_half_open {
-            return Err(Refusal::HalfOpenFull);
+        let pipe = self.listening.get_mut();
+        pipe.inbox.clear();
+        pipe.inbox.push_back(d.to_vec());
+        let outcome = ffi::listen(self.listening.ssl());
+        let pipe = self.listening.get_mut();
+        pipe.inbox.clear();
+        let answer = std::mem::take(&mut pipe.outbox);
+        for a in &answer {
+            if let Err(e) = socket.send_to(a, peer) {
+                tracing::debug!(%peer, error = %e, "secure send failed");
+            }
         }
-        if self.sessions.len() >= self.limits.max_sessions {
-            return Err(Refusal::SessionsFull);
+        match outcome {
+            ffi::Listen::NotYet if answer.is_empty() => Err(Refusal::BadClientHello),
+            ffi::Listen::NotYet => {
+                self.metrics.hello_verify.inc();
+                Ok(false)
+            }
+            ffi::Listen::Failed => {
+                self.renew_listening();
+                Err(Refusal::HandshakeFailed)
+            }
+            // No room: the listening `Ssl` starts over with the next datagram (`SSL_clear`).
+            ffi::Listen::Verified if self.half_open >= self.limits.max_half_open => Err(Refusal::HalfOpenFull),
+            ffi::Listen::Verified if self.sessions.len() >= self.limits.max_sessions => Err(Refusal::SessionsFull),
+            ffi::Listen::Verified => {
+                let Ok(fresh) = new_session(&self.context) else {
+                    self.renew_listening();
+                    return Err(Refusal::HandshakeFailed);
+                };
+                let stream = std::mem::replace(&mut self.listening, fresh);
+                self.sessions.insert(peer, Session { stream, phase: Phase::Handshake { since: now }, last: now });
+                self.half_open += 1;
+                Ok(true)
+            }
         }
-        let stream = (|| {
-            let mut ssl = Ssl::new(&self.context)?;
-            ssl.set_accept_state();
-            ssl.set_mtu(MTU)?;
-            ssl.set_ex_data(self.peer_index, peer);
-            SslStream::new(ssl, Pipe::default())
-        })()
-        .map_err(|e: ErrorStack| {
-            tracing::warn!(error = %e, "cannot create a DTLS session");
-            Refusal::HandshakeFailed
-        })?;
-        let session = Session { stream, phase: Phase::Handshake { since: now }, last: now };
-        self.sessions.insert(peer, session);
-        self.half_open += 1;
-        Ok(())
+    }
+
+    fn renew_listening(&mut self) {
+        match new_session(&self.context) {
+            Ok(s) => self.listening = s,
+            Err(e) => tracing::warn!(error = %e, "cannot renew the listening DTLS session"),
+        }
     }
 
     /// Retransmits handshake flights whose timer expired; drops handshakes past their
@@ -457,7 +504,7 @@ impl Secure {
                         ended.push((*peer, End::Refused(Refusal::HandshakeTimeout)));
                         continue;
                     }
-                    match timer::handle_timeout(session.stream.ssl()) {
+                    match ffi::handle_timeout(session.stream.ssl()) {
                         Some(true) => {
                             self.metrics.retransmissions.inc();
                             send(socket, *peer, session);
@@ -500,6 +547,14 @@ impl Secure {
         self.metrics.sessions.set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
         self.metrics.half_open.set(i64::try_from(self.half_open).unwrap_or(i64::MAX));
     }
+}
+
+/// A server-side `Ssl` over an empty [`Pipe`], MTU set.
+fn new_session(context: &SslContext) -> Result<SslStream<Pipe>, ErrorStack> {
+    let mut ssl = Ssl::new(context)?;
+    ssl.set_accept_state();
+    ssl.set_mtu(MTU)?;
+    SslStream::new(ssl, Pipe::default())
 }
 
 /// How a session ended.
