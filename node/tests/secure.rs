@@ -300,6 +300,12 @@ mod rust_client {
         blackout_until: Option<Instant>,
     }
 
+    impl Udp {
+        pub fn local_addr(&self) -> SocketAddr {
+            self.socket.local_addr().expect("local address")
+        }
+    }
+
     impl Read for Udp {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             loop {
@@ -370,7 +376,32 @@ mod rust_client {
         stream
     }
 
+    /// A handshake from the local address `from`.
+    pub fn connect_from(addr: SocketAddr, certs: &Path, from: SocketAddr) -> SslStream<Udp> {
+        let mut stream = new_from(addr, certs, Vec::new(), None, from);
+        let deadline = Instant::now() + super::DEADLINE;
+        loop {
+            match stream.do_handshake() {
+                Ok(()) => return stream,
+                Err(e) if e.code() == ErrorCode::WANT_READ => {
+                    assert!(Instant::now() < deadline, "the handshake did not finish");
+                }
+                Err(e) => panic!("handshake failed: {e}"),
+            }
+        }
+    }
+
     fn new(addr: SocketAddr, certs: &Path, lose: Vec<usize>, blackout: Option<(usize, Duration)>) -> SslStream<Udp> {
+        new_from(addr, certs, lose, blackout, "127.0.0.1:0".parse().expect("addr"))
+    }
+
+    fn new_from(
+        addr: SocketAddr,
+        certs: &Path,
+        lose: Vec<usize>,
+        blackout: Option<(usize, Duration)>,
+        from: SocketAddr,
+    ) -> SslStream<Udp> {
         let mut b = SslContextBuilder::new(SslMethod::dtls()).expect("context");
         b.set_ca_file(certs.join("ca.pem")).expect("ca");
         b.set_certificate_file(certs.join("device.pem"), SslFiletype::PEM).expect("cert");
@@ -381,7 +412,7 @@ mod rust_client {
         let mut ssl = Ssl::new(&ctx).expect("ssl");
         ssl.set_connect_state();
         ssl.set_mtu(1200).expect("mtu");
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let socket = UdpSocket::bind(from).expect("bind");
         socket.connect(addr).expect("connect");
         socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
         let udp = Udp { socket, lose, received: 0, blackout, sent: 0, blackout_until: None };
@@ -561,5 +592,26 @@ fn the_node_retransmits_its_flight_from_its_timer() {
     s.ssl_write(&frame(8001, 1, PAYLOAD)).expect("write");
     wait_for("the record", || stored(&node, 8001).len() == 1);
     assert!(counter(&node, "telemesh_secure_retransmissions_total") >= 1.0, "{}", metrics(&node));
+    node.stop().expect("stops");
+}
+
+#[test]
+fn a_device_that_restarts_on_the_same_address_gets_a_new_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (node, addr) = rust_node(&data, Default::default());
+    let certs = dir.path().join("dev9001");
+    device_certs(&data, 9001, &certs);
+    let mut first = rust_client::connect(addr, &certs, Vec::new());
+    let from = first.get_ref().local_addr();
+    first.ssl_write(&frame(9001, 1, PAYLOAD)).expect("write");
+    wait_for("the first record", || stored(&node, 9001).len() == 1);
+    // The device reboots: no close_notify, the same address and port, a new handshake.
+    drop(first);
+    let mut second = rust_client::connect_from(addr, &certs, from);
+    second.ssl_write(&frame(9001, 2, PAYLOAD)).expect("write");
+    wait_for("the second record", || stored(&node, 9001).len() == 2);
+    assert_eq!(counter(&node, "telemesh_secure_closed_total{reason=\"replaced\"}"), 1.0);
+    assert_eq!(counter(&node, "telemesh_secure_sessions "), 1.0);
     node.stop().expect("stops");
 }

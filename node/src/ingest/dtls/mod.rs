@@ -203,7 +203,7 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("secure");
         r.register("refused", "Secure (DTLS) peers refused or dropped mid-handshake, by reason", self.refused.clone());
-        r.register("closed", "Established secure sessions ended: close_notify, idle, error", self.closed.clone());
+        r.register("closed", "Secure sessions ended: close_notify, idle, error, replaced", self.closed.clone());
         let handshakes = self.handshakes.clone();
         r.register("handshakes", "Secure handshakes completed with a verified client certificate", handshakes);
         r.register("retransmissions", "Secure handshake flights retransmitted", self.retransmissions.clone());
@@ -214,7 +214,7 @@ impl Metrics {
         for reason in Refusal::ALL {
             let _ = self.refused.get_or_create(&ReasonLabel { reason: reason.reason() });
         }
-        for reason in ["close_notify", "idle", "error"] {
+        for reason in ["close_notify", "idle", "error", "replaced"] {
             let _ = self.closed.get_or_create(&ReasonLabel { reason });
         }
     }
@@ -411,7 +411,13 @@ impl Secure {
     /// One datagram from `peer`.
     fn datagram(&mut self, socket: &UdpSocket, peer: SocketAddr, d: &[u8], plain: &mut [u8], now: Instant) {
         *self.peer.lock().unwrap_or_else(PoisonError::into_inner) = Some(peer);
-        if !self.sessions.contains_key(&peer) {
+        // A new ClientHello (epoch 0) from an established peer: the device restarted on the
+        // same address. It goes through the cookie exchange like any new peer, and replaces
+        // the old session only once its cookie proves the address.
+        let restarted = is_client_hello(d)
+            && d[3..5] == [0, 0]
+            && self.sessions.get(&peer).is_some_and(|s| matches!(s.phase, Phase::Established { .. }));
+        if restarted || !self.sessions.contains_key(&peer) {
             match self.admit(socket, peer, d, now) {
                 // A new session, holding the ClientHello: drive it.
                 Ok(true) => {}
@@ -471,6 +477,15 @@ impl Secure {
                 Err(Refusal::HandshakeFailed)
             }
             // No room: the listening `Ssl` starts over with the next datagram (`SSL_clear`).
+            ffi::Listen::Verified if self.sessions.contains_key(&peer) => {
+                // Replacing an established session (see `datagram`): there is room.
+                let fresh = new_session(&self.context).map_err(|_| Refusal::HandshakeFailed)?;
+                let stream = std::mem::replace(&mut self.listening, fresh);
+                self.sessions.insert(peer, Session { stream, phase: Phase::Handshake { since: now }, last: now });
+                self.half_open += 1;
+                self.metrics.closed("replaced");
+                Ok(true)
+            }
             ffi::Listen::Verified if self.half_open >= self.limits.max_half_open => Err(Refusal::HalfOpenFull),
             ffi::Listen::Verified if self.sessions.len() >= self.limits.max_sessions => Err(Refusal::SessionsFull),
             ffi::Listen::Verified => {
