@@ -24,6 +24,15 @@ pub struct Config {
     pub iotstream: Option<SocketAddr>,
     /// TinyTelemetry v1 listener; `None` = off.
     pub tinytelemetry: Option<SocketAddr>,
+    /// Secure (seed-002 over DTLS) listener; `None` = off.
+    pub secure: Option<SocketAddr>,
+    /// A real PKI for the secure listener (all three or none): the CA that signs device
+    /// certificates, and the node's certificate and key. `None`: the built-in CA of
+    /// `<data_dir>/secure/`, created on the first start.
+    pub secure_pki: Option<SecurePki>,
+    /// The secure listener's bounds (handshakes in progress, sessions, timeouts); not in the
+    /// config file yet: the defaults are documented in `docs/security.md`.
+    pub secure_limits: crate::ingest::dtls::Limits,
     /// HTTP query API and `/metrics`.
     pub http: SocketAddr,
     /// The bearer token every HTTP request must carry (read from `http_token_file`);
@@ -70,12 +79,23 @@ pub struct Config {
     pub owner_key: Option<PathBuf>,
 }
 
+/// The files of a real PKI for the secure listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurePki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./telemesh-data"),
             iotstream: Some(SocketAddr::from(([0, 0, 0, 0], 5005))),
             tinytelemetry: Some(SocketAddr::from(([0, 0, 0, 0], 5000))),
+            secure: Some(SocketAddr::from(([0, 0, 0, 0], 5006))),
+            secure_pki: None,
+            secure_limits: crate::ingest::dtls::Limits::default(),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_token: None,
             http_insecure: false,
@@ -119,6 +139,10 @@ pub struct File {
     pub data_dir: Option<PathBuf>,
     pub iotstream: Option<String>,
     pub tinytelemetry: Option<String>,
+    pub secure: Option<String>,
+    pub secure_ca: Option<PathBuf>,
+    pub secure_cert: Option<PathBuf>,
+    pub secure_key: Option<PathBuf>,
     pub http: Option<String>,
     pub http_token_file: Option<PathBuf>,
     pub http_insecure: Option<bool>,
@@ -157,6 +181,10 @@ impl File {
             data_dir: over.data_dir.or(self.data_dir),
             iotstream: over.iotstream.or(self.iotstream),
             tinytelemetry: over.tinytelemetry.or(self.tinytelemetry),
+            secure: over.secure.or(self.secure),
+            secure_ca: over.secure_ca.or(self.secure_ca),
+            secure_cert: over.secure_cert.or(self.secure_cert),
+            secure_key: over.secure_key.or(self.secure_key),
             http: over.http.or(self.http),
             http_token_file: over.http_token_file.or(self.http_token_file),
             http_insecure: over.http_insecure.or(self.http_insecure),
@@ -190,6 +218,18 @@ impl File {
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             iotstream: optional_addr("iotstream", self.iotstream, d.iotstream)?,
             tinytelemetry: optional_addr("tinytelemetry", self.tinytelemetry, d.tinytelemetry)?,
+            secure: optional_addr("secure", self.secure, d.secure)?,
+            secure_limits: d.secure_limits,
+            secure_pki: match (self.secure_ca, self.secure_cert, self.secure_key) {
+                (None, None, None) => None,
+                (Some(ca), Some(cert), Some(key)) => Some(SecurePki { ca, cert, key }),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        field: "secure_ca/secure_cert/secure_key",
+                        message: "a real PKI needs all three files (or none, for the built-in CA)".to_owned(),
+                    })
+                }
+            },
             http: match self.http {
                 Some(s) => addr("http", &s)?,
                 None => d.http,
@@ -264,12 +304,17 @@ impl Config {
         if self.cache_mb == 0 {
             return invalid("cache_mb", "must be at least 1");
         }
-        if self.iotstream.is_none() && self.tinytelemetry.is_none() {
-            return invalid("iotstream/tinytelemetry", "at least one ingest listener must be on");
+        if self.iotstream.is_none() && self.tinytelemetry.is_none() && self.secure.is_none() {
+            return invalid("iotstream/tinytelemetry/secure", "at least one ingest listener must be on");
         }
         if let (Some(a), Some(b)) = (self.iotstream, self.tinytelemetry) {
             if a == b && a.port() != 0 {
                 return invalid("tinytelemetry", "must not use the same address as iotstream");
+            }
+        }
+        for other in [self.iotstream, self.tinytelemetry].into_iter().flatten() {
+            if self.secure == Some(other) && other.port() != 0 {
+                return invalid("secure", "must not use the same address as iotstream or tinytelemetry");
             }
         }
         if self.data_dir.as_os_str().is_empty() {
@@ -389,6 +434,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.iotstream, Some("0.0.0.0:5005".parse().expect("addr")));
         assert_eq!(c.tinytelemetry, Some("0.0.0.0:5000".parse().expect("addr")));
+        assert_eq!(c.secure, Some("0.0.0.0:5006".parse().expect("addr")));
         assert_eq!(c.http, "127.0.0.1:8080".parse().expect("addr"));
         assert!(c.flush_interval <= Duration::from_secs(1));
     }
@@ -427,8 +473,20 @@ mod tests {
         assert!(bad(File { http: Some("localhost".into()), ..File::default() }).starts_with("http:"));
         assert!(bad(File { flush_interval: Some("soon".into()), ..File::default() }).starts_with("flush_interval:"));
         assert!(bad(File { flush_interval: Some("0s".into()), ..File::default() }).starts_with("flush_interval:"));
-        let both_off = File { iotstream: Some("off".into()), tinytelemetry: Some("off".into()), ..File::default() };
-        assert!(bad(both_off).contains("at least one ingest listener"));
+        let all_off = File {
+            iotstream: Some("off".into()),
+            tinytelemetry: Some("off".into()),
+            secure: Some("off".into()),
+            ..File::default()
+        };
+        assert!(bad(all_off).contains("at least one ingest listener"));
+        let at = |a: &str| Some(a.to_owned());
+        let same = File { iotstream: at("127.0.0.1:7000"), secure: at("127.0.0.1:7000"), ..File::default() };
+        assert!(bad(same).starts_with("secure:"));
+        let partial_pki = File { secure_ca: Some("ca.pem".into()), ..File::default() };
+        assert!(bad(partial_pki).starts_with("secure_ca/secure_cert/secure_key:"));
+        let secure_only = File { iotstream: Some("off".into()), tinytelemetry: Some("off".into()), ..File::default() };
+        assert_eq!(secure_only.resolve().expect("valid").secure, Some("0.0.0.0:5006".parse().expect("addr")));
         assert!(toml::from_str::<File>("colour = 1").is_err());
     }
 

@@ -35,6 +35,7 @@ use crate::trust::identity;
 pub struct Sockets {
     pub iotstream: Option<UdpSocket>,
     pub tinytelemetry: Option<UdpSocket>,
+    pub secure: Option<UdpSocket>,
     pub http: TcpListener,
 }
 
@@ -65,6 +66,7 @@ pub fn bind(config: &Config) -> Result<Sockets, BindError> {
     Ok(Sockets {
         iotstream: config.iotstream.map(|a| bind_udp("iotstream (udp)", a, config.recv_buffer)).transpose()?,
         tinytelemetry: config.tinytelemetry.map(|a| bind_udp("tinytelemetry (udp)", a, config.recv_buffer)).transpose()?,
+        secure: config.secure.map(|a| bind_udp("secure (udp, dtls)", a, config.recv_buffer)).transpose()?,
         http: TcpListener::bind(config.http).map_err(|source| BindError { what: "http (tcp)", addr: config.http, source })?,
     })
 }
@@ -93,6 +95,16 @@ pub fn membership(config: &Config, metrics: trust::Metrics) -> Result<trust::Mem
         bootstrap: config.bootstrap.clone(),
     };
     trust::Membership::load(&config.data_dir, &config.mesh, keypair.public().to_peer_id(), setup, metrics)
+}
+
+/// The secure listener's certificates: the real PKI's files if configured, else the
+/// built-in CA and node certificate of `<data_dir>/secure/`, created on the first start.
+pub fn secure_credentials(config: &Config) -> anyhow::Result<ingest::dtls::Credentials> {
+    use ingest::dtls::cert;
+    match &config.secure_pki {
+        Some(p) => cert::load(&p.ca, &p.cert, &p.key).context("cannot load the secure listener's certificates"),
+        None => cert::load_or_create(&config.data_dir).context("cannot create the secure listener's certificates"),
+    }
 }
 
 /// The mesh settings of `config`.
@@ -136,6 +148,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     let listeners = api::Listeners {
         iotstream: sockets.iotstream.as_ref().and_then(|s| s.local_addr().ok()),
         tinytelemetry: sockets.tinytelemetry.as_ref().and_then(|s| s.local_addr().ok()),
+        secure: sockets.secure.as_ref().and_then(|s| s.local_addr().ok()),
         http: sockets.http.local_addr()?,
     };
     let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| format!("udp {a}"));
@@ -144,6 +157,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         version = env!("CARGO_PKG_VERSION"),
         iotstream = %show(listeners.iotstream),
         tinytelemetry = %show(listeners.tinytelemetry),
+        secure = %show(listeners.secure),
         http = %listeners.http,
         data = %config.data_dir.display(),
         "telemesh node listening"
@@ -167,6 +181,18 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
                 .name(format!("ingest-{dialect}"))
                 .spawn(move || listener.run(socket, token))
                 .context("cannot start an ingest thread")?,
+        );
+    }
+
+    if let Some(socket) = sockets.secure {
+        let credentials = secure_credentials(&config)?;
+        let listener = ingest::dtls::Secure::new(&credentials, config.secure_limits, Arc::clone(&shared))?;
+        let token = shutdown.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("ingest-secure".to_owned())
+                .spawn(move || listener.run(socket, token))
+                .context("cannot start the secure ingest thread")?,
         );
     }
 
@@ -287,6 +313,7 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
 pub struct Node {
     pub iotstream: Option<SocketAddr>,
     pub tinytelemetry: Option<SocketAddr>,
+    pub secure: Option<SocketAddr>,
     pub http: SocketAddr,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -298,8 +325,13 @@ impl Node {
         config.validate()?;
         let sockets = bind(&config)?;
         let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+        if config.secure.is_some() {
+            // Created (or checked) before `start` returns, so callers find the files.
+            secure_credentials(&config)?;
+        }
         let iotstream = sockets.iotstream.as_ref().map(UdpSocket::local_addr).transpose()?;
         let tinytelemetry = sockets.tinytelemetry.as_ref().map(UdpSocket::local_addr).transpose()?;
+        let secure = sockets.secure.as_ref().map(UdpSocket::local_addr).transpose()?;
         let http = sockets.http.local_addr()?;
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -307,7 +339,7 @@ impl Node {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(run(config, sockets, store, token))
         })?;
-        Ok(Node { iotstream, tinytelemetry, http, shutdown, thread: Some(thread) })
+        Ok(Node { iotstream, tinytelemetry, secure, http, shutdown, thread: Some(thread) })
     }
 
     /// The base URL of the HTTP API.

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: UDP ingest, sled store, HTTP query API.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Print the records of one device, in device order.
     Query(QueryArgs),
     /// Verify a stopped node's store: every sealed window's Merkle root and hash tree
@@ -40,10 +40,34 @@ enum Command {
     /// Membership of a closed mesh: invite a node, list members, remove one.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// Certificates for the secure (DTLS) listener, signed by the node's built-in CA.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Print a node's status.
     Status {
         #[command(flatten)]
         api: client::ApiArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Write a device certificate for CLIENT_ID: DIR/ca.pem, DIR/device.pem and
+    /// DIR/device.key (an EC P-256 key), signed by the CA in <data>/secure/ (the node creates
+    /// it on its first start). The certificate's subject CN is the client id.
+    Device {
+        /// The client id the device sends in every frame (0..=4294967295).
+        client_id: u32,
+        /// Where to write the three files (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Data directory of the node whose CA signs. [default: ./telemesh-data]
+        #[arg(long, value_name = "DIR", default_value = "./telemesh-data")]
+        data: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, value_name = "N", default_value_t = telemesh_node::ingest::dtls::cert::DEVICE_DAYS,
+              value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        days: u32,
     },
 }
 
@@ -87,6 +111,20 @@ struct NodeArgs {
     /// TinyTelemetry v1 UDP listener, or "off". [default: 0.0.0.0:5000]
     #[arg(long, value_name = "ADDR")]
     tinytelemetry: Option<String>,
+    /// Secure (seed-002 frames over DTLS 1.2, client certificates) UDP listener, or "off".
+    /// [default: 0.0.0.0:5006]
+    #[arg(long, value_name = "ADDR")]
+    secure: Option<String>,
+    /// The CA that signs device certificates (a real PKI; with --secure-cert and
+    /// --secure-key). [default: the built-in CA in <data>/secure/]
+    #[arg(long, value_name = "FILE", requires_all = ["secure_cert", "secure_key"])]
+    secure_ca: Option<PathBuf>,
+    /// The node's certificate for the secure listener (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["secure_ca", "secure_key"])]
+    secure_cert: Option<PathBuf>,
+    /// The node's private key for the secure listener (PEM, mode 0600).
+    #[arg(long, value_name = "FILE", requires_all = ["secure_ca", "secure_cert"])]
+    secure_key: Option<PathBuf>,
     /// HTTP API and /metrics. An address off loopback needs --http-token-file or
     /// --http-insecure. [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
@@ -177,7 +215,7 @@ struct QueryArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Node(args) => node(args),
+        Command::Node(args) => node(*args),
         Command::Query(q) => print(q.api.api().and_then(|api| {
             client::query(
                 &api,
@@ -201,6 +239,16 @@ fn main() -> ExitCode {
             print(api.api().and_then(|api| mesh_cli::remove(&api, &peer_id)))
         }
         Command::Check { data } => check(&data),
+        Command::Certs(CertsCommand::Device { client_id, out, data, days }) => {
+            match telemesh_node::ingest::dtls::cert::write_device(&data, client_id, days, &out) {
+                Ok(()) => {
+                    let o = out.display();
+                    println!("wrote {o}/ca.pem, {o}/device.pem and {o}/device.key for client id {client_id} ({days} days)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e.into()),
+            }
+        }
     }
 }
 
@@ -274,6 +322,10 @@ fn node(args: NodeArgs) -> ExitCode {
         data_dir: args.data,
         iotstream: args.iotstream,
         tinytelemetry: args.tinytelemetry,
+        secure: args.secure,
+        secure_ca: args.secure_ca,
+        secure_cert: args.secure_cert,
+        secure_key: args.secure_key,
         http: args.http,
         http_token_file: args.http_token_file,
         // A flag can only turn these on; the config file may too.
@@ -304,6 +356,13 @@ fn node(args: NodeArgs) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(e),
     };
+    // The secure listener's certificates: the built-in CA made on the first start, or the
+    // real PKI's files, read and checked before any port is bound.
+    if config.secure.is_some() {
+        if let Err(e) = telemesh_node::secure_credentials(&config) {
+            return fail(e);
+        }
+    }
     let sockets = match telemesh_node::bind(&config) {
         Ok(s) => s,
         Err(e) => return fail(e.into()),

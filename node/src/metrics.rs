@@ -11,6 +11,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use telemesh_proto::wire::{self, Dialect};
 
+pub use crate::ingest::dtls::CLIENT_MISMATCH;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DialectLabel {
     dialect: &'static str,
@@ -47,6 +49,7 @@ pub struct Metrics {
     pub corrupt_values: Gauge,
     pub mesh: crate::mesh::metrics::Metrics,
     pub trust: crate::trust::Metrics,
+    pub secure: crate::ingest::dtls::Metrics,
 }
 
 /// Counters one listener touches per datagram.
@@ -101,11 +104,26 @@ impl Metrics {
                 let _ = drops.get_or_create(&DropLabel { dialect: d.name(), reason });
             }
         }
+        let _ = drops.get_or_create(&DropLabel { dialect: Dialect::Secure.name(), reason: CLIENT_MISMATCH });
         let mesh = crate::mesh::metrics::Metrics::new();
         mesh.register(&mut registry);
         let trust = crate::trust::Metrics::default();
         trust.register(&mut registry);
-        Metrics { registry, packets, bytes, drops, outcomes, processing, streams_in_memory, corrupt_values, mesh, trust }
+        let secure = crate::ingest::dtls::Metrics::default();
+        secure.register(&mut registry);
+        Metrics {
+            registry,
+            packets,
+            bytes,
+            drops,
+            outcomes,
+            processing,
+            streams_in_memory,
+            corrupt_values,
+            mesh,
+            trust,
+            secure,
+        }
     }
 
     pub fn for_dialect(&self, dialect: Dialect) -> DialectHandles {
@@ -129,7 +147,7 @@ impl Metrics {
 
     /// All drops for `dialect`, whatever the reason.
     pub fn total_drops(&self, dialect: Dialect) -> u64 {
-        wire::Error::REASONS.into_iter().chain([STORE_ERROR]).map(|r| self.drops(dialect, r)).sum()
+        wire::Error::REASONS.into_iter().chain([STORE_ERROR, CLIENT_MISMATCH]).map(|r| self.drops(dialect, r)).sum()
     }
 
     /// The OpenMetrics text exposition.

@@ -29,7 +29,10 @@ fn bad_configuration_is_one_line_and_exit_64() {
     for (args, says) in [
         (vec!["node", "--data", data, "--http", "nowhere"], "http:"),
         (vec!["node", "--data", data, "--flush-interval", "soon"], "flush_interval:"),
-        (vec!["node", "--data", data, "--iotstream", "off", "--tinytelemetry", "off"], "at least one ingest listener"),
+        (
+            vec!["node", "--data", data, "--iotstream", "off", "--tinytelemetry", "off", "--secure", "off"],
+            "at least one ingest listener",
+        ),
         (vec!["node", "--config", "/nonexistent/telemesh.toml"], "cannot read config file"),
         (vec!["node", "--data", data, "--listen", "localhost:4001"], "listen:"),
         (vec!["node", "--data", data, "--bootstrap", "/ip4/10.0.0.1/tcp/4001"], "bootstrap:"),
@@ -64,6 +67,8 @@ fn a_port_in_use_is_one_line_and_exit_1() {
         "--iotstream",
         &format!("127.0.0.1:{port}"),
         "--tinytelemetry",
+        "off",
+        "--secure",
         "off",
         "--http",
         &format!("127.0.0.1:{}", free_port()),
@@ -154,7 +159,7 @@ fn a_closed_mesh_from_the_command_line() {
     let fresh = dc.path().to_str().expect("utf-8");
     let (code, _, err) = run(&[
         "node", "--data", fresh, "--bootstrap", &boot, "--http", &http, "--listen", "/ip4/127.0.0.1/tcp/0", "--iotstream",
-        "127.0.0.1:0", "--tinytelemetry", "off",
+        "127.0.0.1:0", "--tinytelemetry", "off", "--secure", "off",
     ]);
     assert_eq!(code, 64, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

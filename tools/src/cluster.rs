@@ -110,6 +110,8 @@ pub struct NodeProcess {
     pub iotstream: SocketAddr,
     /// TinyTelemetry ingest address.
     pub tinytelemetry: SocketAddr,
+    /// Secure (DTLS) ingest address.
+    pub secure: SocketAddr,
     /// QUIC overlay address it binds.
     pub quic: SocketAddr,
     /// Where its stdout and stderr go.
@@ -131,6 +133,7 @@ impl NodeProcess {
         let http: SocketAddr = ([127, 0, 0, 1], free_tcp_port()?).into();
         let iotstream: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
         let tinytelemetry: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
+        let secure: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
         let quic: SocketAddr = ([127, 0, 0, 1], quic_port).into();
         let log = spec.data_dir.join("node.log");
         let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -141,6 +144,7 @@ impl NodeProcess {
             .args(["--http", &http.to_string()])
             .args(["--iotstream", &iotstream.to_string()])
             .args(["--tinytelemetry", &tinytelemetry.to_string()])
+            .args(["--secure", &secure.to_string()])
             .args(["--listen", &format!("/ip4/127.0.0.1/udp/{}/quic-v1", quic.port())])
             .args(["--mesh", &spec.mesh])
             .stdin(Stdio::null())
@@ -164,7 +168,7 @@ impl NodeProcess {
             cmd.args(["--sync-interval", s]);
         }
         let child = cmd.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
-        Ok(NodeProcess { name: spec.name.clone(), http, iotstream, tinytelemetry, quic, log, child: Some(child) })
+        Ok(NodeProcess { name: spec.name.clone(), http, iotstream, tinytelemetry, secure, quic, log, child: Some(child) })
     }
 
     /// The HTTP API's base URL.

@@ -227,9 +227,10 @@ pub fn status(api: &Api) -> anyhow::Result<String> {
     let _ = writeln!(out, "data       {}", s("/data_dir"));
     let _ = writeln!(
         out,
-        "listening  iotstream {}  tinytelemetry {}  http {}",
+        "listening  iotstream {}  tinytelemetry {}  secure {}  http {}",
         s("/listeners/iotstream"),
         s("/listeners/tinytelemetry"),
+        s("/listeners/secure"),
         s("/listeners/http")
     );
     let _ = writeln!(

@@ -62,6 +62,7 @@ pub struct App {
 pub struct Listeners {
     pub iotstream: Option<SocketAddr>,
     pub tinytelemetry: Option<SocketAddr>,
+    pub secure: Option<SocketAddr>,
     pub http: SocketAddr,
 }
 

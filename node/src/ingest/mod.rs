@@ -9,6 +9,7 @@
 //! CPU work per datagram and never awaits, and a thread of its own keeps it off the
 //! runtime that serves HTTP.
 
+pub mod dtls;
 pub mod streams;
 
 use std::io::ErrorKind;
@@ -65,6 +66,18 @@ impl Listener {
 
     /// Decodes, classifies and queues one datagram received at `arrival_ns`.
     pub fn handle(&mut self, bytes: &[u8], arrival_ns: u64) {
+        self.handle_checked(bytes, arrival_ns, |_| Ok(()));
+    }
+
+    /// [`Listener::handle`], with `check` run on the decoded record before it is classified:
+    /// an `Err(reason)` drops it and counts `reason` (the secure listener drops a frame whose
+    /// client id is not its certificate's).
+    pub fn handle_checked(
+        &mut self,
+        bytes: &[u8],
+        arrival_ns: u64,
+        check: impl FnOnce(&Record) -> Result<(), &'static str>,
+    ) {
         let started = Instant::now();
         self.handles.packets.inc();
         self.handles.bytes.inc_by(bytes.len() as u64);
@@ -76,6 +89,11 @@ impl Listener {
                 return;
             }
         };
+        if let Err(reason) = check(&record) {
+            tracing::debug!(dialect = %self.dialect, stream = %record.stream, reason, "record refused");
+            self.handles.count_drop(reason);
+            return;
+        }
         let shared = &*self.shared;
         let store = shared.store.as_ref();
         let mut table = shared.table();

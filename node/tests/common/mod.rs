@@ -18,6 +18,7 @@ pub fn config(dir: &Path, unit: TimestampUnit) -> Config {
         data_dir: dir.to_owned(),
         iotstream: Some("127.0.0.1:0".parse().expect("addr")),
         tinytelemetry: Some("127.0.0.1:0".parse().expect("addr")),
+        secure: Some("127.0.0.1:0".parse().expect("addr")),
         http: "127.0.0.1:0".parse().expect("addr"),
         iotstream_timestamp: unit,
         flush_interval: Duration::from_millis(50),
@@ -147,7 +148,7 @@ impl Daemon {
         let udp_port = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let udp: SocketAddr = format!("127.0.0.1:{udp_port}").parse().expect("addr");
         let child = Command::new(BIN)
-            .args(["node", "--data", data.to_str().expect("utf-8"), "--tinytelemetry", "off"])
+            .args(["node", "--data", data.to_str().expect("utf-8"), "--tinytelemetry", "off", "--secure", "off"])
             .args(["--iotstream", &udp.to_string(), "--http", &http.to_string(), "--iotstream-timestamp", "s"])
             .args(["--flush-interval", flush, "--listen", "/ip4/127.0.0.1/tcp/0"])
             .args(extra)
