@@ -134,6 +134,10 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         data = %config.data_dir.display(),
         "telemesh node listening"
     );
+    if !config.device_keys.is_empty() || config.require_auth {
+        // How many keys, never which.
+        tracing::info!(devices = config.device_keys.len(), require_auth = config.require_auth, "device keys loaded");
+    }
     if config.http_token.is_none() && !listeners.http.ip().to_canonical().is_loopback() {
         tracing::warn!(
             http = %listeners.http,
@@ -146,7 +150,8 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         [(Dialect::Iotstream, sockets.iotstream), (Dialect::Tinytelemetry, sockets.tinytelemetry)]
     {
         let Some(socket) = socket else { continue };
-        let listener = Listener::new(dialect, Arc::clone(&shared));
+        let verifier = telemesh_proto::auth::Verifier::new(dialect, &config.device_keys, config.require_auth);
+        let listener = Listener::new(dialect, Arc::clone(&shared)).with_auth(verifier);
         let token = shutdown.clone();
         threads.push(
             std::thread::Builder::new()

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use telemesh_proto::auth;
 use telemesh_proto::wire::{self, Dialect};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +31,11 @@ struct OutcomeLabel {
 
 /// Why a datagram that decoded was still not stored.
 pub const STORE_ERROR: &str = "store_error";
+
+/// Every drop reason: malformed datagrams, refused authentication (`auth_*`), store errors.
+fn drop_reasons() -> impl Iterator<Item = &'static str> {
+    wire::Error::REASONS.into_iter().chain(auth::Refusal::REASONS).chain([STORE_ERROR])
+}
 
 /// The node's metrics registry and its handles.
 #[derive(Debug)]
@@ -97,7 +103,7 @@ impl Metrics {
         registry.register("store_corrupt_values", "Stored values that failed to decode and were skipped", corrupt_values.clone());
         // Pre-register every drop reason so dashboards see zeros, not gaps.
         for d in Dialect::ALL {
-            for reason in wire::Error::REASONS.into_iter().chain([STORE_ERROR]) {
+            for reason in drop_reasons() {
                 let _ = drops.get_or_create(&DropLabel { dialect: d.name(), reason });
             }
         }
@@ -129,7 +135,7 @@ impl Metrics {
 
     /// All drops for `dialect`, whatever the reason.
     pub fn total_drops(&self, dialect: Dialect) -> u64 {
-        wire::Error::REASONS.into_iter().chain([STORE_ERROR]).map(|r| self.drops(dialect, r)).sum()
+        drop_reasons().map(|r| self.drops(dialect, r)).sum()
     }
 
     /// The OpenMetrics text exposition.
