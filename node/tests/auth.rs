@@ -154,3 +154,34 @@ fn tagged_datagrams_are_stored_and_every_attack_is_dropped_and_counted() {
     assert!(common::records(&node, "iotstream", 99)["records"].as_array().is_none_or(Vec::is_empty));
     node.stop().expect("stops");
 }
+
+/// The `telemesh` binary refuses a bad key file, or `--require-auth` without one, before it
+/// binds anything: one line on stderr, exit 64, and never a key in the message.
+#[test]
+fn a_bad_key_file_is_one_line_and_exit_64() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let secret = "5a".repeat(32);
+    let file = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let bad_line = file("bad", &format!("iotstream 1 {secret}\niotstream 2 {}\n", &secret[..63]), 0o600);
+    let readable = file("open", &format!("iotstream 1 {secret}\n"), 0o644);
+    for (args, says) in [
+        (vec!["node", "--data", data, "--device-keys", &bad_line], "line 2: a key is 64 hexadecimal digits"),
+        (vec!["node", "--data", data, "--device-keys", &readable], "chmod 600"),
+        (vec!["node", "--data", data, "--require-auth"], "require_auth: "),
+    ] {
+        let out = std::process::Command::new(common::BIN).args(&args).output().expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
+        assert!(err.contains(says) && !err.contains(&secret[..63]), "{args:?}: {err}");
+    }
+    assert!(!Path::new(data).exists(), "nothing was created");
+}
