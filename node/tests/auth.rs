@@ -1,7 +1,8 @@
 //! Authenticated datagrams (issue 13) on a node with device keys and `require_auth`:
 //! tagged packets from the simulator are stored exactly; a wrong tag, a replay of a captured
 //! packet, a truncated tag, a device without a key, a counter far behind (a reset) and one
-//! just behind the window are each dropped, counted by reason, and nothing of them stored.
+//! just behind the window are each dropped, counted by reason, and nothing of them stored;
+//! after a clean restart the captured packet is still refused.
 
 mod common;
 
@@ -84,7 +85,7 @@ fn tagged_datagrams_are_stored_and_every_attack_is_dropped_and_counted() {
         require_auth: true,
         ..common::config(dir.path(), TimestampUnit::Ms)
     };
-    let node = telemesh_node::Node::start(config).expect("node starts");
+    let node = telemesh_node::Node::start(config.clone()).expect("node starts");
     let iot_addr = node.iotstream.expect("iotstream");
     let tiny_addr = node.tinytelemetry.expect("tinytelemetry");
     let honest = sensor::Auth { keys: keys.clone(), counter_start: Some(1_000_000), attack: None };
@@ -128,7 +129,7 @@ fn tagged_datagrams_are_stored_and_every_attack_is_dropped_and_counted() {
     let later = T0_MS + 3_600_000;
     let (_, bad_tag) = simulate(dir.path(), "bad-tag", iot(&[11], 3, later), &attack(sensor::Attack::BadTag));
     let (_, truncated) = simulate(dir.path(), "truncated", iot(&[12], 3, later), &attack(sensor::Attack::Truncated));
-    common::send(iot_addr, &[captured.clone(), captured]);
+    common::send(iot_addr, &[captured.clone(), captured.clone()]);
     // Device 99 has no key: refused under require_auth.
     let (_, unknown) = simulate(dir.path(), "unknown", iot(&[99], 3, later), &honest);
     // Device 12's counter starts over from 1 (a reset), then one just behind its window.
@@ -152,6 +153,16 @@ fn tagged_datagrams_are_stored_and_every_attack_is_dropped_and_counted() {
     assert_eq!(stored(&node, "iotstream", 11), want11);
     assert_eq!(stored(&node, "iotstream", 12), truth_set(&truth_iot, 12));
     assert!(common::records(&node, "iotstream", 99)["records"].as_array().is_none_or(Vec::is_empty));
+    node.stop().expect("stops");
+
+    // A clean restart keeps each device's highest counter: the captured packet is still a replay.
+    let saved = std::fs::read_to_string(dir.path().join("auth-counters")).expect("counters saved at stop");
+    assert!(saved.contains("iotstream 11 5000000 ") && saved.contains("tinytelemetry 21 1000003 "), "{saved}");
+    let node = telemesh_node::Node::start(config).expect("node restarts");
+    common::send(node.iotstream.expect("iotstream"), std::slice::from_ref(&captured));
+    common::wait_received(&node, 1);
+    assert_eq!(drops(&node, "iotstream", "auth_replay"), 1.0);
+    assert_eq!(stored(&node, "iotstream", 11), want11);
     node.stop().expect("stops");
 }
 

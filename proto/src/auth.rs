@@ -53,6 +53,15 @@ impl Key {
         Key(bytes)
     }
 
+    /// 8 bytes that name this key without revealing it (keyed BLAKE3 of a fixed string),
+    /// so saved state can tell whether a device's key changed.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        let hash = blake3::keyed_hash(&self.0, b"telemesh/auth/1/fingerprint");
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&hash.as_bytes()[..8]);
+        out
+    }
+
     /// A key from 64 hexadecimal digits. The error never repeats the text.
     pub fn from_hex(text: &str) -> Result<Key, &'static str> {
         let mut bytes = [0u8; KEY_LEN];
@@ -227,6 +236,12 @@ impl Window {
         self.highest
     }
 
+    /// A window that resumes after `highest`, saved before a restart: every counter up to
+    /// it counts as received (which of the last 64 were is not kept).
+    pub fn resume(highest: u32) -> Window {
+        Window { highest: Some(highest), seen: u64::MAX }
+    }
+
     /// Whether `counter` would be accepted, without recording it.
     pub fn check(&self, counter: u32) -> Result<(), Refusal> {
         let Some(highest) = self.highest else { return Ok(()) };
@@ -383,6 +398,29 @@ impl Verifier {
         self.require || !self.keys.is_empty()
     }
 
+    /// Each keyed device that has sent: its highest accepted counter and its key's
+    /// fingerprint, by device id (what a node saves across a restart).
+    pub fn saved(&self) -> Vec<(u16, u32, [u8; 8])> {
+        let mut out: Vec<_> = self
+            .keys
+            .iter()
+            .filter_map(|(device, (key, window))| Some((*device, window.highest()?, key.fingerprint())))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Resumes `device`'s window after `highest`, saved with [`Verifier::saved`] before a
+    /// restart. Ignored for a device without a key, for a key other than the one saved
+    /// (a new key starts a fresh window), and when the window is already past `highest`.
+    pub fn resume(&mut self, device: u16, highest: u32, fingerprint: [u8; 8]) {
+        if let Some((key, window)) = self.keys.get_mut(&device) {
+            if key.fingerprint() == fingerprint && window.highest().is_none_or(|h| h < highest) {
+                *window = Window::resume(highest);
+            }
+        }
+    }
+
     /// Verifies one datagram and, if it verifies, records its counter.
     pub fn verify<'a>(&mut self, bytes: &'a [u8]) -> Result<Verdict<'a>, Refusal> {
         let Some(device) = device(bytes) else {
@@ -532,6 +570,44 @@ mod tests {
         assert_eq!(strict.verify(&[1, 1]), Err(Refusal::Truncated { len: 2, need: 16 }));
         assert_eq!(strict.verify(&sealed).map(|v| v.datagram()), Ok(&IOT[..]));
         assert!(!Verifier::new(Dialect::Iotstream, &Keys::default(), false).is_active());
+    }
+
+    #[test]
+    fn windows_resume_after_a_restart_for_the_same_key_only() {
+        let mut keys = Keys::default();
+        keys.insert(Dialect::Iotstream, 0x2a, key(7));
+        keys.insert(Dialect::Iotstream, 0x2b, key(8));
+        let sealed = |counter| {
+            let mut b = IOT.to_vec();
+            seal(Dialect::Iotstream, &key(7), counter, &mut b).expect("fits");
+            b
+        };
+        let mut before = Verifier::new(Dialect::Iotstream, &keys, false);
+        for c in [10, 12, 11] {
+            assert!(before.verify(&sealed(c)).is_ok());
+        }
+        let saved = before.saved();
+        assert_eq!(saved, vec![(0x2a, 12, key(7).fingerprint())], "only devices that sent");
+        let mut after = Verifier::new(Dialect::Iotstream, &keys, false);
+        for (device, highest, fingerprint) in &saved {
+            after.resume(*device, *highest, *fingerprint);
+        }
+        after.resume(0x2b, 99, key(7).fingerprint()); // another key's fingerprint: ignored
+        after.resume(0x2c, 99, key(7).fingerprint()); // no key: ignored
+        assert_eq!(after.saved(), saved);
+        // Everything up to the saved highest counts as received; later counters go on.
+        assert_eq!(after.verify(&sealed(12)), Err(Refusal::Replay { counter: 12 }));
+        assert_eq!(after.verify(&sealed(5)), Err(Refusal::Replay { counter: 5 }));
+        assert_eq!(after.verify(&sealed(13)).map(|v| v.datagram()), Ok(&IOT[..]));
+        // A saved counter behind the window's is ignored; a rotated key starts afresh.
+        after.resume(0x2a, 1, key(7).fingerprint());
+        assert_eq!(after.saved()[0].1, 13);
+        let mut rotated = Keys::default();
+        rotated.insert(Dialect::Iotstream, 0x2a, key(9));
+        let mut fresh = Verifier::new(Dialect::Iotstream, &rotated, false);
+        fresh.resume(0x2a, 12, key(7).fingerprint());
+        assert!(fresh.saved().is_empty());
+        assert_ne!(key(7).fingerprint(), key(9).fingerprint());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! CPU work per datagram and never awaits, and a thread of its own keeps it off the
 //! runtime that serves HTTP.
 
+pub mod counters;
 pub mod streams;
 
 use std::io::ErrorKind;
@@ -58,8 +59,8 @@ impl Listener {
         self
     }
 
-    /// Receives until `shutdown`.
-    pub fn run(mut self, socket: UdpSocket, shutdown: CancellationToken) {
+    /// Receives until `shutdown`; returns the verifier, whose counters the node saves.
+    pub fn run(mut self, socket: UdpSocket, shutdown: CancellationToken) -> Option<auth::Verifier> {
         if let Err(e) = socket.set_read_timeout(Some(POLL)) {
             tracing::warn!(dialect = %self.dialect, error = %e, "cannot set socket timeout");
         }
@@ -74,6 +75,7 @@ impl Listener {
                 }
             }
         }
+        self.auth
     }
 
     /// Decodes, classifies and queues one datagram received at `arrival_ns`.
