@@ -19,8 +19,10 @@ pub const FILE: &str = "auth-counters";
 /// Most bytes read back (two lines per device id and dialect fit many times over).
 const MAX_BYTES: u64 = 16 << 20;
 
-/// Saved counters by dialect: `(device, highest, fingerprint)`.
-pub type Saved = HashMap<Dialect, Vec<(u16, u32, [u8; 8])>>;
+/// One device's saved counter: `(device, highest, fingerprint)`.
+pub type Entry = (u16, u32, [u8; 8]);
+/// Saved counters by dialect.
+pub type Saved = HashMap<Dialect, Vec<Entry>>;
 
 /// Reads the saved counters; a missing file is none. Lines that do not parse are skipped
 /// (counted in the warning): the file is the node's own, and a bad line only means less
@@ -51,7 +53,7 @@ pub fn load(data_dir: &Path) -> Saved {
     saved
 }
 
-fn parse_line(line: &str) -> Option<(Dialect, (u16, u32, [u8; 8]))> {
+fn parse_line(line: &str) -> Option<(Dialect, Entry)> {
     let mut fields = line.split_whitespace();
     let dialect: Dialect = fields.next()?.parse().ok()?;
     let device: u16 = fields.next()?.parse().ok()?;

@@ -2,9 +2,10 @@
 //!
 //! Each datagram's authentication trailer, when its device has a key, is verified and
 //! stripped (`proto::auth`; a refusal is counted as a drop by reason); then it is decoded
-//! by `proto::wire` into a `Record` (or counted as a drop by reason), classified by its stream's `proto::stream::State`, and appended to the
-//! stream's pending records in the [`Table`]; the maintenance task writes those to the
-//! store every flush interval (see `streams`).
+//! by `proto::wire` into a `Record` (or counted as a drop by reason), classified by its
+//! stream's `proto::stream::State`, and appended to the stream's pending records in the
+//! [`Table`]; the maintenance task writes those to the store every flush interval (see
+//! `streams`).
 //!
 //! The hot loop is a plain blocking thread rather than a tokio task: it does a little
 //! CPU work per datagram and never awaits, and a thread of its own keeps it off the
