@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use serde::Deserialize;
+use telemesh_proto::auth;
 use telemesh_proto::record::TimestampUnit;
 use telemesh_proto::stream;
 
@@ -77,6 +78,11 @@ pub struct Config {
     /// The owner key's file; default `<data_dir>/owner.key`, created by the first node of a
     /// new mesh.
     pub owner_key: Option<PathBuf>,
+    // Authenticated datagrams (issue 13).
+    /// Per-device keys of the plain dialects (read from `device_keys`); empty: none.
+    pub device_keys: auth::Keys,
+    /// A plain-dialect device without a key is refused (otherwise let in unauthenticated).
+    pub require_auth: bool,
 }
 
 /// The files of a real PKI for the secure listener.
@@ -116,6 +122,8 @@ impl Default for Config {
             open: false,
             join: None,
             owner_key: None,
+            device_keys: auth::Keys::default(),
+            require_auth: false,
         }
     }
 }
@@ -166,6 +174,8 @@ pub struct File {
     pub open: Option<bool>,
     pub join: Option<String>,
     pub owner_key: Option<PathBuf>,
+    pub device_keys: Option<PathBuf>,
+    pub require_auth: Option<bool>,
 }
 
 impl File {
@@ -208,6 +218,8 @@ impl File {
             open: over.open.or(self.open),
             join: over.join.or(self.join),
             owner_key: over.owner_key.or(self.owner_key),
+            device_keys: over.device_keys.or(self.device_keys),
+            require_auth: over.require_auth.or(self.require_auth),
         }
     }
 
@@ -282,6 +294,11 @@ impl File {
                 None => d.join,
             },
             owner_key: self.owner_key.or(d.owner_key),
+            device_keys: match &self.device_keys {
+                Some(path) => load_device_keys(path)?,
+                None => d.device_keys,
+            },
+            require_auth: self.require_auth.unwrap_or(d.require_auth),
         };
         config.validate()?;
         Ok(config)
@@ -357,6 +374,12 @@ impl Config {
                 });
             }
         }
+        if self.require_auth && self.device_keys.is_empty() {
+            return invalid(
+                "require_auth",
+                "without device_keys every datagram would be refused: give --device-keys FILE",
+            );
+        }
         self.validate_http()
     }
 
@@ -387,6 +410,41 @@ impl Config {
             return invalid("http_max_connections", "must be between 1 and 65536".to_owned());
         }
         Ok(())
+    }
+}
+
+/// Most bytes a device key file may have (about 190,000 keys).
+const MAX_DEVICE_KEYS_FILE: u64 = 16 << 20;
+
+/// Reads and checks a device key file (`proto::auth::Keys::parse`: lines `dialect device
+/// hex-key`). Keys are secrets: a file that others may read is refused, one the group may
+/// read is accepted with a warning. Errors name the file and line, never a key.
+pub fn load_device_keys(path: &Path) -> Result<auth::Keys, ConfigError> {
+    use std::io::Read;
+    let invalid = |message: String| ConfigError::Invalid { field: "device_keys", message };
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| invalid(format!("cannot read {shown}: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = file.metadata().map_err(|e| invalid(format!("cannot read {shown}: {e}")))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            return Err(invalid(format!("{shown} has mode {mode:o}: others may read the device keys; chmod 600 it")));
+        }
+        if mode & 0o070 != 0 {
+            tracing::warn!(
+                path = %shown,
+                mode = format!("{mode:o}"),
+                "the device key file is readable by its group; chmod 600 it"
+            );
+        }
+    }
+    let mut text = String::new();
+    match file.take(MAX_DEVICE_KEYS_FILE + 1).read_to_string(&mut text) {
+        Ok(n) if n as u64 > MAX_DEVICE_KEYS_FILE => Err(invalid(format!("{shown} is larger than 16 MiB"))),
+        Ok(_) => auth::Keys::parse(&text).map_err(|e| invalid(format!("{shown}: {e}"))),
+        Err(e) => Err(invalid(format!("cannot read {shown}: {e}"))),
     }
 }
 
@@ -543,5 +601,43 @@ mod tests {
         assert!(bad.starts_with("http_max_connections:"), "{bad}");
         let bad = File { http_header_timeout: Some("1ms".into()), ..File::default() }.resolve().expect_err("x").to_string();
         assert!(bad.starts_with("http_header_timeout:"), "{bad}");
+    }
+
+    #[test]
+    fn device_keys_are_read_and_checked_at_config_time() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = "3f".repeat(32);
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            path
+        };
+        let keys = |path: &Path, require: Option<bool>| {
+            File { device_keys: Some(path.to_owned()), require_auth: require, ..File::default() }.resolve()
+        };
+        let good = write("good", &format!("# two devices\niotstream 42 {secret}\ntinytelemetry 7 {secret}\n"), 0o600);
+        let c = keys(&good, Some(true)).expect("valid");
+        assert_eq!(c.device_keys.len(), 2);
+        assert!(c.require_auth);
+        assert!(c.device_keys.get(telemesh_proto::Dialect::Iotstream, 42).is_some());
+        assert!(!format!("{c:?}").contains(&secret), "the configuration's Debug shows no key");
+        // From the config file too.
+        let text = format!("device_keys = {:?}\nrequire_auth = true", good.display().to_string());
+        let file: File = toml::from_str(&text).expect("parses");
+        assert_eq!(file.resolve().expect("valid").device_keys.len(), 2);
+        let bad = |r: Result<Config, ConfigError>| r.expect_err("refused").to_string();
+        let e = bad(keys(&write("dup", &format!("iotstream 1 {secret}\niotstream 1 {secret}"), 0o600), None));
+        assert!(e.starts_with("device_keys: ") && e.contains("line 2") && e.contains("listed twice"), "{e}");
+        let e = bad(keys(&write("short", &format!("iotstream 1 {}", &secret[..60]), 0o600), None));
+        assert!(e.contains("line 1") && !e.contains(&secret[..60]) && !e.contains('\n'), "{e}");
+        let e = bad(keys(&write("open", &format!("iotstream 1 {secret}"), 0o644), None));
+        assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
+        assert!(keys(&write("group", &format!("iotstream 1 {secret}"), 0o640), None).is_ok(), "group: a warning");
+        let e = bad(keys(&dir.path().join("missing"), None));
+        assert!(e.starts_with("device_keys: cannot read"), "{e}");
+        let e = bad(File { require_auth: Some(true), ..File::default() }.resolve());
+        assert!(e.starts_with("require_auth:") && e.contains("--device-keys"), "{e}");
     }
 }

@@ -162,6 +162,10 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         data = %config.data_dir.display(),
         "telemesh node listening"
     );
+    if !config.device_keys.is_empty() || config.require_auth {
+        // How many keys, never which.
+        tracing::info!(devices = config.device_keys.len(), require_auth = config.require_auth, "device keys loaded");
+    }
     if config.http_token.is_none() && !listeners.http.ip().to_canonical().is_loopback() {
         tracing::warn!(
             http = %listeners.http,
@@ -170,16 +174,21 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     }
 
     let mut threads = Vec::new();
+    let mut saved_counters = ingest::counters::load(&config.data_dir);
     for (dialect, socket) in
         [(Dialect::Iotstream, sockets.iotstream), (Dialect::Tinytelemetry, sockets.tinytelemetry)]
     {
         let Some(socket) = socket else { continue };
-        let listener = Listener::new(dialect, Arc::clone(&shared));
+        let mut verifier = telemesh_proto::auth::Verifier::new(dialect, &config.device_keys, config.require_auth);
+        for (device, highest, fingerprint) in saved_counters.remove(&dialect).unwrap_or_default() {
+            verifier.resume(device, highest, fingerprint);
+        }
+        let listener = Listener::new(dialect, Arc::clone(&shared)).with_auth(verifier);
         let token = shutdown.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("ingest-{dialect}"))
-                .spawn(move || listener.run(socket, token))
+                .spawn(move || (dialect, listener.run(socket, token)))
                 .context("cannot start an ingest thread")?,
         );
     }
@@ -191,7 +200,11 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         threads.push(
             std::thread::Builder::new()
                 .name("ingest-secure".to_owned())
-                .spawn(move || listener.run(socket, token))
+                // The secure dialect authenticates in DTLS: no trailer verifier to save.
+                .spawn(move || {
+                    listener.run(socket, token);
+                    (Dialect::Secure, None)
+                })
                 .context("cannot start the secure ingest thread")?,
         );
     }
@@ -228,11 +241,16 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     // Drain: listeners stop first, then everything pending goes to disk.
     shutdown.cancel();
     let joined = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
+        threads.into_iter().filter_map(|t| t.join().ok()).collect::<Vec<_>>()
     });
-    let _ = joined.await;
+    let verifiers = joined.await.unwrap_or_default();
+    let keyed: Vec<_> = verifiers.iter().filter_map(|(d, v)| Some((*d, v.as_ref()?))).collect();
+    if !keyed.is_empty() {
+        // The replay windows' highest counters, so a clean restart does not reopen them.
+        if let Err(e) = ingest::counters::save(&config.data_dir, &keyed) {
+            tracing::warn!(error = %e, "cannot save the replay counters");
+        }
+    }
     let _ = maintenance.await;
     let _ = mesh.await;
     final_flush(&shared).context("final flush failed")?;

@@ -185,6 +185,15 @@ struct NodeArgs {
     /// join and write every node's history. For trials on one machine only.
     #[arg(long, conflicts_with_all = ["join", "owner_key"])]
     open: bool,
+    // Authenticated datagrams (issue 13).
+    /// Per-device keys of the plain dialects: lines `dialect device hex-key` (mode 0600). A
+    /// device with a key must append its authentication trailer (docs/protocol.md).
+    #[arg(long, value_name = "FILE")]
+    device_keys: Option<PathBuf>,
+    /// Refuse IoTStream and TinyTelemetry datagrams of devices without a key (default: let
+    /// them in unauthenticated). Needs --device-keys.
+    #[arg(long)]
+    require_auth: bool,
 }
 
 #[derive(Debug, Args)]
@@ -344,6 +353,8 @@ fn node(args: NodeArgs) -> ExitCode {
         open: args.open.then_some(true),
         join: args.join,
         owner_key: args.owner_key,
+        device_keys: args.device_keys,
+        require_auth: args.require_auth.then_some(true),
         ..File::default()
     };
     let config = match file.overlay(flags).resolve() {

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use telemesh_proto::auth;
 use telemesh_proto::wire::{self, Dialect};
 
 pub use crate::ingest::dtls::CLIENT_MISMATCH;
@@ -32,6 +33,11 @@ struct OutcomeLabel {
 
 /// Why a datagram that decoded was still not stored.
 pub const STORE_ERROR: &str = "store_error";
+
+/// Every drop reason: malformed datagrams, refused authentication (`auth_*`), store errors.
+fn drop_reasons() -> impl Iterator<Item = &'static str> {
+    wire::Error::REASONS.into_iter().chain(auth::Refusal::REASONS).chain([STORE_ERROR])
+}
 
 /// The node's metrics registry and its handles.
 #[derive(Debug)]
@@ -100,7 +106,7 @@ impl Metrics {
         registry.register("store_corrupt_values", "Stored values that failed to decode and were skipped", corrupt_values.clone());
         // Pre-register every drop reason so dashboards see zeros, not gaps.
         for d in Dialect::ALL {
-            for reason in wire::Error::REASONS.into_iter().chain([STORE_ERROR]) {
+            for reason in drop_reasons() {
                 let _ = drops.get_or_create(&DropLabel { dialect: d.name(), reason });
             }
         }
@@ -147,7 +153,7 @@ impl Metrics {
 
     /// All drops for `dialect`, whatever the reason.
     pub fn total_drops(&self, dialect: Dialect) -> u64 {
-        wire::Error::REASONS.into_iter().chain([STORE_ERROR, CLIENT_MISMATCH]).map(|r| self.drops(dialect, r)).sum()
+        drop_reasons().chain([CLIENT_MISMATCH]).map(|r| self.drops(dialect, r)).sum()
     }
 
     /// The OpenMetrics text exposition.

@@ -160,8 +160,32 @@ def secure():
     return c
 
 
+# ---------------------------------------------------------------- authentication trailer
+# The `auth` target: one byte picking dialect and policy (bit 0: tinytelemetry; bit 1: no
+# key; bit 2: require a key), then a datagram with its trailer. The standard library has no
+# BLAKE3, so the tagged seeds are the golden vectors of proto/src/auth.rs (the target uses
+# their keys: 32 x 07 for iotstream, 32 x 01 for tinytelemetry); the fuzzer mutates them.
+
+
+def auth():
+    iot_tagged = bytes.fromhex("0101002a00070ea41c760178" "41ac0000" "01020304" "3fbb48747f9a76e7")
+    tt_tagged = bytes.fromhex("0102000500000009693aa050" "00000001" "043e97fbf592d500")
+    c = {
+        "valid_iotstream_tagged": b"\x00" + iot_tagged,
+        "valid_tinytelemetry_tagged": b"\x01" + tt_tagged,
+        "valid_iotstream_no_key": b"\x02" + iot_tagged[:16],
+        "bad_unknown_key": b"\x06" + iot_tagged[:16],
+        "bad_truncated": b"\x00" + iot_tagged[:-4],
+        "bad_tag": b"\x00" + iot_tagged[:-1] + bytes([iot_tagged[-1] ^ 1]),
+        "bad_overlong": b"\x01" + tt_tagged + b"\x00",
+    }
+    return c
+
+
 def main():
-    for target, cases in (("iotstream", iotstream()), ("tinytelemetry", tinytelemetry()), ("secure", secure())):
+    # auth's seeds are not read by proto/tests/corpus.rs (it checks the decoders' corpora).
+    for target, cases in (("iotstream", iotstream()), ("tinytelemetry", tinytelemetry()), ("secure", secure()),
+                          ("auth", auth())):
         d = os.path.join(OUT, target)
         # Only the seeds this script owns are replaced; fuzzer finds kept elsewhere survive.
         os.makedirs(d, exist_ok=True)

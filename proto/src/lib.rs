@@ -2,6 +2,7 @@
 //! ingest state. Pure and deterministic: no sockets, no files, no clock — time is passed
 //! in — so everything here is tested without I/O, and the node is a thin shell around it.
 
+pub mod auth;
 pub mod columns;
 pub mod impair;
 pub mod merkle;

@@ -71,6 +71,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use telemesh_proto::auth;
 use telemesh_proto::record::{Readings, Record, TimestampUnit as RecordTimestampUnit};
 use telemesh_proto::wire::{self, iotstream, tinytelemetry, Dialect};
 use tinytelemetry::SensorType;
@@ -1115,6 +1116,14 @@ impl TruthWriter {
 /// With `dry_run`, nothing is sent and nothing waits (so `Config::validate` requires
 /// `count` or `duration`); `sent_at_ns` is then the packet's scheduled time.
 pub fn run(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
+    run_with_auth(config, &Auth::default(), stop)
+}
+
+/// [`run`], with the devices that have a key in `auth` appending the authentication
+/// trailer (and misbehaving as `auth.attack` says). The truth log holds the seed datagrams,
+/// without trailers: what the node stores.
+pub fn run_with_auth(config: &Config, auth: &Auth, stop: &AtomicBool) -> Result<Summary, Error> {
+    let mut tagger = Tagger::new(config, auth)?;
     let mut sim = Simulator::new(config.clone())?;
     let sender = match config.dry_run {
         true => None,
@@ -1158,7 +1167,13 @@ pub fn run(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
                     false => sim.next(),
                 };
                 let Some(packet) = packet else { break Ok(()) };
-                sender.send(&packet.datagram, &mut summary);
+                match tagger.as_mut() {
+                    None => sender.send(&packet.datagram, &mut summary),
+                    Some(tagger) => match tagger.datagrams(&packet) {
+                        Ok(datagrams) => datagrams.iter().for_each(|d| sender.send(d, &mut summary)),
+                        Err(e) => break Err(e),
+                    },
+                }
                 (packet, now_ns)
             }
             None => {
@@ -1185,6 +1200,115 @@ pub fn run(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
         None => Ok(()),
     };
     result.and(flushed).map(|()| summary)
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication trailers (issue 13)
+// ---------------------------------------------------------------------------------------
+
+/// A way a keyed device misbehaves, to test that the node refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attack {
+    /// The tag's last byte flipped (`auth_bad_tag`).
+    BadTag,
+    /// The tag cut to 4 bytes (`auth_truncated`).
+    Truncated,
+    /// Each datagram sent twice, the same bytes (the second is `auth_replay`).
+    Replay,
+}
+
+impl FromStr for Attack {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bad-tag" => Ok(Attack::BadTag),
+            "truncated" => Ok(Attack::Truncated),
+            "replay" => Ok(Attack::Replay),
+            _ => Err(ParseError(format!("{s:?} is not bad-tag, truncated or replay"))),
+        }
+    }
+}
+
+/// The simulated devices' keys and counters.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// Devices with a key tag their datagrams; the others send them plain.
+    pub keys: auth::Keys,
+    /// Each device's first counter; `None`: the clock origin in Unix seconds (so that a
+    /// later run, at one packet a second or less per device, continues above an earlier one).
+    pub counter_start: Option<u32>,
+    pub attack: Option<Attack>,
+}
+
+/// Reads a device key file (the node's format: `proto::auth::Keys::parse`).
+pub fn load_keys(path: &Path) -> Result<auth::Keys, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    auth::Keys::parse(&text).map_err(|e| Error::invalid("--device-keys", format!("{}: {e}", path.display())))
+}
+
+/// Appends trailers with a per-device counter.
+#[derive(Debug)]
+struct Tagger {
+    dialect: Dialect,
+    keys: auth::Keys,
+    next: std::collections::HashMap<u16, u32>,
+    start: u32,
+    attack: Option<Attack>,
+}
+
+impl Tagger {
+    /// `None` when no simulated device has a key.
+    fn new(config: &Config, auth: &Auth) -> Result<Option<Tagger>, Error> {
+        if !config.devices.iter().any(|d| auth.keys.get(config.dialect, *d).is_some()) {
+            return Ok(None);
+        }
+        let header = match config.dialect {
+            Dialect::Tinytelemetry => tinytelemetry::HEADER_LEN + 1,
+            _ => iotstream::HEADER_LEN,
+        };
+        let per_reading = if config.dialect == Dialect::Tinytelemetry { tinytelemetry::READING_LEN } else { 4 };
+        let max = (auth::MAX_BODY - header) / per_reading;
+        if config.batch_size() > max {
+            return Err(Error::invalid("--batch", format!("at most {max} with an authentication trailer")));
+        }
+        let origin_ms = config.start_time_ms.unwrap_or_else(|| unix_ns_now() / 1_000_000);
+        let start = auth.counter_start.unwrap_or(u32::try_from(origin_ms / 1000).unwrap_or(u32::MAX / 2));
+        Ok(Some(Tagger {
+            dialect: config.dialect,
+            keys: auth.keys.clone(),
+            next: Default::default(),
+            start,
+            attack: auth.attack,
+        }))
+    }
+
+    /// What to send for `packet`: as it is (no key), or tagged, once or twice.
+    fn datagrams(&mut self, packet: &Packet) -> Result<Vec<Vec<u8>>, Error> {
+        let Some(key) = self.keys.get(self.dialect, packet.device) else {
+            return Ok(vec![packet.datagram.clone()]);
+        };
+        let next = self.next.entry(packet.device).or_insert(self.start);
+        let counter = *next;
+        *next = counter
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid("--auth-counter", format!("device {} ran out of counters", packet.device)))?;
+        let mut bytes = packet.datagram.clone();
+        auth::seal(self.dialect, key, counter, &mut bytes).map_err(|e| Error::invalid("--batch", e.to_string()))?;
+        Ok(match self.attack {
+            None => vec![bytes],
+            Some(Attack::BadTag) => {
+                if let Some(last) = bytes.last_mut() {
+                    *last ^= 0x01;
+                }
+                vec![bytes]
+            }
+            Some(Attack::Truncated) => {
+                bytes.truncate(bytes.len() - auth::TAG_LEN / 2);
+                vec![bytes]
+            }
+            Some(Attack::Replay) => vec![bytes.clone(), bytes],
+        })
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -1825,5 +1949,51 @@ mod tests {
             s.to_string(),
             "sent 10 packets (init 2, data 6, heartbeat 2), 256 bytes to 2 destinations in 2.000s (5.0 packets/s), seed 9"
         );
+    }
+
+    #[test]
+    fn keyed_devices_tag_with_a_counter_each_the_others_send_plain() {
+        let config = iot(&[1, 2, 3], 4);
+        let mut keys = auth::Keys::default();
+        keys.insert(Dialect::Iotstream, 1, auth::Key::new([1; 32]));
+        keys.insert(Dialect::Iotstream, 2, auth::Key::new([2; 32]));
+        keys.insert(Dialect::Tinytelemetry, 3, auth::Key::new([3; 32]));
+        let with = |attack| Auth { keys: keys.clone(), counter_start: Some(100), attack };
+        let mut tagger = Tagger::new(&config, &with(None)).expect("valid").expect("keyed devices");
+        let mut counters: std::collections::HashMap<u16, Vec<u32>> = Default::default();
+        for packet in packets(config.clone()) {
+            let sent = tagger.datagrams(&packet).expect("tags");
+            assert_eq!(sent.len(), 1);
+            match keys.get(Dialect::Iotstream, packet.device) {
+                None => assert_eq!(sent[0], packet.datagram, "device 3 has a key for the other dialect only"),
+                Some(key) => {
+                    let opened = auth::open(Dialect::Iotstream, key, &sent[0]).expect("verifies");
+                    assert_eq!(opened.datagram, &packet.datagram[..]);
+                    counters.entry(packet.device).or_default().push(opened.counter);
+                }
+            }
+        }
+        assert_eq!(counters[&1], vec![100, 101, 102, 103]);
+        assert_eq!(counters[&2], vec![100, 101, 102, 103]);
+        let first = &packets(config.clone())[0];
+        let key = keys.get(Dialect::Iotstream, first.device).expect("key").clone();
+        let attacked = |attack| {
+            let mut t = Tagger::new(&config, &with(Some(attack))).expect("valid").expect("keyed");
+            t.datagrams(first).expect("tags")
+        };
+        assert_eq!(auth::open(Dialect::Iotstream, &key, &attacked(Attack::BadTag)[0]), Err(auth::Refusal::BadTag));
+        assert!(matches!(
+            auth::open(Dialect::Iotstream, &key, &attacked(Attack::Truncated)[0]),
+            Err(auth::Refusal::Truncated { .. })
+        ));
+        let replay = attacked(Attack::Replay);
+        assert_eq!(replay.len(), 2);
+        assert_eq!(replay[0], replay[1]);
+        // No keyed device: no tagger. A batch that leaves no room for the trailer is refused.
+        assert!(Tagger::new(&iot(&[9], 1), &with(None)).expect("valid").is_none());
+        let full = Config { batch: Some(47), ..iot(&[1], 1) };
+        assert!(Tagger::new(&full, &with(None)).expect_err("no room").to_string().contains("at most 44"));
+        assert_eq!("replay".parse::<Attack>().ok(), Some(Attack::Replay));
+        assert!("nonsense".parse::<Attack>().is_err());
     }
 }

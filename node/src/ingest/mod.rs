@@ -1,14 +1,17 @@
 //! UDP ingest: one listener thread per dialect.
 //!
-//! Each datagram is decoded by `proto::wire` into a `Record` (or counted as a drop by
-//! reason), classified by its stream's `proto::stream::State`, and appended to the
-//! stream's pending records in the [`Table`]; the maintenance task writes those to the
-//! store every flush interval (see `streams`).
+//! Each datagram's authentication trailer, when its device has a key, is verified and
+//! stripped (`proto::auth`; a refusal is counted as a drop by reason); then it is decoded
+//! by `proto::wire` into a `Record` (or counted as a drop by reason), classified by its
+//! stream's `proto::stream::State`, and appended to the stream's pending records in the
+//! [`Table`]; the maintenance task writes those to the store every flush interval (see
+//! `streams`).
 //!
 //! The hot loop is a plain blocking thread rather than a tokio task: it does a little
 //! CPU work per datagram and never awaits, and a thread of its own keeps it off the
 //! runtime that serves HTTP.
 
+pub mod counters;
 pub mod dtls;
 pub mod streams;
 
@@ -17,6 +20,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use telemesh_proto::auth;
 use telemesh_proto::record::Record;
 use telemesh_proto::stream::{Lookup, Outcome, Presence};
 use telemesh_proto::wire::Dialect;
@@ -38,16 +42,27 @@ pub struct Listener {
     dialect: Dialect,
     shared: Arc<Shared>,
     handles: DialectHandles,
+    /// Device keys and replay windows; `None`: no device of this dialect has a key and
+    /// none needs one.
+    auth: Option<auth::Verifier>,
 }
 
 impl Listener {
     pub fn new(dialect: Dialect, shared: Arc<Shared>) -> Listener {
         let handles = shared.metrics.for_dialect(dialect);
-        Listener { dialect, shared, handles }
+        Listener { dialect, shared, handles, auth: None }
     }
 
-    /// Receives until `shutdown`.
-    pub fn run(mut self, socket: UdpSocket, shutdown: CancellationToken) {
+    /// Verifies the authentication trailer of each datagram with `verifier` (see
+    /// `proto::auth`): a device with a key must tag its datagrams; one without is let in
+    /// or refused as the verifier's policy says.
+    pub fn with_auth(mut self, verifier: auth::Verifier) -> Listener {
+        self.auth = verifier.is_active().then_some(verifier);
+        self
+    }
+
+    /// Receives until `shutdown`; returns the verifier, whose counters the node saves.
+    pub fn run(mut self, socket: UdpSocket, shutdown: CancellationToken) -> Option<auth::Verifier> {
         if let Err(e) = socket.set_read_timeout(Some(POLL)) {
             tracing::warn!(dialect = %self.dialect, error = %e, "cannot set socket timeout");
         }
@@ -62,6 +77,7 @@ impl Listener {
                 }
             }
         }
+        self.auth
     }
 
     /// Decodes, classifies and queues one datagram received at `arrival_ns`.
@@ -81,6 +97,15 @@ impl Listener {
         let started = Instant::now();
         self.handles.packets.inc();
         self.handles.bytes.inc_by(bytes.len() as u64);
+        let bytes = match self.auth.as_mut().map(|v| v.verify(bytes)) {
+            None => bytes,
+            Some(Ok(verdict)) => verdict.datagram(),
+            Some(Err(refusal)) => {
+                tracing::trace!(dialect = %self.dialect, error = %refusal, "unauthenticated datagram dropped");
+                self.handles.count_drop(refusal.reason());
+                return;
+            }
+        };
         let record = match Record::from_datagram(self.dialect, bytes, arrival_ns, self.shared.iotstream_timestamp) {
             Ok(r) => r,
             Err(e) => {

@@ -135,10 +135,28 @@ struct Cli {
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
+
+    // Authenticated datagrams (issue 13).
+    /// Device keys (the node's --device-keys format): a device with a key appends the
+    /// authentication trailer, a counter and a tag; the others send plain datagrams.
+    #[arg(long, value_name = "FILE")]
+    device_keys: Option<PathBuf>,
+
+    /// Each keyed device's first counter [default: Unix seconds at start].
+    #[arg(long, value_name = "N", requires = "device_keys")]
+    auth_counter: Option<u32>,
+
+    /// Misbehave, to test the node: bad-tag, truncated (the tag cut short) or replay (each
+    /// datagram sent twice).
+    #[arg(long, value_name = "KIND", requires = "device_keys", value_parser = clap::value_parser!(sensor::Attack))]
+    auth_attack: Option<sensor::Attack>,
 }
 
 impl Cli {
-    fn into_config(self) -> (Config, bool) {
+    /// The simulator's configuration, whether to be quiet, and the authentication options.
+    fn into_config(self) -> (Config, bool, AuthArgs) {
+        let auth =
+            AuthArgs { device_keys: self.device_keys, counter_start: self.auth_counter, attack: self.auth_attack };
         let config = Config {
             dialect: self.dialect,
             devices: self.devices,
@@ -157,8 +175,16 @@ impl Cli {
             truth: self.truth,
             dry_run: self.dry_run,
         };
-        (config, self.quiet)
+        (config, self.quiet, auth)
     }
+}
+
+/// The authentication options, the key file still to read.
+#[derive(Debug)]
+struct AuthArgs {
+    device_keys: Option<PathBuf>,
+    counter_start: Option<u32>,
+    attack: Option<sensor::Attack>,
 }
 
 /// One line describing what is about to happen.
@@ -198,11 +224,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let (mut config, quiet) = cli.into_config();
+    let (mut config, quiet, AuthArgs { device_keys, counter_start, attack }) = cli.into_config();
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    let keys = match device_keys.as_deref().map(sensor::load_keys).transpose() {
+        Ok(keys) => keys.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let auth = sensor::Auth { keys, counter_start, attack };
     // Pick the seed here so the banner can show it and the run can be repeated.
     config.seed.get_or_insert_with(rand::random);
 
@@ -214,7 +248,7 @@ fn main() -> ExitCode {
     if !quiet {
         eprintln!("{}", banner(&config));
     }
-    match sensor::run(&config, &stop) {
+    match sensor::run_with_auth(&config, &auth, &stop) {
         Ok(summary) => {
             if !quiet {
                 eprintln!("telemesh-sensor: {summary}");
