@@ -89,7 +89,7 @@ pub async fn remove(State(app): State<App>, Path(peer): Path<String>) -> Respons
     let Ok(peer) = peer.parse::<PeerId>() else {
         return bad("peer", format!("{peer:?} is not a peer id like 12D3KooW…"));
     };
-    if app.membership.status().holds_owner_key && app.membership.members().iter().any(|m| m.is_self && m.peer_id == peer.to_string()) {
+    if peer == app.membership.local() && app.membership.status().holds_owner_key {
         return error(StatusCode::CONFLICT, Some("peer"), "this node holds the owner key and cannot remove itself");
     }
     match app.membership.remove(peer) {

@@ -309,6 +309,11 @@ impl Membership {
         }
     }
 
+    /// This node's peer id.
+    pub fn local(&self) -> PeerId {
+        self.local
+    }
+
     pub fn is_open(&self) -> bool {
         matches!(&*self.state(), State::Open)
     }

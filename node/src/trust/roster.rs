@@ -319,14 +319,6 @@ impl Roster {
         self.body.version
     }
 
-    pub fn issued_s(&self) -> u64 {
-        self.body.issued_s
-    }
-
-    pub fn owner(&self) -> &Owner {
-        &self.owner
-    }
-
     /// The signed bytes, as sent to peers and written to disk.
     pub fn signed(&self) -> &[u8] {
         &self.signed
