@@ -29,6 +29,7 @@ fn stored(node: &telemesh_node::Node, dialect: &str, device: u16) -> Set {
         .iter()
         .map(|r| {
             assert_eq!(r["copies"].as_u64(), Some(1), "no copy of a record was let in twice: {r}");
+            assert_eq!((&r["auth"], r["proved_by"].as_array().map(Vec::len)), (&serde_json::json!("tag"), Some(1)), "{r}");
             let readings: Vec<String> = r["readings"]
                 .as_array()
                 .expect("readings")
@@ -164,6 +165,72 @@ fn tagged_datagrams_are_stored_and_every_attack_is_dropped_and_counted() {
     assert_eq!(drops(&node, "iotstream", "auth_replay"), 1.0);
     assert_eq!(stored(&node, "iotstream", 11), want11);
     node.stop().expect("stops");
+}
+
+/// A site with device 11's key hears its tagged datagrams; a site without keys does not
+/// hear device 11 and hears device 12 (no key) with the first site. Every record says how
+/// it was proved and by whom, on both sites' merged histories: device 11's records are
+/// `tag`, proved by the first site; device 12's are `none`. The second site learns the
+/// proof through the mesh — and keeps the first site's word for it, nothing more.
+#[test]
+fn the_mesh_carries_which_site_proved_which_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut keys = Keys::default();
+    keys.insert(Dialect::Iotstream, 11, Key::new([1; 32]));
+    let a = telemesh_node::Node::start(telemesh_node::Config {
+        device_keys: keys.clone(),
+        ..common::mesh::config(&dir.path().join("a"), None, "auth")
+    })
+    .expect("site a starts");
+    let b = telemesh_node::Node::start(common::mesh::config(&dir.path().join("b"), Some(&a), "auth")).expect("site b starts");
+    let (id_a, id_b) = (common::mesh::peer_id(&a), common::mesh::peer_id(&b));
+    // Ten minutes ago: the windows are complete and seal at once.
+    let start = common::mesh::now_ms() - 600_000;
+    let tagged = sensor::Auth { keys, counter_start: Some(1), attack: None };
+    let cfg = |devices: &[u16], to| sensor::Config {
+        devices: devices.to_vec(),
+        count: Some(5),
+        start_time_ms: Some(start),
+        to,
+        ..sensor::Config::default()
+    };
+    let on = |n: &telemesh_node::Node| n.iotstream.expect("iotstream");
+    simulate(dir.path(), "tagged", cfg(&[11], vec![on(&a)]), &tagged);
+    simulate(dir.path(), "plain", cfg(&[12], vec![on(&a), on(&b)]), &tagged);
+
+    // (auth, heard_by, proved_by) of each record of `device`, as `node` merges them.
+    let proofs = |node: &telemesh_node::Node, device: u32| -> Vec<(String, Vec<String>, Vec<String>)> {
+        let list = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().expect("list").iter().map(|x| x.as_str().expect("id").to_owned()).collect()
+        };
+        common::get_json(&format!("{}/v1/streams/iotstream/{device}/records", node.url()))["records"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| (r["auth"].as_str().expect("auth").to_owned(), list(&r["heard_by"]), list(&r["proved_by"])))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut both = vec![id_a.clone(), id_b.clone()];
+    both.sort();
+    let want11 = vec![("tag".to_owned(), vec![id_a.clone()], vec![id_a.clone()]); 5];
+    let want12 = vec![("none".to_owned(), both, vec![]); 5];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = [&a, &b].map(|n| (proofs(n, 11), proofs(n, 12)));
+        if got.iter().all(|(p11, p12)| *p11 == want11 && *p12 == want12) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no agreement: a {:?}, b {:?}", got[0], got[1]);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Site b's own receipts prove nothing, and it received none of device 11's records.
+    let local = |device| common::get_json(&format!("{}/v1/streams/iotstream/{device}/records?view=local", b.url()));
+    assert!(local(11)["records"].as_array().is_none_or(Vec::is_empty));
+    assert!(local(12)["records"].as_array().expect("records").iter().all(|r| r["auth"] == "none"));
+    b.stop().expect("b stops");
+    a.stop().expect("a stops");
 }
 
 /// The `telemesh` binary refuses a bad key file, or `--require-auth` without one, before it

@@ -203,6 +203,15 @@ fn s_client_frames_come_back_exactly() {
             (5, s(5), "data".to_owned(), "CPU=72.3 MEM=41.2 TEMP=67.5".to_owned()),
         ]
     );
+    // Each record says the device proved it with its certificate, to this node.
+    for view in ["local", "merged"] {
+        let page = common::get_json(&format!("{}/v1/streams/secure/1001/records?view={view}", node.url()));
+        for r in page["records"].as_array().expect("records") {
+            assert_eq!(r["auth"], "certificate", "{r}");
+            assert_eq!(r["proved_by"], r["heard_by"], "{r}");
+            assert_eq!(r["proved_by"].as_array().map(Vec::len), Some(1), "{r}");
+        }
+    }
     let m = metrics(&node);
     assert_eq!(common::metric(&m, "telemesh_drops_total{dialect=\"secure\""), 0.0, "{m}");
     let err = client.finish();

@@ -193,19 +193,24 @@ pub fn query(api: &Api, q: Query<'_>) -> anyhow::Result<String> {
 
 fn table(page: &RecordsPage) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5}  readings", "device time", "seq", "ext seq", "kind", "gap", "heard");
+    let _ = writeln!(
+        out,
+        "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5} {:<11}  readings",
+        "device time", "seq", "ext seq", "kind", "gap", "heard", "auth"
+    );
     for r in &page.records {
         let readings: Vec<String> =
             r.readings.iter().map(|x| format!("{}={}", x.label, export::value_text(x.value))).collect();
         let _ = writeln!(
             out,
-            "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5}  {}",
+            "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5} {:<11}  {}",
             r.device_time,
             r.seq,
             r.ext_seq,
             r.kind.name(),
             r.gap,
             r.heard_by.len(),
+            r.auth.name(),
             readings.join(" ")
         );
     }

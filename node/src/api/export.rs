@@ -6,7 +6,7 @@ use telemesh_proto::wire::Dialect;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::store::StoredRecord;
+use crate::store::{Auth, StoredRecord};
 
 /// One reading as the API shows it. Binary dialects' f32 readings print in their
 /// shortest form (`29.37`); a NaN prints as `null`.
@@ -58,6 +58,14 @@ pub struct RecordView {
     pub gap: u64,
     /// Nodes that received this record (peer ids, sorted).
     pub heard_by: Vec<String>,
+    /// How the device proved it sent this record: `none`, `tag` (a valid device tag) or
+    /// `certificate` (over DTLS with its client certificate) — to this node in the local
+    /// view, to any node in the merged view.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Those of `heard_by` that received it authenticated (sorted).
+    #[serde(default)]
+    pub proved_by: Vec<String>,
 }
 
 /// Which history a query returns.
@@ -82,12 +90,9 @@ impl RecordView {
     /// this node's name.
     pub fn new(r: &StoredRecord, previous_ext: Option<u64>, node_id: &str, view: View) -> RecordView {
         let local = view == View::Local;
-        let mut heard_by: Vec<String> = r.heard_by.iter().map(|n| n.to_string()).collect();
-        if r.copies > 0 {
-            heard_by.push(node_id.to_owned());
-        }
-        heard_by.sort();
-        heard_by.dedup();
+        let heard_by = names(&r.heard_by, (r.copies > 0).then_some(node_id));
+        let proved_by = names(&r.proved_by, (r.copies > 0 && r.proved).then_some(node_id));
+        let auth = if local { Auth::of(r.record.stream.dialect, r.copies > 0 && r.proved) } else { r.auth() };
         let gap = match previous_ext {
             Some(p) if r.ext_seq > p + 1 => r.ext_seq - p - 1,
             _ => 0,
@@ -113,8 +118,18 @@ impl RecordView {
             copies: local.then_some(r.copies),
             gap,
             heard_by,
+            auth,
+            proved_by,
         }
     }
+}
+
+/// `others` and `me`, sorted, once each.
+fn names(others: &[std::sync::Arc<str>], me: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = others.iter().map(|n| n.to_string()).chain(me.map(str::to_owned)).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Views of consecutive records; `before` is the record preceding the first one. The
@@ -133,7 +148,7 @@ pub fn views(records: &[StoredRecord], before: Option<&StoredRecord>, node_id: &
 }
 
 /// The CSV header: the seeds' per-packet log columns, then telemesh's.
-pub const CSV_HEADER: &str = "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,readings";
+pub const CSV_HEADER: &str = "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,auth,readings";
 
 /// One CSV row (no newline). `arrival_time` is Unix seconds with microseconds, as the
 /// seeds log it (empty in the merged view, with `duplicate_flag`); readings are
@@ -142,7 +157,7 @@ pub fn csv_row(v: &RecordView) -> String {
     let readings: Vec<String> = v.readings.iter().map(|r| format!("{}={}", r.label, value_text(r.value))).collect();
     let arrival = v.arrival_ns.map_or(String::new(), |a| format!("{}.{:06}", a / 1_000_000_000, (a % 1_000_000_000) / 1_000));
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         v.device,
         v.seq,
         v.timestamp,
@@ -155,6 +170,7 @@ pub fn csv_row(v: &RecordView) -> String {
         v.ext_seq,
         v.device_time,
         v.heard_by.join(";"),
+        v.auth.name(),
         readings.join(";"),
     )
 }
@@ -191,7 +207,7 @@ mod tests {
         assert_eq!(v.device_time, "2025-12-11T18:20:00.758Z");
         assert_eq!(
             csv_row(&v),
-            "1001,1,245642102,1765477200.758614,DATA,0,0,0,5,1,2025-12-11T18:20:00.758Z,n1,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
+            "1001,1,245642102,1765477200.758614,DATA,0,0,0,5,1,2025-12-11T18:20:00.758Z,n1,none,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
         );
         let json = serde_json::to_string(&v.readings[0]).expect("json");
         assert_eq!(json, r#"{"label":"r1","value":29.37}"#);
@@ -199,7 +215,7 @@ mod tests {
         assert_eq!(gap.gap, 0);
         assert_eq!(
             csv_row(&gap),
-            "1001,1,245642102,,DATA,,0,0,5,1,2025-12-11T18:20:00.758Z,n1,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
+            "1001,1,245642102,,DATA,,0,0,5,1,2025-12-11T18:20:00.758Z,n1,none,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
         );
         let r4 = StoredRecord { ext_seq: 4, heard_by: vec!["a".into(), "z".into()], ..r };
         let v4 = RecordView::new(&r4, Some(1), "n1", View::Merged);
@@ -208,5 +224,38 @@ mod tests {
         let repaired = StoredRecord { copies: 0, ..r4 };
         assert_eq!(RecordView::new(&repaired, None, "n1", View::Merged).heard_by, ["a", "z"]);
         assert!(views(&[repaired], None, "n1", View::Local).is_empty());
+    }
+
+    #[test]
+    fn a_record_shows_how_it_was_proved_and_by_whom() {
+        let record = Record {
+            stream: StreamId::new(Dialect::Iotstream, 7),
+            device_time_ns: 1_765_477_200_000_000_000,
+            seq: 3,
+            timestamp_raw: 3,
+            kind: Kind::Data,
+            readings: Readings::Batch(vec![1.5]),
+        };
+        let plain = StoredRecord::new(record.clone(), 3, 1_765_477_200_100_000_000);
+        assert_eq!(RecordView::new(&plain, None, "n1", View::Merged).auth, Auth::None);
+        // Proved here: both views say so, and name this node.
+        let here = StoredRecord { proved: true, ..plain.clone() };
+        for view in [View::Local, View::Merged] {
+            let v = RecordView::new(&here, None, "n1", view);
+            assert_eq!((v.auth, v.proved_by.as_slice()), (Auth::Tag, ["n1".to_owned()].as_slice()));
+            assert!(csv_row(&v).contains(",n1,tag,r1=1.5"));
+        }
+        // Heard here unauthenticated, proved by a peer: the merged history says the device
+        // proved it; this node's own receipt did not.
+        let peer = StoredRecord { heard_by: vec!["p".into()], proved_by: vec!["p".into()], ..plain };
+        let merged = RecordView::new(&peer, None, "n1", View::Merged);
+        assert_eq!((merged.auth, merged.proved_by.as_slice(), merged.heard_by.len()), (Auth::Tag, ["p".to_owned()].as_slice(), 2));
+        assert_eq!(RecordView::new(&peer, None, "n1", View::Local).auth, Auth::None);
+        // The secure frame's proof is the client certificate.
+        let secure = StoredRecord {
+            record: Record { stream: StreamId::new(Dialect::Secure, 7), ..record },
+            ..StoredRecord { proved: true, ..peer }
+        };
+        assert_eq!(RecordView::new(&secure, None, "n1", View::Merged).auth, Auth::Certificate);
     }
 }

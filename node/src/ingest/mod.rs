@@ -82,24 +82,35 @@ impl Listener {
 
     /// Decodes, classifies and queues one datagram received at `arrival_ns`.
     pub fn handle(&mut self, bytes: &[u8], arrival_ns: u64) {
-        self.handle_checked(bytes, arrival_ns, |_| Ok(()));
+        self.ingest(bytes, arrival_ns, |_| Ok(()), false);
     }
 
-    /// [`Listener::handle`], with `check` run on the decoded record before it is classified:
-    /// an `Err(reason)` drops it and counts `reason` (the secure listener drops a frame whose
-    /// client id is not its certificate's).
-    pub fn handle_checked(
+    /// [`Listener::handle`] for a frame that came over a channel that authenticated its
+    /// sender (DTLS with a client certificate): `check` binds the decoded record to that
+    /// sender — an `Err(reason)` drops it and counts `reason` (the secure listener drops a
+    /// frame whose client id is not its certificate's) — and what passes is stored as proved.
+    pub fn handle_authenticated(
         &mut self,
         bytes: &[u8],
         arrival_ns: u64,
         check: impl FnOnce(&Record) -> Result<(), &'static str>,
     ) {
+        self.ingest(bytes, arrival_ns, check, true);
+    }
+
+    fn ingest(
+        &mut self,
+        bytes: &[u8],
+        arrival_ns: u64,
+        check: impl FnOnce(&Record) -> Result<(), &'static str>,
+        channel_proved: bool,
+    ) {
         let started = Instant::now();
         self.handles.packets.inc();
         self.handles.bytes.inc_by(bytes.len() as u64);
-        let bytes = match self.auth.as_mut().map(|v| v.verify(bytes)) {
-            None => bytes,
-            Some(Ok(verdict)) => verdict.datagram(),
+        let (bytes, proved) = match self.auth.as_mut().map(|v| v.verify(bytes)) {
+            None => (bytes, channel_proved),
+            Some(Ok(verdict)) => (verdict.datagram(), channel_proved || matches!(verdict, auth::Verdict::Verified { .. })),
             Some(Err(refusal)) => {
                 tracing::trace!(dialect = %self.dialect, error = %refusal, "unauthenticated datagram dropped");
                 self.handles.count_drop(refusal.reason());
@@ -151,12 +162,12 @@ impl Listener {
                 } else {
                     self.handles.new.inc();
                 }
-                pending.push(StoredRecord::new(record, ext_seq, arrival_ns));
+                pending.push(StoredRecord { proved, ..StoredRecord::new(record, ext_seq, arrival_ns) });
                 true
             }
             Outcome::Duplicate => {
                 self.handles.duplicate.inc();
-                history::add_copy(pending, record, arrival_ns)
+                history::add_copy(pending, record, arrival_ns, proved)
             }
         };
         if pushed {

@@ -27,13 +27,18 @@ use telemesh_proto::mesh::{Summary, Table, WindowId};
 use telemesh_proto::record::{codec, Kind, Readings, Record, StreamId};
 use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
+use telemesh_proto::wire::Dialect;
 use telemesh_proto::{columns, merkle};
 
 use self::segment::{Loc, Segments};
 use self::wal::Wal;
 
-/// Current on-disk format, stored under `meta/format`.
-pub const FORMAT: u32 = 4;
+/// Current on-disk format, stored under `meta/format`. Format 5 adds proofs (a record
+/// received authenticated) to format 4: the top bit of a stored copy count, and a second
+/// bitmap in a provenance table's rows.
+pub const FORMAT: u32 = 5;
+/// The earlier format whose values read unchanged as [`FORMAT`]'s: opened and marked.
+const READS_AS_IS: u32 = 4;
 
 /// A record as this node holds it: the record plus what this node knows about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,14 +52,24 @@ pub struct StoredRecord {
     pub arrival_ns: u64,
     /// How many times this node received it (duplicates add one; 0: it came from a peer).
     pub copies: u32,
+    /// Whether this node received it authenticated: with a valid device tag, or over DTLS
+    /// from a client with a certificate (the secure dialect).
+    pub proved: bool,
     /// The other nodes that received it, as their peers told us (sorted).
     pub heard_by: Vec<Arc<str>>,
+    /// Those of `heard_by` that received it authenticated (sorted).
+    pub proved_by: Vec<Arc<str>>,
 }
 
 impl StoredRecord {
     pub fn new(record: Record, ext_seq: u64, arrival_ns: u64) -> StoredRecord {
         let tag = record.content_tag();
-        StoredRecord { record, tag, ext_seq, arrival_ns, copies: 1, heard_by: Vec::new() }
+        StoredRecord { record, tag, ext_seq, arrival_ns, copies: 1, proved: false, heard_by: Vec::new(), proved_by: Vec::new() }
+    }
+
+    /// How it was authenticated, to this node or any other.
+    pub fn auth(&self) -> Auth {
+        Auth::of(self.record.stream.dialect, self.proved || !self.proved_by.is_empty())
     }
 
     /// A record repaired from peers: this node did not receive it.
@@ -72,10 +87,43 @@ impl StoredRecord {
     }
 }
 
+/// How a record was authenticated: what a proof is depends on its dialect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// Not proved.
+    #[default]
+    None,
+    /// A valid device tag (`proto::auth`): IoTStream and TinyTelemetry.
+    Tag,
+    /// Received over DTLS from a client whose certificate names the device: the secure frame.
+    Certificate,
+}
+
+impl Auth {
+    /// What a proof is in `dialect`, if `proved`.
+    pub fn of(dialect: Dialect, proved: bool) -> Auth {
+        match dialect {
+            _ if !proved => Auth::None,
+            Dialect::Secure => Auth::Certificate,
+            Dialect::Iotstream | Dialect::Tinytelemetry => Auth::Tag,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Auth::None => "none",
+            Auth::Tag => "tag",
+            Auth::Certificate => "certificate",
+        }
+    }
+}
+
 /// Sorts records into device order and merges entries with the same key — a duplicate's
 /// one-copy delta, a record written twice after a crash, or one received here and from a
 /// peer: copies add up, the earliest receipt's arrival time and extended seq win (a
-/// receipt here over a repair), and the nodes that heard it are united.
+/// receipt here over a repair), it is proved if any receipt was, and the nodes that heard
+/// (and proved) it are united.
 pub fn merge(mut records: Vec<StoredRecord>) -> Vec<StoredRecord> {
     records.sort_by_key(StoredRecord::order_key);
     let mut out: Vec<StoredRecord> = Vec::with_capacity(records.len());
@@ -83,21 +131,55 @@ pub fn merge(mut records: Vec<StoredRecord>) -> Vec<StoredRecord> {
         match out.last_mut() {
             Some(last) if last.order_key() == r.order_key() => {
                 let copies = last.copies.saturating_add(r.copies);
-                let mut heard = std::mem::take(&mut last.heard_by);
-                heard.append(&mut r.heard_by);
-                heard.sort();
-                heard.dedup();
+                let proved = last.proved || r.proved;
+                let heard = union(std::mem::take(&mut last.heard_by), &mut r.heard_by);
+                let proved_by = union(std::mem::take(&mut last.proved_by), &mut r.proved_by);
                 let earlier = (r.copies == 0, r.arrival_ns) < (last.copies == 0, last.arrival_ns);
                 if earlier {
                     *last = r;
                 }
                 last.copies = copies;
+                last.proved = proved;
                 last.heard_by = heard;
+                last.proved_by = proved_by;
             }
             _ => out.push(r),
         }
     }
     out
+}
+
+/// `a` and `b` together, sorted, once each.
+fn union(mut a: Vec<Arc<str>>, b: &mut Vec<Arc<str>>) -> Vec<Arc<str>> {
+    a.append(b);
+    a.sort();
+    a.dedup();
+    a
+}
+
+/// Adds `name` to the sorted `names`; whether it was not there.
+fn insert_sorted(names: &mut Vec<Arc<str>>, name: &Arc<str>) -> bool {
+    match names.binary_search(name) {
+        Ok(_) => false,
+        Err(at) => {
+            names.insert(at, Arc::clone(name));
+            true
+        }
+    }
+}
+
+/// Stored in place of `copies` (in chunks and in a sealed window's provenance columns):
+/// the count in the low 31 bits, and whether the record was proved in the top bit — so a
+/// value written before proofs existed reads as not proved.
+const PROVED: u32 = 1 << 31;
+
+fn receipt(r: &StoredRecord) -> u32 {
+    r.copies.min(PROVED - 1) | if r.proved { PROVED } else { 0 }
+}
+
+/// `(copies, proved)` from a stored [`receipt`].
+fn from_receipt(v: u32) -> (u32, bool) {
+    (v & !PROVED, v & PROVED != 0)
 }
 
 /// One record inside a chunk (the stream is in the chunk's key).
@@ -111,6 +193,7 @@ struct ChunkRecord {
     timestamp_raw: u64,
     ext_seq: u64,
     arrival_ns: u64,
+    /// Copies and proof ([`receipt`]).
     copies: u32,
 }
 
@@ -126,7 +209,7 @@ fn encode_chunk<'a>(records: impl IntoIterator<Item = &'a StoredRecord>) -> Vec<
             timestamp_raw: r.record.timestamp_raw,
             ext_seq: r.ext_seq,
             arrival_ns: r.arrival_ns,
-            copies: r.copies,
+            copies: receipt(r),
         })
         .collect();
     codec::to_vec(&rows)
@@ -136,20 +219,26 @@ fn decode_chunk(stream: StreamId, bytes: &[u8]) -> Option<Vec<StoredRecord>> {
     let rows: Vec<ChunkRecord> = codec::from_slice(bytes, "chunk").ok()?;
     Some(
         rows.into_iter()
-            .map(|c| StoredRecord {
-                record: Record {
+            .map(|c| {
+                let (copies, proved) = from_receipt(c.copies);
+                let record = Record {
                     stream,
                     device_time_ns: c.device_time_ns,
                     seq: c.seq,
                     timestamp_raw: c.timestamp_raw,
                     kind: c.kind,
                     readings: c.readings,
-                },
-                tag: c.tag,
-                ext_seq: c.ext_seq,
-                arrival_ns: c.arrival_ns,
-                copies: c.copies,
-                heard_by: Vec::new(),
+                };
+                StoredRecord {
+                    record,
+                    tag: c.tag,
+                    ext_seq: c.ext_seq,
+                    arrival_ns: c.arrival_ns,
+                    copies,
+                    proved,
+                    heard_by: Vec::new(),
+                    proved_by: Vec::new(),
+                }
             })
             .collect(),
     )
@@ -183,9 +272,11 @@ struct SealedValue {
     /// The records, `proto::window::compact`.
     records: Vec<u8>,
     /// This node's provenance, packed columns in key order (`proto::columns`): arrival
-    /// minus device time (ns, biased), copies, extended seq minus seq (biased).
+    /// minus device time (ns, biased), copies and proof ([`receipt`]), extended seq minus
+    /// seq (biased).
     provenance: Vec<u8>,
-    /// The other nodes that heard each record: a provenance table (`proto::mesh::Table`).
+    /// The other nodes that heard (and proved) each record: a provenance table
+    /// (`proto::mesh::Table`).
     heard: Table,
     /// The blob's hash tree, kept only for blobs over [`OUTBOARD_KEPT_OVER`] bytes.
     outboard: Option<Vec<u8>>,
@@ -204,7 +295,7 @@ fn pack_provenance(records: &[StoredRecord]) -> Vec<u8> {
     let transit: Vec<u64> =
         records.iter().map(|r| r.arrival_ns.wrapping_sub(r.record.device_time_ns) ^ BIAS).collect();
     columns::pack(&mut out, &transit);
-    columns::pack(&mut out, &records.iter().map(|r| u64::from(r.copies)).collect::<Vec<_>>());
+    columns::pack(&mut out, &records.iter().map(|r| u64::from(receipt(r))).collect::<Vec<_>>());
     columns::pack(&mut out, &records.iter().map(|r| r.ext_seq.wrapping_sub(r.record.seq) ^ BIAS).collect::<Vec<_>>());
     out
 }
@@ -228,47 +319,55 @@ impl SealedValue {
 /// The provenance table of `records` (in key order): `me` for those received here, and
 /// the other nodes each lists.
 pub fn table(records: &[StoredRecord], me: &str) -> Table {
-    Table::from_heard(
+    Table::from_receipts(
         records.len(),
-        records.iter().enumerate().flat_map(|(i, r)| {
-            (r.copies > 0).then_some((i, me)).into_iter().chain(r.heard_by.iter().map(move |n| (i, n.as_ref())))
-        }),
+        records.iter().enumerate().flat_map(|(i, r)| (r.copies > 0).then_some((i, me, r.proved)).into_iter().chain(others_of(i, r))),
     )
 }
 
 /// The table of other nodes only (what a sealed value stores; this node's part is `copies`).
 fn others(records: &[StoredRecord]) -> Table {
-    Table::from_heard(records.len(), records.iter().enumerate().flat_map(|(i, r)| r.heard_by.iter().map(move |n| (i, n.as_ref()))))
+    Table::from_receipts(records.len(), records.iter().enumerate().flat_map(|(i, r)| others_of(i, r)))
+}
+
+/// The receipts of record `i` by other nodes: `(i, node, proved)`.
+fn others_of(i: usize, r: &StoredRecord) -> impl Iterator<Item = (usize, &str, bool)> {
+    r.heard_by.iter().map(move |n| (i, n.as_ref(), r.proved_by.binary_search(n).is_ok()))
 }
 
 fn decode_sealed(stream: StreamId, window_start: u64, bytes: &[u8]) -> Option<(SealedValue, Vec<StoredRecord>)> {
     let v: SealedValue = codec::from_slice(bytes, "sealed window").ok()?;
     let records = window::compact::decode(stream, window_start, &v.records).ok()?;
-    if !v.heard.fits(records.len()) {
+    let count = records.len();
+    if !v.heard.fits(count) {
         return None;
     }
     let names: Vec<Arc<str>> = v.heard.nodes.iter().map(|(n, _)| Arc::from(n.as_str())).collect();
     let mut r = columns::Reader::new(&v.provenance);
-    let (transit, copies, ext) = (r.unpack(records.len()).ok()?, r.unpack(records.len()).ok()?, r.unpack(records.len()).ok()?);
+    let (transit, receipts, ext) = (r.unpack(count).ok()?, r.unpack(count).ok()?, r.unpack(count).ok()?);
     let stored = records
         .into_iter()
         .enumerate()
         .map(|(i, record)| {
             let tag = record.content_tag();
-            let heard_by = v
-                .heard
-                .nodes
-                .iter()
-                .zip(&names)
-                .filter(|((_, bits), _)| bits.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1))
-                .map(|(_, n)| Arc::clone(n))
-                .collect();
+            let (mut heard_by, mut proved_by) = (Vec::new(), Vec::new());
+            for ((_, row), name) in v.heard.nodes.iter().zip(&names) {
+                if let Some(proved) = Table::receipt(row, count, i) {
+                    heard_by.push(Arc::clone(name));
+                    if proved {
+                        proved_by.push(Arc::clone(name));
+                    }
+                }
+            }
+            let (copies, proved) = from_receipt(u32::try_from(receipts[i]).unwrap_or(PROVED - 1));
             StoredRecord {
                 tag,
                 arrival_ns: record.device_time_ns.wrapping_add(transit[i] ^ BIAS),
-                copies: u32::try_from(copies[i]).unwrap_or(u32::MAX),
+                copies,
+                proved,
                 ext_seq: record.seq.wrapping_add(ext[i] ^ BIAS),
                 heard_by,
+                proved_by,
                 record,
             }
         })
@@ -492,7 +591,12 @@ impl SledStore {
         match meta.get("format")? {
             Some(v) => {
                 let found = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0);
-                if found != FORMAT {
+                if found == READS_AS_IS {
+                    // Every format 4 value reads as format 5 (nothing proved); marking the
+                    // store 5 keeps builds that would misread a proof from opening it.
+                    tracing::info!(path = %dir.display(), "store format {found} upgraded to {FORMAT} (nothing rewritten)");
+                    meta.insert("format", &FORMAT.to_be_bytes())?;
+                } else if found != FORMAT {
                     return Err(StoreError::Format { path: dir.display().to_string(), found });
                 }
             }
@@ -887,12 +991,14 @@ impl Store for SledStore {
         if value.root != *root || !table.fits(records.len()) {
             return Ok(None);
         }
-        let mut changed = false;
-        for (i, r) in records.iter_mut().enumerate() {
-            for name in table.heard(i).filter(|n| *n != self.node_id) {
-                if let Err(at) = r.heard_by.binary_search_by(|h| h.as_ref().cmp(name)) {
-                    r.heard_by.insert(at, Arc::from(name));
-                    changed = true;
+        let (count, mut changed) = (records.len(), false);
+        for (name, row) in table.nodes.iter().filter(|(n, _)| *n != self.node_id) {
+            let name: Arc<str> = Arc::from(name.as_str());
+            for (i, r) in records.iter_mut().enumerate() {
+                let Some(proved) = Table::receipt(row, count, i) else { continue };
+                changed |= insert_sorted(&mut r.heard_by, &name);
+                if proved {
+                    changed |= insert_sorted(&mut r.proved_by, &name);
                 }
             }
         }
@@ -1107,6 +1213,55 @@ mod tests {
         drop(s);
         let s = SledStore::open(dir.path(), 4).expect("reopen again");
         assert_eq!(s.window(S, 0).expect("window").len(), 2, "recovery is idempotent");
+    }
+
+    #[test]
+    fn proofs_survive_chunks_seals_duplicates_and_peer_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open_as(dir.path(), 4, Some("me")).expect("open");
+        let proved = StoredRecord { proved: true, ..rec(1, 10, 1.0) };
+        s.append(&[Chunk { stream: S, window_start: 0, records: vec![proved, rec(2, 20, 2.0)] }.encode()], &[], &[])
+            .expect("append");
+        let proof = |s: &SledStore| s.window(S, 0).expect("window").iter().map(|r| (r.copies, r.proved)).collect::<Vec<_>>();
+        assert_eq!(proof(&s), [(1, true), (1, false)]);
+        // A second, authenticated copy of record 2 proves it too.
+        let delta = StoredRecord { proved: true, ..StoredRecord::new(rec(2, 20, 2.0).record, 0, 5) };
+        s.append(&[Chunk { stream: S, window_start: 0, records: vec![delta] }.encode()], &[], &[]).expect("append");
+        assert_eq!(proof(&s), [(1, true), (2, true)]);
+        let root = s.seal_window(S, 0, &[]).expect("seal").expect("root");
+        assert_eq!(proof(&s), [(1, true), (2, true)]);
+        // A peer's table: p heard both, proved the second; q heard the first only.
+        let peers = Table::from_receipts(2, [(0, "p", false), (1, "p", true), (0, "q", false), (0, "me", false)]);
+        s.add_provenance(WindowId { stream: S, start: 0 }, &root, &peers).expect("provenance");
+        drop(s);
+        let s = SledStore::open_as(dir.path(), 4, Some("me")).expect("reopen");
+        let w = s.window(S, 0).expect("window");
+        let by = |v: &[Arc<str>]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!((by(&w[0].heard_by), by(&w[0].proved_by)), (vec!["p".to_owned(), "q".to_owned()], vec![]));
+        assert_eq!((by(&w[1].heard_by), by(&w[1].proved_by)), (vec!["p".to_owned()], vec!["p".to_owned()]));
+        assert_eq!(proof(&s), [(1, true), (2, true)], "a peer cannot speak for this node");
+        let table = s.sealed(S, 0).expect("sealed").expect("window").table;
+        assert_eq!(table.proved(2, 1).collect::<Vec<_>>(), ["me", "p"]);
+        assert!(table.fits(2));
+    }
+
+    #[test]
+    fn a_format_4_store_opens_as_format_5_and_older_ones_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = || sled::Config::new().path(dir.path().join("sled")).use_compression(true).open().expect("sled");
+        let set = |format: u32| {
+            let db = raw();
+            db.open_tree("meta").expect("meta").insert("format", &format.to_be_bytes()).expect("insert");
+            db.flush().expect("flush");
+        };
+        drop(SledStore::open(dir.path(), 4).expect("open"));
+        set(4);
+        drop(SledStore::open(dir.path(), 4).expect("a format 4 store opens"));
+        let db = raw();
+        assert_eq!(db.open_tree("meta").expect("meta").get("format").expect("get").as_deref(), Some(&FORMAT.to_be_bytes()[..]));
+        drop(db);
+        set(3);
+        assert!(matches!(SledStore::open(dir.path(), 4), Err(StoreError::Format { found: 3, .. })));
     }
 
     #[test]

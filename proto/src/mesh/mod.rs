@@ -42,9 +42,14 @@ impl std::fmt::Display for WindowId {
     }
 }
 
-/// Which node heard which record of one window directly: for each node (by name, sorted),
-/// a bitmap over the window's records in key order (bit `i` of byte `i / 8`, least
-/// significant first). Only meaningful together with the root it was made for.
+/// Which node heard which record of one window directly, and which of those it received
+/// authenticated: for each node (by name, sorted), a bitmap over the window's records in
+/// key order (bit `i` of byte `i / 8`, least significant first) — the records it heard —
+/// optionally followed by a second bitmap of the same length: the records it *proved*,
+/// i.e. received with a valid device tag (`proto::auth`) or over DTLS from a client with a
+/// certificate (the secure dialect). Proved records are a subset of heard ones, and the
+/// second bitmap is left out when it would be all zeros, so a table has one form (and one
+/// digest) per content. Only meaningful together with the root it was made for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     pub nodes: Vec<(String, Vec<u8>)>,
@@ -55,44 +60,96 @@ pub const MAX_NODE_NAME: usize = 128;
 /// Most nodes one window's table lists.
 pub const MAX_TABLE_NODES: usize = 256;
 
+/// Whether bit `i` of `bits` is set.
+fn bit(bits: &[u8], i: usize) -> bool {
+    bits.get(i / 8).is_some_and(|x| x >> (i % 8) & 1 == 1)
+}
+
+/// A node's row in canonical form: the heard half, and the proved half only if not empty.
+fn canonical(mut bits: Vec<u8>, len: usize) -> Vec<u8> {
+    if bits.len() > len && bits[len..].iter().all(|x| *x == 0) {
+        bits.truncate(len);
+    }
+    bits
+}
+
 impl Table {
-    /// A table from each record's list of nodes (records in key order).
+    /// A table from each record's list of nodes (records in key order), none proved.
     pub fn from_heard<'a>(count: usize, heard: impl IntoIterator<Item = (usize, &'a str)>) -> Table {
+        Table::from_receipts(count, heard.into_iter().map(|(i, n)| (i, n, false)))
+    }
+
+    /// A table from receipts `(record index, node, proved)` (records in key order).
+    pub fn from_receipts<'a>(count: usize, receipts: impl IntoIterator<Item = (usize, &'a str, bool)>) -> Table {
+        let len = count.div_ceil(8);
         let mut nodes: std::collections::BTreeMap<&str, Vec<u8>> = std::collections::BTreeMap::new();
-        for (i, name) in heard {
+        for (i, name, proved) in receipts {
             if i < count {
-                let bits = nodes.entry(name).or_insert_with(|| vec![0; count.div_ceil(8)]);
+                let bits = nodes.entry(name).or_insert_with(|| vec![0; 2 * len]);
                 bits[i / 8] |= 1 << (i % 8);
+                if proved {
+                    bits[len + i / 8] |= 1 << (i % 8);
+                }
             }
         }
-        Table { nodes: nodes.into_iter().map(|(n, b)| (n.to_owned(), b)).collect() }
+        Table { nodes: nodes.into_iter().map(|(n, b)| (n.to_owned(), canonical(b, len))).collect() }
     }
 
     /// The nodes that heard record `i`.
     pub fn heard(&self, i: usize) -> impl Iterator<Item = &str> {
-        self.nodes.iter().filter(move |(_, b)| b.get(i / 8).is_some_and(|x| x >> (i % 8) & 1 == 1)).map(|(n, _)| n.as_str())
+        self.nodes.iter().filter(move |(_, b)| bit(b, i)).map(|(n, _)| n.as_str())
+    }
+
+    /// What one node's row (its bitmaps) says of record `i` of `count`: `None` if it did
+    /// not hear it, else whether it proved it.
+    pub fn receipt(row: &[u8], count: usize, i: usize) -> Option<bool> {
+        let len = count.div_ceil(8);
+        bit(row, i).then(|| row.len() > len && bit(&row[len..], i))
+    }
+
+    /// The nodes that proved record `i` (received it authenticated); `count` is the
+    /// window's record count.
+    pub fn proved(&self, count: usize, i: usize) -> impl Iterator<Item = &str> {
+        let len = count.div_ceil(8);
+        self.nodes.iter().filter(move |(_, b)| b.len() > len && bit(&b[len..], i)).map(|(n, _)| n.as_str())
     }
 
     /// Whether the table fits a window of `count` records: names sorted, unique, bounded,
-    /// bitmaps of the right length with no bit past `count`.
+    /// one bitmap (or two: heard, then proved — a non-empty subset) of the right length
+    /// with no bit past `count`.
     pub fn fits(&self, count: usize) -> bool {
         let len = count.div_ceil(8);
+        let clean = |b: &[u8]| count.is_multiple_of(8) || b.last().is_none_or(|x| x >> (count % 8) == 0);
         self.nodes.len() <= MAX_TABLE_NODES
             && self.nodes.windows(2).all(|w| w[0].0 < w[1].0)
             && self.nodes.iter().all(|(n, b)| {
                 !n.is_empty()
                     && n.len() <= MAX_NODE_NAME
-                    && b.len() == len
-                    && (count.is_multiple_of(8) || b.last().is_none_or(|x| x >> (count % 8) == 0))
+                    && clean(&b[..len.min(b.len())])
+                    && if b.len() == len {
+                        true
+                    } else if b.len() == 2 * len {
+                        let (heard, proved) = b.split_at(len);
+                        clean(proved)
+                            && proved.iter().any(|x| *x != 0)
+                            && heard.iter().zip(proved).all(|(h, p)| p & !h == 0)
+                    } else {
+                        false
+                    }
             })
     }
 
-    /// Adds everything `other` says (union per node). Both must fit the same window.
+    /// Adds everything `other` says (union per node, of what each heard and proved). Both
+    /// must fit the same window.
     pub fn merge(&mut self, other: &Table) {
         for (name, bits) in &other.nodes {
             match self.nodes.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
                 Ok(i) => {
-                    for (a, b) in self.nodes[i].1.iter_mut().zip(bits) {
+                    let mine = &mut self.nodes[i].1;
+                    if mine.len() < bits.len() {
+                        mine.resize(bits.len(), 0);
+                    }
+                    for (a, b) in mine.iter_mut().zip(bits) {
                         *a |= b;
                     }
                 }
@@ -207,5 +264,43 @@ mod tests {
         assert!(!stray.fits(10)); // bit 10 of 10
         let unsorted = Table { nodes: vec![("b".into(), vec![1, 0]), ("a".into(), vec![1, 0])] };
         assert!(!unsorted.fits(10));
+    }
+
+    #[test]
+    fn proofs_are_a_second_bitmap_kept_only_when_something_was_proved() {
+        // 10 records: a heard 0 and 3 and proved 3; b heard 9, proved nothing.
+        let t = Table::from_receipts(10, [(0, "a", false), (3, "a", true), (9, "b", false)]);
+        assert!(t.fits(10));
+        assert_eq!(t.nodes[0].1, [0b1001, 0, 0b1000, 0]);
+        assert_eq!(t.nodes[1].1, [0, 0b10]);
+        assert_eq!(t.proved(10, 3).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(t.proved(10, 0).count(), 0);
+        assert_eq!(t.heard(3).collect::<Vec<_>>(), ["a"]);
+        // Nothing proved: the same table, byte for byte, as one made without proofs.
+        let plain = Table::from_receipts(10, [(0, "a", false), (9, "b", false)]);
+        assert_eq!(plain, Table::from_heard(10, [(0, "a"), (9, "b")]));
+
+        // A proof learnt later joins by union, from either side, and changes the digest.
+        let mut learnt = plain.clone();
+        learnt.merge(&Table::from_receipts(10, [(3, "a", true)]));
+        let mut other_way = Table::from_receipts(10, [(3, "a", true)]);
+        other_way.merge(&plain);
+        assert_eq!(learnt, other_way);
+        assert_eq!(learnt, t);
+        assert_ne!(learnt.digest(), plain.digest());
+        assert!(learnt.fits(10));
+    }
+
+    #[test]
+    fn a_proof_of_a_record_not_heard_or_an_empty_proof_does_not_fit() {
+        let not_heard = Table { nodes: vec![("a".into(), vec![0b01, 0, 0b10, 0])] };
+        assert!(!not_heard.fits(10));
+        let empty_proof = Table { nodes: vec![("a".into(), vec![0b01, 0, 0, 0])] };
+        assert!(!empty_proof.fits(10)); // not canonical: two forms, two digests
+        let stray = Table { nodes: vec![("a".into(), vec![0xff, 0b11, 0xff, 0b111])] };
+        assert!(!stray.fits(10));
+        let three = Table { nodes: vec![("a".into(), vec![1, 0, 1, 0, 1, 0])] };
+        assert!(!three.fits(10));
+        assert!(Table { nodes: vec![("a".into(), vec![0xff, 0b11, 0xff, 0b11])] }.fits(10));
     }
 }

@@ -616,7 +616,7 @@ fn drive(
         match session.stream.ssl_read(plain) {
             Ok(n) => {
                 session.last = now;
-                ingest.handle_checked(&plain[..n], now_ns(), |record| {
+                ingest.handle_authenticated(&plain[..n], now_ns(), |record| {
                     if record.stream.device == client {
                         Ok(())
                     } else {
