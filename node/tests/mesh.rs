@@ -103,3 +103,79 @@ fn two_meshes_with_different_owners_on_one_machine_exchange_nothing() {
         b.stop().expect("stops");
     }
 }
+
+/// Three sites hear device ids that two (or three) devices share, each site one device's
+/// version of every record — the same (time, seq), other readings. Every version is a
+/// record of the merged history: every node ends with all of them, each version with the
+/// sites that heard it.
+#[test]
+fn every_version_of_a_shared_device_id_reaches_every_node() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use telemesh_proto::record::{Record, TimestampUnit};
+    use telemesh_proto::wire::iotstream;
+
+    /// (device, device time, seq, readings) → the sites that heard that version.
+    type Versions = BTreeMap<(u64, u64, u64, String), BTreeSet<String>>;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let a = Node::start(config(dirs[0].path(), None, "conflicts")).expect("a starts");
+    let b = Node::start(config(dirs[1].path(), Some(&a), "conflicts")).expect("b starts");
+    let c = Node::start(config(dirs[2].path(), Some(&a), "conflicts")).expect("c starts");
+    let ids = [peer_id(&a), peer_id(&b), peer_id(&c)];
+    let truth = sensors(dirs[0].path(), 100, now_ms() - 120_000, 3);
+    // Site i hears version i (readings + 1000 × i): three versions of DEVICES[0], two of
+    // DEVICES[1] (not heard at c). INIT and HEARTBEAT carry no readings: one version.
+    let version = |datagram: &[u8], v: f32| {
+        let r = iotstream::Repr::decode(datagram).expect("valid");
+        let readings: Vec<f32> = r.readings().iter().map(|x| x + 1000.0 * v).collect();
+        iotstream::Repr::new(r.msg_type, r.device, r.seq, r.timestamp, &readings).expect("valid").to_bytes()
+    };
+    let text = |readings: Vec<String>| readings.join(" ");
+    let mut want = Versions::new();
+    for (site, node) in [&a, &b, &c].into_iter().enumerate() {
+        let mut sent = Vec::new();
+        for t in truth.iter().filter(|t| t.device == DEVICES[0] || (t.device == DEVICES[1] && site < 2)) {
+            let bytes = version(&t.datagram, site as f32);
+            let r = Record::from_datagram(t.dialect, &bytes, t.sent_at_ns, TimestampUnit::Ms).expect("valid");
+            let readings = r.readings.labelled().into_iter().map(|(_, v)| (v.as_f64() as f32).to_string()).collect();
+            want.entry((u64::from(t.device), r.device_time_ns, r.seq, text(readings))).or_default().insert(ids[site].clone());
+            sent.push(bytes);
+        }
+        common::send_fast(node.iotstream.expect("on"), sent.iter().map(Vec::as_slice));
+    }
+    let versions = |node: &Node| -> Versions {
+        let mut got = Versions::new();
+        for d in &DEVICES[..2] {
+            let page: serde_json::Value = serde_json::from_str(&merged(node, *d)).expect("json");
+            for r in page["records"].as_array().expect("records") {
+                let readings =
+                    r["readings"].as_array().expect("readings").iter().map(|x| (x["value"].as_f64().expect("value") as f32).to_string()).collect();
+                let by = r["heard_by"].as_array().expect("heard_by").iter().map(|x| x.as_str().expect("id").to_owned()).collect();
+                let t = r["device_time_ns"].as_u64().expect("t");
+                got.insert((u64::from(*d), t, r["seq"].as_u64().expect("seq"), text(readings)), by);
+            }
+        }
+        got
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = [&a, &b, &c].map(versions);
+        if got.iter().all(|g| *g == want) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "versions per node {:?}, want {}",
+            got.iter().map(BTreeMap::len).collect::<Vec<_>>(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Each node repaired other versions of records it held, and counted them.
+    for n in [&a, &b, &c] {
+        let m = common::get_text(&format!("{}/metrics", n.url()));
+        assert!(common::metric(&m, "telemesh_mesh_conflicts_repaired_total") > 0.0, "{m}");
+    }
+    for n in [a, b, c] {
+        n.stop().expect("stops");
+    }
+}

@@ -339,3 +339,45 @@ fn announced_indexes_repair_every_window_in_one_round_with_no_index_request() {
     assert!(old_index > 0 && old_trips > 1, "without indexes: {old_index} index requests, {old_trips} round trips");
     assert!(bytes < old_bytes);
 }
+
+/// Two or three versions of each record — the same (time, seq), other readings: devices
+/// configured with one id, or a spoofer — heard at different sites. Every version is a
+/// record: every node must end with all of them, each with the sites that heard it.
+#[test]
+fn every_version_of_a_conflicting_record_reaches_every_node() {
+    for versions in [2usize, 3] {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let base = truth(2, 120, 1, &mut rng);
+        let mut m = mesh(4, &[], 0.05, 3);
+        let mut heard: BTreeMap<(StreamId, Key), BTreeSet<String>> = BTreeMap::new();
+        let mut lists: Vec<Vec<Record>> = vec![Vec::new(); 4];
+        for r in &base {
+            // Site v hears version v; the last site hears a random one, sometimes none.
+            for v in 0..versions {
+                let mut version = r.clone();
+                if let Readings::Batch(b) = &mut version.readings {
+                    b[0] += v as f32 * 1000.0;
+                }
+                let mut sites = vec![v];
+                if rng.gen_range(0..versions + 1) == v {
+                    sites.push(3);
+                }
+                for s in sites {
+                    lists[s].push(version.clone());
+                    heard.entry((version.stream, key(&version))).or_default().insert(m.node(s).name().to_owned());
+                }
+            }
+        }
+        for (i, list) in lists.iter().enumerate() {
+            m.hear(i, list);
+        }
+        m.connect_all();
+        m.announce_all();
+        let quiet = run(&mut m);
+        let held: Vec<Vec<usize>> =
+            m.nodes().iter().map(|n| n.store().windows().values().map(|w| w.records().len()).collect()).collect();
+        assert!(quiet, "{versions} versions: no convergence; records per window at each node {held:?}");
+        assert!(m.converged());
+        assert_union(&m, &heard);
+    }
+}

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub verification_failures: Counter,
     pub windows_repaired: Counter,
     pub records_repaired: Counter,
+    /// Repaired records whose (time, seq) this node held with other content.
+    pub conflicts_repaired: Counter,
     /// Windows repaired or found covered from an announced index, with no index request.
     pub windows_from_gossip: Counter,
     pub blames: Family<ReasonLabel, Counter>,
@@ -70,6 +72,7 @@ impl Metrics {
             verification_failures: Counter::default(),
             windows_repaired: Counter::default(),
             records_repaired: Counter::default(),
+            conflicts_repaired: Counter::default(),
             windows_from_gossip: Counter::default(),
             blames: Family::default(),
             rejects: Family::default(),
@@ -93,6 +96,11 @@ impl Metrics {
         );
         registry.register("mesh_windows_repaired", "Windows repaired from peers", self.windows_repaired.clone());
         registry.register("mesh_records_repaired", "Records repaired from peers", self.records_repaired.clone());
+        registry.register(
+            "mesh_conflicts_repaired",
+            "Records repaired from peers that another record held here shares (time, seq) with: another version",
+            self.conflicts_repaired.clone(),
+        );
         registry.register(
             "mesh_windows_from_gossip",
             "Windows repaired or found covered from an announced compact index, with no index request",

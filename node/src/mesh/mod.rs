@@ -529,13 +529,23 @@ impl Driver {
             return;
         }
         let store = self.shared.store.as_ref();
+        let mut conflicts = 0u64;
         let result = (|| {
             let mut new: Vec<(WindowId, Vec<StoredRecord>)> = Vec::with_capacity(repaired.len());
             for r in &repaired {
                 let held: BTreeSet<(u64, u64, [u8; 8])> =
                     store.window(r.window.stream, r.window.start)?.iter().map(StoredRecord::order_key).collect();
-                let records = r.records.iter().map(|x| StoredRecord::repaired(x.clone(), 0)).filter(|x| !held.contains(&x.order_key()));
-                new.push((r.window, records.collect()));
+                let records: Vec<StoredRecord> =
+                    r.records.iter().map(|x| StoredRecord::repaired(x.clone(), 0)).filter(|x| !held.contains(&x.order_key())).collect();
+                // Another version of a record held here: both are kept (two devices with one
+                // id, or a spoofer); worth a line in the log.
+                let identities: BTreeSet<(u64, u64)> = held.iter().map(|(t, s, _)| (*t, *s)).collect();
+                let versions = records.iter().filter(|x| identities.contains(&(x.record.device_time_ns, x.record.seq))).count();
+                if versions > 0 {
+                    tracing::info!(window = %r.window, records = versions, "peers hold other versions of records held here; both kept");
+                    conflicts += versions as u64;
+                }
+                new.push((r.window, records));
             }
             let sealing: Vec<store::Sealing<'_>> =
                 new.iter().map(|(w, live)| store::Sealing { stream: w.stream, window_start: w.start, live }).collect();
@@ -545,6 +555,7 @@ impl Driver {
         })();
         match result {
             Ok(n) => {
+                self.metrics().conflicts_repaired.inc_by(conflicts);
                 let now = now_ns();
                 for r in &repaired {
                     self.metrics().repair_seconds.observe(now.saturating_sub(r.announced_ns) as f64 / 1e9);

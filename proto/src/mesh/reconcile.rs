@@ -270,6 +270,9 @@ struct Slots {
     asked: Asked,
     /// Slots known from verified leaves or our records (for the blob's assembly).
     known_tags: Vec<Option<[u8; 8]>>,
+    /// Records of the target new to us: the slots our own records do not fill. Not the
+    /// decoder's missing slots, which verified leaves may have filled.
+    new: u32,
 }
 
 enum Phase<P> {
@@ -973,14 +976,17 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         let prefix_len = target.header().prefix_len();
         let mut present: Vec<(u32, Vec<u8>)> = Vec::new();
         let mut known_tags = Vec::with_capacity(entries.len());
+        let mut new = 0u32;
         for (i, e) in entries.iter().enumerate() {
+            let mine = own_slot(e, &own, slot);
+            new += u32::from(mine.is_none());
             let from_leaves = verified_leaves.as_ref().and_then(|l| l.get(prefix_len + i * slot..prefix_len + (i + 1) * slot));
             if let (Some(bytes), Some(tag)) = (from_leaves, e.tag) {
                 present.push((i as u32, bytes.to_vec()));
                 known_tags.push(Some(tag));
                 continue;
             }
-            match own_slot(e, &own, slot) {
+            match mine {
                 Some((tag, s)) => {
                     present.push((i as u32, s));
                     known_tags.push(Some(tag));
@@ -1002,6 +1008,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             decoder,
             asked: Asked::new(n),
             known_tags,
+            new,
         });
         if slots.decoder.missing() == 0 {
             // We hold every record of the target (or the verified leaves held the rest).
@@ -1418,7 +1425,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         let target = session.target;
         let w = target.window;
         match rebuild(&target, &slots.entries, &slots.known_tags, slot_part) {
-            Some(records) => self.hand_over(&target, slots.decoder.missing(), records),
+            Some(records) => self.hand_over(&target, slots.new, records),
             None => {
                 self.stats.verification_failures += 1;
                 match session.mode {
