@@ -69,7 +69,10 @@ pub struct Row {
     pub repair_overhead: f64,
     pub same_root_p50_s: f64,
     pub same_root_p99_s: f64,
+    pub same_table_p50_s: f64,
+    pub same_table_p99_s: f64,
     pub unconverged: usize,
+    pub tables_unconverged: usize,
 }
 
 impl Row {
@@ -86,7 +89,10 @@ impl Row {
             repair_overhead: m.overhead(),
             same_root_p50_s: m.time_ms(0.5) / 1e3,
             same_root_p99_s: m.time_ms(0.99) / 1e3,
+            same_table_p50_s: m.table_time_ms(0.5) / 1e3,
+            same_table_p99_s: m.table_time_ms(0.99) / 1e3,
             unconverged: m.unconverged,
+            tables_unconverged: m.tables_unconverged,
         }
     }
 }
@@ -177,7 +183,8 @@ fn table(rows: &[Row]) -> Table {
         "total",
         "repair ÷ lacked",
         "same root p50 / p99 (s)",
-        "unconverged",
+        "same provenance p50 / p99 (s)",
+        "unconverged (roots / tables)",
     ]);
     for r in rows {
         t.add_row([
@@ -189,7 +196,8 @@ fn table(rows: &[Row]) -> Table {
             format!("{:.1}", r.total_per_record_node),
             format!("{:.2}", r.repair_overhead),
             format!("{:.2} / {:.2}", r.same_root_p50_s, r.same_root_p99_s),
-            r.unconverged.to_string(),
+            format!("{:.2} / {:.2}", r.same_table_p50_s, r.same_table_p99_s),
+            format!("{} / {}", r.unconverged, r.tables_unconverged),
         ]);
     }
     t

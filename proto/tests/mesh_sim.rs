@@ -381,3 +381,21 @@ fn every_version_of_a_conflicting_record_reaches_every_node() {
         assert_union(&m, &heard);
     }
 }
+
+/// Provenance rides in the announcements: with nothing lost on the overlay, five nodes end
+/// with the same tables — each record with every node that heard it — without asking
+/// anyone for a table (before rows, every merge was announced and answered by pulls).
+#[test]
+fn provenance_tables_are_built_from_announced_rows_without_pulling_tables() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let records = truth(3, 120, 1, &mut rng);
+    let mut m = mesh(5, &[], 0.0, 2);
+    let heard = feed(&mut m, &records, 0.1, &mut rng);
+    m.connect_all();
+    m.announce_all();
+    assert!(run(&mut m), "no convergence");
+    assert!(m.converged());
+    assert_union(&m, &heard);
+    let pulls = m.traffic().get(&sim::Kind::Provenance).map_or(0, |c| c.requests);
+    assert_eq!(pulls, 0, "no table was asked for");
+}

@@ -125,6 +125,11 @@ pub struct Measure {
     pub round_trips: Vec<u32>,
     /// Per converged window: ms from its seal until every site held the same root.
     pub times_ms: Vec<f64>,
+    /// Per window: ms from its seal until every site held the same root and the same
+    /// provenance table.
+    pub table_times_ms: Vec<f64>,
+    /// Windows whose provenance tables never became the same everywhere.
+    pub tables_unconverged: usize,
     /// Wall time of the simulation.
     pub wall_ms: f64,
 }
@@ -146,6 +151,9 @@ impl Measure {
     }
     pub fn time_ms(&self, p: f64) -> f64 {
         percentile(&self.times_ms, p)
+    }
+    pub fn table_time_ms(&self, p: f64) -> f64 {
+        percentile(&self.table_times_ms, p)
     }
     /// Symbols (or records) received per record repaired.
     pub fn received_per_missing(&self) -> f64 {
@@ -339,6 +347,10 @@ pub fn simulate(point: &Point, setup: &Setup, scheme: Scheme) -> Measure {
                 m.times_ms.push(t.saturating_sub(c.first_ns) as f64 / 1e6);
             }
             None => m.unconverged += 1,
+        }
+        match c.same_table_ns {
+            Some(t) => m.table_times_ms.push(t.saturating_sub(c.first_ns) as f64 / 1e6),
+            None => m.tables_unconverged += 1,
         }
     }
     m.wall_ms = began.elapsed().as_secs_f64() * 1e3;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
-use telemesh_proto::mesh::message::{self, Announce, IndexPart, MAX_ANNOUNCE};
+use telemesh_proto::mesh::message::{self, Announce, IndexPart, Row, MAX_ANNOUNCE};
 use telemesh_proto::mesh::{
     self, serve, Action, Held, Holdings, Reconciler, Repaired, Request, Response, StreamDigest, Summary, WindowId,
 };
@@ -344,7 +344,7 @@ impl Driver {
                 self.note_peer_windows(source, &announce.windows);
                 let index = read(&self.index);
                 let view = View::new(&index, &self.shared, &self.announced);
-                self.reconciler.handle_announce_indexed(source, &announce.windows, &announce.indexes, now, &view);
+                self.reconciler.handle_gossip(source, &source.to_string(), &announce, now, &view);
             }
             Event::Request { peer, data, reply } => {
                 let response = match message::decode::<Request>(&data) {
@@ -420,8 +420,14 @@ impl Driver {
         for w in changed {
             match store.summary(w) {
                 Ok(Some(s)) => {
+                    let before = read(&self.index).windows.get(&w).map(|x| x.root);
                     if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
-                        self.announce.insert(w);
+                        // A new record set is announced; provenance alone is not (each node
+                        // states its own row with its records; the summary exchange mends
+                        // the rest: `docs/protocol.md`, "Provenance tables").
+                        if before != Some(s.root) {
+                            self.announce.insert(w);
+                        }
                         let index = read(&self.index);
                         let view = View::new(&index, &self.shared, &self.announced);
                         self.reconciler.handle_local(w, &view, now);
@@ -451,9 +457,9 @@ impl Driver {
             };
             let mut batch = Vec::with_capacity(summaries.len());
             for s in summaries {
-                let index = if indexed > 0 { self.index_of(&s, now) } else { None };
+                let (index, row) = if indexed > 0 { self.index_of(&s, now) } else { None }.unzip();
                 indexed = indexed.saturating_sub(usize::from(index.is_some()));
-                batch.push((s, index));
+                batch.push(message::Announced { summary: s, index, row: row.unwrap_or(Row::None) });
             }
             for bytes in message::encode_announces(&batch) {
                 let len = bytes.len();
@@ -467,9 +473,10 @@ impl Driver {
         }
     }
 
-    /// The compact index of the sealed window `s` describes, its blob kept servable in
-    /// `announced`; `None` if the store has moved on from that root or cannot be read.
-    fn index_of(&mut self, s: &Summary, now: u64) -> Option<IndexPart> {
+    /// The compact index of the sealed window `s` describes and this node's row of its
+    /// provenance table, its blob kept servable in `announced`; `None` if the store has
+    /// moved on from that root or cannot be read.
+    fn index_of(&mut self, s: &Summary, now: u64) -> Option<(IndexPart, Row)> {
         let sealed = match self.shared.store.sealed(s.window.stream, s.window.start) {
             Ok(sealed) => sealed.filter(|x| x.root == s.root)?,
             Err(e) => {
@@ -479,13 +486,16 @@ impl Driver {
         };
         let (header, entries) = window::index(&sealed.blob).ok()?;
         let part = IndexPart::compact(&header, &entries);
+        let me = self.shared.store.node_id();
+        let row = Row::of(sealed.table.nodes.iter().find(|(n, _)| n == me).map(|(_, b)| b.as_slice()), entries.len());
         self.announced.insert(s.root, Held { blob: Arc::new(sealed.blob), table: sealed.table }, now);
-        Some(part)
+        Some((part, row))
     }
 
     /// Carries out what the reconciler asks. Returns whether windows were stored.
     fn act(&mut self, answers: &mpsc::Sender<Answer>) -> bool {
         let mut repaired = Vec::new();
+        let mut rows = Vec::new();
         while let Some(action) = self.reconciler.poll() {
             match action {
                 Action::Send { id, peer, request } => {
@@ -505,6 +515,8 @@ impl Driver {
                         tracing::warn!(error = %e, %window, "cannot merge provenance");
                     }
                 }
+                // Over records that may come with a repair in this batch: merged after it.
+                Action::Rows { window, keys, table } => rows.push((window, keys, table)),
                 Action::Blame { peer, reason, disconnect } => {
                     tracing::warn!(%peer, reason = reason.name(), disconnect, "peer sent data that failed verification");
                     self.metrics().blames.get_or_create(&ReasonLabel { reason: reason.name() }).inc();
@@ -518,6 +530,11 @@ impl Driver {
         }
         let stored = !repaired.is_empty();
         self.store_repaired(repaired);
+        for (window, keys, table) in rows {
+            if let Err(e) = self.shared.store.add_rows(window, &keys, &table) {
+                tracing::warn!(error = %e, %window, "cannot merge provenance");
+            }
+        }
         self.mirror_stats();
         stored
     }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use sled::Transactional;
 
 use serde::{Deserialize, Serialize};
-use telemesh_proto::mesh::{Summary, Table, WindowId};
+use telemesh_proto::mesh::{RecordKey, Summary, Table, WindowId};
 use telemesh_proto::record::{codec, Kind, Readings, Record, StreamId};
 use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
@@ -504,6 +504,10 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a peer's provenance table to the sealed window, if its root is still `root`.
     /// Returns the new summary, or `None` if the root moved on (or there is no window).
     fn add_provenance(&self, window: WindowId, root: &Root, table: &Table) -> Result<Option<Summary>, StoreError>;
+    /// Merges rows of `table` over the records `keys` ([`StoredRecord::order_key`]s, some
+    /// of a sealed window's): what peers stated of their own receipts. Keys this node does
+    /// not hold are skipped, and rows naming this node ignored.
+    fn add_rows(&self, window: WindowId, keys: &[RecordKey], table: &Table) -> Result<Option<Summary>, StoreError>;
     /// A sealed window's blob, root and hash tree.
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError>;
     /// Which window a root belongs to.
@@ -724,6 +728,53 @@ impl SledStore {
     }
 
     /// A sealed window's summary, from its value (without decoding its records).
+    /// Merges `table`'s rows (ignoring any naming this node) into a sealed window: over
+    /// its records as they are if its root is still `root`, or over the records `keys`
+    /// names (those not held skipped).
+    fn merge_rows(&self, window: WindowId, root: Option<&Root>, keys: Option<&[RecordKey]>, table: &Table) -> Result<Option<Summary>, StoreError> {
+        let _sealing = self.lock_sealing();
+        let key = window_key(window.stream, window.start, PART_SEALED, 0);
+        let Some(v) = self.windows.get(key)? else { return Ok(None) };
+        let Some((value, mut records)) = self.read_sealed(window.stream, window.start, &v)? else { return Ok(None) };
+        if root.is_some_and(|r| value.root != *r) {
+            return Ok(None);
+        }
+        // Where in `records` each of the table's records is.
+        let at: Vec<Option<usize>> = match keys {
+            None => (0..records.len()).map(Some).collect(),
+            Some(keys) => keys.iter().map(|k| records.binary_search_by_key(k, StoredRecord::order_key).ok()).collect(),
+        };
+        if !table.fits(at.len()) {
+            return Ok(None);
+        }
+        let mut changed = false;
+        for (name, row) in table.nodes.iter().filter(|(n, _)| *n != self.node_id) {
+            let name: Arc<str> = Arc::from(name.as_str());
+            for (i, pos) in at.iter().enumerate() {
+                let (Some(proved), Some(r)) = (Table::receipt(row, at.len(), i), pos.and_then(|p| records.get_mut(p))) else {
+                    continue;
+                };
+                changed |= insert_sorted(&mut r.heard_by, &name);
+                if proved {
+                    changed |= insert_sorted(&mut r.proved_by, &name);
+                }
+            }
+        }
+        if !changed {
+            return self.summary(window);
+        }
+        let Some(built) = rebuild(window.stream, window.start, &records) else {
+            self.corrupt();
+            return Ok(None);
+        };
+        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], Some(value.root), &built) else {
+            return Ok(None);
+        };
+        let summary = p.summary;
+        self.write_sealed(&[p])?;
+        Ok(Some(summary))
+    }
+
     fn read_summary(&self, window: WindowId, index: &[u8]) -> Result<Option<Summary>, StoreError> {
         let Ok(loc) = codec::from_slice::<Loc>(index, "sealed window location") else { return Ok(None) };
         let value = self.segments.read(loc)?.and_then(|p| codec::from_slice::<SealedValue>(&p, "sealed window").ok());
@@ -984,37 +1035,11 @@ impl Store for SledStore {
     }
 
     fn add_provenance(&self, window: WindowId, root: &Root, table: &Table) -> Result<Option<Summary>, StoreError> {
-        let _sealing = self.lock_sealing();
-        let key = window_key(window.stream, window.start, PART_SEALED, 0);
-        let Some(v) = self.windows.get(key)? else { return Ok(None) };
-        let Some((value, mut records)) = self.read_sealed(window.stream, window.start, &v)? else { return Ok(None) };
-        if value.root != *root || !table.fits(records.len()) {
-            return Ok(None);
-        }
-        let (count, mut changed) = (records.len(), false);
-        for (name, row) in table.nodes.iter().filter(|(n, _)| *n != self.node_id) {
-            let name: Arc<str> = Arc::from(name.as_str());
-            for (i, r) in records.iter_mut().enumerate() {
-                let Some(proved) = Table::receipt(row, count, i) else { continue };
-                changed |= insert_sorted(&mut r.heard_by, &name);
-                if proved {
-                    changed |= insert_sorted(&mut r.proved_by, &name);
-                }
-            }
-        }
-        if !changed {
-            return self.summary(window);
-        }
-        let Some(built) = rebuild(window.stream, window.start, &records) else {
-            self.corrupt();
-            return Ok(None);
-        };
-        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], Some(value.root), &built) else {
-            return Ok(None);
-        };
-        let summary = p.summary;
-        self.write_sealed(&[p])?;
-        Ok(Some(summary))
+        self.merge_rows(window, Some(root), None, table)
+    }
+
+    fn add_rows(&self, window: WindowId, keys: &[RecordKey], table: &Table) -> Result<Option<Summary>, StoreError> {
+        self.merge_rows(window, None, Some(keys), table)
     }
 
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError> {

@@ -67,7 +67,7 @@ pub struct StreamDigest {
     pub digest: [u8; 16],
 }
 
-/// Gossip: windows whose set or provenance changed at the sender.
+/// Gossip: windows whose record set changed at the sender (sealed, or repaired).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announce {
     pub windows: Vec<Summary>,
@@ -76,6 +76,62 @@ pub struct Announce {
     /// not fit the message. Checked like an `Index` response ([`IndexPart::entries`])
     /// before use; one that fails is dropped and counted, the summary still counts.
     pub indexes: Vec<Option<IndexPart>>,
+    /// Empty, or one per window: the sender's own row of the window's provenance table —
+    /// which of the announced root's records it received itself, and proved ([`Row`]).
+    /// The message is signed by its author, so this is the author's own statement; the
+    /// receivers build their tables from these rows rather than pulling whole tables.
+    pub rows: Vec<Row>,
+}
+
+/// A node's row of a window's provenance table as its announcement carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Row {
+    /// It received none of the records itself (it holds them by repair).
+    None,
+    /// It received every record itself, and proved none: the common case at a seal.
+    All,
+    /// A [`Table`] row: heard bitmap, optionally followed by the proved one.
+    Bits(Vec<u8>),
+}
+
+impl Row {
+    /// The short form of a table row over `count` records.
+    pub fn of(bits: Option<&[u8]>, count: usize) -> Row {
+        let len = count.div_ceil(8);
+        match bits {
+            None => Row::None,
+            Some(b) if b.len() == len && (0..count).all(|i| b[i / 8] >> (i % 8) & 1 == 1) => Row::All,
+            Some(b) => Row::Bits(b.to_vec()),
+        }
+    }
+
+    /// The table row over `count` records (`None`: no row), checked: a one-row table of
+    /// it must fit the window.
+    pub fn bits(&self, count: usize) -> Option<Vec<u8>> {
+        let bits = match self {
+            Row::None => return None,
+            Row::All => {
+                let mut b = vec![0xff; count.div_ceil(8)];
+                if !count.is_multiple_of(8) {
+                    if let Some(last) = b.last_mut() {
+                        *last = (1 << (count % 8)) - 1;
+                    }
+                }
+                b
+            }
+            Row::Bits(b) => b.clone(),
+        };
+        let fits = Table { nodes: vec![("x".to_owned(), bits.clone())] }.fits(count);
+        (fits && bits.iter().any(|x| *x != 0)).then_some(bits)
+    }
+}
+
+/// One window as an announcement carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub summary: Summary,
+    pub index: Option<IndexPart>,
+    pub row: Row,
 }
 
 impl Announce {
@@ -84,13 +140,21 @@ impl Announce {
         self.indexes.get(i).and_then(Option::as_ref)
     }
 
+    /// The sender's row of window `i`, checked against its count, if any.
+    pub fn row(&self, i: usize) -> Option<Vec<u8>> {
+        let count = self.windows.get(i)?.count as usize;
+        self.rows.get(i)?.bits(count)
+    }
+
     /// Whether the message is well-formed: at most [`MAX_ANNOUNCE`] summaries, each
-    /// valid, and no index list or one of the same length holding compact indexes only.
+    /// valid, no index list or one of the same length holding compact indexes only, and
+    /// no row list or one of the same length.
     pub fn check(&self) -> bool {
         self.windows.len() <= MAX_ANNOUNCE
             && self.windows.iter().all(Summary::check)
             && (self.indexes.is_empty() || self.indexes.len() == self.windows.len())
             && self.indexes.iter().flatten().all(|p| matches!(p, IndexPart::Compact { .. }))
+            && (self.rows.is_empty() || self.rows.len() == self.windows.len())
     }
 }
 
@@ -173,23 +237,23 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> 
     }
 }
 
-/// Announcements of `windows` with their compact indexes, packed greedily into as few
-/// gossip messages as fit [`MAX_GOSSIP`] and [`MAX_ANNOUNCE`]; a window whose index is
-/// over [`MAX_ANNOUNCED_INDEX`] bytes is announced without it.
-pub fn encode_announces(windows: &[(Summary, Option<IndexPart>)]) -> Vec<Vec<u8>> {
+/// Announcements of `windows` with their compact indexes and the sender's rows, packed
+/// greedily into as few gossip messages as fit [`MAX_GOSSIP`] and [`MAX_ANNOUNCE`]; a
+/// window whose index is over [`MAX_ANNOUNCED_INDEX`] bytes is announced without it.
+pub fn encode_announces(windows: &[Announced]) -> Vec<Vec<u8>> {
     // Bytes of an announcement: list lengths (varints, at most 3 bytes each here) plus
-    // each summary and each `Option<IndexPart>`.
-    let size = |(s, i): &(Summary, Option<IndexPart>)| encode(s).len() + encode(i).len();
+    // each summary, `Option<IndexPart>` and row.
+    let size = |a: &Announced| encode(&a.summary).len() + encode(&a.index).len() + encode(&a.row).len();
     let mut out = Vec::new();
-    let mut batch: Vec<(Summary, Option<IndexPart>)> = Vec::new();
-    let mut used = 6;
-    for (s, index) in windows {
-        let index = index.as_ref().filter(|i| encode(*i).len() <= MAX_ANNOUNCED_INDEX);
-        let item = (*s, index.cloned());
+    let mut batch: Vec<Announced> = Vec::new();
+    let mut used = 9;
+    for a in windows {
+        let index = a.index.as_ref().filter(|i| encode(*i).len() <= MAX_ANNOUNCED_INDEX);
+        let item = Announced { summary: a.summary, index: index.cloned(), row: a.row.clone() };
         let len = size(&item);
         if !batch.is_empty() && (used + len > MAX_GOSSIP || batch.len() >= MAX_ANNOUNCE) {
             out.push(std::mem::take(&mut batch));
-            used = 6;
+            used = 9;
         }
         used += len;
         batch.push(item);
@@ -199,8 +263,13 @@ pub fn encode_announces(windows: &[(Summary, Option<IndexPart>)]) -> Vec<Vec<u8>
     }
     out.into_iter()
         .map(|b| {
-            let (windows, indexes): (Vec<Summary>, Vec<Option<IndexPart>>) = b.into_iter().unzip();
-            encode(&Announce { windows, indexes })
+            let mut m = Announce { windows: Vec::new(), indexes: Vec::new(), rows: Vec::new() };
+            for a in b {
+                m.windows.push(a.summary);
+                m.indexes.push(a.index);
+                m.rows.push(a.row);
+            }
+            encode(&m)
         })
         .filter(|bytes| bytes.len() <= MAX_GOSSIP)
         .collect()
@@ -429,9 +498,10 @@ mod tests {
             ..s
         };
         assert_eq!(encode(&widest).len(), 63);
-        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE], indexes: Vec::new() }).len(), 50_404);
-        // 800 of the widest summaries, without indexes, go in one message.
-        assert_eq!(encode_announces(&vec![(widest, None); MAX_ANNOUNCE]).len(), 1);
+        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE], indexes: Vec::new(), rows: Vec::new() }).len(), 50_405);
+        // 800 of the widest summaries, without indexes, with short rows, go in one message.
+        let bare = Announced { summary: widest, index: None, row: Row::All };
+        assert_eq!(encode_announces(&vec![bare; MAX_ANNOUNCE]).len(), 1);
 
         // 60 seed-001 DATA records one second apart, seq 100.., none missing.
         let records: Vec<Record> = (0..60u64)
@@ -459,16 +529,17 @@ mod tests {
         ];
         assert_eq!(bytes, want);
 
-        // The same window announced with its index: 55 + 1 + 20 bytes, and 2 of list lengths.
+        // The same window announced with its index and the sender's row (it heard every
+        // record): 55 + 1 + 20 + 1 bytes, and 3 of list lengths.
         let index = IndexPart::compact(&header, &entries);
-        let one = Announce { windows: vec![s], indexes: vec![Some(index.clone())] };
-        assert_eq!(encode(&one).len(), 78);
-        assert_eq!(encode_announces(&[(s, Some(index.clone()))]), vec![encode(&one)]);
+        let one = Announce { windows: vec![s], indexes: vec![Some(index.clone())], rows: vec![Row::All] };
+        assert_eq!(encode(&one).len(), 80);
+        let item = |s: Summary| Announced { summary: s, index: Some(index.clone()), row: Row::All };
+        assert_eq!(encode_announces(&[item(s)]), vec![encode(&one)]);
         assert!(one.check());
         // Many windows are packed into messages under the gossip limit, with every index.
-        let many: Vec<(Summary, Option<IndexPart>)> = (0..2000u64)
-            .map(|i| (Summary { window: WindowId { stream: StreamId::new(Dialect::Iotstream, i as u32), start }, ..s }, Some(index.clone())))
-            .collect();
+        let many: Vec<Announced> =
+            (0..2000u64).map(|i| item(Summary { window: WindowId { stream: StreamId::new(Dialect::Iotstream, i as u32), start }, ..s })).collect();
         let messages = encode_announces(&many);
         assert!(messages.iter().all(|m| m.len() <= MAX_GOSSIP));
         let back: Vec<Announce> = messages.iter().map(|m| decode(m).expect("decodes")).collect();
@@ -478,12 +549,34 @@ mod tests {
         // An index over the cap is left out; its summary is still announced.
         let IndexPart::Compact { count, slot_size, tags, .. } = index.clone() else { panic!() };
         let big = IndexPart::Compact { count, slot_size, columns: vec![0; MAX_ANNOUNCED_INDEX], tags };
-        let back: Announce = decode(&encode_announces(&[(s, Some(big))])[0]).expect("decodes");
-        assert_eq!(back, Announce { windows: vec![s], indexes: vec![None] });
-        // An index list of the wrong length, or a verified index, is refused.
-        assert!(!Announce { windows: vec![s, s], indexes: vec![None] }.check());
+        let back: Announce =
+            decode(&encode_announces(&[Announced { summary: s, index: Some(big), row: Row::None }])[0]).expect("decodes");
+        assert_eq!(back, Announce { windows: vec![s], indexes: vec![None], rows: vec![Row::None] });
+        // An index or row list of the wrong length, or a verified index, is refused.
+        assert!(!Announce { windows: vec![s, s], indexes: vec![None], rows: Vec::new() }.check());
+        assert!(!Announce { windows: vec![s], indexes: Vec::new(), rows: vec![Row::All, Row::All] }.check());
         let verified = IndexPart::Verified { leaves: Vec::new(), proof: Vec::new() };
-        assert!(!Announce { windows: vec![s], indexes: vec![Some(verified)] }.check());
+        assert!(!Announce { windows: vec![s], indexes: vec![Some(verified)], rows: Vec::new() }.check());
+    }
+
+    #[test]
+    fn rows_have_a_short_form_and_are_checked_against_the_count() {
+        let all10 = vec![0xff, 0b11];
+        assert_eq!(Row::of(Some(&all10), 10), Row::All);
+        assert_eq!(Row::All.bits(10), Some(all10));
+        assert_eq!(Row::All.bits(16), Some(vec![0xff, 0xff]));
+        let some = vec![0b101, 0];
+        assert_eq!(Row::of(Some(&some), 10), Row::Bits(some.clone()));
+        assert_eq!(Row::Bits(some.clone()).bits(10), Some(some));
+        // Proved records make a second bitmap: never the short form.
+        let proved = vec![0xff, 0b11, 0b1, 0];
+        assert_eq!(Row::of(Some(&proved), 10), Row::Bits(proved.clone()));
+        assert_eq!(Row::of(None, 10), Row::None);
+        assert_eq!(Row::None.bits(10), None);
+        // Wrong length, a bit past the count, an empty row, a proof of an unheard record.
+        for bad in [vec![0xff], vec![0xff, 0b111], vec![0, 0], vec![0b1, 0, 0b10, 0]] {
+            assert_eq!(Row::Bits(bad.clone()).bits(10), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -26,8 +26,12 @@ use serde::{Deserialize, Serialize};
 use crate::record::{Record, StreamId};
 use crate::window::{self, Root};
 
-pub use message::{Announce, IndexPart, Request, Response, StreamDigest, Summary};
+pub use message::{Announce, Announced, IndexPart, Request, Response, Row, StreamDigest, Summary};
 pub use reconcile::{Action, Blame, Config, Reconciler, Repaired, RequestId, Stats};
+
+/// A record's identity within its stream: device time (Unix ns), seq, content tag — the
+/// order of records in a window.
+pub type RecordKey = (u64, u64, [u8; 8]);
 
 /// One window: a stream and the start of its span of device time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

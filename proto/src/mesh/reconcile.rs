@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::message::{self, Entry, Request, Response, Summary};
 use super::serve::max_symbols;
-use super::{Holdings, Table, WindowId};
+use super::{Holdings, RecordKey, Table, WindowId};
 use crate::record::{Record, StreamId};
 use crate::repair::{self, Decoder, Layout, Symbol};
 use crate::window::{self, IndexEntry, Root};
@@ -150,6 +150,10 @@ pub enum Action<P> {
     Store(Repaired),
     /// Merge a peer's provenance table into ours, if our root is still `root`.
     Provenance { window: WindowId, root: Root, table: Table },
+    /// Merge provenance rows over the records `keys` (in key order; records of ours, all
+    /// of them held once any [`Action::Store`] queued before it is done): what peers
+    /// stated about their own receipts in their announcements.
+    Rows { window: WindowId, keys: Vec<RecordKey>, table: Table },
     /// A peer sent bad data; `disconnect` once it has done so [`Config::blame_limit`] times.
     Blame { peer: P, reason: Blame, disconnect: bool },
 }
@@ -199,6 +203,8 @@ struct Target<P> {
     failures: BTreeMap<P, u32>,
     /// The compact index announced with the root (gossip), if any.
     index: Option<message::IndexPart>,
+    /// Announcers' own rows over the root's records, applied once it is held.
+    rows: BTreeMap<String, Vec<u8>>,
 }
 
 /// Bytes an announced index is counted as while kept.
@@ -578,22 +584,25 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         self.sync_queue.retain(|(p, _)| p != peer);
     }
 
-    /// Summaries a peer announced (by gossip, or in the summary exchange).
+    /// Summaries a peer told us of in the summary exchange (or announced without indexes
+    /// or rows). Where its provenance digest differs from ours for a root we hold, its
+    /// table is asked for.
     pub fn handle_announce(&mut self, peer: P, windows: &[Summary], now_ns: u64, holdings: &dyn Holdings) {
-        self.handle_announce_indexed(peer, windows, &[], now_ns, holdings);
+        let bare = message::Announce { windows: windows.to_vec(), indexes: Vec::new(), rows: Vec::new() };
+        self.announced(peer, None, &bare, now_ns, holdings);
     }
 
-    /// Summaries a peer announced with their compact indexes (`indexes` empty, or one
-    /// per summary: [`message::Announce::indexes`]). A target with an index is repaired
-    /// without asking for it (`docs/protocol.md`, "Repair").
-    pub fn handle_announce_indexed(
-        &mut self,
-        peer: P,
-        windows: &[Summary],
-        indexes: &[Option<message::IndexPart>],
-        now_ns: u64,
-        holdings: &dyn Holdings,
-    ) {
+    /// An announcement `author` (the node's name in provenance tables) published, as
+    /// `peer` (its address for requests) delivered it: each window's summary, compact
+    /// index and the author's own row (`docs/protocol.md`, "Repair", "Provenance"). A
+    /// target with an index is repaired without asking for it; the author's row joins our
+    /// table once we hold the root's records, and no table is asked for.
+    pub fn handle_gossip(&mut self, peer: P, author: &str, announce: &message::Announce, now_ns: u64, holdings: &dyn Holdings) {
+        self.announced(peer, Some(author), announce, now_ns, holdings);
+    }
+
+    fn announced(&mut self, peer: P, author: Option<&str>, announce: &message::Announce, now_ns: u64, holdings: &dyn Holdings) {
+        let (windows, indexes) = (&announce.windows, &announce.indexes);
         self.now_ns = self.now_ns.max(now_ns);
         if self.banned(&peer) {
             self.stats.announcements_ignored += windows.len() as u64;
@@ -605,11 +614,14 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 self.stats.announcements_ignored += 1;
                 continue;
             }
+            let row = author.and_then(|a| announce.row(k).map(|bits| (a.to_owned(), bits)));
             let local = holdings.summary(s.window);
             if local.is_some_and(|l| l.root == s.root) {
-                self.drop_target(s.window, &s.root);
                 let differs = local.is_some_and(|l| l.provenance != s.provenance);
-                if differs && !self.provenance_seen.contains(&(s.root, s.provenance)) {
+                // From the summary exchange (no author): ask for a table that differs.
+                let ask = differs && author.is_none();
+                self.settle(s.window, &s.root, row);
+                if ask && !self.provenance_seen.contains(&(s.root, s.provenance)) {
                     self.provenance_seen.insert((s.root, s.provenance));
                     let purpose = Purpose::Provenance { window: s.window, root: s.root, digest: s.provenance };
                     self.send(peer.clone(), Request::Provenance { root: s.root }, purpose);
@@ -617,6 +629,9 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 continue;
             }
             if self.covered.contains(&s.root) {
+                if let (Some(row), Some(part)) = (row, announce.index(k)) {
+                    self.rows_by_index(s, part, row, holdings);
+                }
                 continue;
             }
             if !self.wanted.contains_key(&s.window) && self.wanted.len() >= self.config.max_wanted {
@@ -632,8 +647,14 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 escalate: false,
                 failures: BTreeMap::new(),
                 index: None,
+                rows: BTreeMap::new(),
             });
             t.holders.insert(peer.clone());
+            if let Some((name, bits)) = row {
+                if t.rows.len() < crate::mesh::MAX_TABLE_NODES || t.rows.contains_key(&name) {
+                    t.rows.insert(name, bits);
+                }
+            }
             if let Some(part) = indexes.get(k).and_then(Option::as_ref).filter(|_| t.index.is_none()) {
                 let cost = index_cost(part);
                 if !matches!(part, message::IndexPart::Compact { .. }) || part.entries(s).is_err() {
@@ -656,20 +677,82 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     pub fn handle_local(&mut self, window: WindowId, holdings: &dyn Holdings, now_ns: u64) {
         self.unstored.remove(&window);
         if let Some(local) = holdings.summary(window) {
-            self.drop_target(window, &local.root);
+            self.settle(window, &local.root, None);
         }
         self.start_sessions(now_ns, holdings);
     }
 
     fn drop_target(&mut self, window: WindowId, root: &Root) {
+        self.take_target(window, root);
+    }
+
+    /// We hold `root` ourselves: the target is done, and the rows its announcers sent (and
+    /// `row`, just received) are over our records, in our order.
+    fn settle(&mut self, window: WindowId, root: &Root, row: Option<(String, Vec<u8>)>) {
+        let mut rows = self.take_target(window, root);
+        rows.extend(row);
+        if !rows.is_empty() {
+            self.out.push_back(Action::Provenance { window, root: *root, table: Table { nodes: rows.into_iter().collect() } });
+        }
+    }
+
+    /// Forgets a target; returns the announcers' rows it kept.
+    fn take_target(&mut self, window: WindowId, root: &Root) -> BTreeMap<String, Vec<u8>> {
+        let mut rows = BTreeMap::new();
         if let Some(targets) = self.wanted.get_mut(&window) {
-            if let Some(part) = targets.remove(root).and_then(|t| t.index) {
-                self.index_bytes = self.index_bytes.saturating_sub(index_cost(&part));
+            if let Some(t) = targets.remove(root) {
+                if let Some(part) = &t.index {
+                    self.index_bytes = self.index_bytes.saturating_sub(index_cost(part));
+                }
+                rows = t.rows;
             }
             if targets.is_empty() {
                 self.wanted.remove(&window);
             }
         }
+        rows
+    }
+
+    /// What merges the announcers' `rows` of a root whose records, in key order, are
+    /// `records` (to be queued after those records are).
+    fn rows_action(&self, window: WindowId, records: &[Record], rows: BTreeMap<String, Vec<u8>>) -> Option<Action<P>> {
+        let table = Table { nodes: rows.into_iter().collect() };
+        if table.nodes.is_empty() || !table.fits(records.len()) {
+            return None;
+        }
+        let keys = records.iter().map(|r| (r.device_time_ns, r.seq, r.content_tag())).collect();
+        Some(Action::Rows { window, keys, table })
+    }
+
+    /// `author`'s row over a root we hold all of already (covered earlier): its compact
+    /// index names the records by (time, seq), with tags where the root itself has two at
+    /// one (time, seq). A record of ours at that (time, seq) is the one it names, unless
+    /// we hold several versions there and the index gives no tag: that bit is left out
+    /// (the summary exchange brings it later).
+    fn rows_by_index(&mut self, s: &Summary, part: &message::IndexPart, (author, bits): (String, Vec<u8>), holdings: &dyn Holdings) {
+        let Ok(entries) = part.entries(s) else { return };
+        let own = own_records(holdings, s.window);
+        let count = entries.len();
+        let mut keys = Vec::new();
+        let mut receipts = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let Some(proved) = Table::receipt(&bits, count, i) else { continue };
+            let mine = own.get(&(e.offset_ns, e.seq)).map(Vec::as_slice).unwrap_or_default();
+            let tag = match e.tag {
+                Some(t) => mine.iter().find(|(x, _)| *x == t).map(|(x, _)| *x),
+                None if mine.len() == 1 => mine.first().map(|(x, _)| *x),
+                None => None,
+            };
+            if let Some(tag) = tag {
+                receipts.push((keys.len(), proved));
+                keys.push((s.window.start + e.offset_ns, e.seq, tag));
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let table = Table::from_receipts(keys.len(), receipts.iter().map(|(i, p)| (*i, author.as_str(), *p)));
+        self.out.push_back(Action::Rows { window: s.window, keys, table });
     }
 
     /// Time passes: summary exchange, stalled sessions, new sessions.
@@ -1158,10 +1241,11 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             .filter(|d| d.missing() == 0)
             .and_then(|mut d| d.try_finish());
         match slot_part.and_then(|p| rebuild(target, entries, &known_tags, p)) {
-            Some(_) => {
+            Some(records) => {
                 self.stats.windows_covered += 1;
                 self.stats.windows_from_gossip += 1;
-                self.drop_target(w, &target.root);
+                let rows = self.take_target(w, &target.root);
+                self.out.extend(self.rows_action(w, &records, rows));
                 self.covered.insert(target.root);
             }
             None => {
@@ -1334,7 +1418,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     fn hand_over(&mut self, target: &Summary, missing: u32, records: Vec<Record>) {
         let w = target.window;
         let announced_ns = self.wanted.get(&w).and_then(|t| t.get(&target.root)).map_or(0, |t| t.announced_ns);
-        self.drop_target(w, &target.root);
+        let rows = self.take_target(w, &target.root);
+        let rows = self.rows_action(w, &records, rows);
         self.covered.insert(target.root);
         if missing == 0 {
             self.stats.windows_covered += 1;
@@ -1359,6 +1444,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 None => self.out.push_back(Action::Store(Repaired { window: w, root: target.root, records, announced_ns })),
             }
         }
+        // After the records they are over.
+        self.out.extend(rows);
     }
 
     fn on_symbols(&mut self, session: &mut Session<P>, id: RequestId, peer: P, response: Option<Response>) -> Step {
@@ -1526,7 +1613,8 @@ mod tests {
         };
         // With its index: the symbols of every record at once, no index request.
         let mut r: Reconciler<u8> = Reconciler::new(Config::default());
-        r.handle_announce_indexed(1, &[summary(60, 32)], &[Some(index_of_60())], 0, &Empty);
+        let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(index_of_60())], rows: Vec::new() };
+        r.handle_gossip(1, "n1", &announce, 0, &Empty);
         let sent = requests(&mut r);
         assert!(!sent.is_empty() && sent.iter().all(|q| matches!(q, Request::Symbols { .. })), "{sent:?}");
         let asked: u32 = sent.iter().map(|q| if let Request::Symbols { count, .. } = q { *count } else { 0 }).sum();
@@ -1541,7 +1629,8 @@ mod tests {
         let verified = message::IndexPart::Verified { leaves: vec![0; 64], proof: Vec::new() };
         for (k, bad) in [wrong_count, verified].into_iter().enumerate() {
             let mut r: Reconciler<u8> = Reconciler::new(Config::default());
-            r.handle_announce_indexed(1, &[summary(60, 32)], &[Some(bad)], 0, &Empty);
+            let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(bad)], rows: Vec::new() };
+            r.handle_gossip(1, "n1", &announce, 0, &Empty);
             assert_eq!(r.stats().indexes_refused, 1, "case {k}");
             assert!(matches!(requests(&mut r)[..], [Request::Index { verified: false, .. }]), "case {k}");
         }

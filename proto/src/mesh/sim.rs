@@ -22,7 +22,7 @@
 //!   overlay seed: `seed + 2(a·n + b)` from `a` to `b`, `+ 1` back (`telemesh-relay`'s
 //!   numbering, `docs/relay.md`).
 //! - **Time.** An event queue ordered by (time, arrival order). Every node ticks every
-//!   [`Config::tick_ns`]: windows whose set or provenance changed since the last tick are
+//!   [`Config::tick_ns`]: windows whose record set changed since the last tick are
 //!   announced then (as the node does), and the requester's timers run.
 //! - **Bytes.** Every message is encoded as the node would send it (bincode, `message`)
 //!   and decoded on arrival. A repair-protocol request or response counts its bytes plus
@@ -284,6 +284,21 @@ impl Store {
         self.put(w, all, heard)
     }
 
+    /// Merges rows of `table` over the records `keys` (some of this window's).
+    fn merge_rows(&mut self, w: WindowId, keys: &[Key], table: &Table) -> Option<Summary> {
+        let win = self.windows.get(&w)?;
+        if !table.fits(keys.len()) || keys.iter().any(|k| !win.records.contains_key(k)) {
+            return None;
+        }
+        let (all, mut heard) = self.take(w);
+        for (i, k) in keys.iter().enumerate() {
+            for name in table.heard(i) {
+                heard.entry(*k).or_default().insert(name.to_owned());
+            }
+        }
+        self.put(w, all, heard)
+    }
+
     fn take(&mut self, w: WindowId) -> (BTreeMap<Key, Record>, BTreeMap<Key, BTreeSet<String>>) {
         match self.windows.remove(&w) {
             Some(win) => {
@@ -404,6 +419,11 @@ pub enum Out<P = NodeId> {
         root: Root,
         table: Table,
     },
+    Rows {
+        window: WindowId,
+        keys: Vec<Key>,
+        table: Table,
+    },
     Blame {
         peer: P,
         reason: Blame,
@@ -418,6 +438,7 @@ impl<P> From<Action<P>> for Out<P> {
             Action::Send { id, peer, request } => Out::Send { id, peer, ask: Ask::Mesh(request) },
             Action::Store(r) => Out::Store(r),
             Action::Provenance { window, root, table } => Out::Provenance { window, root, table },
+            Action::Rows { window, keys, table } => Out::Rows { window, keys, table },
             Action::Blame { peer, reason, disconnect } => Out::Blame { peer, reason, disconnect },
         }
     }
@@ -565,17 +586,10 @@ impl Requester {
             Requester::Baseline(r) => r.peer_down(peer),
         }
     }
-    fn handle_announce(
-        &mut self,
-        peer: NodeId,
-        windows: &[Summary],
-        indexes: &[Option<IndexPart>],
-        now: u64,
-        h: &dyn Holdings,
-    ) {
+    fn handle_announce(&mut self, peer: NodeId, author: &str, announce: &message::Announce, now: u64, h: &dyn Holdings) {
         match self {
-            Requester::Telemesh(r) => r.handle_announce_indexed(peer, windows, indexes, now, h),
-            Requester::Baseline(r) => r.handle_announce(peer, windows, now, h),
+            Requester::Telemesh(r) => r.handle_gossip(peer, author, announce, now, h),
+            Requester::Baseline(r) => r.handle_announce(peer, &announce.windows, now, h),
         }
     }
     fn handle_local(&mut self, w: WindowId, h: &dyn Holdings, now: u64) {
@@ -809,6 +823,8 @@ pub struct Convergence {
     pub first_ns: u64,
     /// When every honest node first held the same root.
     pub same_ns: Option<u64>,
+    /// When every honest node first held the same root and the same provenance table.
+    pub same_table_ns: Option<u64>,
     /// Repair round trips on the critical path to it (module docs).
     pub round_trips: u32,
 }
@@ -984,6 +1000,7 @@ impl Sim {
             self.convergence.entry(w).or_insert(Convergence {
                 first_ns: now,
                 same_ns: None,
+                same_table_ns: None,
                 round_trips: 0,
             });
             let name = self.nodes[i].name.clone();
@@ -1141,14 +1158,9 @@ impl Sim {
                     *e = (*e).max(d);
                 }
                 let now = self.now_ns;
+                let author = self.nodes[from].name.clone();
                 let node = &mut self.nodes[to];
-                node.requester.handle_announce(
-                    from,
-                    &announce.windows,
-                    &announce.indexes,
-                    now,
-                    &node.store,
-                );
+                node.requester.handle_announce(from, &author, &announce, now, &node.store);
                 self.drain(to);
             }
         }
@@ -1161,7 +1173,8 @@ impl Sim {
                 .into_iter()
                 .collect();
             let with_index = self.config.gossip_index && self.config.scheme == Scheme::Telemesh;
-            let summaries: Vec<(Summary, Option<IndexPart>)> = windows
+            let name = self.nodes[i].name.clone();
+            let summaries: Vec<message::Announced> = windows
                 .iter()
                 .filter_map(|w| self.nodes[i].store.window(*w))
                 .map(|win| {
@@ -1169,7 +1182,9 @@ impl Sim {
                         .then(|| window::index(&win.blob).ok())
                         .flatten()
                         .map(|(header, entries)| IndexPart::compact(&header, &entries));
-                    (win.summary, index)
+                    let own = win.table.nodes.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice());
+                    let row = if with_index { message::Row::of(own, win.records.len()) } else { message::Row::None };
+                    message::Announced { summary: win.summary, index, row }
                 })
                 .collect();
             for bytes in message::encode_announces(&summaries) {
@@ -1280,10 +1295,19 @@ impl Sim {
                 root,
                 table,
             } => {
+                // A provenance change alone is not announced: each node states its own
+                // row when its records change, and the summary exchange mends the rest.
                 let node = &mut self.nodes[i];
                 if let Some(s) = node.store.merge_table(w, &root, &table) {
                     self.roots.insert(s.root, w);
-                    node.announce.insert(w);
+                    self.check_same(w);
+                }
+            }
+            Out::Rows { window: w, keys, table } => {
+                let node = &mut self.nodes[i];
+                if let Some(s) = node.store.merge_rows(w, &keys, &table) {
+                    self.roots.insert(s.root, w);
+                    self.check_same(w);
                 }
             }
             Out::Blame {
@@ -1378,17 +1402,26 @@ impl Sim {
 
     /// Records when all honest nodes first hold the same root of `w`.
     fn check_same(&mut self, w: WindowId) {
-        if self.convergence.get(&w).is_none_or(|c| c.same_ns.is_some()) {
+        if self.convergence.get(&w).is_none_or(|c| c.same_table_ns.is_some()) {
             return;
         }
-        let roots: Vec<Option<Root>> = self
+        let summaries: Vec<Option<(Root, [u8; 8])>> = self
             .honest()
-            .map(|n| n.store.windows.get(&w).map(|x| x.summary.root))
+            .map(|n| n.store.windows.get(&w).map(|x| (x.summary.root, x.summary.provenance)))
             .collect();
-        let Some(Some(first)) = roots.first().copied() else {
+        let Some(Some(first)) = summaries.first().copied() else {
             return;
         };
-        if !roots.iter().all(|r| *r == Some(first)) {
+        if !summaries.iter().all(|r| r.is_some_and(|(root, _)| root == first.0)) {
+            return;
+        }
+        let now = self.now_ns;
+        if summaries.iter().all(|r| *r == Some(first)) {
+            if let Some(c) = self.convergence.get_mut(&w) {
+                c.same_table_ns = Some(now);
+            }
+        }
+        if self.convergence.get(&w).is_some_and(|c| c.same_ns.is_some()) {
             return;
         }
         let trips = (0..self.nodes.len())
@@ -1396,7 +1429,6 @@ impl Sim {
             .map(|i| self.depth.get(&(i, w)).copied().unwrap_or(0))
             .max()
             .unwrap_or(0);
-        let now = self.now_ns;
         if let Some(c) = self.convergence.get_mut(&w) {
             c.same_ns = Some(now);
             c.round_trips = trips;
