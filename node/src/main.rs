@@ -357,10 +357,11 @@ fn node(args: NodeArgs) -> ExitCode {
         require_auth: args.require_auth.then_some(true),
         ..File::default()
     };
-    let config = match file.overlay(flags).resolve() {
+    let mut config = match file.overlay(flags).resolve() {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
+    open_files(&mut config);
 
     // 2. Store and sockets: failures here are the environment's (exit 1).
     let store: Arc<dyn Store> = match telemesh_node::open_store(&config) {
@@ -396,6 +397,36 @@ fn node(args: NodeArgs) -> ExitCode {
     match runtime.block_on(telemesh_node::run(config, sockets, store, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
+    }
+}
+
+/// File descriptors kept for everything but HTTP connections: the store (sled's files,
+/// the write-ahead log, sealed segments), the overlay's sockets and connections (at most
+/// 64 members and 16 unproven), the UDP listeners and the secure listener.
+const FDS_RESERVED: u64 = 512;
+
+/// Raises the soft limit on open files to the hard one (a common soft limit is 1,024), and
+/// keeps the HTTP connection cap below what is left after [`FDS_RESERVED`]: clients that
+/// hold connections open must never take the descriptors the store needs to make records
+/// durable (`docs/operations.md`, "Open files").
+fn open_files(config: &mut telemesh_node::Config) {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open files limit");
+            return;
+        }
+    };
+    tracing::debug!(limit = soft, "open files");
+    let room = usize::try_from(soft.saturating_sub(FDS_RESERVED)).unwrap_or(usize::MAX).max(16);
+    let cap = &mut config.http_limits.max_connections;
+    if *cap > room {
+        tracing::warn!(
+            limit = soft,
+            http_max_connections = room,
+            "the open files limit leaves room for {room} HTTP connections, not {cap}: capped (raise it with `ulimit -n`)"
+        );
+        *cap = room;
     }
 }
 

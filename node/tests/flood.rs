@@ -65,3 +65,91 @@ fn one_flush_of_ten_thousand_slow_streams_survives_a_restart() {
     }
     assert_eq!(stored, received, "every record received is in the store after the restart");
 }
+
+/// The attack of issue 15: with a limit of 1,024 open files (hard, so the node cannot raise
+/// it) and `--http-max-connections 4000`, 1,100 clients each send half an HTTP request and
+/// hold the connection. The node caps HTTP connections below its limit and keeps making
+/// records durable: a SIGKILL after several flush intervals loses nothing of what arrived
+/// while the connections were held.
+#[test]
+fn half_sent_http_requests_do_not_stop_records_becoming_durable() {
+    use std::io::Write;
+    use std::time::Duration;
+
+    // This process holds 1,100 sockets too.
+    let own = rlimit::increase_nofile_limit(4096).expect("own open files limit");
+    if own < 1_200 {
+        eprintln!("SKIPPED: this process may open only {own} files (hard limit); the attack needs 1,200");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // The node starts with a limit of 1,024 open files, soft and hard.
+    let http = format!("127.0.0.1:{}", common::free_port());
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let udp: std::net::SocketAddr = format!("127.0.0.1:{udp_port}").parse().expect("addr");
+    let start = |data: &std::path::Path| {
+        let node_args = [
+            "node", "--data", data.to_str().expect("utf-8"), "--tinytelemetry", "off", "--secure", "off", "--iotstream",
+            &udp.to_string(), "--http", &http, "--iotstream-timestamp", "s", "--flush-interval", "200ms", "--listen",
+            "/ip4/127.0.0.1/tcp/0", "--http-max-connections", "4000",
+        ];
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+            .arg(common::BIN)
+            .args(node_args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawns");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while ureq::get(&format!("http://{http}/v1/status")).call().is_err() {
+            assert!(std::time::Instant::now() < deadline, "node did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    };
+    let mut child = start(&data);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("soft limit");
+    assert_eq!(soft, 1024);
+
+    // 1,100 connections at once (non-blocking connects: those the node does not accept
+    // wait in the kernel), each with half a request head once it is connected.
+    let addr: std::net::SocketAddr = http.parse().expect("addr");
+    let mut held: Vec<socket2::Socket> = (0..1_100)
+        .map(|_| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+            s.set_nonblocking(true).expect("non-blocking");
+            let _ = s.connect(&addr.into());
+            s
+        })
+        .collect();
+    // Connections the kernel's queues turned away come again after a second.
+    std::thread::sleep(Duration::from_millis(1_500));
+    for s in &mut held {
+        let _ = s.write(b"GET /v1/status HTTP/1.1\r\nHost: telemesh\r\n");
+    }
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id())).expect("fds").count() as u64;
+    assert!(fds + 100 < soft, "the node holds {fds} descriptors of {soft}");
+    let datagrams: Vec<Vec<u8>> =
+        (0..200u16).map(|seq| Repr::new(MsgType::Data, 7, seq, 1_700_000_000 + u32::from(seq), &[1.5]).expect("valid").to_bytes())
+            .collect();
+    common::send(udp, &datagrams);
+    std::thread::sleep(Duration::from_millis(1_000));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    drop(held);
+
+    let mut child = start(&data);
+    let page = common::get_json(&format!("http://{http}/v1/streams/iotstream/7/records?view=local&limit=1000"));
+    assert_eq!(page["count"], 200, "every record acknowledged before the kill survived it");
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
