@@ -90,9 +90,9 @@ struct Cli {
     #[arg(long, value_name = "UNIT", value_parser = clap::value_parser!(TimestampUnit))]
     timestamp_unit: Option<TimestampUnit>,
 
-    /// First seq after INIT (iotstream) or first seq (tinytelemetry).
+    /// First seq after INIT (iotstream) or first seq (tinytelemetry, secure).
     ///
-    /// Defaults: 1 and 0. For example 65534 exercises the 16-bit wraparound.
+    /// Defaults: 1, 0 and 1. For example 65534 exercises the 16-bit wraparound.
     /// Applies to a device's first boot; after a reboot numbering restarts.
     #[arg(long, value_name = "N")]
     start_seq: Option<u32>,
