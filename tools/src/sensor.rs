@@ -1881,7 +1881,7 @@ mod tests {
             assert_eq!(dev[0].datagram[10], 0, "INIT has batch 0");
             for (i, p) in dev.iter().enumerate().skip(1) {
                 assert_ne!(p.kind, Kind::Init);
-                assert_eq!(p.seq, i as u32);
+                assert_eq!(p.seq, i as u64);
                 match p.kind {
                     Kind::Data => assert_eq!(p.readings.len(), IOTSTREAM_DEFAULT_BATCH),
                     _ => assert!(p.readings.is_empty()),
@@ -1951,7 +1951,7 @@ mod tests {
             dev[1..].iter().all(|p| p.kind != Kind::Init),
             "wraparound is not a reboot"
         );
-        let ts: Vec<u32> = dev.iter().map(|p| p.timestamp).collect();
+        let ts: Vec<u64> = dev.iter().map(|p| p.timestamp).collect();
         assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
     }
 
@@ -1963,7 +1963,7 @@ mod tests {
         });
         assert_eq!(
             dev.iter().map(|p| p.seq).collect::<Vec<_>>(),
-            [u32::MAX - 1, u32::MAX, 0, 1]
+            [u64::from(u32::MAX) - 1, u64::from(u32::MAX), 0, 1]
         );
     }
 
@@ -1974,7 +1974,7 @@ mod tests {
             start_seq: Some(100),
             ..iot(&[3], 10)
         });
-        let seqs: Vec<u32> = dev.iter().map(|p| p.seq).collect();
+        let seqs: Vec<u64> = dev.iter().map(|p| p.seq).collect();
         let kinds: Vec<bool> = dev.iter().map(|p| p.kind == Kind::Init).collect();
         assert_eq!(seqs, [0, 100, 101, 102, 0, 1, 2, 3, 0, 1]);
         assert_eq!(
@@ -2006,7 +2006,7 @@ mod tests {
         });
         for p in &dev {
             let ms = T0 + p.due.as_millis() as u64;
-            assert_eq!(p.timestamp, (ms % (1 << 32)) as u32);
+            assert_eq!(p.timestamp, ms % (1 << 32));
         }
         let secs = packets(Config {
             timestamp_unit: Some(TimestampUnit::Seconds),
@@ -2032,7 +2032,7 @@ mod tests {
         b.next();
         let pa = a.next().expect("second packet");
         let pb = b.next_stamped(T0 + 123_456).expect("second packet");
-        assert_eq!(pb.timestamp, ((T0 + 123_456) % (1 << 32)) as u32);
+        assert_eq!(pb.timestamp, (T0 + 123_456) % (1 << 32));
         assert_eq!(
             (pa.kind, pa.seq, &pa.readings),
             (pb.kind, pb.seq, &pb.readings)
