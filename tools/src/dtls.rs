@@ -356,13 +356,9 @@ impl Session {
         self.handshake
     }
 
-    /// How long the handshake has been running, or ran.
-    pub fn age(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Sends one frame as one DTLS record. An error when the session is not up, or the
-    /// record could not be written; the session stays usable.
+    /// record could not be written (the session is kept: a datagram the kernel refused is
+    /// one lost frame; if OpenSSL took the error as fatal, the next sends fail as well).
     pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         let State::Up(stream) = &mut self.state else {
             return Err(io::Error::new(ErrorKind::NotConnected, "the DTLS handshake has not finished"));

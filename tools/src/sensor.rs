@@ -1083,6 +1083,9 @@ pub struct Summary {
     pub sessions: usize,
     /// Their handshake times, in the order they finished.
     pub handshakes: Vec<Duration>,
+    /// Handshakes started over from a new socket because they took too long
+    /// (`dtls::RESTART_AFTER`: a lossy link).
+    pub handshake_restarts: u32,
 }
 
 impl Summary {
@@ -1143,7 +1146,11 @@ impl fmt::Display for Summary {
         if self.sessions > 0 {
             let median = self.median_handshake().map_or("-".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
             let s = if self.sessions == 1 { "" } else { "s" };
-            write!(f, ", {} DTLS session{s} (handshake median {median})", self.sessions)?;
+            write!(f, ", {} DTLS session{s} (handshake median {median}", self.sessions)?;
+            if self.handshake_restarts > 0 {
+                write!(f, ", {} started over", self.handshake_restarts)?;
+            }
+            f.write_str(")")?;
         }
         if self.send_errors > 0 {
             write!(f, ", {} send errors", self.send_errors)?;
@@ -1283,6 +1290,7 @@ impl Links {
         for s in self.sessions.values_mut().flatten().filter(|s| !s.is_up()) {
             if s.progress()? {
                 summary.handshakes.extend(s.handshake_time());
+                summary.handshake_restarts += s.restarts();
             } else {
                 pending += 1;
             }
@@ -2014,14 +2022,14 @@ mod tests {
         });
         for p in &secs {
             assert_eq!(
-                u64::from(p.timestamp),
+                p.timestamp,
                 (T0 + p.due.as_millis() as u64) / 1000
             );
         }
         let tiny_dev = packets(tiny(&[1], 3));
         for p in &tiny_dev {
             assert_eq!(
-                u64::from(p.timestamp),
+                p.timestamp,
                 (T0 + p.due.as_millis() as u64) / 1000
             );
         }

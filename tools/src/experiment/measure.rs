@@ -56,8 +56,8 @@ impl<'a> Truth<'a> {
             index.insert(
                 (
                     u32::from(t.device),
-                    u64::from(t.seq),
-                    u64::from(t.timestamp),
+                    t.seq,
+                    t.timestamp,
                 ),
                 i,
             );
@@ -307,8 +307,8 @@ mod tests {
     fn got(t: &TruthRecord, arrival_ns: u64, copies: u32) -> Received {
         Received {
             device: u32::from(t.device),
-            seq: u64::from(t.seq),
-            timestamp: u64::from(t.timestamp),
+            seq: t.seq,
+            timestamp: t.timestamp,
             arrival_ns: Some(arrival_ns),
             copies,
         }
