@@ -9,6 +9,7 @@ mod mesh;
 pub mod load;
 mod repair;
 mod scale;
+mod secure;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,8 @@ enum Command {
     Repair(repair::Opts),
     /// Overlay bytes per record per node (gossip, provenance, summary exchange) as sites grow, simulated.
     Scale(scale::Opts),
+    /// Seed 002's load table: 1/5/10 DTLS clients at 1,000/5,000/20,000 frames/s, beside plain IoTStream.
+    Secure(secure::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Mesh(opts) => mesh::run(&opts),
         Command::Repair(opts) => repair::run(&opts),
         Command::Scale(opts) => scale::run(&opts),
+        Command::Secure(opts) => secure::run(&opts),
     }
 }

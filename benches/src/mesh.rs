@@ -76,6 +76,7 @@ impl Point {
 fn one(opts: &Opts, sites: usize, loss: f64, link_loss: f64) -> anyhow::Result<Point> {
     let net = testnet::Options {
         nodes: sites,
+        dialect: telemesh_proto::wire::Dialect::Iotstream,
         devices: opts.devices,
         duration: Duration::from_secs(opts.seconds),
         interval: Duration::from_secs_f64(1.0 / opts.hz),

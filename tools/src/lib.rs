@@ -2,6 +2,7 @@
 //! a library so that integration tests and the testnet can drive it in-process.
 
 pub mod cluster;
+pub mod dtls;
 pub mod experiment;
 pub mod plot;
 pub mod relay;

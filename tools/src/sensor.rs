@@ -1,5 +1,6 @@
 //! The sensor simulator behind `telemesh-sensor`: many devices in one process, speaking
-//! IoTStream v1 (seed 001) or TinyTelemetry v1 (seed 003).
+//! IoTStream v1 (seed 001), TinyTelemetry v1 (seed 003) or the secure frame (seed 002) over
+//! DTLS 1.2 ([`crate::dtls`]).
 //!
 //! Two layers, kept apart so that tests and the testnet can reuse the first without
 //! sockets or sleeping:
@@ -22,6 +23,12 @@
 //!   `batch` readings (default 1) whose sensor type cycles temperature → humidity →
 //!   voltage with plausible values (20–30 °C, 30–70 %, 3.0–3.6 V); seq is a u32 from 0;
 //!   the timestamp is Unix seconds.
+//! * **Secure** (seed 002): no INIT; DATA (80 %) carries the seed's payload
+//!   `CPU=72.3;MEM=41.2;TEMP=67.5`, each value a bounded random walk per device with one
+//!   decimal (CPU and MEM 1–99 %, TEMP 35–90 °C); HEARTBEAT (20 %) is a frame with an empty
+//!   payload; seq is a u64 from 1; the timestamp is Unix nanoseconds. Each device speaks
+//!   over its own DTLS session with each destination, with a certificate that names it
+//!   ([`run_secure`]); one frame is one DTLS record.
 //!
 //! # Schedule
 //!
@@ -73,8 +80,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use telemesh_proto::auth;
 use telemesh_proto::record::{Readings, Record, TimestampUnit as RecordTimestampUnit};
-use telemesh_proto::wire::{self, iotstream, tinytelemetry, Dialect};
+use telemesh_proto::wire::{self, iotstream, secure, tinytelemetry, Dialect};
 use tinytelemetry::SensorType;
+
+use crate::dtls;
 
 /// Probability that a reporting interval produces DATA rather than HEARTBEAT (seed 001
 /// §4.2, Table 6).
@@ -89,6 +98,10 @@ pub const TINYTELEMETRY_DEFAULT_BATCH: usize = 1;
 pub const IOTSTREAM_DEFAULT_PORT: u16 = 5005;
 /// Default collector port for TinyTelemetry (seed 003).
 pub const TINYTELEMETRY_DEFAULT_PORT: u16 = 5000;
+/// Default collector port for the secure dialect (seed 002, DTLS).
+pub const SECURE_DEFAULT_PORT: u16 = 5006;
+/// How long [`run_secure`] waits for every DTLS handshake before it starts sending, unless told.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest single sleep in [`run`], so that a stop request is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
@@ -106,9 +119,9 @@ pub enum Error {
     /// An option has a bad value or does not fit the others.
     #[error("invalid {option}: {why}")]
     Invalid { option: &'static str, why: String },
-    /// The seed-002 dialect was asked for.
-    #[error("the secure dialect needs DTLS, not supported by the simulator yet")]
-    SecureUnsupported,
+    /// A DTLS client could not be set up, or a handshake failed.
+    #[error("{0}")]
+    Dtls(#[from] dtls::Error),
     /// A socket or file operation failed.
     #[error("{what}: {err}")]
     Io { what: String, err: io::Error },
@@ -124,7 +137,7 @@ pub enum Error {
 impl Error {
     /// True for errors in the user's input (the CLI exits with code 2 for these).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Invalid { .. } | Error::SecureUnsupported)
+        matches!(self, Error::Invalid { .. } | Error::Dtls(dtls::Error::File { .. } | dtls::Error::WrongDevice { .. }))
     }
 
     fn invalid(option: &'static str, why: impl Into<String>) -> Self {
@@ -232,15 +245,10 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, ParseError> {
         .ok_or_else(bad)
 }
 
-/// Parses a dialect name; `secure` is refused (it needs DTLS).
+/// Parses a dialect name: `iotstream`, `tinytelemetry` or `secure`.
 pub fn parse_dialect(s: &str) -> Result<Dialect, ParseError> {
-    match s.parse::<Dialect>() {
-        Ok(Dialect::Secure) => Err(ParseError(Error::SecureUnsupported.to_string())),
-        Ok(d) => Ok(d),
-        Err(_) => Err(ParseError(format!(
-            "unknown dialect {s:?} (expected iotstream or tinytelemetry)"
-        ))),
-    }
+    s.parse::<Dialect>()
+        .map_err(|_| ParseError(format!("unknown dialect {s:?} (expected iotstream, tinytelemetry or secure)")))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -273,7 +281,7 @@ impl FromStr for TimestampUnit {
 /// (1001) reporting every second to 127.0.0.1:5005 until stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `Iotstream` or `Tinytelemetry` (`Secure` is refused).
+    /// `Iotstream`, `Tinytelemetry` or `Secure` (which [`run_secure`] sends).
     pub dialect: Dialect,
     /// Device ids to simulate, in this order (ties in the schedule go to the earlier one).
     pub devices: Vec<u16>,
@@ -370,6 +378,18 @@ impl Config {
                 ));
             }
         }
+        if flavor == Flavor::Secure {
+            let not = |option, why: &str| Err(Error::invalid(option, format!("not with --dialect secure ({why})")));
+            if self.batch.is_some() {
+                return not("--batch", "its payload is always CPU, MEM and TEMP");
+            }
+            if self.timestamp_unit.is_some() {
+                return not("--timestamp-unit", "its timestamps are Unix nanoseconds");
+            }
+            if self.reboot_after.is_some() {
+                return not("--reboot-after", "a reboot would be a new DTLS session, which is not simulated");
+            }
+        }
         if flavor == Flavor::Tiny && self.timestamp_unit == Some(TimestampUnit::Millis) {
             return Err(Error::invalid(
                 "--timestamp-unit",
@@ -433,17 +453,19 @@ impl Config {
         }
         let port = match self.dialect {
             Dialect::Tinytelemetry => TINYTELEMETRY_DEFAULT_PORT,
+            Dialect::Secure => SECURE_DEFAULT_PORT,
             _ => IOTSTREAM_DEFAULT_PORT,
         };
         vec![SocketAddr::from(([127, 0, 0, 1], port))]
     }
 }
 
-/// The dialects the simulator speaks (the secure one is refused up front).
+/// The dialects the simulator speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
     Iot,
     Tiny,
+    Secure,
 }
 
 impl Flavor {
@@ -451,25 +473,27 @@ impl Flavor {
         match dialect {
             Dialect::Iotstream => Ok(Flavor::Iot),
             Dialect::Tinytelemetry => Ok(Flavor::Tiny),
-            Dialect::Secure => Err(Error::SecureUnsupported),
+            Dialect::Secure => Ok(Flavor::Secure),
         }
     }
     fn dialect(self) -> Dialect {
         match self {
             Flavor::Iot => Dialect::Iotstream,
             Flavor::Tiny => Dialect::Tinytelemetry,
+            Flavor::Secure => Dialect::Secure,
         }
     }
     fn max_batch(self) -> usize {
         match self {
             Flavor::Iot => iotstream::MAX_BATCH,
             Flavor::Tiny => tinytelemetry::MAX_COUNT,
+            Flavor::Secure => Metric::ALL.len(),
         }
     }
     /// The first seq after a (re)boot's INIT, or the first seq at all.
-    fn boot_seq(self) -> u32 {
+    fn boot_seq(self) -> u64 {
         match self {
-            Flavor::Iot => 1,
+            Flavor::Iot | Flavor::Secure => 1,
             Flavor::Tiny => 0,
         }
     }
@@ -482,8 +506,9 @@ impl Flavor {
 /// What a packet is: the node's own record kind (`"init"`, `"data"`, `"heartbeat"`).
 pub use telemesh_proto::record::Kind;
 
-/// One reading. In the truth log an IoTStream reading is a bare number and a
-/// TinyTelemetry reading is `{"sensor":"temperature","value":21.5}`.
+/// One reading. In the truth log an IoTStream reading is a bare number, a TinyTelemetry
+/// reading is `{"sensor":"temperature","value":21.5}` and a secure one
+/// `{"key":"CPU","value":72.3}`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Reading {
@@ -493,22 +518,59 @@ pub enum Reading {
         sensor: SensorType,
         value: f32,
     },
+    /// A secure-frame reading: `KEY=VALUE` with one of the seed's keys.
+    Keyed { key: Metric, value: f64 },
     /// An IoTStream reading (the dialect carries no type).
     Plain(f32),
 }
 
 impl Reading {
-    /// The value, whatever the dialect.
+    /// The value, whatever the dialect (a secure reading's f64 rounded to f32).
     pub fn value(&self) -> f32 {
         match *self {
             Reading::Typed { value, .. } | Reading::Plain(value) => value,
+            Reading::Keyed { value, .. } => value as f32,
         }
     }
     /// The sensor type, for TinyTelemetry readings.
     pub fn sensor(&self) -> Option<SensorType> {
         match *self {
             Reading::Typed { sensor, .. } => Some(sensor),
-            Reading::Plain(_) => None,
+            Reading::Keyed { .. } | Reading::Plain(_) => None,
+        }
+    }
+}
+
+/// The keys of seed 002's payload, `CPU=72.3;MEM=41.2;TEMP=67.5`, in that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Metric {
+    /// CPU load, %.
+    Cpu,
+    /// Memory in use, %.
+    Mem,
+    /// Temperature, °C.
+    Temp,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 3] = [Metric::Cpu, Metric::Mem, Metric::Temp];
+
+    /// The key on the wire.
+    pub fn key(self) -> &'static str {
+        match self {
+            Metric::Cpu => "CPU",
+            Metric::Mem => "MEM",
+            Metric::Temp => "TEMP",
+        }
+    }
+
+    /// Where the random walk starts (the seed's example), how far it may go, and its step.
+    fn walk(self) -> (f64, f64, f64, f64) {
+        match self {
+            Metric::Cpu => (72.3, 1.0, 99.0, 4.0),
+            Metric::Mem => (41.2, 1.0, 99.0, 0.5),
+            Metric::Temp => (67.5, 35.0, 90.0, 1.0),
         }
     }
 }
@@ -550,10 +612,11 @@ mod hex_bytes {
 pub struct Packet {
     pub dialect: Dialect,
     pub device: u16,
-    /// The wire seq (0..=65535 for IoTStream).
-    pub seq: u32,
-    /// The wire timestamp.
-    pub timestamp: u32,
+    /// The wire seq (0..=65535 for IoTStream, u32 for TinyTelemetry, u64 for secure).
+    pub seq: u64,
+    /// The wire timestamp (Unix ms mod 2^32 or s for IoTStream, s for TinyTelemetry, ns
+    /// for secure).
+    pub timestamp: u64,
     pub kind: Kind,
     /// The DATA readings (empty for INIT and HEARTBEAT).
     pub readings: Vec<Reading>,
@@ -570,8 +633,8 @@ pub struct Packet {
 pub struct TruthRecord {
     pub dialect: Dialect,
     pub device: u16,
-    pub seq: u32,
-    pub timestamp: u32,
+    pub seq: u64,
+    pub timestamp: u64,
     pub kind: Kind,
     pub readings: Vec<Reading>,
     /// Unix ns when the packet was sent (in a dry run: when it was due).
@@ -607,16 +670,24 @@ impl TruthRecord {
         }
         let rec = Record::from_datagram(self.dialect, &self.datagram, 0, RecordTimestampUnit::Ms)
             .map_err(|e| format!("datagram does not decode: {e}"))?;
-        let readings: Vec<(Option<u8>, u32)> = match &rec.readings {
+        // (sensor type or key, value bits)
+        let readings: Vec<(String, u64)> = match &rec.readings {
             Readings::None => Vec::new(),
-            Readings::Batch(v) => v.iter().map(|x| (None, x.to_bits())).collect(),
-            Readings::Sensors(v) => v.iter().map(|(s, x)| (Some(s.0), x.to_bits())).collect(),
-            Readings::Pairs(_) => return Err("the simulator does not send KEY=VALUE readings".into()),
+            Readings::Batch(v) => v.iter().map(|x| (String::new(), u64::from(x.to_bits()))).collect(),
+            Readings::Sensors(v) => v.iter().map(|(s, x)| (s.0.to_string(), u64::from(x.to_bits()))).collect(),
+            Readings::Pairs(v) => v.iter().map(|(k, x)| (k.clone(), x.to_bits())).collect(),
         };
-        let stated: Vec<(Option<u8>, u32)> =
-            self.readings.iter().map(|r| (r.sensor().map(SensorType::code), r.value().to_bits())).collect();
+        let stated: Vec<(String, u64)> = self
+            .readings
+            .iter()
+            .map(|r| match *r {
+                Reading::Plain(x) => (String::new(), u64::from(x.to_bits())),
+                Reading::Typed { sensor, value } => (sensor.code().to_string(), u64::from(value.to_bits())),
+                Reading::Keyed { key, value } => (key.key().to_owned(), value.to_bits()),
+            })
+            .collect();
         let got = (rec.stream.device, rec.seq, rec.timestamp_raw, rec.kind, readings);
-        let want = (u32::from(self.device), u64::from(self.seq), u64::from(self.timestamp), self.kind, stated);
+        let want = (u32::from(self.device), self.seq, self.timestamp, self.kind, stated);
         if got != want {
             return Err(format!("datagram says {got:?}, the line says {want:?}"));
         }
@@ -661,9 +732,11 @@ struct Device {
     in_boot: u64,
     boot: u32,
     /// The seq of the next non-INIT packet.
-    next_seq: u32,
+    next_seq: u64,
     /// Position in the temperature → humidity → voltage cycle (TinyTelemetry).
     sensor_cursor: usize,
+    /// CPU, MEM and TEMP now (secure).
+    gauges: [f64; 3],
     /// When the device's next packet is due.
     due: Duration,
 }
@@ -694,7 +767,7 @@ impl Simulator {
         let origin_ms = config
             .start_time_ms
             .unwrap_or_else(|| unix_ns_now() / 1_000_000);
-        let first_seq = config.start_seq.unwrap_or(flavor.boot_seq());
+        let first_seq = config.start_seq.map_or(flavor.boot_seq(), u64::from);
         let mut sim = Simulator {
             flavor,
             batch: config.batch_size(),
@@ -720,6 +793,7 @@ impl Simulator {
                 boot: 0,
                 next_seq: first_seq,
                 sensor_cursor: 0,
+                gauges: Metric::ALL.map(|m| m.walk().0),
                 due: Duration::ZERO,
             });
             if let Some(due) = sim.first_due(pos) {
@@ -757,7 +831,12 @@ impl Simulator {
     /// The next packet, its timestamp taken from `device_clock_ms` (Unix ms, e.g. the
     /// real clock at sending) instead of `origin + due`. Contents are unaffected.
     pub fn next_stamped(&mut self, device_clock_ms: u64) -> Option<Packet> {
-        self.next_packet(Some(device_clock_ms))
+        self.next_packet(Some(device_clock_ms.saturating_mul(1_000_000)))
+    }
+
+    /// [`Simulator::next_stamped`] with a clock in Unix ns (the secure frame's resolution).
+    pub fn next_stamped_ns(&mut self, device_clock_ns: u64) -> Option<Packet> {
+        self.next_packet(Some(device_clock_ns))
     }
 
     fn first_due(&mut self, pos: usize) -> Option<Duration> {
@@ -788,7 +867,7 @@ impl Simulator {
         }
     }
 
-    fn next_packet(&mut self, device_clock_ms: Option<u64>) -> Option<Packet> {
+    fn next_packet(&mut self, device_clock_ns: Option<u64>) -> Option<Packet> {
         let due = self.peek_due()?;
         let Reverse((_, pos)) = self.queue.pop()?;
         let (flavor, batch, unit) = (self.flavor, self.batch, self.unit);
@@ -805,19 +884,23 @@ impl Simulator {
             let seq = dev.next_seq;
             dev.next_seq = match flavor {
                 Flavor::Iot => (seq + 1) & 0xffff,
-                Flavor::Tiny => seq.wrapping_add(1),
+                Flavor::Tiny => (seq + 1) & 0xffff_ffff,
+                Flavor::Secure => seq.wrapping_add(1),
             };
             (kind, seq)
         };
         let readings = match kind {
+            Kind::Data if flavor == Flavor::Secure => walk(&mut dev.gauges, &mut dev.content),
             Kind::Data => make_readings(flavor, batch, &mut dev.content, &mut dev.sensor_cursor),
             Kind::Init | Kind::Heartbeat => Vec::new(),
         };
-        let due_ms = u64::try_from(due.as_millis()).unwrap_or(u64::MAX);
-        let clock_ms = device_clock_ms.unwrap_or_else(|| self.origin_ms.saturating_add(due_ms));
-        let timestamp = match unit {
-            TimestampUnit::Millis => (clock_ms & 0xffff_ffff) as u32,
-            TimestampUnit::Seconds => ((clock_ms / 1000) & 0xffff_ffff) as u32,
+        let clock_ns =
+            device_clock_ns.unwrap_or_else(|| self.origin_ms.saturating_mul(1_000_000).saturating_add(nanos(due)));
+        let clock_ms = clock_ns / 1_000_000;
+        let timestamp = match (flavor, unit) {
+            (Flavor::Secure, _) => clock_ns,
+            (_, TimestampUnit::Millis) => clock_ms & 0xffff_ffff,
+            (_, TimestampUnit::Seconds) => (clock_ms / 1000) & 0xffff_ffff,
         };
         let datagram = encode(flavor, kind, dev.id, seq, timestamp, &readings);
         let packet = Packet {
@@ -868,7 +951,7 @@ fn make_readings(
 ) -> Vec<Reading> {
     (0..batch)
         .map(|_| match flavor {
-            Flavor::Iot => Reading::Plain(plausible(SensorType::Temperature, rng)),
+            Flavor::Iot | Flavor::Secure => Reading::Plain(plausible(SensorType::Temperature, rng)),
             Flavor::Tiny => {
                 let sensor = SensorType::ALL[*cursor % SensorType::ALL.len()];
                 *cursor = cursor.wrapping_add(1);
@@ -877,6 +960,22 @@ fn make_readings(
                     value: plausible(sensor, rng),
                 }
             }
+        })
+        .collect()
+}
+
+/// A secure DATA frame's readings: each of CPU, MEM and TEMP takes a step of its random
+/// walk, stays in its range, and is reported with one decimal, as the seed's example.
+fn walk(gauges: &mut [f64; 3], rng: &mut ChaCha8Rng) -> Vec<Reading> {
+    Metric::ALL
+        .iter()
+        .zip(gauges.iter_mut())
+        .map(|(&key, now)| {
+            let (_, lo, hi, step) = key.walk();
+            *now = (*now + rng.gen_range(-step..=step)).clamp(lo, hi);
+            // The value the node parses back from the one-decimal text.
+            let value = (*now * 10.0).round() / 10.0;
+            Reading::Keyed { key, value }
         })
         .collect()
 }
@@ -899,8 +998,8 @@ fn encode(
     flavor: Flavor,
     kind: Kind,
     device: u16,
-    seq: u32,
-    timestamp: u32,
+    seq: u64,
+    timestamp: u64,
     readings: &[Reading],
 ) -> Vec<u8> {
     match flavor {
@@ -911,7 +1010,7 @@ fn encode(
                 Kind::Heartbeat => iotstream::MsgType::Heartbeat,
             };
             let values: Vec<f32> = readings.iter().map(Reading::value).collect();
-            iotstream::Repr::new(msg_type, device, (seq & 0xffff) as u16, timestamp, &values)
+            iotstream::Repr::new(msg_type, device, (seq & 0xffff) as u16, (timestamp & 0xffff_ffff) as u32, &values)
                 .expect("batch validated by Config::validate")
                 .to_bytes()
         }
@@ -925,11 +1024,30 @@ fn encode(
                 .iter()
                 .map(|r| (r.sensor().unwrap_or(SensorType::Temperature), r.value()))
                 .collect();
+            let (seq, timestamp) = ((seq & 0xffff_ffff) as u32, (timestamp & 0xffff_ffff) as u32);
             tinytelemetry::Repr::new(msg_type, device, seq, timestamp, &typed)
                 .expect("device and batch validated by Config::validate")
                 .to_bytes()
         }
+        Flavor::Secure => {
+            let payload = secure_payload(readings);
+            secure::Repr::new(u32::from(device), seq, timestamp, &payload)
+                .expect("three one-decimal pairs make a valid, short payload")
+                .to_bytes()
+        }
     }
+}
+
+/// `CPU=72.3;MEM=41.2;TEMP=67.5` (empty for a heartbeat).
+fn secure_payload(readings: &[Reading]) -> String {
+    let pairs: Vec<String> = readings
+        .iter()
+        .map(|r| match *r {
+            Reading::Keyed { key, value } => format!("{}={value:.1}", key.key()),
+            other => format!("V={}", other.value()),
+        })
+        .collect();
+    pairs.join(";")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -961,6 +1079,13 @@ pub struct Summary {
     pub dry_run: bool,
     /// Stopped by the stop flag (Ctrl-C) rather than by count or duration.
     pub interrupted: bool,
+    /// DTLS sessions (secure dialect: one per device and destination).
+    pub sessions: usize,
+    /// Their handshake times, in the order they finished.
+    pub handshakes: Vec<Duration>,
+    /// Handshakes started over from a new socket because they took too long
+    /// (`dtls::RESTART_AFTER`: a lossy link).
+    pub handshake_restarts: u32,
 }
 
 impl Summary {
@@ -971,6 +1096,20 @@ impl Summary {
             self.packets as f64 / secs
         } else {
             0.0
+        }
+    }
+
+    /// The median DTLS handshake time.
+    pub fn median_handshake(&self) -> Option<Duration> {
+        let mut v = self.handshakes.clone();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    }
+
+    fn send_error(&mut self, what: impl FnOnce() -> String) {
+        self.send_errors += 1;
+        if self.first_send_error.is_none() {
+            self.first_send_error = Some(what());
         }
     }
 
@@ -1004,6 +1143,15 @@ impl fmt::Display for Summary {
             self.rate(),
             self.seed
         )?;
+        if self.sessions > 0 {
+            let median = self.median_handshake().map_or("-".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
+            let s = if self.sessions == 1 { "" } else { "s" };
+            write!(f, ", {} DTLS session{s} (handshake median {median}", self.sessions)?;
+            if self.handshake_restarts > 0 {
+                write!(f, ", {} started over", self.handshake_restarts)?;
+            }
+            f.write_str(")")?;
+        }
         if self.send_errors > 0 {
             write!(f, ", {} send errors", self.send_errors)?;
             if let Some(first) = &self.first_send_error {
@@ -1058,15 +1206,117 @@ impl Sender {
             };
             match result {
                 Ok(()) => summary.datagrams_sent += 1,
-                Err(e) => {
-                    summary.send_errors += 1;
-                    if summary.first_send_error.is_none() {
-                        summary.first_send_error = Some(format!("{dest}: {e}"));
-                    }
-                }
+                Err(e) => summary.send_error(|| format!("{dest}: {e}")),
             }
         }
     }
+}
+
+/// The secure dialect's credentials, and how long to wait for the handshakes.
+#[derive(Debug, Clone)]
+pub struct Dtls {
+    /// One set for every destination, or one per destination in the order of
+    /// `Config::destinations` (sites with CAs of their own). A certificate and key path with
+    /// `{id}` names one file per device; without it, the one certificate serves one device.
+    pub credentials: Vec<dtls::Credentials>,
+    /// How long every handshake has before sending starts. A destination with none done by
+    /// then is an error; the others start sending, and a handshake still under way (a
+    /// lossy link) goes on while they do, its device's frames to that destination counted as
+    /// send errors until it is done.
+    pub handshake_timeout: Duration,
+}
+
+/// The secure dialect's sending side: one DTLS session per device and destination.
+#[derive(Debug)]
+struct Links {
+    /// Per device, its sessions in destination order.
+    sessions: std::collections::HashMap<u16, Vec<dtls::Session>>,
+    /// Sessions whose handshake is still under way.
+    pending: usize,
+}
+
+impl Links {
+    /// Checks the credentials, starts every handshake and waits for them (see [`Dtls`]).
+    fn open(config: &Config, setup: &Dtls, summary: &mut Summary) -> Result<Links, Error> {
+        let destinations = config.destinations();
+        let n = setup.credentials.len();
+        if n != 1 && n != destinations.len() {
+            return Err(Error::invalid(
+                "--cert",
+                format!("give one --ca/--cert/--key for every destination, or one set per --to ({n} sets, {} --to)",
+                    destinations.len()),
+            ));
+        }
+        let mut sessions: std::collections::HashMap<u16, Vec<dtls::Session>> = Default::default();
+        for (i, to) in destinations.iter().enumerate() {
+            let credentials = &setup.credentials[if n == 1 { 0 } else { i }];
+            if !credentials.per_device() && config.devices.len() > 1 {
+                return Err(Error::invalid(
+                    "--devices",
+                    format!("--cert {} is one device's certificate, and {} devices are simulated: give one device, or \
+                        --cert and --key paths with {{id}} (one certificate per device, e.g. certs/{{id}}/device.pem)",
+                        credentials.cert.display(), config.devices.len()),
+                ));
+            }
+            for &device in &config.devices {
+                let context = dtls::Context::new(&credentials.for_device(u32::from(device)), Some(u32::from(device)))?;
+                sessions.entry(device).or_default().push(dtls::Session::start(&context, *to)?);
+            }
+        }
+        summary.sessions = sessions.values().map(Vec::len).sum();
+        let mut links = Links { sessions, pending: summary.sessions };
+        let deadline = Instant::now() + setup.handshake_timeout;
+        loop {
+            links.progress(summary)?;
+            if links.pending == 0 || Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(dtls::POLL);
+        }
+        for (i, to) in destinations.iter().enumerate() {
+            if links.sessions.values().all(|s| !s[i].is_up()) {
+                return Err(dtls::Error::Timeout { to: *to, after: setup.handshake_timeout }.into());
+            }
+        }
+        Ok(links)
+    }
+
+    /// Moves every unfinished handshake on (a refusal is an error).
+    fn progress(&mut self, summary: &mut Summary) -> Result<(), Error> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let mut pending = 0;
+        for s in self.sessions.values_mut().flatten().filter(|s| !s.is_up()) {
+            if s.progress()? {
+                summary.handshakes.extend(s.handshake_time());
+                summary.handshake_restarts += s.restarts();
+            } else {
+                pending += 1;
+            }
+        }
+        self.pending = pending;
+        Ok(())
+    }
+
+    /// One frame to each of `device`'s sessions, one DTLS record each.
+    fn send(&mut self, device: u16, frame: &[u8], summary: &mut Summary) -> Result<(), Error> {
+        self.progress(summary)?;
+        for s in self.sessions.get_mut(&device).into_iter().flatten() {
+            match s.send(frame) {
+                Ok(()) => summary.datagrams_sent += 1,
+                Err(e) => summary.send_error(|| format!("device {device} to {}: {e}", s.to())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where packets go: plain datagrams, or DTLS records.
+#[derive(Debug)]
+enum Out {
+    Plain(Sender),
+    Dtls(Links),
 }
 
 /// The truth log, buffered, flushed about once a second and at the end.
@@ -1123,21 +1373,41 @@ pub fn run(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
 /// trailer (and misbehaving as `auth.attack` says). The truth log holds the seed datagrams,
 /// without trailers: what the node stores.
 pub fn run_with_auth(config: &Config, auth: &Auth, stop: &AtomicBool) -> Result<Summary, Error> {
+    run_inner(config, auth, None, stop)
+}
+
+/// [`run`] for the secure dialect: every device opens a DTLS session with each destination
+/// (with the credentials in `dtls`) before the schedule starts, and sends each frame as
+/// one DTLS record; the sessions are closed (close_notify) at the end.
+pub fn run_secure(config: &Config, dtls: &Dtls, stop: &AtomicBool) -> Result<Summary, Error> {
+    run_inner(config, &Auth::default(), Some(dtls), stop)
+}
+
+fn run_inner(config: &Config, auth: &Auth, dtls: Option<&Dtls>, stop: &AtomicBool) -> Result<Summary, Error> {
+    config.validate()?;
+    let secure = config.dialect == Dialect::Secure;
+    if secure && !auth.keys.is_empty() {
+        let why = "not with --dialect secure (its devices prove who they are with certificates)";
+        return Err(Error::invalid("--device-keys", why));
+    }
+    if !secure && dtls.is_some() {
+        return Err(Error::invalid("--cert", "only with --dialect secure"));
+    }
     let mut tagger = Tagger::new(config, auth)?;
     let mut sim = Simulator::new(config.clone())?;
-    let sender = match config.dry_run {
-        true => None,
-        false => Some(Sender::bind(config.destinations())?),
+    let mut summary = Summary { seed: sim.seed(), dry_run: config.dry_run, ..Summary::default() };
+    let mut out = match (config.dry_run, dtls) {
+        (true, _) => None,
+        (false, Some(dtls)) => Some(Out::Dtls(Links::open(config, dtls, &mut summary)?)),
+        (false, None) if secure => {
+            return Err(Error::invalid("--cert", "the secure dialect needs --cert, --key and --ca (DTLS credentials)"))
+        }
+        (false, None) => Some(Out::Plain(Sender::bind(config.destinations())?)),
     };
+    summary.destinations = if out.is_some() { config.destinations().len() } else { 0 };
     let mut truth = match &config.truth {
         Some(path) => Some(TruthWriter::create(path)?),
         None => None,
-    };
-    let mut summary = Summary {
-        destinations: sender.as_ref().map_or(0, |s| s.destinations.len()),
-        seed: sim.seed(),
-        dry_run: config.dry_run,
-        ..Summary::default()
     };
     let real_clock = config.start_time_ms.is_none();
     let start = Instant::now();
@@ -1151,25 +1421,37 @@ pub fn run_with_auth(config: &Config, auth: &Auth, stop: &AtomicBool) -> Result<
         let Some(due) = sim.peek_due() else {
             break Ok(());
         };
-        let (packet, sent_at_ns) = match &sender {
-            Some(sender) => {
+        let (packet, sent_at_ns) = match &mut out {
+            Some(out) => {
                 let elapsed = start.elapsed();
                 if config.duration.is_some_and(|limit| elapsed >= limit) {
                     break Ok(());
                 }
                 if due > elapsed {
+                    if let Out::Dtls(links) = out {
+                        // Handshakes still under way retransmit from here.
+                        if let Err(e) = links.progress(&mut summary) {
+                            break Err(e);
+                        }
+                    }
                     thread::sleep((due - elapsed).min(MAX_SLEEP));
                     continue;
                 }
                 let now_ns = start_unix_ns.saturating_add(nanos(start.elapsed()));
-                let packet = match real_clock {
-                    true => sim.next_stamped(now_ns / 1_000_000),
-                    false => sim.next(),
+                let packet = match (real_clock, secure) {
+                    (true, true) => sim.next_stamped_ns(now_ns),
+                    (true, false) => sim.next_stamped(now_ns / 1_000_000),
+                    (false, _) => sim.next(),
                 };
                 let Some(packet) = packet else { break Ok(()) };
-                match tagger.as_mut() {
-                    None => sender.send(&packet.datagram, &mut summary),
-                    Some(tagger) => match tagger.datagrams(&packet) {
+                match (out, tagger.as_mut()) {
+                    (Out::Dtls(links), _) => {
+                        if let Err(e) = links.send(packet.device, &packet.datagram, &mut summary) {
+                            break Err(e);
+                        }
+                    }
+                    (Out::Plain(sender), None) => sender.send(&packet.datagram, &mut summary),
+                    (Out::Plain(sender), Some(tagger)) => match tagger.datagrams(&packet) {
                         Ok(datagrams) => datagrams.iter().for_each(|d| sender.send(d, &mut summary)),
                         Err(e) => break Err(e),
                     },
@@ -1195,6 +1477,8 @@ pub fn run_with_auth(config: &Config, auth: &Auth, stop: &AtomicBool) -> Result<
         }
     };
     summary.elapsed = start.elapsed();
+    // Sessions end with close_notify (when dropped).
+    drop(out);
     let flushed = match truth.as_mut() {
         Some(truth) => truth.flush(),
         None => Ok(()),
@@ -1340,6 +1624,10 @@ mod tests {
         }
     }
 
+    fn secure_config(devices: &[u16], count: u64) -> Config {
+        Config { dialect: Dialect::Secure, ..iot(devices, count) }
+    }
+
     fn tiny(devices: &[u16], count: u64) -> Config {
         Config {
             dialect: Dialect::Tinytelemetry,
@@ -1394,24 +1682,16 @@ mod tests {
         assert!(parse_addr("not an address").is_err());
         assert_eq!(parse_dialect("iotstream"), Ok(Dialect::Iotstream));
         assert_eq!(parse_dialect("tinytelemetry"), Ok(Dialect::Tinytelemetry));
-        let secure = parse_dialect("secure").expect_err("secure is refused");
-        assert_eq!(
-            secure.to_string(),
-            "the secure dialect needs DTLS, not supported by the simulator yet"
-        );
+        assert_eq!(parse_dialect("secure"), Ok(Dialect::Secure));
         assert!(parse_dialect("mqtt").is_err());
     }
 
     #[test]
     fn bad_configs_are_refused() {
         let cases = [
-            (
-                Config {
-                    dialect: Dialect::Secure,
-                    ..Config::default()
-                },
-                "secure",
-            ),
+            (Config { batch: Some(3), ..secure_config(&[1], 1) }, "--batch"),
+            (Config { timestamp_unit: Some(TimestampUnit::Millis), ..secure_config(&[1], 1) }, "--timestamp-unit"),
+            (Config { reboot_after: Some(3), ..secure_config(&[1], 1) }, "--reboot-after"),
             (
                 Config {
                     devices: vec![],
@@ -1609,7 +1889,7 @@ mod tests {
             assert_eq!(dev[0].datagram[10], 0, "INIT has batch 0");
             for (i, p) in dev.iter().enumerate().skip(1) {
                 assert_ne!(p.kind, Kind::Init);
-                assert_eq!(p.seq, i as u32);
+                assert_eq!(p.seq, i as u64);
                 match p.kind {
                     Kind::Data => assert_eq!(p.readings.len(), IOTSTREAM_DEFAULT_BATCH),
                     _ => assert!(p.readings.is_empty()),
@@ -1679,7 +1959,7 @@ mod tests {
             dev[1..].iter().all(|p| p.kind != Kind::Init),
             "wraparound is not a reboot"
         );
-        let ts: Vec<u32> = dev.iter().map(|p| p.timestamp).collect();
+        let ts: Vec<u64> = dev.iter().map(|p| p.timestamp).collect();
         assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
     }
 
@@ -1691,7 +1971,7 @@ mod tests {
         });
         assert_eq!(
             dev.iter().map(|p| p.seq).collect::<Vec<_>>(),
-            [u32::MAX - 1, u32::MAX, 0, 1]
+            [u64::from(u32::MAX) - 1, u64::from(u32::MAX), 0, 1]
         );
     }
 
@@ -1702,7 +1982,7 @@ mod tests {
             start_seq: Some(100),
             ..iot(&[3], 10)
         });
-        let seqs: Vec<u32> = dev.iter().map(|p| p.seq).collect();
+        let seqs: Vec<u64> = dev.iter().map(|p| p.seq).collect();
         let kinds: Vec<bool> = dev.iter().map(|p| p.kind == Kind::Init).collect();
         assert_eq!(seqs, [0, 100, 101, 102, 0, 1, 2, 3, 0, 1]);
         assert_eq!(
@@ -1734,7 +2014,7 @@ mod tests {
         });
         for p in &dev {
             let ms = T0 + p.due.as_millis() as u64;
-            assert_eq!(p.timestamp, (ms % (1 << 32)) as u32);
+            assert_eq!(p.timestamp, ms % (1 << 32));
         }
         let secs = packets(Config {
             timestamp_unit: Some(TimestampUnit::Seconds),
@@ -1742,14 +2022,14 @@ mod tests {
         });
         for p in &secs {
             assert_eq!(
-                u64::from(p.timestamp),
+                p.timestamp,
                 (T0 + p.due.as_millis() as u64) / 1000
             );
         }
         let tiny_dev = packets(tiny(&[1], 3));
         for p in &tiny_dev {
             assert_eq!(
-                u64::from(p.timestamp),
+                p.timestamp,
                 (T0 + p.due.as_millis() as u64) / 1000
             );
         }
@@ -1760,7 +2040,7 @@ mod tests {
         b.next();
         let pa = a.next().expect("second packet");
         let pb = b.next_stamped(T0 + 123_456).expect("second packet");
-        assert_eq!(pb.timestamp, ((T0 + 123_456) % (1 << 32)) as u32);
+        assert_eq!(pb.timestamp, (T0 + 123_456) % (1 << 32));
         assert_eq!(
             (pa.kind, pa.seq, &pa.readings),
             (pb.kind, pb.seq, &pb.readings)
@@ -1856,6 +2136,7 @@ mod tests {
                 reboot_after: Some(5),
                 ..tiny(&[7], 20)
             },
+            Config { start_seq: Some(u32::MAX), ..secure_config(&[8, 9], 30) },
         ];
         for config in configs {
             for p in packets(config) {
@@ -1873,6 +2154,45 @@ mod tests {
                 check_decodes(&back);
             }
         }
+    }
+
+    #[test]
+    fn secure_frames_carry_the_seeds_payload_with_plausible_values() {
+        let all = packets(secure_config(&[1001, 1002], 500));
+        assert_eq!(all.len(), 1000);
+        let first = of_device(&all, 1001);
+        // No INIT; seq from 1; Unix ns from the clock origin.
+        assert_eq!(first[0].seq, 1);
+        assert_eq!(first.last().map(|p| p.seq), Some(500));
+        assert_eq!(first[0].timestamp, first[0].due.as_nanos() as u64 + T0 * 1_000_000);
+        assert!(first.iter().all(|p| p.kind != Kind::Init));
+        let data: Vec<&Packet> = first.iter().filter(|p| p.kind == Kind::Data).collect();
+        assert!((350..=450).contains(&data.len()), "about 80 % DATA: {}", data.len());
+        for p in &first {
+            let frame = secure::Repr::decode(&p.datagram).expect("a valid secure frame");
+            assert_eq!((frame.client, frame.seq, frame.timestamp), (1001, p.seq, p.timestamp));
+            match p.kind {
+                Kind::Heartbeat => assert_eq!(frame.payload(), ""),
+                _ => {
+                    let keys: Vec<&str> = frame.pairs().map(|(k, _)| k).collect();
+                    assert_eq!(keys, ["CPU", "MEM", "TEMP"], "{}", frame.payload());
+                    let values: Vec<f64> = frame.pairs().map(|(_, v)| v).collect();
+                    assert_eq!(values, p.readings.iter().map(|r| match r {
+                        Reading::Keyed { value, .. } => *value,
+                        other => panic!("{other:?}"),
+                    }).collect::<Vec<_>>());
+                    assert!((1.0..=99.0).contains(&values[0]) && (35.0..=90.0).contains(&values[2]), "{values:?}");
+                }
+            }
+        }
+        // The first DATA starts near the seed's example, and the values move.
+        let payload = |p: &Packet| secure::Repr::decode(&p.datagram).expect("frame").payload().to_owned();
+        let cpu: std::collections::BTreeSet<String> =
+            data.iter().map(|p| payload(p).split(';').next().unwrap_or("").to_owned()).collect();
+        assert!(cpu.len() > 50, "CPU varies: {cpu:?}");
+        assert!(payload(data[0]).starts_with("CPU="), "{}", payload(data[0]));
+        let line = serde_json::to_string(&TruthRecord::new(data[0], 1)).expect("json");
+        assert!(line.contains(r#"{"key":"CPU","value":"#), "{line}");
     }
 
     #[test]

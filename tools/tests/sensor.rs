@@ -149,7 +149,7 @@ fn loopback_receivers_get_exactly_the_truth_log() {
         assert_decodes(r);
         // Real clock: the timestamp is the sending moment, Unix ms mod 2^32.
         assert_eq!(
-            u64::from(r.timestamp),
+            r.timestamp,
             (r.sent_at_ns / 1_000_000) % (1 << 32)
         );
     }
@@ -157,7 +157,7 @@ fn loopback_receivers_get_exactly_the_truth_log() {
         .windows(2)
         .all(|w| w[0].sent_at_ns <= w[1].sent_at_ns));
     for id in 1001..=1005 {
-        let seqs: Vec<u32> = records
+        let seqs: Vec<u64> = records
             .iter()
             .filter(|r| r.device == id)
             .map(|r| r.seq)
@@ -227,6 +227,11 @@ fn cli_bad_input_is_one_line_and_exit_2() {
         &["--to", "not-an-address"],
         &["--interval", "soon"],
         &["--dialect", "secure"],
+        &["--dialect", "secure", "--cert", "no.pem", "--key", "no.key", "--ca", "no-ca.pem"],
+        &["--dialect", "secure", "--batch", "3", "--count", "1", "--dry-run"],
+        &["--dialect", "secure", "--device-keys", "keys.txt"],
+        &["--cert", "c.pem", "--key", "c.key", "--ca", "ca.pem"],
+        &["--dialect", "secure", "--cert", "c.pem"],
         &["--dialect", "mqtt"],
         &["--start-seq", "70000"],
         &["--dry-run"],
@@ -248,8 +253,9 @@ fn cli_bad_input_is_one_line_and_exit_2() {
         );
     }
     let out = bin().args(["--dialect", "secure"]).output().expect("spawn");
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("the secure dialect needs DTLS, not supported by the simulator yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dialect secure needs --cert, --key and --ca"));
+    let out = bin().args(["--dialect", "secure", "--cert", "c", "--key", "k", "--ca", "no-ca.pem"]).output().expect("spawn");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca no-ca.pem: No such file"));
 }
 
 #[test]
@@ -275,6 +281,10 @@ fn cli_help_lists_every_flag() {
         "--truth",
         "--dry-run",
         "--quiet",
+        "--cert",
+        "--key",
+        "--ca",
+        "--handshake-timeout",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

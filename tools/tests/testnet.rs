@@ -15,6 +15,8 @@ fn bad_options_exit_2_with_one_line_naming_the_option() {
         (&["--partition", "--duration", "30s"], "--duration 60s"),
         (&["--duration", "soon"], "--duration"),
         (&["--data", data], "is not empty"),
+        (&["--dialect", "tinytelemetry"], "--dialect"),
+        (&["--dialect", "secure", "--intruder"], "--intruder"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_telemesh-testnet")).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -1,4 +1,5 @@
-//! `telemesh-sensor`: simulates many IoTStream or TinyTelemetry sensors in one process.
+//! `telemesh-sensor`: simulates many IoTStream, TinyTelemetry or secure (DTLS) sensors in
+//! one process.
 //! The logic lives in `telemesh_tools::sensor`; this is only the command line.
 
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use telemesh_proto::wire::Dialect;
+use telemesh_tools::dtls;
 use telemesh_tools::sensor::{self, Config, TimestampUnit};
 
 const EXAMPLES: &str = "\
@@ -22,6 +24,15 @@ Examples:
   # Load test: 20,000 packets/s in total for 30 s
   telemesh-sensor --devices 1-1000 --rate 20000 --duration 30s --quiet
 
+  # The secure dialect (seed 002 over DTLS): one device, its certificate from the node
+  telemesh certs device 1001 --out dev1001
+  telemesh-sensor --dialect secure --cert dev1001/device.pem --key dev1001/device.key \
+      --ca dev1001/ca.pem --count 20
+
+  # Ten secure devices, one certificate each (certs/1001/device.pem, ...)
+  telemesh-sensor --dialect secure --devices 1001-1010 --rate 1000 --duration 10s \
+      --cert 'certs/{id}/device.pem' --key 'certs/{id}/device.key' --ca certs/1001/ca.pem
+
   # Reproducible ground truth without sending, exercising wraparound and reboots
   telemesh-sensor --devices 7 --count 20 --start-seq 65534 --reboot-after 10 \\
       --seed 1 --start-time-ms 1765477199815 --dry-run --truth truth.ndjson
@@ -35,24 +46,28 @@ Exit status: 0 when done or stopped by Ctrl-C, 2 for bad options, 1 for other er
 /// timestamps are Unix milliseconds mod 2^32.
 /// TinyTelemetry (seed 003): DATA/HEARTBEAT by the same 80/20 rule, typed readings
 /// (temperature, humidity, voltage), a 32-bit seq from 0, Unix-second timestamps.
+/// Secure (seed 002): frames over DTLS 1.2, one session per device and destination, with
+/// a certificate whose CN is the device id; DATA carries CPU=…;MEM=…;TEMP=…, HEARTBEAT an
+/// empty payload, a 64-bit seq from 1, Unix-nanosecond timestamps.
 ///
 /// Runs until --count, --duration or Ctrl-C; --truth logs every packet sent.
 #[derive(Debug, Parser)]
 #[command(name = "telemesh-sensor", version, after_help = EXAMPLES, verbatim_doc_comment)]
 struct Cli {
-    /// Wire dialect: iotstream or tinytelemetry.
+    /// Wire dialect: iotstream, tinytelemetry or secure.
     ///
-    /// secure (seed 002) needs DTLS and is not supported by the simulator yet.
+    /// secure (seed 002) is DTLS 1.2 and needs --cert, --key and --ca.
     #[arg(long, value_name = "DIALECT", default_value = "iotstream", value_parser = sensor::parse_dialect)]
     dialect: Dialect,
 
-    /// Device ids: 1001, 1001-1100 or 1,5,9-12.
+    /// Device ids: 1001, 1001-1100 or 1,5,9-12 [default: 1001; secure: the certificate's].
     ///
     /// One id, an inclusive range, or a comma list of both; no id twice.
-    /// TinyTelemetry does not allow device 0.
+    /// TinyTelemetry does not allow device 0. With --dialect secure each device needs its
+    /// own certificate naming it (its CN): one device per --cert, or a --cert path with {id}.
     // The full path keeps clap from treating the Vec as a repeated option.
-    #[arg(long, value_name = "LIST", default_value = "1001", value_parser = sensor::parse_devices)]
-    devices: ::std::vec::Vec<u16>,
+    #[arg(long, value_name = "LIST", value_parser = sensor::parse_devices)]
+    devices: Option<::std::vec::Vec<u16>>,
 
     /// Reporting interval per device: 1s, 5s, 30s, 250ms, ...
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = sensor::parse_duration)]
@@ -75,9 +90,9 @@ struct Cli {
     #[arg(long, value_name = "UNIT", value_parser = clap::value_parser!(TimestampUnit))]
     timestamp_unit: Option<TimestampUnit>,
 
-    /// First seq after INIT (iotstream) or first seq (tinytelemetry).
+    /// First seq after INIT (iotstream) or first seq (tinytelemetry, secure).
     ///
-    /// Defaults: 1 and 0. For example 65534 exercises the 16-bit wraparound.
+    /// Defaults: 1, 0 and 1. For example 65534 exercises the 16-bit wraparound.
     /// Applies to a device's first boot; after a reboot numbering restarts.
     #[arg(long, value_name = "N")]
     start_seq: Option<u32>,
@@ -114,7 +129,8 @@ struct Cli {
     #[arg(long, value_name = "MS")]
     start_time_ms: Option<u64>,
 
-    /// Destination host:port, repeatable [default: 127.0.0.1:5005, tinytelemetry :5000].
+    /// Destination host:port, repeatable [default: 127.0.0.1:5005, tinytelemetry :5000,
+    /// secure :5006].
     ///
     /// Every packet is sent to each destination, like several gateways hearing one radio.
     #[arg(long, value_name = "ADDR", value_parser = sensor::parse_addr)]
@@ -150,16 +166,72 @@ struct Cli {
     /// datagram sent twice).
     #[arg(long, value_name = "KIND", requires = "device_keys", value_parser = clap::value_parser!(sensor::Attack))]
     auth_attack: Option<sensor::Attack>,
+
+    // The secure dialect (issue 13).
+    /// The device's certificate (PEM), its subject CN the device id, as `telemesh certs
+    /// device` writes it. `{id}` in the path stands for each device's id.
+    ///
+    /// Repeatable with --key and --ca: one set for every --to, or one set per --to, in
+    /// order (sites with a CA each).
+    #[arg(long, value_name = "FILE", requires_all = ["key", "ca"])]
+    cert: Vec<PathBuf>,
+
+    /// The device's private key (PEM); `{id}` as in --cert.
+    #[arg(long, value_name = "FILE", requires_all = ["cert", "ca"])]
+    key: Vec<PathBuf>,
+
+    /// The CA that signed the node's certificate (PEM): the node is verified against it.
+    #[arg(long, value_name = "FILE", requires_all = ["cert", "key"])]
+    ca: Vec<PathBuf>,
+
+    /// How long the DTLS handshakes may take before sending starts.
+    #[arg(long, value_name = "DURATION", value_parser = sensor::parse_duration,
+        default_value = "30s", requires = "cert")]
+    handshake_timeout: Duration,
 }
 
 impl Cli {
     /// The simulator's configuration, whether to be quiet, and the authentication options.
-    fn into_config(self) -> (Config, bool, AuthArgs) {
+    fn into_config(self) -> Result<(Config, bool, AuthArgs, Option<sensor::Dtls>), String> {
         let auth =
             AuthArgs { device_keys: self.device_keys, counter_start: self.auth_counter, attack: self.auth_attack };
+        let secure = self.dialect == Dialect::Secure;
+        if secure && auth.device_keys.is_some() {
+            return Err("--device-keys: not with --dialect secure (its devices prove who they are with certificates)"
+                .into());
+        }
+        let dtls = match (secure, self.cert.is_empty()) {
+            (true, true) if !self.dry_run => {
+                return Err("--dialect secure needs --cert, --key and --ca (see `telemesh certs device --help`)".into())
+            }
+            (false, false) => return Err("--cert, --key and --ca are for --dialect secure".into()),
+            (_, true) => None,
+            (true, false) => {
+                if self.cert.len() != self.key.len() || self.cert.len() != self.ca.len() {
+                    return Err("give --cert, --key and --ca the same number of times".into());
+                }
+                let credentials = (self.cert.into_iter().zip(self.key).zip(self.ca))
+                    .map(|((cert, key), ca)| dtls::Credentials { ca, cert, key })
+                    .collect();
+                Some(sensor::Dtls { credentials, handshake_timeout: self.handshake_timeout })
+            }
+        };
+        let devices = match (self.devices, &dtls) {
+            (Some(devices), _) => devices,
+            // One certificate: the device it names.
+            (None, Some(d)) if !d.credentials[0].per_device() => {
+                let client = dtls::Context::new(&d.credentials[0], None).map_err(|e| e.to_string())?.client;
+                let id = u16::try_from(client).map_err(|_| {
+                    format!("--cert names client {client}; the simulator's device ids are 0..=65535")
+                })?;
+                vec![id]
+            }
+            (None, Some(_)) => return Err("--devices: which devices? (--cert has {id} in its path)".into()),
+            (None, None) => vec![1001],
+        };
         let config = Config {
             dialect: self.dialect,
-            devices: self.devices,
+            devices,
             interval: self.interval,
             jitter: self.jitter,
             batch: self.batch,
@@ -175,7 +247,7 @@ impl Cli {
             truth: self.truth,
             dry_run: self.dry_run,
         };
-        (config, self.quiet, auth)
+        Ok((config, self.quiet, auth, dtls))
     }
 }
 
@@ -224,7 +296,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let (mut config, quiet, AuthArgs { device_keys, counter_start, attack }) = cli.into_config();
+    let (mut config, quiet, AuthArgs { device_keys, counter_start, attack }, dtls) = match cli.into_config() {
+        Ok(parts) => parts,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -248,7 +326,11 @@ fn main() -> ExitCode {
     if !quiet {
         eprintln!("{}", banner(&config));
     }
-    match sensor::run_with_auth(&config, &auth, &stop) {
+    let result = match &dtls {
+        Some(dtls) => sensor::run_secure(&config, dtls, &stop),
+        None => sensor::run_with_auth(&config, &auth, &stop),
+    };
+    match result {
         Ok(summary) => {
             if !quiet {
                 eprintln!("telemesh-sensor: {summary}");

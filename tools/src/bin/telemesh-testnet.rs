@@ -17,6 +17,9 @@ Examples:
   # Five sites, bursty 20% loss, 2% loss between nodes too, and one node cut off for a while
   testnet/run.sh --nodes 5 --loss 20% --burst --link-loss 2% --partition --duration 120s
 
+  # The sensors speak the secure dialect (DTLS with device certificates) to every site
+  testnet/run.sh --dialect secure
+
   # An uninvited node tries to get in (and must be kept out)
   testnet/run.sh --intruder
 
@@ -32,7 +35,7 @@ for bad options; 130 when interrupted.";
 ///
 /// N nodes run on loopback with their own data directories and ports, in a closed mesh:
 /// the first creates it (and holds its owner key), the others join with an invitation
-/// from it (--join TOKEN). Simulated IoTStream sensors send every
+/// from it (--join TOKEN). Simulated IoTStream (or, --dialect secure, DTLS) sensors send every
 /// datagram to each site through that site's own impaired relay (as several radio
 /// gateways hear one sensor). At the end it prints, per node, the records it received
 /// directly and after repair, the repair bytes and the time to converge, and mesh-wide the
@@ -44,9 +47,14 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 3)]
     nodes: usize,
 
-    /// Simulated IoTStream devices (ids from 1001).
+    /// Simulated devices (ids from 1001).
     #[arg(long, value_name = "D", default_value_t = 20)]
     devices: u16,
+
+    /// What the sensors speak: iotstream, or secure (seed-002 frames over DTLS; every site
+    /// issues each device a certificate with `telemesh certs device`).
+    #[arg(long, value_name = "DIALECT", default_value = "iotstream", value_parser = sensor::parse_dialect)]
+    dialect: telemesh_proto::wire::Dialect,
 
     /// How long the sensors send: 60s, 2m, ...
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = sensor::parse_duration)]
@@ -130,6 +138,7 @@ fn main() -> ExitCode {
     };
     let opts = testnet::Options {
         nodes: cli.nodes,
+        dialect: cli.dialect,
         devices: cli.devices,
         duration: cli.duration,
         interval: cli.interval,

@@ -56,8 +56,8 @@ impl<'a> Truth<'a> {
             index.insert(
                 (
                     u32::from(t.device),
-                    u64::from(t.seq),
-                    u64::from(t.timestamp),
+                    t.seq,
+                    t.timestamp,
                 ),
                 i,
             );
@@ -287,7 +287,7 @@ mod tests {
     use telemesh_proto::wire::Dialect;
 
     /// A truth record: DATA with 5 readings (32 bytes) or HEARTBEAT/INIT (12 bytes).
-    fn sent(device: u16, seq: u32, kind: Kind, sent_at_ns: u64) -> TruthRecord {
+    fn sent(device: u16, seq: u64, kind: Kind, sent_at_ns: u64) -> TruthRecord {
         let readings = match kind {
             Kind::Data => vec![Reading::Plain(21.5); 5],
             _ => Vec::new(),
@@ -307,8 +307,8 @@ mod tests {
     fn got(t: &TruthRecord, arrival_ns: u64, copies: u32) -> Received {
         Received {
             device: u32::from(t.device),
-            seq: u64::from(t.seq),
-            timestamp: u64::from(t.timestamp),
+            seq: t.seq,
+            timestamp: t.timestamp,
             arrival_ns: Some(arrival_ns),
             copies,
         }
@@ -317,14 +317,14 @@ mod tests {
     /// Two devices, 6 packets each (INIT then DATA/HEARTBEAT), interleaved as sent.
     fn truth() -> Vec<TruthRecord> {
         let mut out = Vec::new();
-        for seq in 0..6u32 {
+        for seq in 0..6u64 {
             for device in [1, 2] {
                 let kind = match seq {
                     0 => Kind::Init,
                     3 => Kind::Heartbeat,
                     _ => Kind::Data,
                 };
-                out.push(sent(device, seq, kind, u64::from(seq) * 1_000_000_000));
+                out.push(sent(device, seq, kind, seq * 1_000_000_000));
             }
         }
         out
@@ -334,7 +334,7 @@ mod tests {
     fn site_metrics_count_loss_gaps_duplicates_bytes_and_latency() {
         let truth_log = truth();
         let truth = Truth::new(&truth_log);
-        let of = |device: u16, seq: u32| {
+        let of = |device: u16, seq: u64| {
             truth_log
                 .iter()
                 .find(|t| t.device == device && t.seq == seq)
@@ -401,11 +401,11 @@ mod tests {
     fn gaps_follow_send_order_across_seq_wraparound() {
         // seqs 65534, 65535, 0, 1, 2 of one device; 65535 and 0 lost: one gap of 2,
         // though the seqs go backwards.
-        let truth_log: Vec<TruthRecord> = [65534u32, 65535, 0, 1, 2]
+        let truth_log: Vec<TruthRecord> = [65534u64, 65535, 0, 1, 2]
             .iter()
             .enumerate()
             .map(|(i, &seq)| TruthRecord {
-                timestamp: 5000 + i as u32,
+                timestamp: 5000 + i as u64,
                 ..sent(7, seq, Kind::Data, i as u64)
             })
             .collect();

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context;
 
 /// A record's identity across nodes and the truth log: (device, wire seq, wire timestamp).
-pub type Key = (u16, u32, u32);
+pub type Key = (u16, u64, u64);
 
 /// Records with their `heard_by` (peer ids), as a merged view lists them.
 pub type HeardBy = BTreeMap<Key, Vec<String>>;
@@ -61,7 +61,7 @@ pub fn parse_records(body: &str) -> anyhow::Result<Vec<(Key, Vec<String>)>> {
     let mut out = Vec::new();
     for r in v["records"].as_array().context("no records array")? {
         let field = |name: &str| r[name].as_u64().with_context(|| format!("record without {name}"));
-        let key = (u16::try_from(field("device")?)?, u32::try_from(field("seq")?)?, u32::try_from(field("timestamp")?)?);
+        let key = (u16::try_from(field("device")?)?, field("seq")?, field("timestamp")?);
         let heard_by = r["heard_by"]
             .as_array()
             .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())

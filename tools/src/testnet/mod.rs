@@ -5,12 +5,16 @@
 //! relays between the nodes and an uninvited node trying to get in, and at the end a check
 //! that every node converged on the same merged history and that the uninvited node was
 //! kept out ([`check`]).
+//!
+//! With the secure dialect every node issues a certificate for every device from its own
+//! built-in CA (`telemesh certs device`, into `<data>/certs/<node>/<device>/`), and each
+//! device speaks DTLS with each site through the site's relay, with that site's certificate.
 
 pub mod check;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +25,7 @@ use telemesh_proto::impair;
 use telemesh_proto::wire::Dialect;
 
 use crate::cluster::{self, Mesh, MeshSpec, NodeProcess, NodeSpec, Roots};
+use crate::dtls;
 use crate::relay;
 use crate::sensor;
 use check::{HeardBy, IntruderVerdict, IntruderView, Key, NodeView, Verdict};
@@ -47,7 +52,9 @@ const UNPROVEN: [&str; 2] = ["unproven_connection", "unproven_timeout"];
 pub struct Options {
     /// Nodes (sites).
     pub nodes: usize,
-    /// IoTStream devices, ids 1001, 1002, ….
+    /// What the sensors speak: IoTStream, or the secure dialect over DTLS.
+    pub dialect: Dialect,
+    /// Devices, ids 1001, 1002, ….
     pub devices: u16,
     /// How long the sensors send.
     pub duration: Duration,
@@ -83,6 +90,14 @@ impl Options {
     /// Checks the options against each other.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!((1..=26).contains(&self.nodes), "--nodes must be between 1 and 26");
+        anyhow::ensure!(
+            matches!(self.dialect, Dialect::Iotstream | Dialect::Secure),
+            "--dialect must be iotstream or secure"
+        );
+        anyhow::ensure!(
+            !(self.intruder && self.dialect == Dialect::Secure),
+            "--intruder is for --dialect iotstream (an outsider gets no certificate to speak the secure dialect with)"
+        );
         anyhow::ensure!(self.devices >= 1 && self.devices <= 50_000, "--devices must be between 1 and 50000");
         anyhow::ensure!((0.0..1.0).contains(&self.loss), "--loss must be at least 0 and below 1 (e.g. 0.1 or 10%)");
         if let Some(l) = self.link_loss {
@@ -136,9 +151,13 @@ impl Options {
     /// One line saying what runs.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} nodes, {} IoTStream devices every {:?} for {:?}; sensor → site links: `{}`",
+            "{} nodes, {} {} devices every {:?} for {:?}; sensor → site links: `{}`",
             self.nodes,
             self.devices,
+            match self.dialect {
+                Dialect::Secure => "secure (DTLS)",
+                _ => "IoTStream",
+            },
             self.interval,
             self.duration,
             self.sensor_link().netem()
@@ -247,7 +266,7 @@ impl Outcome {
 pub struct Kept {
     pub mesh: Mesh,
     pub dir: PathBuf,
-    /// The relays in front of each site's IoTStream port, in node order.
+    /// The relays in front of each site's sensor port (IoTStream or secure), in node order.
     pub site_relays: Vec<relay::Relay>,
     /// The uninvited node, with `--intruder`.
     pub intruder: Option<NodeProcess>,
@@ -306,13 +325,14 @@ fn unproven_refusals(node: &NodeProcess) -> anyhow::Result<Vec<f64>> {
 /// and the response bodies per device.
 fn node_records(
     node: &NodeProcess,
+    dialect: Dialect,
     devices: std::ops::Range<u16>,
     view: &str,
 ) -> anyhow::Result<(HeardBy, BTreeMap<u16, String>)> {
     let mut records = BTreeMap::new();
     let mut bodies = BTreeMap::new();
     for device in devices {
-        let body = node.get(&format!("/v1/streams/iotstream/{device}/records?view={view}&limit=100000"))?;
+        let body = node.get(&format!("/v1/streams/{}/{device}/records?view={view}&limit=100000", dialect.name()))?;
         records.extend(check::parse_records(&body)?);
         bodies.insert(device, body);
     }
@@ -408,7 +428,12 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         false => None,
     };
 
-    // One relay per site in front of its IoTStream port.
+    // Secure: every site issues each device a certificate.
+    let credentials = match opts.dialect {
+        Dialect::Secure => Some(issue_certificates(&binary, &mesh, &dir, opts.devices)?),
+        _ => None,
+    };
+    // One relay per site in front of its sensor port.
     let link = opts.sensor_link();
     let site_relays: Vec<relay::Relay> = mesh
         .nodes
@@ -419,7 +444,10 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
                 forward: link.clone(),
                 reverse: link.clone(),
                 seed: opts.seed.wrapping_mul(1000).wrapping_add(i as u64),
-                ..relay::Config::new("127.0.0.1:0".parse().expect("a constant address"), n.iotstream)
+                ..relay::Config::new(
+                    "127.0.0.1:0".parse().expect("a constant address"),
+                    if opts.dialect == Dialect::Secure { n.secure } else { n.iotstream },
+                )
             };
             relay::spawn(config)
         })
@@ -427,7 +455,7 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
 
     let truth_path = dir.join("truth.ndjson");
     let sensors = sensor::Config {
-        dialect: Dialect::Iotstream,
+        dialect: opts.dialect,
         devices: (1001..1001 + opts.devices).collect(),
         interval: opts.interval,
         duration: Some(opts.duration),
@@ -457,7 +485,14 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
     let sensor_stop = Arc::new(AtomicBool::new(false));
     let sender = {
         let stop = Arc::clone(&sensor_stop);
-        std::thread::spawn(move || sensor::run(&sensors, &stop))
+        let dtls = credentials.map(|credentials| sensor::Dtls {
+            credentials,
+            handshake_timeout: sensor::DEFAULT_HANDSHAKE_TIMEOUT,
+        });
+        std::thread::spawn(move || match &dtls {
+            Some(dtls) => sensor::run_secure(&sensors, dtls, &stop),
+            None => sensor::run(&sensors, &stop),
+        })
     };
     let forger = fabricated.map(|config| {
         let stop = Arc::clone(&sensor_stop);
@@ -565,8 +600,8 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
     let mut slot_sizes = Vec::new();
     let devices = 1001..1001 + opts.devices;
     for (i, node) in mesh.nodes.iter().enumerate() {
-        let (local, _) = node_records(node, devices.clone(), "local")?;
-        let (merged, merged_bodies) = node_records(node, devices.clone(), "merged")?;
+        let (local, _) = node_records(node, opts.dialect, devices.clone(), "local")?;
+        let (merged, merged_bodies) = node_records(node, opts.dialect, devices.clone(), "merged")?;
         views.push(NodeView {
             name: node.name.clone(),
             peer_id: mesh.peer_ids[i].clone(),
@@ -620,6 +655,37 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
     })
 }
 
+/// `telemesh certs device ID` on every node for every device, into
+/// `dir/certs/<node>/<ID>/`; the credentials per site, in node order, `{id}` in the paths.
+fn issue_certificates(binary: &Path, mesh: &Mesh, dir: &Path, devices: u16) -> anyhow::Result<Vec<dtls::Credentials>> {
+    let mut credentials = Vec::new();
+    for node in &mesh.nodes {
+        let data = dir.join(&node.name);
+        let certs = dir.join("certs").join(&node.name);
+        for device in 1001..1001 + u32::from(devices) {
+            let out = std::process::Command::new(binary)
+                .args(["certs", "device", &device.to_string(), "--data"])
+                .arg(&data)
+                .arg("--out")
+                .arg(certs.join(device.to_string()))
+                .output()
+                .context("running telemesh certs device")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "telemesh certs device {device} on node {}: {}",
+                node.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        credentials.push(dtls::Credentials {
+            ca: certs.join("1001").join("ca.pem"),
+            cert: certs.join("{id}").join("device.pem"),
+            key: certs.join("{id}").join("device.key"),
+        });
+    }
+    Ok(credentials)
+}
+
 /// Reads what the uninvited node holds and what the members counted, and checks it was
 /// kept out.
 fn intruder_report(
@@ -637,7 +703,7 @@ fn intruder_report(
         .map(|t| (t.device, t.seq, t.timestamp))
         .filter(|k| !truth.contains(k))
         .collect();
-    let (merged, _) = node_records(&intruder.node, devices, "merged")?;
+    let (merged, _) = node_records(&intruder.node, Dialect::Iotstream, devices, "merged")?;
     let metrics = intruder.node.metrics()?;
     let mut by_reason = vec![0.0; UNPROVEN.len()];
     let mut refusals = Vec::new();
