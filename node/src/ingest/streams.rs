@@ -576,6 +576,14 @@ mod tests {
         ) -> Result<Option<telemesh_proto::mesh::Summary>, StoreError> {
             Err(broken())
         }
+        fn add_rows(
+            &self,
+            _: telemesh_proto::mesh::WindowId,
+            _: &[telemesh_proto::mesh::RecordKey],
+            _: &telemesh_proto::mesh::Table,
+        ) -> Result<Option<telemesh_proto::mesh::Summary>, StoreError> {
+            Err(broken())
+        }
         fn window_by_root(&self, _: &window::Root) -> Result<Option<(StreamId, u64)>, StoreError> {
             Ok(None)
         }

@@ -77,7 +77,7 @@ impl Default for Limits {
         Limits {
             max_half_open: 1024,
             max_sessions: 4096,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
             idle: Duration::from_secs(300),
         }
     }
