@@ -69,8 +69,9 @@ pub struct Config {
     /// disconnect) before the holder is dropped from the target; until then it is asked
     /// again. A holder that answers `NotFound` or a wrong answer is dropped at once.
     pub max_failures: u32,
-    /// Bytes of announced compact indexes kept with targets at once; beyond it a target
-    /// is kept without its index (and its index is asked for, as without one).
+    /// Bytes of announced compact indexes and provenance rows kept with targets at once;
+    /// beyond it a target is kept without its index (and its index is asked for, as
+    /// without one) or without the row (the summary exchange brings it later).
     pub max_index_bytes: usize,
 }
 
@@ -205,6 +206,11 @@ struct Target<P> {
     index: Option<message::IndexPart>,
     /// Announcers' own rows over the root's records, applied once it is held.
     rows: BTreeMap<String, Vec<u8>>,
+}
+
+/// Bytes an announced row is counted as while kept (against the indexes' budget).
+fn row_cost(name: &str, bits: &[u8]) -> usize {
+    32 + name.len() + bits.len()
 }
 
 /// Bytes an announced index is counted as while kept.
@@ -650,9 +656,14 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 rows: BTreeMap::new(),
             });
             t.holders.insert(peer.clone());
-            if let Some((name, bits)) = row {
-                if t.rows.len() < crate::mesh::MAX_TABLE_NODES || t.rows.contains_key(&name) {
-                    t.rows.insert(name, bits);
+            // Rows are kept within the announced indexes' memory budget.
+            if let Some((name, bits)) = row.filter(|(n, _)| t.rows.len() < crate::mesh::MAX_TABLE_NODES || t.rows.contains_key(n)) {
+                let cost = row_cost(&name, &bits);
+                if self.index_bytes + cost <= self.config.max_index_bytes {
+                    self.index_bytes += cost;
+                    if let Some(old) = t.rows.insert(name.clone(), bits) {
+                        self.index_bytes = self.index_bytes.saturating_sub(row_cost(&name, &old));
+                    }
                 }
             }
             if let Some(part) = indexes.get(k).and_then(Option::as_ref).filter(|_| t.index.is_none()) {
@@ -704,6 +715,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 if let Some(part) = &t.index {
                     self.index_bytes = self.index_bytes.saturating_sub(index_cost(part));
                 }
+                let held: usize = t.rows.iter().map(|(n, b)| row_cost(n, b)).sum();
+                self.index_bytes = self.index_bytes.saturating_sub(held);
                 rows = t.rows;
             }
             if targets.is_empty() {
