@@ -420,14 +420,10 @@ impl Driver {
         for w in changed {
             match store.summary(w) {
                 Ok(Some(s)) => {
-                    let before = read(&self.index).windows.get(&w).map(|x| x.root);
                     if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
-                        // A new record set is announced; provenance alone is not (each node
-                        // states its own row with its records; the summary exchange mends
-                        // the rest: `docs/protocol.md`, "Provenance tables").
-                        if before != Some(s.root) {
-                            self.announce.insert(w);
-                        }
+                        // A new record set, or new provenance: announced with this node's
+                        // row (`docs/protocol.md`, "Provenance tables").
+                        self.announce.insert(w);
                         let index = read(&self.index);
                         let view = View::new(&index, &self.shared, &self.announced);
                         self.reconciler.handle_local(w, &view, now);

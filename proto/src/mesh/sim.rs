@@ -1295,18 +1295,25 @@ impl Sim {
                 root,
                 table,
             } => {
-                // A provenance change alone is not announced: each node states its own
-                // row when its records change, and the summary exchange mends the rest.
+                // A provenance change is announced, as the node does.
                 let node = &mut self.nodes[i];
+                let before = node.store.summary(w);
                 if let Some(s) = node.store.merge_table(w, &root, &table) {
                     self.roots.insert(s.root, w);
+                    if before != Some(s) {
+                        node.announce.insert(w);
+                    }
                     self.check_same(w);
                 }
             }
             Out::Rows { window: w, keys, table } => {
                 let node = &mut self.nodes[i];
+                let before = node.store.summary(w);
                 if let Some(s) = node.store.merge_rows(w, &keys, &table) {
                     self.roots.insert(s.root, w);
+                    if before != Some(s) {
+                        node.announce.insert(w);
+                    }
                     self.check_same(w);
                 }
             }
