@@ -18,13 +18,15 @@ use serde::Serialize;
 use telemesh_proto::merkle::{self, Blake3, ChunkNum, Outboard, Proof};
 use telemesh_proto::mesh::message::{self, Announce, IndexPart, Request, Response, Summary, MAX_GOSSIP, MAX_MESSAGE};
 use telemesh_proto::mesh::{self, serve, Held, Holdings, StreamDigest, Table, WindowId};
-use telemesh_proto::record::{Kind, Readings, Record, SensorCode, StreamId};
+use telemesh_proto::record::{codec, Kind, Readings, Record, SensorCode, StreamId};
+use telemesh_proto::stream::{self, Lookup, Neighbour, Presence};
 use telemesh_proto::repair::{self, CacheConfig, Decoder, EncoderCache, EsiRange, Layout, Plan, Symbol};
 use telemesh_proto::window::{self, compact, IndexEntry};
 use telemesh_proto::wire::Dialect;
 
 /// The targets, as named in `Cargo.toml` and `corpus/`.
-pub const TARGETS: [&str; 7] = ["mesh_message", "index", "window", "window_compact", "merkle", "table", "repair"];
+pub const TARGETS: [&str; 8] =
+    ["mesh_message", "index", "window", "window_compact", "merkle", "table", "repair", "stream_state"];
 
 /// Runs target `name` on one input.
 pub fn run(name: &str, data: &[u8]) {
@@ -36,6 +38,7 @@ pub fn run(name: &str, data: &[u8]) {
         "merkle" => merkle_proof(data),
         "table" => table(data),
         "repair" => repair_symbols(data),
+        "stream_state" => stream_state(data),
         _ => panic!("no target {name}"),
     }
 }
@@ -544,6 +547,38 @@ pub fn repair_symbols(data: &[u8]) {
     }
 }
 
+// ------------------------------------------------------------------ stream state
+
+/// A stream's state as the store reads it back (`record::codec::from_slice`, as the node
+/// does for "stream state"), then used: it re-encodes stably, reports, and takes the next
+/// datagrams of its stream (a run of seqs, a duplicate, an old one, a reboot) without
+/// panicking, whatever the stored counters and clocks hold.
+pub fn stream_state(data: &[u8]) {
+    let Ok(mut state) = codec::from_slice::<stream::State>(data, "stream state") else { return };
+    let bytes = codec::to_vec(&state);
+    let back: stream::State = codec::from_slice(&bytes, "stream state").expect("re-encoded state decodes");
+    assert!(codec::to_vec(&back) == bytes, "re-encoding the state is not stable");
+    let _ = state.report();
+    let _ = state.last_device_time_ns();
+    let s = StreamId::new(Dialect::Iotstream, 1001);
+    let cfg = stream::Config::default();
+    let arrival = 1_765_477_200_758_614_000u64;
+    let steps: [(u64, u64, Kind, Presence); 6] = [
+        (1, 1_000, Kind::Data, Presence::Absent),
+        (2, 2_000, Kind::Data, Presence::Absent),
+        (2, 2_000, Kind::Data, Presence::Same),
+        (u64::MAX, 0, Kind::Data, Presence::Absent),
+        (0, 3_000, Kind::Init, Presence::Absent),
+        (1, 3_500, Kind::Heartbeat, Presence::Different),
+    ];
+    for (i, (seq, ms, kind, presence)) in steps.into_iter().enumerate() {
+        let r = rec(s, ms, seq, kind, Readings::None);
+        let lookup = || Lookup { presence, predecessor: (i % 2 == 1).then_some(Neighbour { seq: 0, ext_seq: u64::MAX }) };
+        let _ = state.observe(&r, arrival + i as u64 * 1_000_000, &cfg, lookup);
+        let _ = state.report();
+    }
+}
+
 // ------------------------------------------------------------------ seeds
 
 /// The checked-in seeds: `(target, file name, bytes)`, from the real encoders.
@@ -657,5 +692,22 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     add("repair", "corrupt".into(), corrupt);
     add("repair", "short".into(), vec![0, 0, 0, 3, 0, 0, 0]);
     add("repair", "all_present".into(), vec![7, 0, 0xff]);
+
+    // stream_state: states after a few datagrams of each kind, in order, lost and reordered.
+    let s = StreamId::new(Dialect::Iotstream, 1001);
+    let cfg = stream::Config::default();
+    let mut state = stream::State::default();
+    add("stream_state", "new".into(), codec::to_vec(&state));
+    for (i, (seq, kind)) in [(0, Kind::Init), (1, Kind::Data), (2, Kind::Data), (5, Kind::Data), (4, Kind::Heartbeat)]
+        .into_iter()
+        .enumerate()
+    {
+        let r = rec(s, 1_000 * seq, seq, kind, Readings::Batch(vec![1.0]));
+        let _ = state.observe(&r, 1_765_477_200_000_000_000 + i as u64 * 999_000_000, &cfg, || Lookup {
+            presence: Presence::Absent,
+            predecessor: None,
+        });
+        add("stream_state", format!("after_{i}"), codec::to_vec(&state));
+    }
     out
 }
