@@ -107,7 +107,8 @@ impl Holdings for Fixed {
         let mut streams: Vec<StreamId> = self.held.iter().map(|h| h.0.window.stream).collect();
         streams.sort();
         streams.dedup();
-        streams.into_iter().filter(|s| after.is_none_or(|a| *s > a)).take(limit).filter_map(|s| self.stream(s)).collect()
+        let after = |s: &StreamId| after.is_none_or(|a| *s > a);
+        streams.into_iter().filter(after).take(limit).filter_map(|s| self.stream(s)).collect()
     }
     fn windows(&self, stream: StreamId, after: Option<u64>, limit: usize) -> Vec<Summary> {
         let want = |s: &&Summary| s.window.stream == stream && after.is_none_or(|a| s.window.start > a);
@@ -264,6 +265,11 @@ fn index_part(part: &IndexPart) {
     }
 }
 
+/// An entry as the requester fills it in, a zero tag where none was sent.
+fn entry(e: &message::Entry) -> IndexEntry {
+    IndexEntry { offset_ns: e.offset_ns, seq: e.seq, tag: e.tag.unwrap_or([0; 8]) }
+}
+
 /// `IndexPart::entries`, and what the requester does next: the entries it returns are in
 /// the window, in blob order, and rebuild a prefix that `window::index` reads back as the
 /// same entries; compacting them again gives the same entries and is a fixed point.
@@ -271,8 +277,7 @@ fn compact_index(part: &IndexPart, s: &Summary) {
     let Ok(entries) = part.entries(s) else { return };
     assert_eq!(entries.len(), s.count as usize);
     // Untagged entries are never tied with a neighbour, so a zero tag keeps the order strict.
-    let full: Vec<IndexEntry> =
-        entries.iter().map(|e| IndexEntry { offset_ns: e.offset_ns, seq: e.seq, tag: e.tag.unwrap_or([0; 8]) }).collect();
+    let full: Vec<IndexEntry> = entries.iter().map(entry).collect();
     assert!(full.iter().all(|e| e.offset_ns < window::SPAN_NS), "an entry outside the window");
     assert!(full.windows(2).all(|w| w[0] < w[1]), "entries out of blob order");
     let header = s.header();
@@ -287,8 +292,7 @@ fn compact_index(part: &IndexPart, s: &Summary) {
     for (a, b) in second.iter().zip(&entries) {
         assert!(a.tag.is_none() || a.tag == b.tag, "re-compacting changed a tag");
     }
-    let full2: Vec<IndexEntry> =
-        second.iter().map(|e| IndexEntry { offset_ns: e.offset_ns, seq: e.seq, tag: e.tag.unwrap_or([0; 8]) }).collect();
+    let full2: Vec<IndexEntry> = second.iter().map(entry).collect();
     assert_eq!(IndexPart::compact(&header, &full2), again, "compacting is not a fixed point");
 }
 
@@ -338,7 +342,8 @@ pub fn window_blob(data: &[u8]) {
     assert_eq!(window::assemble(&blob[..header.prefix_len()], &placed.slots).as_deref(), Ok(&blob[..]));
     let stored = compact::encode(header.start_ns, &records);
     let back = compact::decode(header.stream, header.start_ns, &stored).expect("the compact form decodes");
-    assert!(window::encode(header.stream, header.start_ns, &back).as_deref() == Ok(&blob[..]), "compact form lost data");
+    let rebuilt = window::encode(header.stream, header.start_ns, &back);
+    assert!(rebuilt.as_deref() == Ok(&blob[..]), "compact form lost data");
     let tree = window::outboard(&blob).expect("an outboard");
     assert_eq!(Some(tree.root()), merkle::root::<Blake3>(&blob, window::LEAF_SIZE).ok());
     let s = mesh::summarize(&blob, &Table::default()).expect("a decoded blob summarises");
@@ -428,7 +433,8 @@ pub fn merkle_proof(data: &[u8]) {
         assert_eq!(their_leaves, leaves, "other leaf data verified");
         assert_eq!(their, proof, "another proof verified");
     }
-    assert_eq!(merkle::verify(&root, leaf_size, g.total_len(), range, their_leaves, &their).is_ok(), their == proof && their_leaves == leaves);
+    let verified = merkle::verify(&root, leaf_size, g.total_len(), range, their_leaves, &their).is_ok();
+    assert_eq!(verified, their == proof && their_leaves == leaves);
 }
 
 // ------------------------------------------------------------------ provenance tables
@@ -529,7 +535,10 @@ pub fn repair_symbols(data: &[u8]) {
                 assert!(layout.is_repair_esi(symbol.esi()));
                 assert!(decoder.push(symbol).is_ok(), "push refused a checked symbol");
             }
-            Err(_) => assert!(wire.len() != layout.symbol_len() || wire[0] != 0 || u32::from_be_bytes([0, wire[1], wire[2], wire[3]]) < k),
+            Err(_) => {
+                let esi = || u32::from_be_bytes([0, wire[1], wire[2], wire[3]]);
+                assert!(wire.len() != layout.symbol_len() || wire[0] != 0 || esi() < k, "a good symbol refused");
+            }
         }
         if decoder.ready() {
             if let Some(rebuilt) = decoder.try_finish() {
@@ -573,7 +582,8 @@ pub fn stream_state(data: &[u8]) {
     ];
     for (i, (seq, ms, kind, presence)) in steps.into_iter().enumerate() {
         let r = rec(s, ms, seq, kind, Readings::None);
-        let lookup = || Lookup { presence, predecessor: (i % 2 == 1).then_some(Neighbour { seq: 0, ext_seq: u64::MAX }) };
+        let predecessor = (i % 2 == 1).then_some(Neighbour { seq: 0, ext_seq: u64::MAX });
+        let lookup = || Lookup { presence, predecessor };
         let _ = state.observe(&r, arrival + i as u64 * 1_000_000, &cfg, lookup);
         let _ = state.report();
     }
@@ -585,7 +595,9 @@ pub fn stream_state(data: &[u8]) {
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
     let fixed = fixed();
-    let mut add = |target: &'static str, name: String, bytes: Vec<u8>| out.push((target, format!("seed_{name}"), bytes));
+    let mut add = |target: &'static str, name: String, bytes: Vec<u8>| {
+        out.push((target, format!("seed_{name}"), bytes));
+    };
 
     // mesh_message: gossip, every request against the samples, every response they get.
     let announced: Vec<(Summary, Option<IndexPart>)> = fixed
@@ -599,7 +611,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (i, bytes) in message::encode_announces(&announced).into_iter().enumerate() {
         add("mesh_message", format!("announce_{i}"), bytes);
     }
-    add("mesh_message", "announce_no_index".into(), message::encode(&Announce { windows: vec![announced[0].0], indexes: vec![] }));
+    let bare = Announce { windows: vec![announced[0].0], indexes: vec![] };
+    add("mesh_message", "announce_no_index".into(), message::encode(&bare));
     let (s0, _, _) = &fixed.held[0];
     let mut requests = vec![
         ("streams", Request::Streams { after: None }),
@@ -638,7 +651,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         changed[last] ^= 0x40;
         add("window", format!("blob_{i}_retag"), [&[1u8][..], &changed].concat());
     }
-    add("window", "empty".into(), [&[0u8][..], &window::encode(StreamId::new(Dialect::Secure, 1), START, &[]).expect("empty")].concat());
+    let empty = window::encode(StreamId::new(Dialect::Secure, 1), START, &[]).expect("empty");
+    add("window", "empty".into(), [&[0u8][..], &empty].concat());
 
     // window_compact: each sample as the store keeps it (pick byte: the sample's dialect).
     for (i, (_, _, sorted)) in fixed.held.iter().enumerate() {
@@ -652,7 +666,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 
     // merkle: a blob, each leaf size, a range, and each kind of untrusted part (honest).
     let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + i / 13) as u8).collect();
-    for (sel, start, end, len) in [(0u8, 3u16, 9u16, 40u16), (1, 0, 0, 21), (4, 2, 1, 300), (5, 1, 3, 130), (7, 0, 0, 300), (3, 5, 40, 299)] {
+    let cases: [(u8, u16, u16, u16); 6] =
+        [(0, 3, 9, 40), (1, 0, 0, 21), (4, 2, 1, 300), (5, 1, 3, 130), (7, 0, 0, 300), (3, 5, 40, 299)];
+    for (sel, start, end, len) in cases {
         let leaf_size = [1u32, 2, 3, 7, 32, 64, 1024, 4096][usize::from(sel & 7)];
         let blob = &data[..usize::from(len)];
         let tree = Outboard::<Blake3>::build(blob, leaf_size).expect("tree");
@@ -664,7 +680,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let b = g.range_bytes(&range).expect("range");
         let leaves = &blob[b.start as usize..b.end as usize];
         let proof = tree.prove(range).expect("proof").to_bytes();
-        let head = |mode: u8| [&[sel | mode << 3][..], &start.to_be_bytes(), &end.to_be_bytes(), &len.to_be_bytes(), blob].concat();
+        let head = |mode: u8| {
+            [&[sel | mode << 3][..], &start.to_be_bytes(), &end.to_be_bytes(), &len.to_be_bytes(), blob].concat()
+        };
         add("merkle", format!("proof_{sel}"), [head(0), proof.clone()].concat());
         add("merkle", format!("leaves_{sel}"), [head(1), leaves.to_vec()].concat());
         add("merkle", format!("outboard_{sel}"), [head(2), tree.to_bytes()].concat());

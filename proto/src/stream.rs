@@ -428,10 +428,11 @@ impl State {
             return Step::Unknown;
         }
         let d = signed_delta(rec.seq, h.seq, Record::seq_bits(rec.stream.dialect));
+        let forward = Step::Forward { ext: h.ext_seq.wrapping_add(d as u64), gap: (d as u64).wrapping_sub(1) };
         match t.cmp(&h.device_time_ns) {
-            std::cmp::Ordering::Greater if d > 0 => Step::Forward { ext: h.ext_seq.wrapping_add(d as u64), gap: d as u64 - 1 },
+            std::cmp::Ordering::Greater if d > 0 => forward,
             std::cmp::Ordering::Greater => Step::Start { ext: rec.seq, implicit: true },
-            std::cmp::Ordering::Equal if d > 0 => Step::Forward { ext: h.ext_seq.wrapping_add(d as u64), gap: d as u64 - 1 },
+            std::cmp::Ordering::Equal if d > 0 => forward,
             std::cmp::Ordering::Equal if d == 0 => Step::Seen { ext: h.ext_seq },
             _ if t < h.epoch_start_ns || d >= 0 => Step::Unknown,
             _ => self.back(h, d.unsigned_abs(), false),
