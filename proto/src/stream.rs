@@ -140,11 +140,14 @@ impl Head {
     }
     /// Moves the head forward to `ext`, forgetting the slots that fall out of the window.
     fn advance(&mut self, rec: &Record, ext: u64, arrival_ns: u64) {
-        if ext - self.ext_seq >= SEEN_WINDOW {
+        // Extended seqs of a 64-bit dialect wrap like its seqs (SEEN_WINDOW divides 2^64,
+        // so the slots stay in place across the wrap).
+        let distance = ext.wrapping_sub(self.ext_seq);
+        if distance >= SEEN_WINDOW {
             self.seen = [0; WORDS];
         } else {
-            for e in self.ext_seq + 1..=ext {
-                let (w, b) = Head::bit(e);
+            for i in 1..=distance {
+                let (w, b) = Head::bit(self.ext_seq.wrapping_add(i));
                 self.seen[w] &= !b;
             }
         }
@@ -185,7 +188,7 @@ pub fn ext_after(predecessor: Option<Neighbour>, rec: &Record) -> u64 {
     let bits = Record::seq_bits(rec.stream.dialect);
     match predecessor {
         Some(p) => match signed_delta(rec.seq, p.seq, bits) {
-            d if d > 0 => p.ext_seq + d as u64,
+            d if d > 0 => p.ext_seq.wrapping_add(d as u64),
             _ => rec.seq,
         },
         None => rec.seq,
@@ -202,7 +205,7 @@ struct Jitter {
 impl Jitter {
     fn update(&mut self, transit_ns: i64) {
         if let Some(prev) = self.prev_transit_ns {
-            let d = (transit_ns - prev).unsigned_abs() as f64;
+            let d = transit_ns.abs_diff(prev) as f64;
             self.jitter_ns += (d - self.jitter_ns) / 16.0;
         }
         self.prev_transit_ns = Some(transit_ns);
@@ -238,7 +241,7 @@ struct Clock {
 impl Clock {
     fn update(&mut self, arrival_ns: u64, offset_ns: i64) {
         self.window_min_ns = Some(self.window_min_ns.map_or(offset_ns, |m| m.min(offset_ns)));
-        self.window_len += 1;
+        self.window_len = self.window_len.saturating_add(1);
         if self.window_len < CLOCK_WINDOW {
             return;
         }
@@ -305,6 +308,11 @@ pub struct Report {
     pub clock_drift_ppm: Option<f64>,
 }
 
+/// Adds to a count, saturating: a state read back from a damaged store may hold anything.
+fn add(count: &mut u64, n: u64) {
+    *count = count.saturating_add(n);
+}
+
 impl State {
     /// Classifies one datagram of this stream and updates the state.
     ///
@@ -318,7 +326,7 @@ impl State {
         cfg: &Config,
         lookup: impl FnOnce() -> Lookup,
     ) -> Outcome {
-        self.counters.received += 1;
+        add(&mut self.counters.received, 1);
         if self.first_arrival_ns == 0 {
             self.first_arrival_ns = arrival_ns;
         }
@@ -327,11 +335,11 @@ impl State {
         let outcome = match self.step(rec) {
             Step::Start { ext, implicit } => {
                 if self.head.is_some() {
-                    self.counters.reboots += 1;
+                    add(&mut self.counters.reboots, 1);
                     if implicit && ext > 0 {
                         // The new boot's earlier packets (its INIT at least) were not heard.
-                        self.counters.gaps += 1;
-                        self.counters.missing += ext;
+                        add(&mut self.counters.gaps, 1);
+                        add(&mut self.counters.missing, ext);
                     }
                 }
                 self.head = Some(Head::start(rec, ext, implicit, arrival_ns));
@@ -342,8 +350,8 @@ impl State {
                     h.advance(rec, ext, arrival_ns);
                 }
                 if gap > 0 {
-                    self.counters.gaps += 1;
-                    self.counters.missing += gap;
+                    add(&mut self.counters.gaps, 1);
+                    add(&mut self.counters.missing, gap);
                 }
                 Outcome::New { ext_seq: ext, gap, order: Order::InOrder }
             }
@@ -383,19 +391,19 @@ impl State {
         };
 
         match outcome {
-            Outcome::Duplicate => self.counters.duplicates += 1,
+            Outcome::Duplicate => add(&mut self.counters.duplicates, 1),
             Outcome::Conflict { .. } => {
-                self.counters.conflicts += 1;
-                self.counters.records += 1;
+                add(&mut self.counters.conflicts, 1);
+                add(&mut self.counters.records, 1);
             }
             Outcome::New { order, .. } => {
-                self.counters.records += 1;
+                add(&mut self.counters.records, 1);
                 match order {
                     Order::InOrder => {}
-                    Order::Reordered => self.counters.reordered += 1,
-                    Order::Late => self.counters.late += 1,
+                    Order::Reordered => add(&mut self.counters.reordered, 1),
+                    Order::Late => add(&mut self.counters.late, 1),
                 }
-                let transit = arrival_ns as i64 - rec.device_time_ns as i64;
+                let transit = (arrival_ns as i64).saturating_sub(rec.device_time_ns as i64);
                 self.jitter.update(transit);
                 self.clock.update(arrival_ns, transit);
             }
@@ -420,10 +428,11 @@ impl State {
             return Step::Unknown;
         }
         let d = signed_delta(rec.seq, h.seq, Record::seq_bits(rec.stream.dialect));
+        let forward = Step::Forward { ext: h.ext_seq.wrapping_add(d as u64), gap: (d as u64).wrapping_sub(1) };
         match t.cmp(&h.device_time_ns) {
-            std::cmp::Ordering::Greater if d > 0 => Step::Forward { ext: h.ext_seq + d as u64, gap: d as u64 - 1 },
+            std::cmp::Ordering::Greater if d > 0 => forward,
             std::cmp::Ordering::Greater => Step::Start { ext: rec.seq, implicit: true },
-            std::cmp::Ordering::Equal if d > 0 => Step::Forward { ext: h.ext_seq + d as u64, gap: d as u64 - 1 },
+            std::cmp::Ordering::Equal if d > 0 => forward,
             std::cmp::Ordering::Equal if d == 0 => Step::Seen { ext: h.ext_seq },
             _ if t < h.epoch_start_ns || d >= 0 => Step::Unknown,
             _ => self.back(h, d.unsigned_abs(), false),
@@ -450,7 +459,7 @@ impl State {
     pub fn report(&self) -> Report {
         Report {
             counters: self.counters.clone(),
-            out_of_order: self.counters.reordered + self.counters.late,
+            out_of_order: self.counters.reordered.saturating_add(self.counters.late),
             last_seq: self.head.as_ref().map(|h| h.seq),
             last_ext_seq: self.head.as_ref().map(|h| h.ext_seq),
             last_device_time_ns: self.head.as_ref().map(|h| h.device_time_ns),
@@ -522,6 +531,33 @@ mod tests {
     }
     fn new(ext_seq: u64, gap: u64, order: Order) -> Outcome {
         Outcome::New { ext_seq, gap, order }
+    }
+
+    /// Found by the `stream_state` fuzz target (built with overflow checks): the extended
+    /// seq of a 64-bit seq passing u64::MAX, counts read back from the store at u64::MAX and
+    /// the transit time of a device time past 2^63 ns overflowed — a panic in debug builds,
+    /// a silent wrap in release. Extended seqs now wrap as the seqs do; counts saturate.
+    #[test]
+    fn extreme_seqs_times_and_counts_do_not_overflow() {
+        let secure = |seq: u64, t_ms: u64| Record { stream: StreamId::new(Dialect::Secure, 7), ..data(seq, t_ms) };
+        let mut h = Harness::new();
+        assert_eq!(h.feed(secure(u64::MAX - 1, 1000), MS), new(u64::MAX - 1, 0, Order::InOrder));
+        assert_eq!(h.feed(secure(u64::MAX, 2000), 2 * MS), new(u64::MAX, 0, Order::InOrder));
+        // Seq 0 lost across the wrap, then arriving late.
+        assert_eq!(h.feed(secure(1, 3000), 3 * MS), new(1, 1, Order::InOrder));
+        assert_eq!(h.feed(secure(0, 2500), 4 * MS), new(0, 0, Order::Reordered));
+        assert_eq!(h.state.counters.missing, 0);
+        // The store's predecessor at the top of the range.
+        assert_eq!(ext_after(Some(Neighbour { seq: u64::MAX, ext_seq: u64::MAX }), &secure(0, 0)), 0);
+        // Counts read back at their maximum stay there.
+        h.state.counters.received = u64::MAX;
+        h.state.counters.records = u64::MAX;
+        h.feed(secure(2, 4000), 5 * MS);
+        assert_eq!((h.state.counters.received, h.state.counters.records), (u64::MAX, u64::MAX));
+        // A device time of 2^63 ns: the transit time saturates.
+        let far = Record { device_time_ns: 1 << 63, ..secure(3, 0) };
+        assert_eq!(h.feed(far, 6 * MS), new(3, 0, Order::InOrder));
+        assert!(h.state.report().jitter_ms.is_finite());
     }
 
     #[test]

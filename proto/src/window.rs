@@ -101,6 +101,13 @@ pub enum Error {
     Foreign(Identity),
     #[error("a record's content does not fit a slot (more than 65535 bytes)")]
     Oversize,
+    #[error("slot size {actual}, the records make it {canonical} (the longest content, rounded up to {SLOT_ALIGN})")]
+    SlotSizeNotCanonical { actual: usize, canonical: usize },
+}
+
+/// The slot size of a blob whose longest record content is `longest` bytes.
+fn slot_size_for(longest: usize) -> usize {
+    longest.max(1).div_ceil(SLOT_ALIGN) * SLOT_ALIGN
 }
 
 /// A blob's header.
@@ -229,8 +236,7 @@ pub fn encode(stream: StreamId, start_ns: u64, records: &[Record]) -> Result<Vec
     if rows.len() > MAX_RECORDS as usize {
         return Err(Error::TooMany(rows.len() as u64));
     }
-    let longest = rows.iter().map(|r| r.1.len()).max().unwrap_or(1).max(1);
-    let slot = longest.div_ceil(SLOT_ALIGN) * SLOT_ALIGN;
+    let slot = slot_size_for(rows.iter().map(|r| r.1.len()).max().unwrap_or(1));
     let slot_size = u16::try_from(slot).map_err(|_| Error::Oversize)?;
     let header = Header { stream, start_ns, count: rows.len() as u32, slot_size };
     let mut out = Vec::with_capacity(header.blob_len());
@@ -266,7 +272,9 @@ pub fn index(prefix: &[u8]) -> Result<(Header, Vec<IndexEntry>), Error> {
 }
 
 /// Parses and fully validates a blob from anywhere (disk or peer): header, index order,
-/// every slot's content and its tag. Returns the records in key order.
+/// every slot's content and its tag, and that the slot size is the one [`encode`] gives
+/// these records (so a blob that decodes is the canonical blob of its set, and its root
+/// the set's root). Returns the records in key order.
 pub fn decode(blob: &[u8]) -> Result<(Header, Vec<Record>), Error> {
     let (header, entries) = index(blob)?;
     if blob.len() != header.blob_len() {
@@ -274,6 +282,7 @@ pub fn decode(blob: &[u8]) -> Result<(Header, Vec<Record>), Error> {
     }
     let slots = &blob[header.prefix_len()..];
     let mut records = Vec::with_capacity(entries.len());
+    let mut longest = 0;
     for (i, (e, slot)) in entries.iter().zip(slots.chunks_exact(usize::from(header.slot_size))).enumerate() {
         let (kind, timestamp_raw, readings) = content::decode(slot).map_err(|source| Error::Content { index: i, source })?;
         let record = Record {
@@ -284,10 +293,16 @@ pub fn decode(blob: &[u8]) -> Result<(Header, Vec<Record>), Error> {
             kind,
             readings,
         };
-        if record.content_tag() != e.tag {
+        let content = record.content_bytes();
+        if content::tag(&content) != e.tag {
             return Err(Error::TagMismatch(i));
         }
+        longest = longest.max(content.len());
         records.push(record);
+    }
+    let canonical = slot_size_for(longest);
+    if usize::from(header.slot_size) != canonical {
+        return Err(Error::SlotSizeNotCanonical { actual: usize::from(header.slot_size), canonical });
     }
     Ok((header, records))
 }
@@ -555,7 +570,8 @@ pub mod compact {
         out
     }
 
-    /// Decodes records written by [`encode`] for `stream`'s window at `start_ns`.
+    /// Decodes records written by [`encode`] for `stream`'s window at `start_ns`. A record
+    /// whose time falls outside that window is an error ([`Error::Bad`]`("time")`).
     pub fn decode(stream: StreamId, start_ns: u64, bytes: &[u8]) -> Result<Vec<Record>, Error> {
         let mut r = Reader::new(bytes);
         let v = r.u8()?;
@@ -688,7 +704,7 @@ pub mod compact {
                 2 => Kind::Heartbeat,
                 _ => return Err(Error::Bad("kind")),
             };
-            let offset = offsets[i].checked_mul(unit).ok_or(Error::Bad("time"))?;
+            let offset = offsets[i].checked_mul(unit).filter(|o| *o < super::SPAN_NS).ok_or(Error::Bad("time"))?;
             out.push(Record {
                 stream,
                 device_time_ns: start_ns.checked_add(offset).ok_or(Error::Bad("time"))?,
@@ -812,6 +828,33 @@ mod tests {
         assert_eq!(decode(&b), Err(Error::Unsorted(1)));
     }
 
+    /// Found by the `window` fuzz target: a blob whose slots are wider than its longest
+    /// record decoded, although its records encode to other bytes (another root for the
+    /// same set). An empty window with 4104-byte slots was the first.
+    #[test]
+    fn a_blob_with_wider_slots_than_its_records_need_is_refused() {
+        let empty = hex::decode(concat!(
+            "544d5742010310080000000118803c28d50d2000", // magic, format 1, secure, slots of 4104, device 1, start
+            "0000000000000000000000000000000000000000", // no records, no index, no slots, reserved
+        ))
+        .expect("hex");
+        assert_eq!(decode(&empty), Err(Error::SlotSizeNotCanonical { actual: 4104, canonical: 8 }));
+        let mut canonical = empty.clone();
+        canonical[6..8].copy_from_slice(&8u16.to_be_bytes());
+        assert!(decode(&canonical).is_ok());
+        // The sample's 32-byte slots widened to 40: index unchanged, each slot zero-padded.
+        let blob = encode(S, W, &sample()).expect("encodes");
+        let (h, _) = index(&blob).expect("index");
+        let mut wide = blob[..h.prefix_len()].to_vec();
+        wide[6..8].copy_from_slice(&40u16.to_be_bytes());
+        wide[28..32].copy_from_slice(&(40 * h.count).to_be_bytes());
+        for slot in blob[h.prefix_len()..].chunks_exact(32) {
+            wide.extend_from_slice(slot);
+            wide.extend_from_slice(&[0; 8]);
+        }
+        assert_eq!(decode(&wide), Err(Error::SlotSizeNotCanonical { actual: 40, canonical: 32 }));
+    }
+
     fn arb_record() -> impl Strategy<Value = Record> {
         (0u64..60_000, 0u64..5, 0u8..3, proptest::collection::vec(any::<f32>(), 0..6), 1u8..4).prop_map(
             |(ms, seq, kind, vals, sensor)| {
@@ -872,6 +915,18 @@ mod tests {
         let mut bad = c.clone();
         bad[0] = 9;
         assert_eq!(compact::decode(S, W, &bad), Err(compact::Error::Version(9)));
+    }
+
+    /// Found by the `window_compact` fuzz target: compact bytes whose first time offset is
+    /// 1,389 s decoded into a record of no blob (`encode` then refused it as foreign).
+    #[test]
+    fn compact_records_outside_the_window_are_refused() {
+        let found = hex::decode("010106dfe8d40000000000000000000102000000000000000000000000000000").expect("hex");
+        assert_eq!(compact::decode(S, W, &found), Err(compact::Error::Bad("time")));
+        let inside = rec(59_999, 1, Kind::Heartbeat, Readings::None);
+        assert!(compact::decode(S, W, &compact::encode(W, std::slice::from_ref(&inside))).is_ok());
+        let outside = Record { device_time_ns: W + SPAN_NS, ..inside };
+        assert_eq!(compact::decode(S, W, &compact::encode(W, &[outside])), Err(compact::Error::Bad("time")));
     }
 
     fn arb_any_record() -> impl Strategy<Value = Record> {

@@ -61,7 +61,9 @@ pub struct Table {
 
 /// Longest node name a table carries (a libp2p peer id in base58 is 52 characters).
 pub const MAX_NODE_NAME: usize = 128;
-/// Most nodes one window's table lists.
+/// Most nodes one window's table lists. A table built or merged past it keeps the nodes
+/// whose names sort first (the same ones whatever the order of merging), so that every
+/// table this module makes fits.
 pub const MAX_TABLE_NODES: usize = 256;
 
 /// Whether bit `i` of `bits` is set.
@@ -96,7 +98,7 @@ impl Table {
                 }
             }
         }
-        Table { nodes: nodes.into_iter().map(|(n, b)| (n.to_owned(), canonical(b, len))).collect() }
+        Table { nodes: nodes.into_iter().take(MAX_TABLE_NODES).map(|(n, b)| (n.to_owned(), canonical(b, len))).collect() }
     }
 
     /// The nodes that heard record `i`.
@@ -144,7 +146,8 @@ impl Table {
     }
 
     /// Adds everything `other` says (union per node, of what each heard and proved). Both
-    /// must fit the same window.
+    /// must fit the same window; the result then fits it too: past [`MAX_TABLE_NODES`]
+    /// nodes, the names that sort last are left out.
     pub fn merge(&mut self, other: &Table) {
         for (name, bits) in &other.nodes {
             match self.nodes.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
@@ -161,6 +164,7 @@ impl Table {
             }
         }
         self.nodes.retain(|(_, b)| b.iter().any(|x| *x != 0));
+        self.nodes.truncate(MAX_TABLE_NODES);
     }
 
     /// 8 bytes of BLAKE3 over the table's bytes: equal tables, equal digests. Nodes with
@@ -258,6 +262,33 @@ mod tests {
         let mut again = ab.clone();
         again.merge(&a);
         assert_eq!(again, ab);
+    }
+
+    /// Found by the `table` fuzz target: two tables of 200-odd nodes each, both fitting,
+    /// merged into one of more than `MAX_TABLE_NODES` that no peer (and no store) accepts.
+    #[test]
+    fn merged_and_built_tables_stay_within_the_node_limit() {
+        let names: Vec<String> = (0..400).map(|i| format!("12D3KooW{i:03}")).collect();
+        let a = Table::from_heard(9, names[..200].iter().enumerate().map(|(i, n)| (i % 9, n.as_str())));
+        let b = Table::from_heard(9, names[150..].iter().enumerate().map(|(i, n)| (i % 9, n.as_str())));
+        assert!(a.fits(9) && b.fits(9));
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert!(ab.fits(9));
+        assert_eq!(ab, ba);
+        // The names that sort first are kept, whatever the order of merging.
+        assert_eq!(ab.nodes.len(), MAX_TABLE_NODES);
+        assert_eq!(ab.nodes.last().map(|n| n.0.as_str()), Some("12D3KooW255"));
+        let mut again = ab.clone();
+        again.merge(&a);
+        assert_eq!(again, ab);
+        // Built from more names than that (a store's records heard by many nodes), too.
+        let all = Table::from_heard(9, names.iter().enumerate().map(|(i, n)| (i % 9, n.as_str())));
+        assert!(all.fits(9));
+        let names = |t: &Table| t.nodes.iter().map(|n| n.0.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&all), names(&ab));
     }
 
     #[test]

@@ -1,0 +1,7 @@
+//! `check::mesh_message`: see `proto/fuzz/check.rs` and README.md.
+#![no_main]
+
+#[path = "../check.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run("mesh_message", data));
