@@ -103,6 +103,23 @@ fn ceiling(opts: &Opts, devices: u16) -> anyhow::Result<(f64, f64)> {
     Ok((got as f64 / busy.as_secs_f64().max(1e-9), sent.datagrams as f64 / sent.elapsed.as_secs_f64()))
 }
 
+/// Datagrams `node` has received, once the count has not moved for `quiet`, or has
+/// reached `sent`, or `deadline` has passed.
+pub fn drained(node: &NodeProcess, quiet: Duration, sent: u64, deadline: Duration) -> anyhow::Result<u64> {
+    let mut received = 0;
+    let mut stable_since = Instant::now();
+    let give_up = Instant::now() + deadline;
+    while stable_since.elapsed() < quiet && received < sent && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = node.json("/v1/status")?["totals"]["received"].as_u64().context("status has totals.received")?;
+        if now != received {
+            received = now;
+            stable_since = Instant::now();
+        }
+    }
+    Ok(received)
+}
+
 fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>) -> anyhow::Result<Trial> {
     let dir = tempfile::tempdir()?;
     let mut node = NodeProcess::start(binary, &NodeSpec::new("ingest", dir.path()))?;
@@ -111,16 +128,7 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
     let cpu_before = cpu(&node)?;
     let sent = load::blast(node.iotstream, &mut Traffic::new(devices), rate, Duration::from_secs_f64(opts.seconds))?;
     // Wait for the node to drain its socket.
-    let mut received = 0;
-    let mut stable_since = Instant::now();
-    while stable_since.elapsed() < Duration::from_millis(300) {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = node.json("/v1/status")?["totals"]["received"].as_u64().context("status has totals.received")?;
-        if now != received {
-            received = now;
-            stable_since = Instant::now();
-        }
-    }
+    let received = drained(&node, Duration::from_millis(300), u64::MAX, Duration::from_secs(600))?;
     let cpu_used = cpu(&node)?.saturating_sub(cpu_before);
     let peak_rss = node.peak_rss().context("the node's peak RSS (/proc)")?;
     let status = node.stop(Duration::from_secs(60))?;

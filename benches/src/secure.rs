@@ -237,17 +237,7 @@ fn trial(opts: &Opts, binary: &Path, dialect: Dialect, clients: u16, rate: f64) 
     let elapsed = start.elapsed();
 
     // Wait for the node to drain its socket.
-    let mut received = 0;
-    let mut stable_since = Instant::now();
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    while stable_since.elapsed() < Duration::from_millis(500) && received < sent && Instant::now() < drain_deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = node.json("/v1/status")?["totals"]["received"].as_u64().context("status has totals.received")?;
-        if now != received {
-            received = now;
-            stable_since = Instant::now();
-        }
-    }
+    let received = crate::ingest::drained(&node, Duration::from_millis(500), sent, Duration::from_secs(60))?;
     let cpu_used = cpu(&node)?.saturating_sub(cpu_before);
     drop(out); // close_notify
     let status = node.stop(Duration::from_secs(60))?;

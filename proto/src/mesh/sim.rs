@@ -268,20 +268,9 @@ impl Store {
 
     /// Merges a peer's provenance table of the window whose root is `root`.
     fn merge_table(&mut self, w: WindowId, root: &Root, table: &Table) -> Option<Summary> {
-        if self
-            .windows
-            .get(&w)
-            .is_none_or(|win| win.summary.root != *root)
-        {
-            return None;
-        }
-        let (all, mut heard) = self.take(w);
-        for (i, k) in all.keys().enumerate() {
-            for name in table.heard(i) {
-                heard.entry(*k).or_default().insert(name.to_owned());
-            }
-        }
-        self.put(w, all, heard)
+        let win = self.windows.get(&w).filter(|win| win.summary.root == *root)?;
+        let keys: Vec<Key> = win.records.keys().copied().collect();
+        self.merge_rows(w, &keys, table)
     }
 
     /// Merges rows of `table` over the records `keys` (some of this window's).
