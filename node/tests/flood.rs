@@ -94,7 +94,7 @@ fn half_sent_http_requests_do_not_stop_records_becoming_durable() {
             &udp.to_string(), "--http", &http, "--iotstream-timestamp", "s", "--flush-interval", "200ms", "--listen",
             "/ip4/127.0.0.1/tcp/0", "--http-max-connections", "4000",
         ];
-        let child = std::process::Command::new("sh")
+        let child = Killed(std::process::Command::new("sh")
             .arg("-c")
             .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
             .arg(common::BIN)
@@ -102,7 +102,7 @@ fn half_sent_http_requests_do_not_stop_records_becoming_durable() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("spawns");
+            .expect("spawns"));
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while ureq::get(&format!("http://{http}/v1/status")).call().is_err() {
             assert!(std::time::Instant::now() < deadline, "node did not come up");
@@ -110,8 +110,8 @@ fn half_sent_http_requests_do_not_stop_records_becoming_durable() {
         }
         child
     };
-    let mut child = start(&data);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let child = start(&data);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.0.id())).expect("limits");
     let soft: u64 = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -136,20 +136,27 @@ fn half_sent_http_requests_do_not_stop_records_becoming_durable() {
     for s in &mut held {
         let _ = s.write(b"GET /v1/status HTTP/1.1\r\nHost: telemesh\r\n");
     }
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id())).expect("fds").count() as u64;
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", child.0.id())).expect("fds").count() as u64;
     assert!(fds + 100 < soft, "the node holds {fds} descriptors of {soft}");
     let datagrams: Vec<Vec<u8>> =
         (0..200u16).map(|seq| Repr::new(MsgType::Data, 7, seq, 1_700_000_000 + u32::from(seq), &[1.5]).expect("valid").to_bytes())
             .collect();
     common::send(udp, &datagrams);
     std::thread::sleep(Duration::from_millis(1_000));
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    drop(child); // SIGKILL
     drop(held);
 
-    let mut child = start(&data);
+    let _child = start(&data);
     let page = common::get_json(&format!("http://{http}/v1/streams/iotstream/7/records?view=local&limit=1000"));
     assert_eq!(page["count"], 200, "every record acknowledged before the kill survived it");
-    child.kill().expect("kill");
-    let _ = child.wait();
+}
+
+/// A node process killed (SIGKILL) when dropped, also when a test fails.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -137,6 +137,16 @@ pub struct Daemon {
     pub udp: SocketAddr,
 }
 
+/// A daemon a test did not stop is killed with the test, not left running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Daemon {
     pub fn start(data: &std::path::Path, flush: &str) -> Daemon {
         Daemon::start_with(data, flush, &[])
