@@ -67,7 +67,7 @@ pub struct StreamDigest {
     pub digest: [u8; 16],
 }
 
-/// Gossip: windows whose record set changed at the sender (sealed, or repaired).
+/// Gossip: windows whose record set or provenance changed at the sender.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announce {
     pub windows: Vec<Summary>,

@@ -22,7 +22,7 @@
 //!   overlay seed: `seed + 2(a·n + b)` from `a` to `b`, `+ 1` back (`telemesh-relay`'s
 //!   numbering, `docs/relay.md`).
 //! - **Time.** An event queue ordered by (time, arrival order). Every node ticks every
-//!   [`Config::tick_ns`]: windows whose record set changed since the last tick are
+//!   [`Config::tick_ns`]: windows whose set or provenance changed since the last tick are
 //!   announced then (as the node does), and the requester's timers run.
 //! - **Bytes.** Every message is encoded as the node would send it (bincode, `message`)
 //!   and decoded on arrival. A repair-protocol request or response counts its bytes plus
