@@ -7,7 +7,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The reasons of `telemesh_mesh_rejects_total`.
-const REJECTS: [&str; 8] = [
+const REJECTS: [&str; 10] = [
     "gossip_rejected",
     "busy",
     "events_dropped",
@@ -16,6 +16,8 @@ const REJECTS: [&str; 8] = [
     "session_abandoned",
     "request_failed",
     "symbol_rejected",
+    "rows_lost",
+    "rows_stale",
 ];
 
 /// The mesh's metrics (`docs/api.md`, "/metrics").

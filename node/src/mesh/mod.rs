@@ -18,7 +18,8 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use telemesh_proto::mesh::message::{self, Announce, IndexPart, Row, MAX_ANNOUNCE};
 use telemesh_proto::mesh::{
-    self, serve, Action, Held, Holdings, Reconciler, Repaired, Request, Response, StreamDigest, Summary, WindowId,
+    self, serve, Action, Held, Holdings, RecordKey, Reconciler, Repaired, Request, Response, StreamDigest, Summary, Table,
+    WindowId,
 };
 use telemesh_proto::record::StreamId;
 use telemesh_proto::repair::{CacheConfig, EncoderCache};
@@ -248,6 +249,7 @@ pub fn start(
         announce: BTreeSet::new(),
         announced: Announced::default(),
         peer_windows: BTreeMap::new(),
+        pending_rows: PendingRows::default(),
         status,
         mesh_name,
         external,
@@ -269,6 +271,9 @@ struct Driver {
     announced: Announced,
     /// What each peer last announced of each window: (root, count).
     peer_windows: BTreeMap<PeerId, BTreeMap<WindowId, (Root, u32)>>,
+    /// Provenance rows over windows this node holds only live (not sealed yet), merged
+    /// when they are sealed; at most [`PENDING_ROW_KEYS`] record keys in all.
+    pending_rows: PendingRows,
     status: Arc<Mutex<Status>>,
     mesh_name: String,
     /// The addresses peers are told to dial, when given (`--external-address`).
@@ -278,6 +283,34 @@ struct Driver {
 }
 
 type Answer = (mesh::RequestId, PeerId, &'static str, Option<Vec<u8>>);
+
+/// Record keys that [`PendingRows`] holds at most (24 bytes each: 24 MiB).
+const PENDING_ROW_KEYS: usize = 1 << 20;
+
+/// Rows that arrived before their window was sealed here.
+#[derive(Debug, Default)]
+struct PendingRows {
+    rows: BTreeMap<WindowId, Vec<(Vec<RecordKey>, Table)>>,
+    keys: usize,
+}
+
+impl PendingRows {
+    /// Keeps rows for later; false if over the bound (they are dropped).
+    fn keep(&mut self, window: WindowId, keys: Vec<RecordKey>, table: Table) -> bool {
+        if self.keys + keys.len() > PENDING_ROW_KEYS {
+            return false;
+        }
+        self.keys += keys.len();
+        self.rows.entry(window).or_default().push((keys, table));
+        true
+    }
+
+    fn take(&mut self, window: WindowId) -> Vec<(Vec<RecordKey>, Table)> {
+        let rows = self.rows.remove(&window).unwrap_or_default();
+        self.keys -= rows.iter().map(|(k, _)| k.len()).sum::<usize>();
+        rows
+    }
+}
 
 impl Driver {
     fn metrics(&self) -> &Metrics {
@@ -418,6 +451,9 @@ impl Driver {
             }
         }
         for w in changed {
+            for (keys, table) in self.pending_rows.take(w) {
+                self.add_rows(w, keys, table, false);
+            }
             match store.summary(w) {
                 Ok(Some(s)) => {
                     if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
@@ -506,11 +542,13 @@ impl Driver {
                     });
                 }
                 Action::Store(r) => repaired.push(r),
-                Action::Provenance { window, root, table } => {
-                    if let Err(e) = self.shared.store.add_provenance(window, &root, &table) {
-                        tracing::warn!(error = %e, %window, "cannot merge provenance");
-                    }
-                }
+                Action::Provenance { window, root, table } => match self.shared.store.add_provenance(window, &root, &table) {
+                    Ok(Some(_)) => {}
+                    // The window changed since (a seal of late records): its rows wait for
+                    // the next announcement or the summary exchange.
+                    Ok(None) => self.metrics().reject("rows_stale", table.nodes.len() as u64),
+                    Err(e) => tracing::warn!(error = %e, %window, "cannot merge provenance"),
+                },
                 // Over records that may come with a repair in this batch: merged after it.
                 Action::Rows { window, keys, table } => rows.push((window, keys, table)),
                 Action::Blame { peer, reason, disconnect } => {
@@ -527,12 +565,25 @@ impl Driver {
         let stored = !repaired.is_empty();
         self.store_repaired(repaired);
         for (window, keys, table) in rows {
-            if let Err(e) = self.shared.store.add_rows(window, &keys, &table) {
-                tracing::warn!(error = %e, %window, "cannot merge provenance");
-            }
+            self.add_rows(window, keys, table, true);
         }
         self.mirror_stats();
         stored
+    }
+
+    /// Merges rows over `keys` into the sealed window; a window held only live keeps them
+    /// for its seal (`keep`), once.
+    fn add_rows(&mut self, window: WindowId, keys: Vec<RecordKey>, table: Table, keep: bool) {
+        match self.shared.store.add_rows(window, &keys, &table) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let n = table.nodes.len() as u64;
+                if !(keep && self.pending_rows.keep(window, keys, table)) {
+                    self.metrics().reject("rows_stale", n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, %window, "cannot merge provenance"),
+        }
     }
 
     /// Keeps what this node lacks of repaired windows and seals them together, with one
@@ -596,6 +647,7 @@ impl Driver {
         m.reject("session_abandoned", s.sessions_abandoned - l.sessions_abandoned);
         m.reject("request_failed", s.request_failures - l.request_failures);
         m.reject("symbol_rejected", s.symbols_rejected - l.symbols_rejected);
+        m.reject("rows_lost", s.rows_lost - l.rows_lost);
         let t = self.client.traffic();
         let lt = &self.last_traffic;
         m.reject("gossip_rejected", t.gossip_rejected - lt.gossip_rejected);

@@ -182,6 +182,9 @@ pub struct Stats {
     pub indexes_refused: u64,
     /// Targets repaired or checked from an announced index, with no index request.
     pub windows_from_gossip: u64,
+    /// Announcers' provenance rows dropped with a target that was never resolved (its
+    /// holders gone or failing): the summary exchange brings them later.
+    pub rows_lost: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -694,7 +697,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     }
 
     fn drop_target(&mut self, window: WindowId, root: &Root) {
-        self.take_target(window, root);
+        let rows = self.take_target(window, root);
+        self.stats.rows_lost += rows.len() as u64;
     }
 
     /// We hold `root` ourselves: the target is done, and the rows its announcers sent (and
