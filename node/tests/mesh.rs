@@ -179,3 +179,70 @@ fn every_version_of_a_shared_device_id_reaches_every_node() {
         n.stop().expect("stops");
     }
 }
+
+/// Who heard which record travels only in the announcements of the node it is about: with
+/// no summary exchange (its interval is an hour), a site that repairs a window before its
+/// own receipts of it are written (its flush is slow) still announces them once they are,
+/// and a third site that heard nothing ends with every record's `heard_by` right.
+#[test]
+fn each_sites_receipts_reach_every_node_without_the_summary_exchange() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use telemesh_proto::record::{Record, TimestampUnit};
+
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let quiet = |c: Config| Config { sync_interval: Duration::from_secs(3600), ..c };
+    let a = Node::start(quiet(config(dirs[0].path(), None, "receipts"))).expect("a starts");
+    let b = Node::start(Config { flush_interval: Duration::from_secs(5), ..quiet(config(dirs[1].path(), Some(&a), "receipts")) })
+        .expect("b starts");
+    let c = Node::start(quiet(config(dirs[2].path(), Some(&a), "receipts"))).expect("c starts");
+    let ids = [peer_id(&a), peer_id(&b)];
+    // Announcements go to connected peers only: wait for a full mesh first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ![&a, &b, &c].iter().all(|n| common::metric(&common::get_text(&format!("{}/metrics", n.url())), "telemesh_mesh_peers") >= 2.0) {
+        assert!(std::time::Instant::now() < deadline, "the three nodes did not connect");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // The first device: b hears half of what a hears, so b's own receipts add no record
+    // to what it repaired from a. The others: every third record only at a, every third
+    // only at b, the rest at both.
+    let truth = sensors(dirs[0].path(), 90, now_ms() - 120_000, 7);
+    let mut want: BTreeMap<(u64, u64, u64), BTreeSet<String>> = BTreeMap::new();
+    let mut to: [Vec<&[u8]>; 2] = [Vec::new(), Vec::new()];
+    for (i, t) in truth.iter().enumerate() {
+        let at = |s: usize| if t.device == DEVICES[0] { s == 0 || i % 2 == 0 } else { i % 3 == 2 || i % 3 == s };
+        for site in [0, 1].into_iter().filter(|s| at(*s)) {
+            to[site].push(&t.datagram);
+            let r = Record::from_datagram(t.dialect, &t.datagram, t.sent_at_ns, TimestampUnit::Ms).expect("valid");
+            want.entry((u64::from(t.device), r.device_time_ns, r.seq)).or_default().insert(ids[site].clone());
+        }
+    }
+    common::send_fast(a.iotstream.expect("on"), to[0].iter().copied());
+    common::send_fast(b.iotstream.expect("on"), to[1].iter().copied());
+
+    let heard = |node: &Node| {
+        let mut got = BTreeMap::new();
+        for d in DEVICES {
+            let page: serde_json::Value = serde_json::from_str(&merged(node, d)).expect("json");
+            for r in page["records"].as_array().into_iter().flatten() {
+                let by: BTreeSet<String> =
+                    r["heard_by"].as_array().expect("heard_by").iter().map(|x| x.as_str().expect("id").to_owned()).collect();
+                got.insert((u64::from(d), r["device_time_ns"].as_u64().expect("t"), r["seq"].as_u64().expect("seq")), by);
+            }
+        }
+        got
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = [&a, &b, &c].map(heard);
+        if got.iter().all(|g| *g == want) {
+            break;
+        }
+        let wrong: Vec<usize> = got.iter().map(|g| want.iter().filter(|(k, v)| g.get(*k) != Some(*v)).count()).collect();
+        assert!(std::time::Instant::now() < deadline, "records whose heard_by is wrong, per node: {wrong:?} of {}", want.len());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for n in [a, b, c] {
+        n.stop().expect("stops");
+    }
+}

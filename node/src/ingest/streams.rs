@@ -581,7 +581,7 @@ mod tests {
             _: telemesh_proto::mesh::WindowId,
             _: &[telemesh_proto::mesh::RecordKey],
             _: &telemesh_proto::mesh::Table,
-        ) -> Result<Option<telemesh_proto::mesh::Summary>, StoreError> {
+        ) -> Result<Option<(telemesh_proto::mesh::Summary, usize)>, StoreError> {
             Err(broken())
         }
         fn window_by_root(&self, _: &window::Root) -> Result<Option<(StreamId, u64)>, StoreError> {

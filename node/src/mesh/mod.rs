@@ -166,6 +166,22 @@ impl Holdings for View<'_> {
     }
 }
 
+fn hex8(root: &Root) -> String {
+    root[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn row_kind(row: &Row) -> &'static str {
+    match row {
+        Row::None => "none",
+        Row::All => "all",
+        Row::Bits(_) => "bits",
+    }
+}
+
+fn names(table: &Table) -> Vec<&str> {
+    table.nodes.iter().map(|(n, _)| n.get(n.len().saturating_sub(6)..).unwrap_or(n)).collect()
+}
+
 /// What a request was for, for byte accounting.
 fn kind(request: &Request) -> &'static str {
     match request {
@@ -287,28 +303,68 @@ type Answer = (mesh::RequestId, PeerId, &'static str, Option<Vec<u8>>);
 /// Record keys that [`PendingRows`] holds at most (24 bytes each: 24 MiB).
 const PENDING_ROW_KEYS: usize = 1 << 20;
 
-/// Rows that arrived before their window was sealed here.
+/// How long rows wait for the records they are over.
+const PENDING_ROW_NS: u64 = 60_000_000_000;
+
+/// Rows over records this node holds only live yet: the window is not sealed here, or was
+/// sealed (by a repair) before this node's own records of it were.
 #[derive(Debug, Default)]
 struct PendingRows {
-    rows: BTreeMap<WindowId, Vec<(Vec<RecordKey>, Table)>>,
+    rows: BTreeMap<WindowId, Vec<PendingRow>>,
     keys: usize,
 }
 
+#[derive(Debug)]
+struct PendingRow {
+    /// The sealed root the rows missed records of (`None`: nothing sealed).
+    root: Option<Root>,
+    since_ns: u64,
+    keys: Vec<RecordKey>,
+    table: Table,
+}
+
 impl PendingRows {
-    /// Keeps rows for later; false if over the bound (they are dropped).
-    fn keep(&mut self, window: WindowId, keys: Vec<RecordKey>, table: Table) -> bool {
-        if self.keys + keys.len() > PENDING_ROW_KEYS {
+    /// Keeps rows for the window's next seal; false if over the bound (they are dropped).
+    fn keep(&mut self, window: WindowId, row: PendingRow) -> bool {
+        if self.keys + row.keys.len() > PENDING_ROW_KEYS {
             return false;
         }
-        self.keys += keys.len();
-        self.rows.entry(window).or_default().push((keys, table));
+        self.keys += row.keys.len();
+        self.rows.entry(window).or_default().push(row);
         true
     }
 
-    fn take(&mut self, window: WindowId) -> Vec<(Vec<RecordKey>, Table)> {
-        let rows = self.rows.remove(&window).unwrap_or_default();
-        self.keys -= rows.iter().map(|(k, _)| k.len()).sum::<usize>();
-        rows
+    /// The rows kept for `window` while its sealed root was other than `root`.
+    fn take(&mut self, window: WindowId, root: Option<Root>) -> Vec<PendingRow> {
+        let Some(all) = self.rows.get_mut(&window) else { return Vec::new() };
+        let (taken, left): (Vec<_>, Vec<_>) = std::mem::take(all).into_iter().partition(|r| r.root != root);
+        *all = left;
+        if all.is_empty() {
+            self.rows.remove(&window);
+        }
+        self.keys -= taken.iter().map(|r| r.keys.len()).sum::<usize>();
+        taken
+    }
+
+    /// Drops rows older than [`PENDING_ROW_NS`]; returns how many tables' nodes were dropped.
+    fn expire(&mut self, now_ns: u64) -> u64 {
+        let mut dropped = 0;
+        self.rows.retain(|_, rows| {
+            rows.retain(|r| {
+                let keep = now_ns.saturating_sub(r.since_ns) < PENDING_ROW_NS;
+                if !keep {
+                    self.keys -= r.keys.len();
+                    dropped += r.table.nodes.len() as u64;
+                }
+                keep
+            });
+            !rows.is_empty()
+        });
+        dropped
+    }
+
+    fn holds(&self, window: WindowId) -> bool {
+        self.rows.contains_key(&window)
     }
 }
 
@@ -375,6 +431,12 @@ impl Driver {
                     return;
                 }
                 self.note_peer_windows(source, &announce.windows);
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    for (k, s) in announce.windows.iter().enumerate() {
+                        let row = announce.rows.get(k).map_or("absent", row_kind);
+                        tracing::debug!(author = %source, window = %s.window, root = %hex8(&s.root), row, "announced");
+                    }
+                }
                 let index = read(&self.index);
                 let view = View::new(&index, &self.shared, &self.announced);
                 self.reconciler.handle_gossip(source, &source.to_string(), &announce, now, &view);
@@ -426,6 +488,10 @@ impl Driver {
 
     /// New seals from the store, then the reconciler's timers, then announcements.
     async fn on_tick(&mut self) {
+        let expired = self.pending_rows.expire(now_ns());
+        if expired > 0 {
+            self.metrics().reject("rows_stale", expired);
+        }
         self.absorb_seals();
         {
             let index = read(&self.index);
@@ -450,16 +516,28 @@ impl Driver {
                 Err(e) => tracing::warn!(error = %e, "cannot reload window summaries"),
             }
         }
-        for w in changed {
-            for (keys, table) in self.pending_rows.take(w) {
-                self.add_rows(w, keys, table, false);
+        for (w, own) in changed {
+            if self.pending_rows.holds(w) {
+                let root = match store.summary(w) {
+                    Ok(s) => s.map(|s| s.root),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %w, "cannot read a window's summary");
+                        continue;
+                    }
+                };
+                for r in self.pending_rows.take(w, root) {
+                    self.add_rows(w, r.keys, r.table, false);
+                }
             }
             match store.summary(w) {
                 Ok(Some(s)) => {
                     if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
-                        // A new record set, or new provenance: announced with this node's
-                        // row (`docs/protocol.md`, "Provenance tables").
-                        self.announce.insert(w);
+                        // New records, or new receipts of this node's, are announced with
+                        // this node's row; rows of other nodes merged here are not: their
+                        // authors announced them (`docs/protocol.md`, "Provenance tables").
+                        if own {
+                            self.announce.insert(w);
+                        }
                         let index = read(&self.index);
                         let view = View::new(&index, &self.shared, &self.announced);
                         self.reconciler.handle_local(w, &view, now);
@@ -491,7 +569,9 @@ impl Driver {
             for s in summaries {
                 let (index, row) = if indexed > 0 { self.index_of(&s, now) } else { None }.unzip();
                 indexed = indexed.saturating_sub(usize::from(index.is_some()));
-                batch.push(message::Announced { summary: s, index, row: row.unwrap_or(Row::None) });
+                let row = row.unwrap_or(Row::None);
+                tracing::debug!(window = %s.window, root = %hex8(&s.root), indexed = index.is_some(), row = row_kind(&row), "announce");
+                batch.push(message::Announced { summary: s, index, row });
             }
             for bytes in message::encode_announces(&batch) {
                 let len = bytes.len();
@@ -531,6 +611,9 @@ impl Driver {
         while let Some(action) = self.reconciler.poll() {
             match action {
                 Action::Send { id, peer, request } => {
+                    if let Request::Provenance { root } = &request {
+                        tracing::debug!(%peer, root = %hex8(root), "provenance pull");
+                    }
                     let bytes = message::encode(&request);
                     let kind = kind(&request);
                     self.metrics().count_bytes(kind, "out", bytes.len());
@@ -543,7 +626,9 @@ impl Driver {
                 }
                 Action::Store(r) => repaired.push(r),
                 Action::Provenance { window, root, table } => match self.shared.store.add_provenance(window, &root, &table) {
-                    Ok(Some(_)) => {}
+                    Ok(Some(_)) => {
+                        tracing::debug!(%window, nodes = ?names(&table), "provenance merged");
+                    }
                     // The window changed since (a seal of late records): its rows wait for
                     // the next announcement or the summary exchange.
                     Ok(None) => self.metrics().reject("rows_stale", table.nodes.len() as u64),
@@ -571,18 +656,28 @@ impl Driver {
         stored
     }
 
-    /// Merges rows over `keys` into the sealed window; a window held only live keeps them
-    /// for its seal (`keep`), once.
+    /// Merges rows over `keys` into the sealed window. Rows over records held only live
+    /// (the window is not sealed, or was sealed by a repair before this node's own records
+    /// of it) wait for its next seal (`keep`), once.
     fn add_rows(&mut self, window: WindowId, keys: Vec<RecordKey>, table: Table, keep: bool) {
-        match self.shared.store.add_rows(window, &keys, &table) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                let n = table.nodes.len() as u64;
-                if !(keep && self.pending_rows.keep(window, keys, table)) {
-                    self.metrics().reject("rows_stale", n);
+        let root = match self.shared.store.add_rows(window, &keys, &table) {
+            Ok(Some((summary, skipped))) => {
+                tracing::debug!(%window, nodes = ?names(&table), keys = keys.len(), skipped, "rows merged");
+                if skipped == 0 {
+                    return;
                 }
+                Some(summary.root)
             }
-            Err(e) => tracing::warn!(error = %e, %window, "cannot merge provenance"),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, %window, "cannot merge provenance");
+                return;
+            }
+        };
+        let n = table.nodes.len() as u64;
+        let row = PendingRow { root, since_ns: now_ns(), keys, table };
+        if !(keep && self.pending_rows.keep(window, row)) && root.is_none() {
+            self.metrics().reject("rows_stale", n);
         }
     }
 

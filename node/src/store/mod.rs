@@ -506,8 +506,9 @@ pub trait Store: Send + Sync + 'static {
     fn add_provenance(&self, window: WindowId, root: &Root, table: &Table) -> Result<Option<Summary>, StoreError>;
     /// Merges rows of `table` over the records `keys` ([`StoredRecord::order_key`]s, some
     /// of a sealed window's): what peers stated of their own receipts. Keys this node does
-    /// not hold are skipped, and rows naming this node ignored.
-    fn add_rows(&self, window: WindowId, keys: &[RecordKey], table: &Table) -> Result<Option<Summary>, StoreError>;
+    /// not hold are skipped, and rows naming this node ignored. Returns the new summary and
+    /// how many keys were skipped.
+    fn add_rows(&self, window: WindowId, keys: &[RecordKey], table: &Table) -> Result<Option<(Summary, usize)>, StoreError>;
     /// A sealed window's blob, root and hash tree.
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError>;
     /// Which window a root belongs to.
@@ -524,9 +525,11 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Stored values that failed to decode and were skipped.
     fn corrupt_values(&self) -> u64;
-    /// Windows sealed (or whose provenance changed) since the last call, and whether more
-    /// changed than could be remembered (then every summary should be read again).
-    fn take_changed(&self) -> (Vec<WindowId>, bool) {
+    /// Windows sealed (or whose provenance changed) since the last call, each with whether
+    /// its records or this node's own receipts changed (not only other nodes' rows), and
+    /// whether more changed than could be remembered (then every summary should be read
+    /// again).
+    fn take_changed(&self) -> (Vec<(WindowId, bool)>, bool) {
         (Vec::new(), false)
     }
 }
@@ -571,7 +574,7 @@ pub struct SledStore {
     /// same window cannot overwrite each other.
     sealing: Mutex<()>,
     /// Windows sealed since [`Store::take_changed`], and whether some were not remembered.
-    changed: Mutex<(std::collections::BTreeSet<WindowId>, bool)>,
+    changed: Mutex<(BTreeMap<WindowId, bool>, bool)>,
 }
 
 impl SledStore {
@@ -637,7 +640,7 @@ impl SledStore {
             node_id,
             corrupt: AtomicU64::new(damaged as u64),
             sealing: Mutex::new(()),
-            changed: Mutex::new((std::collections::BTreeSet::new(), false)),
+            changed: Mutex::new((BTreeMap::new(), false)),
         };
         store.recover(entries)?;
         Ok(store)
@@ -731,7 +734,13 @@ impl SledStore {
     /// Merges `table`'s rows (ignoring any naming this node) into a sealed window: over
     /// its records as they are if its root is still `root`, or over the records `keys`
     /// names (those not held skipped).
-    fn merge_rows(&self, window: WindowId, root: Option<&Root>, keys: Option<&[RecordKey]>, table: &Table) -> Result<Option<Summary>, StoreError> {
+    fn merge_rows(
+        &self,
+        window: WindowId,
+        root: Option<&Root>,
+        keys: Option<&[RecordKey]>,
+        table: &Table,
+    ) -> Result<Option<(Summary, usize)>, StoreError> {
         let _sealing = self.lock_sealing();
         let key = window_key(window.stream, window.start, PART_SEALED, 0);
         let Some(v) = self.windows.get(key)? else { return Ok(None) };
@@ -747,6 +756,7 @@ impl SledStore {
         if !table.fits(at.len()) {
             return Ok(None);
         }
+        let skipped = at.iter().filter(|p| p.is_none()).count();
         let mut changed = false;
         for (name, row) in table.nodes.iter().filter(|(n, _)| *n != self.node_id) {
             let name: Arc<str> = Arc::from(name.as_str());
@@ -761,7 +771,7 @@ impl SledStore {
             }
         }
         if !changed {
-            return self.summary(window);
+            return Ok(self.summary(window)?.map(|s| (s, skipped)));
         }
         let Some(built) = rebuild(window.stream, window.start, &records) else {
             self.corrupt();
@@ -771,8 +781,8 @@ impl SledStore {
             return Ok(None);
         };
         let summary = p.summary;
-        self.write_sealed(&[p])?;
-        Ok(Some(summary))
+        self.write_sealed(&[p], false)?;
+        Ok(Some((summary, skipped)))
     }
 
     fn read_summary(&self, window: WindowId, index: &[u8]) -> Result<Option<Summary>, StoreError> {
@@ -787,7 +797,8 @@ impl SledStore {
 
     /// Writes sealed values to a segment file, durably, then points the windows and the
     /// root index at them in one transaction.
-    fn write_sealed(&self, prepared: &[Prepared]) -> Result<(), StoreError> {
+    /// `own`: the records or this node's receipts changed, not only other nodes' rows.
+    fn write_sealed(&self, prepared: &[Prepared], own: bool) -> Result<(), StoreError> {
         let payloads: Vec<&[u8]> = prepared.iter().map(|p| p.value.as_slice()).collect();
         let locs = self.segments.append_all(&payloads)?;
         let index: Vec<Vec<u8>> = locs.iter().map(codec::to_vec).collect();
@@ -813,8 +824,9 @@ impl SledStore {
             })?;
         let mut changed = self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for p in prepared {
-            if changed.0.len() < MAX_CHANGED {
-                changed.0.insert(WindowId { stream: p.stream, start: p.window_start });
+            let w = WindowId { stream: p.stream, start: p.window_start };
+            if changed.0.len() < MAX_CHANGED || changed.0.contains_key(&w) {
+                *changed.0.entry(w).or_default() |= own;
             } else {
                 changed.1 = true;
             }
@@ -1004,7 +1016,7 @@ impl Store for SledStore {
             prepared.push(p);
         }
         if !prepared.is_empty() {
-            self.write_sealed(&prepared)?;
+            self.write_sealed(&prepared, true)?;
         }
         Ok(roots)
     }
@@ -1035,10 +1047,10 @@ impl Store for SledStore {
     }
 
     fn add_provenance(&self, window: WindowId, root: &Root, table: &Table) -> Result<Option<Summary>, StoreError> {
-        self.merge_rows(window, Some(root), None, table)
+        Ok(self.merge_rows(window, Some(root), None, table)?.map(|(s, _)| s))
     }
 
-    fn add_rows(&self, window: WindowId, keys: &[RecordKey], table: &Table) -> Result<Option<Summary>, StoreError> {
+    fn add_rows(&self, window: WindowId, keys: &[RecordKey], table: &Table) -> Result<Option<(Summary, usize)>, StoreError> {
         self.merge_rows(window, None, Some(keys), table)
     }
 
@@ -1131,7 +1143,7 @@ impl Store for SledStore {
         self.corrupt.load(Ordering::Relaxed)
     }
 
-    fn take_changed(&self) -> (Vec<WindowId>, bool) {
+    fn take_changed(&self) -> (Vec<(WindowId, bool)>, bool) {
         let mut changed = self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let overflowed = std::mem::take(&mut changed.1);
         (std::mem::take(&mut changed.0).into_iter().collect(), overflowed)
@@ -1287,6 +1299,30 @@ mod tests {
         drop(db);
         set(3);
         assert!(matches!(SledStore::open(dir.path(), 4), Err(StoreError::Format { found: 3, .. })));
+    }
+
+    /// The mesh announces a window again when its records or this node's own receipts
+    /// change, not when other nodes' rows are merged: the store tells the two apart.
+    #[test]
+    fn a_change_says_whether_this_nodes_receipts_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open_as(dir.path(), 4, Some("me")).expect("open");
+        let w = WindowId { stream: S, start: 0 };
+        // Repaired first: held, but not heard here.
+        let root = s.seal_window(S, 0, &[StoredRecord::repaired(rec(1, 10, 1.0).record, 0)]).expect("seal").expect("root");
+        assert_eq!(s.take_changed(), (vec![(w, true)], false));
+        // A peer's row, over the record held and one that is not.
+        let keys = [rec(1, 10, 1.0).order_key(), rec(2, 20, 2.0).order_key()];
+        let row = Table::from_receipts(2, [(0, "p", false), (1, "p", false)]);
+        let (summary, skipped) = s.add_rows(w, &keys, &row).expect("rows").expect("sealed");
+        assert_eq!((summary.root, skipped), (root, 1));
+        assert_eq!(s.take_changed(), (vec![(w, false)], false));
+        // Then this node's own receipt of it is written: same root, a change of its own.
+        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0)] }.encode()], &[], &[]).expect("append");
+        assert_eq!(s.seal_window(S, 0, &[]).expect("seal"), Some(root));
+        assert_eq!(s.take_changed(), (vec![(w, true)], false));
+        let table = s.sealed(S, 0).expect("sealed").expect("window").table;
+        assert_eq!(table.nodes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["me", "p"]);
     }
 
     #[test]

@@ -848,16 +848,27 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             }
             let local = holdings.summary(w);
             let Some(targets) = self.wanted.get_mut(&w) else { continue };
-            let mut freed = 0;
-            targets.retain(|root, t| {
+            // A root we now hold settles (its announcers' rows are over our records); one
+            // no holder is left to try for is dropped.
+            let mut done = Vec::new();
+            for (root, t) in targets.iter_mut() {
                 t.holders.retain(|h| !t.tried.contains(h) || !t.escalate);
-                let keep = local.is_none_or(|l| l.root != *root) && !t.holders.is_empty();
-                if !keep {
-                    freed += t.index.as_ref().map_or(0, index_cost);
+                if local.is_some_and(|l| l.root == *root) {
+                    done.push((*root, true));
+                } else if t.holders.is_empty() {
+                    done.push((*root, false));
                 }
-                keep
-            });
-            self.index_bytes = self.index_bytes.saturating_sub(freed);
+            }
+            for (root, held) in done {
+                if held {
+                    self.settle(w, &root, None);
+                } else {
+                    self.drop_target(w, &root);
+                }
+            }
+            if !self.wanted.contains_key(&w) {
+                continue;
+            }
             if self.start_gossip(w, now_ns, holdings) {
                 continue;
             }

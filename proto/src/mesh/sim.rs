@@ -1284,12 +1284,13 @@ impl Sim {
                 root,
                 table,
             } => {
-                // A provenance change is announced, as the node does.
+                // Telemesh does not announce rows of other nodes again (their authors did);
+                // the baseline announced every provenance change.
                 let node = &mut self.nodes[i];
                 let before = node.store.summary(w);
                 if let Some(s) = node.store.merge_table(w, &root, &table) {
                     self.roots.insert(s.root, w);
-                    if before != Some(s) {
+                    if before != Some(s) && matches!(node.requester, Requester::Baseline(_)) {
                         node.announce.insert(w);
                     }
                     self.check_same(w);
@@ -1300,7 +1301,7 @@ impl Sim {
                 let before = node.store.summary(w);
                 if let Some(s) = node.store.merge_rows(w, &keys, &table) {
                     self.roots.insert(s.root, w);
-                    if before != Some(s) {
+                    if before != Some(s) && matches!(node.requester, Requester::Baseline(_)) {
                         node.announce.insert(w);
                     }
                     self.check_same(w);
