@@ -246,3 +246,43 @@ fn each_sites_receipts_reach_every_node_without_the_summary_exchange() {
         n.stop().expect("stops");
     }
 }
+
+/// More windows seal at one moment than a tick indexes (1,024): the rest are announced with
+/// their index at the next ticks, so a peer repairs every one from the announcements and
+/// never has to ask for an index.
+#[test]
+fn thousands_of_windows_sealed_at_once_are_all_repaired_from_their_announcements() {
+    use telemesh_proto::wire::iotstream::{MsgType, Repr};
+
+    const STREAMS: u16 = 1500;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let a = Node::start(config(dirs[0].path(), None, "many")).expect("a starts");
+    let b = Node::start(config(dirs[1].path(), Some(&a), "many")).expect("b starts");
+    let metric = |n: &Node, name: &str| common::metric(&common::get_text(&format!("{}/metrics", n.url())), name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&a, "telemesh_mesh_peers") < 1.0 || metric(&b, "telemesh_mesh_peers") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the nodes did not connect");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // One record from each of 1,500 devices: their windows seal together when the streams
+    // go quiet.
+    let datagrams: Vec<Vec<u8>> =
+        (1..=STREAMS).map(|d| Repr::new(MsgType::Data, d, 1, 5_000, &[f32::from(d)]).expect("valid").to_bytes()).collect();
+    common::send_fast(a.iotstream.expect("on"), datagrams.iter().map(Vec::as_slice));
+    let sent = std::time::Instant::now();
+    let deadline = sent + Duration::from_secs(90);
+    while metric(&b, "telemesh_mesh_windows_repaired_total") < f64::from(STREAMS) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b repaired {} of {STREAMS} windows",
+            metric(&b, "telemesh_mesh_windows_repaired_total")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("b repaired {STREAMS} windows {:?} after the datagrams were sent", sent.elapsed());
+    assert_eq!(metric(&b, "telemesh_mesh_windows_from_gossip_total"), f64::from(STREAMS), "some windows needed an index request");
+    for n in [a, b] {
+        n.stop().expect("stops");
+    }
+}

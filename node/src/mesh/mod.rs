@@ -39,8 +39,12 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// How long a peer that keeps sending bad data is refused.
 pub const BAN: Duration = Duration::from_secs(600);
 /// Windows announced with their compact index per tick at most: each costs a read of its
-/// blob, so the announcement of everything held at start goes mostly without.
+/// blob. Newly sealed windows beyond it wait for the next tick (up to
+/// [`INDEX_BACKLOG`]); the announcement of everything held at start goes without.
 const INDEXED_PER_TICK: usize = 1024;
+/// Newly sealed windows waiting for their indexed announcement at most (16 ticks, 4 s);
+/// beyond it the oldest are announced without their index.
+const INDEX_BACKLOG: usize = 16 * INDEXED_PER_TICK;
 /// Windows remembered per peer for `/v1/peers` (in sync, behind, ahead).
 const PEER_WINDOWS: usize = 100_000;
 /// This node's sealed windows, by window, and a digest per stream.
@@ -263,6 +267,7 @@ pub fn start(
         encoders: EncoderCache::new(CacheConfig::default()),
         index: Arc::clone(&index),
         announce: BTreeSet::new(),
+        announce_bare: BTreeSet::new(),
         announced: Announced::default(),
         peer_windows: BTreeMap::new(),
         pending_rows: PendingRows::default(),
@@ -281,8 +286,10 @@ struct Driver {
     reconciler: Reconciler<PeerId>,
     encoders: EncoderCache,
     index: SharedIndex,
-    /// Windows to announce with the next tick.
+    /// Windows sealed with new records or receipts: announced with their index.
     announce: BTreeSet<WindowId>,
+    /// Windows announced without an index (everything held, at start).
+    announce_bare: BTreeSet<WindowId>,
     /// Blobs of roots announced lately, served after the store replaced them.
     announced: Announced,
     /// What each peer last announced of each window: (root, count).
@@ -378,7 +385,7 @@ impl Driver {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Everything held is announced once at start.
-        self.announce.extend(read(&self.index).windows.keys().copied());
+        self.announce_bare.extend(read(&self.index).windows.keys().copied());
         let mut status_every = 0u32;
         let notify = Arc::clone(&self.shared.sealed);
         loop {
@@ -510,7 +517,7 @@ impl Driver {
         if overflowed {
             match Index::load(store.as_ref()) {
                 Ok(index) => {
-                    self.announce.extend(index.windows.keys().copied());
+                    self.announce_bare.extend(index.windows.keys().copied());
                     *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot reload window summaries"),
@@ -549,31 +556,44 @@ impl Driver {
         }
     }
 
-    /// Announces the windows queued in `announce`, each with its compact index (up to
-    /// [`INDEXED_PER_TICK`], and only while a peer is connected), keeping the blob of
-    /// each root announced with its index in `announced`.
+    /// Announces the windows queued in `announce` with their compact indexes — at most
+    /// [`INDEXED_PER_TICK`] a tick, the rest waiting for the next (up to [`INDEX_BACKLOG`]),
+    /// and only while a peer is connected — and those in `announce_bare` without, keeping
+    /// the blob of each root announced with its index in `announced`.
     async fn publish(&mut self) {
         let now = now_ns();
         self.announced.expire(now);
-        let mut indexed = if self.metrics().peers.get() > 0 { INDEXED_PER_TICK } else { 0 };
-        while !self.announce.is_empty() {
-            let taken: Vec<WindowId> = self.announce.iter().take(MAX_ANNOUNCE).copied().collect();
-            for w in &taken {
+        let peers = self.metrics().peers.get() > 0;
+        let mut indexed: Vec<WindowId> = Vec::new();
+        if peers {
+            indexed = self.announce.iter().take(INDEXED_PER_TICK).copied().collect();
+            for w in &indexed {
                 self.announce.remove(w);
             }
-            let summaries: Vec<Summary> = {
-                let index = read(&self.index);
-                taken.iter().filter_map(|w| index.windows.get(w).copied()).collect()
-            };
-            let mut batch = Vec::with_capacity(summaries.len());
-            for s in summaries {
-                let (index, row) = if indexed > 0 { self.index_of(&s, now) } else { None }.unzip();
-                indexed = indexed.saturating_sub(usize::from(index.is_some()));
-                let row = row.unwrap_or(Row::None);
-                tracing::debug!(window = %s.window, root = %hex8(&s.root), indexed = index.is_some(), row = row_kind(&row), "announce");
-                batch.push(message::Announced { summary: s, index, row });
+            while self.announce.len() > INDEX_BACKLOG {
+                if let Some(w) = self.announce.pop_first() {
+                    self.announce_bare.insert(w);
+                }
             }
-            for bytes in message::encode_announces(&batch) {
+        } else {
+            // Nobody hears it now; the summary exchange tells peers when they come.
+            self.announce_bare.append(&mut self.announce);
+        }
+        for w in &indexed {
+            self.announce_bare.remove(w);
+        }
+        let bare = std::mem::take(&mut self.announce_bare);
+        let mut batch = Vec::with_capacity(indexed.len() + bare.len());
+        let with_index = indexed.len();
+        for (k, w) in indexed.into_iter().chain(bare).enumerate() {
+            let Some(s) = read(&self.index).windows.get(&w).copied() else { continue };
+            let (index, row) = if k < with_index { self.index_of(&s, now) } else { None }.unzip();
+            let row = row.unwrap_or(Row::None);
+            tracing::debug!(window = %s.window, root = %hex8(&s.root), indexed = index.is_some(), row = row_kind(&row), "announce");
+            batch.push(message::Announced { summary: s, index, row });
+        }
+        for chunk in batch.chunks(MAX_ANNOUNCE) {
+            for bytes in message::encode_announces(chunk) {
                 let len = bytes.len();
                 match self.client.publish(bytes).await {
                     Ok(true) => self.metrics().count_gossip("out", len),
