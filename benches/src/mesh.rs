@@ -33,6 +33,11 @@ pub struct Opts {
     /// Sensor loss in Gilbert–Elliott bursts (mean 4 packets) at the same average.
     #[arg(long)]
     burst: bool,
+    /// Put a loss-free relay in front of each node's QUIC port (as --link-loss does) to
+    /// count what each node receives on the wire per record: every protocol and copy,
+    /// gossipsub's and QUIC's framing included.
+    #[arg(long)]
+    wire: bool,
     /// IoTStream devices.
     #[arg(long, default_value_t = 100)]
     devices: u16,
@@ -63,6 +68,8 @@ struct Point {
     gossip: f64,
     sync: f64,
     provenance: f64,
+    /// UDP payload bytes between the nodes (through the relays), if counted.
+    wire: Option<f64>,
     latency_ms: Vec<f64>,
     ok: bool,
 }
@@ -84,7 +91,7 @@ fn one(opts: &Opts, sites: usize, loss: f64, link_loss: f64) -> anyhow::Result<P
         burst: opts.burst,
         delay_ms: 0.0,
         jitter_ms: 0.0,
-        link_loss: (link_loss > 0.0).then_some(link_loss),
+        link_loss: (link_loss > 0.0 || opts.wire).then_some(link_loss),
         partition: false,
         intruder: false,
         seed: opts.seed,
@@ -111,6 +118,7 @@ fn one(opts: &Opts, sites: usize, loss: f64, link_loss: f64) -> anyhow::Result<P
         gossip: bytes("gossip"),
         sync: bytes("sync"),
         provenance: bytes("provenance"),
+        wire: outcome.node_link_bytes.map(|b| b as f64),
         latency_ms: outcome.window_latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect(),
         ok: outcome.ok(),
     };
@@ -138,6 +146,8 @@ fn columns(p: &Point) -> Vec<(&'static str, &'static str, String)> {
         ("gossip B/record", "gossip_per_record", per_record(p.gossip)),
         ("summary-exchange B/record", "sync_per_record", per_record(p.sync)),
         ("provenance B/record", "provenance_per_record", per_record(p.provenance)),
+        // What one node receives on the wire per record: every byte sent is received once.
+        ("wire B/record/node", "wire_per_record_node", p.wire.map_or("-".to_owned(), |b| per_record(b / p.sites as f64))),
         ("windows", "windows", p.latency_ms.len().to_string()),
         ("window end → same root p50 (ms)", "latency_p50_ms", format!("{:.0}", percentile(&p.latency_ms, 0.5))),
         ("p99 (ms)", "latency_p99_ms", format!("{:.0}", percentile(&p.latency_ms, 0.99))),

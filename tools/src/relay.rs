@@ -106,6 +106,8 @@ pub enum Error {
 pub struct DirectionStats {
     /// Datagrams received from the sender side.
     pub received: u64,
+    /// Their bytes (UDP payload).
+    pub received_bytes: u64,
     /// Datagrams sent on to the receiver side (duplicates count twice).
     pub delivered: u64,
     /// Datagrams dropped because the delay queue was full.
@@ -365,6 +367,7 @@ impl EventLoop {
 
     async fn on_client(&mut self, client: SocketAddr, bytes: &[u8]) {
         self.stats.forward.received += 1;
+        self.stats.forward.received_bytes += bytes.len() as u64;
         if self.is_cut(&client) {
             self.stats.forward.cut += 1;
             return;
@@ -393,6 +396,7 @@ impl EventLoop {
             return;
         };
         self.stats.reverse.received += 1;
+        self.stats.reverse.received_bytes += bytes.len() as u64;
         if self.cut.lock().unwrap_or_else(PoisonError::into_inner).cuts(&client) {
             self.stats.reverse.cut += 1;
             return;

@@ -246,6 +246,9 @@ pub struct Outcome {
     pub window_latencies: Vec<Duration>,
     /// The median slot size of node a's windows (bytes per record in a window blob).
     pub median_slot_size: u64,
+    /// With relays between the nodes: the UDP payload bytes the nodes sent each other
+    /// through them (QUIC, every protocol and copy, all framing), each way.
+    pub node_link_bytes: Option<u64>,
     /// The mesh, still running when `keep` was asked.
     pub kept: Option<Kept>,
 }
@@ -622,6 +625,9 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         });
     }
     let verdict = check::check(&truth, &views);
+    let node_link_bytes = (!mesh.relays.is_empty()).then(|| {
+        mesh.relays.iter().map(|r| r.stats()).map(|s| s.forward.received_bytes + s.reverse.received_bytes).sum()
+    });
     let intruder_report = match &mut intruder {
         Some(i) => {
             i.poll(&mesh);
@@ -651,6 +657,7 @@ pub fn run(opts: &Options, stop: &AtomicBool, keep: bool) -> anyhow::Result<Outc
         settled,
         window_latencies,
         median_slot_size,
+        node_link_bytes,
         kept,
     })
 }
