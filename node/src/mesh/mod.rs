@@ -43,7 +43,7 @@ pub const BAN: Duration = Duration::from_secs(600);
 /// [`INDEX_BACKLOG`]); the announcement of everything held at start goes without.
 const INDEXED_PER_TICK: usize = 1024;
 /// Newly sealed windows waiting for their indexed announcement at most (16 ticks, 4 s);
-/// beyond it the oldest are announced without their index.
+/// those beyond it are announced without their index.
 const INDEX_BACKLOG: usize = 16 * INDEXED_PER_TICK;
 /// Windows remembered per peer for `/v1/peers` (in sync, behind, ahead).
 const PEER_WINDOWS: usize = 100_000;
