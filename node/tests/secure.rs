@@ -531,7 +531,7 @@ fn a_flood_of_client_hellos_is_bounded_and_established_clients_go_on() {
     use telemesh_node::ingest::dtls::Limits;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    // The default handshake timeout (10 s): long enough that no stalled handshake expires
+    // The default handshake timeout (30 s): long enough that no stalled handshake expires
     // before the last one is refused, however slow the machine.
     let limits = Limits { max_half_open: 4, max_sessions: 64, ..Limits::default() };
     let (node, addr) = rust_node(&data, limits);
