@@ -196,13 +196,7 @@ fn each_sites_receipts_reach_every_node_without_the_summary_exchange() {
         .expect("b starts");
     let c = Node::start(quiet(config(dirs[2].path(), Some(&a), "receipts"))).expect("c starts");
     let ids = [peer_id(&a), peer_id(&b)];
-    // Announcements go to connected peers only: wait for a full mesh first.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while ![&a, &b, &c].iter().all(|n| common::metric(&common::get_text(&format!("{}/metrics", n.url())), "telemesh_mesh_peers") >= 2.0) {
-        assert!(std::time::Instant::now() < deadline, "the three nodes did not connect");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(1));
+    wait_full_mesh(&[&a, &b, &c]);
     // The first device: b hears half of what a hears, so b's own receipts add no record
     // to what it repaired from a. The others: every third record only at a, every third
     // only at b, the rest at both.
@@ -259,12 +253,7 @@ fn thousands_of_windows_sealed_at_once_are_all_repaired_from_their_announcements
     let a = Node::start(config(dirs[0].path(), None, "many")).expect("a starts");
     let b = Node::start(config(dirs[1].path(), Some(&a), "many")).expect("b starts");
     let metric = |n: &Node, name: &str| common::metric(&common::get_text(&format!("{}/metrics", n.url())), name);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while metric(&a, "telemesh_mesh_peers") < 1.0 || metric(&b, "telemesh_mesh_peers") < 1.0 {
-        assert!(std::time::Instant::now() < deadline, "the nodes did not connect");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(1));
+    wait_full_mesh(&[&a, &b]);
     // One record from each of 1,500 devices: their windows seal together when the streams
     // go quiet.
     let datagrams: Vec<Vec<u8>> =

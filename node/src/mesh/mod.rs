@@ -170,10 +170,6 @@ impl Holdings for View<'_> {
     }
 }
 
-fn hex8(root: &Root) -> String {
-    root[..4].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn row_kind(row: &Row) -> &'static str {
     match row {
         Row::None => "none",
@@ -370,9 +366,6 @@ impl PendingRows {
         dropped
     }
 
-    fn holds(&self, window: WindowId) -> bool {
-        self.rows.contains_key(&window)
-    }
 }
 
 impl Driver {
@@ -445,7 +438,7 @@ impl Driver {
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     for (k, s) in announce.windows.iter().enumerate() {
                         let row = announce.rows.get(k).map_or("absent", row_kind);
-                        tracing::debug!(author = %source, window = %s.window, root = %hex8(&s.root), row, "announced");
+                        tracing::debug!(author = %source, window = %s.window, root = hex::encode(&s.root[..4]), row, "announced");
                     }
                 }
                 let index = read(&self.index);
@@ -528,34 +521,28 @@ impl Driver {
             }
         }
         for (w, own) in changed {
-            if self.pending_rows.holds(w) {
-                let root = match store.summary(w) {
-                    Ok(s) => s.map(|s| s.root),
-                    Err(e) => {
-                        tracing::warn!(error = %e, %w, "cannot read a window's summary");
-                        continue;
-                    }
-                };
-                for r in self.pending_rows.take(w, root) {
-                    self.add_rows(w, r.keys, r.table, false);
+            let summary = match store.summary(w) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, %w, "cannot read a window's summary");
+                    continue;
                 }
+            };
+            // Rows that waited for this seal; merging them is a change the next call reads.
+            for r in self.pending_rows.take(w, summary.map(|s| s.root)) {
+                self.add_rows(w, r.keys, r.table, false);
             }
-            match store.summary(w) {
-                Ok(Some(s)) => {
-                    if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
-                        // New records, or new receipts of this node's, are announced with
-                        // this node's row; rows of other nodes merged here are not: their
-                        // authors announced them (`docs/protocol.md`, "Provenance tables").
-                        if own {
-                            self.announce.insert(w);
-                        }
-                        let index = read(&self.index);
-                        let view = View::new(&index, &self.shared, &self.announced);
-                        self.reconciler.handle_local(w, &view, now);
-                    }
+            let Some(s) = summary else { continue };
+            if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
+                // New records, or new receipts of this node's, are announced with this
+                // node's row; rows of other nodes merged here are not: their authors
+                // announced them (`docs/protocol.md`, "Provenance tables").
+                if own {
+                    self.announce.insert(w);
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, %w, "cannot read a window's summary"),
+                let index = read(&self.index);
+                let view = View::new(&index, &self.shared, &self.announced);
+                self.reconciler.handle_local(w, &view, now);
             }
         }
     }
@@ -593,7 +580,7 @@ impl Driver {
             let Some(s) = read(&self.index).windows.get(&w).copied() else { continue };
             let (index, row) = if k < with_index { self.index_of(&s, now) } else { None }.unzip();
             let row = row.unwrap_or(Row::None);
-            tracing::debug!(window = %s.window, root = %hex8(&s.root), indexed = index.is_some(), row = row_kind(&row), "announce");
+            tracing::debug!(window = %s.window, root = hex::encode(&s.root[..4]), indexed = index.is_some(), row = row_kind(&row), "announce");
             batch.push(message::Announced { summary: s, index, row });
         }
         for chunk in batch.chunks(MAX_ANNOUNCE) {
@@ -636,7 +623,7 @@ impl Driver {
             match action {
                 Action::Send { id, peer, request } => {
                     if let Request::Provenance { root } = &request {
-                        tracing::debug!(%peer, root = %hex8(root), "provenance pull");
+                        tracing::debug!(%peer, root = hex::encode(&root[..4]), "provenance pull");
                     }
                     let bytes = message::encode(&request);
                     let kind = kind(&request);

@@ -25,6 +25,18 @@ pub fn config(dir: &Path, owner: Option<&Node>, mesh: &str) -> Config {
     }
 }
 
+/// Waits until every node is connected to all the others, and a second more for their
+/// gossip subscriptions: announcements reach connected peers only.
+pub fn wait_full_mesh(nodes: &[&Node]) {
+    let peers = |n: &Node| super::metric(&super::get_text(&format!("{}/metrics", n.url())), "telemesh_mesh_peers");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !nodes.iter().all(|n| peers(n) >= (nodes.len() - 1) as f64) {
+        assert!(std::time::Instant::now() < deadline, "the {} nodes did not connect", nodes.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 pub fn status(node: &Node) -> serde_json::Value {
     super::get_json(&format!("{}/v1/status", node.url()))
 }

@@ -1283,30 +1283,8 @@ impl Sim {
                 window: w,
                 root,
                 table,
-            } => {
-                // Telemesh does not announce rows of other nodes again (their authors did);
-                // the baseline announced every provenance change.
-                let node = &mut self.nodes[i];
-                let before = node.store.summary(w);
-                if let Some(s) = node.store.merge_table(w, &root, &table) {
-                    self.roots.insert(s.root, w);
-                    if before != Some(s) && matches!(node.requester, Requester::Baseline(_)) {
-                        node.announce.insert(w);
-                    }
-                    self.check_same(w);
-                }
-            }
-            Out::Rows { window: w, keys, table } => {
-                let node = &mut self.nodes[i];
-                let before = node.store.summary(w);
-                if let Some(s) = node.store.merge_rows(w, &keys, &table) {
-                    self.roots.insert(s.root, w);
-                    if before != Some(s) && matches!(node.requester, Requester::Baseline(_)) {
-                        node.announce.insert(w);
-                    }
-                    self.check_same(w);
-                }
-            }
+            } => self.merged(i, w, |store| store.merge_table(w, &root, &table)),
+            Out::Rows { window: w, keys, table } => self.merged(i, w, |store| store.merge_rows(w, &keys, &table)),
             Out::Blame {
                 peer,
                 reason,
@@ -1398,6 +1376,21 @@ impl Sim {
     }
 
     /// Records when all honest nodes first hold the same root of `w`.
+    /// Node `i` merged provenance into window `w` (`merge` returns the new summary, if
+    /// it merged). Telemesh does not announce rows of other nodes again (their authors
+    /// did); the baseline announced every provenance change.
+    fn merged(&mut self, i: NodeId, w: WindowId, merge: impl FnOnce(&mut Store) -> Option<Summary>) {
+        let node = &mut self.nodes[i];
+        let before = node.store.summary(w);
+        if let Some(s) = merge(&mut node.store) {
+            self.roots.insert(s.root, w);
+            if before != Some(s) && matches!(node.requester, Requester::Baseline(_)) {
+                node.announce.insert(w);
+            }
+            self.check_same(w);
+        }
+    }
+
     fn check_same(&mut self, w: WindowId) {
         if self.convergence.get(&w).is_none_or(|c| c.same_table_ns.is_some()) {
             return;
