@@ -833,3 +833,33 @@ impl<'a> View<'a> {
         self.index.windows.get(&WindowId { stream, start }).map(|s| usize::from(s.slot_size))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemesh_proto::wire::Dialect;
+
+    fn row(root: Option<Root>, since_ns: u64, keys: usize) -> PendingRow {
+        let keys = (0..keys as u64).map(|i| (i, i, [0; 8])).collect();
+        PendingRow { root, since_ns, keys, table: Table { nodes: vec![("p".to_owned(), vec![1])] } }
+    }
+
+    /// A peer that sends rows over records this node will never hold (a flood of them)
+    /// fills the waiting room only up to its bound, and what waits is dropped after 60 s.
+    #[test]
+    fn waiting_rows_are_bounded_and_expire() {
+        let w = WindowId { stream: StreamId { dialect: Dialect::Iotstream, device: 1 }, start: 0 };
+        let mut pending = PendingRows::default();
+        assert!(pending.keep(w, row(None, 0, PENDING_ROW_KEYS - 1)));
+        assert!(!pending.keep(w, row(None, 0, 2)), "over the bound");
+        assert!(pending.keep(w, row(Some([7; 32]), 10, 1)));
+        // A seal with root 7 takes the rows that waited for any seal, not those that
+        // missed records of root 7 itself.
+        assert_eq!(pending.take(w, Some([7; 32])).len(), 1);
+        assert_eq!(pending.keys, 1);
+        assert_eq!(pending.expire(10 + PENDING_ROW_NS - 1), 0);
+        assert_eq!(pending.expire(10 + PENDING_ROW_NS), 1, "one table's node dropped");
+        assert_eq!(pending.keys, 0);
+        assert!(pending.rows.is_empty());
+    }
+}
