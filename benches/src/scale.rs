@@ -37,6 +37,9 @@ pub struct Opts {
     /// Directory for scale.csv.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Coordinators per window (0: every node announces to every node).
+    #[arg(long, default_value_t = 0)]
+    coordinators: usize,
 }
 
 /// How the sites seal and how the overlay behaves.
@@ -119,6 +122,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                     seed: opts.seed,
                     spread_ns: mode.spread_ns,
                     jitter_ns: mode.jitter_ns,
+                    coordinators: (opts.coordinators > 0).then_some(opts.coordinators),
                 };
                 let row = Row::of(sites, mode, &simulate(&point, &setup, Scheme::Telemesh));
                 if let Ok(mut r) = results.lock() {

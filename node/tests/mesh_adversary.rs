@@ -129,8 +129,8 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
         // Announced with its compact index, shifted like every index it serves.
         let (header, entries) = window::index(&one.blob).expect("index");
         let Response::Index(shifted) = lie(Response::Index(IndexPart::compact(&header, &entries)), 0) else { unreachable!() };
-        let item = message::Announced { summary: one.summary, index: Some(shifted), row: message::Row::All };
-        let announce = message::encode_announces(&[item]).remove(0);
+        let item = message::Announced { summary: one.summary, index: Some(shifted), row: message::Row::All, others: Vec::new() };
+        let announce = message::encode_announces(&[item], [0; 8]).remove(0);
         let token = shutdown.clone();
         tokio::spawn(async move {
             let mut encoders = EncoderCache::new(CacheConfig::default());

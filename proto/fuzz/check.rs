@@ -617,13 +617,15 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 1 => message::Row::of(held.table.nodes.first().map(|(_, b)| b.as_slice()), entries.len()),
                 _ => message::Row::None,
             };
-            message::Announced { summary: *s, index: Some(IndexPart::compact(&header, &entries)), row }
+            // A coordinator's announcement relays other nodes' rows, misses among them.
+            let others = if i % 3 == 0 { vec![(1, message::Row::Missing(vec![0])), (2, message::Row::All)] } else { Vec::new() };
+            message::Announced { summary: *s, index: Some(IndexPart::compact(&header, &entries)), row, others }
         })
         .collect();
-    for (i, bytes) in message::encode_announces(&announced).into_iter().enumerate() {
+    for (i, bytes) in message::encode_announces(&announced, [7; 8]).into_iter().enumerate() {
         add("mesh_message", format!("announce_{i}"), bytes);
     }
-    let bare = Announce { windows: vec![announced[0].summary], indexes: vec![], rows: vec![] };
+    let bare = Announce { windows: vec![announced[0].summary], indexes: vec![], rows: vec![], others: None };
     add("mesh_message", "announce_no_index".into(), message::encode(&bare));
     let (s0, _, _) = &fixed.held[0];
     let mut requests = vec![

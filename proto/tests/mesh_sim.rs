@@ -399,3 +399,49 @@ fn provenance_tables_are_built_from_announced_rows_without_pulling_tables() {
     let pulls = m.traffic().get(&sim::Kind::Provenance).map_or(0, |c| c.requests);
     assert_eq!(pulls, 0, "no table was asked for");
 }
+
+/// `n` nodes announcing through `r` coordinators per window (`docs/protocol.md`,
+/// "Coordinators").
+fn coordinated(n: usize, r: Option<usize>, loss: f64, seed: u64) -> Sim {
+    let mut config = mesh(n, &[], loss, seed).config().clone();
+    config.coordinators = r;
+    Sim::new(config)
+}
+
+#[test]
+fn coordinators_bring_every_record_and_row_to_every_node_for_a_fraction_of_the_gossip() {
+    let mut gossip = Vec::new();
+    for r in [None, Some(3)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let records = truth(6, 180, 1, &mut rng);
+        let mut m = coordinated(12, r, 0.0, 3);
+        let heard = feed(&mut m, &records, 0.1, &mut rng);
+        m.connect_all();
+        m.announce_all();
+        assert!(run(&mut m), "no convergence with coordinators {r:?}");
+        assert!(m.converged());
+        assert_union(&m, &heard);
+        let pulls = m.traffic().get(&sim::Kind::Provenance).map_or(0, |c| c.requests);
+        // Everyone to everyone needs no table; with coordinators the summary exchange
+        // still pulls a few (a node whose copy changed between two announcements).
+        let bound = if r.is_none() { 0 } else { 40 };
+        assert!(pulls <= bound, "{pulls} tables asked for ({r:?})");
+        gossip.push(m.traffic().get(&sim::Kind::Gossip).map_or(0, |c| c.bytes));
+    }
+    // 12 nodes: every node announcing to every node, twice a window (its seal, its
+    // repair), against offers to 3 coordinators and one announcement to everyone.
+    assert!(gossip[1] * 3 < gossip[0], "gossip bytes: everyone {} coordinators {}", gossip[0], gossip[1]);
+}
+
+#[test]
+fn with_coordinators_a_lossy_overlay_still_brings_the_union_to_every_node() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let records = truth(4, 180, 1, &mut rng);
+    let mut m = coordinated(8, Some(3), 0.1, 4);
+    let heard = feed(&mut m, &records, 0.2, &mut rng);
+    m.connect_all();
+    m.announce_all();
+    assert!(run(&mut m), "no convergence");
+    assert!(m.converged());
+    assert_union(&m, &heard);
+}

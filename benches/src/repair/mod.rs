@@ -197,6 +197,9 @@ pub struct Setup {
     pub spread_ns: u64,
     /// Jitter of every overlay link (± this much on top of `latency_ns`).
     pub jitter_ns: u64,
+    /// Coordinators per window (`sim::Config::coordinators`); `None`: every node
+    /// announces to every node.
+    pub coordinators: Option<usize>,
 }
 
 /// Device time of the first window: a window boundary.
@@ -243,6 +246,7 @@ pub fn simulate(point: &Point, setup: &Setup, scheme: Scheme) -> Measure {
         },
         seed: setup.seed.wrapping_mul(7_919).wrapping_add(1_000_000),
         request_timeout_ns: setup.timeout_ns,
+        coordinators: setup.coordinators,
         ..sim::Config::default()
     };
     let mut s = Sim::new(config);
@@ -405,6 +409,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         seed: opts.seed,
         spread_ns: 0,
         jitter_ns: 0,
+        coordinators: None,
     };
     anyhow::ensure!(
         setup.devices > 0 && setup.minutes > 0,
@@ -507,6 +512,7 @@ mod tests {
             seed: 3,
             spread_ns: 0,
             jitter_ns: 0,
+            coordinators: None,
         };
         (point, setup)
     }
@@ -550,6 +556,7 @@ mod tests {
             seed: 1,
             spread_ns: 0,
             jitter_ns: 0,
+            coordinators: None,
         };
         let m = simulate(&point, &setup, Scheme::Telemesh);
         assert_eq!((m.repaired, m.unconverged), (m.lacked, 0), "{m:?}");

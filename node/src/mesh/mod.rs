@@ -175,6 +175,7 @@ fn row_kind(row: &Row) -> &'static str {
         Row::None => "none",
         Row::All => "all",
         Row::Bits(_) => "bits",
+        Row::Missing(_) => "missing",
     }
 }
 
@@ -581,10 +582,10 @@ impl Driver {
             let (index, row) = if k < with_index { self.index_of(&s, now) } else { None }.unzip();
             let row = row.unwrap_or(Row::None);
             tracing::debug!(window = %s.window, root = hex::encode(&s.root[..4]), indexed = index.is_some(), row = row_kind(&row), "announce");
-            batch.push(message::Announced { summary: s, index, row });
+            batch.push(message::Announced { summary: s, index, row, others: Vec::new() });
         }
         for chunk in batch.chunks(MAX_ANNOUNCE) {
-            for bytes in message::encode_announces(chunk) {
+            for bytes in message::encode_announces(chunk, [0; 8]) {
                 let len = bytes.len();
                 match self.client.publish(bytes).await {
                     Ok(true) => self.metrics().count_gossip("out", len),

@@ -81,6 +81,18 @@ pub struct Announce {
     /// The message is signed by its author, so this is the author's own statement; the
     /// receivers build their tables from these rows rather than pulling whole tables.
     pub rows: Vec<Row>,
+    /// What a window's coordinator relays: the rows of the other nodes it learnt, by
+    /// member index (`docs/protocol.md`, "Coordinators").
+    pub others: Option<Others>,
+}
+
+/// Rows of other nodes, one list per announced window, each row naming its node by an
+/// index into the member list whose [`super::Members::digest`] is `members`. A receiver
+/// whose list differs ignores them (the summary exchange brings its tables later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Others {
+    pub members: [u8; 8],
+    pub rows: Vec<Vec<(u32, Row)>>,
 }
 
 /// A node's row of a window's provenance table as its announcement carries it.
@@ -92,6 +104,9 @@ pub enum Row {
     All,
     /// A [`Table`] row: heard bitmap, optionally followed by the proved one.
     Bits(Vec<u8>),
+    /// It received every record but these (their places in key order, increasing), and
+    /// proved none: shorter than a bitmap when a site misses a few records.
+    Missing(Vec<u32>),
 }
 
 impl Row {
@@ -100,7 +115,16 @@ impl Row {
         let len = count.div_ceil(8);
         match bits {
             None => Row::None,
-            Some(b) if b.len() == len && (0..count).all(|i| b[i / 8] >> (i % 8) & 1 == 1) => Row::All,
+            Some(b) if b.len() == len => {
+                let missing: Vec<u32> = (0..count).filter(|i| b[i / 8] >> (i % 8) & 1 == 0).map(|i| i as u32).collect();
+                if missing.is_empty() {
+                    Row::All
+                } else if encode(&missing).len() < b.len() + 1 {
+                    Row::Missing(missing)
+                } else {
+                    Row::Bits(b.to_vec())
+                }
+            }
             Some(b) => Row::Bits(b.to_vec()),
         }
     }
@@ -120,6 +144,18 @@ impl Row {
                 b
             }
             Row::Bits(b) => b.clone(),
+            Row::Missing(missing) => {
+                let mut b = Row::All.bits(count)?;
+                let mut last = None;
+                for &i in missing {
+                    if last.is_some_and(|l| i <= l) || i as usize >= count {
+                        return None;
+                    }
+                    last = Some(i);
+                    b[i as usize / 8] &= !(1 << (i % 8));
+                }
+                b
+            }
         };
         let fits = Table { nodes: vec![("x".to_owned(), bits.clone())] }.fits(count);
         (fits && bits.iter().any(|x| *x != 0)).then_some(bits)
@@ -132,6 +168,8 @@ pub struct Announced {
     pub summary: Summary,
     pub index: Option<IndexPart>,
     pub row: Row,
+    /// Rows of other nodes by member index (a coordinator's announcement), or empty.
+    pub others: Vec<(u32, Row)>,
 }
 
 impl Announce {
@@ -146,6 +184,17 @@ impl Announce {
         self.rows.get(i)?.bits(count)
     }
 
+    /// The other nodes' rows of window `i` (by member index, checked against its count)
+    /// if the sender's member list has digest `members`.
+    pub fn others(&self, i: usize, members: [u8; 8]) -> Vec<(u32, Vec<u8>)> {
+        let (Some(o), Some(s)) = (&self.others, self.windows.get(i)) else { return Vec::new() };
+        if o.members != members {
+            return Vec::new();
+        }
+        let count = s.count as usize;
+        o.rows.get(i).into_iter().flatten().filter_map(|(m, r)| Some((*m, r.bits(count)?))).collect()
+    }
+
     /// Whether the message is well-formed: at most [`MAX_ANNOUNCE`] summaries, each
     /// valid, no index list or one of the same length holding compact indexes only, and
     /// no row list or one of the same length.
@@ -155,6 +204,9 @@ impl Announce {
             && (self.indexes.is_empty() || self.indexes.len() == self.windows.len())
             && self.indexes.iter().flatten().all(|p| matches!(p, IndexPart::Compact { .. }))
             && (self.rows.is_empty() || self.rows.len() == self.windows.len())
+            && self.others.as_ref().is_none_or(|o| {
+                o.rows.len() == self.windows.len() && o.rows.iter().all(|r| r.len() <= crate::mesh::MAX_TABLE_NODES)
+            })
     }
 }
 
@@ -240,20 +292,24 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> 
 /// Announcements of `windows` with their compact indexes and the sender's rows, packed
 /// greedily into as few gossip messages as fit [`MAX_GOSSIP`] and [`MAX_ANNOUNCE`]; a
 /// window whose index is over [`MAX_ANNOUNCED_INDEX`] bytes is announced without it.
-pub fn encode_announces(windows: &[Announced]) -> Vec<Vec<u8>> {
-    // Bytes of an announcement: list lengths (varints, at most 3 bytes each here) plus
-    // each summary, `Option<IndexPart>` and row.
-    let size = |a: &Announced| encode(&a.summary).len() + encode(&a.index).len() + encode(&a.row).len();
+/// Other nodes' rows (a coordinator's) name them in the member list whose digest is
+/// `members`.
+pub fn encode_announces(windows: &[Announced], members: [u8; 8]) -> Vec<Vec<u8>> {
+    // Bytes of an announcement: list lengths (varints, at most 3 bytes each here), the
+    // member digest, and each summary, `Option<IndexPart>`, row and other rows.
+    let size = |a: &Announced| {
+        encode(&a.summary).len() + encode(&a.index).len() + encode(&a.row).len() + encode(&a.others).len()
+    };
     let mut out = Vec::new();
     let mut batch: Vec<Announced> = Vec::new();
-    let mut used = 9;
+    let mut used = 20;
     for a in windows {
         let index = a.index.as_ref().filter(|i| encode(*i).len() <= MAX_ANNOUNCED_INDEX);
-        let item = Announced { summary: a.summary, index: index.cloned(), row: a.row.clone() };
+        let item = Announced { summary: a.summary, index: index.cloned(), row: a.row.clone(), others: a.others.clone() };
         let len = size(&item);
         if !batch.is_empty() && (used + len > MAX_GOSSIP || batch.len() >= MAX_ANNOUNCE) {
             out.push(std::mem::take(&mut batch));
-            used = 9;
+            used = 20;
         }
         used += len;
         batch.push(item);
@@ -263,11 +319,17 @@ pub fn encode_announces(windows: &[Announced]) -> Vec<Vec<u8>> {
     }
     out.into_iter()
         .map(|b| {
-            let mut m = Announce { windows: Vec::new(), indexes: Vec::new(), rows: Vec::new() };
+            let relays = b.iter().any(|a| !a.others.is_empty());
+            let mut m = Announce { windows: Vec::new(), indexes: Vec::new(), rows: Vec::new(), others: None };
+            let mut others = Vec::new();
             for a in b {
                 m.windows.push(a.summary);
                 m.indexes.push(a.index);
                 m.rows.push(a.row);
+                others.push(a.others);
+            }
+            if relays {
+                m.others = Some(Others { members, rows: others });
             }
             encode(&m)
         })
@@ -498,10 +560,10 @@ mod tests {
             ..s
         };
         assert_eq!(encode(&widest).len(), 63);
-        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE], indexes: Vec::new(), rows: Vec::new() }).len(), 50_405);
+        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE], indexes: Vec::new(), rows: Vec::new(), others: None }).len(), 50_406);
         // 800 of the widest summaries, without indexes, with short rows, go in one message.
-        let bare = Announced { summary: widest, index: None, row: Row::All };
-        assert_eq!(encode_announces(&vec![bare; MAX_ANNOUNCE]).len(), 1);
+        let bare = Announced { summary: widest, index: None, row: Row::All, others: Vec::new() };
+        assert_eq!(encode_announces(&vec![bare; MAX_ANNOUNCE], [0; 8]).len(), 1);
 
         // 60 seed-001 DATA records one second apart, seq 100.., none missing.
         let records: Vec<Record> = (0..60u64)
@@ -530,17 +592,17 @@ mod tests {
         assert_eq!(bytes, want);
 
         // The same window announced with its index and the sender's row (it heard every
-        // record): 55 + 1 + 20 + 1 bytes, and 3 of list lengths.
+        // record): 55 + 1 + 20 + 1 bytes, 3 of list lengths and 1 for no other rows.
         let index = IndexPart::compact(&header, &entries);
-        let one = Announce { windows: vec![s], indexes: vec![Some(index.clone())], rows: vec![Row::All] };
-        assert_eq!(encode(&one).len(), 80);
-        let item = |s: Summary| Announced { summary: s, index: Some(index.clone()), row: Row::All };
-        assert_eq!(encode_announces(&[item(s)]), vec![encode(&one)]);
+        let one = Announce { windows: vec![s], indexes: vec![Some(index.clone())], rows: vec![Row::All], others: None };
+        assert_eq!(encode(&one).len(), 81);
+        let item = |s: Summary| Announced { summary: s, index: Some(index.clone()), row: Row::All, others: Vec::new() };
+        assert_eq!(encode_announces(&[item(s)], [0; 8]), vec![encode(&one)]);
         assert!(one.check());
         // Many windows are packed into messages under the gossip limit, with every index.
         let many: Vec<Announced> =
             (0..2000u64).map(|i| item(Summary { window: WindowId { stream: StreamId::new(Dialect::Iotstream, i as u32), start }, ..s })).collect();
-        let messages = encode_announces(&many);
+        let messages = encode_announces(&many, [0; 8]);
         assert!(messages.iter().all(|m| m.len() <= MAX_GOSSIP));
         let back: Vec<Announce> = messages.iter().map(|m| decode(m).expect("decodes")).collect();
         assert!(back.iter().all(Announce::check));
@@ -550,13 +612,13 @@ mod tests {
         let IndexPart::Compact { count, slot_size, tags, .. } = index.clone() else { panic!() };
         let big = IndexPart::Compact { count, slot_size, columns: vec![0; MAX_ANNOUNCED_INDEX], tags };
         let back: Announce =
-            decode(&encode_announces(&[Announced { summary: s, index: Some(big), row: Row::None }])[0]).expect("decodes");
-        assert_eq!(back, Announce { windows: vec![s], indexes: vec![None], rows: vec![Row::None] });
+            decode(&encode_announces(&[Announced { summary: s, index: Some(big), row: Row::None, others: Vec::new() }], [0; 8])[0]).expect("decodes");
+        assert_eq!(back, Announce { windows: vec![s], indexes: vec![None], rows: vec![Row::None], others: None });
         // An index or row list of the wrong length, or a verified index, is refused.
-        assert!(!Announce { windows: vec![s, s], indexes: vec![None], rows: Vec::new() }.check());
-        assert!(!Announce { windows: vec![s], indexes: Vec::new(), rows: vec![Row::All, Row::All] }.check());
+        assert!(!Announce { windows: vec![s, s], indexes: vec![None], rows: Vec::new(), others: None }.check());
+        assert!(!Announce { windows: vec![s], indexes: Vec::new(), rows: vec![Row::All, Row::All], others: None }.check());
         let verified = IndexPart::Verified { leaves: Vec::new(), proof: Vec::new() };
-        assert!(!Announce { windows: vec![s], indexes: vec![Some(verified)], rows: Vec::new() }.check());
+        assert!(!Announce { windows: vec![s], indexes: vec![Some(verified)], rows: Vec::new(), others: None }.check());
     }
 
     #[test]
@@ -576,6 +638,19 @@ mod tests {
         // Wrong length, a bit past the count, an empty row, a proof of an unheard record.
         for bad in [vec![0xff], vec![0xff, 0b111], vec![0, 0], vec![0b1, 0, 0b10, 0]] {
             assert_eq!(Row::Bits(bad.clone()).bits(10), None, "{bad:?}");
+        }
+        // A site that missed 3 of 60 records: 4 bytes of misses rather than 8 of bitmap.
+        let mut most = vec![0xff; 8];
+        most[7] = 0x0f;
+        for i in [5, 17, 40] {
+            most[i / 8] &= !(1 << (i % 8));
+        }
+        assert_eq!(Row::of(Some(&most), 60), Row::Missing(vec![5, 17, 40]));
+        assert_eq!(encode(&Row::Missing(vec![5, 17, 40])).len(), 5);
+        assert_eq!(Row::Missing(vec![5, 17, 40]).bits(60), Some(most));
+        // Misses out of order, repeated, past the count, or all of them: refused.
+        for bad in [vec![17, 5], vec![5, 5], vec![60], (0..10).collect()] {
+            assert_eq!(Row::Missing(bad.clone()).bits(if bad.len() == 10 { 10 } else { 60 }), None, "{bad:?}");
         }
     }
 

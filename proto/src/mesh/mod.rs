@@ -16,6 +16,8 @@
 //! which record directly) converges separately, once two nodes hold the same root, by
 //! exchanging [`Table`]s — a grow-only set per record, merged by union.
 
+pub mod announce;
+pub mod members;
 pub mod message;
 pub mod reconcile;
 pub mod serve;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::record::{Record, StreamId};
 use crate::window::{self, Root};
 
+pub use members::Members;
 pub use message::{Announce, Announced, IndexPart, Request, Response, Row, StreamDigest, Summary};
 pub use reconcile::{Action, Blame, Config, Reconciler, Repaired, RequestId, Stats};
 

@@ -370,6 +370,8 @@ pub struct Reconciler<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> {
     waiting: HashMap<P, VecDeque<(RequestId, Request)>>,
     out: VecDeque<Action<P>>,
     stats: Stats,
+    /// The mesh's members: names of the nodes other rows in announcements refer to.
+    members: super::Members,
 }
 
 impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> std::fmt::Debug for Reconciler<P> {
@@ -485,11 +487,24 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             waiting: HashMap::new(),
             out: VecDeque::new(),
             stats: Stats::default(),
+            members: super::Members::default(),
         }
+    }
+
+    /// The mesh's member list (the roster's), which coordinators' announcements index
+    /// other nodes' rows into. Until set, or while ours differs from a sender's, those
+    /// rows are ignored.
+    pub fn set_members(&mut self, members: super::Members) {
+        self.members = members;
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Whether a root of `window` we lack is known (announced, not yet held or given up).
+    pub fn wants(&self, window: WindowId) -> bool {
+        self.wanted.contains_key(&window)
     }
 
     /// Windows with a root we lack, and sessions repairing them.
@@ -597,7 +612,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// or rows). Where its provenance digest differs from ours for a root we hold, its
     /// table is asked for.
     pub fn handle_announce(&mut self, peer: P, windows: &[Summary], now_ns: u64, holdings: &dyn Holdings) {
-        let bare = message::Announce { windows: windows.to_vec(), indexes: Vec::new(), rows: Vec::new() };
+        let bare = message::Announce { windows: windows.to_vec(), indexes: Vec::new(), rows: Vec::new(), others: None };
         self.announced(peer, None, &bare, now_ns, holdings);
     }
 
@@ -623,13 +638,23 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 self.stats.announcements_ignored += 1;
                 continue;
             }
-            let row = author.and_then(|a| announce.row(k).map(|bits| (a.to_owned(), bits)));
+            // The author's own row, and the other nodes' rows a coordinator relays.
+            let mut rows: Vec<(String, Vec<u8>)> = Vec::new();
+            if let Some(a) = author {
+                rows.extend(announce.row(k).map(|bits| (a.to_owned(), bits)));
+                for (m, bits) in announce.others(k, self.members.digest()) {
+                    match self.members.name(m) {
+                        Some(name) if name != a => rows.push((name.to_owned(), bits)),
+                        _ => {}
+                    }
+                }
+            }
             let local = holdings.summary(s.window);
             if local.is_some_and(|l| l.root == s.root) {
                 let differs = local.is_some_and(|l| l.provenance != s.provenance);
                 // From the summary exchange (no author): ask for a table that differs.
                 let ask = differs && author.is_none();
-                self.settle(s.window, &s.root, row);
+                self.settle(s.window, &s.root, rows);
                 if ask && !self.provenance_seen.contains(&(s.root, s.provenance)) {
                     self.provenance_seen.insert((s.root, s.provenance));
                     let purpose = Purpose::Provenance { window: s.window, root: s.root, digest: s.provenance };
@@ -638,8 +663,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 continue;
             }
             if self.covered.contains(&s.root) {
-                if let (Some(row), Some(part)) = (row, announce.index(k)) {
-                    self.rows_by_index(s, part, row, holdings);
+                if let Some(part) = announce.index(k) {
+                    self.rows_by_index(s, part, &rows, holdings);
                 }
                 continue;
             }
@@ -660,7 +685,10 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             });
             t.holders.insert(peer.clone());
             // Rows are kept within the announced indexes' memory budget.
-            if let Some((name, bits)) = row.filter(|(n, _)| t.rows.len() < crate::mesh::MAX_TABLE_NODES || t.rows.contains_key(n)) {
+            for (name, bits) in rows {
+                if t.rows.len() >= crate::mesh::MAX_TABLE_NODES && !t.rows.contains_key(&name) {
+                    continue;
+                }
                 let cost = row_cost(&name, &bits);
                 if self.index_bytes + cost <= self.config.max_index_bytes {
                     self.index_bytes += cost;
@@ -691,7 +719,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     pub fn handle_local(&mut self, window: WindowId, holdings: &dyn Holdings, now_ns: u64) {
         self.unstored.remove(&window);
         if let Some(local) = holdings.summary(window) {
-            self.settle(window, &local.root, None);
+            self.settle(window, &local.root, Vec::new());
         }
         self.start_sessions(now_ns, holdings);
     }
@@ -702,10 +730,23 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     }
 
     /// We hold `root` ourselves: the target is done, and the rows its announcers sent (and
-    /// `row`, just received) are over our records, in our order.
-    fn settle(&mut self, window: WindowId, root: &Root, row: Option<(String, Vec<u8>)>) {
+    /// `more`, just received) are over our records, in our order.
+    fn settle(&mut self, window: WindowId, root: &Root, more: Vec<(String, Vec<u8>)>) {
         let mut rows = self.take_target(window, root);
-        rows.extend(row);
+        for (name, bits) in more {
+            match rows.entry(name) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    let mut t = Table { nodes: vec![(e.key().clone(), e.get().clone())] };
+                    t.merge(&Table { nodes: vec![(e.key().clone(), bits)] });
+                    if let Some((_, merged)) = t.nodes.pop() {
+                        e.insert(merged);
+                    }
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(bits);
+                }
+            }
+        }
         if !rows.is_empty() {
             self.out.push_back(Action::Provenance { window, root: *root, table: Table { nodes: rows.into_iter().collect() } });
         }
@@ -741,19 +782,26 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         Some(Action::Rows { window, keys, table })
     }
 
-    /// `author`'s row over a root we hold all of already (covered earlier): its compact
-    /// index names the records by (time, seq), with tags where the root itself has two at
-    /// one (time, seq). A record of ours at that (time, seq) is the one it names, unless
-    /// we hold several versions there and the index gives no tag: that bit is left out
-    /// (the summary exchange brings it later).
-    fn rows_by_index(&mut self, s: &Summary, part: &message::IndexPart, (author, bits): (String, Vec<u8>), holdings: &dyn Holdings) {
+    /// Rows (an author's, and those a coordinator relays) over a root we hold all of
+    /// already (covered earlier): its compact index names the records by (time, seq), with
+    /// tags where the root itself has two at one (time, seq). A record of ours at that
+    /// (time, seq) is the one it names, unless we hold several versions there and the
+    /// index gives no tag: that bit is left out (the summary exchange brings it later).
+    fn rows_by_index(&mut self, s: &Summary, part: &message::IndexPart, rows: &[(String, Vec<u8>)], holdings: &dyn Holdings) {
+        if rows.is_empty() {
+            return;
+        }
         let Ok(entries) = part.entries(s) else { return };
         let own = own_records(holdings, s.window);
         let count = entries.len();
         let mut keys = Vec::new();
         let mut receipts = Vec::new();
         for (i, e) in entries.iter().enumerate() {
-            let Some(proved) = Table::receipt(&bits, count, i) else { continue };
+            let heard: Vec<(&str, bool)> =
+                rows.iter().filter_map(|(n, bits)| Table::receipt(bits, count, i).map(|p| (n.as_str(), p))).collect();
+            if heard.is_empty() {
+                continue;
+            }
             let mine = own.get(&(e.offset_ns, e.seq)).map(Vec::as_slice).unwrap_or_default();
             let tag = match e.tag {
                 Some(t) => mine.iter().find(|(x, _)| *x == t).map(|(x, _)| *x),
@@ -761,14 +809,14 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 None => None,
             };
             if let Some(tag) = tag {
-                receipts.push((keys.len(), proved));
+                receipts.extend(heard.into_iter().map(|(n, p)| (keys.len(), n, p)));
                 keys.push((s.window.start + e.offset_ns, e.seq, tag));
             }
         }
         if keys.is_empty() {
             return;
         }
-        let table = Table::from_receipts(keys.len(), receipts.iter().map(|(i, p)| (*i, author.as_str(), *p)));
+        let table = Table::from_receipts(keys.len(), receipts);
         self.out.push_back(Action::Rows { window: s.window, keys, table });
     }
 
@@ -861,7 +909,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             }
             for (root, held) in done {
                 if held {
-                    self.settle(w, &root, None);
+                    self.settle(w, &root, Vec::new());
                 } else {
                     self.drop_target(w, &root);
                 }
@@ -1641,7 +1689,7 @@ mod tests {
         };
         // With its index: the symbols of every record at once, no index request.
         let mut r: Reconciler<u8> = Reconciler::new(Config::default());
-        let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(index_of_60())], rows: Vec::new() };
+        let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(index_of_60())], rows: Vec::new(), others: None };
         r.handle_gossip(1, "n1", &announce, 0, &Empty);
         let sent = requests(&mut r);
         assert!(!sent.is_empty() && sent.iter().all(|q| matches!(q, Request::Symbols { .. })), "{sent:?}");
@@ -1657,7 +1705,7 @@ mod tests {
         let verified = message::IndexPart::Verified { leaves: vec![0; 64], proof: Vec::new() };
         for (k, bad) in [wrong_count, verified].into_iter().enumerate() {
             let mut r: Reconciler<u8> = Reconciler::new(Config::default());
-            let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(bad)], rows: Vec::new() };
+            let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(bad)], rows: Vec::new(), others: None };
             r.handle_gossip(1, "n1", &announce, 0, &Empty);
             assert_eq!(r.stats().indexes_refused, 1, "case {k}");
             assert!(matches!(requests(&mut r)[..], [Request::Index { verified: false, .. }]), "case {k}");

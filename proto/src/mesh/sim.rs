@@ -48,6 +48,7 @@ use std::sync::Arc;
 
 use super::message::{self, IndexPart, Request, Response, StreamDigest, Summary};
 use super::reconcile::{self, Action, Blame, Reconciler, Repaired, RequestId};
+use super::announce::Announcer;
 use super::{serve, Held, Holdings, Table, WindowId};
 use crate::impair;
 use crate::record::{Kind as RecordKind, Readings, Record, StreamId};
@@ -120,6 +121,12 @@ pub struct Config {
     /// telemesh announces each window with its compact index (gossip mode of
     /// [`Reconciler`]); off, every repair asks a holder for the index first.
     pub gossip_index: bool,
+    /// telemesh with coordinators (`docs/protocol.md`, "Coordinators"): each window's
+    /// `r` coordinators ([`super::Members::coordinators`]) announce it to every node with
+    /// the rows of every node they know; the others send their own changes to those
+    /// coordinators only, and announce nothing they got by repair. `None`: every node
+    /// announces every change to every node.
+    pub coordinators: Option<usize>,
 }
 
 impl Default for Config {
@@ -138,6 +145,7 @@ impl Default for Config {
             serve: Vec::new(),
             start_ns: 0,
             gossip_index: true,
+            coordinators: None,
         }
     }
 }
@@ -649,8 +657,8 @@ pub struct Node {
     served: u64,
     blamed: Vec<(NodeId, Blame)>,
     disconnected: BTreeSet<NodeId>,
-    /// Windows to announce at the next tick.
-    announce: BTreeSet<WindowId>,
+    /// Windows to announce at a coming tick, and to whom.
+    announcer: Announcer,
 }
 
 impl Node {
@@ -837,12 +845,16 @@ pub struct Sim {
     roots: HashMap<Root, WindowId>,
     depth: HashMap<(NodeId, WindowId), u32>,
     convergence: BTreeMap<WindowId, Convergence>,
+    /// The nodes' names as a member list, and each node's index in it.
+    members: super::Members,
+    /// Node of each member index.
+    member_node: Vec<NodeId>,
 }
 
 impl Sim {
     pub fn new(config: Config) -> Sim {
         let n = config.nodes;
-        let nodes = (0..n)
+        let nodes: Vec<Node> = (0..n)
             .map(|i| {
                 let requester = match config.scheme {
                     Scheme::Telemesh => {
@@ -866,7 +878,10 @@ impl Sim {
                     served: 0,
                     blamed: Vec::new(),
                     disconnected: BTreeSet::new(),
-                    announce: BTreeSet::new(),
+                    announcer: Announcer::new(
+                        config.coordinators.filter(|_| config.scheme == Scheme::Telemesh),
+                        config.tick_ns,
+                    ),
                 }
             })
             .collect();
@@ -882,6 +897,16 @@ impl Sim {
             }
         }
         let now_ns = config.start_ns;
+        let names: Vec<String> = nodes.iter().map(|n: &Node| n.name.clone()).collect();
+        let members = super::Members::new(names.clone());
+        let member_node: Vec<NodeId> =
+            (0..members.len() as u32).filter_map(|m| names.iter().position(|n| Some(n.as_str()) == members.name(m))).collect();
+        let mut nodes = nodes;
+        for node in &mut nodes {
+            if let Requester::Telemesh(r) = &mut node.requester {
+                r.set_members(members.clone());
+            }
+        }
         let mut sim = Sim {
             config,
             nodes,
@@ -897,6 +922,8 @@ impl Sim {
             roots: HashMap::new(),
             depth: HashMap::new(),
             convergence: BTreeMap::new(),
+            members,
+            member_node,
         };
         sim.schedule(now_ns + sim.config.tick_ns, Event::Tick);
         sim
@@ -904,6 +931,10 @@ impl Sim {
 
     pub fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -1005,14 +1036,19 @@ impl Sim {
 
     /// Node `i` announces `windows` (those it holds) at its next tick.
     pub fn announce(&mut self, i: NodeId, windows: impl IntoIterator<Item = WindowId>) {
-        self.nodes[i].announce.extend(windows);
+        let now = self.now_ns;
+        for w in windows {
+            self.nodes[i].announcer.changed(w, true, now);
+        }
     }
 
     /// Every node announces everything it holds at its next tick.
     pub fn announce_all(&mut self) {
+        let now = self.now_ns;
         for node in &mut self.nodes {
-            let all: Vec<WindowId> = node.store.windows.keys().copied().collect();
-            node.announce.extend(all);
+            for w in node.store.windows.keys() {
+                node.announcer.changed(*w, true, now);
+            }
         }
     }
 
@@ -1052,7 +1088,7 @@ impl Sim {
     pub fn idle(&self) -> bool {
         self.in_transit == 0
             && self.outstanding.is_empty()
-            && self.nodes.iter().all(|n| n.announce.is_empty())
+            && self.nodes.iter().all(|n| n.announcer.is_empty())
     }
 
     /// Runs every event up to `t_ns`; the clock then reads `t_ns`.
@@ -1145,6 +1181,9 @@ impl Sim {
                 for (s, d) in announce.windows.iter().zip(depth) {
                     let e = self.depth.entry((to, s.window)).or_default();
                     *e = (*e).max(d);
+                    let author = self.nodes[from].name.clone();
+                    let node = &mut self.nodes[to];
+                    node.announcer.told(&self.members, &node.name, &author, s, self.now_ns);
                 }
                 let now = self.now_ns;
                 let author = self.nodes[from].name.clone();
@@ -1157,41 +1196,63 @@ impl Sim {
 
     fn tick(&mut self) {
         let now = self.now_ns;
+        let with_index = self.config.gossip_index && self.config.scheme == Scheme::Telemesh;
+        let digest = self.members.digest();
         for i in 0..self.nodes.len() {
-            let windows: Vec<WindowId> = std::mem::take(&mut self.nodes[i].announce)
-                .into_iter()
-                .collect();
-            let with_index = self.config.gossip_index && self.config.scheme == Scheme::Telemesh;
-            let name = self.nodes[i].name.clone();
-            let summaries: Vec<message::Announced> = windows
-                .iter()
-                .filter_map(|w| self.nodes[i].store.window(*w))
-                .map(|win| {
-                    let index = with_index
-                        .then(|| window::index(&win.blob).ok())
-                        .flatten()
-                        .map(|(header, entries)| IndexPart::compact(&header, &entries));
-                    let own = win.table.nodes.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice());
-                    let row = if with_index { message::Row::of(own, win.records.len()) } else { message::Row::None };
-                    message::Announced { summary: win.summary, index, row }
-                })
-                .collect();
-            for bytes in message::encode_announces(&summaries) {
-                let Ok(batch) = message::decode::<message::Announce>(&bytes) else {
-                    continue;
-                };
-                let depth: Vec<u32> = batch
-                    .windows
-                    .iter()
-                    .map(|s| self.depth.get(&(i, s.window)).copied().unwrap_or(0))
-                    .collect();
-                for to in 0..self.nodes.len() {
-                    if to == i || self.cut(i, to) {
+            let Node { announcer, store, requester, name, .. } = &mut self.nodes[i];
+            let requester = &*requester;
+            let wants = |w| matches!(requester, Requester::Telemesh(r) if r.wants(w));
+            let sends = announcer.due(&self.members, name, now, |w| store.summary(w), wants);
+            let name = name.clone();
+            // To every node (`None`), or to one coordinator.
+            let mut batches: BTreeMap<Option<NodeId>, Vec<message::Announced>> = BTreeMap::new();
+            for send in sends {
+                let Some(win) = self.nodes[i].store.window(send.window) else { continue };
+                let count = win.records.len();
+                let index = with_index
+                    .then(|| window::index(&win.blob).ok())
+                    .flatten()
+                    .map(|(header, entries)| IndexPart::compact(&header, &entries));
+                let own_row = win.table.nodes.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice());
+                let row = if with_index { message::Row::of(own_row, count) } else { message::Row::None };
+                let item = message::Announced { summary: win.summary, index, row, others: Vec::new() };
+                for m in &send.offer {
+                    batches.entry(Some(self.member_node[*m as usize])).or_default().push(item.clone());
+                }
+                if send.publish {
+                    let others = if with_index && self.nodes[i].announcer.coordinated() {
+                        let rows = win.table.nodes.iter().filter(|(n, _)| *n != name);
+                        rows.filter_map(|(n, b)| Some((self.members.index(n)?, message::Row::of(Some(b), count)))).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    batches.entry(None).or_default().push(message::Announced { others, ..item });
+                }
+            }
+            for (to, list) in batches {
+                for bytes in message::encode_announces(&list, digest) {
+                    let Ok(batch) = message::decode::<message::Announce>(&bytes) else {
                         continue;
-                    }
-                    if let Some(d) = self.transmit(Kind::Gossip, i, to, &bytes, 0, Leg::Request) {
-                        let event = Event::Announce { from: i, to, bytes: d.bytes, depth: depth.clone() };
-                        self.schedule(d.at_ns, event);
+                    };
+                    let depth: Vec<u32> = batch
+                        .windows
+                        .iter()
+                        .map(|s| self.depth.get(&(i, s.window)).copied().unwrap_or(0))
+                        .collect();
+                    // An offer to a coordinator is a request of the repair protocol: its
+                    // frame, and an empty answer in its own.
+                    let (receivers, frame): (Vec<NodeId>, u64) = match to {
+                        None => ((0..self.nodes.len()).collect(), 0),
+                        Some(c) => (vec![c], 2 * FRAME_LEN + 1),
+                    };
+                    for to in receivers {
+                        if to == i || self.cut(i, to) {
+                            continue;
+                        }
+                        if let Some(d) = self.transmit(Kind::Gossip, i, to, &bytes, frame, Leg::Request) {
+                            let event = Event::Announce { from: i, to, bytes: d.bytes, depth: depth.clone() };
+                            self.schedule(d.at_ns, event);
+                        }
                     }
                 }
             }
@@ -1276,7 +1337,7 @@ impl Sim {
                 }
                 let node = &mut self.nodes[i];
                 node.requester.handle_local(w, &node.store, now);
-                node.announce.insert(w);
+                node.announcer.changed(w, false, now);
                 self.check_same(w);
             }
             Out::Provenance {
@@ -1380,12 +1441,14 @@ impl Sim {
     /// it merged). Telemesh does not announce rows of other nodes again (their authors
     /// did); the baseline announced every provenance change.
     fn merged(&mut self, i: NodeId, w: WindowId, merge: impl FnOnce(&mut Store) -> Option<Summary>) {
+        let now = self.now_ns;
         let node = &mut self.nodes[i];
         let before = node.store.summary(w);
         if let Some(s) = merge(&mut node.store) {
             self.roots.insert(s.root, w);
-            if before != Some(s) && matches!(node.requester, Requester::Baseline(_)) {
-                node.announce.insert(w);
+            // Only coordinators announce merges (the announcer drops them for the rest).
+            if before != Some(s) && (node.announcer.coordinated() || matches!(node.requester, Requester::Baseline(_))) {
+                node.announcer.changed(w, false, now);
             }
             self.check_same(w);
         }
