@@ -115,7 +115,8 @@ fn one(opts: &Opts, sites: usize, loss: f64, link_loss: f64) -> anyhow::Result<P
         repair_bytes: bytes("repair"),
         // A record's bytes: its index entry and its slot in the canonical blob.
         record_bytes: window::INDEX_ENTRY_LEN as f64 + outcome.median_slot_size as f64,
-        gossip: bytes("gossip"),
+        // Announcements, and offers to coordinators (`docs/protocol.md`, "Coordinators").
+        gossip: bytes("gossip") + bytes("offer"),
         sync: bytes("sync"),
         provenance: bytes("provenance"),
         wire: outcome.node_link_bytes.map(|b| b as f64),
@@ -143,7 +144,7 @@ fn columns(p: &Point) -> Vec<(&'static str, &'static str, String)> {
         ("repair bytes", "repair_bytes", format!("{:.0}", p.repair_bytes)),
         ("per byte lacked", "per_byte_lacked", format!("{:.3}", p.per_lacked())),
         ("per byte repaired", "per_byte_repaired", format!("{per_repaired:.3}")),
-        ("gossip B/record", "gossip_per_record", per_record(p.gossip)),
+        ("gossip and offers B/record", "gossip_per_record", per_record(p.gossip)),
         ("summary-exchange B/record", "sync_per_record", per_record(p.sync)),
         ("provenance B/record", "provenance_per_record", per_record(p.provenance)),
         // What one node receives on the wire per record: every byte sent is received once.

@@ -71,6 +71,9 @@ pub struct Config {
     pub mesh: String,
     /// Summary exchange with one peer this often (anti-entropy, beside gossip).
     pub sync_interval: Duration,
+    /// Members that coordinate each window's announcements in a closed mesh
+    /// (`docs/protocol.md`, "Coordinators"); 0: every node announces to every node.
+    pub coordinators: usize,
     /// An open mesh: any node of the same mesh name may join (trials on one machine).
     pub open: bool,
     /// A join token from `telemesh mesh invite` (a new node of a closed mesh).
@@ -119,6 +122,7 @@ impl Default for Config {
             external_addresses: Vec::new(),
             mesh: "default".to_owned(),
             sync_interval: Duration::from_secs(10),
+            coordinators: 3,
             open: false,
             join: None,
             owner_key: None,
@@ -171,6 +175,7 @@ pub struct File {
     pub external_addresses: Option<Vec<String>>,
     pub mesh: Option<String>,
     pub sync_interval: Option<String>,
+    pub coordinators: Option<usize>,
     pub open: Option<bool>,
     pub join: Option<String>,
     pub owner_key: Option<PathBuf>,
@@ -215,6 +220,7 @@ impl File {
             external_addresses: over.external_addresses.or(self.external_addresses),
             mesh: over.mesh.or(self.mesh),
             sync_interval: over.sync_interval.or(self.sync_interval),
+            coordinators: over.coordinators.or(self.coordinators),
             open: over.open.or(self.open),
             join: over.join.or(self.join),
             owner_key: over.owner_key.or(self.owner_key),
@@ -288,6 +294,7 @@ impl File {
             },
             mesh: self.mesh.unwrap_or(d.mesh),
             sync_interval: duration("sync_interval", self.sync_interval, d.sync_interval)?,
+            coordinators: self.coordinators.unwrap_or(d.coordinators),
             open: self.open.unwrap_or(d.open),
             join: match self.join {
                 Some(text) => Some(crate::trust::Token::parse(&text).map_err(|e| ConfigError::Invalid { field: "join", message: e.to_string() })?),

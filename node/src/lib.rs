@@ -131,6 +131,7 @@ fn mesh_config(config: &Config) -> mesh::Config {
             sync_interval_ns: u64::try_from(config.sync_interval.as_nanos()).unwrap_or(u64::MAX),
             ..telemesh_proto::mesh::Config::default()
         },
+        coordinators: config.coordinators,
     }
 }
 

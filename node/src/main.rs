@@ -173,6 +173,10 @@ struct NodeArgs {
     /// Compare window summaries with one peer this often, beside gossip. [default: 10s]
     #[arg(long, value_name = "DURATION")]
     sync_interval: Option<String>,
+    /// Members that announce each window to the mesh with every site's receipts (the others
+    /// offer theirs to them only); 0: every node announces to every node. [default: 3]
+    #[arg(long, value_name = "N", env = "TELEMESH_COORDINATORS")]
+    coordinators: Option<usize>,
     /// Join a closed mesh with a token from `telemesh mesh invite` (run on a node that holds
     /// the owner key); no --bootstrap needed. Later starts may keep or drop it.
     #[arg(long, value_name = "TOKEN", env = "TELEMESH_JOIN", hide_env_values = true)]
@@ -350,6 +354,7 @@ fn node(args: NodeArgs) -> ExitCode {
         external_addresses: (!args.external_address.is_empty()).then_some(args.external_address),
         mesh: args.mesh,
         sync_interval: args.sync_interval,
+        coordinators: args.coordinators,
         open: args.open.then_some(true),
         join: args.join,
         owner_key: args.owner_key,

@@ -186,11 +186,22 @@ fn every_version_of_a_shared_device_id_reaches_every_node() {
 /// and a third site that heard nothing ends with every record's `heard_by` right.
 #[test]
 fn each_sites_receipts_reach_every_node_without_the_summary_exchange() {
+    receipts_reach_every_node(3);
+}
+
+/// The same with one coordinator per window: two of the three nodes only offer their
+/// receipts to it, and every row reaches them in its announcements alone.
+#[test]
+fn each_sites_receipts_reach_every_node_through_one_coordinator_per_window() {
+    receipts_reach_every_node(1);
+}
+
+fn receipts_reach_every_node(coordinators: usize) {
     use std::collections::{BTreeMap, BTreeSet};
     use telemesh_proto::record::{Record, TimestampUnit};
 
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let quiet = |c: Config| Config { sync_interval: Duration::from_secs(3600), ..c };
+    let quiet = |c: Config| Config { sync_interval: Duration::from_secs(3600), coordinators, ..c };
     let a = Node::start(quiet(config(dirs[0].path(), None, "receipts"))).expect("a starts");
     let b = Node::start(Config { flush_interval: Duration::from_secs(5), ..quiet(config(dirs[1].path(), Some(&a), "receipts")) })
         .expect("b starts");
@@ -236,6 +247,9 @@ fn each_sites_receipts_reach_every_node_without_the_summary_exchange() {
         assert!(std::time::Instant::now() < deadline, "records whose heard_by is wrong, per node: {wrong:?} of {}", want.len());
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Offers went to the coordinators (each node coordinates some windows and not others).
+    let offered = |n: &Node| common::metric(&common::get_text(&format!("{}/metrics", n.url())), "telemesh_mesh_bytes_total{kind=\"offer\",direction=\"out\"}");
+    assert!([&a, &b].iter().all(|n| offered(n) > 0.0), "the sites offered their receipts");
     for n in [a, b, c] {
         n.stop().expect("stops");
     }

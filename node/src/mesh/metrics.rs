@@ -125,7 +125,7 @@ impl Metrics {
         for reason in REJECTS {
             let _ = self.rejects.get_or_create(&ReasonLabel { reason });
         }
-        for kind in ["repair", "sync", "provenance", "gossip"] {
+        for kind in ["repair", "sync", "provenance", "gossip", "offer"] {
             for direction in ["in", "out"] {
                 let _ = self.bytes.get_or_create(&BytesLabel { kind, direction });
             }

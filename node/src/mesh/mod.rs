@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
+use telemesh_proto::mesh::announce::Announcer;
 use telemesh_proto::mesh::message::{self, Announce, IndexPart, Row, MAX_ANNOUNCE};
 use telemesh_proto::mesh::{
-    self, serve, Action, Held, Holdings, RecordKey, Reconciler, Repaired, Request, Response, StreamDigest, Summary, Table,
-    WindowId,
+    self, serve, Action, Held, Holdings, Members, RecordKey, Reconciler, Repaired, Request, Response, StreamDigest, Summary,
+    Table, WindowId,
 };
 use telemesh_proto::record::StreamId;
 use telemesh_proto::repair::{CacheConfig, EncoderCache};
@@ -36,6 +37,8 @@ use crate::store::{self, Store, StoredRecord};
 
 /// How often the driver ticks: announcements go out, the reconciler's timers run.
 pub const TICK: Duration = Duration::from_millis(250);
+/// How often windows waiting for their coordinator's announcement are checked.
+const ANNOUNCE_CHECK: Duration = Duration::from_millis(50);
 /// How long a peer that keeps sending bad data is refused.
 pub const BAN: Duration = Duration::from_secs(600);
 /// Windows announced with their compact index per tick at most: each costs a read of its
@@ -189,6 +192,7 @@ fn kind(request: &Request) -> &'static str {
         Request::Index { .. } | Request::Symbols { .. } => "repair",
         Request::Streams { .. } | Request::Windows { .. } => "sync",
         Request::Provenance { .. } => "provenance",
+        Request::Offer(_) => "offer",
     }
 }
 
@@ -240,6 +244,8 @@ pub struct StatsView {
 pub struct Config {
     pub overlay: overlay::Config,
     pub reconcile: mesh::Config,
+    /// Coordinators per window in a closed mesh; 0: everyone announces to everyone.
+    pub coordinators: usize,
 }
 
 /// Starts the overlay and the driver; returns the driver's task and the index of this
@@ -255,15 +261,20 @@ pub fn start(
     let validate: overlay::Validator = Arc::new(|bytes: &[u8]| message::decode::<Announce>(bytes).is_ok_and(|a| a.check()));
     let mesh_name = config.overlay.mesh.clone();
     let external = config.overlay.external.clone();
-    let (client, events) = overlay::start(config.overlay, keypair, validate, membership, shutdown.clone())?;
+    let roster = membership.subscribe();
+    let (client, events) = overlay::start(config.overlay, keypair, validate, Arc::clone(&membership), shutdown.clone())?;
     let index: SharedIndex = Arc::new(RwLock::new(Index::load(shared.store.as_ref())?));
-    let driver = Driver {
+    let mut driver = Driver {
         shared,
         client,
         reconciler: Reconciler::new(config.reconcile),
         encoders: EncoderCache::new(CacheConfig::default()),
         index: Arc::clone(&index),
-        announce: BTreeSet::new(),
+        announcer: Announcer::new(None, u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX)),
+        coordinators: config.coordinators,
+        members: Members::default(),
+        membership,
+        roster,
         announce_bare: BTreeSet::new(),
         announced: Announced::default(),
         peer_windows: BTreeMap::new(),
@@ -274,6 +285,7 @@ pub fn start(
         last_stats: mesh::Stats::default(),
         last_traffic: overlay::Traffic::default(),
     };
+    driver.refresh_members();
     Ok((tokio::spawn(driver.run(events, shutdown)), index))
 }
 
@@ -283,8 +295,16 @@ struct Driver {
     reconciler: Reconciler<PeerId>,
     encoders: EncoderCache,
     index: SharedIndex,
-    /// Windows sealed with new records or receipts: announced with their index.
-    announce: BTreeSet<WindowId>,
+    /// Windows sealed with new records or receipts, to announce with their index, or to
+    /// offer to their coordinators (`docs/protocol.md`, "Coordinators").
+    announcer: Announcer,
+    /// Coordinators per window when the mesh is closed (0: none).
+    coordinators: usize,
+    /// The closed mesh's members (empty in an open mesh, or before admission).
+    members: Members,
+    membership: Arc<crate::trust::Membership>,
+    /// Wakes when the roster changes.
+    roster: tokio::sync::watch::Receiver<u64>,
     /// Windows announced without an index (everything held, at start).
     announce_bare: BTreeSet<WindowId>,
     /// Blobs of roots announced lately, served after the store replaced them.
@@ -378,6 +398,8 @@ impl Driver {
         let (answers_tx, mut answers) = mpsc::channel::<Answer>(4096);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut soon = tokio::time::interval(ANNOUNCE_CHECK);
+        soon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Everything held is announced once at start.
         self.announce_bare.extend(read(&self.index).windows.keys().copied());
         let mut status_every = 0u32;
@@ -403,6 +425,11 @@ impl Driver {
                     let index = read(&self.index);
                     let view = View::new(&index, &self.shared, &self.announced);
                     self.reconciler.handle_response(id, response, now, &view);
+                }
+                // A coordinator's announcement is due half a tick after the last offer: checked
+                // more often than the tick, so it does not wait for the next one.
+                _ = soon.tick(), if self.announcer.coordinated() && !self.announcer.is_empty() => {
+                    self.publish().await;
                 }
                 _ = tick.tick() => {
                     self.on_tick().await;
@@ -442,12 +469,22 @@ impl Driver {
                         tracing::debug!(author = %source, window = %s.window, root = hex::encode(&s.root[..4]), row, "announced");
                     }
                 }
-                let index = read(&self.index);
-                let view = View::new(&index, &self.shared, &self.announced);
-                self.reconciler.handle_gossip(source, &source.to_string(), &announce, now, &view);
+                self.take_announce(source, &announce, now);
             }
             Event::Request { peer, data, reply } => {
                 let response = match message::decode::<Request>(&data) {
+                    Ok(Request::Offer(announce)) => {
+                        self.metrics().count_bytes("offer", "in", data.len());
+                        let response = if announce.check() {
+                            self.take_announce(peer, &announce, now);
+                            Response::Accepted
+                        } else {
+                            Response::Refused
+                        };
+                        let bytes = message::encode(&response);
+                        self.metrics().count_bytes("offer", "out", bytes.len());
+                        bytes
+                    }
                     Ok(request) => {
                         let kind = kind(&request);
                         self.metrics().count_bytes(kind, "in", data.len());
@@ -480,6 +517,31 @@ impl Driver {
                 self.peer_windows.remove(&peer);
             }
         }
+    }
+
+    /// An announcement `author` gossiped or offered us: the reconciler repairs what it names
+    /// and merges its rows; the announcer learns what the window's coordinators said.
+    fn take_announce(&mut self, author: PeerId, announce: &Announce, now: u64) {
+        let name = author.to_string();
+        let me = self.shared.store.node_id().to_owned();
+        for s in &announce.windows {
+            self.announcer.told(&self.members, &me, &name, s, now);
+        }
+        let index = read(&self.index);
+        let view = View::new(&index, &self.shared, &self.announced);
+        self.reconciler.handle_gossip(author, &name, announce, now, &view);
+    }
+
+    /// Follows the roster: in a closed mesh this node is a member of, windows are
+    /// announced through coordinators (if configured); otherwise to everyone.
+    fn refresh_members(&mut self) {
+        self.roster.borrow_and_update();
+        let names: Vec<String> = self.membership.members().into_iter().map(|m| m.peer_id).collect();
+        let me = self.shared.store.node_id();
+        let coordinated = self.coordinators > 0 && !self.membership.is_open() && names.iter().any(|n| n == me);
+        self.members = Members::new(if coordinated { names } else { Vec::new() });
+        self.reconciler.set_members(self.members.clone());
+        self.announcer.set_coordinators(coordinated.then_some(self.coordinators));
     }
 
     fn note_peer_windows(&mut self, peer: PeerId, windows: &[Summary]) {
@@ -521,7 +583,7 @@ impl Driver {
                 Err(e) => tracing::warn!(error = %e, "cannot reload window summaries"),
             }
         }
-        for (w, own) in changed {
+        for (w, change) in changed {
             let summary = match store.summary(w) {
                 Ok(s) => s,
                 Err(e) => {
@@ -535,11 +597,15 @@ impl Driver {
             }
             let Some(s) = summary else { continue };
             if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
-                // New records, or new receipts of this node's, are announced with this
-                // node's row; rows of other nodes merged here are not: their authors
-                // announced them (`docs/protocol.md`, "Provenance tables").
-                if own {
-                    self.announce.insert(w);
+                // To everyone: new records, or new receipts of this node's, are announced
+                // with this node's row; rows of other nodes merged here are not: their
+                // authors announced them (`docs/protocol.md`, "Provenance tables"). With
+                // coordinators: this node's receipts are offered to them, and a coordinator
+                // announces every change (`docs/protocol.md`, "Coordinators").
+                if self.announcer.coordinated() {
+                    self.announcer.changed(w, change.receipts, now);
+                } else if change.own {
+                    self.announcer.changed(w, true, now);
                 }
                 let index = read(&self.index);
                 let view = View::new(&index, &self.shared, &self.announced);
@@ -548,44 +614,71 @@ impl Driver {
         }
     }
 
-    /// Announces the windows queued in `announce` with their compact indexes — at most
-    /// [`INDEXED_PER_TICK`] a tick, the rest waiting for the next (up to [`INDEX_BACKLOG`]),
-    /// and only while a peer is connected — and those in `announce_bare` without, keeping
-    /// the blob of each root announced with its index in `announced`.
+    /// Announces (or offers to their coordinators) the windows the announcer says are due,
+    /// with their compact indexes — at most [`INDEXED_PER_TICK`] a tick, the rest waiting
+    /// for the next (up to [`INDEX_BACKLOG`]), and only while a peer is connected — and
+    /// those in `announce_bare` to everyone without, keeping the blob of each root
+    /// announced with its index in `announced`.
     async fn publish(&mut self) {
         let now = now_ns();
         self.announced.expire(now);
+        if self.roster.has_changed().unwrap_or(false) {
+            self.refresh_members();
+        }
         let peers = self.metrics().peers.get() > 0;
-        let mut indexed: Vec<WindowId> = Vec::new();
+        let mut sends = Vec::new();
         if peers {
-            indexed = self.announce.iter().take(INDEXED_PER_TICK).copied().collect();
-            for w in &indexed {
-                self.announce.remove(w);
-            }
-            while self.announce.len() > INDEX_BACKLOG {
-                if let Some(w) = self.announce.pop_first() {
-                    self.announce_bare.insert(w);
+            let me = self.shared.store.node_id().to_owned();
+            let index = read(&self.index);
+            let reconciler = &self.reconciler;
+            sends = self.announcer.due(&self.members, &me, now, |w| index.windows.get(&w).copied(), |w| reconciler.wants(w));
+            drop(index);
+            if sends.len() > INDEXED_PER_TICK {
+                for late in sends.split_off(INDEXED_PER_TICK) {
+                    self.announcer.defer(&late, now);
                 }
             }
+            self.announce_bare.extend(self.announcer.take_over(INDEX_BACKLOG));
         } else {
             // Nobody hears it now; the summary exchange tells peers when they come.
-            self.announce_bare.append(&mut self.announce);
+            self.announce_bare.extend(self.announcer.take_over(0));
         }
-        for w in &indexed {
-            self.announce_bare.remove(w);
+        let mut batch = Vec::new();
+        let mut offers: BTreeMap<PeerId, Vec<message::Announced>> = BTreeMap::new();
+        for send in &sends {
+            self.announce_bare.remove(&send.window);
+            let Some(s) = read(&self.index).windows.get(&send.window).copied() else { continue };
+            let Some((index, row, table)) = self.index_of(&s, now) else { continue };
+            let item = message::Announced { summary: s, index: Some(index), row, others: Vec::new() };
+            for m in &send.offer {
+                match self.members.name(*m).and_then(|n| n.parse::<PeerId>().ok()) {
+                    Some(peer) => offers.entry(peer).or_default().push(item.clone()),
+                    None => continue,
+                }
+            }
+            if send.publish {
+                let me = self.shared.store.node_id();
+                let count = s.count as usize;
+                let others = match self.announcer.coordinated() {
+                    true => table
+                        .nodes
+                        .iter()
+                        .filter(|(n, _)| n != me)
+                        .filter_map(|(n, b)| Some((self.members.index(n)?, Row::of(Some(b), count))))
+                        .collect(),
+                    false => Vec::new(),
+                };
+                tracing::debug!(window = %s.window, root = hex::encode(&s.root[..4]), row = row_kind(&item.row), others = others.len(), "announce");
+                batch.push(message::Announced { others, ..item });
+            }
         }
-        let bare = std::mem::take(&mut self.announce_bare);
-        let mut batch = Vec::with_capacity(indexed.len() + bare.len());
-        let with_index = indexed.len();
-        for (k, w) in indexed.into_iter().chain(bare).enumerate() {
+        for w in std::mem::take(&mut self.announce_bare) {
             let Some(s) = read(&self.index).windows.get(&w).copied() else { continue };
-            let (index, row) = if k < with_index { self.index_of(&s, now) } else { None }.unzip();
-            let row = row.unwrap_or(Row::None);
-            tracing::debug!(window = %s.window, root = hex::encode(&s.root[..4]), indexed = index.is_some(), row = row_kind(&row), "announce");
-            batch.push(message::Announced { summary: s, index, row, others: Vec::new() });
+            batch.push(message::Announced { summary: s, index: None, row: Row::None, others: Vec::new() });
         }
+        let digest = self.members.digest();
         for chunk in batch.chunks(MAX_ANNOUNCE) {
-            for bytes in message::encode_announces(chunk, [0; 8]) {
+            for bytes in message::encode_announces(chunk, digest) {
                 let len = bytes.len();
                 match self.client.publish(bytes).await {
                     Ok(true) => self.metrics().count_gossip("out", len),
@@ -595,12 +688,28 @@ impl Driver {
                 }
             }
         }
+        for (peer, list) in offers {
+            tracing::debug!(%peer, windows = list.len(), "offer");
+            for announce in message::pack_announces(&list, digest) {
+                let bytes = message::encode(&Request::Offer(announce));
+                self.metrics().count_bytes("offer", "out", bytes.len());
+                let client = self.client.clone();
+                let shared = Arc::clone(&self.shared);
+                tokio::spawn(async move {
+                    match client.request(peer, bytes).await {
+                        Ok(answer) => shared.metrics.mesh.count_bytes("offer", "in", answer.len()),
+                        // The summary exchange brings it to the coordinator later.
+                        Err(e) => tracing::debug!(%peer, error = %e, "offer failed"),
+                    }
+                });
+            }
+        }
     }
 
     /// The compact index of the sealed window `s` describes and this node's row of its
     /// provenance table, its blob kept servable in `announced`; `None` if the store has
     /// moved on from that root or cannot be read.
-    fn index_of(&mut self, s: &Summary, now: u64) -> Option<(IndexPart, Row)> {
+    fn index_of(&mut self, s: &Summary, now: u64) -> Option<(IndexPart, Row, Table)> {
         let sealed = match self.shared.store.sealed(s.window.stream, s.window.start) {
             Ok(sealed) => sealed.filter(|x| x.root == s.root)?,
             Err(e) => {
@@ -612,8 +721,9 @@ impl Driver {
         let part = IndexPart::compact(&header, &entries);
         let me = self.shared.store.node_id();
         let row = Row::of(sealed.table.nodes.iter().find(|(n, _)| n == me).map(|(_, b)| b.as_slice()), entries.len());
+        let table = sealed.table.clone();
         self.announced.insert(s.root, Held { blob: Arc::new(sealed.blob), table: sealed.table }, now);
-        Some((part, row))
+        Some((part, row, table))
     }
 
     /// Carries out what the reconciler asks. Returns whether windows were stored.

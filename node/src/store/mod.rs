@@ -385,7 +385,15 @@ fn rebuild(stream: StreamId, window_start: u64, records: &[StoredRecord]) -> Opt
 
 /// A window as read from the store: the keys of its parts, its sealed value if any, and
 /// all its records merged.
-type WindowParts = (Vec<sled::IVec>, Option<SealedValue>, Vec<StoredRecord>);
+/// A window's keys in the store, its sealed value, every record (merged), and this node's
+/// own receipts in the sealed value (key, proved).
+type WindowParts = (Vec<sled::IVec>, Option<SealedValue>, Vec<StoredRecord>, Vec<(RecordKey, bool)>);
+
+/// This node's own receipts among `records`: the keys it heard itself, and whether it
+/// proved each.
+fn own_receipts(records: &[StoredRecord]) -> Vec<(RecordKey, bool)> {
+    records.iter().filter(|r| r.copies > 0).map(|r| (r.order_key(), r.proved)).collect()
+}
 
 /// What `telemesh check` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -464,6 +472,8 @@ struct Prepared {
     old_root: Option<Root>,
     summary: Summary,
     value: Vec<u8>,
+    /// This node's own receipts of the window change with it.
+    receipts: bool,
 }
 
 /// A store failure: sled's I/O error, or a store written by another format.
@@ -476,6 +486,15 @@ pub enum StoreError {
     Format { path: String, found: u32 },
     #[error("write-ahead log: {0}")]
     Wal(#[from] std::io::Error),
+}
+
+/// What changed in a sealed window since the last [`Store::take_changed`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Its records or this node's own receipts changed, not only other nodes' rows.
+    pub own: bool,
+    /// This node's own receipts changed: what it heard (or proved) itself.
+    pub receipts: bool,
 }
 
 /// What the node needs from storage. Small on purpose: sled today, something else later.
@@ -525,11 +544,10 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Stored values that failed to decode and were skipped.
     fn corrupt_values(&self) -> u64;
-    /// Windows sealed (or whose provenance changed) since the last call, each with whether
-    /// its records or this node's own receipts changed (not only other nodes' rows), and
-    /// whether more changed than could be remembered (then every summary should be read
-    /// again).
-    fn take_changed(&self) -> (Vec<(WindowId, bool)>, bool) {
+    /// Windows sealed (or whose provenance changed) since the last call, each with what
+    /// changed ([`Change`]), and whether more changed than could be remembered (then every
+    /// summary should be read again).
+    fn take_changed(&self) -> (Vec<(WindowId, Change)>, bool) {
         (Vec::new(), false)
     }
 }
@@ -574,7 +592,7 @@ pub struct SledStore {
     /// same window cannot overwrite each other.
     sealing: Mutex<()>,
     /// Windows sealed since [`Store::take_changed`], and whether some were not remembered.
-    changed: Mutex<(BTreeMap<WindowId, bool>, bool)>,
+    changed: Mutex<(BTreeMap<WindowId, Change>, bool)>,
 }
 
 impl SledStore {
@@ -703,12 +721,14 @@ impl SledStore {
     fn window_parts(&self, stream: StreamId, window_start: u64) -> Result<WindowParts, StoreError> {
         let mut keys = Vec::new();
         let mut sealed = None;
+        let mut mine = Vec::new();
         let mut all = Vec::new();
         for item in self.windows.scan_prefix(window_prefix(stream, window_start)) {
             let (k, v) = item?;
             let decoded = match k.get(13) {
                 Some(&PART_SEALED) => self.read_sealed(stream, window_start, &v)?.map(|(value, records)| {
                     sealed = Some(value);
+                    mine = own_receipts(&records);
                     records
                 }),
                 _ => decode_chunk(stream, &v),
@@ -721,7 +741,7 @@ impl SledStore {
                 None => self.corrupt(),
             }
         }
-        Ok((keys, sealed, merge(all)))
+        Ok((keys, sealed, merge(all), mine))
     }
 
     /// A sealed window's value, from the segment file its index entry points to.
@@ -826,7 +846,9 @@ impl SledStore {
         for p in prepared {
             let w = WindowId { stream: p.stream, start: p.window_start };
             if changed.0.len() < MAX_CHANGED || changed.0.contains_key(&w) {
-                *changed.0.entry(w).or_default() |= own;
+                let c = changed.0.entry(w).or_default();
+                c.own |= own;
+                c.receipts |= p.receipts;
             } else {
                 changed.1 = true;
             }
@@ -853,7 +875,8 @@ impl SledStore {
             digest: table(records, &self.node_id).digest(),
         };
         let summary = value.summary(WindowId { stream, start: window_start });
-        Some(Prepared { stream, window_start, keys, old_root: old_root.filter(|o| *o != root), summary, value: codec::to_vec(&value) })
+        let old_root = old_root.filter(|o| *o != root);
+        Some(Prepared { stream, window_start, keys, old_root, summary, value: codec::to_vec(&value), receipts: false })
     }
 
     /// Bytes of live keys and values per tree, and sled's own count of bytes on disk:
@@ -967,7 +990,7 @@ impl Store for SledStore {
         let mut cascaded = 0usize;
         while let Some(((stream, start), requested)) = work.pop_first() {
             let live = requested.map_or(&[][..], |i| windows[i].live);
-            let (keys, old, stored) = self.window_parts(stream, start)?;
+            let (keys, old, stored, mine) = self.window_parts(stream, start)?;
             if requested.is_some() && live.is_empty() && (stored.is_empty() || (keys.len() == 1 && old.is_some())) {
                 if let Some(i) = requested {
                     roots[i] = old.as_ref().map(|v| v.root); // nothing new since the last seal
@@ -1013,7 +1036,7 @@ impl Store for SledStore {
             if let Some(i) = requested {
                 roots[i] = Some(p.summary.root);
             }
-            prepared.push(p);
+            prepared.push(Prepared { receipts: own_receipts(&records) != mine, ..p });
         }
         if !prepared.is_empty() {
             self.write_sealed(&prepared, true)?;
@@ -1143,7 +1166,7 @@ impl Store for SledStore {
         self.corrupt.load(Ordering::Relaxed)
     }
 
-    fn take_changed(&self) -> (Vec<(WindowId, bool)>, bool) {
+    fn take_changed(&self) -> (Vec<(WindowId, Change)>, bool) {
         let mut changed = self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let overflowed = std::mem::take(&mut changed.1);
         (std::mem::take(&mut changed.0).into_iter().collect(), overflowed)
@@ -1310,17 +1333,21 @@ mod tests {
         let w = WindowId { stream: S, start: 0 };
         // Repaired first: held, but not heard here.
         let root = s.seal_window(S, 0, &[StoredRecord::repaired(rec(1, 10, 1.0).record, 0)]).expect("seal").expect("root");
-        assert_eq!(s.take_changed(), (vec![(w, true)], false));
+        let change = |own, receipts| (vec![(w, Change { own, receipts })], false);
+        assert_eq!(s.take_changed(), change(true, false));
         // A peer's row, over the record held and one that is not.
         let keys = [rec(1, 10, 1.0).order_key(), rec(2, 20, 2.0).order_key()];
         let row = Table::from_receipts(2, [(0, "p", false), (1, "p", false)]);
         let (summary, skipped) = s.add_rows(w, &keys, &row).expect("rows").expect("sealed");
         assert_eq!((summary.root, skipped), (root, 1));
-        assert_eq!(s.take_changed(), (vec![(w, false)], false));
+        assert_eq!(s.take_changed(), change(false, false));
         // Then this node's own receipt of it is written: same root, a change of its own.
         s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0)] }.encode()], &[], &[]).expect("append");
         assert_eq!(s.seal_window(S, 0, &[]).expect("seal"), Some(root));
-        assert_eq!(s.take_changed(), (vec![(w, true)], false));
+        assert_eq!(s.take_changed(), change(true, true));
+        // A record heard here later: records and receipts change.
+        assert!(s.seal_window(S, 0, &[rec(3, 30, 3.0)]).expect("seal").is_some_and(|r| r != root));
+        assert_eq!(s.take_changed(), change(true, true));
         let table = s.sealed(S, 0).expect("sealed").expect("window").table;
         assert_eq!(table.nodes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["me", "p"]);
     }

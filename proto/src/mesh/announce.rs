@@ -9,7 +9,8 @@
 //!   to the window's coordinators only — an *offer*, with its index and its own row;
 //! - a coordinator repairs what it was offered like any announced root, and announces
 //!   the window to every node — with the rows of every node it knows — once it holds
-//!   every root it was told of and nothing new has come for half a tick;
+//!   every root it was told of and nothing new has come for half a tick — or, whatever
+//!   it still waits for, once the change is [`MAX_HOLD_TICKS`] ticks old;
 //! - the coordinator of rank `k` (0 first) waits `k` ticks more and stays silent if a
 //!   coordinator of lower rank announced the same root and provenance: usually one announcement per
 //!   window reaches each node;
@@ -25,6 +26,9 @@ use crate::window::Root;
 
 /// Most windows whose coordinators' last announcement is remembered.
 pub const MAX_HEARD: usize = 1 << 16;
+/// A coordinator announces a change this many ticks old (plus its rank) even if a root
+/// it was told of is still not held (its holder gone) or offers keep coming.
+pub const MAX_HOLD_TICKS: u64 = 8;
 
 /// What to send about one window now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,8 @@ struct Pending {
     own: bool,
     /// When it (or what we were told of it) last changed.
     since_ns: u64,
+    /// When it first waited.
+    first_ns: u64,
 }
 
 /// One node's announcement schedule (module docs).
@@ -67,15 +73,47 @@ impl Announcer {
         self.coordinators.is_some()
     }
 
+    /// Coordinators per window from now on (`None`: everyone announces to everyone, as
+    /// in an open mesh or before this node is admitted to a closed one).
+    pub fn set_coordinators(&mut self, coordinators: Option<usize>) {
+        self.coordinators = coordinators;
+    }
+
+    /// A send that could not go out now (over a tick's budget) waits for the next tick:
+    /// an offer as our own change, an announcement as one already due.
+    pub fn defer(&mut self, send: &Send, now_ns: u64) {
+        let since_ns = if send.offer.is_empty() { 0 } else { now_ns };
+        let p = self.pending.entry(send.window).or_insert(Pending { own: false, since_ns, first_ns: since_ns });
+        p.own |= !send.offer.is_empty();
+    }
+
     /// Nothing waits to be sent.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
 
+    /// Windows waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets the windows waiting beyond the first `keep` (in window order) and returns
+    /// them: the caller announces them another way (without an index, or not at all).
+    pub fn take_over(&mut self, keep: usize) -> Vec<WindowId> {
+        let mut out = Vec::new();
+        while self.pending.len() > keep {
+            match self.pending.pop_last() {
+                Some((w, _)) => out.push(w),
+                None => break,
+            }
+        }
+        out
+    }
+
     /// Our copy of `window` changed: `own` if our own receipts did (records we heard, or
     /// our receipts of records we held by repair), else by repair or merged rows.
     pub fn changed(&mut self, window: WindowId, own: bool, now_ns: u64) {
-        let p = self.pending.entry(window).or_insert(Pending { own: false, since_ns: now_ns });
+        let p = self.pending.entry(window).or_insert(Pending { own: false, since_ns: now_ns, first_ns: now_ns });
         p.own |= own;
         p.since_ns = p.since_ns.max(now_ns);
     }
@@ -132,9 +170,11 @@ impl Announcer {
                 // An offer of ours counts as a change: the other coordinators' offers, sent
                 // at their tick, have time to arrive.
                 let since = if offer.is_empty() { p.since_ns } else { now_ns };
+                let first = if offer.is_empty() { p.first_ns } else { now_ns };
                 let quiet = self.tick_ns / 2 + k as u64 * self.tick_ns;
-                if wants(window) || now_ns.saturating_sub(since) < quiet {
-                    self.pending.insert(window, Pending { own: false, since_ns: since });
+                let overdue = now_ns.saturating_sub(first) >= (MAX_HOLD_TICKS + k as u64) * self.tick_ns;
+                if !overdue && (wants(window) || now_ns.saturating_sub(since) < quiet) {
+                    self.pending.insert(window, Pending { own: false, since_ns: since, first_ns: first });
                 } else {
                     let said = self.heard.get(&window);
                     publish = !said.is_some_and(|(j, root, p)| *j < k && *root == summary.root && *p == summary.provenance);
@@ -217,6 +257,19 @@ mod tests {
         other.changed(w, false, 0);
         other.told(&members, second, first, &summary(w, 8), TICK / 4);
         assert!(other.due(&members, second, 2 * TICK, |_| Some(summary(w, 9)), |_| false)[0].publish);
+    }
+
+    #[test]
+    fn a_coordinator_waiting_for_a_root_that_never_comes_announces_what_it_holds_in_the_end() {
+        let (members, w, coordinators) = setup();
+        let mut a = Announcer::new(Some(3), TICK);
+        a.changed(w, false, 0);
+        let mut t = 0;
+        while a.due(&members, &coordinators[0], t, |_| Some(summary(w, 1)), |_| true).is_empty() {
+            t += TICK;
+            assert!(t <= MAX_HOLD_TICKS * TICK, "still silent after {t} ns");
+        }
+        assert_eq!(t, MAX_HOLD_TICKS * TICK);
     }
 
     #[test]

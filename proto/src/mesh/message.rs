@@ -224,6 +224,10 @@ pub enum Request {
     Symbols { root: Root, start: u32, count: u32 },
     /// The provenance table of the window with `root`.
     Provenance { root: Root },
+    /// Windows whose records or own receipts changed at the sender, offered to a
+    /// coordinator of theirs (`docs/protocol.md`, "Coordinators"): summaries, indexes and
+    /// the sender's rows, as an announcement carries them.
+    Offer(Announce),
 }
 
 /// A repair-protocol response.
@@ -239,6 +243,8 @@ pub enum Response {
     NotFound,
     /// The request was malformed or asked too much.
     Refused,
+    /// An offer was taken.
+    Accepted,
 }
 
 /// A window's index as a holder sends it.
@@ -295,6 +301,11 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> 
 /// Other nodes' rows (a coordinator's) name them in the member list whose digest is
 /// `members`.
 pub fn encode_announces(windows: &[Announced], members: [u8; 8]) -> Vec<Vec<u8>> {
+    pack_announces(windows, members).iter().map(encode).collect()
+}
+
+/// The announcements [`encode_announces`] encodes (for an offer, which wraps them).
+pub fn pack_announces(windows: &[Announced], members: [u8; 8]) -> Vec<Announce> {
     // Bytes of an announcement: list lengths (varints, at most 3 bytes each here), the
     // member digest, and each summary, `Option<IndexPart>`, row and other rows.
     let size = |a: &Announced| {
@@ -331,9 +342,9 @@ pub fn encode_announces(windows: &[Announced], members: [u8; 8]) -> Vec<Vec<u8>>
             if relays {
                 m.others = Some(Others { members, rows: others });
             }
-            encode(&m)
+            m
         })
-        .filter(|bytes| bytes.len() <= MAX_GOSSIP)
+        .filter(|m| encode(m).len() <= MAX_GOSSIP)
         .collect()
 }
 

@@ -74,6 +74,8 @@ pub fn respond(request: &Request, holdings: &dyn Holdings, encoders: &mut Encode
                 Err(_) => Response::Refused,
             }
         }
+        // Offers are for the requester's state machine, not answered from holdings.
+        Request::Offer(_) => Response::Refused,
         Request::Provenance { root } => match holdings.by_root(root) {
             Some(held) => Response::Provenance { table: held.table },
             None => Response::NotFound,

@@ -502,6 +502,7 @@ impl Kind {
         match ask {
             Ask::Mesh(Request::Streams { .. } | Request::Windows { .. }) => Kind::Summary,
             Ask::Mesh(Request::Provenance { .. }) => Kind::Provenance,
+            Ask::Mesh(Request::Offer(_)) => Kind::Gossip,
             Ask::Mesh(Request::Index { .. }) => Kind::Index,
             Ask::Mesh(Request::Symbols { .. }) => Kind::Symbols,
             Ask::Baseline(baseline::Request::Records { .. }) => Kind::Records,
@@ -1240,10 +1241,10 @@ impl Sim {
                         .map(|s| self.depth.get(&(i, s.window)).copied().unwrap_or(0))
                         .collect();
                     // An offer to a coordinator is a request of the repair protocol: its
-                    // frame, and an empty answer in its own.
+                    // variant byte and frame, and a one-byte answer in its own.
                     let (receivers, frame): (Vec<NodeId>, u64) = match to {
                         None => ((0..self.nodes.len()).collect(), 0),
-                        Some(c) => (vec![c], 2 * FRAME_LEN + 1),
+                        Some(c) => (vec![c], 2 * FRAME_LEN + 2),
                     };
                     for to in receivers {
                         if to == i || self.cut(i, to) {
