@@ -289,3 +289,44 @@ fn thousands_of_windows_sealed_at_once_are_all_repaired_from_their_announcements
         n.stop().expect("stops");
     }
 }
+
+/// A window's only coordinator is down: the sites' offers to it fail, and they announce
+/// those windows to everyone instead — no summary exchange needed (its interval is an
+/// hour) for the two live sites to hold each other's records with the right `heard_by`.
+#[test]
+fn windows_whose_coordinator_is_down_are_announced_to_everyone() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let quiet = |c: Config| Config { sync_interval: Duration::from_secs(3600), coordinators: 1, ..c };
+    let a = Node::start(quiet(config(dirs[0].path(), None, "down"))).expect("a starts");
+    let b = Node::start(quiet(config(dirs[1].path(), Some(&a), "down"))).expect("b starts");
+    let c = Node::start(quiet(config(dirs[2].path(), Some(&a), "down"))).expect("c starts");
+    wait_full_mesh(&[&a, &b, &c]);
+    let ids = [peer_id(&a), peer_id(&b), peer_id(&c)];
+    c.stop().expect("c stops");
+
+    // 5 minutes of 4 devices: 20-odd windows, about a third of them coordinated by c.
+    let truth = sensors(dirs[0].path(), 300, now_ms() - 360_000, 9);
+    let members = telemesh_proto::mesh::Members::new(ids.to_vec());
+    let by_c = truth
+        .iter()
+        .filter_map(|t| {
+            let r = telemesh_proto::record::Record::from_datagram(t.dialect, &t.datagram, t.sent_at_ns, telemesh_proto::record::TimestampUnit::Ms).ok()?;
+            let w = telemesh_proto::mesh::WindowId { stream: r.stream, start: telemesh_proto::window::start(r.device_time_ns) };
+            Some(w).filter(|w| members.coordinators(*w, 1).first().and_then(|i| members.name(*i)) == Some(ids[2].as_str()))
+        })
+        .collect::<std::collections::BTreeSet<_>>();
+    assert!(!by_c.is_empty(), "some window is coordinated by c");
+    let mut heard = Heard::new();
+    let halves: [Vec<_>; 2] = [0, 1].map(|s| truth.iter().enumerate().filter(|(i, _)| i % 2 == s).map(|(_, t)| t.clone()).collect());
+    feed(&[(&a, ids[0].clone())], &halves[0], 0.0, 1, &mut heard);
+    feed(&[(&b, ids[1].clone())], &halves[1], 0.0, 2, &mut heard);
+    wait_converged(&[&a, &b], heard.len(), Duration::from_secs(60));
+    for n in [&a, &b] {
+        assert_union(n, &heard);
+    }
+    let failed = |n: &Node| common::metric(&common::get_text(&format!("{}/metrics", n.url())), "telemesh_mesh_rejects_total{reason=\"offer_failed\"}");
+    assert!(failed(&a) + failed(&b) > 0.0, "offers to c failed and were counted");
+    for n in [a, b] {
+        n.stop().expect("stops");
+    }
+}

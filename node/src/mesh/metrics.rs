@@ -7,7 +7,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The reasons of `telemesh_mesh_rejects_total`.
-const REJECTS: [&str; 10] = [
+const REJECTS: [&str; 11] = [
     "gossip_rejected",
     "busy",
     "events_dropped",
@@ -18,12 +18,13 @@ const REJECTS: [&str; 10] = [
     "symbol_rejected",
     "rows_lost",
     "rows_stale",
+    "offer_failed",
 ];
 
 /// The mesh's metrics (`docs/api.md`, "/metrics").
 #[derive(Debug)]
 pub struct Metrics {
-    /// Bytes on the wire by kind (repair, sync, provenance, gossip) and direction.
+    /// Bytes on the wire by kind (repair, sync, provenance, gossip, offer) and direction.
     pub bytes: Family<BytesLabel, Counter>,
     pub symbols_sent: Counter,
     pub symbols_received: Counter,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
-use telemesh_proto::mesh::announce::Announcer;
+use telemesh_proto::mesh::announce::{self as schedule, Announcer};
 use telemesh_proto::mesh::message::{self, Announce, IndexPart, Row, MAX_ANNOUNCE};
 use telemesh_proto::mesh::{
     self, serve, Action, Held, Holdings, Members, RecordKey, Reconciler, Repaired, Request, Response, StreamDigest, Summary,
@@ -275,6 +275,8 @@ pub fn start(
         members: Members::default(),
         membership,
         roster,
+        fallback: BTreeSet::new(),
+        unoffered_tx: None,
         announce_bare: BTreeSet::new(),
         announced: Announced::default(),
         peer_windows: BTreeMap::new(),
@@ -305,6 +307,11 @@ struct Driver {
     membership: Arc<crate::trust::Membership>,
     /// Wakes when the roster changes.
     roster: tokio::sync::watch::Receiver<u64>,
+    /// Windows whose offer a coordinator did not take (down, unreachable): announced to
+    /// everyone with their index at the next tick, as without coordinators.
+    fallback: BTreeSet<WindowId>,
+    /// Where offer tasks report the windows of a failed offer.
+    unoffered_tx: Option<mpsc::Sender<Vec<WindowId>>>,
     /// Windows announced without an index (everything held, at start).
     announce_bare: BTreeSet<WindowId>,
     /// Blobs of roots announced lately, served after the store replaced them.
@@ -396,6 +403,8 @@ impl Driver {
 
     async fn run(mut self, mut events: mpsc::Receiver<Event>, shutdown: CancellationToken) {
         let (answers_tx, mut answers) = mpsc::channel::<Answer>(4096);
+        let (unoffered_tx, mut unoffered) = mpsc::channel::<Vec<WindowId>>(1024);
+        self.unoffered_tx = Some(unoffered_tx);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut soon = tokio::time::interval(ANNOUNCE_CHECK);
@@ -413,6 +422,11 @@ impl Driver {
                     Some(e) => self.on_event(e),
                     None => return,
                 },
+                // An offer a coordinator did not take: those windows go to everyone.
+                Some(windows) = unoffered.recv() => {
+                    self.metrics().reject("offer_failed", windows.len() as u64);
+                    self.fallback.extend(windows);
+                }
                 Some((id, peer, kind, answer)) = answers.recv() => {
                     let response = answer.and_then(|bytes| {
                         self.metrics().count_bytes(kind, "in", bytes.len());
@@ -643,6 +657,10 @@ impl Driver {
             // Nobody hears it now; the summary exchange tells peers when they come.
             self.announce_bare.extend(self.announcer.take_over(0));
         }
+        if peers {
+            let fallback = std::mem::take(&mut self.fallback);
+            sends.extend(fallback.into_iter().map(|window| schedule::Send { window, offer: Vec::new(), publish: true }));
+        }
         let mut batch = Vec::new();
         let mut offers: BTreeMap<PeerId, Vec<message::Announced>> = BTreeMap::new();
         for send in &sends {
@@ -691,15 +709,25 @@ impl Driver {
         for (peer, list) in offers {
             tracing::debug!(%peer, windows = list.len(), "offer");
             for announce in message::pack_announces(&list, digest) {
+                let windows: Vec<WindowId> = announce.windows.iter().map(|s| s.window).collect();
                 let bytes = message::encode(&Request::Offer(announce));
                 self.metrics().count_bytes("offer", "out", bytes.len());
                 let client = self.client.clone();
                 let shared = Arc::clone(&self.shared);
+                let unoffered = self.unoffered_tx.clone();
                 tokio::spawn(async move {
-                    match client.request(peer, bytes).await {
-                        Ok(answer) => shared.metrics.mesh.count_bytes("offer", "in", answer.len()),
-                        // The summary exchange brings it to the coordinator later.
-                        Err(e) => tracing::debug!(%peer, error = %e, "offer failed"),
+                    let taken = match client.request(peer, bytes).await {
+                        Ok(answer) => {
+                            shared.metrics.mesh.count_bytes("offer", "in", answer.len());
+                            message::decode::<Response>(&answer).is_ok_and(|r| r == Response::Accepted)
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "offer failed");
+                            false
+                        }
+                    };
+                    if let (false, Some(tx)) = (taken, unoffered) {
+                        let _ = tx.try_send(windows);
                     }
                 });
             }

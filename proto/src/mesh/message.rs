@@ -86,13 +86,48 @@ pub struct Announce {
     pub others: Option<Others>,
 }
 
-/// Rows of other nodes, one list per announced window, each row naming its node by an
+/// Rows of other nodes, one [`OtherRows`] per announced window, naming their nodes by
 /// index into the member list whose [`super::Members::digest`] is `members`. A receiver
 /// whose list differs ignores them (the summary exchange brings its tables later).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Others {
     pub members: [u8; 8],
-    pub rows: Vec<Vec<(u32, Row)>>,
+    pub rows: Vec<OtherRows>,
+}
+
+/// Longest member bitmap an [`OtherRows`] carries (8,192 members).
+pub const MAX_MEMBER_BITMAP: usize = 1024;
+
+/// The rows of one window's other nodes: which members they are — a bitmap over the
+/// member list, bit `i` of byte `i / 8`, least significant first — and each one's row, in
+/// member order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherRows {
+    pub nodes: Vec<u8>,
+    pub rows: Vec<Row>,
+}
+
+impl OtherRows {
+    /// From (member index, row) pairs, in any order; a member listed twice keeps its
+    /// first row.
+    pub fn new(mut list: Vec<(u32, Row)>) -> OtherRows {
+        list.sort_by_key(|(m, _)| *m);
+        list.dedup_by_key(|(m, _)| *m);
+        let mut nodes = vec![0u8; list.last().map_or(0, |(m, _)| *m as usize / 8 + 1)];
+        for (m, _) in &list {
+            nodes[*m as usize / 8] |= 1 << (m % 8);
+        }
+        OtherRows { nodes, rows: list.into_iter().map(|(_, r)| r).collect() }
+    }
+
+    /// The (member index, row) pairs, if the bitmap names as many members as there are
+    /// rows.
+    pub fn list(&self) -> Option<Vec<(u32, &Row)>> {
+        let members = (0..self.nodes.len() * 8).filter(|i| self.nodes[i / 8] >> (i % 8) & 1 == 1).map(|i| i as u32);
+        let list: Vec<(u32, &Row)> = members.zip(&self.rows).collect();
+        (list.len() == self.rows.len() && self.nodes.iter().map(|b| b.count_ones() as usize).sum::<usize>() == self.rows.len())
+            .then_some(list)
+    }
 }
 
 /// A node's row of a window's provenance table as its announcement carries it.
@@ -192,7 +227,8 @@ impl Announce {
             return Vec::new();
         }
         let count = s.count as usize;
-        o.rows.get(i).into_iter().flatten().filter_map(|(m, r)| Some((*m, r.bits(count)?))).collect()
+        let list = o.rows.get(i).and_then(OtherRows::list).unwrap_or_default();
+        list.into_iter().filter_map(|(m, r)| Some((m, r.bits(count)?))).collect()
     }
 
     /// Whether the message is well-formed: at most [`MAX_ANNOUNCE`] summaries, each
@@ -205,7 +241,10 @@ impl Announce {
             && self.indexes.iter().flatten().all(|p| matches!(p, IndexPart::Compact { .. }))
             && (self.rows.is_empty() || self.rows.len() == self.windows.len())
             && self.others.as_ref().is_none_or(|o| {
-                o.rows.len() == self.windows.len() && o.rows.iter().all(|r| r.len() <= crate::mesh::MAX_TABLE_NODES)
+                o.rows.len() == self.windows.len()
+                    && o.rows.iter().all(|r| {
+                        r.nodes.len() <= MAX_MEMBER_BITMAP && r.rows.len() <= crate::mesh::MAX_TABLE_NODES && r.list().is_some()
+                    })
             })
     }
 }
@@ -337,7 +376,7 @@ pub fn pack_announces(windows: &[Announced], members: [u8; 8]) -> Vec<Announce> 
                 m.windows.push(a.summary);
                 m.indexes.push(a.index);
                 m.rows.push(a.row);
-                others.push(a.others);
+                others.push(OtherRows::new(a.others));
             }
             if relays {
                 m.others = Some(Others { members, rows: others });
@@ -662,6 +701,35 @@ mod tests {
         // Misses out of order, repeated, past the count, or all of them: refused.
         for bad in [vec![17, 5], vec![5, 5], vec![60], (0..10).collect()] {
             assert_eq!(Row::Missing(bad.clone()).bits(if bad.len() == 10 { 10 } else { 60 }), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_coordinators_rows_of_other_nodes_travel_by_member_index_for_the_same_member_list() {
+        let s = Summary {
+            window: WindowId { stream: StreamId::new(Dialect::Iotstream, 7), start: 0 },
+            root: [1; 32],
+            count: 10,
+            slot_size: 32,
+            provenance: [2; 8],
+        };
+        let others = vec![(9, Row::Missing(vec![3])), (2, Row::All), (9, Row::None)];
+        let item = Announced { summary: s, index: None, row: Row::All, others };
+        let bytes = encode_announces(&[item], [5; 8]);
+        let back: Announce = decode(&bytes[0]).expect("decodes");
+        assert!(back.check());
+        let o = back.others.as_ref().expect("others");
+        // Members 2 and 9: a 2-byte bitmap and the rows in member order, the repeat left out.
+        assert_eq!(o.rows[0], OtherRows { nodes: vec![0b100, 0b10], rows: vec![Row::All, Row::Missing(vec![3])] });
+        let all = vec![0xff, 0b11];
+        assert_eq!(back.others(0, [5; 8]), vec![(2, all), (9, vec![0b1111_0111, 0b11])]);
+        // Another member list: ignored.
+        assert!(back.others(0, [6; 8]).is_empty());
+        // A bitmap naming more members than there are rows (or fewer) is refused.
+        for nodes in [vec![0b111], vec![0b1]] {
+            let mut bad = back.clone();
+            bad.others = Some(Others { members: [5; 8], rows: vec![OtherRows { nodes, rows: vec![Row::All, Row::All] }] });
+            assert!(!bad.check());
         }
     }
 
