@@ -37,8 +37,9 @@ pub struct Opts {
     /// Directory for scale.csv.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
-    /// Coordinators per window (0: every node announces to every node).
-    #[arg(long, default_value_t = 0)]
+    /// Coordinators per window, as a node of a closed mesh runs them (0: every node
+    /// announces to every node, as in an open mesh).
+    #[arg(long, default_value_t = 3)]
     coordinators: usize,
 }
 

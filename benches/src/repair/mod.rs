@@ -48,6 +48,10 @@ pub struct Opts {
     /// Simulations run at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Site counts of the sweep, comma-separated (default 2,3,5, or 3 with --quick);
+    /// `telemesh-bench scale` measures the overlay's cost per site.
+    #[arg(long, value_delimiter = ',')]
+    sites: Vec<usize>,
     /// Directory for repair.csv and the plots.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -361,8 +365,9 @@ pub fn simulate(point: &Point, setup: &Setup, scheme: Scheme) -> Measure {
     m
 }
 
-/// The sweep: every combination, sensor loss varying fastest.
-pub fn sweep(quick: bool, burst: f64) -> Vec<Point> {
+/// The sweep: every combination, sensor loss varying fastest; `sites`, if not empty,
+/// replaces its site counts.
+pub fn sweep(quick: bool, burst: f64, only_sites: &[usize]) -> Vec<Point> {
     let (losses, sites, overlays): (&[f64], &[usize], &[f64]) = if quick {
         (&[0.01, 0.05, 0.2], &[3], &[0.0, 0.2])
     } else {
@@ -372,6 +377,7 @@ pub fn sweep(quick: bool, burst: f64) -> Vec<Point> {
             &[0.0, 0.05, 0.2],
         )
     };
+    let sites = if only_sites.is_empty() { sites } else { only_sites };
     let mut out = Vec::new();
     for per_window in [60, 600] {
         for &sites in sites {
@@ -415,7 +421,8 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         setup.devices > 0 && setup.minutes > 0,
         "--devices and --minutes must be positive"
     );
-    let points = sweep(opts.quick, opts.burst);
+    anyhow::ensure!(opts.sites.iter().all(|n| *n >= 2), "every site count must be at least 2");
+    let points = sweep(opts.quick, opts.burst, &opts.sites);
     let jobs: Vec<(usize, Scheme)> = (0..points.len())
         .flat_map(|p| Scheme::ALL.into_iter().map(move |s| (p, s)))
         .collect();

@@ -476,7 +476,6 @@ impl Driver {
                 if !announce.check() {
                     return;
                 }
-                self.note_peer_windows(source, &announce.windows);
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     for (k, s) in announce.windows.iter().enumerate() {
                         let row = announce.rows.get(k).map_or("absent", row_kind);
@@ -536,6 +535,7 @@ impl Driver {
     /// An announcement `author` gossiped or offered us: the reconciler repairs what it names
     /// and merges its rows; the announcer learns what the window's coordinators said.
     fn take_announce(&mut self, author: PeerId, announce: &Announce, now: u64) {
+        self.note_peer_windows(author, &announce.windows);
         let name = author.to_string();
         let me = self.shared.store.node_id().to_owned();
         for s in &announce.windows {
@@ -546,13 +546,18 @@ impl Driver {
         self.reconciler.handle_gossip(author, &name, announce, now, &view);
     }
 
-    /// Follows the roster: in a closed mesh this node is a member of, windows are
-    /// announced through coordinators (if configured); otherwise to everyone.
+    /// Follows the roster: in a closed mesh this node is a member of, with more members
+    /// than coordinators per window, windows are announced through coordinators; otherwise
+    /// to everyone (with every member a coordinator of every window, offers would only
+    /// add a hop).
     fn refresh_members(&mut self) {
         self.roster.borrow_and_update();
         let names: Vec<String> = self.membership.members().into_iter().map(|m| m.peer_id).collect();
         let me = self.shared.store.node_id();
-        let coordinated = self.coordinators > 0 && !self.membership.is_open() && names.iter().any(|n| n == me);
+        let coordinated = self.coordinators > 0
+            && names.len() > self.coordinators
+            && !self.membership.is_open()
+            && names.iter().any(|n| n == me);
         self.members = Members::new(if coordinated { names } else { Vec::new() });
         self.reconciler.set_members(self.members.clone());
         self.announcer.set_coordinators(coordinated.then_some(self.coordinators));

@@ -48,6 +48,9 @@ struct Pending {
     since_ns: u64,
     /// When it first waited.
     first_ns: u64,
+    /// Our rank among its coordinators, for the member list with this digest (worked out
+    /// once: a coordinator's window is looked at every check while it waits).
+    rank: Option<([u8; 8], usize)>,
 }
 
 /// One node's announcement schedule (module docs).
@@ -83,7 +86,7 @@ impl Announcer {
     /// an offer as our own change, an announcement as one already due.
     pub fn defer(&mut self, send: &Send, now_ns: u64) {
         let since_ns = if send.offer.is_empty() { 0 } else { now_ns };
-        let p = self.pending.entry(send.window).or_insert(Pending { own: false, since_ns, first_ns: since_ns });
+        let p = self.pending.entry(send.window).or_insert(Pending { own: false, since_ns, first_ns: since_ns, rank: None });
         p.own |= !send.offer.is_empty();
     }
 
@@ -113,7 +116,7 @@ impl Announcer {
     /// Our copy of `window` changed: `own` if our own receipts did (records we heard, or
     /// our receipts of records we held by repair), else by repair or merged rows.
     pub fn changed(&mut self, window: WindowId, own: bool, now_ns: u64) {
-        let p = self.pending.entry(window).or_insert(Pending { own: false, since_ns: now_ns, first_ns: now_ns });
+        let p = self.pending.entry(window).or_insert(Pending { own: false, since_ns: now_ns, first_ns: now_ns, rank: None });
         p.own |= own;
         p.since_ns = p.since_ns.max(now_ns);
     }
@@ -162,9 +165,15 @@ impl Announcer {
         let me_index = members.index(me);
         for (window, p) in std::mem::take(&mut self.pending) {
             let Some(summary) = ours(window) else { continue };
-            let list = members.coordinators(window, r);
-            let rank = me_index.and_then(|m| list.iter().position(|c| *c == m));
-            let offer: Vec<u32> = if p.own { list.iter().copied().filter(|c| Some(*c) != me_index).collect() } else { Vec::new() };
+            let (rank, offer) = match p.rank {
+                Some((digest, k)) if digest == members.digest() && !p.own => (Some(k), Vec::new()),
+                _ => {
+                    let list = members.coordinators(window, r);
+                    let rank = me_index.and_then(|m| list.iter().position(|c| *c == m));
+                    let offer: Vec<u32> = if p.own { list.into_iter().filter(|c| Some(*c) != me_index).collect() } else { Vec::new() };
+                    (rank, offer)
+                }
+            };
             let mut publish = false;
             if let Some(k) = rank {
                 // An offer of ours counts as a change: the other coordinators' offers, sent
@@ -174,7 +183,8 @@ impl Announcer {
                 let quiet = self.tick_ns / 2 + k as u64 * self.tick_ns;
                 let overdue = now_ns.saturating_sub(first) >= (MAX_HOLD_TICKS + k as u64) * self.tick_ns;
                 if !overdue && (wants(window) || now_ns.saturating_sub(since) < quiet) {
-                    self.pending.insert(window, Pending { own: false, since_ns: since, first_ns: first });
+                    let rank = Some((members.digest(), k));
+                    self.pending.insert(window, Pending { own: false, since_ns: since, first_ns: first, rank });
                 } else {
                     let said = self.heard.get(&window);
                     publish = !said.is_some_and(|(j, root, p)| *j < k && *root == summary.root && *p == summary.provenance);

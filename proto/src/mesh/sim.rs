@@ -879,8 +879,9 @@ impl Sim {
                     served: 0,
                     blamed: Vec::new(),
                     disconnected: BTreeSet::new(),
+                    // As a node: coordinators only with more members than coordinators.
                     announcer: Announcer::new(
-                        config.coordinators.filter(|_| config.scheme == Scheme::Telemesh),
+                        config.coordinators.filter(|r| config.scheme == Scheme::Telemesh && n > *r),
                         config.tick_ns,
                     ),
                 }
