@@ -9,8 +9,9 @@
 //!   to the window's coordinators only — an *offer*, with its index and its own row;
 //! - a coordinator repairs what it was offered like any announced root, and announces
 //!   the window to every node — with the rows of every node it knows — once it holds
-//!   every root it was told of and nothing new has come for half a tick — or, whatever
-//!   it still waits for, once the change is [`MAX_HOLD_TICKS`] ticks old;
+//!   every root it was told of and every other member has offered it, or nothing new has
+//!   come for half a tick — or, whatever it still waits for, once the change is
+//!   [`MAX_HOLD_TICKS`] ticks old;
 //! - the coordinator of rank `k` (0 first) waits `k` ticks more and stays silent if a
 //!   coordinator of lower rank announced the same root and provenance: usually one announcement per
 //!   window reaches each node;
@@ -40,6 +41,16 @@ pub struct Send {
     pub publish: bool,
 }
 
+/// What one window's members told us.
+#[derive(Debug, Default)]
+struct Heard {
+    /// The rank, root and provenance digest of the latest announcement one of its
+    /// coordinators made.
+    said: Option<(usize, Root, [u8; 8])>,
+    /// The members that announced or offered it to us (a bitmap over the member list).
+    told_by: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     /// Our own receipts changed since we last sent it.
@@ -60,9 +71,8 @@ pub struct Announcer {
     coordinators: Option<usize>,
     tick_ns: u64,
     pending: BTreeMap<WindowId, Pending>,
-    /// Per window: the rank, root and provenance digest of the latest announcement one
-    /// of its coordinators made.
-    heard: HashMap<WindowId, (usize, Root, [u8; 8])>,
+    /// Per window: what its coordinators and sites told us.
+    heard: HashMap<WindowId, Heard>,
     heard_order: VecDeque<WindowId>,
 }
 
@@ -127,16 +137,23 @@ impl Announcer {
         let Some(r) = self.coordinators else { return };
         let list = members.coordinators(summary.window, r);
         let rank = |name: &str| members.index(name).and_then(|m| list.iter().position(|c| *c == m));
-        if let Some(k) = rank(from) {
-            if self.heard.insert(summary.window, (k, summary.root, summary.provenance)).is_none() {
-                self.heard_order.push_back(summary.window);
-                while self.heard_order.len() > MAX_HEARD {
-                    if let Some(old) = self.heard_order.pop_front() {
-                        self.heard.remove(&old);
-                    }
+        let (Some(m), Some(_)) = (members.index(from), rank(me).or(rank(from))) else { return };
+        if !self.heard.contains_key(&summary.window) {
+            self.heard_order.push_back(summary.window);
+            while self.heard_order.len() > MAX_HEARD {
+                if let Some(old) = self.heard_order.pop_front() {
+                    self.heard.remove(&old);
                 }
             }
         }
+        let heard = self.heard.entry(summary.window).or_default();
+        if let Some(k) = rank(from) {
+            heard.said = Some((k, summary.root, summary.provenance));
+        }
+        if heard.told_by.len() <= m as usize / 8 {
+            heard.told_by.resize(m as usize / 8 + 1, 0);
+        }
+        heard.told_by[m as usize / 8] |= 1 << (m % 8);
         // A site's offer is news for a coordinator: it waits a little longer. (Another
         // coordinator's offer comes with our own, which restarts the wait anyway.)
         if rank(me).is_some() && rank(from).is_none() {
@@ -180,14 +197,17 @@ impl Announcer {
                 // at their tick, have time to arrive.
                 let since = if offer.is_empty() { p.since_ns } else { now_ns };
                 let first = if offer.is_empty() { p.first_ns } else { now_ns };
-                let quiet = self.tick_ns / 2 + k as u64 * self.tick_ns;
+                // Every other member told us of it: nobody's offer is still to come.
+                let told = self.heard.get(&window).map_or(0, |h| h.told_by.iter().map(|b| b.count_ones() as usize).sum());
+                let everyone = told + 1 >= members.len();
+                let quiet = if everyone { 0 } else { self.tick_ns / 2 } + k as u64 * self.tick_ns;
                 let overdue = now_ns.saturating_sub(first) >= (MAX_HOLD_TICKS + k as u64) * self.tick_ns;
                 if !overdue && (wants(window) || now_ns.saturating_sub(since) < quiet) {
                     let rank = Some((members.digest(), k));
                     self.pending.insert(window, Pending { own: false, since_ns: since, first_ns: first, rank });
                 } else {
-                    let said = self.heard.get(&window);
-                    publish = !said.is_some_and(|(j, root, p)| *j < k && *root == summary.root && *p == summary.provenance);
+                    let said = self.heard.get(&window).and_then(|h| h.said);
+                    publish = !said.is_some_and(|(j, root, p)| j < k && root == summary.root && p == summary.provenance);
                 }
             }
             if publish || !offer.is_empty() {
@@ -267,6 +287,24 @@ mod tests {
         other.changed(w, false, 0);
         other.told(&members, second, first, &summary(w, 8), TICK / 4);
         assert!(other.due(&members, second, 2 * TICK, |_| Some(summary(w, 9)), |_| false)[0].publish);
+    }
+
+    #[test]
+    fn once_every_other_member_has_offered_a_window_its_first_coordinator_need_not_wait() {
+        let (members, w, coordinators) = setup();
+        let first = &coordinators[0];
+        let mut a = Announcer::new(Some(3), TICK);
+        a.changed(w, false, 0);
+        let others: Vec<String> = (0..10).map(|i| format!("n{i}")).filter(|n| n != first).collect();
+        for (i, n) in others.iter().enumerate() {
+            a.told(&members, first, n, &summary(w, i as u8), 1_000);
+            // All but the last: the quiet after the latest offer still counts.
+            if i + 2 < others.len() {
+                assert!(a.due(&members, first, 2_000, |_| Some(summary(w, 9)), |_| false).is_empty());
+            }
+        }
+        let sent = a.due(&members, first, 2_000, |_| Some(summary(w, 9)), |_| false);
+        assert_eq!(sent, vec![Send { window: w, offer: Vec::new(), publish: true }]);
     }
 
     #[test]
