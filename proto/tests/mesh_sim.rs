@@ -445,3 +445,30 @@ fn with_coordinators_a_lossy_overlay_still_brings_the_union_to_every_node() {
     assert!(m.converged());
     assert_union(&m, &heard);
 }
+
+/// A coordinator that says every node heard every record of the windows it announces:
+/// each node it names as having heard a record it missed finds its own row forged once it
+/// holds the announced root, and blames the coordinator. (The others cannot tell yet: a
+/// relayed row is the coordinator's word until rows are signed.)
+#[test]
+fn a_coordinator_forging_a_nodes_row_is_blamed_by_that_node() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let records = truth(6, 180, 1, &mut rng);
+    let mut config = mesh(8, &[Serve::ForgeRows], 0.0, 5).config().clone();
+    config.coordinators = Some(3);
+    let mut m = Sim::new(config);
+    feed(&mut m, &records, 0.2, &mut rng);
+    m.connect_all();
+    m.announce_all();
+    run(&mut m);
+    let blamers: Vec<&str> = m
+        .honest()
+        .filter(|n| n.blamed().iter().any(|(p, why)| *p == 0 && *why == mesh::Blame::ForgedRow))
+        .map(|n| n.name())
+        .collect();
+    assert!(blamers.len() >= 4, "honest nodes that caught n0 forging their rows: {blamers:?}");
+    assert!(
+        m.honest().all(|n| n.blamed().iter().all(|(p, why)| *p == 0 && *why == mesh::Blame::ForgedRow)),
+        "nobody else is blamed, for nothing else"
+    );
+}

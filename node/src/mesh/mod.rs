@@ -559,7 +559,7 @@ impl Driver {
             && !self.membership.is_open()
             && names.iter().any(|n| n == me);
         self.members = Members::new(if coordinated { names } else { Vec::new() });
-        self.reconciler.set_members(self.members.clone());
+        self.reconciler.set_members(self.members.clone(), me);
         self.announcer.set_coordinators(coordinated.then_some(self.coordinators));
     }
 

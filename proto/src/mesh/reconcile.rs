@@ -116,6 +116,9 @@ pub enum Blame {
     BadProof,
     /// Symbols that rebuilt a window whose root is not the announced one.
     BadSymbols,
+    /// A coordinator's announcement that names this node as having heard (or proved)
+    /// records it did not: a forged row of ours.
+    ForgedRow,
 }
 
 impl Blame {
@@ -124,6 +127,7 @@ impl Blame {
             Blame::Malformed => "malformed",
             Blame::BadProof => "bad_proof",
             Blame::BadSymbols => "bad_symbols",
+            Blame::ForgedRow => "forged_row",
         }
     }
 }
@@ -185,6 +189,8 @@ pub struct Stats {
     /// Announcers' provenance rows dropped with a target that was never resolved (its
     /// holders gone or failing): the summary exchange brings them later.
     pub rows_lost: u64,
+    /// Rows of ours, relayed by a coordinator, that claimed receipts we do not have.
+    pub rows_forged: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +215,13 @@ struct Target<P> {
     index: Option<message::IndexPart>,
     /// Announcers' own rows over the root's records, applied once it is held.
     rows: BTreeMap<String, Vec<u8>>,
+    /// Rows of ours that coordinators relayed, checked against our receipts once the
+    /// root is held (at most [`MAX_CLAIMS`]).
+    claims: Vec<(P, Vec<u8>)>,
 }
+
+/// Relayed rows of ours kept per target, to check.
+const MAX_CLAIMS: usize = 4;
 
 /// Bytes an announced row is counted as while kept (against the indexes' budget).
 fn row_cost(name: &str, bits: &[u8]) -> usize {
@@ -372,6 +384,8 @@ pub struct Reconciler<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> {
     stats: Stats,
     /// The mesh's members: names of the nodes other rows in announcements refer to.
     members: super::Members,
+    /// This node's name among them: a relayed row naming it is checked, never merged.
+    me: Option<String>,
 }
 
 impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> std::fmt::Debug for Reconciler<P> {
@@ -488,14 +502,16 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             out: VecDeque::new(),
             stats: Stats::default(),
             members: super::Members::default(),
+            me: None,
         }
     }
 
     /// The mesh's member list (the roster's), which coordinators' announcements index
     /// other nodes' rows into. Until set, or while ours differs from a sender's, those
     /// rows are ignored.
-    pub fn set_members(&mut self, members: super::Members) {
+    pub fn set_members(&mut self, members: super::Members, me: &str) {
         self.members = members;
+        self.me = Some(me.to_owned());
     }
 
     pub fn stats(&self) -> &Stats {
@@ -638,12 +654,15 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 self.stats.announcements_ignored += 1;
                 continue;
             }
-            // The author's own row, and the other nodes' rows a coordinator relays.
+            // The author's own row, and the other nodes' rows a coordinator relays; one
+            // naming us is a claim about our receipts, to check, not to merge.
             let mut rows: Vec<(String, Vec<u8>)> = Vec::new();
+            let mut claims: Vec<(P, Vec<u8>)> = Vec::new();
             if let Some(a) = author {
                 rows.extend(announce.row(k).map(|bits| (a.to_owned(), bits)));
                 for (m, bits) in announce.others(k, self.members.digest()) {
                     match self.members.name(m) {
+                        Some(name) if Some(name) == self.me.as_deref() => claims.push((peer.clone(), bits)),
                         Some(name) if name != a => rows.push((name.to_owned(), bits)),
                         _ => {}
                     }
@@ -654,7 +673,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 let differs = local.is_some_and(|l| l.provenance != s.provenance);
                 // From the summary exchange (no author): ask for a table that differs.
                 let ask = differs && author.is_none();
-                self.settle(s.window, &s.root, rows);
+                self.check_claims(&s.root, claims, holdings);
+                self.settle(s.window, &s.root, rows, holdings);
                 if ask && !self.provenance_seen.contains(&(s.root, s.provenance)) {
                     self.provenance_seen.insert((s.root, s.provenance));
                     let purpose = Purpose::Provenance { window: s.window, root: s.root, digest: s.provenance };
@@ -682,8 +702,11 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 failures: BTreeMap::new(),
                 index: None,
                 rows: BTreeMap::new(),
+                claims: Vec::new(),
             });
             t.holders.insert(peer.clone());
+            let room = MAX_CLAIMS.saturating_sub(t.claims.len());
+            t.claims.extend(claims.into_iter().take(room));
             // Rows are kept within the announced indexes' memory budget.
             for (name, bits) in rows {
                 if t.rows.len() >= crate::mesh::MAX_TABLE_NODES && !t.rows.contains_key(&name) {
@@ -719,20 +742,21 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     pub fn handle_local(&mut self, window: WindowId, holdings: &dyn Holdings, now_ns: u64) {
         self.unstored.remove(&window);
         if let Some(local) = holdings.summary(window) {
-            self.settle(window, &local.root, Vec::new());
+            self.settle(window, &local.root, Vec::new(), holdings);
         }
         self.start_sessions(now_ns, holdings);
     }
 
     fn drop_target(&mut self, window: WindowId, root: &Root) {
-        let rows = self.take_target(window, root);
+        let (rows, _) = self.take_target(window, root);
         self.stats.rows_lost += rows.len() as u64;
     }
 
     /// We hold `root` ourselves: the target is done, and the rows its announcers sent (and
     /// `more`, just received) are over our records, in our order.
-    fn settle(&mut self, window: WindowId, root: &Root, more: Vec<(String, Vec<u8>)>) {
-        let mut rows = self.take_target(window, root);
+    fn settle(&mut self, window: WindowId, root: &Root, more: Vec<(String, Vec<u8>)>, holdings: &dyn Holdings) {
+        let (mut rows, claims) = self.take_target(window, root);
+        self.check_claims(root, claims, holdings);
         for (name, bits) in more {
             match rows.entry(name) {
                 std::collections::btree_map::Entry::Occupied(mut e) => {
@@ -752,9 +776,36 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         }
     }
 
-    /// Forgets a target; returns the announcers' rows it kept.
-    fn take_target(&mut self, window: WindowId, root: &Root) -> BTreeMap<String, Vec<u8>> {
+    /// Rows of ours that peers relayed over `root`, which we hold: a claim that we heard
+    /// (or proved) a record our own receipts do not have is a forgery, and its relayer is
+    /// blamed (`docs/protocol.md`, "Coordinators"). A claim that says less than we hold is
+    /// only late.
+    fn check_claims(&mut self, root: &Root, claims: Vec<(P, Vec<u8>)>, holdings: &dyn Holdings) {
+        if claims.is_empty() {
+            return;
+        }
+        let Some(held) = holdings.by_root(root) else { return };
+        let Ok(header) = window::Header::parse(&held.blob) else { return };
+        let count = header.count as usize;
+        let me = self.me.as_deref().unwrap_or_default();
+        let mine = held.table.nodes.iter().find(|(n, _)| n == me).map(|(_, b)| b.as_slice()).unwrap_or_default();
+        for (peer, bits) in claims {
+            let forged = (0..count).any(|i| match (Table::receipt(&bits, count, i), Table::receipt(mine, count, i)) {
+                (Some(_), None) => true,
+                (Some(claimed), Some(ours)) => claimed && !ours,
+                (None, _) => false,
+            });
+            if forged {
+                self.stats.rows_forged += 1;
+                self.blame(&peer, Blame::ForgedRow);
+            }
+        }
+    }
+
+    /// Forgets a target; returns the announcers' rows it kept, and the claims about ours.
+    fn take_target(&mut self, window: WindowId, root: &Root) -> (BTreeMap<String, Vec<u8>>, Vec<(P, Vec<u8>)>) {
         let mut rows = BTreeMap::new();
+        let mut claims = Vec::new();
         if let Some(targets) = self.wanted.get_mut(&window) {
             if let Some(t) = targets.remove(root) {
                 if let Some(part) = &t.index {
@@ -763,12 +814,13 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 let held: usize = t.rows.iter().map(|(n, b)| row_cost(n, b)).sum();
                 self.index_bytes = self.index_bytes.saturating_sub(held);
                 rows = t.rows;
+                claims = t.claims;
             }
             if targets.is_empty() {
                 self.wanted.remove(&window);
             }
         }
-        rows
+        (rows, claims)
     }
 
     /// What merges the announcers' `rows` of a root whose records, in key order, are
@@ -909,7 +961,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             }
             for (root, held) in done {
                 if held {
-                    self.settle(w, &root, Vec::new());
+                    self.settle(w, &root, Vec::new(), holdings);
                 } else {
                     self.drop_target(w, &root);
                 }
@@ -1320,7 +1372,8 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             Some(records) => {
                 self.stats.windows_covered += 1;
                 self.stats.windows_from_gossip += 1;
-                let rows = self.take_target(w, &target.root);
+                // Claims about our row are checked only over a root we hold as such.
+                let (rows, _) = self.take_target(w, &target.root);
                 self.out.extend(self.rows_action(w, &records, rows));
                 self.covered.insert(target.root);
             }
@@ -1494,7 +1547,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     fn hand_over(&mut self, target: &Summary, missing: u32, records: Vec<Record>) {
         let w = target.window;
         let announced_ns = self.wanted.get(&w).and_then(|t| t.get(&target.root)).map_or(0, |t| t.announced_ns);
-        let rows = self.take_target(w, &target.root);
+        let (rows, _) = self.take_target(w, &target.root);
         let rows = self.rows_action(w, &records, rows);
         self.covered.insert(target.root);
         if missing == 0 {

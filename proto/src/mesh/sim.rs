@@ -97,6 +97,9 @@ pub enum Serve {
     /// Well-formed but wrong answers: every compact index shifted, every other proof
     /// broken, bits flipped in every symbol, record slot and blob it sends.
     Corrupt,
+    /// Honest answers, but as a coordinator it says every other node heard every record
+    /// of the windows it announces (forged rows).
+    ForgeRows,
 }
 
 /// A simulation's set-up.
@@ -692,7 +695,7 @@ impl Node {
             }
             Ask::Baseline(request) => Answer::Baseline(baseline::respond(request, &self.store)),
         };
-        if self.serve == Serve::Honest {
+        if self.serve != Serve::Corrupt {
             return answer;
         }
         self.served += 1;
@@ -906,7 +909,7 @@ impl Sim {
         let mut nodes = nodes;
         for node in &mut nodes {
             if let Requester::Telemesh(r) = &mut node.requester {
-                r.set_members(members.clone());
+                r.set_members(members.clone(), &node.name);
             }
         }
         let mut sim = Sim {
@@ -1222,11 +1225,14 @@ impl Sim {
                     batches.entry(Some(self.member_node[*m as usize])).or_default().push(item.clone());
                 }
                 if send.publish {
-                    let others = if with_index && self.nodes[i].announcer.coordinated() {
+                    let others = if !with_index || !self.nodes[i].announcer.coordinated() {
+                        Vec::new()
+                    } else if self.nodes[i].serve == Serve::ForgeRows {
+                        let all = (0..self.members.len() as u32).filter(|m| self.members.name(*m) != Some(name.as_str()));
+                        all.map(|m| (m, message::Row::All)).collect()
+                    } else {
                         let rows = win.table.nodes.iter().filter(|(n, _)| *n != name);
                         rows.filter_map(|(n, b)| Some((self.members.index(n)?, message::Row::of(Some(b), count)))).collect()
-                    } else {
-                        Vec::new()
                     };
                     batches.entry(None).or_default().push(message::Announced { others, ..item });
                 }
