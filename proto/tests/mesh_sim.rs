@@ -402,10 +402,20 @@ fn provenance_tables_are_built_from_announced_rows_without_pulling_tables() {
 
 /// `n` nodes announcing through `r` coordinators per window (`docs/protocol.md`,
 /// "Coordinators").
-fn coordinated(n: usize, r: Option<usize>, loss: f64, seed: u64) -> Sim {
-    let mut config = mesh(n, &[], loss, seed).config().clone();
+fn coordinated(n: usize, serve: &[Serve], r: Option<usize>, loss: f64, seed: u64) -> Sim {
+    let mut config = mesh(n, serve, loss, seed).config().clone();
     config.coordinators = r;
     Sim::new(config)
+}
+
+/// Every node announces what it holds; the mesh must be quiet with every honest node
+/// holding the union, provenance included.
+fn converge_to_union(m: &mut Sim, heard: &BTreeMap<(StreamId, Key), BTreeSet<String>>) {
+    m.connect_all();
+    m.announce_all();
+    assert!(run(m), "no convergence");
+    assert!(m.converged());
+    assert_union(m, heard);
 }
 
 #[test]
@@ -414,13 +424,9 @@ fn coordinators_bring_every_record_and_row_to_every_node_for_a_fraction_of_the_g
     for r in [None, Some(3)] {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let records = truth(6, 180, 1, &mut rng);
-        let mut m = coordinated(12, r, 0.0, 3);
+        let mut m = coordinated(12, &[], r, 0.0, 3);
         let heard = feed(&mut m, &records, 0.1, &mut rng);
-        m.connect_all();
-        m.announce_all();
-        assert!(run(&mut m), "no convergence with coordinators {r:?}");
-        assert!(m.converged());
-        assert_union(&m, &heard);
+        converge_to_union(&mut m, &heard);
         let pulls = m.traffic().get(&sim::Kind::Provenance).map_or(0, |c| c.requests);
         // Everyone to everyone needs no table; with coordinators the summary exchange
         // still pulls a few (a node whose copy changed between two announcements).
@@ -437,13 +443,9 @@ fn coordinators_bring_every_record_and_row_to_every_node_for_a_fraction_of_the_g
 fn with_coordinators_a_lossy_overlay_still_brings_the_union_to_every_node() {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let records = truth(4, 180, 1, &mut rng);
-    let mut m = coordinated(8, Some(3), 0.1, 4);
+    let mut m = coordinated(8, &[], Some(3), 0.1, 4);
     let heard = feed(&mut m, &records, 0.2, &mut rng);
-    m.connect_all();
-    m.announce_all();
-    assert!(run(&mut m), "no convergence");
-    assert!(m.converged());
-    assert_union(&m, &heard);
+    converge_to_union(&mut m, &heard);
 }
 
 /// A coordinator that says every node heard every record of the windows it announces:
@@ -454,9 +456,7 @@ fn with_coordinators_a_lossy_overlay_still_brings_the_union_to_every_node() {
 fn a_coordinator_forging_a_nodes_row_is_blamed_by_that_node() {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     let records = truth(6, 180, 1, &mut rng);
-    let mut config = mesh(8, &[Serve::ForgeRows], 0.0, 5).config().clone();
-    config.coordinators = Some(3);
-    let mut m = Sim::new(config);
+    let mut m = coordinated(8, &[Serve::ForgeRows], Some(3), 0.0, 5);
     feed(&mut m, &records, 0.2, &mut rng);
     m.connect_all();
     m.announce_all();

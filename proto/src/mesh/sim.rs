@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 use super::message::{self, IndexPart, Request, Response, StreamDigest, Summary};
 use super::reconcile::{self, Action, Blame, Reconciler, Repaired, RequestId};
-use super::announce::Announcer;
+use super::announce::{self as schedule, Announcer};
 use super::{serve, Held, Holdings, Table, WindowId};
 use crate::impair;
 use crate::record::{Kind as RecordKind, Readings, Record, StreamId};
@@ -663,6 +663,9 @@ pub struct Node {
     disconnected: BTreeSet<NodeId>,
     /// Windows to announce at a coming tick, and to whom.
     announcer: Announcer,
+    /// Windows whose offer to a coordinator was lost or could not be sent: announced to
+    /// everyone at the next tick, as a node does when an offer fails.
+    unoffered: BTreeSet<WindowId>,
 }
 
 impl Node {
@@ -887,6 +890,7 @@ impl Sim {
                         config.coordinators.filter(|r| config.scheme == Scheme::Telemesh && n > *r),
                         config.tick_ns,
                     ),
+                    unoffered: BTreeSet::new(),
                 }
             })
             .collect();
@@ -1207,8 +1211,10 @@ impl Sim {
             let Node { announcer, store, requester, name, .. } = &mut self.nodes[i];
             let requester = &*requester;
             let wants = |w| matches!(requester, Requester::Telemesh(r) if r.wants(w));
-            let sends = announcer.due(&self.members, name, now, |w| store.summary(w), wants);
-            let name = name.clone();
+            let mut sends = announcer.due(&self.members, name, now, |w| store.summary(w), wants);
+            let unoffered = std::mem::take(&mut self.nodes[i].unoffered);
+            sends.extend(unoffered.into_iter().map(|window| schedule::Send { window, offer: Vec::new(), publish: true }));
+            let name = self.nodes[i].name.clone();
             // To every node (`None`), or to one coordinator.
             let mut batches: BTreeMap<Option<NodeId>, Vec<message::Announced>> = BTreeMap::new();
             for send in sends {
@@ -1254,12 +1260,17 @@ impl Sim {
                         Some(c) => (vec![c], 2 * FRAME_LEN + 2),
                     };
                     for to in receivers {
-                        if to == i || self.cut(i, to) {
+                        if to == i {
                             continue;
                         }
-                        if let Some(d) = self.transmit(Kind::Gossip, i, to, &bytes, frame, Leg::Request) {
-                            let event = Event::Announce { from: i, to, bytes: d.bytes, depth: depth.clone() };
-                            self.schedule(d.at_ns, event);
+                        let delivered = if self.cut(i, to) { None } else { self.transmit(Kind::Gossip, i, to, &bytes, frame, Leg::Request) };
+                        match delivered {
+                            Some(d) => {
+                                let event = Event::Announce { from: i, to, bytes: d.bytes, depth: depth.clone() };
+                                self.schedule(d.at_ns, event);
+                            }
+                            None if frame > 0 => self.nodes[i].unoffered.extend(batch.windows.iter().map(|s| s.window)),
+                            None => {}
                         }
                     }
                 }
