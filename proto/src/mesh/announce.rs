@@ -13,8 +13,8 @@
 //!   come for half a tick — or, whatever it still waits for, once the change is
 //!   [`MAX_HOLD_TICKS`] ticks old;
 //! - the coordinator of rank `k` (0 first) waits `k` ticks more and stays silent if a
-//!   coordinator of lower rank announced the same root and provenance: usually one announcement per
-//!   window reaches each node;
+//!   coordinator of lower rank announced the same root and provenance: usually one
+//!   announcement per window reaches each node;
 //! - nothing is announced because of a repair or a merge of other nodes' rows, except by
 //!   coordinators.
 //!
@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use super::{Members, Summary, WindowId};
 use crate::window::Root;
 
-/// Most windows whose coordinators' last announcement is remembered.
+/// Most windows whose members' announcements and offers are remembered.
 pub const MAX_HEARD: usize = 1 << 16;
 /// A coordinator announces a change this many ticks old (plus its rank) even if a root
 /// it was told of is still not held (its holder gone) or offers keep coming.
@@ -131,8 +131,9 @@ impl Announcer {
         p.since_ns = p.since_ns.max(now_ns);
     }
 
-    /// `from` told us of `summary`: if it coordinates the window, its announcement may
-    /// make ours redundant; if we do and it does not, we wait a little longer.
+    /// `from` told us of `summary` (announced or offered it): if it coordinates the
+    /// window, its announcement may make ours redundant; if we do, it is one more member
+    /// heard from, and if it does not, we wait a little longer for the others.
     pub fn told(&mut self, members: &Members, me: &str, from: &str, summary: &Summary, now_ns: u64) {
         let Some(r) = self.coordinators else { return };
         let list = members.coordinators(summary.window, r);
