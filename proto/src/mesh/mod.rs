@@ -8,13 +8,17 @@
 //! - [`reconcile`]: a requester's side — the state machine that learns what peers hold
 //!   (gossip and periodic summary exchange) and repairs windows from every holder at once
 //!   with RaptorQ symbols, verified against the announced root before anything is kept.
+//! - [`members`] and [`announce`]: who tells whom about a changed window — in a closed
+//!   mesh, offers to the window's few coordinators, which announce it to everyone with
+//!   every node's row (`docs/protocol.md`, "Coordinators").
 //! - [`sim`]: N nodes on a simulated network with seeded loss and a virtual clock — the
 //!   behavioural tests' mesh and the repair-overhead benchmark's, with two baseline
 //!   repair schemes to compare against.
 //!
 //! A window's **records** converge through repair; its **provenance** (which node heard
-//! which record directly) converges separately, once two nodes hold the same root, by
-//! exchanging [`Table`]s — a grow-only set per record, merged by union.
+//! which record directly) converges through the rows announcements carry, merged into
+//! [`Table`]s — a grow-only set per record, merged by union — and, for what announcements
+//! missed, tables exchanged once two nodes hold the same root.
 
 pub mod announce;
 pub mod members;
