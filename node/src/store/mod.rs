@@ -383,10 +383,8 @@ fn rebuild(stream: StreamId, window_start: u64, records: &[StoredRecord]) -> Opt
     Some((blob, tree))
 }
 
-/// A window as read from the store: the keys of its parts, its sealed value if any, and
-/// all its records merged.
-/// A window's keys in the store, its sealed value, every record (merged), and this node's
-/// own receipts in the sealed value (key, proved).
+/// A window as read from the store: the keys of its parts, its sealed value if any, all
+/// its records merged, and this node's own receipts in the sealed value (key, proved).
 type WindowParts = (Vec<sled::IVec>, Option<SealedValue>, Vec<StoredRecord>, Vec<(RecordKey, bool)>);
 
 /// This node's own receipts among `records`: the keys it heard itself, and whether it
