@@ -387,6 +387,22 @@ fn rebuild(stream: StreamId, window_start: u64, records: &[StoredRecord]) -> Opt
 /// its records merged, and this node's own receipts in the sealed value (key, proved).
 type WindowParts = (Vec<sled::IVec>, Option<SealedValue>, Vec<StoredRecord>, Vec<(RecordKey, bool)>);
 
+/// Opens sled, waiting up to a second for its file lock: sled releases it a moment
+/// after the last handle is dropped (its background threads hold it), so a store
+/// reopened at once — a node restarted in one process — would otherwise fail. Another
+/// process holding the store still fails, a second later.
+fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// This node's own receipts among `records`: the keys it heard itself, and whether it
 /// proved each.
 fn own_receipts(records: &[StoredRecord]) -> Vec<(RecordKey, bool)> {
@@ -604,12 +620,12 @@ impl SledStore {
     /// [`SledStore::open`] as the node named `node` (its peer id): the name provenance
     /// tables give this node.
     pub fn open_as(dir: &Path, cache_mb: u64, node: Option<&str>) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("sled"))
             .cache_capacity(cache_mb << 20)
             .use_compression(true)
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = open_sled(&config)?;
         let meta = db.open_tree("meta")?;
         match meta.get("format")? {
             Some(v) => {
@@ -1271,6 +1287,21 @@ mod tests {
         drop(s);
         let s = SledStore::open(dir.path(), 4).expect("reopen again");
         assert_eq!(s.window(S, 0).expect("window").len(), 2, "recovery is idempotent");
+    }
+
+    /// sled frees its file lock a moment after the last handle is dropped: a store opened
+    /// meanwhile (a node restarted in one process) waits for it rather than failing.
+    #[test]
+    fn a_store_opened_while_its_last_handle_closes_waits_for_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), 4).expect("open");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(s);
+        });
+        let again = SledStore::open(dir.path(), 4).expect("opened once the lock is free");
+        closer.join().expect("closer");
+        drop(again);
     }
 
     #[test]
