@@ -215,8 +215,10 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     let keypair = identity::load_or_create(&config.data_dir)?;
     let membership = Arc::new(membership(&config, shared.metrics.trust.clone())?);
     let mesh_status = Arc::new(Mutex::new(mesh::Status::default()));
-    let (mesh, windows) = mesh::start(
-        mesh_config(&config),
+    let mesh_config = mesh_config(&config);
+    let coordinators = mesh_config.coordinators;
+    let (mesh, windows, overlay) = mesh::start(
+        mesh_config,
         keypair,
         Arc::clone(&shared),
         Arc::clone(&mesh_status),
@@ -235,6 +237,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         mesh: mesh_status,
         windows,
         membership,
+        fetcher: Some(api::proof::Fetcher { client: overlay, coordinators }),
         policy: api::auth::Policy { token: config.http_token.clone(), metrics_open: config.metrics_open },
     };
     api::server::serve(http, api::router(app), config.http_limits, shutdown.clone()).await;

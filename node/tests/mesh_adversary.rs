@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
+use libp2p::PeerId;
 use telemesh_node::trust::Membership;
 use telemesh_node::mesh::overlay::{self, Event};
 use telemesh_node::Node;
@@ -122,15 +123,20 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
         };
         let keypair = Keypair::generate_ed25519();
         let open = Arc::new(Membership::open("test", keypair.public().to_peer_id()));
+        let signer = keypair.clone();
         let (client, mut events) =
-            overlay::start(config, keypair, Arc::new(|_: &[u8]| true), open, shutdown.clone()).expect("overlay");
+            overlay::start(config, keypair, Arc::new(|_: &PeerId, _: &[u8]| true), open, shutdown.clone()).expect("overlay");
         let id = client.local_peer_id();
         let one = One::new();
         // Announced with its compact index, shifted like every index it serves.
         let (header, entries) = window::index(&one.blob).expect("index");
         let Response::Index(shifted) = lie(Response::Index(IndexPart::compact(&header, &entries)), 0) else { unreachable!() };
         let item = message::Announced { summary: one.summary, index: Some(shifted), row: message::Row::All, others: Vec::new() };
-        let announce = message::encode_announces(&[item], [0; 8]).remove(0);
+        // Signed, as every announcement must be: the liar is a member, its lies are in what
+        // it serves.
+        let mut announce = message::pack_announces(&[item], [0; 8]).remove(0);
+        announce.sign(|bytes| signer.sign(bytes).unwrap_or_default());
+        let announce = message::encode(&announce);
         let token = shutdown.clone();
         tokio::spawn(async move {
             let mut encoders = EncoderCache::new(CacheConfig::default());

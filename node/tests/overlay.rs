@@ -65,7 +65,7 @@ fn config(mesh: &str, listen: &[&str]) -> Config {
 }
 
 fn accept_all() -> Validator {
-    Arc::new(|_: &[u8]| true)
+    Arc::new(|_: &PeerId, _: &[u8]| true)
 }
 
 impl TestNode {
@@ -298,7 +298,7 @@ async fn meshes_do_not_mix() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rejected_gossip_is_not_delivered() {
     let a = TestNode::start(config("test", &[TCP]), accept_all());
-    let only_good: Validator = Arc::new(|data: &[u8]| !data.starts_with(b"bad"));
+    let only_good: Validator = Arc::new(|_: &PeerId, data: &[u8]| !data.starts_with(b"bad"));
     let b = TestNode::start(
         Config { bootstrap: vec![a.bootstrap_addr("/tcp/").await], ..config("test", &[TCP]) },
         only_good,

@@ -11,6 +11,7 @@ pub mod export;
 pub mod mesh_cli;
 mod members;
 pub mod limit;
+pub mod proof;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use self::export::RecordView;
+use base64::Engine as _;
 use crate::store::history;
 use crate::shared::Shared;
 
@@ -53,6 +55,8 @@ pub struct App {
     pub windows: crate::mesh::SharedIndex,
     /// This node's membership of the mesh.
     pub membership: Arc<crate::trust::Membership>,
+    /// Asks peers for the statements a proof needs (`None`: no overlay).
+    pub fetcher: Option<proof::Fetcher>,
     /// Who may use the API.
     pub policy: auth::Policy,
 }
@@ -148,6 +152,8 @@ pub struct RecordsQuery {
     pub limit: usize,
     pub format: Format,
     pub view: export::View,
+    /// Carry the signed statements behind `heard_by` and `proved_by` ([`proof`]).
+    pub proof: bool,
 }
 
 /// A time parameter: RFC 3339 (`2025-12-11T18:20:00Z`) or Unix seconds (`1765477200.5`).
@@ -164,7 +170,14 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
 impl RecordsQuery {
     /// Parses query parameters; an unknown, repeated or bad one is an error naming it.
     pub fn parse(params: &[(String, String)]) -> Result<RecordsQuery, (String, String)> {
-        let mut q = RecordsQuery { from_ns: 0, to_ns: u64::MAX, limit: DEFAULT_LIMIT, format: Format::Json, view: export::View::Merged };
+        let mut q = RecordsQuery {
+            from_ns: 0,
+            to_ns: u64::MAX,
+            limit: DEFAULT_LIMIT,
+            format: Format::Json,
+            view: export::View::Merged,
+            proof: false,
+        };
         let mut seen: Vec<&str> = Vec::new();
         for (name, value) in params {
             let err = |m: String| (name.clone(), m);
@@ -196,8 +209,18 @@ impl RecordsQuery {
                         _ => return Err(err(format!("{value:?} is not one of merged, local"))),
                     }
                 }
-                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, format, view)"))),
+                "proof" => {
+                    q.proof = match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(err(format!("{value:?} is not one of true, false"))),
+                    }
+                }
+                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, format, view, proof)"))),
             }
+        }
+        if q.proof && (q.format != Format::Json || q.view != export::View::Merged) {
+            return Err(("proof".into(), "a proof comes with the merged view in JSON only".into()));
         }
         if q.from_ns > q.to_ns {
             return Err(("from".into(), "from is after to".into()));
@@ -255,7 +278,41 @@ async fn records(
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
     };
-    render(stream, &views, next, q.format)
+    if !q.proof {
+        return render(stream, &views, next, q.format);
+    }
+    match prove(&app, stream, &views).await {
+        Ok(proof) => Json(RecordsPage {
+            dialect: stream.dialect,
+            device: stream.device,
+            count: views.len(),
+            next_from: next.map(export::rfc3339),
+            records: &views,
+            proof: Some(&proof),
+        })
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+    }
+}
+
+/// The proof of a page of merged records: statements this node keeps, and those it asks
+/// the nodes named (or the windows' coordinators) for; what stays unbacked is listed and
+/// counted.
+async fn prove(app: &App, stream: StreamId, views: &[RecordView]) -> Result<proof::Proof, crate::store::StoreError> {
+    let membership = Arc::clone(&app.membership);
+    let names: Vec<String> = membership.members().into_iter().map(|m| m.peer_id).collect();
+    let members = telemesh_proto::mesh::Members::new(if membership.is_open() { Vec::new() } else { names });
+    let member = |node: &str, m: &[u8], sig: &[u8]| {
+        node.parse::<libp2p::PeerId>()
+            .is_ok_and(|peer| membership.is_member(&peer) && crate::trust::identity::verify(&peer, m, sig))
+    };
+    let store = app.shared.store.as_ref();
+    let (mut proof, checked) = proof::build(store, stream, views, app.fetcher.as_ref(), &members, member).await?;
+    app.shared.metrics.mesh.unbacked.inc_by(checked.unbacked.len() as u64);
+    proof.mesh = membership.mesh().to_owned();
+    proof.roster = membership.signed_roster().map(|r| base64::engine::general_purpose::STANDARD.encode(r));
+    proof.unbacked = checked.unbacked;
+    Ok(proof)
 }
 
 /// The JSON body of a records query.
@@ -267,6 +324,9 @@ pub struct RecordsPage<'a> {
     /// Device time of the first record not returned, when `limit` cut the page.
     pub next_from: Option<String>,
     pub records: &'a [RecordView],
+    /// With `proof=true`: the signed statements behind `heard_by` and `proved_by`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<&'a proof::Proof>,
 }
 
 fn render(stream: StreamId, views: &[RecordView], next: Option<u64>, format: Format) -> Response {
@@ -278,6 +338,7 @@ fn render(stream: StreamId, views: &[RecordView], next: Option<u64>, format: For
             count: views.len(),
             next_from: next.map(export::rfc3339),
             records: views,
+            proof: None,
         })
         .into_response(),
         Format::Ndjson => {

@@ -7,7 +7,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The reasons of `telemesh_mesh_rejects_total`.
-const REJECTS: [&str; 11] = [
+const REJECTS: [&str; 12] = [
     "gossip_rejected",
     "busy",
     "events_dropped",
@@ -19,12 +19,14 @@ const REJECTS: [&str; 11] = [
     "rows_lost",
     "rows_stale",
     "offer_failed",
+    "bad_signature",
 ];
 
 /// The mesh's metrics (`docs/api.md`, "/metrics").
 #[derive(Debug)]
 pub struct Metrics {
-    /// Bytes on the wire by kind (repair, sync, provenance, gossip, offer) and direction.
+    /// Bytes on the wire by kind (repair, sync, provenance, gossip, offer, statements) and
+    /// direction.
     pub bytes: Family<BytesLabel, Counter>,
     pub symbols_sent: Counter,
     pub symbols_received: Counter,
@@ -38,6 +40,9 @@ pub struct Metrics {
     /// Windows repaired or found covered from an announced index, with no index request.
     pub windows_from_gossip: Counter,
     pub blames: Family<ReasonLabel, Counter>,
+    /// `heard_by`/`proved_by` entries a proof asked of this node could not back with a
+    /// signed statement.
+    pub unbacked: Counter,
     /// Inputs from peers refused or dropped, by reason.
     pub rejects: Family<ReasonLabel, Counter>,
     pub peers: Gauge,
@@ -78,6 +83,7 @@ impl Metrics {
             conflicts_repaired: Counter::default(),
             windows_from_gossip: Counter::default(),
             blames: Family::default(),
+            unbacked: Counter::default(),
             rejects: Family::default(),
             peers: Gauge::default(),
             windows: Gauge::default(),
@@ -111,6 +117,11 @@ impl Metrics {
         );
         registry.register("mesh_blames", "Peers blamed for bad data, by reason", self.blames.clone());
         registry.register(
+            "mesh_unbacked",
+            "heard_by and proved_by entries that a proof asked of this node could not back with a signed statement",
+            self.unbacked.clone(),
+        );
+        registry.register(
             "mesh_rejects",
             "Peer inputs refused or dropped: gossip_rejected, busy, events_dropped, announcement_ignored, index_refused, session_abandoned, request_failed, symbol_rejected",
             self.rejects.clone(),
@@ -126,7 +137,7 @@ impl Metrics {
         for reason in REJECTS {
             let _ = self.rejects.get_or_create(&ReasonLabel { reason });
         }
-        for kind in ["repair", "sync", "provenance", "gossip", "offer"] {
+        for kind in ["repair", "sync", "provenance", "gossip", "offer", "statements"] {
             for direction in ["in", "out"] {
                 let _ = self.bytes.get_or_create(&BytesLabel { kind, direction });
             }

@@ -18,6 +18,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use telemesh_proto::mesh::announce::{self as schedule, Announcer};
 use telemesh_proto::mesh::message::{self, Announce, IndexPart, Row, MAX_ANNOUNCE};
+use telemesh_proto::mesh::statement::Statement;
 use telemesh_proto::mesh::{
     self, serve, Action, Held, Holdings, Members, RecordKey, Reconciler, Repaired, Request, Response, StreamDigest, Summary,
     Table, WindowId,
@@ -34,6 +35,7 @@ use self::metrics::{BytesLabel, ReasonLabel};
 use crate::shared::{now_ns, Shared};
 use self::overlay::{Client, Event};
 use crate::store::{self, Store, StoredRecord};
+use crate::trust::identity;
 
 /// How often the driver ticks: announcements go out, the reconciler's timers run.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -171,6 +173,12 @@ impl Holdings for View<'_> {
         // The store first: its provenance table is the current one.
         stored().or_else(|| self.announced.get(root))
     }
+    fn statements(&self, window: WindowId) -> Vec<(String, Statement)> {
+        self.store.statements(window).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, %window, "cannot read a window's statements");
+            Vec::new()
+        })
+    }
 }
 
 fn row_kind(row: &Row) -> &'static str {
@@ -193,6 +201,7 @@ fn kind(request: &Request) -> &'static str {
         Request::Streams { .. } | Request::Windows { .. } => "sync",
         Request::Provenance { .. } => "provenance",
         Request::Offer(_) => "offer",
+        Request::Statements { .. } => "statements",
     }
 }
 
@@ -248,8 +257,8 @@ pub struct Config {
     pub coordinators: usize,
 }
 
-/// Starts the overlay and the driver; returns the driver's task and the index of this
-/// node's sealed windows it keeps. `status` is kept up to date.
+/// Starts the overlay and the driver; returns the driver's task, the index of this node's
+/// sealed windows it keeps, and a client of the overlay. `status` is kept up to date.
 pub fn start(
     config: Config,
     keypair: libp2p::identity::Keypair,
@@ -257,16 +266,22 @@ pub fn start(
     status: Arc<Mutex<Status>>,
     membership: Arc<crate::trust::Membership>,
     shutdown: CancellationToken,
-) -> anyhow::Result<(tokio::task::JoinHandle<()>, SharedIndex)> {
-    let validate: overlay::Validator = Arc::new(|bytes: &[u8]| message::decode::<Announce>(bytes).is_ok_and(|a| a.check()));
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, SharedIndex, Client)> {
+    // An announcement is accepted (and forwarded) only if well-formed and signed by its
+    // author's own key (`docs/protocol.md`, "Statements").
+    let validate: overlay::Validator = Arc::new(|author: &PeerId, bytes: &[u8]| {
+        message::decode::<Announce>(bytes).is_ok_and(|a| a.check() && a.verify(|m, sig| identity::verify(author, m, sig)))
+    });
     let mesh_name = config.overlay.mesh.clone();
     let external = config.overlay.external.clone();
     let roster = membership.subscribe();
+    let signer = keypair.clone();
     let (client, events) = overlay::start(config.overlay, keypair, validate, Arc::clone(&membership), shutdown.clone())?;
     let index: SharedIndex = Arc::new(RwLock::new(Index::load(shared.store.as_ref())?));
     let mut driver = Driver {
         shared,
-        client,
+        client: client.clone(),
+        keypair: signer,
         reconciler: Reconciler::new(config.reconcile),
         encoders: EncoderCache::new(CacheConfig::default()),
         index: Arc::clone(&index),
@@ -288,12 +303,14 @@ pub fn start(
         last_traffic: overlay::Traffic::default(),
     };
     driver.refresh_members();
-    Ok((tokio::spawn(driver.run(events, shutdown)), index))
+    Ok((tokio::spawn(driver.run(events, shutdown)), index, client))
 }
 
 struct Driver {
     shared: Arc<Shared>,
     client: Client,
+    /// Signs this node's announcements and offers.
+    keypair: libp2p::identity::Keypair,
     reconciler: Reconciler<PeerId>,
     encoders: EncoderCache,
     index: SharedIndex,
@@ -488,11 +505,17 @@ impl Driver {
                 let response = match message::decode::<Request>(&data) {
                     Ok(Request::Offer(announce)) => {
                         self.metrics().count_bytes("offer", "in", data.len());
-                        let response = if announce.check() {
+                        let response = if !announce.check() {
+                            Response::Refused
+                        } else if !announce.verify(|m, sig| identity::verify(&peer, m, sig)) {
+                            // Offers come over a connection authenticated as `peer`: a
+                            // signature that fails is a member's forgery, or a bug.
+                            tracing::warn!(%peer, "offer with a signature that does not verify, refused");
+                            self.metrics().reject("bad_signature", 1);
+                            Response::Refused
+                        } else {
                             self.take_announce(peer, &announce, now);
                             Response::Accepted
-                        } else {
-                            Response::Refused
                         };
                         let bytes = message::encode(&response);
                         self.metrics().count_bytes("offer", "out", bytes.len());
@@ -537,6 +560,7 @@ impl Driver {
     fn take_announce(&mut self, author: PeerId, announce: &Announce, now: u64) {
         self.note_peer_windows(author, &announce.windows);
         let name = author.to_string();
+        self.keep_statements(&name, announce);
         let me = self.shared.store.node_id().to_owned();
         for s in &announce.windows {
             self.announcer.told(&self.members, &me, &name, s, now);
@@ -544,6 +568,24 @@ impl Driver {
         let index = read(&self.index);
         let view = View::new(&index, &self.shared, &self.announced);
         self.reconciler.handle_gossip(author, &name, announce, now, &view);
+    }
+
+    /// Keeps the statements of a signed (and checked) announcement by `author`: what its
+    /// rows back when someone asks for proof (`docs/protocol.md`, "Statements").
+    fn keep_statements(&self, author: &str, announce: &Announce) {
+        let statements = Statement::all_of(announce);
+        if statements.is_empty() {
+            return;
+        }
+        if let Err(e) = self.shared.store.keep_statements(author, &statements) {
+            tracing::warn!(error = %e, "cannot keep signed statements");
+        }
+    }
+
+    /// Signs an announcement or offer of this node's, and keeps its statements.
+    fn sign(&self, announce: &mut Announce) {
+        announce.sign(|bytes| self.keypair.sign(bytes).unwrap_or_default());
+        self.keep_statements(self.shared.store.node_id(), announce);
     }
 
     /// Follows the roster: in a closed mesh this node is a member of, with more members
@@ -701,7 +743,11 @@ impl Driver {
         }
         let digest = self.members.digest();
         for chunk in batch.chunks(MAX_ANNOUNCE) {
-            for bytes in message::encode_announces(chunk, digest) {
+            let signed = message::pack_announces(chunk, digest).into_iter().map(|mut a| {
+                self.sign(&mut a);
+                message::encode(&a)
+            });
+            for bytes in signed.collect::<Vec<_>>() {
                 let len = bytes.len();
                 match self.client.publish(bytes).await {
                     Ok(true) => self.metrics().count_gossip("out", len),
@@ -713,7 +759,8 @@ impl Driver {
         }
         for (peer, list) in offers {
             tracing::debug!(%peer, windows = list.len(), "offer");
-            for announce in message::pack_announces(&list, digest) {
+            for mut announce in message::pack_announces(&list, digest) {
+                self.sign(&mut announce);
                 let windows: Vec<WindowId> = announce.windows.iter().map(|s| s.window).collect();
                 let bytes = message::encode(&Request::Offer(announce));
                 self.metrics().count_bytes("offer", "out", bytes.len());

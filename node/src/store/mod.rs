@@ -24,6 +24,7 @@ use sled::Transactional;
 
 use serde::{Deserialize, Serialize};
 use telemesh_proto::mesh::{RecordKey, Summary, Table, WindowId};
+use telemesh_proto::mesh::statement::Statement;
 use telemesh_proto::record::{codec, Kind, Readings, Record, StreamId};
 use telemesh_proto::stream;
 use telemesh_proto::window::{self, Root};
@@ -564,6 +565,21 @@ pub trait Store: Send + Sync + 'static {
     fn take_changed(&self) -> (Vec<(WindowId, Change)>, bool) {
         (Vec::new(), false)
     }
+    /// Keeps signed statements by `author`, each unless one already kept of its window
+    /// backs more records heard (an author's receipts only grow, so that one is later).
+    fn keep_statements(&self, _author: &str, _statements: &[Statement]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The statements kept of a window, by author.
+    fn statements(&self, _window: WindowId) -> Result<Vec<(String, Statement)>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Records a statement says its author heard.
+fn heard_count(s: &Statement) -> u32 {
+    let heard = s.claim.row.iter().take(s.claim.count.div_ceil(8) as usize);
+    heard.map(|b| b.count_ones()).sum()
 }
 
 /// Most later windows one seal re-seals because their extended seqs changed.
@@ -597,6 +613,8 @@ pub struct SledStore {
     db: sled::Db,
     windows: sled::Tree,
     roots: sled::Tree,
+    /// Signed statements of windows, by window and author (`telemesh_proto::mesh::statement`).
+    statements: sled::Tree,
     streams: sled::Tree,
     wal: Wal,
     segments: Segments,
@@ -665,6 +683,7 @@ impl SledStore {
         let store = SledStore {
             windows: db.open_tree("windows")?,
             roots: db.open_tree("roots")?,
+            statements: db.open_tree("statements")?,
             streams: db.open_tree("streams")?,
             wal,
             segments: Segments::open(&dir.join("sealed"))?,
@@ -897,7 +916,8 @@ impl SledStore {
     /// how much of the files is data and how much is sled's log and garbage.
     pub fn sizes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
         let mut out = Vec::new();
-        for (name, tree) in [("windows", &self.windows), ("roots", &self.roots), ("streams", &self.streams)] {
+        let trees = [("windows", &self.windows), ("roots", &self.roots), ("streams", &self.streams), ("statements", &self.statements)];
+        for (name, tree) in trees {
             let mut bytes = 0u64;
             for item in tree.iter() {
                 let (k, v) = item?;
@@ -1178,6 +1198,33 @@ impl Store for SledStore {
 
     fn corrupt_values(&self) -> u64 {
         self.corrupt.load(Ordering::Relaxed)
+    }
+
+    fn keep_statements(&self, author: &str, statements: &[Statement]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for s in statements {
+            let w = s.claim.window;
+            let key = [&window_prefix(w.stream, w.start)[..], author.as_bytes()].concat();
+            let kept = self.statements.get(&key)?.and_then(|v| codec::from_slice::<Statement>(&v, "statement").ok());
+            if kept.is_none_or(|k| heard_count(&k) <= heard_count(s)) {
+                batch.insert(key, codec::to_vec(s));
+            }
+        }
+        self.statements.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn statements(&self, window: WindowId) -> Result<Vec<(String, Statement)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.statements.scan_prefix(window_prefix(window.stream, window.start)) {
+            let (k, v) = item?;
+            let author = std::str::from_utf8(&k[13..]).ok().map(str::to_owned);
+            match (author, codec::from_slice::<Statement>(&v, "statement")) {
+                (Some(author), Ok(s)) if s.claim.window == window => out.push((author, s)),
+                _ => self.corrupt(),
+            }
+        }
+        Ok(out)
     }
 
     fn take_changed(&self) -> (Vec<(WindowId, Change)>, bool) {

@@ -151,3 +151,15 @@ mod tests {
         Ok(())
     }
 }
+
+/// The public key a peer id holds inline (ed25519 and other short keys do: the id is the
+/// identity multihash of the key's protobuf encoding); `None` for a hashed id.
+pub fn public_key(peer: &libp2p::PeerId) -> Option<libp2p::identity::PublicKey> {
+    let hash = libp2p::multihash::Multihash::<64>::from_bytes(&peer.to_bytes()).ok()?;
+    (hash.code() == 0).then(|| libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok()).flatten()
+}
+
+/// Whether `signature` over `message` is `peer`'s.
+pub fn verify(peer: &libp2p::PeerId, message: &[u8], signature: &[u8]) -> bool {
+    public_key(peer).is_some_and(|key| key.verify(message, signature))
+}

@@ -310,6 +310,11 @@ impl Membership {
     }
 
     /// This node's peer id.
+    /// The mesh's name.
+    pub fn mesh(&self) -> &str {
+        &self.mesh
+    }
+
     pub fn local(&self) -> PeerId {
         self.local
     }

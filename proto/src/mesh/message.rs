@@ -84,6 +84,9 @@ pub struct Announce {
     /// What a window's coordinator relays: the rows of the other nodes it learnt, by
     /// member index (`docs/protocol.md`, "Coordinators").
     pub others: Option<Others>,
+    /// The author's signature over its claims — the windows with its own rows
+    /// ([`super::statement::to_sign`]); empty until [`Announce::sign`]ed.
+    pub signature: Vec<u8>,
 }
 
 /// Rows of other nodes, one [`OtherRows`] per announced window, naming their nodes by
@@ -208,6 +211,16 @@ pub struct Announced {
 }
 
 impl Announce {
+    /// Signs the message's claims with `sign` (the author's key over the bytes given).
+    pub fn sign(&mut self, sign: impl FnOnce(&[u8]) -> Vec<u8>) {
+        self.signature = sign(&super::statement::to_sign(self));
+    }
+
+    /// Whether `verify(signed bytes, signature)` holds for the message's claims.
+    pub fn verify(&self, verify: impl FnOnce(&[u8], &[u8]) -> bool) -> bool {
+        self.signature.len() <= super::statement::MAX_SIGNATURE && verify(&super::statement::to_sign(self), &self.signature)
+    }
+
     /// The index announced with window `i`, if any.
     pub fn index(&self, i: usize) -> Option<&IndexPart> {
         self.indexes.get(i).and_then(Option::as_ref)
@@ -267,6 +280,8 @@ pub enum Request {
     /// coordinator of theirs (`docs/protocol.md`, "Coordinators"): summaries, indexes and
     /// the sender's rows, as an announcement carries them.
     Offer(Announce),
+    /// The statements the responder keeps of `window` (`docs/protocol.md`, "Statements").
+    Statements { window: WindowId },
 }
 
 /// A repair-protocol response.
@@ -284,6 +299,8 @@ pub enum Response {
     Refused,
     /// An offer was taken.
     Accepted,
+    /// Signed statements of one window, by author (at most [`super::MAX_TABLE_NODES`]).
+    Statements(Vec<(String, super::statement::Statement)>),
 }
 
 /// A window's index as a holder sends it.
@@ -339,27 +356,34 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> 
 /// window whose index is over [`MAX_ANNOUNCED_INDEX`] bytes is announced without it.
 /// Other nodes' rows (a coordinator's) name them in the member list whose digest is
 /// `members`.
-pub fn encode_announces(windows: &[Announced], members: [u8; 8]) -> Vec<Vec<u8>> {
-    pack_announces(windows, members).iter().map(encode).collect()
+/// Each message is signed with `sign` ([`Announce::sign`]).
+pub fn encode_announces(windows: &[Announced], members: [u8; 8], sign: impl Fn(&[u8]) -> Vec<u8>) -> Vec<Vec<u8>> {
+    let mut messages = pack_announces(windows, members);
+    for m in &mut messages {
+        m.sign(&sign);
+    }
+    messages.iter().map(encode).collect()
 }
 
-/// The announcements [`encode_announces`] encodes (for an offer, which wraps them).
+/// The announcements [`encode_announces`] encodes, unsigned (an offer wraps them).
 pub fn pack_announces(windows: &[Announced], members: [u8; 8]) -> Vec<Announce> {
     // Bytes of an announcement: list lengths (varints, at most 3 bytes each here), the
-    // member digest, and each summary, `Option<IndexPart>`, row and other rows.
+    // member digest, the signature made after packing, and each summary,
+    // `Option<IndexPart>`, row and other rows.
     let size = |a: &Announced| {
         encode(&a.summary).len() + encode(&a.index).len() + encode(&a.row).len() + encode(&a.others).len()
     };
     let mut out = Vec::new();
     let mut batch: Vec<Announced> = Vec::new();
-    let mut used = 20;
+    const FRAME: usize = 20 + 1 + super::statement::MAX_SIGNATURE;
+    let mut used = FRAME;
     for a in windows {
         let index = a.index.as_ref().filter(|i| encode(*i).len() <= MAX_ANNOUNCED_INDEX);
         let item = Announced { summary: a.summary, index: index.cloned(), row: a.row.clone(), others: a.others.clone() };
         let len = size(&item);
         if !batch.is_empty() && (used + len > MAX_GOSSIP || batch.len() >= MAX_ANNOUNCE) {
             out.push(std::mem::take(&mut batch));
-            used = 20;
+            used = FRAME;
         }
         used += len;
         batch.push(item);
@@ -370,7 +394,8 @@ pub fn pack_announces(windows: &[Announced], members: [u8; 8]) -> Vec<Announce> 
     out.into_iter()
         .map(|b| {
             let relays = b.iter().any(|a| !a.others.is_empty());
-            let mut m = Announce { windows: Vec::new(), indexes: Vec::new(), rows: Vec::new(), others: None };
+            let mut m =
+                Announce { windows: Vec::new(), indexes: Vec::new(), rows: Vec::new(), others: None, signature: Vec::new() };
             let mut others = Vec::new();
             for a in b {
                 m.windows.push(a.summary);
@@ -542,6 +567,10 @@ mod tests {
         }
     }
 
+    fn unsigned(_: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+
     fn summary(blob: &[u8]) -> Summary {
         super::super::summarize(blob, &Table::default()).expect("summary")
     }
@@ -610,10 +639,10 @@ mod tests {
             ..s
         };
         assert_eq!(encode(&widest).len(), 63);
-        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE], indexes: Vec::new(), rows: Vec::new(), others: None }).len(), 50_406);
+        assert_eq!(encode(&Announce { windows: vec![widest; MAX_ANNOUNCE], indexes: Vec::new(), rows: Vec::new(), others: None, signature: Vec::new() }).len(), 50_407);
         // 800 of the widest summaries, without indexes, with short rows, go in one message.
         let bare = Announced { summary: widest, index: None, row: Row::All, others: Vec::new() };
-        assert_eq!(encode_announces(&vec![bare; MAX_ANNOUNCE], [0; 8]).len(), 1);
+        assert_eq!(encode_announces(&vec![bare; MAX_ANNOUNCE], [0; 8], unsigned).len(), 1);
 
         // 60 seed-001 DATA records one second apart, seq 100.., none missing.
         let records: Vec<Record> = (0..60u64)
@@ -644,15 +673,15 @@ mod tests {
         // The same window announced with its index and the sender's row (it heard every
         // record): 55 + 1 + 20 + 1 bytes, 3 of list lengths and 1 for no other rows.
         let index = IndexPart::compact(&header, &entries);
-        let one = Announce { windows: vec![s], indexes: vec![Some(index.clone())], rows: vec![Row::All], others: None };
+        let one = Announce { windows: vec![s], indexes: vec![Some(index.clone())], rows: vec![Row::All], others: None, signature: Vec::new() };
         assert_eq!(encode(&one).len(), 81);
         let item = |s: Summary| Announced { summary: s, index: Some(index.clone()), row: Row::All, others: Vec::new() };
-        assert_eq!(encode_announces(&[item(s)], [0; 8]), vec![encode(&one)]);
+        assert_eq!(encode_announces(&[item(s)], [0; 8], unsigned), vec![encode(&one)]);
         assert!(one.check());
         // Many windows are packed into messages under the gossip limit, with every index.
         let many: Vec<Announced> =
             (0..2000u64).map(|i| item(Summary { window: WindowId { stream: StreamId::new(Dialect::Iotstream, i as u32), start }, ..s })).collect();
-        let messages = encode_announces(&many, [0; 8]);
+        let messages = encode_announces(&many, [0; 8], unsigned);
         assert!(messages.iter().all(|m| m.len() <= MAX_GOSSIP));
         let back: Vec<Announce> = messages.iter().map(|m| decode(m).expect("decodes")).collect();
         assert!(back.iter().all(Announce::check));
@@ -662,13 +691,13 @@ mod tests {
         let IndexPart::Compact { count, slot_size, tags, .. } = index.clone() else { panic!() };
         let big = IndexPart::Compact { count, slot_size, columns: vec![0; MAX_ANNOUNCED_INDEX], tags };
         let back: Announce =
-            decode(&encode_announces(&[Announced { summary: s, index: Some(big), row: Row::None, others: Vec::new() }], [0; 8])[0]).expect("decodes");
-        assert_eq!(back, Announce { windows: vec![s], indexes: vec![None], rows: vec![Row::None], others: None });
+            decode(&encode_announces(&[Announced { summary: s, index: Some(big), row: Row::None, others: Vec::new() }], [0; 8], unsigned)[0]).expect("decodes");
+        assert_eq!(back, Announce { windows: vec![s], indexes: vec![None], rows: vec![Row::None], others: None, signature: Vec::new() });
         // An index or row list of the wrong length, or a verified index, is refused.
-        assert!(!Announce { windows: vec![s, s], indexes: vec![None], rows: Vec::new(), others: None }.check());
-        assert!(!Announce { windows: vec![s], indexes: Vec::new(), rows: vec![Row::All, Row::All], others: None }.check());
+        assert!(!Announce { windows: vec![s, s], indexes: vec![None], rows: Vec::new(), others: None, signature: Vec::new() }.check());
+        assert!(!Announce { windows: vec![s], indexes: Vec::new(), rows: vec![Row::All, Row::All], others: None, signature: Vec::new() }.check());
         let verified = IndexPart::Verified { leaves: Vec::new(), proof: Vec::new() };
-        assert!(!Announce { windows: vec![s], indexes: vec![Some(verified)], rows: Vec::new(), others: None }.check());
+        assert!(!Announce { windows: vec![s], indexes: vec![Some(verified)], rows: Vec::new(), others: None, signature: Vec::new() }.check());
     }
 
     #[test]
@@ -715,7 +744,7 @@ mod tests {
         };
         let others = vec![(9, Row::Missing(vec![3])), (2, Row::All), (9, Row::None)];
         let item = Announced { summary: s, index: None, row: Row::All, others };
-        let bytes = encode_announces(&[item], [5; 8]);
+        let bytes = encode_announces(&[item], [5; 8], unsigned);
         let back: Announce = decode(&bytes[0]).expect("decodes");
         assert!(back.check());
         let o = back.others.as_ref().expect("others");

@@ -11,6 +11,8 @@
 //! - [`members`] and [`announce`]: who tells whom about a changed window — in a closed
 //!   mesh, offers to the window's few coordinators, which announce it to everyone with
 //!   every node's row (`docs/protocol.md`, "Coordinators").
+//! - [`statement`]: what a node signs of its own rows, and the evidence a window's
+//!   statements give of who heard which record (`docs/protocol.md`, "Statements").
 //! - [`sim`]: N nodes on a simulated network with seeded loss and a virtual clock — the
 //!   behavioural tests' mesh and the repair-overhead benchmark's, with two baseline
 //!   repair schemes to compare against.
@@ -26,6 +28,7 @@ pub mod message;
 pub mod reconcile;
 pub mod serve;
 pub mod sim;
+pub mod statement;
 
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +218,10 @@ pub trait Holdings {
     fn records(&self, window: WindowId) -> Vec<Record>;
     /// The window whose root is `root`, if we hold exactly that set.
     fn by_root(&self, root: &Root) -> Option<Held>;
+    /// The signed statements we keep of a window, by author ([`statement`]).
+    fn statements(&self, _window: WindowId) -> Vec<(String, statement::Statement)> {
+        Vec::new()
+    }
 }
 
 /// The digest of one stream: BLAKE3 over its windows' (start, root, provenance digest),

@@ -628,7 +628,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// or rows). Where its provenance digest differs from ours for a root we hold, its
     /// table is asked for.
     pub fn handle_announce(&mut self, peer: P, windows: &[Summary], now_ns: u64, holdings: &dyn Holdings) {
-        let bare = message::Announce { windows: windows.to_vec(), indexes: Vec::new(), rows: Vec::new(), others: None };
+        let bare = message::Announce { windows: windows.to_vec(), indexes: Vec::new(), rows: Vec::new(), others: None, signature: Vec::new() };
         self.announced(peer, None, &bare, now_ns, holdings);
     }
 
@@ -1742,7 +1742,7 @@ mod tests {
         };
         // With its index: the symbols of every record at once, no index request.
         let mut r: Reconciler<u8> = Reconciler::new(Config::default());
-        let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(index_of_60())], rows: Vec::new(), others: None };
+        let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(index_of_60())], rows: Vec::new(), others: None, signature: Vec::new() };
         r.handle_gossip(1, "n1", &announce, 0, &Empty);
         let sent = requests(&mut r);
         assert!(!sent.is_empty() && sent.iter().all(|q| matches!(q, Request::Symbols { .. })), "{sent:?}");
@@ -1758,7 +1758,7 @@ mod tests {
         let verified = message::IndexPart::Verified { leaves: vec![0; 64], proof: Vec::new() };
         for (k, bad) in [wrong_count, verified].into_iter().enumerate() {
             let mut r: Reconciler<u8> = Reconciler::new(Config::default());
-            let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(bad)], rows: Vec::new(), others: None };
+            let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(bad)], rows: Vec::new(), others: None, signature: Vec::new() };
             r.handle_gossip(1, "n1", &announce, 0, &Empty);
             assert_eq!(r.stats().indexes_refused, 1, "case {k}");
             assert!(matches!(requests(&mut r)[..], [Request::Index { verified: false, .. }]), "case {k}");

@@ -76,6 +76,11 @@ pub fn respond(request: &Request, holdings: &dyn Holdings, encoders: &mut Encode
         }
         // Offers are for the requester's state machine, not answered from holdings.
         Request::Offer(_) => Response::Refused,
+        Request::Statements { window } => {
+            let mut list = holdings.statements(*window);
+            list.truncate(super::MAX_TABLE_NODES);
+            Response::Statements(list)
+        }
         Request::Provenance { root } => match holdings.by_root(root) {
             Some(held) => Response::Provenance { table: held.table },
             None => Response::NotFound,

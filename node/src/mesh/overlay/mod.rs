@@ -228,8 +228,9 @@ pub enum RequestError {
     EventLoopGone,
 }
 
-/// Decides whether a gossip message is accepted (and forwarded) or rejected.
-pub type Validator = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+/// Decides whether a gossip message from its (signed) author is accepted (and forwarded)
+/// or rejected.
+pub type Validator = Arc<dyn Fn(&PeerId, &[u8]) -> bool + Send + Sync>;
 
 /// What the overlay tells the node.
 #[derive(Debug)]

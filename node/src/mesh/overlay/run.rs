@@ -759,7 +759,7 @@ impl EventLoop {
             ok
         };
         let accept = match message.source {
-            Some(source) => members(&source) && (self.validate)(&message.data),
+            Some(source) => members(&source) && (self.validate)(&source, &message.data),
             None => false,
         };
         let acceptance = if accept { MessageAcceptance::Accept } else { MessageAcceptance::Reject };

@@ -1,0 +1,257 @@
+//! Proof of provenance: the signed statements behind each record's `heard_by` and
+//! `proved_by` (`GET …/records?proof=true`, `telemesh verify FILE`; `docs/api.md`).
+//!
+//! A page with proof carries, for every window its records fall in, the window's
+//! canonical blob as this node holds it and, per node named, the signed statement that
+//! backs it ([`telemesh_proto::mesh::statement`]). [`check`] is the verifier, run by the
+//! node before it answers (to list what it could not back) and by `telemesh verify`
+//! offline against the mesh's roster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use telemesh_proto::mesh::statement::{Evidence, Statement};
+use telemesh_proto::mesh::{message, Members, Request, Response, WindowId};
+use telemesh_proto::record::{codec, Record, StreamId};
+use telemesh_proto::window;
+
+use super::export::{ReadingView, RecordView};
+use crate::mesh::overlay::Client;
+use crate::store::Store;
+
+/// What a page with proof adds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Proof {
+    /// The mesh's name.
+    pub mesh: String,
+    /// The signed roster (base64) that names the members whose keys sign statements;
+    /// absent in an open mesh, which has no membership to check against.
+    pub roster: Option<String>,
+    pub windows: Vec<WindowProof>,
+    /// Entries of `heard_by`/`proved_by` that no statement this node holds or could fetch
+    /// backs: `telemesh verify` fails on the same ones.
+    pub unbacked: Vec<UnbackedEntry>,
+}
+
+/// One window's evidence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowProof {
+    pub start_ns: u64,
+    /// The window's canonical blob (base64): every record of it, as this node holds it.
+    pub blob: String,
+    /// The statements used, by node.
+    pub statements: Vec<SignedStatement>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedStatement {
+    pub node: String,
+    /// The statement's bytes (base64 of its bincode form).
+    pub statement: String,
+}
+
+/// A node named in a record's `heard_by` (or `proved_by`) that nothing backs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UnbackedEntry {
+    pub device_time_ns: u64,
+    pub seq: u64,
+    pub node: String,
+    /// `heard` or `proved`.
+    pub claim: String,
+}
+
+/// What [`check`] found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Entries backed by a statement.
+    pub backed: usize,
+    /// Entries not backed.
+    pub unbacked: Vec<UnbackedEntry>,
+    /// Everything else wrong, one line each: a record not in its window, a statement that
+    /// does not verify, a window that does not decode.
+    pub problems: Vec<String>,
+}
+
+/// Checks `records` against `proof`: each record must be in its window's blob as shown,
+/// and each node of its `heard_by` and `proved_by` backed by a statement of that node
+/// whose signature `verify(node, bytes, signature)` accepts.
+pub fn check(stream: StreamId, records: &[RecordView], proof: &Proof, verify: impl Fn(&str, &[u8], &[u8]) -> bool) -> Checked {
+    let mut out = Checked::default();
+    let mut windows: BTreeMap<u64, (Vec<Record>, Evidence)> = BTreeMap::new();
+    for w in &proof.windows {
+        let id = WindowId { stream, start: w.start_ns };
+        let blob = match BASE64.decode(&w.blob) {
+            Ok(b) => b,
+            Err(e) => {
+                out.problems.push(format!("window {id}: blob is not base64: {e}"));
+                continue;
+            }
+        };
+        let recs = match window::decode(&blob) {
+            Ok((h, recs)) if h.stream == stream && h.start_ns == w.start_ns => recs,
+            Ok(_) => {
+                out.problems.push(format!("window {id}: the blob is of another window"));
+                continue;
+            }
+            Err(e) => {
+                out.problems.push(format!("window {id}: blob does not decode: {e}"));
+                continue;
+            }
+        };
+        let mut evidence = Evidence::default();
+        for s in &w.statements {
+            let statement = BASE64.decode(&s.statement).ok().and_then(|b| codec::from_slice::<Statement>(&b, "statement").ok());
+            let Some(statement) = statement else {
+                out.problems.push(format!("window {id}: the statement of {} does not decode", s.node));
+                continue;
+            };
+            if let Err(e) = evidence.add(id, &recs, &s.node, &statement, |m, sig| verify(&s.node, m, sig)) {
+                out.problems.push(format!("window {id}: the statement of {} backs nothing: {e}", s.node));
+            }
+        }
+        windows.insert(w.start_ns, (recs, evidence));
+    }
+    for v in records {
+        let start = window::start(v.device_time_ns);
+        let held = windows.get(&start).and_then(|(recs, ev)| Some((recs.iter().find(|r| same(r, v))?, ev)));
+        let Some((r, evidence)) = held else {
+            out.problems.push(format!("record seq {} at {}: not in its window's blob", v.seq, v.device_time));
+            continue;
+        };
+        let key = r.key();
+        for (names, backed, claim) in [(&v.heard_by, &evidence.heard, "heard"), (&v.proved_by, &evidence.proved, "proved")] {
+            for node in names {
+                if backed.get(&key).is_some_and(|b| b.contains(node)) {
+                    out.backed += 1;
+                } else {
+                    let entry = UnbackedEntry { device_time_ns: v.device_time_ns, seq: v.seq, node: node.clone(), claim: claim.into() };
+                    out.unbacked.push(entry);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether the record shown is `r`: identity, timestamp, kind and every reading (f32
+/// readings compared at f32, as they were sent; NaN, shown as null, equals NaN).
+fn same(r: &Record, v: &RecordView) -> bool {
+    let readings = r.readings.labelled();
+    r.device_time_ns == v.device_time_ns
+        && r.seq == v.seq
+        && r.timestamp_raw == v.timestamp
+        && r.kind == v.kind
+        && readings.len() == v.readings.len()
+        && readings.iter().zip(&v.readings).all(|((label, value), shown)| label == &shown.label && same_value(value, shown))
+}
+
+fn same_value(value: &telemesh_proto::record::Value, shown: &ReadingView) -> bool {
+    use telemesh_proto::record::Value;
+    let shown = match shown.value {
+        Value::F32(x) => f64::from(x),
+        Value::F64(x) => x,
+    };
+    match *value {
+        Value::F32(x) => (x.is_nan() && shown.is_nan()) || x == shown as f32,
+        Value::F64(x) => (x.is_nan() && shown.is_nan()) || x == shown,
+    }
+}
+
+/// Asks peers for the statements of a window.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    pub client: Client,
+    /// Coordinators per window (0: none), as the mesh driver runs.
+    pub coordinators: usize,
+}
+
+/// Most peers asked per window.
+const MAX_ASKED: usize = 8;
+
+impl Fetcher {
+    /// Statements of window `w` from the nodes in `wanted` themselves and from the
+    /// window's coordinators among `members`, whichever answer.
+    async fn fetch(&self, w: WindowId, wanted: &BTreeSet<String>, members: &Members) -> Vec<(String, Statement)> {
+        let me = self.client.local_peer_id();
+        let mut ask: Vec<PeerId> = wanted.iter().filter_map(|n| n.parse().ok()).collect();
+        if self.coordinators > 0 {
+            let coordinators = members.coordinators(w, self.coordinators).into_iter().filter_map(|m| members.name(m)?.parse::<PeerId>().ok());
+            ask.extend(coordinators);
+        }
+        ask.retain(|p| *p != me);
+        ask.sort();
+        ask.dedup();
+        ask.truncate(MAX_ASKED);
+        let request = message::encode(&Request::Statements { window: w });
+        let asks = ask.into_iter().map(|peer| {
+            let (client, request) = (self.client.clone(), request.clone());
+            async move { client.request(peer, request).await.ok() }
+        });
+        let mut out = Vec::new();
+        for answer in futures::future::join_all(asks).await.into_iter().flatten() {
+            if let Ok(Response::Statements(list)) = message::decode::<Response>(&answer) {
+                out.extend(list.into_iter().filter(|(n, s)| wanted.contains(n) && s.claim.window == w));
+            }
+        }
+        out
+    }
+}
+
+/// Builds the proof of a page: for each window of `records`, its blob and the statements
+/// this node keeps of it — and, for nodes named that those do not back, statements asked
+/// of peers (`fetcher`) — then checks the page with it ([`check`]).
+pub async fn build(
+    store: &dyn Store,
+    stream: StreamId,
+    records: &[RecordView],
+    fetcher: Option<&Fetcher>,
+    members: &Members,
+    verify: impl Fn(&str, &[u8], &[u8]) -> bool + Copy,
+) -> Result<(Proof, Checked), crate::store::StoreError> {
+    let mut proof = Proof::default();
+    let starts: BTreeSet<u64> = records.iter().map(|v| window::start(v.device_time_ns)).collect();
+    let mut kept: BTreeMap<u64, Vec<(String, Statement)>> = BTreeMap::new();
+    for &start in &starts {
+        let Some(sealed) = store.sealed(stream, start)? else { continue };
+        kept.insert(start, store.statements(WindowId { stream, start })?);
+        proof.windows.push(WindowProof { start_ns: start, blob: BASE64.encode(&sealed.blob), statements: Vec::new() });
+    }
+    fill(&mut proof, &kept, verify);
+    let checked = check(stream, records, &proof, verify);
+    let Some(fetcher) = fetcher.filter(|_| !checked.unbacked.is_empty()) else { return Ok((proof, checked)) };
+    let mut missing: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for u in &checked.unbacked {
+        missing.entry(window::start(u.device_time_ns)).or_default().insert(u.node.clone());
+    }
+    for (start, nodes) in missing {
+        let fetched = fetcher.fetch(WindowId { stream, start }, &nodes, members).await;
+        kept.entry(start).or_default().extend(fetched);
+    }
+    fill(&mut proof, &kept, verify);
+    let checked = check(stream, records, &proof, verify);
+    Ok((proof, checked))
+}
+
+/// Puts into each window of `proof` one statement per node: of those whose signature
+/// verifies, the one that backs the most records heard.
+fn fill(proof: &mut Proof, kept: &BTreeMap<u64, Vec<(String, Statement)>>, verify: impl Fn(&str, &[u8], &[u8]) -> bool) {
+    for w in &mut proof.windows {
+        let mut best: BTreeMap<&str, &Statement> = BTreeMap::new();
+        for (node, s) in kept.get(&w.start_ns).into_iter().flatten() {
+            if !s.verify(|m, sig| verify(node, m, sig)) {
+                continue;
+            }
+            let heard = |s: &Statement| s.claim.row.iter().take(s.claim.count.div_ceil(8) as usize).map(|b| b.count_ones()).sum::<u32>();
+            if best.get(node.as_str()).is_none_or(|b| heard(b) < heard(s)) {
+                best.insert(node, s);
+            }
+        }
+        w.statements = best
+            .into_iter()
+            .map(|(node, s)| SignedStatement { node: node.to_owned(), statement: BASE64.encode(codec::to_vec(s)) })
+            .collect();
+    }
+}
