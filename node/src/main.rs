@@ -37,6 +37,20 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "./telemesh-data")]
         data: PathBuf,
     },
+    /// Check a records page written with proof (`GET …/records?proof=true`) offline: every
+    /// record is in its window as shown, and every node in its heard_by and proved_by
+    /// signed a statement saying so, as a member of the mesh. Exit 1 on anything unbacked.
+    Verify {
+        /// The page (JSON).
+        file: PathBuf,
+        /// The mesh owner's id (`12D3KooW…`, as `telemesh mesh members` shows it).
+        /// [default: the owner of the roster in --data]
+        #[arg(long, value_name = "ID")]
+        owner: Option<String>,
+        /// Data directory of a node of the mesh, whose roster names the owner.
+        #[arg(long, value_name = "DIR", default_value = "./telemesh-data")]
+        data: PathBuf,
+    },
     /// Membership of a closed mesh: invite a node, list members, remove one.
     #[command(subcommand)]
     Mesh(MeshCommand),
@@ -252,6 +266,7 @@ fn main() -> ExitCode {
             print(api.api().and_then(|api| mesh_cli::remove(&api, &peer_id)))
         }
         Command::Check { data } => check(&data),
+        Command::Verify { file, owner, data } => verify(&file, owner.as_deref(), &data),
         Command::Certs(CertsCommand::Device { client_id, out, data, days }) => {
             match telemesh_node::ingest::dtls::cert::write_device(&data, client_id, days, &out) {
                 Ok(()) => {
@@ -262,6 +277,52 @@ fn main() -> ExitCode {
                 Err(e) => fail(e.into()),
             }
         }
+    }
+}
+
+fn verify(file: &std::path::Path, owner: Option<&str>, data: &std::path::Path) -> ExitCode {
+    use telemesh_node::trust::{roster, Owner, ROSTER_FILE};
+    let owner = match owner {
+        Some(id) => match id.parse().ok().as_ref().and_then(Owner::from_id) {
+            Some(o) => o,
+            None => return fail(anyhow::anyhow!("--owner {id:?} is not the id of an ed25519 key")),
+        },
+        None => {
+            let path = data.join(ROSTER_FILE);
+            match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|b| Ok(roster::owner_named(&b)?)) {
+                Ok(o) => o,
+                Err(e) => {
+                    return fail(e.context(format!("cannot read the mesh owner from {} (give --owner ID)", path.display())))
+                }
+            }
+        }
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(anyhow::anyhow!("cannot read {}: {e}", file.display())),
+    };
+    match telemesh_node::api::proof::verify_page(&text, &owner) {
+        Ok((records, checked)) => {
+            for p in &checked.problems {
+                println!("problem: {p}");
+            }
+            for u in &checked.unbacked {
+                println!("unbacked: record seq {} at {} ns: {} {} it, and signed nothing saying so", u.seq, u.device_time_ns, u.node, u.claim);
+            }
+            let bad = checked.problems.len() + checked.unbacked.len();
+            println!(
+                "{}: {records} records, {} heard_by/proved_by entries backed by signed statements of members of the mesh owned by {owner}: {}",
+                file.display(),
+                checked.backed,
+                if bad == 0 { "ok".to_owned() } else { format!("{bad} problem(s)") }
+            );
+            if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => fail(e.into()),
     }
 }
 

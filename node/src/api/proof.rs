@@ -255,3 +255,50 @@ fn fill(proof: &mut Proof, kept: &BTreeMap<u64, Vec<(String, Statement)>>, verif
             .collect();
     }
 }
+
+/// A page of records with its proof, as `GET …/records?proof=true` writes it.
+#[derive(Debug, Deserialize)]
+pub struct ProvedPage {
+    pub dialect: telemesh_proto::wire::Dialect,
+    pub device: u32,
+    pub records: Vec<RecordView>,
+    pub proof: Option<Proof>,
+}
+
+/// Why a file could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    #[error("not a records page: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("the page carries no proof: ask for it with proof=true")]
+    NoProof,
+    #[error("the page is from an open mesh, which has no membership to check statements against")]
+    OpenMesh,
+    #[error("the page's roster does not verify against owner {owner} and mesh {mesh:?}: {refusal}")]
+    Roster { owner: crate::trust::Owner, mesh: String, refusal: crate::trust::Refusal },
+}
+
+/// Checks a page written by `GET …/records?proof=true` against the mesh owned by `owner`:
+/// its roster must be signed by `owner`, and every statement by a member of it.
+pub fn verify_page(text: &str, owner: &crate::trust::Owner) -> Result<(usize, Checked), VerifyError> {
+    let page: ProvedPage = serde_json::from_str(text)?;
+    let proof = page.proof.ok_or(VerifyError::NoProof)?;
+    let roster = proof.roster.as_deref().ok_or(VerifyError::OpenMesh)?;
+    let signed = BASE64.decode(roster).unwrap_or_default();
+    let roster = crate::trust::Roster::verify(&signed, owner, &proof.mesh)
+        .map_err(|refusal| VerifyError::Roster { owner: owner.clone(), mesh: proof.mesh.clone(), refusal })?;
+    let stream = StreamId::new(page.dialect, page.device);
+    let member = |node: &str, m: &[u8], sig: &[u8]| {
+        node.parse::<PeerId>().is_ok_and(|p| roster.contains(&p) && crate::trust::identity::verify(&p, m, sig))
+    };
+    let mut checked = check(stream, &page.records, &proof, member);
+    for s in proof.windows.iter().flat_map(|w| &w.statements) {
+        if !s.node.parse::<PeerId>().is_ok_and(|p| roster.contains(&p)) {
+            checked.problems.push(format!("{} signed a statement but is not a member of the roster", s.node));
+        }
+    }
+    checked.problems.sort();
+    checked.problems.dedup();
+    Ok((page.records.len(), checked))
+}

@@ -120,6 +120,11 @@ impl Owner {
         }
     }
 
+    /// The owner whose id (`12D3KooW…`) is `peer`; `None` if that is not an ed25519 key's.
+    pub fn from_id(peer: &PeerId) -> Option<Owner> {
+        super::identity::public_key(peer)?.try_into_ed25519().ok().map(Owner)
+    }
+
     /// The owner as text: the peer id of its public key (`12D3KooW…`).
     pub fn id(&self) -> PeerId {
         PublicKey::from(self.0.clone()).to_peer_id()
