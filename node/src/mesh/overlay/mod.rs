@@ -8,7 +8,7 @@
 //! request is answered with an empty response and counted.
 //!
 //! Meshes are kept apart by name ([`Config::mesh`]): the gossip topic
-//! (`telemesh/<mesh>/windows/4`), the repair protocol (`/telemesh/<mesh>/repair/1`), the
+//! (`telemesh/<mesh>/windows/5`), the repair protocol (`/telemesh/<mesh>/repair/1`), the
 //! kademlia protocol (`/telemesh/<mesh>/kad/1.0.0`) and the identify protocol version
 //! (`telemesh/<mesh>/1`) all carry it. A peer that identifies with another protocol version
 //! is disconnected and kept out of the routing table. The name keeps no one out; the
@@ -101,7 +101,7 @@ impl Default for Config {
 impl Config {
     /// The gossipsub topic of window announcements.
     pub fn topic(&self) -> String {
-        format!("telemesh/{}/windows/4", self.mesh)
+        format!("telemesh/{}/windows/5", self.mesh)
     }
 
     /// The repair request-response protocol.
@@ -501,7 +501,7 @@ mod tests {
     fn the_default_config_is_valid_and_names_its_protocols() {
         let config = Config::default();
         assert!(config.validate().is_ok());
-        assert_eq!(config.topic(), "telemesh/default/windows/4");
+        assert_eq!(config.topic(), "telemesh/default/windows/5");
         assert_eq!(config.repair_protocol(), "/telemesh/default/repair/1");
         assert_eq!(config.kad_protocol(), "/telemesh/default/kad/1.0.0");
         assert_eq!(config.protocol_version(), "telemesh/default/1");
