@@ -41,7 +41,8 @@ fn backed_pages(node: &Node) -> Vec<serde_json::Value> {
         if unbacked == 0 {
             return pages;
         }
-        assert!(Instant::now() < deadline, "{unbacked} entries still unbacked: {}", pages[0]["proof"]["unbacked"]);
+        let first = pages.iter().flat_map(|p| p["proof"]["unbacked"].as_array().cloned().unwrap_or_default()).next();
+        assert!(Instant::now() < deadline, "{unbacked} entries still unbacked, the first: {first:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use futures::StreamExt as _;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use telemesh_proto::mesh::statement::{Evidence, Statement};
@@ -170,18 +171,19 @@ pub struct Fetcher {
 
 /// Most peers asked per window.
 const MAX_ASKED: usize = 8;
+/// Windows whose statements are asked for at once.
+const WINDOWS_AT_ONCE: usize = 8;
 
 impl Fetcher {
     /// Statements of window `w` from the nodes in `wanted` themselves and from the
-    /// window's coordinators among `members`, whichever answer.
-    async fn fetch(&self, w: WindowId, wanted: &BTreeSet<String>, members: &Members) -> Vec<(String, Statement)> {
-        let me = self.client.local_peer_id();
+    /// window's coordinators among `members`, of those `connected`, whichever answer.
+    async fn fetch(&self, w: WindowId, wanted: &BTreeSet<String>, members: &Members, connected: &BTreeSet<PeerId>) -> Vec<(String, Statement)> {
         let mut ask: Vec<PeerId> = wanted.iter().filter_map(|n| n.parse().ok()).collect();
         if self.coordinators > 0 {
             let coordinators = members.coordinators(w, self.coordinators).into_iter().filter_map(|m| members.name(m)?.parse::<PeerId>().ok());
             ask.extend(coordinators);
         }
-        ask.retain(|p| *p != me);
+        ask.retain(|p| connected.contains(p));
         ask.sort();
         ask.dedup();
         ask.truncate(MAX_ASKED);
@@ -226,9 +228,17 @@ pub async fn build(
     for u in &checked.unbacked {
         missing.entry(window::start(u.device_time_ns)).or_default().insert(u.node.clone());
     }
-    for (start, nodes) in missing {
-        let fetched = fetcher.fetch(WindowId { stream, start }, &nodes, members).await;
-        kept.entry(start).or_default().extend(fetched);
+    let connected: BTreeSet<PeerId> = fetcher.client.peers().await.into_iter().map(|p| p.peer).collect();
+    let connected = &connected;
+    let fetches: Vec<_> = missing
+        .into_iter()
+        .map(|(start, nodes)| async move {
+            (start, fetcher.fetch(WindowId { stream, start }, &nodes, members, connected).await)
+        })
+        .collect();
+    let mut fetched = futures::stream::iter(fetches).buffer_unordered(WINDOWS_AT_ONCE);
+    while let Some((start, list)) = fetched.next().await {
+        kept.entry(start).or_default().extend(list);
     }
     fill(&mut proof, &kept, verify);
     let checked = check(stream, records, &proof, verify);
