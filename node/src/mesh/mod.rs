@@ -725,12 +725,7 @@ impl Driver {
                 let me = self.shared.store.node_id();
                 let count = s.count as usize;
                 let others = match self.announcer.coordinated() {
-                    true => table
-                        .nodes
-                        .iter()
-                        .filter(|(n, _)| n != me)
-                        .filter_map(|(n, b)| Some((self.members.index(n)?, Row::of(Some(b), count))))
-                        .collect(),
+                    true => self.members.others(&table, me, count),
                     false => Vec::new(),
                 };
                 tracing::debug!(window = %s.window, root = hex::encode(&s.root[..4]), row = row_kind(&item.row), others = others.len(), "announce");
