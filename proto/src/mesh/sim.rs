@@ -62,6 +62,15 @@ pub type NodeId = usize;
 /// A record's identity in a window: device time, seq, content tag.
 pub type Key = (u64, u64, [u8; 8]);
 
+/// A simulated node's signature: as long as ed25519's (64 bytes), so that announcements
+/// weigh what they weigh on real nodes; nobody checks it (the simulator's nodes are
+/// members whose keys `node/` would hold).
+fn signature(node: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 64];
+    blake3::Hasher::new_keyed(blake3::hash(node.as_bytes()).as_bytes()).update(bytes).finalize_xof().fill(&mut out);
+    out
+}
+
 /// The key of a record.
 pub fn key(r: &Record) -> Key {
     (r.device_time_ns, r.seq, r.content_tag())
@@ -153,41 +162,35 @@ impl Default for Config {
     }
 }
 
-/// One window as a simulated node holds it: its records, who heard each, and the blob,
-/// table and summary made from them.
+/// One window as a simulated node holds it: its records, and the blob, table and summary
+/// made from them. The table is the node's whole record of who heard each record: a row
+/// per node, a bit per record (not a set of names per record, which at N nodes is N² names
+/// per window on every node); it is rebuilt over the new record order when records come.
 #[derive(Debug, Clone)]
 pub struct Win {
     records: BTreeMap<Key, Record>,
-    heard: BTreeMap<Key, BTreeSet<String>>,
     blob: Arc<Vec<u8>>,
     table: Table,
     summary: Summary,
 }
 
 impl Win {
-    /// The window of `records` (all of window `w`), with provenance `heard`; `None` if
-    /// they do not form a blob.
-    pub fn build(
+    /// The window of `records` (all of window `w`), with provenance `heard`: `(key, node)`
+    /// for each node that heard the record of that key (keys of no record are left out);
+    /// `None` if they do not form a blob.
+    pub fn build<'a>(
         w: WindowId,
         records: BTreeMap<Key, Record>,
-        heard: BTreeMap<Key, BTreeSet<String>>,
+        heard: impl IntoIterator<Item = (Key, &'a str)>,
     ) -> Option<Win> {
         let list: Vec<Record> = records.values().cloned().collect();
         let blob = window::encode(w.stream, w.start, &list).ok()?;
-        let table = Table::from_heard(
-            records.len(),
-            records.keys().enumerate().flat_map(|(i, k)| {
-                heard
-                    .get(k)
-                    .into_iter()
-                    .flatten()
-                    .map(move |n| (i, n.as_str()))
-            }),
-        );
+        let at: HashMap<&Key, usize> = records.keys().zip(0..).collect();
+        let heard = heard.into_iter().filter_map(|(k, n)| Some((*at.get(&k)?, n)));
+        let table = Table::from_heard(records.len(), heard);
         let summary = super::summarize(&blob, &table)?;
         Some(Win {
             records,
-            heard,
             blob: Arc::new(blob),
             table,
             summary,
@@ -209,6 +212,12 @@ impl Win {
     pub fn blob(&self) -> &[u8] {
         &self.blob
     }
+}
+
+/// What `table` (over the records `keys`, in key order) says: `(key, node)` for each
+/// record a node heard.
+fn heard_in<'a>(keys: &'a [Key], table: &'a Table) -> impl Iterator<Item = (Key, &'a str)> {
+    keys.iter().enumerate().flat_map(move |(i, k)| table.heard(i).map(move |n| (*k, n)))
 }
 
 /// A node's windows, in memory: the [`Holdings`] of a simulated node. Every window in it
@@ -247,18 +256,19 @@ impl Store {
         heard_by: Option<&str>,
     ) -> Option<Summary> {
         let old = self.held(w);
-        let (mut all, mut heard) = self.take(w);
+        let (mut all, table) = self.take(w);
+        let keys: Vec<Key> = all.keys().copied().collect();
+        let mut given = Vec::new();
         for r in records {
             if r.stream != w.stream || window::start(r.device_time_ns) != w.start {
                 continue;
             }
             let k = key(&r);
             all.entry(k).or_insert(r);
-            if let Some(name) = heard_by {
-                heard.entry(k).or_default().insert(name.to_owned());
-            }
+            given.push(k);
         }
-        let new = self.put(w, all, heard);
+        let heard = heard_by.into_iter().flat_map(|name| given.iter().map(move |k| (*k, name)));
+        let new = self.put(w, all, heard_in(&keys, &table).chain(heard));
         self.retire(old, new);
         new
     }
@@ -290,30 +300,27 @@ impl Store {
         if !table.fits(keys.len()) || keys.iter().any(|k| !win.records.contains_key(k)) {
             return None;
         }
-        let (all, mut heard) = self.take(w);
-        for (i, k) in keys.iter().enumerate() {
-            for name in table.heard(i) {
-                heard.entry(*k).or_default().insert(name.to_owned());
-            }
-        }
-        self.put(w, all, heard)
+        let (all, own) = self.take(w);
+        let held: Vec<Key> = all.keys().copied().collect();
+        self.put(w, all, heard_in(&held, &own).chain(heard_in(keys, table)))
     }
 
-    fn take(&mut self, w: WindowId) -> (BTreeMap<Key, Record>, BTreeMap<Key, BTreeSet<String>>) {
+    /// Takes window `w` out: its records and its table (over them, in key order).
+    fn take(&mut self, w: WindowId) -> (BTreeMap<Key, Record>, Table) {
         match self.windows.remove(&w) {
             Some(win) => {
                 self.roots.remove(&win.summary.root);
-                (win.records, win.heard)
+                (win.records, win.table)
             }
             None => Default::default(),
         }
     }
 
-    fn put(
+    fn put<'a>(
         &mut self,
         w: WindowId,
         all: BTreeMap<Key, Record>,
-        heard: BTreeMap<Key, BTreeSet<String>>,
+        heard: impl IntoIterator<Item = (Key, &'a str)>,
     ) -> Option<Summary> {
         if all.is_empty() {
             return None;
@@ -504,7 +511,7 @@ impl Kind {
     fn of(ask: &Ask) -> Kind {
         match ask {
             Ask::Mesh(Request::Streams { .. } | Request::Windows { .. }) => Kind::Summary,
-            Ask::Mesh(Request::Provenance { .. }) => Kind::Provenance,
+            Ask::Mesh(Request::Provenance { .. } | Request::Statements { .. }) => Kind::Provenance,
             Ask::Mesh(Request::Offer(_)) => Kind::Gossip,
             Ask::Mesh(Request::Index { .. }) => Kind::Index,
             Ask::Mesh(Request::Symbols { .. }) => Kind::Symbols,
@@ -1237,14 +1244,13 @@ impl Sim {
                         let all = (0..self.members.len() as u32).filter(|m| self.members.name(*m) != Some(name.as_str()));
                         all.map(|m| (m, message::Row::All)).collect()
                     } else {
-                        let rows = win.table.nodes.iter().filter(|(n, _)| *n != name);
-                        rows.filter_map(|(n, b)| Some((self.members.index(n)?, message::Row::of(Some(b), count)))).collect()
+                        self.members.others(&win.table, &name, count)
                     };
                     batches.entry(None).or_default().push(message::Announced { others, ..item });
                 }
             }
             for (to, list) in batches {
-                for bytes in message::encode_announces(&list, digest) {
+                for bytes in message::encode_announces(&list, digest, |b| signature(&name, b)) {
                     let Ok(batch) = message::decode::<message::Announce>(&bytes) else {
                         continue;
                     };
