@@ -267,10 +267,10 @@ pub fn start(
     membership: Arc<crate::trust::Membership>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, SharedIndex, Client)> {
-    // An announcement is accepted (and forwarded) only if well-formed and signed by its
-    // author's own key (`docs/protocol.md`, "Statements").
+    // An announcement is accepted (and forwarded) only if well-formed and, if signed,
+    // signed by its author's own key (`docs/protocol.md`, "Statements").
     let validate: overlay::Validator = Arc::new(|author: &PeerId, bytes: &[u8]| {
-        message::decode::<Announce>(bytes).is_ok_and(|a| a.check() && a.verify(|m, sig| identity::verify(author, m, sig)))
+        message::decode::<Announce>(bytes).is_ok_and(|a| a.check() && (!a.signed() || a.verify(|m, sig| identity::verify(author, m, sig))))
     });
     let mesh_name = config.overlay.mesh.clone();
     let external = config.overlay.external.clone();
@@ -507,7 +507,7 @@ impl Driver {
                         self.metrics().count_bytes("offer", "in", data.len());
                         let response = if !announce.check() {
                             Response::Refused
-                        } else if !announce.verify(|m, sig| identity::verify(&peer, m, sig)) {
+                        } else if announce.signed() && !announce.verify(|m, sig| identity::verify(&peer, m, sig)) {
                             // Offers come over a connection authenticated as `peer`: a
                             // signature that fails is a member's forgery, or a bug.
                             tracing::warn!(%peer, "offer with a signature that does not verify, refused");
@@ -706,43 +706,52 @@ impl Driver {
         }
         if peers {
             let fallback = std::mem::take(&mut self.fallback);
-            sends.extend(fallback.into_iter().map(|window| schedule::Send { window, offer: Vec::new(), publish: true }));
+            // Signed: no coordinator kept them.
+            sends.extend(fallback.into_iter().map(|window| schedule::Send { window, offer: Vec::new(), publish: true, sign: true }));
         }
-        let mut batch = Vec::new();
-        let mut offers: BTreeMap<PeerId, Vec<message::Announced>> = BTreeMap::new();
+        // What is signed (`docs/protocol.md`, "Statements"): offers to the first coordinator
+        // a window is offered to, which keeps the statement, and announcements that carry
+        // receipts of ours no offer carried (`Send::sign`).
+        let coordinated = self.announcer.coordinated();
+        let (mut signed, mut plain) = (Vec::new(), Vec::new());
+        let mut offers: BTreeMap<PeerId, (Vec<message::Announced>, bool)> = BTreeMap::new();
         for send in &sends {
             self.announce_bare.remove(&send.window);
             let Some(s) = read(&self.index).windows.get(&send.window).copied() else { continue };
             let Some((index, row, table)) = self.index_of(&s, now) else { continue };
             let item = message::Announced { summary: s, index: Some(index), row, others: Vec::new() };
-            for m in &send.offer {
-                match self.members.name(*m).and_then(|n| n.parse::<PeerId>().ok()) {
-                    Some(peer) => offers.entry(peer).or_default().push(item.clone()),
-                    None => continue,
-                }
+            for (k, m) in send.offer.iter().enumerate() {
+                let Some(peer) = self.members.name(*m).and_then(|n| n.parse::<PeerId>().ok()) else { continue };
+                let (list, keeps) = offers.entry(peer).or_default();
+                list.push(item.clone());
+                *keeps |= k == 0;
             }
             if send.publish {
                 let me = self.shared.store.node_id();
                 let count = s.count as usize;
-                let others = match self.announcer.coordinated() {
+                let others = match coordinated {
                     true => self.members.others(&table, me, count),
                     false => Vec::new(),
                 };
                 tracing::debug!(window = %s.window, root = hex::encode(&s.root[..4]), row = row_kind(&item.row), others = others.len(), "announce");
-                batch.push(message::Announced { others, ..item });
+                let to = if send.sign { &mut signed } else { &mut plain };
+                to.push(message::Announced { others, ..item });
             }
         }
         for w in std::mem::take(&mut self.announce_bare) {
             let Some(s) = read(&self.index).windows.get(&w).copied() else { continue };
-            batch.push(message::Announced { summary: s, index: None, row: Row::None, others: Vec::new() });
+            plain.push(message::Announced { summary: s, index: None, row: Row::None, others: Vec::new() });
         }
         let digest = self.members.digest();
-        for chunk in batch.chunks(MAX_ANNOUNCE) {
-            let signed = message::pack_announces(chunk, digest).into_iter().map(|mut a| {
-                self.sign(&mut a);
+        let chunks = signed.chunks(MAX_ANNOUNCE).map(|c| (c, true)).chain(plain.chunks(MAX_ANNOUNCE).map(|c| (c, false)));
+        for (chunk, sign) in chunks {
+            let messages = message::pack_announces(chunk, digest).into_iter().map(|mut a| {
+                if sign {
+                    self.sign(&mut a);
+                }
                 message::encode(&a)
             });
-            for bytes in signed.collect::<Vec<_>>() {
+            for bytes in messages.collect::<Vec<_>>() {
                 let len = bytes.len();
                 match self.client.publish(bytes).await {
                     Ok(true) => self.metrics().count_gossip("out", len),
@@ -752,10 +761,12 @@ impl Driver {
                 }
             }
         }
-        for (peer, list) in offers {
+        for (peer, (list, keeps)) in offers {
             tracing::debug!(%peer, windows = list.len(), "offer");
             for mut announce in message::pack_announces(&list, digest) {
-                self.sign(&mut announce);
+                if keeps {
+                    self.sign(&mut announce);
+                }
                 let windows: Vec<WindowId> = announce.windows.iter().map(|s| s.window).collect();
                 let bytes = message::encode(&Request::Offer(announce));
                 self.metrics().count_bytes("offer", "out", bytes.len());

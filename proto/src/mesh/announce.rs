@@ -39,6 +39,9 @@ pub struct Send {
     pub offer: Vec<u32>,
     /// Announce it to every node, with the rows of every node we know.
     pub publish: bool,
+    /// Sign the announcement: it carries our own receipts and no offer of ours does (no
+    /// coordinators, or we are the window's only one) — `docs/protocol.md`, "Statements".
+    pub sign: bool,
 }
 
 /// What one window's members told us.
@@ -62,6 +65,8 @@ struct Pending {
     /// Our rank among its coordinators, for the member list with this digest (worked out
     /// once: a coordinator's window is looked at every check while it waits).
     rank: Option<([u8; 8], usize)>,
+    /// Our own receipts changed and no offer of ours carried them: the announcement does.
+    unkept: bool,
 }
 
 /// One node's announcement schedule (module docs).
@@ -96,8 +101,9 @@ impl Announcer {
     /// an offer as our own change, an announcement as one already due.
     pub fn defer(&mut self, send: &Send, now_ns: u64) {
         let since_ns = if send.offer.is_empty() { 0 } else { now_ns };
-        let p = self.pending.entry(send.window).or_insert(Pending { own: false, since_ns, first_ns: since_ns, rank: None });
+        let p = self.pending.entry(send.window).or_insert(Pending { own: false, since_ns, first_ns: since_ns, rank: None, unkept: false });
         p.own |= !send.offer.is_empty();
+        p.unkept |= send.sign;
     }
 
     /// Nothing waits to be sent.
@@ -126,7 +132,7 @@ impl Announcer {
     /// Our copy of `window` changed: `own` if our own receipts did (records we heard, or
     /// our receipts of records we held by repair), else by repair or merged rows.
     pub fn changed(&mut self, window: WindowId, own: bool, now_ns: u64) {
-        let p = self.pending.entry(window).or_insert(Pending { own: false, since_ns: now_ns, first_ns: now_ns, rank: None });
+        let p = self.pending.entry(window).or_insert(Pending { own: false, since_ns: now_ns, first_ns: now_ns, rank: None, unkept: false });
         p.own |= own;
         p.since_ns = p.since_ns.max(now_ns);
     }
@@ -178,7 +184,8 @@ impl Announcer {
         let mut out = Vec::new();
         let Some(r) = self.coordinators else {
             let all = std::mem::take(&mut self.pending);
-            return all.into_keys().filter(|w| ours(*w).is_some()).map(|window| Send { window, offer: Vec::new(), publish: true }).collect();
+            let due = all.into_keys().filter(|w| ours(*w).is_some());
+            return due.map(|window| Send { window, offer: Vec::new(), publish: true, sign: true }).collect();
         };
         let me_index = members.index(me);
         for (window, p) in std::mem::take(&mut self.pending) {
@@ -192,6 +199,7 @@ impl Announcer {
                     (rank, offer)
                 }
             };
+            let unkept = p.unkept || (p.own && offer.is_empty());
             let mut publish = false;
             if let Some(k) = rank {
                 // An offer of ours counts as a change: the other coordinators' offers, sent
@@ -205,14 +213,14 @@ impl Announcer {
                 let overdue = now_ns.saturating_sub(first) >= (MAX_HOLD_TICKS + k as u64) * self.tick_ns;
                 if !overdue && (wants(window) || now_ns.saturating_sub(since) < quiet) {
                     let rank = Some((members.digest(), k));
-                    self.pending.insert(window, Pending { own: false, since_ns: since, first_ns: first, rank });
+                    self.pending.insert(window, Pending { own: false, since_ns: since, first_ns: first, rank, unkept });
                 } else {
                     let said = self.heard.get(&window).and_then(|h| h.said);
                     publish = !said.is_some_and(|(j, root, p)| j < k && root == summary.root && p == summary.provenance);
                 }
             }
             if publish || !offer.is_empty() {
-                out.push(Send { window, offer, publish });
+                out.push(Send { window, offer, publish, sign: publish && unkept });
             }
         }
         out
@@ -276,7 +284,7 @@ mod tests {
         assert!(near.due(&members, first, TICK, |_| Some(summary(w, 9)), |_| true).is_empty());
         // Holds everything, quiet for half a tick: announces, offers nothing more.
         let sent = near.due(&members, first, 2 * TICK, |_| Some(summary(w, 9)), |_| false);
-        assert_eq!(sent, vec![Send { window: w, offer: Vec::new(), publish: true }]);
+        assert_eq!(sent, vec![Send { window: w, offer: Vec::new(), publish: true, sign: false }]);
         // The next coordinator waits a tick more, hears the same, and stays silent.
         next.changed(w, false, 200_000_000);
         assert!(next.due(&members, second, 2 * TICK, |_| Some(summary(w, 9)), |_| false).is_empty());
@@ -305,7 +313,7 @@ mod tests {
             }
         }
         let sent = a.due(&members, first, 2_000, |_| Some(summary(w, 9)), |_| false);
-        assert_eq!(sent, vec![Send { window: w, offer: Vec::new(), publish: true }]);
+        assert_eq!(sent, vec![Send { window: w, offer: Vec::new(), publish: true, sign: false }]);
     }
 
     #[test]
@@ -326,7 +334,8 @@ mod tests {
         let (members, w, _) = setup();
         let mut a = Announcer::new(None, TICK);
         a.changed(w, false, 0);
-        assert_eq!(a.due(&members, "n1", 0, |_| Some(summary(w, 1)), |_| true), vec![Send { window: w, offer: Vec::new(), publish: true }]);
+        let signed = vec![Send { window: w, offer: Vec::new(), publish: true, sign: true }];
+        assert_eq!(a.due(&members, "n1", 0, |_| Some(summary(w, 1)), |_| true), signed);
         a.changed(w, true, 0);
         assert!(a.due(&members, "n1", 0, |_| None, |_| false).is_empty());
     }

@@ -85,7 +85,7 @@ pub struct Announce {
     /// member index (`docs/protocol.md`, "Coordinators").
     pub others: Option<Others>,
     /// The author's signature over its claims — the windows with its own rows
-    /// ([`super::statement::to_sign`]); empty until [`Announce::sign`]ed.
+    /// ([`super::statement::to_sign`]); empty if not [`Announce::sign`]ed.
     pub signature: Vec<u8>,
 }
 
@@ -214,6 +214,12 @@ impl Announce {
     /// Signs the message's claims with `sign` (the author's key over the bytes given).
     pub fn sign(&mut self, sign: impl FnOnce(&[u8]) -> Vec<u8>) {
         self.signature = sign(&super::statement::to_sign(self));
+    }
+
+    /// Whether the author signed its claims (an unsigned message's rows are only the word
+    /// of the peer that sent it).
+    pub fn signed(&self) -> bool {
+        !self.signature.is_empty()
     }
 
     /// Whether `verify(signed bytes, signature)` holds for the message's claims.
@@ -671,10 +677,11 @@ mod tests {
         assert_eq!(bytes, want);
 
         // The same window announced with its index and the sender's row (it heard every
-        // record): 55 + 1 + 20 + 1 bytes, 3 of list lengths and 1 for no other rows.
+        // record): 55 + 1 + 20 + 1 bytes, 3 of list lengths, 1 for no other rows and 1 for no
+        // signature (a signed one has 65: `statement`).
         let index = IndexPart::compact(&header, &entries);
         let one = Announce { windows: vec![s], indexes: vec![Some(index.clone())], rows: vec![Row::All], others: None, signature: Vec::new() };
-        assert_eq!(encode(&one).len(), 81);
+        assert_eq!(encode(&one).len(), 82);
         let item = |s: Summary| Announced { summary: s, index: Some(index.clone()), row: Row::All, others: Vec::new() };
         assert_eq!(encode_announces(&[item(s)], [0; 8], unsigned), vec![encode(&one)]);
         assert!(one.check());

@@ -1220,10 +1220,13 @@ impl Sim {
             let wants = |w| matches!(requester, Requester::Telemesh(r) if r.wants(w));
             let mut sends = announcer.due(&self.members, name, now, |w| store.summary(w), wants);
             let unoffered = std::mem::take(&mut self.nodes[i].unoffered);
-            sends.extend(unoffered.into_iter().map(|window| schedule::Send { window, offer: Vec::new(), publish: true }));
+            // Offers a coordinator did not take go to everyone, signed: nobody kept them.
+            sends.extend(unoffered.into_iter().map(|window| schedule::Send { window, offer: Vec::new(), publish: true, sign: true }));
             let name = self.nodes[i].name.clone();
-            // To every node (`None`), or to one coordinator.
-            let mut batches: BTreeMap<Option<NodeId>, Vec<message::Announced>> = BTreeMap::new();
+            // To every node (`None`), or to one coordinator; signed or not, as the node signs
+            // (`docs/protocol.md`, "Statements"): offers to the first coordinator offered,
+            // and announcements that carry receipts no offer carried.
+            let mut batches: BTreeMap<(Option<NodeId>, bool), Vec<message::Announced>> = BTreeMap::new();
             for send in sends {
                 let Some(win) = self.nodes[i].store.window(send.window) else { continue };
                 let count = win.records.len();
@@ -1234,8 +1237,8 @@ impl Sim {
                 let own_row = win.table.nodes.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice());
                 let row = if with_index { message::Row::of(own_row, count) } else { message::Row::None };
                 let item = message::Announced { summary: win.summary, index, row, others: Vec::new() };
-                for m in &send.offer {
-                    batches.entry(Some(self.member_node[*m as usize])).or_default().push(item.clone());
+                for (k, m) in send.offer.iter().enumerate() {
+                    batches.entry((Some(self.member_node[*m as usize]), k == 0)).or_default().push(item.clone());
                 }
                 if send.publish {
                     let others = if !with_index || !self.nodes[i].announcer.coordinated() {
@@ -1246,11 +1249,12 @@ impl Sim {
                     } else {
                         self.members.others(&win.table, &name, count)
                     };
-                    batches.entry(None).or_default().push(message::Announced { others, ..item });
+                    batches.entry((None, send.sign)).or_default().push(message::Announced { others, ..item });
                 }
             }
-            for (to, list) in batches {
-                for bytes in message::encode_announces(&list, digest, |b| signature(&name, b)) {
+            for ((to, signed), list) in batches {
+                let sign = |b: &[u8]| if signed { signature(&name, b) } else { Vec::new() };
+                for bytes in message::encode_announces(&list, digest, sign) {
                     let Ok(batch) = message::decode::<message::Announce>(&bytes) else {
                         continue;
                     };

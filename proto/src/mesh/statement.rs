@@ -160,9 +160,13 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// The statements an announcement makes: one per window with a non-empty row (the
-    /// others claim nothing), each with its path to the signed root.
+    /// The statements a signed announcement makes: one per window with a non-empty row
+    /// (the others claim nothing), each with its path to the signed root; none if it is
+    /// not signed.
     pub fn all_of(announce: &Announce) -> Vec<Statement> {
+        if !announce.signed() {
+            return Vec::new();
+        }
         let leaves = leaves(announce);
         let of = leaves.len() as u32;
         (0..announce.windows.len())
