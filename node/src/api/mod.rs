@@ -281,7 +281,8 @@ async fn records(
     if !q.proof {
         return render(stream, &views, next, q.format);
     }
-    match prove(&app, stream, &views).await {
+    let views = Arc::new(views);
+    match prove(&app, stream, Arc::clone(&views)).await {
         Ok(proof) => Json(RecordsPage {
             dialect: stream.dialect,
             device: stream.device,
@@ -298,15 +299,15 @@ async fn records(
 /// The proof of a page of merged records: statements this node keeps, and those it asks
 /// the nodes named (or the windows' coordinators) for; what stays unbacked is listed and
 /// counted.
-async fn prove(app: &App, stream: StreamId, views: &[RecordView]) -> Result<proof::Proof, crate::store::StoreError> {
+async fn prove(app: &App, stream: StreamId, views: Arc<Vec<RecordView>>) -> anyhow::Result<proof::Proof> {
     let membership = Arc::clone(&app.membership);
     let names: Vec<String> = membership.members().into_iter().map(|m| m.peer_id).collect();
     let members = telemesh_proto::mesh::Members::new(if membership.is_open() { Vec::new() } else { names });
-    let member = |node: &str, m: &[u8], sig: &[u8]| {
-        node.parse::<libp2p::PeerId>()
-            .is_ok_and(|peer| membership.is_member(&peer) && crate::trust::identity::verify(&peer, m, sig))
-    };
-    let store = app.shared.store.as_ref();
+    let m = Arc::clone(&membership);
+    let member: proof::Verify = Arc::new(move |node: &str, bytes: &[u8], sig: &[u8]| {
+        node.parse::<libp2p::PeerId>().is_ok_and(|peer| m.is_member(&peer) && crate::trust::identity::verify(&peer, bytes, sig))
+    });
+    let store = Arc::clone(&app.shared.store);
     let (mut proof, checked) = proof::build(store, stream, views, app.fetcher.as_ref(), &members, member).await?;
     app.shared.metrics.mesh.unbacked.inc_by(checked.unbacked.len() as u64);
     proof.mesh = membership.mesh().to_owned();

@@ -8,6 +8,7 @@
 //! offline against the mesh's roster.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -202,27 +203,36 @@ impl Fetcher {
     }
 }
 
+/// Checks a statement's signature: `(node, signed bytes, signature)`.
+pub type Verify = Arc<dyn Fn(&str, &[u8], &[u8]) -> bool + Send + Sync>;
+
 /// Builds the proof of a page: for each window of `records`, its blob and the statements
 /// this node keeps of it — and, for nodes named that those do not back, statements asked
-/// of peers (`fetcher`) — then checks the page with it ([`check`]).
+/// of peers (`fetcher`) — then checks the page with it ([`check`]). Reading the store and
+/// checking (re-encoding windows) run on the blocking pool.
 pub async fn build(
-    store: &dyn Store,
+    store: Arc<dyn Store>,
     stream: StreamId,
-    records: &[RecordView],
+    records: Arc<Vec<RecordView>>,
     fetcher: Option<&Fetcher>,
     members: &Members,
-    verify: impl Fn(&str, &[u8], &[u8]) -> bool + Copy,
-) -> Result<(Proof, Checked), crate::store::StoreError> {
-    let mut proof = Proof::default();
-    let starts: BTreeSet<u64> = records.iter().map(|v| window::start(v.device_time_ns)).collect();
-    let mut kept: BTreeMap<u64, Vec<(String, Statement)>> = BTreeMap::new();
-    for &start in &starts {
-        let Some(sealed) = store.sealed(stream, start)? else { continue };
-        kept.insert(start, store.statements(WindowId { stream, start })?);
-        proof.windows.push(WindowProof { start_ns: start, blob: BASE64.encode(&sealed.blob), statements: Vec::new() });
-    }
-    fill(&mut proof, &kept, verify);
-    let checked = check(stream, records, &proof, verify);
+    verify: Verify,
+) -> anyhow::Result<(Proof, Checked)> {
+    let (r, v) = (Arc::clone(&records), Arc::clone(&verify));
+    let (mut proof, mut kept, checked) = tokio::task::spawn_blocking(move || {
+        let mut proof = Proof::default();
+        let starts: BTreeSet<u64> = r.iter().map(|v| window::start(v.device_time_ns)).collect();
+        let mut kept: BTreeMap<u64, Vec<(String, Statement)>> = BTreeMap::new();
+        for &start in &starts {
+            let Some(sealed) = store.sealed(stream, start)? else { continue };
+            kept.insert(start, store.statements(WindowId { stream, start })?);
+            proof.windows.push(WindowProof { start_ns: start, blob: BASE64.encode(&sealed.blob), statements: Vec::new() });
+        }
+        fill(&mut proof, &kept, &*v);
+        let checked = check(stream, &r, &proof, &*v);
+        Ok::<_, crate::store::StoreError>((proof, kept, checked))
+    })
+    .await??;
     let Some(fetcher) = fetcher.filter(|_| !checked.unbacked.is_empty()) else { return Ok((proof, checked)) };
     let mut missing: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for u in &checked.unbacked {
@@ -240,9 +250,12 @@ pub async fn build(
     while let Some((start, list)) = fetched.next().await {
         kept.entry(start).or_default().extend(list);
     }
-    fill(&mut proof, &kept, verify);
-    let checked = check(stream, records, &proof, verify);
-    Ok((proof, checked))
+    Ok(tokio::task::spawn_blocking(move || {
+        fill(&mut proof, &kept, &*verify);
+        let checked = check(stream, &records, &proof, &*verify);
+        (proof, checked)
+    })
+    .await?)
 }
 
 /// Puts into each window of `proof` one statement per node: of those whose signature
