@@ -189,3 +189,111 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
     drop(rt);
     honest.stop().expect("stops");
 }
+
+/// A member forges statements: offers signed with another key, a row changed after
+/// signing, gossip signed by someone else. Each is refused (offers) or rejected (gossip),
+/// counted, the offers blamed until the forger is disconnected, and no forged statement is
+/// kept — while its one honest offer was taken and its statement kept.
+#[test]
+fn forged_statements_are_refused_blamed_and_never_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let honest = Node::start(telemesh_node::Config {
+        mesh: "forge".into(),
+        open: true,
+        ..common::config(dir.path(), TimestampUnit::Ms)
+    })
+    .expect("node starts");
+    let boot = common::bootstrap_addr(&honest);
+    let honest_id: PeerId = boot.rsplit('/').next().expect("peer id").parse().expect("peer id");
+    let metric = |name: &str| common::metric(&common::get_text(&format!("{}/metrics", honest.url())), name);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let shutdown = CancellationToken::new();
+    let config = overlay::Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+        bootstrap: vec![boot.parse().expect("multiaddr")],
+        mesh: "forge".into(),
+        ..overlay::Config::default()
+    };
+    let keypair = Keypair::generate_ed25519();
+    let other = Keypair::generate_ed25519();
+    let signer = keypair.clone();
+    let open = Arc::new(Membership::open("forge", keypair.public().to_peer_id()));
+    let (client, _events) =
+        rt.block_on(async { overlay::start(config, keypair, Arc::new(|_: &PeerId, _: &[u8]| true), open, shutdown.clone()) }).expect("overlay");
+    let forger = client.local_peer_id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric("telemesh_mesh_peers") < 1.0 {
+        assert!(Instant::now() < deadline, "the forger did not connect");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let one = One::new();
+    let (header, entries) = window::index(&one.blob).expect("index");
+    let item = message::Announced {
+        summary: one.summary,
+        index: Some(IndexPart::compact(&header, &entries)),
+        row: message::Row::All,
+        others: Vec::new(),
+    };
+    let unsigned = message::pack_announces(&[item], [0; 8]).remove(0);
+    let signed_by = |key: &Keypair, announce: &message::Announce| {
+        let mut a = announce.clone();
+        a.sign(|bytes| key.sign(bytes).unwrap_or_default());
+        a
+    };
+    let offer = |announce: message::Announce| {
+        let answer = rt.block_on(client.request(honest_id, message::encode(&Request::Offer(announce)))).expect("answered");
+        message::decode::<Response>(&answer).expect("response")
+    };
+
+    // Its own, signed: taken, and the statement kept.
+    assert_eq!(offer(signed_by(&signer, &unsigned)), Response::Accepted);
+    let statements = |window| {
+        let answer = rt.block_on(client.request(honest_id, message::encode(&Request::Statements { window }))).expect("answered");
+        match message::decode::<Response>(&answer).expect("response") {
+            Response::Statements(list) => list,
+            other => panic!("{other:?}"),
+        }
+    };
+    let kept = statements(one.summary.window);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].0, forger.to_string());
+    assert!(kept[0].1.verify(|m, sig| signer.public().verify(m, sig)));
+
+    // Gossip signed by another key: rejected by validation, never delivered.
+    let before = metric("telemesh_mesh_rejects_total{reason=\"gossip_rejected\"}");
+    let forged_gossip = message::encode(&signed_by(&other, &unsigned));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric("telemesh_mesh_rejects_total{reason=\"gossip_rejected\"}") <= before {
+        let _ = rt.block_on(client.publish(forged_gossip.clone()));
+        assert!(Instant::now() < deadline, "forged gossip was not rejected");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // A row changed after signing (it heard fewer than it now claims), then offers signed
+    // by another key: refused, counted, blamed — the third blame disconnects it.
+    let mut less = unsigned.clone();
+    less.rows[0] = message::Row::Missing(vec![0, 1, 2]);
+    let mut altered = signed_by(&signer, &less);
+    altered.rows[0] = message::Row::All;
+    assert_eq!(offer(altered), Response::Refused);
+    assert_eq!(offer(signed_by(&other, &unsigned)), Response::Refused);
+    let _ = rt.block_on(client.request(honest_id, message::encode(&Request::Offer(signed_by(&other, &unsigned)))));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric("telemesh_mesh_blames_total{reason=\"bad_signature\"}") < 3.0 || metric("telemesh_mesh_peers") > 0.0 {
+        assert!(Instant::now() < deadline, "the forger was not blamed 3 times and disconnected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric("telemesh_mesh_rejects_total{reason=\"bad_signature\"}") >= 3.0);
+    shutdown.cancel();
+    drop(rt);
+
+    // Nothing forged was kept: the store holds the one honest statement.
+    honest.stop().expect("stops");
+    let store = telemesh_node::store::SledStore::open(dir.path(), 16).expect("store");
+    use telemesh_node::store::Store as _;
+    let kept = store.statements(one.summary.window).expect("statements");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1.claim.row, message::Row::All.bits(300).expect("bits"));
+}

@@ -512,6 +512,7 @@ impl Driver {
                             // signature that fails is a member's forgery, or a bug.
                             tracing::warn!(%peer, "offer with a signature that does not verify, refused");
                             self.metrics().reject("bad_signature", 1);
+                            self.reconciler.blame(&peer, mesh::Blame::BadSignature);
                             Response::Refused
                         } else {
                             self.take_announce(peer, &announce, now);

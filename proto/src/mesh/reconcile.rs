@@ -119,6 +119,9 @@ pub enum Blame {
     /// A coordinator's announcement that names this node as having heard (or proved)
     /// records it did not: a forged row of ours.
     ForgedRow,
+    /// A message whose signature does not verify against the peer that sent it
+    /// ([`super::statement`]): a statement forged in its name, or altered on the way.
+    BadSignature,
 }
 
 impl Blame {
@@ -128,6 +131,7 @@ impl Blame {
             Blame::BadProof => "bad_proof",
             Blame::BadSymbols => "bad_symbols",
             Blame::ForgedRow => "forged_row",
+            Blame::BadSignature => "bad_signature",
         }
     }
 }
@@ -589,7 +593,10 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         }
     }
 
-    fn blame(&mut self, peer: &P, reason: Blame) {
+    /// Blames `peer` for something the node found wrong outside the repair protocol (a
+    /// message whose signature fails): counted like any blame, and a disconnect once it has
+    /// happened [`Config::blame_limit`] times ([`Action::Blame`]).
+    pub fn blame(&mut self, peer: &P, reason: Blame) {
         let now = self.now_ns;
         let (count, last) = self.blames.entry(peer.clone()).or_insert((0, now));
         *count += 1;
