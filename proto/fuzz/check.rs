@@ -622,10 +622,11 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             message::Announced { summary: *s, index: Some(IndexPart::compact(&header, &entries)), row, others }
         })
         .collect();
-    for (i, bytes) in message::encode_announces(&announced, [7; 8]).into_iter().enumerate() {
+    // Signed by a stand-in as long as an ed25519 signature (`proto` holds no keys).
+    for (i, bytes) in message::encode_announces(&announced, [7; 8], |b| vec![b.len() as u8; 64]).into_iter().enumerate() {
         add("mesh_message", format!("announce_{i}"), bytes);
     }
-    let bare = Announce { windows: vec![announced[0].summary], indexes: vec![], rows: vec![], others: None };
+    let bare = Announce { windows: vec![announced[0].summary], indexes: vec![], rows: vec![], others: None, signature: vec![] };
     add("mesh_message", "announce_no_index".into(), message::encode(&bare));
     let (s0, _, _) = &fixed.held[0];
     let mut requests = vec![
@@ -633,6 +634,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ("windows", Request::Windows { stream: s0.window.stream, after: None }),
         ("provenance", Request::Provenance { root: s0.root }),
         ("not_found", Request::Provenance { root: [7; 32] }),
+        ("statements", Request::Statements { window: s0.window }),
         ("symbols_refused", Request::Symbols { root: s0.root, start: 0, count: 3 }),
     ];
     for (i, (s, _, _)) in fixed.held.iter().enumerate() {
