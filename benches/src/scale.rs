@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use comfy_table::{presets, Table};
 use telemesh_proto::mesh::sim::Scheme;
+use telemesh_tools::plot;
 
 use crate::repair::{simulate, Measure, Pattern, Point, Setup};
 
@@ -34,7 +35,7 @@ pub struct Opts {
     /// Simulations run at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
-    /// Directory for scale.csv.
+    /// Directory for scale.csv and scale.svg (total bytes per record per node against sites).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
     /// Coordinators per window, as a node of a closed mesh runs them (0: every node
@@ -172,7 +173,19 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             w.serialize(r)?;
         }
         w.flush()?;
-        eprintln!("wrote {}/scale.csv", dir.display());
+        let series: Vec<plot::Series> = MODES
+            .iter()
+            .map(|mode| plot::Series {
+                name: mode.name.to_owned(),
+                points: rows.iter().filter(|r| r.mode == mode.name).map(|r| (r.sites as f64, r.total_per_record_node)).collect(),
+            })
+            .collect();
+        let title = match opts.coordinators {
+            0 => "Overlay bytes per record per node, everyone to everyone".to_owned(),
+            r => format!("Overlay bytes per record per node, {r} coordinators per window"),
+        };
+        plot::lines(&dir.join("scale.svg"), &title, "sites", "B per record per node", &series)?;
+        eprintln!("wrote {0}/scale.csv and {0}/scale.svg", dir.display());
     }
     Ok(())
 }
