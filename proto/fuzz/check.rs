@@ -8,7 +8,7 @@
 //! bytes (re-encoded), never as values, because a NaN reading is not equal to itself.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use telemesh_proto::merkle::{self, Blake3, ChunkNum, Outboard, Proof};
 use telemesh_proto::mesh::message::{self, Announce, IndexPart, Request, Response, Summary, MAX_GOSSIP, MAX_MESSAGE};
+use telemesh_proto::mesh::statement::{Evidence, Statement, Unbacked, MAX_SIGNATURE};
 use telemesh_proto::mesh::{self, serve, Held, Holdings, StreamDigest, Table, WindowId};
 use telemesh_proto::record::{codec, Kind, Readings, Record, SensorCode, StreamId};
 use telemesh_proto::stream::{self, Lookup, Neighbour, Presence};
@@ -25,8 +26,8 @@ use telemesh_proto::window::{self, compact, IndexEntry};
 use telemesh_proto::wire::Dialect;
 
 /// The targets, as named in `Cargo.toml` and `corpus/`.
-pub const TARGETS: [&str; 8] =
-    ["mesh_message", "index", "window", "window_compact", "merkle", "table", "repair", "stream_state"];
+pub const TARGETS: [&str; 9] =
+    ["mesh_message", "index", "window", "window_compact", "merkle", "table", "repair", "stream_state", "statement"];
 
 /// Runs target `name` on one input.
 pub fn run(name: &str, data: &[u8]) {
@@ -39,6 +40,7 @@ pub fn run(name: &str, data: &[u8]) {
         "table" => table(data),
         "repair" => repair_symbols(data),
         "stream_state" => stream_state(data),
+        "statement" => statement(data),
         _ => panic!("no target {name}"),
     }
 }
@@ -171,8 +173,8 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T) ->
 /// Gossip, requests and responses, each decoded from the same bytes as the node does it
 /// (`message::decode`, gossip within `MAX_GOSSIP`), then used as the node uses it: an
 /// announcement is checked and its compact indexes read; a request is answered from the
-/// samples (`serve::respond`), the answer within `MAX_MESSAGE`; a response's index, symbols
-/// and table go through the index, repair and table checks.
+/// samples (`serve::respond`), the answer within `MAX_MESSAGE`; a response's index, symbols,
+/// table and statements go through the index, repair, table and statement checks.
 pub fn mesh_message(data: &[u8]) {
     if data.len() <= MAX_GOSSIP {
         if let Ok(announce) = message::decode::<Announce>(data) {
@@ -236,6 +238,11 @@ pub fn mesh_message(data: &[u8]) {
             Response::Provenance { table } => {
                 for (s, held, _) in &fixed().held {
                     table_pair(s.count as usize, table, &held.table);
+                }
+            }
+            Response::Statements(list) => {
+                for (author, s) in list {
+                    statement_checks(author, s);
                 }
             }
             _ => {}
@@ -594,6 +601,182 @@ pub fn stream_state(data: &[u8]) {
     }
 }
 
+// ------------------------------------------------------------------ signed statements
+
+/// The author a stored statement is checked as: the store keeps the author in the key, not
+/// in the value.
+pub const AUTHOR: &str = "12D3KooWAlpha";
+
+/// A stand-in for the author's signature (`proto` holds no keys): the signed bytes XOR a
+/// key stream made from the author's name. Injective in the bytes for one author, so a
+/// statement whose signed bytes change cannot keep a signature that verifies; what the
+/// target checks is that every change to a claim or a path changes the signed bytes.
+pub fn sign(author: &str, bytes: &[u8]) -> Vec<u8> {
+    let key = author.as_bytes();
+    let k = |i: usize| key.get(i % key.len().max(1)).copied().unwrap_or(0).wrapping_mul(167).wrapping_add(i as u8);
+    bytes.iter().enumerate().map(|(i, b)| b ^ k(i)).collect()
+}
+
+/// `verify(signed bytes, signature)` for [`sign`]'s author.
+pub fn verifier(author: &str) -> impl Fn(&[u8], &[u8]) -> bool + '_ {
+    move |bytes, signature| sign(author, bytes) == signature
+}
+
+/// Every change to what a statement says that its signature must catch: each field of the
+/// claim (window, root, count, row), each sibling of the path (one bit flipped), the path
+/// cut short, lengthened or given another first sibling. Only real changes are returned.
+fn tampered(s: &Statement) -> Vec<(String, Statement)> {
+    let mut out: Vec<(String, Statement)> = Vec::new();
+    let mut with = |what: String, change: &dyn Fn(&mut Statement)| {
+        let mut t = s.clone();
+        change(&mut t);
+        if t.claim != s.claim || t.path != s.path {
+            out.push((what, t));
+        }
+    };
+    with("stream".into(), &|t| t.claim.window.stream.device ^= 1);
+    with("dialect".into(), &|t| {
+        let d = &mut t.claim.window.stream.dialect;
+        *d = if *d == Dialect::Secure { Dialect::Iotstream } else { Dialect::Secure };
+    });
+    with("start".into(), &|t| t.claim.window.start ^= 1);
+    with("window".into(), &|t| t.claim.window.start = t.claim.window.start.wrapping_add(window::SPAN_NS));
+    with("root".into(), &|t| t.claim.root[31] ^= 0x80);
+    with("count".into(), &|t| t.claim.count ^= 1);
+    with("first row byte".into(), &|t| match t.claim.row.first_mut() {
+        Some(b) => *b ^= 1,
+        None => t.claim.row.push(1),
+    });
+    with("last row byte".into(), &|t| {
+        if let Some(b) = t.claim.row.last_mut() {
+            *b ^= 0x80;
+        }
+    });
+    with("row lengthened".into(), &|t| t.claim.row.push(0));
+    with("row shortened".into(), &|t| {
+        t.claim.row.pop();
+    });
+    for k in 0..s.path.len() {
+        with(format!("sibling {k}"), &|t| t.path[k][k % 32] ^= 1 << (k % 8));
+    }
+    with("path shortened".into(), &|t| {
+        t.path.pop();
+    });
+    with("path lengthened".into(), &|t| t.path.push([0; 32]));
+    with("path prefixed".into(), &|t| t.path.insert(0, [0; 32]));
+    out
+}
+
+/// A statement as the node uses it, kept from gossip or a `Statements` response or read
+/// back from the store, signed (it says) by `author`:
+///
+/// - it re-encodes (the store's codec) to bytes that decode to the same value, stably;
+/// - `signed()` and `verify` (with [`verifier`]) never panic and agree with each other; the
+///   statement signed again over its own signed bytes verifies, and with any change of
+///   [`tampered`] it does not;
+/// - `covers` over every sample window never panics, gives one flag per record, and the
+///   records it picks give the claimed root;
+/// - `Evidence::add` (as it is, and signed again) over every sample window refuses exactly
+///   what it should (another window, a bad signature, no cover), adds nothing when it
+///   refuses, and backs only records the statement covers, each by `author` alone.
+///
+/// Bounded time is the implementation's (`covers` tries at most 64 combinations) and is
+/// what libFuzzer's `-timeout` checks.
+pub fn statement_checks(author: &str, s: &Statement) {
+    let bytes = codec::to_vec(s);
+    let back: Statement = codec::from_slice(&bytes, "statement").expect("a re-encoded statement decodes");
+    assert_eq!(&back, s, "decode(encode(statement)) != statement");
+    assert!(codec::to_vec(&back) == bytes, "re-encoding the statement is not stable");
+
+    let verify = verifier(author);
+    let signed = s.signed();
+    let verifies = s.verify(&verify);
+    let expected = s.signature.len() <= MAX_SIGNATURE && signed.as_ref().is_some_and(|b| sign(author, b) == s.signature);
+    assert_eq!(verifies, expected, "verify disagrees with signed()");
+    let resigned = signed.map(|b| Statement { signature: sign(author, &b), ..s.clone() });
+    if let Some(r) = &resigned {
+        assert!(r.verify(&verify), "a statement signed over its own signed bytes does not verify");
+        for (what, t) in tampered(r) {
+            assert!(!t.verify(&verify), "a statement with its {what} changed still verifies");
+        }
+    }
+
+    for (summary, _, records) in &fixed().held {
+        let covers = s.covers(records);
+        if let Some(held) = &covers {
+            assert_eq!(held.len(), records.len());
+            let chosen: Vec<Record> = records.iter().zip(held).filter(|(_, h)| **h).map(|(r, _)| r.clone()).collect();
+            let w = s.claim.window;
+            let root = window::encode(w.stream, w.start, &chosen).ok().and_then(|b| window::outboard(&b).ok()).map(|t| t.root());
+            assert_eq!(root, Some(s.claim.root), "covers picked records that do not give the claimed root");
+        }
+        let covered: BTreeSet<_> =
+            records.iter().zip(covers.iter().flatten()).filter(|(_, h)| **h).map(|(r, _)| r.key()).collect();
+        let w = summary.window;
+        for statement in [Some(s), resigned.as_ref()].into_iter().flatten() {
+            let mut evidence = Evidence::default();
+            let result = evidence.add(w, records, author, statement, &verify);
+            let expected = if statement.claim.window != w {
+                Err(Unbacked::Window)
+            } else if !statement.verify(&verify) {
+                Err(Unbacked::Signature)
+            } else if covers.is_none() {
+                Err(Unbacked::Root)
+            } else {
+                Ok(())
+            };
+            assert_eq!(result, expected);
+            if result.is_err() {
+                assert_eq!(evidence, Evidence::default(), "a refused statement backed something");
+            }
+            for (key, names) in evidence.heard.iter().chain(&evidence.proved) {
+                assert!(covered.contains(key), "evidence for a record the statement does not cover");
+                assert!(names.len() == 1 && names.contains(author), "evidence names another author");
+            }
+        }
+    }
+}
+
+/// The `statement` target: the bytes as the store keeps a statement
+/// (`record::codec::from_slice::<Statement>`, the author being [`AUTHOR`]) and as a
+/// `Statements` response (`message::decode::<Response>`, authors from the list), each
+/// statement through [`statement_checks`].
+pub fn statement(data: &[u8]) {
+    if let Ok(s) = codec::from_slice::<Statement>(data, "statement") {
+        statement_checks(AUTHOR, &s);
+    }
+    if let Ok(response @ Response::Statements(_)) = message::decode::<Response>(data) {
+        round_trip(&response);
+        let Response::Statements(list) = &response else { return };
+        for (author, s) in list {
+            statement_checks(author, s);
+        }
+    }
+}
+
+/// The announcement of an author holding `held` (records of one sample window, in key
+/// order), as `statement::tests` builds it: its row says it heard the records `heard`
+/// picks and proved those `proved` picks; with the compact index of its blob.
+fn author_announced(held: &[Record], heard: impl Fn(usize) -> bool, proved: impl Fn(usize) -> bool) -> message::Announced {
+    let blob = blob(held);
+    let receipts = (0..held.len()).filter(|i| heard(*i)).map(|i| (i, "me", proved(i)));
+    let table = Table::from_receipts(held.len(), receipts);
+    let summary = mesh::summarize(&blob, &table).expect("summary");
+    let (header, entries) = window::index(&blob).expect("index");
+    let row = message::Row::of(table.nodes.first().map(|(_, b)| b.as_slice()), held.len());
+    message::Announced { summary, index: Some(IndexPart::compact(&header, &entries)), row, others: Vec::new() }
+}
+
+/// The statements of one signed announcement of `windows` by `author`.
+fn statements(author: &str, windows: &[message::Announced]) -> Vec<Statement> {
+    let mut a = message::pack_announces(windows, [0; 8]).remove(0);
+    a.sign(|bytes| sign(author, bytes));
+    assert!(a.verify(verifier(author)));
+    let all = Statement::all_of(&a);
+    assert_eq!(all.len(), windows.len());
+    all
+}
+
 // ------------------------------------------------------------------ seeds
 
 /// The checked-in seeds: `(target, file name, bytes)`, from the real encoders.
@@ -743,5 +926,59 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         });
         add("stream_state", format!("after_{i}"), codec::to_vec(&state));
     }
+    // statement: real signed statements of the samples. Whole windows (one announcement of
+    // all four, rows with some records not heard and some proved); partial windows with
+    // their index (the first sample without every seventh record and with one version of
+    // its conflict, so that `covers` has two candidates to try; three windows, so one
+    // path carries a node up); a partial one without its index (backs nothing); and a
+    // `Statements` response of three authors.
+    let held = &fixed.held;
+    let whole = statements(
+        AUTHOR,
+        &[
+            author_announced(&held[0].2, |_| true, |_| false),
+            author_announced(&held[1].2, |i| i % 2 == 0, |i| i % 4 == 0),
+            author_announced(&held[2].2, |_| true, |_| true),
+            author_announced(&held[3].2, |_| true, |_| false),
+        ],
+    );
+    let mut conflict = 0;
+    let a: Vec<Record> = held[0]
+        .2
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            let twin = r.seq == 20 && {
+                conflict += 1;
+                conflict == 2
+            };
+            i % 7 != 3 && !twin
+        })
+        .map(|(_, r)| r.clone())
+        .collect();
+    assert_eq!(conflict, 2, "the first sample has its conflict");
+    let partial_windows = [
+        author_announced(&a, |i| i != 5, |i| i % 3 == 1),
+        author_announced(&held[1].2[3..], |_| true, |i| i == 2),
+        author_announced(&held[2].2[..held[2].2.len() - 1], |i| i > 0, |_| false),
+    ];
+    let partial = statements(AUTHOR, &partial_windows);
+    for (i, (s, sample)) in whole.iter().zip(held).chain(partial.iter().zip(held)).enumerate() {
+        let mut evidence = Evidence::default();
+        evidence.add(sample.0.window, &sample.2, AUTHOR, s, verifier(AUTHOR)).expect("a seed backs its records");
+        assert!(!evidence.heard.is_empty(), "seed statement {i} backs nothing");
+    }
+    assert!(partial[2].path.len() == 1 && partial[2].at == 2, "a carried-up node");
+    for (i, s) in whole.iter().enumerate() {
+        add("statement", format!("stored_whole_{i}"), codec::to_vec(s));
+    }
+    for (i, s) in partial.iter().enumerate() {
+        add("statement", format!("stored_partial_{i}"), codec::to_vec(s));
+    }
+    add("statement", "stored_partial_no_index".into(), codec::to_vec(&Statement { index: None, ..partial[0].clone() }));
+    let bravo = statements("12D3KooWBravo", &partial_windows[..1]).remove(0);
+    let charlie = statements("12D3KooWCharlie", &[author_announced(&held[0].2, |i| i % 5 != 0, |_| false)]).remove(0);
+    let list = vec![(AUTHOR.to_owned(), whole[0].clone()), ("12D3KooWBravo".to_owned(), bravo), ("12D3KooWCharlie".to_owned(), charlie)];
+    add("statement", "response".into(), message::encode(&Response::Statements(list)));
     out
 }

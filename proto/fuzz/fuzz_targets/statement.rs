@@ -1,0 +1,7 @@
+//! `check::statement`: see `proto/fuzz/check.rs` and README.md.
+#![no_main]
+
+#[path = "../check.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run("statement", data));
