@@ -86,6 +86,9 @@ pub struct Config {
     pub device_keys: auth::Keys,
     /// A plain-dialect device without a key is refused (otherwise let in unauthenticated).
     pub require_auth: bool,
+    /// How many new streams a source address, and each dialect, may start (issue 15;
+    /// `crate::ingest::admit`); unlimited by default.
+    pub new_streams: crate::ingest::admit::Policy,
 }
 
 /// The files of a real PKI for the secure listener.
@@ -128,6 +131,7 @@ impl Default for Config {
             owner_key: None,
             device_keys: auth::Keys::default(),
             require_auth: false,
+            new_streams: crate::ingest::admit::Policy::default(),
         }
     }
 }
@@ -181,6 +185,8 @@ pub struct File {
     pub owner_key: Option<PathBuf>,
     pub device_keys: Option<PathBuf>,
     pub require_auth: Option<bool>,
+    pub new_streams_per_source: Option<String>,
+    pub new_streams_per_dialect: Option<String>,
 }
 
 impl File {
@@ -226,6 +232,8 @@ impl File {
             owner_key: over.owner_key.or(self.owner_key),
             device_keys: over.device_keys.or(self.device_keys),
             require_auth: over.require_auth.or(self.require_auth),
+            new_streams_per_source: over.new_streams_per_source.or(self.new_streams_per_source),
+            new_streams_per_dialect: over.new_streams_per_dialect.or(self.new_streams_per_dialect),
         }
     }
 
@@ -306,6 +314,10 @@ impl File {
                 None => d.device_keys,
             },
             require_auth: self.require_auth.unwrap_or(d.require_auth),
+            new_streams: crate::ingest::admit::Policy {
+                per_source: budget("new_streams_per_source", self.new_streams_per_source)?,
+                per_dialect: budget("new_streams_per_dialect", self.new_streams_per_dialect)?,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -426,6 +438,11 @@ const MAX_DEVICE_KEYS_FILE: u64 = 16 << 20;
 /// Reads and checks a device key file (`proto::auth::Keys::parse`: lines `dialect device
 /// hex-key`). Keys are secrets: a file that others may read is refused, one the group may
 /// read is accepted with a warning. Errors name the file and line, never a key.
+/// A new-streams budget, `RATE:BURST`.
+fn budget(field: &'static str, value: Option<String>) -> Result<Option<crate::ingest::admit::Budget>, ConfigError> {
+    value.map(|v| v.parse().map_err(|message| ConfigError::Invalid { field, message })).transpose()
+}
+
 pub fn load_device_keys(path: &Path) -> Result<auth::Keys, ConfigError> {
     use std::io::Read;
     let invalid = |message: String| ConfigError::Invalid { field: "device_keys", message };
@@ -608,6 +625,16 @@ mod tests {
         assert!(bad.starts_with("http_max_connections:"), "{bad}");
         let bad = File { http_header_timeout: Some("1ms".into()), ..File::default() }.resolve().expect_err("x").to_string();
         assert!(bad.starts_with("http_header_timeout:"), "{bad}");
+    }
+
+    #[test]
+    fn new_stream_budgets_are_parsed_and_a_bad_one_names_its_key() {
+        use crate::ingest::admit::Budget;
+        let c = File { new_streams_per_source: Some("10:100".into()), ..File::default() }.resolve().expect("valid");
+        assert_eq!(c.new_streams.per_source, Some(Budget { rate: 10.0, burst: 100 }));
+        assert_eq!(c.new_streams.per_dialect, None);
+        let e = File { new_streams_per_dialect: Some("100".into()), ..File::default() }.resolve().expect_err("no burst");
+        assert!(matches!(e, ConfigError::Invalid { field: "new_streams_per_dialect", .. }), "{e}");
     }
 
     #[test]

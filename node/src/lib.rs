@@ -184,7 +184,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         for (device, highest, fingerprint) in saved_counters.remove(&dialect).unwrap_or_default() {
             verifier.resume(device, highest, fingerprint);
         }
-        let listener = Listener::new(dialect, Arc::clone(&shared)).with_auth(verifier);
+        let listener = Listener::new(dialect, Arc::clone(&shared)).with_auth(verifier).with_admission(config.new_streams);
         let token = shutdown.clone();
         threads.push(
             std::thread::Builder::new()

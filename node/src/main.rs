@@ -212,6 +212,15 @@ struct NodeArgs {
     /// them in unauthenticated). Needs --device-keys.
     #[arg(long)]
     require_auth: bool,
+    /// New streams (device ids this node has never heard) one source address may start:
+    /// RATE:BURST, e.g. 10:100 — 10 a second, 100 at once. Authenticated devices are
+    /// exempt; refused datagrams are counted. [default: unlimited]
+    #[arg(long, value_name = "RATE:BURST")]
+    new_streams_per_source: Option<String>,
+    /// New streams each dialect may start, from all sources together: RATE:BURST.
+    /// [default: unlimited]
+    #[arg(long, value_name = "RATE:BURST")]
+    new_streams_per_dialect: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -421,6 +430,8 @@ fn node(args: NodeArgs) -> ExitCode {
         owner_key: args.owner_key,
         device_keys: args.device_keys,
         require_auth: args.require_auth.then_some(true),
+        new_streams_per_source: args.new_streams_per_source,
+        new_streams_per_dialect: args.new_streams_per_dialect,
         ..File::default()
     };
     let mut config = match file.overlay(flags).resolve() {

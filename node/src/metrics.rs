@@ -111,6 +111,12 @@ impl Metrics {
             }
         }
         let _ = drops.get_or_create(&DropLabel { dialect: Dialect::Secure.name(), reason: CLIENT_MISMATCH });
+        // New streams over budget: the plain dialects only (secure devices authenticate).
+        for d in [Dialect::Iotstream, Dialect::Tinytelemetry] {
+            for reason in [crate::ingest::admit::SOURCE_LIMITED, crate::ingest::admit::DIALECT_LIMITED] {
+                let _ = drops.get_or_create(&DropLabel { dialect: d.name(), reason });
+            }
+        }
         let mesh = crate::mesh::metrics::Metrics::new();
         mesh.register(&mut registry);
         let trust = crate::trust::Metrics::default();

@@ -160,3 +160,69 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// An attacker on the network starts thousands of device ids from one address while an
+/// honest device sends: with `--new-streams-per-source 10:20`, the attacker gets its burst
+/// and its rate, the rest is dropped and counted, the honest device (known already) loses
+/// nothing, and a device that authenticates is exempt.
+#[test]
+fn new_streams_beyond_a_sources_budget_are_dropped_and_counted_and_known_or_authenticated_devices_are_not() {
+    use telemesh_node::ingest::admit::{Budget, Policy, SOURCE_LIMITED};
+    use telemesh_proto::auth::{self, Key, Keys};
+    use telemesh_proto::wire::Dialect;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut keys = Keys::default();
+    keys.insert(Dialect::Iotstream, 60_000, Key::new([6; 32]));
+    let node = Node::start(Config {
+        new_streams: Policy { per_source: Some(Budget { rate: 10.0, burst: 20 }), per_dialect: None },
+        device_keys: keys,
+        ..common::config(dir.path(), TimestampUnit::S)
+    })
+    .expect("starts");
+    let to = node.iotstream.expect("on");
+    let datagram = |device: u16, seq: u16| {
+        Repr::new(MsgType::Data, device, seq, 1_700_000_000 + u32::from(seq), &[f32::from(seq)]).expect("valid").to_bytes()
+    };
+    // The honest device starts first (one of the burst).
+    common::send(to, &[datagram(7, 0)]);
+    common::wait_received(&node, 1);
+    // Then, from the same address, 2,000 new ids (5,000 a second), the honest device's
+    // next 100 records among them.
+    let flood: Vec<Vec<u8>> = (0..2000u16)
+        .flat_map(|i| {
+            let mut d = vec![datagram(10_000 + i, 1)];
+            if i % 20 == 0 {
+                d.push(datagram(7, 1 + i / 20));
+            }
+            d
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    common::send(to, &flood);
+    assert_eq!(common::wait_quiet(&node), 1 + flood.len() as u64, "every datagram arrived");
+    let seconds = started.elapsed().as_secs_f64();
+    let metrics = common::get_text(&format!("{}/metrics", node.url()));
+    let limited = common::metric(&metrics, &format!("telemesh_drops_total{{dialect=\"iotstream\",reason=\"{SOURCE_LIMITED}\"}}"));
+    let status = common::get_json(&format!("{}/v1/status", node.url()));
+    let records = status["totals"]["records"].as_u64().expect("records");
+    let honest = common::records(&node, "iotstream", 7)["records"].as_array().map_or(0, Vec::len);
+    assert_eq!(honest, 101, "the honest device lost nothing");
+    // At most the burst and the rate over the send (19 left of 20, 10 a second).
+    let flooded = records - 101;
+    assert!(flooded as f64 <= 19.0 + 10.0 * seconds + 1.0, "{flooded} new streams in {seconds:.1} s");
+    assert!(flooded >= 19, "the burst is let in: {flooded}");
+    assert_eq!(limited as u64 + flooded, 2000, "every other new stream was dropped and counted: {limited}");
+
+    // A device with a key starts at once, budget spent or not.
+    let mut tagged = datagram(60_000, 1);
+    auth::seal(Dialect::Iotstream, &Key::new([6; 32]), 1, &mut tagged).expect("fits");
+    common::send(to, &[tagged]);
+    common::wait_received(&node, 1 + flood.len() as u64 + 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while common::records(&node, "iotstream", 60_000)["records"].as_array().map_or(0, Vec::len) != 1 {
+        assert!(std::time::Instant::now() < deadline, "the authenticated device's record was not stored");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    node.stop().expect("clean stop");
+}

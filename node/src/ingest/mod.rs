@@ -11,12 +11,13 @@
 //! CPU work per datagram and never awaits, and a thread of its own keeps it off the
 //! runtime that serves HTTP.
 
+pub mod admit;
 pub mod counters;
 pub mod dtls;
 pub mod streams;
 
 use std::io::ErrorKind;
-use std::net::UdpSocket;
+use std::net::{IpAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,12 +46,20 @@ pub struct Listener {
     /// Device keys and replay windows; `None`: no device of this dialect has a key and
     /// none needs one.
     auth: Option<auth::Verifier>,
+    /// Limits on new streams (`None`: none).
+    admission: Option<admit::Admission>,
 }
 
 impl Listener {
     pub fn new(dialect: Dialect, shared: Arc<Shared>) -> Listener {
         let handles = shared.metrics.for_dialect(dialect);
-        Listener { dialect, shared, handles, auth: None }
+        Listener { dialect, shared, handles, auth: None, admission: None }
+    }
+
+    /// Limits how many new streams a source address, and the dialect, may start ([`admit`]).
+    pub fn with_admission(mut self, policy: admit::Policy) -> Listener {
+        self.admission = admit::Admission::new(policy, now_ns());
+        self
     }
 
     /// Verifies the authentication trailer of each datagram with `verifier` (see
@@ -69,7 +78,7 @@ impl Listener {
         let mut buf = [0u8; RECV_BUF];
         while !shutdown.is_cancelled() {
             match socket.recv_from(&mut buf) {
-                Ok((n, _peer)) => self.handle(&buf[..n], now_ns()),
+                Ok((n, peer)) => self.ingest(&buf[..n], now_ns(), Some(peer.ip()), |_| Ok(()), false),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(e) => {
                     tracing::warn!(dialect = %self.dialect, error = %e, "recv failed");
@@ -82,7 +91,7 @@ impl Listener {
 
     /// Decodes, classifies and queues one datagram received at `arrival_ns`.
     pub fn handle(&mut self, bytes: &[u8], arrival_ns: u64) {
-        self.ingest(bytes, arrival_ns, |_| Ok(()), false);
+        self.ingest(bytes, arrival_ns, None, |_| Ok(()), false);
     }
 
     /// [`Listener::handle`] for a frame that came over a channel that authenticated its
@@ -95,13 +104,14 @@ impl Listener {
         arrival_ns: u64,
         check: impl FnOnce(&Record) -> Result<(), &'static str>,
     ) {
-        self.ingest(bytes, arrival_ns, check, true);
+        self.ingest(bytes, arrival_ns, None, check, true);
     }
 
     fn ingest(
         &mut self,
         bytes: &[u8],
         arrival_ns: u64,
+        source: Option<IpAddr>,
         check: impl FnOnce(&Record) -> Result<(), &'static str>,
         channel_proved: bool,
     ) {
@@ -137,6 +147,24 @@ impl Listener {
             // The store has been failing for a while: refuse rather than grow.
             self.handles.count_drop(STORE_ERROR);
             return;
+        }
+        // A stream this node has no state for, from a device that did not authenticate:
+        // it may start only within the operator's budgets.
+        if let (Some(admission), false) = (self.admission.as_mut(), proved) {
+            match table.knows(record.stream, store) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(reason) = admission.admit(source, arrival_ns) {
+                        self.handles.count_drop(reason);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load stream state");
+                    self.handles.count_drop(STORE_ERROR);
+                    return;
+                }
+            }
         }
         let Entry { state, pending, in_flight, live, .. } = match table.entry(record.stream, arrival_ns, store) {
             Ok(e) => e,

@@ -236,6 +236,11 @@ impl Table {
 
     /// The entry of `id`, loaded from the store (or new) if not in memory, marked dirty.
     /// At capacity, the least recently active tenth of the table is flushed and dropped.
+    /// Whether this node has a state for stream `id`: in memory, or in the store.
+    pub fn knows(&self, id: StreamId, store: &dyn Store) -> Result<bool, StoreError> {
+        Ok(self.entries.contains_key(&id) || store.state(id)?.is_some())
+    }
+
     pub fn entry(&mut self, id: StreamId, now_ns: u64, store: &dyn Store) -> Result<&mut Entry, StoreError> {
         if !self.entries.contains_key(&id) {
             if self.entries.len() >= self.max {
