@@ -2,7 +2,9 @@
 //! SIGKILL at random moments, 20 times over the same data directory. After each kill the
 //! store opens again, every sealed window's Merkle root and hash tree recompute equal to
 //! the stored ones (`telemesh check`), and every datagram sent more than one flush
-//! interval (plus a margin for the flush itself) before the kill is in the history.
+//! interval (plus a margin for the flush itself) before the kill is in the history. And a
+//! node killed at random moments while it repairs a peer's windows checks clean after each
+//! kill and then catches up.
 
 mod common;
 
@@ -127,4 +129,71 @@ fn sigkill_at_random_moments_loses_nothing_older_than_the_flush_interval() {
         checked_windows = sealed;
     }
     assert!(checked_windows > 10, "windows were sealed and checked ({checked_windows})");
+}
+
+/// A node killed at random moments while it repairs a peer's windows (a new site joining a
+/// mesh with half an hour of history): after every kill its store checks clean, and once
+/// it is left running its merged history is the peer's, byte for byte.
+#[test]
+fn sigkill_while_repairing_leaves_a_store_that_checks_clean_and_catches_up() {
+    use common::mesh::{config, merged, now_ms, sensors, DEVICES};
+
+    let peer_dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2027);
+    let peer = telemesh_node::Node::start(config(peer_dir.path(), None, "crash")).expect("peer starts");
+    // Four devices, two hours of history ending 2 minutes ago: 480 windows, sealed.
+    const WINDOWS: u64 = 480;
+    let truth = sensors(peer_dir.path(), WINDOWS / 4 * 60, now_ms() - 120_000, 5);
+    common::send_fast(peer.iotstream.expect("on"), truth.iter().map(|t| t.datagram.as_slice()));
+    common::wait_quiet(&peer);
+    let want: Vec<String> = DEVICES.iter().map(|d| merged(&peer, *d)).collect();
+    let sealed = |node: &str| {
+        common::get_json(&format!("{node}/v1/peers"))["windows"].as_u64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sealed(&peer.url()) < WINDOWS {
+        assert!(Instant::now() < deadline, "the peer sealed {} windows", sealed(&peer.url()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let token = common::invite(&peer, "10m").encode();
+    let args = ["--join", token.as_str(), "--mesh", "crash", "--sync-interval", "1s"];
+
+    let mut mid_repair = 0;
+    for round in 0..5 {
+        let mut node = Daemon::start_with(dir.path(), "100ms", &args);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..1500)));
+        let held = sealed(&node.url());
+        let (code, log) = node.signal("-KILL");
+        assert_ne!(code, 0, "round {round}: the node was killed, not stopped");
+        let out = Command::new(common::BIN).args(["check", "--data", dir.path().to_str().expect("utf-8")]).output().expect("check");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "round {round} (killed holding {held} windows): {report}\nlog of the killed node:\n{log}");
+        let stored: u64 = report.split(": ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).expect("sealed count");
+        eprintln!("round {round}: {stored} windows");
+        if (1..WINDOWS).contains(&stored) {
+            mid_repair += 1;
+        }
+    }
+    assert!(mid_repair > 0, "no kill landed while windows were being repaired");
+    // Left running, it catches up: the same merged history as the peer's, byte for byte.
+    let mut node = Daemon::start_with(dir.path(), "100ms", &args);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let have: Vec<String> = DEVICES
+            .iter()
+            .map(|d| {
+                let url = format!("{}/v1/streams/iotstream/{d}/records?limit=100000", node.url());
+                telemesh_node::api::client::body(ureq::get(&url).call().expect("records")).expect("body")
+            })
+            .collect();
+        if have == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted node did not catch up: {} of {WINDOWS} windows", sealed(&node.url()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (code, log) = node.signal("-TERM");
+    assert_eq!(code, 0, "{log}");
+    peer.stop().expect("stops");
 }
