@@ -2,6 +2,7 @@
 //! `docs/benchmarks.md`). Each subcommand prints a markdown table on stdout and its
 //! progress on stderr.
 
+mod churn;
 mod decode_failure;
 mod disk;
 mod ingest;
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A node under device-id churn: an honest device's records kept, API latency, peak RSS.
+    Churn(churn::Opts),
     /// Sustained datagrams/s a node accepts and persists with zero loss, against a bare recv loop.
     Ingest(ingest::Opts),
     /// RaptorQ repair: decode failure rate from exactly m, m+1, m+2 repair symbols.
@@ -40,6 +43,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Churn(opts) => churn::run(&opts),
         Command::Ingest(opts) => ingest::run(&opts),
         Command::DecodeFailure(opts) => decode_failure::run(&opts),
         Command::Disk(opts) => disk::run(&opts),

@@ -81,6 +81,8 @@ pub struct NodeSpec {
     pub mesh: String,
     /// Summary exchange interval (e.g. `2s`).
     pub sync_interval: Option<String>,
+    /// More `telemesh node` arguments.
+    pub extra: Vec<String>,
 }
 
 impl NodeSpec {
@@ -95,6 +97,7 @@ impl NodeSpec {
             external: Vec::new(),
             mesh: "testnet".to_owned(),
             sync_interval: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -167,6 +170,7 @@ impl NodeProcess {
         if let Some(s) = &spec.sync_interval {
             cmd.args(["--sync-interval", s]);
         }
+        cmd.args(&spec.extra);
         let child = cmd.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
         Ok(NodeProcess { name: spec.name.clone(), http, iotstream, tinytelemetry, secure, quic, log, child: Some(child) })
     }
