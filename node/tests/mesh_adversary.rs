@@ -99,33 +99,45 @@ fn lie(response: Response, proofs: u64) -> Response {
     }
 }
 
+/// A node of the open mesh `mesh`: every peer of that name is a member, so the test's raw
+/// peer is one (in a closed mesh it would be one the owner invited; what keeps outsiders
+/// out is tested in `membership.rs`).
+fn open_node(dir: &std::path::Path, mesh: &str) -> Node {
+    Node::start(telemesh_node::Config { mesh: mesh.into(), open: true, ..common::config(dir, TimestampUnit::Ms) })
+        .expect("node starts")
+}
+
+/// A raw overlay peer of `mesh` joining through `boot` with `keypair`, which the test
+/// scripts; call within a tokio runtime.
+fn raw_peer(
+    boot: &str,
+    mesh: &str,
+    keypair: Keypair,
+    shutdown: &CancellationToken,
+) -> (overlay::Client, tokio::sync::mpsc::Receiver<Event>) {
+    let config = overlay::Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+        bootstrap: vec![boot.parse().expect("multiaddr")],
+        mesh: mesh.into(),
+        ..overlay::Config::default()
+    };
+    let open = Arc::new(Membership::open(mesh, keypair.public().to_peer_id()));
+    overlay::start(config, keypair, Arc::new(|_: &PeerId, _: &[u8]| true), open, shutdown.clone()).expect("overlay")
+}
+
 #[test]
 fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // The liar is a member: an open mesh admits it (in a closed mesh it would be one the
-    // owner invited). What keeps outsiders out is tested in `membership.rs`.
-    let honest = Node::start(telemesh_node::Config {
-        mesh: "test".into(),
-        open: true,
-        ..common::config(dir.path(), TimestampUnit::Ms)
-    })
-    .expect("node starts");
+    // The liar is a member.
+    let honest = open_node(dir.path(), "test");
     let boot = common::bootstrap_addr(&honest);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let shutdown = CancellationToken::new();
     let liar_id = rt.block_on(async {
-        let config = overlay::Config {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
-            bootstrap: vec![boot.parse().expect("multiaddr")],
-            mesh: "test".into(),
-            ..overlay::Config::default()
-        };
         let keypair = Keypair::generate_ed25519();
-        let open = Arc::new(Membership::open("test", keypair.public().to_peer_id()));
         let signer = keypair.clone();
-        let (client, mut events) =
-            overlay::start(config, keypair, Arc::new(|_: &PeerId, _: &[u8]| true), open, shutdown.clone()).expect("overlay");
+        let (client, mut events) = raw_peer(&boot, "test", keypair, &shutdown);
         let id = client.local_peer_id();
         let one = One::new();
         // Announced with its compact index, shifted like every index it serves.
@@ -197,30 +209,17 @@ fn a_lying_peer_is_blamed_disconnected_and_nothing_of_it_is_stored() {
 #[test]
 fn forged_statements_are_refused_blamed_and_never_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let honest = Node::start(telemesh_node::Config {
-        mesh: "forge".into(),
-        open: true,
-        ..common::config(dir.path(), TimestampUnit::Ms)
-    })
-    .expect("node starts");
+    let honest = open_node(dir.path(), "forge");
     let boot = common::bootstrap_addr(&honest);
     let honest_id: PeerId = boot.rsplit('/').next().expect("peer id").parse().expect("peer id");
     let metric = |name: &str| common::metric(&common::get_text(&format!("{}/metrics", honest.url())), name);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let shutdown = CancellationToken::new();
-    let config = overlay::Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
-        bootstrap: vec![boot.parse().expect("multiaddr")],
-        mesh: "forge".into(),
-        ..overlay::Config::default()
-    };
     let keypair = Keypair::generate_ed25519();
     let other = Keypair::generate_ed25519();
     let signer = keypair.clone();
-    let open = Arc::new(Membership::open("forge", keypair.public().to_peer_id()));
-    let (client, _events) =
-        rt.block_on(async { overlay::start(config, keypair, Arc::new(|_: &PeerId, _: &[u8]| true), open, shutdown.clone()) }).expect("overlay");
+    let (client, _events) = rt.block_on(async { raw_peer(&boot, "forge", keypair, &shutdown) });
     let forger = client.local_peer_id();
     let deadline = Instant::now() + Duration::from_secs(20);
     while metric("telemesh_mesh_peers") < 1.0 {
