@@ -60,6 +60,16 @@ fn sender(to: std::net::SocketAddr, next_seq: Arc<Mutex<Vec<u16>>>, log: Arc<Mut
     }
 }
 
+/// `telemesh check` on a stopped node's data: whether it passed, its report, and the sealed
+/// windows it checked.
+fn check(data: &std::path::Path) -> (bool, String, u64) {
+    let out = Command::new(common::BIN).args(["check", "--data", data.to_str().expect("utf-8")]).output().expect("check runs");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sealed = report.split(": ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let report = format!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), report, sealed)
+}
+
 fn held(node: &Daemon) -> HashSet<(u16, u16)> {
     let mut out = HashSet::new();
     for device in 0..DEVICES {
@@ -122,10 +132,8 @@ fn sigkill_at_random_moments_loses_nothing_older_than_the_flush_interval() {
         assert_eq!(code, 0, "round {round}: {log_text}");
 
         // Every sealed window's root and hash tree recompute from its blob.
-        let out = Command::new(common::BIN).args(["check", "--data", dir.path().to_str().expect("utf-8")]).output().expect("check runs");
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "round {round}: {report}");
-        let sealed: u64 = report.split(": ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).expect("sealed count");
+        let (clean, report, sealed) = check(dir.path());
+        assert!(clean, "round {round}: {report}");
         checked_windows = sealed;
     }
     assert!(checked_windows > 10, "windows were sealed and checked ({checked_windows})");
@@ -166,10 +174,8 @@ fn sigkill_while_repairing_leaves_a_store_that_checks_clean_and_catches_up() {
         let held = sealed(&node.url());
         let (code, log) = node.signal("-KILL");
         assert_ne!(code, 0, "round {round}: the node was killed, not stopped");
-        let out = Command::new(common::BIN).args(["check", "--data", dir.path().to_str().expect("utf-8")]).output().expect("check");
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "round {round} (killed holding {held} windows): {report}\nlog of the killed node:\n{log}");
-        let stored: u64 = report.split(": ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).expect("sealed count");
+        let (clean, report, stored) = check(dir.path());
+        assert!(clean, "round {round} (killed holding {held} windows): {report}\nlog of the killed node:\n{log}");
         eprintln!("round {round}: {stored} windows");
         if (1..WINDOWS).contains(&stored) {
             mid_repair += 1;
