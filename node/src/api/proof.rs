@@ -116,17 +116,23 @@ pub fn check(stream: StreamId, records: &[RecordView], proof: &Proof, verify: im
         }
         windows.insert(w.start_ns, (recs, evidence));
     }
+    let empty = BTreeMap::new();
     for v in records {
-        let start = window::start(v.device_time_ns);
-        let held = windows.get(&start).and_then(|(recs, ev)| Some((recs.iter().find(|r| same(r, v))?, ev)));
-        let Some((r, evidence)) = held else {
-            out.problems.push(format!("record seq {} at {}: not in its window's blob", v.seq, v.device_time));
-            continue;
+        // A window the proof leaves out (not sealed yet where the page was made) backs
+        // nothing; a record missing from a window the proof has is not the one shown.
+        let (key, heard, proved) = match windows.get(&window::start(v.device_time_ns)) {
+            None => (None, &empty, &empty),
+            Some((recs, evidence)) => match recs.iter().find(|r| same(r, v)) {
+                Some(r) => (Some(r.key()), &evidence.heard, &evidence.proved),
+                None => {
+                    out.problems.push(format!("record seq {} at {}: not in its window's blob", v.seq, v.device_time));
+                    continue;
+                }
+            },
         };
-        let key = r.key();
-        for (names, backed, claim) in [(&v.heard_by, &evidence.heard, "heard"), (&v.proved_by, &evidence.proved, "proved")] {
+        for (names, backed, claim) in [(&v.heard_by, heard, "heard"), (&v.proved_by, proved, "proved")] {
             for node in names {
-                if backed.get(&key).is_some_and(|b| b.contains(node)) {
+                if key.and_then(|k| backed.get(&k)).is_some_and(|b| b.contains(node)) {
                     out.backed += 1;
                 } else {
                     let entry = UnbackedEntry { device_time_ns: v.device_time_ns, seq: v.seq, node: node.clone(), claim: claim.into() };
@@ -324,4 +330,43 @@ pub fn verify_page(text: &str, owner: &crate::trust::Owner) -> Result<(usize, Ch
     checked.problems.sort();
     checked.problems.dedup();
     Ok((page.records.len(), checked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::export::View;
+    use crate::store::StoredRecord;
+    use telemesh_proto::record::{Kind, Readings};
+    use telemesh_proto::wire::Dialect;
+
+    #[test]
+    fn a_record_of_a_window_the_proof_leaves_out_is_unbacked_and_one_missing_from_its_blob_is_a_problem() {
+        let stream = StreamId::new(Dialect::Iotstream, 5);
+        let record = Record {
+            stream,
+            device_time_ns: 1_800_000_000_000_000_000,
+            seq: 1,
+            timestamp_raw: 1,
+            kind: Kind::Data,
+            readings: Readings::Batch(vec![1.5]),
+        };
+        let mut stored = StoredRecord::new(record.clone(), 1, 0);
+        stored.heard_by = vec!["12D3KooWother".into()];
+        let view = RecordView::new(&stored, None, "me", View::Merged);
+        let accept = |_: &str, _: &[u8], _: &[u8]| true;
+        // Not sealed where the page was made: no window in the proof, every entry unbacked.
+        let checked = check(stream, std::slice::from_ref(&view), &Proof::default(), accept);
+        assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+        assert_eq!(checked.unbacked.len(), 2, "this node and the other: {:?}", checked.unbacked);
+        // A window that holds another record: the one shown is not in it.
+        let mut other = record;
+        other.readings = Readings::Batch(vec![2.5]);
+        let start = window::start(other.device_time_ns);
+        let blob = window::encode(stream, start, &[other]).expect("blob");
+        let proof = Proof { windows: vec![WindowProof { start_ns: start, blob: BASE64.encode(blob), statements: Vec::new() }], ..Proof::default() };
+        let checked = check(stream, std::slice::from_ref(&view), &proof, accept);
+        assert_eq!(checked.problems.len(), 1, "{:?}", checked.problems);
+        assert!(checked.unbacked.is_empty());
+    }
 }
