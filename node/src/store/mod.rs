@@ -1403,6 +1403,36 @@ mod tests {
     /// The mesh announces a window again when its records or this node's own receipts
     /// change, not when other nodes' rows are merged: the store tells the two apart.
     #[test]
+    fn a_statement_is_kept_per_window_and_author_unless_it_backs_fewer_records() {
+        use telemesh_proto::mesh::statement::Claim;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), 4).expect("open");
+        let w = WindowId { stream: S, start: 0 };
+        let statement = |root: u8, row: u8| Statement {
+            claim: Claim { window: w, root: [root; 32], count: 8, row: vec![row] },
+            at: 0,
+            of: 1,
+            path: Vec::new(),
+            signature: vec![root; 64],
+            index: None,
+        };
+        s.keep_statements("a", &[statement(1, 0b0000_0111)]).expect("keep");
+        s.keep_statements("b", &[statement(2, 0b0000_0001)]).expect("keep");
+        // A (replayed, reordered) statement of fewer records does not replace a's; one of
+        // as many or more (a later root) does.
+        s.keep_statements("a", &[statement(3, 0b0000_0001)]).expect("keep");
+        assert_eq!(s.statements(w).expect("read").iter().find(|(n, _)| n == "a").map(|(_, x)| x.claim.root), Some([1; 32]));
+        s.keep_statements("a", &[statement(4, 0b0000_1110)]).expect("keep");
+        let kept = s.statements(w).expect("read");
+        assert_eq!(kept.iter().map(|(n, x)| (n.as_str(), x.claim.root[0])).collect::<Vec<_>>(), [("a", 4), ("b", 2)]);
+        // Another window's are its own; the store keeps them across a reopen.
+        assert!(s.statements(WindowId { stream: S, start: window::SPAN_NS }).expect("read").is_empty());
+        drop(s);
+        let s = SledStore::open(dir.path(), 4).expect("reopen");
+        assert_eq!(s.statements(w).expect("read").len(), 2);
+    }
+
+    #[test]
     fn a_change_says_whether_this_nodes_receipts_changed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SledStore::open_as(dir.path(), 4, Some("me")).expect("open");
