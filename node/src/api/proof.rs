@@ -273,8 +273,7 @@ fn fill(proof: &mut Proof, kept: &BTreeMap<u64, Vec<(String, Statement)>>, verif
             if !s.verify(|m, sig| verify(node, m, sig)) {
                 continue;
             }
-            let heard = |s: &Statement| s.claim.row.iter().take(s.claim.count.div_ceil(8) as usize).map(|b| b.count_ones()).sum::<u32>();
-            if best.get(node.as_str()).is_none_or(|b| heard(b) < heard(s)) {
+            if best.get(node.as_str()).is_none_or(|b| b.claim.heard_count() < s.claim.heard_count()) {
                 best.insert(node, s);
             }
         }

@@ -576,12 +576,6 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Records a statement says its author heard.
-fn heard_count(s: &Statement) -> u32 {
-    let heard = s.claim.row.iter().take(s.claim.count.div_ceil(8) as usize);
-    heard.map(|b| b.count_ones()).sum()
-}
-
 /// Most later windows one seal re-seals because their extended seqs changed.
 const MAX_CASCADE: usize = 10_000;
 
@@ -1206,7 +1200,7 @@ impl Store for SledStore {
             let w = s.claim.window;
             let key = [&window_prefix(w.stream, w.start)[..], author.as_bytes()].concat();
             let kept = self.statements.get(&key)?.and_then(|v| codec::from_slice::<Statement>(&v, "statement").ok());
-            if kept.is_none_or(|k| heard_count(&k) <= heard_count(s)) {
+            if kept.is_none_or(|k| k.claim.heard_count() <= s.claim.heard_count()) {
                 batch.insert(key, codec::to_vec(s));
             }
         }

@@ -30,6 +30,25 @@ pub mod serve;
 pub mod sim;
 pub mod statement;
 
+/// What the mesh modules' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::record::{Kind, Readings, Record, StreamId};
+    use crate::wire::Dialect;
+
+    /// Record `seq` of IoTStream device 3: one second of device time apart, five readings.
+    pub fn rec(seq: u64) -> Record {
+        Record {
+            stream: StreamId::new(Dialect::Iotstream, 3),
+            device_time_ns: 1_800_000_000_000_000_000 + seq * 1_000_000_000,
+            seq,
+            timestamp_raw: seq,
+            kind: Kind::Data,
+            readings: Readings::Batch(vec![seq as f32; 5]),
+        }
+    }
+}
+
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Record, StreamId};

@@ -61,6 +61,11 @@ impl Claim {
         *h.finalize().as_bytes()
     }
 
+    /// How many records the node says it heard itself.
+    pub fn heard_count(&self) -> u32 {
+        self.row.iter().take(self.count.div_ceil(8) as usize).map(|b| b.count_ones()).sum()
+    }
+
     /// Whether the node says it heard record `i` (in key order) itself.
     pub fn heard(&self, i: usize) -> bool {
         bit(&self.row, i)
@@ -301,19 +306,8 @@ mod tests {
     use super::*;
     use crate::mesh::message::{Announced, Row};
     use crate::mesh::{summarize, Table};
-    use crate::record::{Kind, Readings, StreamId};
-    use crate::wire::Dialect;
-
-    fn rec(seq: u64) -> Record {
-        Record {
-            stream: StreamId::new(Dialect::Iotstream, 7),
-            device_time_ns: 1_800_000_000_000_000_000 + seq * 1_000_000_000,
-            seq,
-            timestamp_raw: seq * 1000,
-            kind: Kind::Data,
-            readings: Readings::Batch(vec![seq as f32]),
-        }
-    }
+    use crate::mesh::testing::rec;
+    use crate::record::Readings;
 
     /// A stand-in for a signature scheme: a keyed hash, the key being the author's name.
     fn sign(author: &str, bytes: &[u8]) -> Vec<u8> {

@@ -789,19 +789,8 @@ mod tests {
     use super::*;
     use crate::mesh::sim::{Scheme, Store};
     use crate::mesh::{Held, StreamDigest};
-    use crate::record::{Kind, Readings, Record, StreamId};
-    use crate::wire::Dialect;
-
-    fn rec(seq: u64) -> Record {
-        Record {
-            stream: StreamId::new(Dialect::Iotstream, 3),
-            device_time_ns: 1_800_000_000_000_000_000 + seq * 1_000_000_000,
-            seq,
-            timestamp_raw: seq,
-            kind: Kind::Data,
-            readings: Readings::Batch(vec![seq as f32; 5]),
-        }
-    }
+    use crate::mesh::testing::rec;
+    use crate::record::Record;
 
     struct One(Vec<u8>);
     impl Holdings for One {
