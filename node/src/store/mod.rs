@@ -346,7 +346,7 @@ fn decode_sealed(stream: StreamId, window_start: u64, bytes: &[u8]) -> Option<(S
     let names: Vec<Arc<str>> = v.heard.nodes.iter().map(|(n, _)| Arc::from(n.as_str())).collect();
     let mut r = columns::Reader::new(&v.provenance);
     let (transit, receipts, ext) = (r.unpack(count).ok()?, r.unpack(count).ok()?, r.unpack(count).ok()?);
-    let stored = records
+    let stored: Vec<StoredRecord> = records
         .into_iter()
         .enumerate()
         .map(|(i, record)| {
@@ -373,6 +373,11 @@ fn decode_sealed(stream: StreamId, window_start: u64, bytes: &[u8]) -> Option<(S
             }
         })
         .collect();
+    // The store writes a window's records in key order, once each; in any other order the
+    // provenance columns and table rows (by position) would be other records' once merged.
+    if !stored.windows(2).all(|w| w[0].order_key() < w[1].order_key()) {
+        return None;
+    }
     Some((v, stored))
 }
 

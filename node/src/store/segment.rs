@@ -103,6 +103,12 @@ impl Segments {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        // A location past the end of the file (a damaged index entry) is a miss: neither a
+        // buffer of its length (up to 4 GiB) nor a read at an offset the OS refuses.
+        let size = file.metadata()?.len();
+        if loc.offset.checked_add(u64::from(loc.len)).is_none_or(|end| end > size) {
+            return Ok(None);
+        }
         let mut buf = vec![0u8; loc.len as usize];
         match file.read_exact_at(&mut buf, loc.offset) {
             Ok(()) => {}
