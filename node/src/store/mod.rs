@@ -11,6 +11,7 @@
 //! `docs/storage.md`. Bytes read back are decoded with a size limit and validated; a value
 //! that does not decode is skipped and counted, never a panic.
 
+#[doc(hidden)] pub mod fuzzing;
 pub mod history;
 pub mod segment;
 pub mod wal;

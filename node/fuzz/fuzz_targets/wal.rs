@@ -1,0 +1,7 @@
+//! `check::wal`: see `node/fuzz/check.rs` and README.md.
+#![no_main]
+
+#[path = "../check.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run("wal", data));

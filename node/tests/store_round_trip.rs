@@ -1,0 +1,128 @@
+//! decode ∘ encode = id, over arbitrary values, for what the store writes to disk
+//! (`node/src/store/`, through `store::fuzzing`): a chunk, a sealed window's value (the
+//! records as the store seals them, read back with this node's receipts and who else heard
+//! and proved each), a sealed window's location, and a write-ahead log entry in its frame.
+//! Records are compared as bytes (`check::fingerprint`), since a NaN is not equal to itself.
+
+#[path = "../fuzz/check.rs"]
+mod check;
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use telemesh_node::store::fuzzing;
+use telemesh_node::store::segment::Loc;
+use telemesh_node::store::wal::{self, Entry};
+use telemesh_node::store::{self, StoredRecord};
+use telemesh_proto::record::{codec, Kind, Readings, Record, SensorCode};
+
+const NODES: [&str; 4] = ["12D3KooWAlpha", "12D3KooWBravo", "12D3KooWCharlie", "12D3KooWDelta"];
+
+/// Readings of every form, floats of every kind (NaN, infinities, signed zeros).
+fn readings() -> impl Strategy<Value = Readings> {
+    let f32s = prop_oneof![any::<f32>(), Just(f32::NAN), Just(-0.0f32), Just(f32::INFINITY)];
+    prop_oneof![
+        Just(Readings::None),
+        proptest::collection::vec(f32s.clone(), 1..6).prop_map(Readings::Batch),
+        proptest::collection::vec((any::<u8>(), f32s), 1..4)
+            .prop_map(|v| Readings::Sensors(v.into_iter().map(|(c, x)| (SensorCode(c), x)).collect())),
+        proptest::collection::vec(("[A-Z]{1,4}", any::<f64>()), 1..4).prop_map(Readings::Pairs),
+    ]
+}
+
+/// Records of the samples' first stream in one window, with anything this node may know
+/// of them, merged into key order as the store holds them.
+fn records() -> impl Strategy<Value = Vec<StoredRecord>> {
+    let stream = check::streams()[0];
+    let receipt = (any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>(), 0u8..16, 0u8..16);
+    let one = (0u64..60_000, 0u64..50, 0u8..3, readings(), receipt);
+    proptest::collection::vec(one, 0..40).prop_map(move |v| {
+        let records = v
+            .into_iter()
+            .map(|(ms, seq, kind, readings, (ext, arrival, copies, proved, heard, proved_by))| {
+                let kind = [Kind::Init, Kind::Data, Kind::Heartbeat][usize::from(kind)];
+                let readings = if kind == Kind::Data { readings } else { Readings::None };
+                let device_time_ns = check::START + ms * 1_000_000;
+                let record = Record { stream, device_time_ns, seq, timestamp_raw: ms, kind, readings };
+                let mut r = StoredRecord::new(record, ext, arrival);
+                r.copies = copies % 1000; // summed by merging, far from the 2^31 - 1 a value keeps
+                r.proved = proved;
+                let names = |bits: u8| {
+                    NODES.iter().enumerate().filter(move |(i, _)| bits >> i & 1 == 1).map(|(_, n)| Arc::from(*n))
+                };
+                r.heard_by = names(heard | proved_by).collect();
+                r.proved_by = names(proved_by).collect();
+                r
+            })
+            .collect();
+        store::merge(records)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// A chunk: decoded, the records it was encoded from (who else heard them is not in a
+    /// chunk), and encoded again, the same bytes.
+    #[test]
+    fn chunks_round_trip(records in records()) {
+        let stream = check::streams()[0];
+        let bytes = fuzzing::encode_chunk(&records);
+        let back = fuzzing::decode_chunk(stream, &bytes).expect("a chunk decodes");
+        let plain: Vec<StoredRecord> =
+            records.iter().map(|r| StoredRecord { heard_by: Vec::new(), proved_by: Vec::new(), ..r.clone() }).collect();
+        prop_assert_eq!(check::fingerprint(&back), check::fingerprint(&plain));
+        prop_assert_eq!(fuzzing::encode_chunk(&back), bytes);
+    }
+
+    /// A sealed window's value: read back, the records it was sealed from, with their
+    /// content tags, receipts, extended seqs, arrival times and who heard and proved them;
+    /// the value re-encoded and the records sealed again, the same bytes.
+    #[test]
+    fn sealed_values_round_trip(records in records()) {
+        let stream = check::streams()[0];
+        let sealed = fuzzing::seal(stream, check::START, &records, check::ME);
+        // Records that form no window blob get no sealed value (proptest fails the test if
+        // that is most cases).
+        prop_assume!(sealed.is_some());
+        let bytes = sealed.expect("assumed");
+        let (fields, back) = fuzzing::decode_sealed(stream, check::START, &bytes).expect("a sealed value decodes");
+        let want: Vec<StoredRecord> =
+            records.iter().map(|r| StoredRecord { tag: r.record.content_tag(), ..r.clone() }).collect();
+        prop_assert_eq!(check::fingerprint(&back), check::fingerprint(&want));
+        prop_assert_eq!(fields.count as usize, records.len());
+        prop_assert_eq!(fuzzing::encode_sealed(&fields), bytes.clone());
+        prop_assert_eq!(fuzzing::seal(stream, check::START, &back, check::ME), Some(bytes));
+    }
+
+    /// A sealed window's location, in the store's codec.
+    #[test]
+    fn locations_round_trip(segment: u64, offset: u64, len: u32) {
+        let loc = Loc { segment, offset, len };
+        prop_assert_eq!(fuzzing::decode_loc(&codec::to_vec(&loc)), Some(loc));
+    }
+
+    /// Log entries, framed as the log appends them: read back as they are, the frame
+    /// re-made byte for byte.
+    #[test]
+    fn log_entries_round_trip(
+        entries in proptest::collection::vec(
+            (
+                any::<u64>(),
+                proptest::collection::vec(
+                    (any::<[u8; 5]>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40)),
+                    0..4,
+                ),
+            ),
+            0..5,
+        ),
+    ) {
+        let entries: Vec<(u64, Entry)> = entries;
+        let file = check::log_file(&entries);
+        prop_assert_eq!(fuzzing::read_wal_segment(&file), (entries.clone(), false));
+        if let Some((payload, n)) = wal::unframe(&file) {
+            prop_assert_eq!(wal::frame(payload), file[..n].to_vec());
+        }
+    }
+}
