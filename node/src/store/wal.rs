@@ -128,7 +128,8 @@ impl Wal {
             damaged += usize::from(torn);
             entries.append(&mut e);
         }
-        let next_id = entries.iter().map(|(id, _)| id + 1).chain(firsts.iter().copied()).max().unwrap_or(0);
+        // Ids wrap (a damaged log may hold any id; recovery empties the log anyway).
+        let next_id = entries.iter().map(|(id, _)| id.wrapping_add(1)).chain(firsts.iter().copied()).max().unwrap_or(0);
         let wal = Wal { dir: dir.to_owned(), state: Mutex::new(State { current: None, next_id, segments: firsts }) };
         Ok(Opened { wal, entries, damaged })
     }
@@ -157,7 +158,7 @@ impl Wal {
             c.file.write_all(&frame)?;
             c.len += frame.len() as u64;
         }
-        s.next_id = id + 1;
+        s.next_id = id.wrapping_add(1);
         Ok(id)
     }
 
