@@ -2,10 +2,13 @@
 //! that had no such property test in their module: the mesh's messages (requests,
 //! responses, announcements, as `message::encode`/`decode`), compact indexes (entries →
 //! `IndexPart::compact` → `entries`), provenance tables, signed statements and stream
-//! states (in the store's codec, `record::codec`, and as messages carry them). The other
-//! pairs — the wire dialects, the auth seal, record content and codec, the window blob and
-//! its compact form, Merkle proofs and outboards, columns, repair symbols — have theirs in
-//! their module's tests. A value holding floats (a stream state) is compared re-encoded, as
+//! states (in the store's codec, `record::codec`, and as messages carry them), and repair
+//! symbols over any layout (their module checks golden bytes, and bytes → symbol → bytes);
+//! and an announcement's short forms: a table row → `Row::of` → `bits`, and a
+//! coordinator's rows by member → `OtherRows::new` → `list`.
+//! The other pairs — the wire dialects, the auth seal, record content and codec, the window
+//! blob and its compact form, Merkle proofs and outboards, columns — have theirs in their
+//! module's tests. A value holding floats (a stream state) is compared re-encoded, as
 //! bytes, since a NaN is not equal to itself.
 
 use proptest::prelude::*;
@@ -14,6 +17,7 @@ use telemesh_proto::mesh::message::{self, Announce, IndexPart, OtherRows, Others
 use telemesh_proto::mesh::statement::{Claim, Statement};
 use telemesh_proto::mesh::{self, StreamDigest, Table, WindowId};
 use telemesh_proto::record::{codec, Kind, Readings, Record, StreamId};
+use telemesh_proto::repair::{Layout, Symbol};
 use telemesh_proto::stream::{self, Lookup, Neighbour, Presence};
 use telemesh_proto::window;
 use telemesh_proto::wire::Dialect;
@@ -240,5 +244,52 @@ proptest! {
             let back: stream::State = codec::from_slice(&bytes, "stream state").expect("decodes");
             prop_assert_eq!(codec::to_vec(&back), bytes);
         }
+    }
+
+    /// A repair symbol of any layout and ESI past the source symbols: its bytes are the
+    /// layout's symbol length and read back as the same symbol.
+    #[test]
+    fn repair_symbols_round_trip(
+        slot_size in proptest::sample::select(vec![8usize, 16, 64, 1024]),
+        slots in 1usize..200,
+        esi in 0u32..(1 << 24),
+        seed: u8,
+    ) {
+        let layout = Layout::new(slot_size, slots).expect("valid");
+        let esi = esi.max(slots as u32);
+        let data: Vec<u8> = (0..layout.symbol_len() - 4).map(|i| seed.wrapping_add(i as u8)).collect();
+        let symbol = Symbol::new(esi, data).expect("24-bit");
+        let bytes = symbol.to_bytes();
+        prop_assert_eq!(bytes.len(), layout.symbol_len());
+        prop_assert_eq!(Symbol::from_bytes(&bytes, &layout), Ok(symbol));
+    }
+
+    /// A node's table row (heard, and proved if any) in an announcement's short form and
+    /// back: the same bits.
+    #[test]
+    fn rows_round_trip(count in 1usize..80, receipts in proptest::collection::vec((0usize..80, any::<bool>()), 1..80)) {
+        let table = Table::from_receipts(count, receipts.iter().map(|(i, p)| (*i, "12D3KooWAlpha", *p)));
+        if let Some((_, bits)) = table.nodes.first() {
+            let row = Row::of(Some(bits), count);
+            prop_assert_eq!(row.bits(count), Some(bits.clone()));
+            message_round_trip(&row)?;
+        }
+    }
+
+    /// A coordinator's rows of other nodes by member index, and back: in member order,
+    /// a member listed twice once (its first row).
+    #[test]
+    fn other_rows_round_trip(list in proptest::collection::vec((0u32..300, row()), 0..20)) {
+        let others = OtherRows::new(list.clone());
+        let mut want: Vec<(u32, Row)> = Vec::new();
+        for (m, r) in list {
+            if !want.iter().any(|(w, _)| *w == m) {
+                want.push((m, r));
+            }
+        }
+        want.sort_by_key(|(m, _)| *m);
+        let got = others.list().expect("as many members as rows");
+        prop_assert_eq!(got, want.iter().map(|(m, r)| (*m, r)).collect::<Vec<_>>());
+        message_round_trip(&others)?;
     }
 }
