@@ -76,7 +76,7 @@ fn stored(record: Record, i: u64) -> StoredRecord {
     r.proved = i % 3 == 1;
     let others: [&[&str]; 4] = [&[], &["12D3KooWBravo"], &["12D3KooWBravo", "12D3KooWCharlie"], &["12D3KooWCharlie"]];
     r.heard_by = others[i as usize % 4].iter().map(|n| Arc::from(*n)).collect();
-    r.proved_by = r.heard_by.iter().filter(|_| i % 2 == 0).take(1).cloned().collect();
+    r.proved_by = r.heard_by.iter().filter(|_| i.is_multiple_of(2)).take(1).cloned().collect();
     r
 }
 
@@ -407,7 +407,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             let entry: Entry = samples
                 .iter()
                 .take(4)
-                .filter(|w| (w.len() as u64 + id) % 2 == 0 || id == 0)
+                .filter(|w| (w.len() as u64 + id).is_multiple_of(2) || id == 0)
                 .map(|w| {
                     let part: Vec<StoredRecord> = w.iter().skip(id as usize).step_by(4).cloned().collect();
                     (w[0].record.stream.key_prefix(), START, fuzzing::encode_chunk(&part))
