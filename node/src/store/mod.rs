@@ -410,6 +410,15 @@ fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
     }
 }
 
+/// Whether the sled database at `path` compresses its pages: as it was created (sled
+/// refuses to open with another setting), and off for a new one. zstd made every page
+/// write build a compression context — a third of the node's CPU when many small streams
+/// are written — for little: what is large (sealed windows, the log) lives outside sled.
+fn compressed(path: &Path) -> bool {
+    // `conf`: sled's settings as `key: value` lines, then a CRC.
+    std::fs::read(path.join("conf")).is_ok_and(|conf| String::from_utf8_lossy(&conf).lines().any(|l| l == "use_compression: true"))
+}
+
 /// This node's own receipts among `records`: the keys it heard itself, and whether it
 /// proved each.
 fn own_receipts(records: &[StoredRecord]) -> Vec<(RecordKey, bool)> {
@@ -641,7 +650,7 @@ impl SledStore {
         let config = sled::Config::new()
             .path(dir.join("sled"))
             .cache_capacity(cache_mb << 20)
-            .use_compression(true)
+            .use_compression(compressed(&dir.join("sled")))
             .flush_every_ms(None);
         let db = open_sled(&config)?;
         let meta = db.open_tree("meta")?;
@@ -1382,9 +1391,20 @@ mod tests {
     }
 
     #[test]
+    fn a_store_keeps_the_page_compression_it_was_created_with() {
+        let (old, new) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        drop(sled::Config::new().path(old.path().join("sled")).use_compression(true).open().expect("sled"));
+        drop(SledStore::open(old.path(), 4).expect("a store created with compression opens"));
+        assert!(compressed(&old.path().join("sled")));
+        drop(SledStore::open(new.path(), 4).expect("open"));
+        assert!(!compressed(&new.path().join("sled")), "new stores are not compressed");
+        drop(SledStore::open(new.path(), 4).expect("and reopen"));
+    }
+
+    #[test]
     fn a_format_4_store_opens_as_format_5_and_older_ones_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let raw = || sled::Config::new().path(dir.path().join("sled")).use_compression(true).open().expect("sled");
+        let raw = || sled::Config::new().path(dir.path().join("sled")).open().expect("sled");
         let set = |format: u32| {
             let db = raw();
             db.open_tree("meta").expect("meta").insert("format", &format.to_be_bytes()).expect("insert");
