@@ -267,7 +267,12 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
 /// does not stall behind the disk.
 pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let store = shared.store.as_ref();
-    let job = shared.table().begin_flush();
+    let job = {
+        let mut table = shared.table();
+        // Read by the API and the metrics without waiting for the table.
+        shared.metrics.streams_in_memory.set(table.len() as i64);
+        table.begin_flush()
+    };
     let written = job.write(store);
     let (mut done, seal) = shared.table().finish_flush(job, written)?;
     let sealed = seal.run(store);
