@@ -154,6 +154,9 @@ pub struct Flushed {
     pub sealed: usize,
 }
 
+/// Streams flushed together at shutdown ([`Table::flush`]).
+pub const SHUTDOWN_SLICE: usize = 1_000;
+
 /// Most records held in memory unflushed (pending or in flight). Only reached when the
 /// store keeps failing: past it, new records are refused (and counted) rather than
 /// growing memory without bound.
@@ -439,10 +442,23 @@ impl Table {
 
     /// Flushes every stream, with its state, while holding the table (shutdown); windows
     /// waiting to be sealed again for late records are sealed now.
+    ///
+    /// A slice of [`SHUTDOWN_SLICE`] streams at a time, so that what a flush holds in
+    /// memory at once (the write's batch, the records of the windows it seals) does not
+    /// grow with the table.
     pub fn flush(&mut self, store: &dyn Store) -> Result<Flushed, StoreError> {
         self.retry_seal.extend(std::mem::take(&mut self.late).into_keys());
         let ids: Vec<StreamId> = self.entries.keys().copied().collect();
-        self.flush_now(&ids, store, false)
+        let mut done = Flushed::default();
+        for slice in ids.chunks(SHUTDOWN_SLICE) {
+            let d = self.flush_now(slice, store, false)?;
+            done.records += d.records;
+            done.chunks += d.chunks;
+            done.logged += d.logged;
+            done.states += d.states;
+            done.sealed += d.sealed;
+        }
+        Ok(done)
     }
 
     /// Flushes and drops streams silent since before `cutoff_ns`.
