@@ -99,7 +99,7 @@ impl Metrics {
         registry.register("records", "Valid datagrams by outcome: new, duplicate, conflict", outcomes.clone());
         registry.register(
             "packet_processing_seconds",
-            "Time to decode, classify and queue one datagram",
+            "Time to decode, classify and queue one datagram (its share of its receive batch)",
             processing.clone(),
         );
         registry.register("streams_in_memory", "Per-stream states held in memory", streams_in_memory.clone());
