@@ -36,7 +36,7 @@ use crate::store::{history, Store, StoredRecord};
 
 /// How often a listener waiting for datagrams wakes up to check for shutdown.
 const POLL: Duration = Duration::from_millis(20);
-const POLL_MS: u16 = 20;
+const POLL_MS: u16 = POLL.as_millis() as u16;
 /// Datagrams received per system call.
 pub const BATCH: usize = 32;
 /// Bytes per receive slot: larger than any valid datagram, so oversize ones are seen as
