@@ -229,6 +229,11 @@ pub trait Holdings {
     fn summary(&self, window: WindowId) -> Option<Summary>;
     /// The digest of one stream's summaries, if we hold any of it.
     fn stream(&self, stream: StreamId) -> Option<StreamDigest>;
+    /// Whether we hold any window of `stream` (cheap: the reconciler asks it of every
+    /// window it wants, each time it starts repairs).
+    fn holds(&self, stream: StreamId) -> bool {
+        self.stream(stream).is_some()
+    }
     /// Per-stream digests of our summaries, streams after `after`, at most `limit`.
     fn streams(&self, after: Option<StreamId>, limit: usize) -> Vec<StreamDigest>;
     /// Our summaries of `stream`'s windows starting after `after`, at most `limit`.

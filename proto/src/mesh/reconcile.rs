@@ -949,7 +949,12 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             .filter(|w| self.unstored.get(w).is_none_or(|t| now_ns.saturating_sub(*t) >= UNSTORED_NS))
             .copied()
             .collect();
-        for w in candidates {
+        // Windows of streams we already hold first, then streams new to us, each in window
+        // order: a burst of new streams at some site (a flood of device ids) waits behind
+        // the repair of established ones instead of starving it (`docs/protocol.md`).
+        let held = candidates.iter().filter(|w| holdings.holds(w.stream));
+        let new = candidates.iter().filter(|w| !holdings.holds(w.stream));
+        for w in held.chain(new).copied() {
             if self.sessions.len() >= self.config.max_sessions {
                 break;
             }
@@ -1800,6 +1805,65 @@ mod tests {
         };
         r.handle_response(id, Some(Response::NotFound), 11, &Empty);
         assert!(r.poll().is_none());
+    }
+
+    /// A node that holds windows of some streams (and nothing a test asks of them).
+    struct Holds(Vec<StreamId>);
+
+    impl Holdings for Holds {
+        fn summary(&self, _: WindowId) -> Option<Summary> {
+            None
+        }
+        fn stream(&self, _: StreamId) -> Option<StreamDigest> {
+            None
+        }
+        fn holds(&self, stream: StreamId) -> bool {
+            self.0.contains(&stream)
+        }
+        fn streams(&self, _: Option<StreamId>, _: usize) -> Vec<StreamDigest> {
+            Vec::new()
+        }
+        fn windows(&self, _: StreamId, _: Option<u64>, _: usize) -> Vec<Summary> {
+            Vec::new()
+        }
+        fn records(&self, _: WindowId) -> Vec<Record> {
+            Vec::new()
+        }
+        fn by_root(&self, _: &Root) -> Option<Held> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_burst_of_new_streams_waits_behind_the_repair_of_established_ones() {
+        let config = Config { max_sessions: 4, max_requests_per_peer: 64, ..Config::default() };
+        let mut r: Reconciler<u8> = Reconciler::new(config);
+        let window = |device: u32, root: u8| Summary {
+            window: WindowId { stream: StreamId::new(Dialect::Iotstream, device), start: window::SPAN_NS },
+            root: [root; 32],
+            ..summary(60, 32)
+        };
+        // 200 one-minute windows of device ids this node has never heard of, all sorting
+        // before the one established stream's window (device 50,000), in one announcement.
+        let mut windows: Vec<Summary> = (1..=200u32).map(|d| window(d, 1)).collect();
+        windows.push(window(50_000, 2));
+        let established = Holds(vec![StreamId::new(Dialect::Iotstream, 50_000)]);
+        r.handle_announce(1, &windows, 0, &established);
+        let asked = |r: &mut Reconciler<u8>| -> Vec<Root> {
+            std::iter::from_fn(|| r.poll())
+                .filter_map(|a| match a {
+                    Action::Send { request: Request::Index { root, .. }, .. } => Some(root),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = asked(&mut r);
+        assert_eq!(first.len(), 4, "as many sessions as allowed");
+        assert_eq!(first[0], [2; 32], "the established stream's window first");
+        // Without anything held, the same windows go in window order.
+        let mut r: Reconciler<u8> = Reconciler::new(Config { max_sessions: 4, max_requests_per_peer: 64, ..Config::default() });
+        r.handle_announce(1, &windows, 0, &Empty);
+        assert_eq!(asked(&mut r), vec![[1; 32]; 4], "new streams only, the lowest ids first");
     }
 
     #[test]

@@ -345,6 +345,9 @@ impl Holdings for Store {
             .collect();
         (!list.is_empty()).then(|| super::stream_digest(stream, &list))
     }
+    fn holds(&self, stream: StreamId) -> bool {
+        self.windows.range(stream_range(stream)).next().is_some()
+    }
     fn streams(&self, after: Option<StreamId>, limit: usize) -> Vec<StreamDigest> {
         let streams: BTreeSet<StreamId> = self
             .windows
