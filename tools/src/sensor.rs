@@ -1264,7 +1264,11 @@ impl Links {
             }
         }
         summary.sessions = sessions.values().map(Vec::len).sum();
-        let mut links = Links { sessions, pending: summary.sessions };
+        // A handshake can finish within its first step (on a loaded machine the node's
+        // answers may all be waiting by the time each read comes): count those too.
+        summary.handshakes.extend(sessions.values().flatten().filter_map(dtls::Session::handshake_time));
+        let pending = sessions.values().flatten().filter(|s| !s.is_up()).count();
+        let mut links = Links { sessions, pending };
         let deadline = Instant::now() + setup.handshake_timeout;
         loop {
             links.progress(summary)?;
