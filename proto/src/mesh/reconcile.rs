@@ -357,7 +357,12 @@ impl<T: std::hash::Hash + Eq + Clone> Recent<T> {
 /// The requester's state machine (module docs).
 pub struct Reconciler<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> {
     config: Config,
-    wanted: BTreeMap<WindowId, BTreeMap<Root, Target<P>>>,
+    /// Targets boxed: a map's node holds room for 11 entries even with one, and most
+    /// windows have one target (a flood of new windows is held as these).
+    wanted: BTreeMap<WindowId, BTreeMap<Root, Box<Target<P>>>>,
+    /// The wanted windows of streams this node held when it first wanted them: repaired
+    /// before the others (`docs/protocol.md`, "Repair").
+    first: BTreeSet<WindowId>,
     sessions: BTreeMap<WindowId, Session<P>>,
     pending: HashMap<RequestId, (P, Purpose)>,
     covered: Recent<Root>,
@@ -491,6 +496,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             provenance_seen: Recent::new(config.max_covered),
             config,
             wanted: BTreeMap::new(),
+            first: BTreeSet::new(),
             sessions: BTreeMap::new(),
             pending: HashMap::new(),
             blames: BTreeMap::new(),
@@ -699,8 +705,11 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 self.stats.announcements_ignored += 1;
                 continue;
             }
+            if !self.wanted.contains_key(&s.window) && holdings.holds(s.window.stream) {
+                self.first.insert(s.window);
+            }
             let targets = self.wanted.entry(s.window).or_default();
-            let t = targets.entry(s.root).or_insert_with(|| Target {
+            let t = targets.entry(s.root).or_insert_with(|| Box::new(Target {
                 summary: *s,
                 holders: BTreeSet::new(),
                 tried: BTreeSet::new(),
@@ -710,7 +719,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 index: None,
                 rows: BTreeMap::new(),
                 claims: Vec::new(),
-            });
+            }));
             t.holders.insert(peer.clone());
             let room = MAX_CLAIMS.saturating_sub(t.claims.len());
             t.claims.extend(claims.into_iter().take(room));
@@ -825,6 +834,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             }
             if targets.is_empty() {
                 self.wanted.remove(&window);
+                self.first.remove(&window);
             }
         }
         (rows, claims)
@@ -942,19 +952,19 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         if self.sessions.len() >= self.config.max_sessions {
             return;
         }
+        // Windows of streams we held when we first wanted them come first, then the others,
+        // each in window order: a burst of new streams at some site (a flood of device ids)
+        // waits behind the repair of established ones instead of starving it
+        // (`docs/protocol.md`, "Repair").
         let candidates: Vec<WindowId> = self
-            .wanted
-            .keys()
+            .first
+            .iter()
+            .chain(self.wanted.keys().filter(|w| !self.first.contains(w)))
             .filter(|w| !self.sessions.contains_key(w))
             .filter(|w| self.unstored.get(w).is_none_or(|t| now_ns.saturating_sub(*t) >= UNSTORED_NS))
             .copied()
             .collect();
-        // Windows of streams we already hold first, then streams new to us, each in window
-        // order: a burst of new streams at some site (a flood of device ids) waits behind
-        // the repair of established ones instead of starving it (`docs/protocol.md`).
-        let held = candidates.iter().filter(|w| holdings.holds(w.stream));
-        let new = candidates.iter().filter(|w| !holdings.holds(w.stream));
-        for w in held.chain(new).copied() {
+        for w in candidates {
             if self.sessions.len() >= self.config.max_sessions {
                 break;
             }
@@ -988,6 +998,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             // The biggest set first: it is the most likely to hold what we lack.
             let Some(target) = targets.values().max_by_key(|t| (t.summary.count, std::cmp::Reverse(t.summary.root))) else {
                 self.wanted.remove(&w);
+                self.first.remove(&w);
                 continue;
             };
             let summary = target.summary;
