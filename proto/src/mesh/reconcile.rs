@@ -1695,15 +1695,18 @@ mod tests {
     use crate::record::StreamId;
     use crate::wire::Dialect;
 
-    /// A node that holds nothing.
-    struct Empty;
+    /// A node that holds windows of some streams (and nothing a test asks of them).
+    struct Holds(Vec<StreamId>);
 
-    impl Holdings for Empty {
+    impl Holdings for Holds {
         fn summary(&self, _: WindowId) -> Option<Summary> {
             None
         }
         fn stream(&self, _: StreamId) -> Option<StreamDigest> {
             None
+        }
+        fn holds(&self, stream: StreamId) -> bool {
+            self.0.contains(&stream)
         }
         fn streams(&self, _: Option<StreamId>, _: usize) -> Vec<StreamDigest> {
             Vec::new()
@@ -1719,6 +1722,9 @@ mod tests {
         }
     }
 
+    /// A node that holds nothing.
+    const EMPTY: Holds = Holds(Vec::new());
+
     fn summary(count: u32, slot_size: u16) -> Summary {
         Summary {
             window: WindowId { stream: StreamId::new(Dialect::Iotstream, 1), start: 0 },
@@ -1733,11 +1739,11 @@ mod tests {
     fn a_window_too_big_to_decode_is_not_asked_for() {
         let mut r: Reconciler<u8> = Reconciler::new(Config::default());
         // 50,000 records of 2 KiB: a 100 MiB blob.
-        r.handle_announce(1, &[summary(50_000, 2048)], 0, &Empty);
+        r.handle_announce(1, &[summary(50_000, 2048)], 0, &EMPTY);
         assert!(r.poll().is_none());
         assert_eq!(r.stats().announcements_ignored, 1);
         // A normal window is asked for: its index, from the peer that announced it.
-        r.handle_announce(1, &[summary(60, 32)], 0, &Empty);
+        r.handle_announce(1, &[summary(60, 32)], 0, &EMPTY);
         match r.poll() {
             Some(Action::Send { peer: 1, request: Request::Index { verified: false, .. }, .. }) => {}
             other => panic!("{other:?}"),
@@ -1766,7 +1772,7 @@ mod tests {
         // With its index: the symbols of every record at once, no index request.
         let mut r: Reconciler<u8> = Reconciler::new(Config::default());
         let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(index_of_60())], rows: Vec::new(), others: None, signature: Vec::new() };
-        r.handle_gossip(1, "n1", &announce, 0, &Empty);
+        r.handle_gossip(1, "n1", &announce, 0, &EMPTY);
         let sent = requests(&mut r);
         assert!(!sent.is_empty() && sent.iter().all(|q| matches!(q, Request::Symbols { .. })), "{sent:?}");
         let asked: u32 = sent.iter().map(|q| if let Request::Symbols { count, .. } = q { *count } else { 0 }).sum();
@@ -1782,7 +1788,7 @@ mod tests {
         for (k, bad) in [wrong_count, verified].into_iter().enumerate() {
             let mut r: Reconciler<u8> = Reconciler::new(Config::default());
             let announce = message::Announce { windows: vec![summary(60, 32)], indexes: vec![Some(bad)], rows: Vec::new(), others: None, signature: Vec::new() };
-            r.handle_gossip(1, "n1", &announce, 0, &Empty);
+            r.handle_gossip(1, "n1", &announce, 0, &EMPTY);
             assert_eq!(r.stats().indexes_refused, 1, "case {k}");
             assert!(matches!(requests(&mut r)[..], [Request::Index { verified: false, .. }]), "case {k}");
         }
@@ -1791,7 +1797,7 @@ mod tests {
     #[test]
     fn a_holder_that_does_not_answer_is_asked_again_then_dropped() {
         let mut r: Reconciler<u8> = Reconciler::new(Config::default());
-        r.handle_announce(1, &[summary(60, 32)], 0, &Empty);
+        r.handle_announce(1, &[summary(60, 32)], 0, &EMPTY);
         let index = |r: &mut Reconciler<u8>| -> Vec<RequestId> {
             std::iter::from_fn(|| r.poll())
                 .filter_map(|a| match a {
@@ -1803,46 +1809,19 @@ mod tests {
         let mut ids = index(&mut r);
         for attempt in 1..=Config::default().max_failures {
             assert_eq!(ids.len(), 1, "attempt {attempt}: one index request to the only holder");
-            r.handle_response(ids[0], None, u64::from(attempt), &Empty);
+            r.handle_response(ids[0], None, u64::from(attempt), &EMPTY);
             ids = index(&mut r);
         }
         assert!(ids.is_empty(), "dropped after {} unanswered requests", Config::default().max_failures);
         assert_eq!(r.backlog(), (0, 0));
         // A holder that says it does not hold the root is dropped at once.
-        r.handle_announce(2, &[Summary { root: [8; 32], ..summary(60, 32) }], 10, &Empty);
+        r.handle_announce(2, &[Summary { root: [8; 32], ..summary(60, 32) }], 10, &EMPTY);
         let id = match r.poll() {
             Some(Action::Send { id, peer: 2, .. }) => id,
             other => panic!("{other:?}"),
         };
-        r.handle_response(id, Some(Response::NotFound), 11, &Empty);
+        r.handle_response(id, Some(Response::NotFound), 11, &EMPTY);
         assert!(r.poll().is_none());
-    }
-
-    /// A node that holds windows of some streams (and nothing a test asks of them).
-    struct Holds(Vec<StreamId>);
-
-    impl Holdings for Holds {
-        fn summary(&self, _: WindowId) -> Option<Summary> {
-            None
-        }
-        fn stream(&self, _: StreamId) -> Option<StreamDigest> {
-            None
-        }
-        fn holds(&self, stream: StreamId) -> bool {
-            self.0.contains(&stream)
-        }
-        fn streams(&self, _: Option<StreamId>, _: usize) -> Vec<StreamDigest> {
-            Vec::new()
-        }
-        fn windows(&self, _: StreamId, _: Option<u64>, _: usize) -> Vec<Summary> {
-            Vec::new()
-        }
-        fn records(&self, _: WindowId) -> Vec<Record> {
-            Vec::new()
-        }
-        fn by_root(&self, _: &Root) -> Option<Held> {
-            None
-        }
     }
 
     #[test]
@@ -1873,7 +1852,7 @@ mod tests {
         assert_eq!(first[0], [2; 32], "the established stream's window first");
         // Without anything held, the same windows go in window order.
         let mut r: Reconciler<u8> = Reconciler::new(Config { max_sessions: 4, max_requests_per_peer: 64, ..Config::default() });
-        r.handle_announce(1, &windows, 0, &Empty);
+        r.handle_announce(1, &windows, 0, &EMPTY);
         assert_eq!(asked(&mut r), vec![[1; 32]; 4], "new streams only, the lowest ids first");
     }
 
@@ -1884,13 +1863,13 @@ mod tests {
         let windows: Vec<Summary> = (0..5u64)
             .map(|i| Summary { window: WindowId { stream: StreamId::new(Dialect::Iotstream, 1), start: i * window::SPAN_NS }, ..summary(60, 32) })
             .collect();
-        r.handle_announce(9, &windows, 0, &Empty);
+        r.handle_announce(9, &windows, 0, &EMPTY);
         let mut sent = Vec::new();
         while let Some(Action::Send { id, .. }) = r.poll() {
             sent.push(id);
         }
         assert_eq!(sent.len(), 2, "two in flight, three waiting");
-        r.handle_response(sent[0], None, 1, &Empty);
+        r.handle_response(sent[0], None, 1, &EMPTY);
         let next: Vec<_> = std::iter::from_fn(|| r.poll()).filter(|a| matches!(a, Action::Send { .. })).collect();
         assert_eq!(next.len(), 1, "one answer lets one more go");
     }
