@@ -141,14 +141,30 @@ impl Listener {
         let started = Instant::now();
         let decoded = self.decode(bytes, arrival_ns, None, check, true);
         self.queue(decoded.into_iter().collect(), started);
+        self.count_received(1, bytes.len());
     }
 
     /// Decodes a batch of datagrams received at `arrival_ns` (with their senders), then
     /// queues what is valid under one lock of the table.
     fn receive<'a>(&mut self, datagrams: impl Iterator<Item = (&'a [u8], Option<IpAddr>)>, arrival_ns: u64) {
         let started = Instant::now();
-        let decoded = datagrams.filter_map(|(bytes, source)| self.decode(bytes, arrival_ns, source, |_| Ok(()), false)).collect();
+        let (mut packets, mut total) = (0, 0);
+        let decoded = datagrams
+            .filter_map(|(bytes, source)| {
+                packets += 1;
+                total += bytes.len();
+                self.decode(bytes, arrival_ns, source, |_| Ok(()), false)
+            })
+            .collect();
         self.queue(decoded, started);
+        self.count_received(packets, total);
+    }
+
+    /// Counts datagrams received once their batch is queued, so that when the count stops
+    /// moving every datagram it counts has been classified (`/v1/status` adds up).
+    fn count_received(&self, packets: u64, bytes: usize) {
+        self.handles.packets.inc_by(packets);
+        self.handles.bytes.inc_by(bytes as u64);
     }
 
     /// Verifies and decodes one datagram; `None` if it was dropped (and counted).
@@ -160,8 +176,6 @@ impl Listener {
         check: impl FnOnce(&Record) -> Result<(), &'static str>,
         channel_proved: bool,
     ) -> Option<Decoded> {
-        self.handles.packets.inc();
-        self.handles.bytes.inc_by(bytes.len() as u64);
         let (bytes, proved) = match self.auth.as_mut().map(|v| v.verify(bytes)) {
             None => (bytes, channel_proved),
             Some(Ok(verdict)) => (verdict.datagram(), channel_proved || matches!(verdict, auth::Verdict::Verified { .. })),
