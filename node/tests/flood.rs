@@ -200,7 +200,9 @@ fn new_streams_beyond_a_sources_budget_are_dropped_and_counted_and_known_or_auth
         .collect();
     let started = std::time::Instant::now();
     common::send(to, &flood);
-    assert_eq!(common::wait_quiet(&node), 1 + flood.len() as u64, "every datagram arrived");
+    // Every datagram arrives (within 10 s): waiting for the count to stop moving is not
+    // enough on a loaded machine, where the listener can pause longer than that wait.
+    common::wait_received(&node, 1 + flood.len() as u64);
     let seconds = started.elapsed().as_secs_f64();
     let metrics = common::get_text(&format!("{}/metrics", node.url()));
     let limited = common::metric(&metrics, &format!("telemesh_drops_total{{dialect=\"iotstream\",reason=\"{SOURCE_LIMITED}\"}}"));
