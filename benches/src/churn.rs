@@ -6,7 +6,7 @@
 //! records kept, valid datagrams persisted per second, `/v1/status` latency while under
 //! load (polled every 200 ms), and the node's peak RSS. With `--budget RATE:BURST` a second
 //! run gives the node `--new-streams-per-source RATE:BURST` (`docs/operations.md`, "New
-//! streams").
+//! streams"); each `--with OPTIONS` adds a run with those node options.
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +40,10 @@ pub struct Opts {
     /// Also run with `--new-streams-per-source RATE:BURST`.
     #[arg(long, value_name = "RATE:BURST")]
     budget: Option<String>,
+    /// Also run with these node options (split at spaces; may be given more than once), e.g.
+    /// `--with "--config small-cache.toml"`.
+    #[arg(long = "with", value_name = "OPTIONS", allow_hyphen_values = true)]
+    with: Vec<String>,
 }
 
 /// The honest device: below the attacker's ids (1000..).
@@ -62,6 +66,9 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let mut configs: Vec<(String, Vec<String>)> = vec![("defaults".into(), Vec::new())];
     if let Some(b) = &opts.budget {
         configs.push((format!("--new-streams-per-source {b}"), vec!["--new-streams-per-source".into(), b.clone()]));
+    }
+    for w in &opts.with {
+        configs.push((w.clone(), w.split_whitespace().map(String::from).collect()));
     }
     let mut outcomes = Vec::new();
     for (name, args) in configs {

@@ -169,7 +169,9 @@ pub const MAX_TO_SEAL: usize = 1_000_000;
 /// Streams in memory.
 #[derive(Debug)]
 pub struct Table {
-    entries: HashMap<StreamId, Entry>,
+    /// Boxed: a state is about 600 bytes, and the map has room for up to twice as many
+    /// entries as it holds (and for a moment three times, while it grows).
+    entries: HashMap<StreamId, Box<Entry>>,
     max: usize,
     unflushed: usize,
     max_unflushed: usize,
@@ -250,9 +252,9 @@ impl Table {
                 self.shrink_to(self.max - self.max / 10 - 1, store)?;
             }
             let state = store.state(id)?.unwrap_or_default();
-            self.entries.insert(id, Entry::new(state, now_ns));
+            self.entries.insert(id, Box::new(Entry::new(state, now_ns)));
         }
-        let entry = self.entries.entry(id).or_insert_with(|| Entry::new(State::default(), now_ns));
+        let entry = self.entries.entry(id).or_insert_with(|| Box::new(Entry::new(State::default(), now_ns)));
         entry.dirty = true;
         entry.touched_ns = now_ns;
         Ok(entry)
@@ -545,7 +547,7 @@ impl Table {
 
     /// A copy of the records of `id` not yet in a chunk or sealed window.
     pub fn unflushed_of(&self, id: &StreamId) -> Vec<StoredRecord> {
-        self.entries.get(id).map(Entry::unflushed).unwrap_or_default()
+        self.entries.get(id).map(|e| e.unflushed()).unwrap_or_default()
     }
 }
 
