@@ -93,7 +93,11 @@ proptest! {
         prop_assert_eq!(check::fingerprint(&back), check::fingerprint(&want));
         prop_assert_eq!(fields.count as usize, records.len());
         prop_assert_eq!(fuzzing::encode_sealed(&fields), bytes.clone());
-        prop_assert_eq!(fuzzing::seal(stream, check::START, &back, check::ME), Some(bytes));
+        prop_assert_eq!(fuzzing::seal(stream, check::START, &back, check::ME), Some(bytes.clone()));
+        // A value whose count disagrees with its records (the summary announced for the
+        // window is read from the count alone) is not a window.
+        let wrong = fuzzing::SealedFields { count: fields.count + 1, ..fields };
+        prop_assert!(fuzzing::decode_sealed(stream, check::START, &fuzzing::encode_sealed(&wrong)).is_none());
     }
 
     /// A sealed window's location, in the store's codec.

@@ -571,7 +571,10 @@ pub mod compact {
     }
 
     /// Decodes records written by [`encode`] for `stream`'s window at `start_ns`. A record
-    /// whose time falls outside that window is an error ([`Error::Bad`]`("time")`).
+    /// whose time falls outside that window is an error ([`Error::Bad`]`("time")`). The
+    /// records come back in the order written, which is not checked: key order needs each
+    /// record's content tag, which the caller computes anyway (the node's store refuses a
+    /// sealed value out of key order).
     pub fn decode(stream: StreamId, start_ns: u64, bytes: &[u8]) -> Result<Vec<Record>, Error> {
         let mut r = Reader::new(bytes);
         let v = r.u8()?;

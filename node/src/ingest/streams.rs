@@ -154,6 +154,16 @@ pub struct Flushed {
     pub sealed: usize,
 }
 
+impl std::ops::AddAssign for Flushed {
+    fn add_assign(&mut self, d: Flushed) {
+        self.records += d.records;
+        self.chunks += d.chunks;
+        self.logged += d.logged;
+        self.states += d.states;
+        self.sealed += d.sealed;
+    }
+}
+
 /// Streams flushed together at shutdown ([`Table::flush`]).
 pub const SHUTDOWN_SLICE: usize = 1_000;
 
@@ -453,12 +463,7 @@ impl Table {
         let ids: Vec<StreamId> = self.entries.keys().copied().collect();
         let mut done = Flushed::default();
         for slice in ids.chunks(SHUTDOWN_SLICE) {
-            let d = self.flush_now(slice, store, false)?;
-            done.records += d.records;
-            done.chunks += d.chunks;
-            done.logged += d.logged;
-            done.states += d.states;
-            done.sealed += d.sealed;
+            done += self.flush_now(slice, store, false)?;
         }
         Ok(done)
     }

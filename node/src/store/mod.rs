@@ -341,7 +341,8 @@ fn decode_sealed(stream: StreamId, window_start: u64, bytes: &[u8]) -> Option<(S
     let v: SealedValue = codec::from_slice(bytes, "sealed window").ok()?;
     let records = window::compact::decode(stream, window_start, &v.records).ok()?;
     let count = records.len();
-    if !v.heard.fits(count) {
+    // The summary announced for the window is read from the value alone (`read_summary`).
+    if v.count as usize != count || !v.heard.fits(count) {
         return None;
     }
     let names: Vec<Arc<str>> = v.heard.nodes.iter().map(|(n, _)| Arc::from(n.as_str())).collect();
