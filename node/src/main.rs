@@ -235,8 +235,9 @@ struct QueryArgs {
     /// Up to this device time (inclusive).
     #[arg(long)]
     to: Option<String>,
-    /// At most this many records (1..=100000). [default: 1000]
-    #[arg(long)]
+    /// At most this many records. A table or JSON is one page of at most 100,000
+    /// [default: 1000]; CSV and NDJSON page through every record in the range unless given.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     limit: Option<usize>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
@@ -252,20 +253,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(args) => node(*args),
-        Command::Query(q) => print(q.api.api().and_then(|api| {
-            client::query(
-                &api,
-                client::Query {
+        Command::Query(q) => {
+            let query = client::Query {
                 dialect: q.dialect,
                 device: q.device,
                 from: q.from.as_deref(),
                 to: q.to.as_deref(),
                 limit: q.limit,
                 format: q.format,
-                    view: q.view,
-                },
-            )
-        })),
+                view: q.view,
+                page: telemesh_node::api::MAX_LIMIT,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = q.api.api().and_then(|api| client::query(&api, query, &mut out));
+            print(written.and_then(|()| Ok(std::io::Write::flush(&mut out).map(|()| String::new())?)))
+        }
         Command::Status { api } => print(api.api().and_then(|api| client::status(&api))),
         Command::Mesh(MeshCommand::Invite { api, expires }) => {
             print(api.api().and_then(|api| mesh_cli::invite(&api, expires.as_deref())))

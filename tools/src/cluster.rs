@@ -217,26 +217,19 @@ impl NodeProcess {
         Ok(serde_json::from_str(&self.get(path)?)?)
     }
 
-    /// Every record of one device as JSON values, paging through `limit`.
+    /// Every record of one device as JSON values, paging through `limit` by cursor.
     pub fn records(&self, dialect: &str, device: u64, view: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         let mut out = Vec::new();
-        let mut from: Option<String> = None;
+        let mut cursor: Option<String> = None;
         loop {
             let mut path = format!("/v1/streams/{dialect}/{device}/records?view={view}&limit=100000");
-            if let Some(f) = &from {
-                path.push_str(&format!("&from={f}"));
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
             }
             let page = self.json(&path)?;
-            let records = page["records"].as_array().context("records")?;
-            // A page repeats the records at exactly `from`; skip the ones already taken.
-            let seen = out.len();
-            for r in records {
-                if !out[seen.saturating_sub(8)..].contains(r) {
-                    out.push(r.clone());
-                }
-            }
-            match page["next_from"].as_str() {
-                Some(next) => from = Some(next.to_owned()),
+            out.extend(page["records"].as_array().context("records")?.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
                 None => return Ok(out),
             }
         }

@@ -59,11 +59,18 @@ impl Api {
 
     /// `GET base + path` with query parameters.
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<String> {
+        Ok(self.get_with_header(path, query, "")?.0)
+    }
+
+    /// `GET base + path`, and the value of `header` in the answer if there is one.
+    pub fn get_with_header(&self, path: &str, query: &[(&str, String)], header: &str) -> anyhow::Result<(String, Option<String>)> {
         let mut req = self.request("GET", path);
         for (k, v) in query {
             req = req.query(k, v);
         }
-        self.answer(req.call(), path)
+        let resp = self.response(req.call(), path)?;
+        let value = resp.header(header).map(str::to_owned);
+        Ok((body(resp).context("cannot read the node's answer")?, value))
     }
 
     /// `POST base + path` with a JSON body (or none).
@@ -90,8 +97,13 @@ impl Api {
     }
 
     fn answer(&self, result: Result<ureq::Response, ureq::Error>, path: &str) -> anyhow::Result<String> {
+        body(self.response(result, path)?).context("cannot read the node's answer")
+    }
+
+    /// A 2xx answer, or an error carrying the node's JSON error message.
+    fn response(&self, result: Result<ureq::Response, ureq::Error>, path: &str) -> anyhow::Result<ureq::Response> {
         match result {
-            Ok(resp) => body(resp).context("cannot read the node's answer"),
+            Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(code, resp)) => {
                 let body = body(resp).unwrap_or_default();
                 let msg = serde_json::from_str::<serde_json::Value>(&body)
@@ -147,6 +159,7 @@ pub fn body(resp: ureq::Response) -> std::io::Result<String> {
 struct RecordsPage {
     count: usize,
     next_from: Option<String>,
+    next_cursor: Option<String>,
     records: Vec<RecordView>,
 }
 
@@ -160,35 +173,69 @@ pub struct Query<'a> {
     pub limit: Option<usize>,
     pub format: OutputFormat,
     pub view: ViewArg,
+    /// Records asked for per page when paging (CSV, NDJSON): at most [`crate::api::MAX_LIMIT`].
+    pub page: usize,
 }
 
-/// Fetches records of one device and renders them in `format`.
-pub fn query(api: &Api, q: Query<'_>) -> anyhow::Result<String> {
-    let Query { dialect, device, from, to, limit, format, view } = q;
+/// Fetches records of one device and renders them in `format`. CSV and NDJSON page
+/// through the whole range (up to `limit` records, if given): each page continues after
+/// the last with its cursor, so no record is repeated or skipped. A table or JSON is one
+/// page, which says whether more follow.
+pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let Query { dialect, device, from, to, limit, format, view, page } = q;
     let path = format!("/v1/streams/{dialect}/{device}/records");
-    let mut q: Vec<(&str, String)> = Vec::new();
+    let mut base: Vec<(&str, String)> = Vec::new();
     if let Some(f) = from {
-        q.push(("from", f.to_owned()));
+        base.push(("from", f.to_owned()));
     }
     if let Some(t) = to {
-        q.push(("to", t.to_owned()));
-    }
-    if let Some(l) = limit {
-        q.push(("limit", l.to_string()));
+        base.push(("to", t.to_owned()));
     }
     let wire_format = match format {
         OutputFormat::Table | OutputFormat::Json => "json",
         OutputFormat::Ndjson => "ndjson",
         OutputFormat::Csv => "csv",
     };
-    q.push(("format", wire_format.to_owned()));
-    q.push(("view", if view == ViewArg::Local { "local" } else { "merged" }.to_owned()));
-    let body = api.get(&path, &q)?;
-    if format != OutputFormat::Table {
-        return Ok(body);
+    base.push(("format", wire_format.to_owned()));
+    base.push(("view", if view == ViewArg::Local { "local" } else { "merged" }.to_owned()));
+    if matches!(format, OutputFormat::Table | OutputFormat::Json) {
+        if let Some(l) = limit {
+            base.push(("limit", l.to_string()));
+        }
+        let body = api.get(&path, &base)?;
+        if format == OutputFormat::Json {
+            out.write_all(body.as_bytes())?;
+            return Ok(());
+        }
+        let page: RecordsPage = serde_json::from_str(&body).context("the node's answer is not a records page")?;
+        out.write_all(table(&page).as_bytes())?;
+        return Ok(());
     }
-    let page: RecordsPage = serde_json::from_str(&body).context("the node's answer is not a records page")?;
-    Ok(table(&page))
+    let mut left = limit.unwrap_or(usize::MAX);
+    let mut cursor: Option<String> = None;
+    let mut first = true;
+    while left > 0 {
+        let mut q = base.clone();
+        q.push(("limit", left.min(page.clamp(1, crate::api::MAX_LIMIT)).to_string()));
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let (body, next) = api.get_with_header(&path, &q, crate::api::NEXT_CURSOR_HEADER)?;
+        // Every CSV page starts with the header line: written once.
+        let rows = match (format, first) {
+            (OutputFormat::Csv, false) => body.split_once('\n').map_or("", |(_, rows)| rows),
+            _ => body.as_str(),
+        };
+        out.write_all(rows.as_bytes())?;
+        left = left.saturating_sub(rows.lines().count() - usize::from(format == OutputFormat::Csv && first));
+        first = false;
+        match next {
+            Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+            Some(_) => bail!("the node gave the same cursor twice; stopping"),
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 fn table(page: &RecordsPage) -> String {
@@ -215,8 +262,9 @@ fn table(page: &RecordsPage) -> String {
         );
     }
     let _ = write!(out, "{} record(s)", page.count);
-    if let Some(next) = &page.next_from {
-        let _ = write!(out, "; more from {next} (use --from)");
+    if page.next_cursor.is_some() {
+        let more = page.next_from.as_deref().unwrap_or("-");
+        let _ = write!(out, "; more follow from {more} (--format csv or ndjson pages through them all)");
     }
     out.push('\n');
     out

@@ -154,6 +154,27 @@ pub struct RecordsQuery {
     pub view: export::View,
     /// Carry the signed statements behind `heard_by` and `proved_by` ([`proof`]).
     pub proof: bool,
+    /// Continue after this record (a page's `next_cursor`).
+    pub cursor: Option<history::OrderKey>,
+}
+
+/// A records cursor: the place of the last record of a page, `<device time ns>-<seq>-<content
+/// tag, 16 hex digits>`. Exact where a time is not: records can share a device time.
+pub fn cursor_text((t, seq, tag): history::OrderKey) -> String {
+    format!("{t}-{seq}-{:016x}", u64::from_be_bytes(tag))
+}
+
+/// Reads a cursor written by [`cursor_text`].
+pub fn parse_cursor(s: &str) -> Result<history::OrderKey, String> {
+    let bad = || format!("{s:?} is not a cursor (a page's next_cursor)");
+    let mut parts = s.split('-');
+    let (Some(t), Some(seq), Some(tag), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(t) || !digits(seq) || tag.len() != 16 {
+        return Err(bad());
+    }
+    let tag = u64::from_str_radix(tag, 16).map_err(|_| bad())?;
+    Ok((t.parse().map_err(|_| bad())?, seq.parse().map_err(|_| bad())?, tag.to_be_bytes()))
 }
 
 /// A time parameter: RFC 3339 (`2025-12-11T18:20:00Z`) or Unix seconds (`1765477200.5`).
@@ -177,6 +198,7 @@ impl RecordsQuery {
             format: Format::Json,
             view: export::View::Merged,
             proof: false,
+            cursor: None,
         };
         let mut seen: Vec<&str> = Vec::new();
         for (name, value) in params {
@@ -209,6 +231,7 @@ impl RecordsQuery {
                         _ => return Err(err(format!("{value:?} is not one of merged, local"))),
                     }
                 }
+                "cursor" => q.cursor = Some(parse_cursor(value).map_err(err)?),
                 "proof" => {
                     q.proof = match value.as_str() {
                         "true" => true,
@@ -216,7 +239,7 @@ impl RecordsQuery {
                         _ => return Err(err(format!("{value:?} is not one of true, false"))),
                     }
                 }
-                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, format, view, proof)"))),
+                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, cursor, format, view, proof)"))),
             }
         }
         if q.proof && (q.format != Format::Json || q.view != export::View::Merged) {
@@ -252,23 +275,35 @@ async fn records(
         Ok(d) => d,
         Err(e) => return bad("dialect", e.to_string()),
     };
+    let range = dialect.devices();
     let device: u32 = match device.parse() {
-        Ok(d) => d,
-        Err(_) => return bad("device", format!("{device:?} is not a device id (0..=4294967295)")),
+        Ok(d) if range.contains(&d) => d,
+        _ => return bad("device", format!("{device:?} is not a {dialect} device id ({}..={})", range.start(), range.end())),
     };
     let q = match RecordsQuery::parse(&params) {
         Ok(q) => q,
         Err((p, m)) => return bad(&p, m),
     };
     let stream = StreamId::new(dialect, device);
+    // Where the page starts: at `from`, or just after the cursor's record (none after the
+    // last place there is).
+    let start = match q.cursor.map(history::after) {
+        Some(None) => None,
+        Some(Some(after)) => Some(after.max(history::at(q.from_ns))),
+        None => Some(history::at(q.from_ns)),
+    };
     let shared = Arc::clone(&app.shared);
     let fetched = tokio::task::spawn_blocking(move || {
+        let Some(start) = start else { return Ok((Vec::new(), None)) };
         // One extra record tells whether the page is complete.
         let store = shared.store.as_ref();
         let pending = shared.table().unflushed_of(&stream);
-        let mut recs = history::records(store, &pending, stream, q.from_ns, q.to_ns, q.limit + 1)?;
-        let before = history::record_before(store, &pending, stream, q.from_ns)?;
-        let next = (recs.len() > q.limit).then(|| recs[q.limit].record.device_time_ns);
+        let mut recs = history::records_from(store, &pending, stream, start, q.to_ns, q.limit + 1)?;
+        let before = history::record_before_key(store, &pending, stream, start)?;
+        let next = (recs.len() > q.limit).then(|| Next {
+            from_ns: recs[q.limit].record.device_time_ns,
+            cursor: recs[q.limit - 1].order_key(),
+        });
         recs.truncate(q.limit);
         Ok::<_, crate::store::StoreError>((export::views(&recs, before.as_ref(), store.node_id(), q.view), next))
     })
@@ -278,22 +313,49 @@ async fn records(
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
     };
-    if !q.proof {
-        return render(stream, &views, next, q.format);
+    let link = next.map(|n| next_link(stream, &params, n.cursor));
+    let mut response = if !q.proof {
+        render(stream, &views, next, q.format)
+    } else {
+        let views = Arc::new(views);
+        match prove(&app, stream, Arc::clone(&views)).await {
+            Ok(proof) => Json(RecordsPage::new(stream, &views, next, Some(&proof))).into_response(),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        }
+    };
+    if let Some((link, cursor)) = link {
+        let headers = response.headers_mut();
+        headers.extend(
+            [(header::LINK, link), (axum::http::HeaderName::from_static(NEXT_CURSOR_HEADER), cursor)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, axum::http::HeaderValue::from_str(&v).ok()?))),
+        );
     }
-    let views = Arc::new(views);
-    match prove(&app, stream, Arc::clone(&views)).await {
-        Ok(proof) => Json(RecordsPage {
-            dialect: stream.dialect,
-            device: stream.device,
-            count: views.len(),
-            next_from: next.map(export::rfc3339),
-            records: &views,
-            proof: Some(&proof),
-        })
-        .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+    response
+}
+
+/// The header naming the cursor of the next page when `limit` cut an answer (with a
+/// `Link: <…>; rel="next"` to it), in every format.
+pub const NEXT_CURSOR_HEADER: &str = "telemesh-next-cursor";
+
+/// Where a cut page stops.
+#[derive(Debug, Clone, Copy)]
+struct Next {
+    /// Device time of the first record not returned.
+    from_ns: u64,
+    /// The last record returned.
+    cursor: history::OrderKey,
+}
+
+/// The `Link` to the next page (this query with `cursor`), and the cursor.
+fn next_link(stream: StreamId, params: &[(String, String)], cursor: history::OrderKey) -> (String, String) {
+    let cursor = cursor_text(cursor);
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params.iter().filter(|(k, _)| k != "cursor") {
+        query.append_pair(k, v);
     }
+    query.append_pair("cursor", &cursor);
+    (format!("</v1/streams/{}/{}/records?{}>; rel=\"next\"", stream.dialect, stream.device, query.finish()), cursor)
 }
 
 /// The proof of a page of merged records: statements this node keeps, and those it asks
@@ -322,7 +384,12 @@ pub struct RecordsPage<'a> {
     pub dialect: Dialect,
     pub device: u32,
     pub count: usize,
-    /// Device time of the first record not returned, when `limit` cut the page.
+    /// Whether `limit` cut the page: more records follow `next_cursor`.
+    pub truncated: bool,
+    /// When `limit` cut the page: the cursor to continue with (`cursor=`).
+    pub next_cursor: Option<String>,
+    /// When `limit` cut the page: the device time of the first record not returned (a
+    /// record sharing the last one's time may be returned again from it; prefer the cursor).
     pub next_from: Option<String>,
     pub records: &'a [RecordView],
     /// With `proof=true`: the signed statements behind `heard_by` and `proved_by`.
@@ -330,18 +397,25 @@ pub struct RecordsPage<'a> {
     pub proof: Option<&'a proof::Proof>,
 }
 
-fn render(stream: StreamId, views: &[RecordView], next: Option<u64>, format: Format) -> Response {
-    match format {
-        // Typed, not `json!`: a `serde_json::Value` would widen f32 readings to f64.
-        Format::Json => Json(RecordsPage {
+impl<'a> RecordsPage<'a> {
+    fn new(stream: StreamId, views: &'a [RecordView], next: Option<Next>, proof: Option<&'a proof::Proof>) -> RecordsPage<'a> {
+        RecordsPage {
             dialect: stream.dialect,
             device: stream.device,
             count: views.len(),
-            next_from: next.map(export::rfc3339),
+            truncated: next.is_some(),
+            next_cursor: next.map(|n| cursor_text(n.cursor)),
+            next_from: next.map(|n| export::rfc3339(n.from_ns)),
             records: views,
-            proof: None,
-        })
-        .into_response(),
+            proof,
+        }
+    }
+}
+
+fn render(stream: StreamId, views: &[RecordView], next: Option<Next>, format: Format) -> Response {
+    match format {
+        // Typed, not `json!`: a `serde_json::Value` would widen f32 readings to f64.
+        Format::Json => Json(RecordsPage::new(stream, views, next, None)).into_response(),
         Format::Ndjson => {
             let mut body = String::new();
             for v in views {

@@ -14,6 +14,27 @@ fn window_with_pending(store: &dyn Store, pending: &[StoredRecord], stream: Stre
     Ok(merge(recs))
 }
 
+/// A record's place in its stream: device time, seq, content tag
+/// ([`StoredRecord::order_key`]).
+pub type OrderKey = (u64, u64, [u8; 8]);
+
+/// The first place at device time `ns`.
+pub fn at(ns: u64) -> OrderKey {
+    (ns, 0, [0; 8])
+}
+
+/// The place just after `key`, if there is one.
+pub fn after(key: OrderKey) -> Option<OrderKey> {
+    let (t, seq, tag) = key;
+    match u64::from_be_bytes(tag).checked_add(1) {
+        Some(next) => Some((t, seq, next.to_be_bytes())),
+        None => match seq.checked_add(1) {
+            Some(s) => Some((t, s, [0; 8])),
+            None => t.checked_add(1).map(at),
+        },
+    }
+}
+
 /// Records of `stream` with `from_ns <= device time <= to_ns`, in device order, at most
 /// `limit`.
 pub fn records(
@@ -24,8 +45,21 @@ pub fn records(
     to_ns: u64,
     limit: usize,
 ) -> Result<Vec<StoredRecord>, StoreError> {
+    records_from(store, pending, stream, at(from_ns), to_ns, limit)
+}
+
+/// Records of `stream` at or after `start` with device time up to `to_ns`, in order, at
+/// most `limit`.
+pub fn records_from(
+    store: &dyn Store,
+    pending: &[StoredRecord],
+    stream: StreamId,
+    start: OrderKey,
+    to_ns: u64,
+    limit: usize,
+) -> Result<Vec<StoredRecord>, StoreError> {
     let mut out = Vec::new();
-    let mut w = window::start(from_ns);
+    let mut w = window::start(start.0);
     loop {
         let stored = store.window_at_or_after(stream, w)?;
         let in_memory = pending.iter().map(StoredRecord::window).filter(|x| *x >= w).min();
@@ -34,7 +68,7 @@ pub fn records(
             break;
         }
         let recs = window_with_pending(store, pending, stream, cur, stored == Some(cur))?;
-        out.extend(recs.into_iter().filter(|r| (from_ns..=to_ns).contains(&r.record.device_time_ns)));
+        out.extend(recs.into_iter().filter(|r| r.order_key() >= start && r.record.device_time_ns <= to_ns));
         if out.len() >= limit || window::next(cur) == cur {
             break;
         }
@@ -51,12 +85,22 @@ pub fn record_before(
     stream: StreamId,
     before_ns: u64,
 ) -> Result<Option<StoredRecord>, StoreError> {
-    // The window holding `before_ns` may hold earlier records too.
-    let mut w = window::start(before_ns);
+    record_before_key(store, pending, stream, at(before_ns))
+}
+
+/// The last record of `stream` before `bound`.
+pub fn record_before_key(
+    store: &dyn Store,
+    pending: &[StoredRecord],
+    stream: StreamId,
+    bound: OrderKey,
+) -> Result<Option<StoredRecord>, StoreError> {
+    // The window holding `bound` may hold earlier records too.
+    let mut w = window::start(bound.0);
     let mut stored = store.window_at_or_after(stream, w)? == Some(w);
     loop {
         let recs = window_with_pending(store, pending, stream, w, stored)?;
-        if let Some(r) = recs.into_iter().rfind(|r| r.record.device_time_ns < before_ns) {
+        if let Some(r) = recs.into_iter().rfind(|r| r.order_key() < bound) {
             return Ok(Some(r));
         }
         let earlier_stored = store.window_before(stream, w)?;

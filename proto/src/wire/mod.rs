@@ -47,6 +47,16 @@ impl Dialect {
         Dialect::ALL.into_iter().find(|d| d.code() == code)
     }
 
+    /// The device ids the dialect can carry: IoTStream's is a u16, TinyTelemetry's a u16
+    /// other than 0, the secure frame's client id a u32.
+    pub fn devices(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            Dialect::Iotstream => 0..=u32::from(u16::MAX),
+            Dialect::Tinytelemetry => 1..=u32::from(u16::MAX),
+            Dialect::Secure => 0..=u32::MAX,
+        }
+    }
+
     /// The lowercase name used in URLs, metrics and the CLI.
     pub fn name(self) -> &'static str {
         match self {
