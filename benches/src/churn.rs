@@ -4,7 +4,8 @@
 //! while, and windows of a record or two), while an honest device sends at `--honest-hz`
 //! from another socket, started first. Measured per configuration: the honest device's
 //! records kept, valid datagrams persisted per second, `/v1/status` latency while under
-//! load (polled every 200 ms), and the node's peak RSS. With `--budget RATE:BURST` a second
+//! load (polled every 200 ms), the node's peak RSS, and its store's size on disk after it
+//! stopped. With `--budget RATE:BURST` a second
 //! run gives the node `--new-streams-per-source RATE:BURST` (`docs/operations.md`, "New
 //! streams"); each `--with OPTIONS` adds a run with those node options.
 
@@ -57,6 +58,7 @@ struct Outcome {
     persisted_per_s: f64,
     status_ms: Vec<f64>,
     peak_rss_mb: f64,
+    disk_mb: f64,
 }
 
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
@@ -85,6 +87,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "valid persisted/s",
         "/v1/status p50 / p99 / max (ms)",
         "peak RSS (MB)",
+        "store on disk (MB)",
     ]);
     for o in &outcomes {
         let p = |q: f64| crate::repair::percentile(&o.status_ms, q);
@@ -96,6 +99,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             format!("{:.0}", o.persisted_per_s),
             format!("{:.0} / {:.0} / {:.0}", p(0.5), p(0.99), p(1.0)),
             format!("{:.0}", o.peak_rss_mb),
+            format!("{:.0}", o.disk_mb),
         ]);
     }
     println!("{table}");
@@ -158,6 +162,7 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
     let peak_rss_mb = node.peak_rss().context("the node's peak RSS (/proc)")? as f64 / (1 << 20) as f64;
     let status = node.stop(Duration::from_secs(120))?;
     anyhow::ensure!(status.success(), "the node exited with {status}");
+    let disk_mb = crate::disk::dir_size(dir.path())? as f64 / 1e6;
     let store = telemesh_node::open_store(&telemesh_node::Config { data_dir: dir.path().to_owned(), ..telemesh_node::Config::default() })?;
     let count = |id: StreamId| -> anyhow::Result<u64> {
         Ok(telemesh_node::store::history::records(&store, &[], id, 0, u64::MAX, usize::MAX)?.len() as u64)
@@ -175,5 +180,6 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
         persisted_per_s: persisted as f64 / elapsed,
         status_ms,
         peak_rss_mb,
+        disk_mb,
     })
 }

@@ -39,7 +39,8 @@ pub struct Opts {
     pub flush_ms: u64,
 }
 
-fn dir_size(path: &Path) -> std::io::Result<u64> {
+/// Bytes of every file under `path`.
+pub fn dir_size(path: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;

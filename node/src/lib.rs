@@ -277,14 +277,11 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let (mut done, seal) = shared.table().finish_flush(job, written)?;
     let sealed = seal.run(store);
     let sealed = shared.table().finish_seal(seal, sealed, store);
-    let to_seal = shared.table().take_to_seal();
-    let sealing: Vec<store::Sealing<'_>> =
-        to_seal.iter().map(|(stream, window_start)| store::Sealing { stream: *stream, window_start: *window_start, live: &[] }).collect();
-    let evicted_sealed = store.seal_windows(&sealing);
-    if evicted_sealed.is_err() {
-        shared.table().queue_to_seal(to_seal.iter().copied());
-    }
-    done.sealed += sealing.len();
+    // Streams that left memory: their records go straight into their windows.
+    let evicted = shared.table().take_evicted();
+    let evicted_sealed = evicted.run(store);
+    done.sealed += evicted.windows();
+    let evicted_sealed = shared.table().finish_evicted(evicted, evicted_sealed, store);
     // What was written is synced even if a seal failed (it is retried with the next flush).
     store.flush()?;
     sealed?;

@@ -244,7 +244,7 @@ impl Listener {
                 }
             }
         }
-        let Entry { state, pending, in_flight, live, .. } = match table.entry(record.stream, arrival_ns, store) {
+        let (Entry { state, pending, in_flight, live, .. }, leaving) = match table.entry(record.stream, arrival_ns, store) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "cannot load stream state");
@@ -254,7 +254,8 @@ impl Listener {
         };
         let outcome = state.observe(&record, arrival_ns, &shared.reorder, || {
             // Rare (possible duplicates, late arrivals): copying what is unflushed is fine.
-            let unflushed = crate::ingest::streams::unflushed(live, in_flight.as_deref(), pending);
+            let mut unflushed = leaving.records();
+            unflushed.extend(crate::ingest::streams::unflushed(live, in_flight.as_deref(), pending));
             history::lookup(store, &unflushed, &record).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "store lookup failed; treating record as new");
                 Lookup { presence: Presence::Absent, predecessor: None }

@@ -13,7 +13,9 @@
 //! [`Flush::write`], [`Table::finish_flush`], [`SealJob::run`], [`Table::finish_seal`]):
 //! meanwhile the records being written stay visible as `in_flight`, and the records being
 //! sealed as `live`. Streams silent for `stream_idle`, or the least recently active when the
-//! table is full, are flushed (their live records into chunks) and dropped from memory.
+//! table is full, leave memory: their states are written at once, and their records go
+//! straight into their windows' sealed values with the next flush ([`Gone`],
+//! [`Table::take_evicted`]), never into chunks written only to be read back and deleted.
 //! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes), the
 //! records received within one flush interval, and [`MAX_LIVE_BYTES`] of live records
 //! (kept encoded, as the log holds them: [`Encoded`]).
@@ -71,10 +73,83 @@ impl Entry {
 }
 
 /// Live records of one stream in one window, as one log entry holds them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Live {
     wal_id: u64,
     chunk: Encoded,
+}
+
+/// What a stream that left memory still holds there: its records not yet in a sealed
+/// window, and the windows to seal. The next flush seals them without the table lock
+/// ([`Table::take_evicted`], [`EvictedJob::run`], [`Table::finish_evicted`]); meanwhile
+/// queries and duplicate checks still see the records.
+#[derive(Debug, Default, Clone)]
+pub struct Gone {
+    /// Records written nowhere yet (the stream's pending records when it left).
+    pending: Vec<StoredRecord>,
+    /// Records in the write-ahead log.
+    live: Vec<Live>,
+    /// Windows to seal: those of the records, the stream's open window, and windows with
+    /// late records waiting to be sealed again.
+    windows: BTreeSet<u64>,
+}
+
+impl Gone {
+    fn records(&self) -> Vec<StoredRecord> {
+        unflushed(&self.live, None, &self.pending)
+    }
+
+    fn absorb(&mut self, more: Gone) {
+        self.pending.extend(more.pending);
+        self.live.extend(more.live);
+        self.windows.extend(more.windows);
+    }
+}
+
+/// The records of a stream that left memory and are still waiting for their windows'
+/// seal: in the queue and in a seal running now ([`Table::entry`] gives them for
+/// duplicate checks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Leaving<'a> {
+    queued: Option<&'a Gone>,
+    sealing: Option<&'a Gone>,
+}
+
+impl Leaving<'_> {
+    pub fn records(&self) -> Vec<StoredRecord> {
+        [self.queued, self.sealing].into_iter().flatten().flat_map(Gone::records).collect()
+    }
+}
+
+/// The windows of streams that left memory, to seal with their records
+/// ([`Table::take_evicted`]).
+#[derive(Debug, Default)]
+pub struct EvictedJob {
+    streams: Vec<(StreamId, Arc<Gone>)>,
+}
+
+impl EvictedJob {
+    /// Windows it seals.
+    pub fn windows(&self) -> usize {
+        self.streams.iter().map(|(_, g)| g.windows.len()).sum()
+    }
+
+    /// Seals every window, each with its records held here, together.
+    pub fn run(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let mut records: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::with_capacity(self.windows());
+        for (stream, gone) in &self.streams {
+            let all = gone.records();
+            for w in &gone.windows {
+                records.push((*stream, *w, all.iter().filter(|r| r.window() == *w).cloned().collect()));
+            }
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let sealing: Vec<Sealing<'_>> =
+            records.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
+        store.seal_windows(&sealing).map(|_| ())
+    }
 }
 
 /// A stream's records not in a chunk or a sealed window (live, in flight, then pending),
@@ -172,10 +247,6 @@ pub const SHUTDOWN_SLICE: usize = 1_000;
 /// growing memory without bound.
 pub const MAX_UNFLUSHED: usize = 1_000_000;
 
-/// Most windows of evicted streams queued for sealing. Past it (a flood of new device ids
-/// faster than sealing), a window stays unsealed until its stream writes to it again.
-pub const MAX_TO_SEAL: usize = 1_000_000;
-
 /// Streams in memory.
 #[derive(Debug)]
 pub struct Table {
@@ -185,7 +256,10 @@ pub struct Table {
     max: usize,
     unflushed: usize,
     max_unflushed: usize,
-    to_seal: Vec<(StreamId, u64)>,
+    /// Streams that left memory, with what they still hold there, to seal by the next
+    /// flush; and those being sealed now.
+    evicted: BTreeMap<StreamId, Gone>,
+    sealing: BTreeMap<StreamId, Arc<Gone>>,
     /// Live records across all streams, and their encoded bytes.
     live: usize,
     live_bytes: usize,
@@ -211,7 +285,8 @@ impl Table {
             max,
             unflushed: 0,
             max_unflushed,
-            to_seal: Vec::new(),
+            evicted: BTreeMap::new(),
+            sealing: BTreeMap::new(),
             live: 0,
             live_bytes: 0,
             wal_refs: BTreeMap::new(),
@@ -256,7 +331,10 @@ impl Table {
         Ok(self.entries.contains_key(&id) || store.state(id)?.is_some())
     }
 
-    pub fn entry(&mut self, id: StreamId, now_ns: u64, store: &dyn Store) -> Result<&mut Entry, StoreError> {
+    ///
+    /// With it, the records the stream left behind when it last left memory, if they are
+    /// still waiting for their windows' seal: what a duplicate check must see too.
+    pub fn entry(&mut self, id: StreamId, now_ns: u64, store: &dyn Store) -> Result<(&mut Entry, Leaving<'_>), StoreError> {
         if !self.entries.contains_key(&id) {
             if self.entries.len() >= self.max {
                 self.shrink_to(self.max - self.max / 10 - 1, store)?;
@@ -267,7 +345,8 @@ impl Table {
         let entry = self.entries.entry(id).or_insert_with(|| Box::new(Entry::new(State::default(), now_ns)));
         entry.dirty = true;
         entry.touched_ns = now_ns;
-        Ok(entry)
+        let leaving = Leaving { queued: self.evicted.get(&id), sealing: self.sealing.get(&id).map(|g| &**g) };
+        Ok((entry, leaving))
     }
 
     /// Takes every stream's pending records (they become `in_flight`), and the changed
@@ -276,10 +355,10 @@ impl Table {
         let ids: Vec<StreamId> = self.entries.keys().copied().collect();
         let states = self.flushes.is_multiple_of(STATE_EVERY);
         self.flushes += 1;
-        self.begin_flush_of(&ids, states, false)
+        self.begin_flush_of(&ids, states)
     }
 
-    fn begin_flush_of(&mut self, ids: &[StreamId], states: bool, own_chunks: bool) -> Flush {
+    fn begin_flush_of(&mut self, ids: &[StreamId], states: bool) -> Flush {
         let mut flush = Flush::default();
         // Room in records, at the average encoded size of those live now.
         let per_record = if self.live == 0 { 64 } else { (self.live_bytes / self.live).max(1) };
@@ -292,7 +371,7 @@ impl Table {
             if !e.pending.is_empty() {
                 let records = Arc::new(std::mem::take(&mut e.pending));
                 e.in_flight = Some(Arc::clone(&records));
-                if own_chunks || records.len() >= CHUNK_MIN || records.len() > room {
+                if records.len() >= CHUNK_MIN || records.len() > room {
                     flush.chunked.push((*id, records));
                 } else {
                     room -= records.len();
@@ -443,8 +522,8 @@ impl Table {
     }
 
     /// Flushes the given streams while holding the table, with their states.
-    fn flush_now(&mut self, ids: &[StreamId], store: &dyn Store, own_chunks: bool) -> Result<Flushed, StoreError> {
-        let flush = self.begin_flush_of(ids, true, own_chunks);
+    fn flush_now(&mut self, ids: &[StreamId], store: &dyn Store) -> Result<Flushed, StoreError> {
+        let flush = self.begin_flush_of(ids, true);
         let written = flush.write(store);
         let (done, job) = self.finish_flush(flush, written)?;
         let sealed = job.run(store);
@@ -463,7 +542,7 @@ impl Table {
         let ids: Vec<StreamId> = self.entries.keys().copied().collect();
         let mut done = Flushed::default();
         for slice in ids.chunks(SHUTDOWN_SLICE) {
-            done += self.flush_now(slice, store, false)?;
+            done += self.flush_now(slice, store)?;
         }
         Ok(done)
     }
@@ -489,35 +568,65 @@ impl Table {
         self.evict(&oldest, store)
     }
 
-    /// Flushes `ids` into chunks of their own, moves their live records into chunks, and
-    /// drops them; the windows they were writing are queued for sealing (a stream leaving
-    /// memory is quiet, so its windows are done).
+    /// Drops `ids` from memory: their states are written now, and what they hold (pending
+    /// and live records, the windows they were writing or had late records in) waits in
+    /// [`Gone`] for the next flush to seal (a stream leaving memory is quiet, so its
+    /// windows are done). Streams with a write in flight stay.
     fn evict(&mut self, ids: &[StreamId], store: &dyn Store) -> Result<(), StoreError> {
-        self.flush_now(ids, store, true)?;
-        let mut spill = Vec::new();
-        let mut windows = BTreeSet::new();
-        let mut released = Vec::new();
+        let ids: Vec<StreamId> = ids.iter().copied().filter(|id| self.entries.get(id).is_some_and(|e| e.in_flight.is_none())).collect();
+        let states: Vec<(StreamId, State)> = ids.iter().filter_map(|id| Some((*id, self.entries.get(id)?.state.clone()))).collect();
+        store.append(&[], &[], &states)?;
         for id in ids {
-            let Some(e) = self.entries.remove(id) else { continue };
-            windows.extend(e.open_window.map(|w| (*id, w)));
-            let late: Vec<(StreamId, u64)> = self.late.range((*id, 0)..=(*id, u64::MAX)).map(|(k, _)| *k).collect();
+            let Some(e) = self.entries.remove(&id) else { continue };
+            let mut windows: BTreeSet<u64> = e.open_window.into_iter().collect();
+            windows.extend(e.pending.iter().map(StoredRecord::window));
+            windows.extend(e.live.iter().map(|l| l.chunk.window_start));
+            let late: Vec<(StreamId, u64)> = self.late.range((id, 0)..=(id, u64::MAX)).map(|(k, _)| *k).collect();
             for k in late {
                 self.late.remove(&k);
-                windows.insert(k);
+                windows.insert(k.1);
             }
-            for l in e.live {
-                windows.insert((*id, l.chunk.window_start));
-                spill.push(l.chunk.clone());
-                released.push(l);
-            }
+            self.evicted.entry(id).or_default().absorb(Gone { pending: e.pending, live: e.live, windows });
         }
-        store.append(&spill, &[], &[])?;
-        for l in released {
-            self.release(l.wal_id, &l.chunk);
-        }
-        store.release_wal(self.oldest_needed_wal())?;
-        self.queue_to_seal(windows.into_iter());
         Ok(())
+    }
+
+    /// The windows of streams that left memory, with their records, to seal without the
+    /// table lock; the records stay visible until [`Table::finish_evicted`].
+    pub fn take_evicted(&mut self) -> EvictedJob {
+        let mut job = EvictedJob::default();
+        for (id, gone) in std::mem::take(&mut self.evicted) {
+            let gone = Arc::new(gone);
+            self.sealing.insert(id, Arc::clone(&gone));
+            job.streams.push((id, gone));
+        }
+        job
+    }
+
+    /// After an [`EvictedJob`] ran: on success its records leave memory and the log
+    /// entries no longer needed are released; on failure it waits for the next flush.
+    pub fn finish_evicted(&mut self, job: EvictedJob, sealed: Result<(), StoreError>, store: &dyn Store) -> Result<(), StoreError> {
+        for (id, _) in &job.streams {
+            self.sealing.remove(id);
+        }
+        if let Err(e) = sealed {
+            for (id, gone) in job.streams {
+                let gone = Arc::unwrap_or_clone(gone);
+                // Older first: what the stream left behind since goes after.
+                let newer = self.evicted.remove(&id);
+                let merged = self.evicted.entry(id).or_default();
+                merged.absorb(gone);
+                merged.absorb(newer.unwrap_or_default());
+            }
+            return Err(e);
+        }
+        for (_, gone) in job.streams {
+            self.unflushed = self.unflushed.saturating_sub(gone.pending.len());
+            for l in &gone.live {
+                self.release(l.wal_id, &l.chunk);
+            }
+        }
+        store.release_wal(self.oldest_needed_wal())
     }
 
     /// Closes the open window of every stream quiet since before `cutoff_ns`: it is sealed
@@ -533,26 +642,18 @@ impl Table {
         }
     }
 
-    /// Windows of evicted streams waiting to be sealed (by the maintenance task, without
-    /// the table lock: no ingest touches an evicted stream's window meanwhile).
-    pub fn take_to_seal(&mut self) -> Vec<(StreamId, u64)> {
-        std::mem::take(&mut self.to_seal)
-    }
-
-    /// Queues windows for sealing again (their sealing failed), up to [`MAX_TO_SEAL`].
-    pub fn queue_to_seal(&mut self, windows: impl Iterator<Item = (StreamId, u64)>) {
-        let room = MAX_TO_SEAL.saturating_sub(self.to_seal.len());
-        self.to_seal.extend(windows.take(room));
-    }
-
     /// A copy of every in-memory state.
     pub fn snapshot(&self) -> Vec<(StreamId, State)> {
         self.entries.iter().map(|(id, e)| (*id, e.state.clone())).collect()
     }
 
-    /// A copy of the records of `id` not yet in a chunk or sealed window.
+    /// A copy of the records of `id` not yet in a chunk or sealed window, in memory or
+    /// left behind when the stream last left it.
     pub fn unflushed_of(&self, id: &StreamId) -> Vec<StoredRecord> {
-        self.entries.get(id).map(|e| e.unflushed()).unwrap_or_default()
+        let leaving = Leaving { queued: self.evicted.get(id), sealing: self.sealing.get(id).map(|g| &**g) };
+        let mut out = leaving.records();
+        out.extend(self.entries.get(id).map(|e| e.unflushed()).unwrap_or_default());
+        out
     }
 }
 
@@ -640,7 +741,7 @@ mod tests {
 
     fn queue(table: &mut Table, store: &dyn Store, seq: u64) {
         let r = Record { stream: S, device_time_ns: seq, seq, timestamp_raw: seq, kind: Kind::Data, readings: Readings::None };
-        table.entry(S, 1, store).expect("entry").pending.push(StoredRecord::new(r, seq, 1));
+        table.entry(S, 1, store).expect("entry").0.pending.push(StoredRecord::new(r, seq, 1));
         table.queued();
     }
 
@@ -673,10 +774,12 @@ mod tests {
         assert_eq!((table.live(), done.logged), (5, 1));
         assert_eq!(table.unflushed_of(&S).len(), 5);
         table.evict_idle(u64::MAX, &good).expect("evict");
-        for (stream, w) in table.take_to_seal() {
-            good.seal_window(stream, w, &[]).expect("seal");
-        }
+        assert_eq!(table.unflushed_of(&S).len(), 5, "still seen while its windows wait for their seal");
+        let job = table.take_evicted();
+        let sealed = job.run(&good);
+        table.finish_evicted(job, sealed, &good).expect("sealed");
         assert_eq!(table.live(), 0);
+        assert!(table.unflushed_of(&S).is_empty());
         assert_eq!(good.window(S, 0).expect("window").len(), 5);
     }
 
@@ -700,7 +803,7 @@ mod tests {
         let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
         let mut table = Table::new(16);
         let push = |table: &mut Table, seq: u64, t: u64| {
-            table.entry(S, 1, &store).expect("entry").pending.push(record(seq, t));
+            table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
             table.queued();
         };
         // Seals (windows written sealed) per flush.
@@ -732,17 +835,17 @@ mod tests {
         let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
         let mut table = Table::new(16);
         for (seq, t) in [(1, 10), (2, 20)] {
-            table.entry(S, 1, &store).expect("entry").pending.push(record(seq, t));
+            table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
             table.queued();
         }
         assert!(flush_parts(&mut table, &store).windows.is_empty());
         // The stream moves on to the next window: window 0 is to be sealed…
-        table.entry(S, 2, &store).expect("entry").pending.push(record(3, window::SPAN_NS + 5));
+        table.entry(S, 2, &store).expect("entry").0.pending.push(record(3, window::SPAN_NS + 5));
         table.queued();
         let job = flush_parts(&mut table, &store);
         assert_eq!(job.windows.iter().map(|(_, w, live, _)| (*w, live.len())).collect::<Vec<_>>(), [(0, 2)]);
         // …and while it is, a late record for window 0 arrives and is logged.
-        table.entry(S, 3, &store).expect("entry").pending.push(record(4, 40));
+        table.entry(S, 3, &store).expect("entry").0.pending.push(record(4, 40));
         table.queued();
         let late = flush_parts(&mut table, &store);
         let sealed = job.run(&store);
@@ -765,5 +868,57 @@ mod tests {
         table.finish_seal(late, sealed, &store).expect("finish");
         assert!(!table.unflushed_of(&S).iter().any(|r| r.record.seq == 4));
         assert_eq!(store.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 4]);
+    }
+
+    #[test]
+    fn a_stream_leaving_memory_goes_into_its_window_without_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let mut table = Table::new(16);
+        // Three records in the log (live), then two still pending when the stream leaves.
+        for (seq, t) in [(1, 10), (2, 20), (3, 30)] {
+            table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
+            table.queued();
+        }
+        assert!(flush_parts(&mut table, &store).windows.is_empty());
+        for (seq, t) in [(4, 40), (5, 50)] {
+            table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
+            table.queued();
+        }
+        assert_eq!(table.evict_idle(u64::MAX, &store).expect("evict"), 1);
+        assert!(store.state(S).expect("state").is_some(), "its state is written as it leaves");
+        // Nothing was written into chunks: the store holds none of the five yet, and every
+        // one is still seen (by queries, and by the duplicate check of a stream coming back).
+        assert!(store.window(S, 0).expect("window").is_empty());
+        assert_eq!(table.unflushed_of(&S).len(), 5);
+        assert_eq!(table.entry(S, 2, &store).expect("entry").1.records().len(), 5);
+        let job = table.take_evicted();
+        assert_eq!(job.windows(), 1);
+        assert_eq!(table.unflushed_of(&S).len(), 5, "still seen while being sealed");
+        let sealed = job.run(&store);
+        table.finish_evicted(job, sealed, &store).expect("sealed");
+        assert!(store.sealed(S, 0).expect("sealed").is_some());
+        assert_eq!(store.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!((table.live(), table.unflushed()), (0, 0));
+        assert!(table.unflushed_of(&S).is_empty());
+    }
+
+    #[test]
+    fn an_evicted_streams_records_stay_in_memory_while_their_seal_fails() {
+        let mut table = Table::new(16);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        table.entry(S, 1, &good).expect("entry").0.pending.push(record(1, 10));
+        table.queued();
+        table.evict_idle(u64::MAX, &good).expect("evict");
+        let job = table.take_evicted();
+        let failed = job.run(&Broken);
+        assert!(table.finish_evicted(job, failed, &Broken).is_err());
+        assert_eq!((table.unflushed(), table.unflushed_of(&S).len()), (1, 1), "kept for the next flush");
+        let job = table.take_evicted();
+        let sealed = job.run(&good);
+        table.finish_evicted(job, sealed, &good).expect("sealed");
+        assert_eq!(good.window(S, 0).expect("window").len(), 1);
+        assert_eq!(table.unflushed(), 0);
     }
 }
