@@ -250,7 +250,19 @@ struct QueryArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits with 2 on a bad command line; telemesh's usage errors exit 64 (EX_USAGE),
+    // as docs/operations.md says. `--help` and `--version` still print and exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(EX_USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
     match cli.command {
         Command::Node(args) => node(*args),
         Command::Query(q) => {

@@ -53,6 +53,62 @@ fn bad_configuration_is_one_line_and_exit_64() {
     let (code, _, err) = run(&["node", "--config", toml.to_str().expect("utf-8")]);
     assert_eq!(code, 64);
     assert!(err.contains("unknown field"), "{err}");
+    // A command line clap refuses is a usage error too; --help is not.
+    for args in [vec!["node", "--colour", "red"], vec!["query", "iotstream"], vec!["query", "mqtt", "1"], vec!["query", "iotstream", "1", "--limit", "0"]] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+    }
+    assert_eq!(run(&["query", "--help"]).0, 0);
+}
+
+#[test]
+fn an_overlay_tcp_port_in_use_is_one_line_and_exit_1() {
+    // Another node's listener: libp2p sets SO_REUSEPORT, which would let a second node
+    // share the port instead of failing.
+    let taken = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    taken.set_reuse_port(true).expect("reuseport");
+    taken.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+    taken.listen(8).expect("listen");
+    let port = taken.local_addr().expect("addr").as_socket().expect("inet").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let http = format!("127.0.0.1:{}", free_port());
+    let (iot, tiny) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let data = dir.path().to_str().expect("utf-8");
+    let args = ["node", "--data", data, "--listen", &listen, "--http", &http, "--iotstream", &iot, "--tinytelemetry", &tiny, "--secure", "off"];
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 1, "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains(&format!("cannot listen on {listen}")) && last.contains("in use"), "{err}");
+}
+
+#[test]
+fn node_without_a_scheme_and_a_server_that_is_not_a_node() {
+    // `--node host:port` means http://host:port.
+    let port = free_port();
+    let (code, _, err) = run(&["status", "--node", &format!("127.0.0.1:{port}")]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with(&format!("telemesh: cannot reach the node at http://127.0.0.1:{port}")), "{err}");
+    let (code, _, err) = run(&["status", "--node", "https://127.0.0.1:1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("https:// is not supported"), "{err}");
+    // Another web server where the node was expected: one line, not its HTML page.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = server.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in server.incoming().take(1) {
+            let mut stream = stream.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let page = "<!DOCTYPE html>\n<html><body><h1>Not Found</h1>\n<p>nothing here</p></body></html>\n";
+            let answer = format!("HTTP/1.1 404 Not Found\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}", page.len());
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    let (code, out, err) = run(&["query", "iotstream", "1", "--node", &at.to_string()]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains("node answered 404: not a telemesh API") && err.contains("<!DOCTYPE html>"), "{err}");
 }
 
 #[test]
@@ -119,7 +175,7 @@ fn sigterm_drains_records_still_in_memory_and_a_restart_serves_them() {
     assert!(csv.lines().nth(2).expect("row").starts_with("77,1,1700000001,"), "{csv}");
     let (code, status, _) = run(&["status", "--node", &node.url()]);
     assert_eq!(code, 0);
-    assert!(status.contains("listening  iotstream"), "{status}");
+    assert!(status.contains("listening  iotstream") && status.contains("tinytelemetry off  secure off"), "{status}");
     let mut node = node;
     let (code, _) = node.signal("-INT");
     assert_eq!(code, 0);

@@ -40,7 +40,16 @@ impl ApiArgs {
                 Err(std::env::VarError::NotUnicode(_)) => bail!("${TOKEN_ENV} is not UTF-8"),
             },
         };
-        Ok(Api::new(&self.node, token))
+        Ok(Api::new(&node_url(&self.node)?, token))
+    }
+}
+
+/// `--node` as a base URL: `host:port` means `http://host:port`.
+fn node_url(node: &str) -> anyhow::Result<String> {
+    match node.split_once("://") {
+        None => Ok(format!("http://{node}")),
+        Some(("http", _)) => Ok(node.to_owned()),
+        Some((scheme, _)) => bail!("--node {node}: {scheme}:// is not supported; the API speaks http:// (put TLS in front of it)"),
     }
 }
 
@@ -115,7 +124,7 @@ impl Api {
                             None => e,
                         })
                     })
-                    .unwrap_or(body);
+                    .unwrap_or_else(|| not_telemesh(&body));
                 if code == 401 {
                     let hint = if self.token.is_some() { "check" } else { "give" };
                     bail!("node answered {code}: {msg} ({hint} --token-file FILE or ${TOKEN_ENV})")
@@ -125,6 +134,14 @@ impl Api {
             Err(e) => Err(anyhow!("cannot reach the node at {}{path}: {e}", self.base)),
         }
     }
+}
+
+/// One line for an answer that is not the API's JSON error: another server (an HTML
+/// page, say) is listening where the node was expected.
+fn not_telemesh(body: &str) -> String {
+    let first = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let first: String = first.chars().take(80).collect();
+    format!("not a telemesh API (is --node right?); its answer began {first:?}")
 }
 
 /// Output of `telemesh query`.
@@ -274,7 +291,12 @@ fn table(page: &RecordsPage) -> String {
 pub fn status(api: &Api) -> anyhow::Result<String> {
     let body = api.get("/v1/status", &[])?;
     let v: serde_json::Value = serde_json::from_str(&body).context("the node's answer is not a status")?;
-    let s = |p: &str| v.pointer(p).map(|x| x.to_string().trim_matches('"').to_owned()).unwrap_or_else(|| "-".into());
+    // A listener or feature that is off is `null` in the JSON.
+    let s = |p: &str| match v.pointer(p) {
+        Some(serde_json::Value::Null) => "off".to_owned(),
+        Some(x) => x.to_string().trim_matches('"').to_owned(),
+        None => "-".to_owned(),
+    };
     let mut out = String::new();
     let _ = writeln!(out, "node       {}  (telemesh {}, up {}s)", s("/node_id"), s("/version"), s("/uptime_seconds"));
     let _ = writeln!(out, "data       {}", s("/data_dir"));

@@ -85,6 +85,17 @@ pub fn rfc3339(ns: u64) -> String {
         .unwrap_or_else(|| ns.to_string())
 }
 
+/// RFC 3339 with nanoseconds always written (`2025-12-11T18:20:00.758000000Z`): record
+/// times line up in a table and sort as text, whatever their resolution.
+pub fn rfc3339_ns(ns: u64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| ns.to_string())
+}
+
 impl RecordView {
     /// A view of `r`; `previous_ext` is the extended seq of the record before it, `node_id`
     /// this node's name.
@@ -102,7 +113,7 @@ impl RecordView {
             device: r.record.stream.device,
             seq: r.record.seq,
             ext_seq: r.ext_seq,
-            device_time: rfc3339(r.record.device_time_ns),
+            device_time: rfc3339_ns(r.record.device_time_ns),
             device_time_ns: r.record.device_time_ns,
             timestamp: r.record.timestamp_raw,
             kind: r.record.kind,
@@ -113,7 +124,7 @@ impl RecordView {
                 .into_iter()
                 .map(|(label, value)| ReadingView { label, value })
                 .collect(),
-            arrival_time: local.then(|| rfc3339(r.arrival_ns)),
+            arrival_time: local.then(|| rfc3339_ns(r.arrival_ns)),
             arrival_ns: local.then_some(r.arrival_ns),
             copies: local.then_some(r.copies),
             gap,
@@ -204,10 +215,10 @@ mod tests {
             1_765_477_200_758_614_000,
         );
         let v = RecordView::new(&r, Some(0), "n1", View::Local);
-        assert_eq!(v.device_time, "2025-12-11T18:20:00.758Z");
+        assert_eq!(v.device_time, "2025-12-11T18:20:00.758000000Z");
         assert_eq!(
             csv_row(&v),
-            "1001,1,245642102,1765477200.758614,DATA,0,0,0,5,1,2025-12-11T18:20:00.758Z,n1,none,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
+            "1001,1,245642102,1765477200.758614,DATA,0,0,0,5,1,2025-12-11T18:20:00.758000000Z,n1,none,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
         );
         let json = serde_json::to_string(&v.readings[0]).expect("json");
         assert_eq!(json, r#"{"label":"r1","value":29.37}"#);
@@ -215,7 +226,7 @@ mod tests {
         assert_eq!(gap.gap, 0);
         assert_eq!(
             csv_row(&gap),
-            "1001,1,245642102,,DATA,,0,0,5,1,2025-12-11T18:20:00.758Z,n1,none,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
+            "1001,1,245642102,,DATA,,0,0,5,1,2025-12-11T18:20:00.758000000Z,n1,none,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
         );
         let r4 = StoredRecord { ext_seq: 4, heard_by: vec!["a".into(), "z".into()], ..r };
         let v4 = RecordView::new(&r4, Some(1), "n1", View::Merged);

@@ -177,14 +177,28 @@ pub fn parse_cursor(s: &str) -> Result<history::OrderKey, String> {
     Ok((t.parse().map_err(|_| bad())?, seq.parse().map_err(|_| bad())?, tag.to_be_bytes()))
 }
 
-/// A time parameter: RFC 3339 (`2025-12-11T18:20:00Z`) or Unix seconds (`1765477200.5`).
+/// A time parameter: RFC 3339 (`2025-12-11T18:20:00Z`), Unix seconds (`1765477200.5`),
+/// `now`, or a time before now (`-1h`, `-15m`, `-1d12h`: a minus and a duration).
 pub fn parse_time(s: &str) -> Result<u64, String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    parse_time_at(s, u64::try_from(now).unwrap_or(u64::MAX))
+}
+
+/// [`parse_time`], with `now_ns` as now.
+pub fn parse_time_at(s: &str, now_ns: u64) -> Result<u64, String> {
+    if s == "now" {
+        return Ok(now_ns);
+    }
+    if let Some(ago) = s.strip_prefix('-') {
+        let d = humantime::parse_duration(ago).map_err(|e| format!("{s:?}: {e} (a time before now is like -1h, -15m, -1d12h)"))?;
+        return Ok(now_ns.saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
+    }
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?} is before 1970"));
     }
     match s.parse::<f64>() {
         Ok(secs) if (0.0..1.8e10).contains(&secs) => Ok((secs * 1e9).round() as u64),
-        _ => Err(format!("{s:?} is not RFC 3339 (2025-12-11T18:20:00Z) or Unix seconds")),
+        _ => Err(format!("{s:?} is not RFC 3339 (2025-12-11T18:20:00Z), Unix seconds, now, or a time before now (-1h)")),
     }
 }
 
@@ -405,7 +419,7 @@ impl<'a> RecordsPage<'a> {
             count: views.len(),
             truncated: next.is_some(),
             next_cursor: next.map(|n| cursor_text(n.cursor)),
-            next_from: next.map(|n| export::rfc3339(n.from_ns)),
+            next_from: next.map(|n| export::rfc3339_ns(n.from_ns)),
             records: views,
             proof,
         }
@@ -552,5 +566,25 @@ mod tests {
         assert_eq!(err(&[("colour", "red")]), "colour");
         assert_eq!(err(&[("to", "1"), ("to", "2")]), "to");
         assert_eq!(err(&[("from", "5"), ("to", "1")]), "from");
+        assert_eq!(err(&[("cursor", "1-2")]), "cursor");
+    }
+
+    #[test]
+    fn times_before_now_and_cursors() {
+        let now = 1_765_477_200_000_000_000;
+        assert_eq!(parse_time_at("now", now), Ok(now));
+        assert_eq!(parse_time_at("-1h", now), Ok(now - 3_600_000_000_000));
+        assert_eq!(parse_time_at("-1d12h", now), Ok(now - 36 * 3_600_000_000_000));
+        assert_eq!(parse_time_at("-90s", 5), Ok(0), "before 1970 is 1970");
+        assert!(parse_time_at("-1", now).is_err(), "a duration needs a unit");
+        assert!(parse_time_at("-", now).is_err());
+        let key = (now, 7, 0xdead_beef_u64.to_be_bytes());
+        assert_eq!(parse_cursor(&cursor_text(key)), Ok(key));
+        for bad in ["", "1-2", "1-2-3", "1-2-00000000deadbeef-4", "x-2-00000000deadbeef", "1--00000000deadbeef", "+1-2-00000000deadbeef"] {
+            assert!(parse_cursor(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(history::after((1, 2, [0xff; 8])), Some((1, 3, [0; 8])));
+        assert_eq!(history::after((1, u64::MAX, [0xff; 8])), Some(history::at(2)));
+        assert_eq!(history::after((u64::MAX, u64::MAX, [0xff; 8])), None);
     }
 }

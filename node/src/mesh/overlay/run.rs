@@ -235,6 +235,7 @@ impl EventLoop {
 
         let mut unreported = HashSet::new();
         for addr in &config.listen {
+            tcp_port_free(addr).map_err(|e| Error::Listen { addr: addr.clone(), source: libp2p::TransportError::Other(e) })?;
             let id = swarm.listen_on(addr.clone()).map_err(|source| Error::Listen { addr: addr.clone(), source })?;
             unreported.insert(id);
         }
@@ -863,5 +864,23 @@ fn request_error(failure: OutboundFailure) -> RequestError {
                 RequestError::Io(e)
             }
         }
+    }
+}
+
+/// Fails if `addr` is a TCP address with a port another socket listens on. libp2p's TCP
+/// transport sets `SO_REUSEPORT` on its listeners, so a second node would share the port
+/// (and half of the first one's connections) instead of failing; a plain bind, without
+/// it, does fail. Dropped at once: the window until libp2p binds is a moment at start.
+fn tcp_port_free(addr: &Multiaddr) -> std::io::Result<()> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).map(drop),
+        _ => Ok(()),
     }
 }
