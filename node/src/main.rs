@@ -30,6 +30,21 @@ enum Command {
     Node(Box<NodeArgs>),
     /// Print the records of one device, in device order.
     Query(QueryArgs),
+    /// List every device the mesh holds records of, with its counts and last-seen time.
+    Devices {
+        /// Only this dialect: iotstream, tinytelemetry or secure.
+        #[arg(long)]
+        dialect: Option<Dialect>,
+        /// Only devices not heard here for this long (e.g. 10m, 1h; devices only other
+        /// sites heard: no record by device time for that long).
+        #[arg(long, value_name = "DURATION")]
+        stale: Option<String>,
+        /// table, or ndjson (one device per line); both list every device, page by page.
+        #[arg(long, value_enum, default_value_t = client::ListFormat::Table)]
+        format: client::ListFormat,
+        #[command(flatten)]
+        api: client::ApiArgs,
+    },
     /// Verify a stopped node's store: every sealed window's Merkle root and hash tree
     /// recompute from its blob, every live chunk decodes. Exit 1 on any problem.
     Check {
@@ -278,6 +293,11 @@ fn main() -> ExitCode {
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let written = q.api.api().and_then(|api| client::query(&api, query, &mut out));
+            print(written.and_then(|()| Ok(std::io::Write::flush(&mut out).map(|()| String::new())?)))
+        }
+        Command::Devices { dialect, stale, format, api } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = api.api().and_then(|api| client::devices(&api, dialect, stale.as_deref(), format, &mut out));
             print(written.and_then(|()| Ok(std::io::Write::flush(&mut out).map(|()| String::new())?)))
         }
         Command::Status { api } => print(api.api().and_then(|api| client::status(&api))),

@@ -287,6 +287,75 @@ fn table(page: &RecordsPage) -> String {
     out
 }
 
+/// Output of `telemesh devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    /// A readable table.
+    Table,
+    Ndjson,
+}
+
+/// Lists every device of `GET /v1/devices`, page by page, as a table or NDJSON.
+pub fn devices(api: &Api, dialect: Option<Dialect>, stale: Option<&str>, format: ListFormat, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let mut base: Vec<(&str, String)> = vec![("limit", crate::api::devices::MAX_LIMIT.to_string())];
+    if let Some(d) = dialect {
+        base.push(("dialect", d.to_string()));
+    }
+    if let Some(s) = stale {
+        base.push(("stale", s.to_owned()));
+    }
+    if format == ListFormat::Table {
+        writeln!(
+            out,
+            "{:<21} {:>9} {:>7}  {:<30}  {:<30}  {:>9} {:>6} {:>7} {:>7}  {:>5}",
+            "device", "records", "windows", "last device time", "last seen here", "received", "gaps", "dups", "reboots", "sites"
+        )?;
+    }
+    let mut cursor: Option<String> = None;
+    let mut total = 0usize;
+    loop {
+        let mut q = base.clone();
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let body = api.get("/v1/devices", &q)?;
+        let page: serde_json::Value = serde_json::from_str(&body).context("the node's answer is not a device list")?;
+        for d in page["devices"].as_array().context("the node's answer is not a device list")? {
+            total += 1;
+            if format == ListFormat::Ndjson {
+                writeln!(out, "{d}")?;
+                continue;
+            }
+            let text = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+            let here = |k: &str| d["heard_here"][k].as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string());
+            let stale = if d["stale"].as_bool() == Some(true) { "  stale" } else { "" };
+            writeln!(
+                out,
+                "{:<21} {:>9} {:>7}  {:<30}  {:<30}  {:>9} {:>6} {:>7} {:>7}  {:>5}{stale}",
+                format!("{}:{}", text("dialect"), d["device"]),
+                d["records"],
+                d["windows"],
+                text("last_device_time"),
+                text("last_seen"),
+                here("received"),
+                here("gaps"),
+                here("duplicates"),
+                here("reboots"),
+                d["sites"].as_array().map_or(0, Vec::len),
+            )?;
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) if Some(next) != cursor.as_deref() => cursor = Some(next.to_owned()),
+            Some(_) => bail!("the node gave the same cursor twice; stopping"),
+            None => break,
+        }
+    }
+    if format == ListFormat::Table {
+        writeln!(out, "{total} device(s)")?;
+    }
+    Ok(())
+}
+
 /// Fetches `/v1/status` and renders it for a person.
 pub fn status(api: &Api) -> anyhow::Result<String> {
     let body = api.get("/v1/status", &[])?;

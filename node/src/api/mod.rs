@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod devices;
 pub mod export;
 pub mod mesh_cli;
 mod members;
@@ -76,6 +77,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/streams", get(streams))
+        .route("/v1/devices", get(devices::devices))
         .route("/v1/peers", get(peers))
         .route("/v1/windows", get(windows))
         .route("/v1/streams/{dialect}/{device}/records", get(records))
