@@ -254,6 +254,9 @@ struct QueryArgs {
     /// [default: 1000]; CSV and NDJSON page through every record in the range unless given.
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     limit: Option<usize>,
+    /// Only the latest N records (1..=100000), printed oldest first.
+    #[arg(long, value_name = "N", conflicts_with = "limit", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    last: Option<usize>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
     /// merged: every record any node heard (the same answer from every node once the
@@ -290,6 +293,7 @@ fn main() -> ExitCode {
                 format: q.format,
                 view: q.view,
                 page: telemesh_node::api::MAX_LIMIT,
+                last: q.last,
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let written = q.api.api().and_then(|api| client::query(&api, query, &mut out));

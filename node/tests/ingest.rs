@@ -367,17 +367,48 @@ fn pages_chain_by_cursor_with_every_record_once() {
     }
     assert_eq!(seen, (0..=9).collect::<Vec<u64>>(), "each record once, in order");
 
+    // Newest first: the same records, backwards, pages chained the same way.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let url = match &cursor {
+            Some(c) => format!("{base}?order=desc&limit=4&cursor={c}"),
+            None => format!("{base}?order=desc&limit=4"),
+        };
+        let page = common::get_json(&url);
+        seen.extend(page["records"].as_array().expect("records").iter().map(|r| r["seq"].as_u64().expect("seq")));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..=9).rev().collect::<Vec<u64>>(), "each record once, newest first");
+    // Within `from`/`to`, and with each record's gap as in device order.
+    let page = common::get_json(&format!("{base}?order=desc&limit=2&to={}", T + 2));
+    let got: Vec<(u64, u64)> = page["records"].as_array().expect("records").iter().map(|r| (r["seq"].as_u64().expect("seq"), r["gap"].as_u64().expect("gap"))).collect();
+    assert_eq!(got, [(6, 0), (5, 0)]);
+
     // CSV and NDJSON say it in headers (their bodies stay rows); the client pages through.
     let resp = ureq::get(&format!("{base}?format=csv&limit=4")).call().expect("csv");
     assert!(resp.header(telemesh_node::api::NEXT_CURSOR_HEADER).is_some());
     for (format, lines) in [(client::OutputFormat::Csv, 11), (client::OutputFormat::Ndjson, 10)] {
         let api = client::Api::new(&node.url(), None);
-        let q = client::Query { dialect: Dialect::Iotstream, device: 9, from: None, to: None, limit: None, format, view: client::ViewArg::Merged, page: 2 };
+        let q = client::Query { dialect: Dialect::Iotstream, device: 9, from: None, to: None, limit: None, format, view: client::ViewArg::Merged, page: 2, last: None };
         let mut out = Vec::new();
         client::query(&api, q, &mut out).expect("query");
         let text = String::from_utf8(out).expect("utf-8");
         assert_eq!(text.lines().count(), lines, "{format:?}: every record, one header: {text}");
         assert_eq!(text.lines().filter(|l| l.starts_with("device_id,")).count(), usize::from(format == client::OutputFormat::Csv));
+        // The latest three, oldest first.
+        let mut out = Vec::new();
+        client::query(&api, client::Query { last: Some(3), ..q }, &mut out).expect("query");
+        let text = String::from_utf8(out).expect("utf-8");
+        let seqs: Vec<&str> = text.lines().filter(|l| !l.starts_with("device_id,")).collect();
+        assert_eq!(seqs.len(), 3, "{text}");
+        for (line, seq) in seqs.iter().zip(["7", "8", "9"]) {
+            let field = if format == client::OutputFormat::Csv { line.split(',').nth(1).unwrap_or_default().to_owned() } else { serde_json::from_str::<Value>(line).expect("json")["seq"].to_string() };
+            assert_eq!(field, seq, "{text}");
+        }
         // With a limit, that many records and no more.
         let mut out = Vec::new();
         client::query(&api, client::Query { limit: Some(5), ..q }, &mut out).expect("query");

@@ -192,6 +192,9 @@ pub struct Query<'a> {
     pub view: ViewArg,
     /// Records asked for per page when paging (CSV, NDJSON): at most [`crate::api::MAX_LIMIT`].
     pub page: usize,
+    /// Only the latest this many records (at most [`crate::api::MAX_LIMIT`]), still printed
+    /// in device order.
+    pub last: Option<usize>,
 }
 
 /// Fetches records of one device and renders them in `format`. CSV and NDJSON page
@@ -199,7 +202,7 @@ pub struct Query<'a> {
 /// the last with its cursor, so no record is repeated or skipped. A table or JSON is one
 /// page, which says whether more follow.
 pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let Query { dialect, device, from, to, limit, format, view, page } = q;
+    let Query { dialect, device, from, to, limit, format, view, page, last } = q;
     let path = format!("/v1/streams/{dialect}/{device}/records");
     let mut base: Vec<(&str, String)> = Vec::new();
     if let Some(f) = from {
@@ -215,6 +218,12 @@ pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::R
     };
     base.push(("format", wire_format.to_owned()));
     base.push(("view", if view == ViewArg::Local { "local" } else { "merged" }.to_owned()));
+    if let Some(n) = last {
+        base.push(("order", "desc".to_owned()));
+        base.push(("limit", n.to_string()));
+        let body = api.get(&path, &base)?;
+        return write_oldest_first(&body, format, out);
+    }
     if matches!(format, OutputFormat::Table | OutputFormat::Json) {
         if let Some(l) = limit {
             base.push(("limit", l.to_string()));
@@ -250,6 +259,39 @@ pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::R
             Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
             Some(_) => bail!("the node gave the same cursor twice; stopping"),
             None => break,
+        }
+    }
+    Ok(())
+}
+
+/// An `order=desc` answer written in device order (the oldest of the latest first).
+fn write_oldest_first(body: &str, format: OutputFormat, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Csv => {
+            let (header, rows) = body.split_once('\n').unwrap_or((body, ""));
+            writeln!(out, "{header}")?;
+            for row in rows.lines().rev() {
+                writeln!(out, "{row}")?;
+            }
+        }
+        OutputFormat::Ndjson => {
+            for row in body.lines().rev() {
+                writeln!(out, "{row}")?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut page: serde_json::Value = serde_json::from_str(body).context("the node's answer is not a records page")?;
+            if let Some(records) = page.get_mut("records").and_then(|r| r.as_array_mut()) {
+                records.reverse();
+            }
+            writeln!(out, "{page}")?;
+        }
+        OutputFormat::Table => {
+            let mut page: RecordsPage = serde_json::from_str(body).context("the node's answer is not a records page")?;
+            page.records.reverse();
+            // Older records than these are the rest of the history, not more of the answer.
+            page.next_cursor = None;
+            out.write_all(table(&page).as_bytes())?;
         }
     }
     Ok(())

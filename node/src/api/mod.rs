@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 
 use self::export::RecordView;
 use base64::Engine as _;
-use crate::store::history;
+use crate::store::{history, StoreError, StoredRecord};
 use crate::shared::Shared;
 
 /// Default and largest `limit` of a records query.
@@ -158,6 +158,16 @@ pub struct RecordsQuery {
     pub proof: bool,
     /// Continue after this record (a page's `next_cursor`).
     pub cursor: Option<history::OrderKey>,
+    pub order: Order,
+}
+
+/// The order of a records page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Device order, oldest first.
+    Asc,
+    /// Newest first: the latest `limit` records.
+    Desc,
 }
 
 /// A records cursor: the place of the last record of a page, `<device time ns>-<seq>-<content
@@ -215,6 +225,7 @@ impl RecordsQuery {
             view: export::View::Merged,
             proof: false,
             cursor: None,
+            order: Order::Asc,
         };
         let mut seen: Vec<&str> = Vec::new();
         for (name, value) in params {
@@ -248,6 +259,13 @@ impl RecordsQuery {
                     }
                 }
                 "cursor" => q.cursor = Some(parse_cursor(value).map_err(err)?),
+                "order" => {
+                    q.order = match value.as_str() {
+                        "asc" => Order::Asc,
+                        "desc" => Order::Desc,
+                        _ => return Err(err(format!("{value:?} is not one of asc, desc"))),
+                    }
+                }
                 "proof" => {
                     q.proof = match value.as_str() {
                         "true" => true,
@@ -255,7 +273,7 @@ impl RecordsQuery {
                         _ => return Err(err(format!("{value:?} is not one of true, false"))),
                     }
                 }
-                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, cursor, format, view, proof)"))),
+                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, cursor, order, format, view, proof)"))),
             }
         }
         if q.proof && (q.format != Format::Json || q.view != export::View::Merged) {
@@ -301,27 +319,21 @@ async fn records(
         Err((p, m)) => return bad(&p, m),
     };
     let stream = StreamId::new(dialect, device);
-    // Where the page starts: at `from`, or just after the cursor's record (none after the
-    // last place there is).
-    let start = match q.cursor.map(history::after) {
-        Some(None) => None,
-        Some(Some(after)) => Some(after.max(history::at(q.from_ns))),
-        None => Some(history::at(q.from_ns)),
-    };
     let shared = Arc::clone(&app.shared);
+    let query = q.clone();
     let fetched = tokio::task::spawn_blocking(move || {
-        let Some(start) = start else { return Ok((Vec::new(), None)) };
-        // One extra record tells whether the page is complete.
+        let q = query;
         let store = shared.store.as_ref();
         let pending = shared.table().unflushed_of(&stream);
-        let mut recs = history::records_from(store, &pending, stream, start, q.to_ns, q.limit + 1)?;
-        let before = history::record_before_key(store, &pending, stream, start)?;
-        let next = (recs.len() > q.limit).then(|| Next {
-            from_ns: recs[q.limit].record.device_time_ns,
-            cursor: recs[q.limit - 1].order_key(),
-        });
-        recs.truncate(q.limit);
-        Ok::<_, crate::store::StoreError>((export::views(&recs, before.as_ref(), store.node_id(), q.view), next))
+        let (recs, before, next) = match q.order {
+            Order::Asc => page_forward(store, &pending, stream, &q)?,
+            Order::Desc => page_back(store, &pending, stream, &q)?,
+        };
+        let mut views = export::views(&recs, before.as_ref(), store.node_id(), q.view);
+        if q.order == Order::Desc {
+            views.reverse();
+        }
+        Ok::<_, crate::store::StoreError>((views, next))
     })
     .await;
     let (views, next) = match fetched {
@@ -350,6 +362,45 @@ async fn records(
     response
 }
 
+/// Records, the record before them (for the first one's gap) and where a cut page stops.
+type Page = (Vec<StoredRecord>, Option<StoredRecord>, Option<Next>);
+
+/// A page in device order: from `from`, or after the cursor's record.
+fn page_forward(store: &dyn crate::store::Store, pending: &[StoredRecord], stream: StreamId, q: &RecordsQuery) -> Result<Page, StoreError> {
+    let start = match q.cursor.map(history::after) {
+        // Nothing comes after the last place there is.
+        Some(None) => return Ok((Vec::new(), None, None)),
+        Some(Some(after)) => after.max(history::at(q.from_ns)),
+        None => history::at(q.from_ns),
+    };
+    // One extra record tells whether the page is complete.
+    let mut recs = history::records_from(store, pending, stream, start, q.to_ns, q.limit + 1)?;
+    let before = history::record_before_key(store, pending, stream, start)?;
+    let next = (recs.len() > q.limit)
+        .then(|| Next { from_ns: Some(recs[q.limit].record.device_time_ns), cursor: recs[q.limit - 1].order_key() });
+    recs.truncate(q.limit);
+    Ok((recs, before, next))
+}
+
+/// A page newest first (returned oldest first, reversed by the caller): up to `to`, or
+/// before the cursor's record.
+fn page_back(store: &dyn crate::store::Store, pending: &[StoredRecord], stream: StreamId, q: &RecordsQuery) -> Result<Page, StoreError> {
+    let end = q.to_ns.checked_add(1).map_or((u64::MAX, u64::MAX, [0xff; 8]), history::at);
+    let bound = q.cursor.map_or(end, |c| c.min(end));
+    let mut recs = history::records_back(store, pending, stream, q.from_ns, bound, q.limit + 1)?;
+    if recs.len() > q.limit {
+        // The extra, oldest record: the one before the page.
+        let before = recs.remove(0);
+        let next = Next { from_ns: None, cursor: recs[0].order_key() };
+        return Ok((recs, Some(before), Some(next)));
+    }
+    let before = match recs.first() {
+        Some(r) => history::record_before_key(store, pending, stream, r.order_key())?,
+        None => None,
+    };
+    Ok((recs, before, None))
+}
+
 /// The header naming the cursor of the next page when `limit` cut an answer (with a
 /// `Link: <…>; rel="next"` to it), in every format.
 pub const NEXT_CURSOR_HEADER: &str = "telemesh-next-cursor";
@@ -357,8 +408,8 @@ pub const NEXT_CURSOR_HEADER: &str = "telemesh-next-cursor";
 /// Where a cut page stops.
 #[derive(Debug, Clone, Copy)]
 struct Next {
-    /// Device time of the first record not returned.
-    from_ns: u64,
+    /// Device time of the first record not returned (in device order only).
+    from_ns: Option<u64>,
     /// The last record returned.
     cursor: history::OrderKey,
 }
@@ -421,7 +472,7 @@ impl<'a> RecordsPage<'a> {
             count: views.len(),
             truncated: next.is_some(),
             next_cursor: next.map(|n| cursor_text(n.cursor)),
-            next_from: next.map(|n| export::rfc3339_ns(n.from_ns)),
+            next_from: next.and_then(|n| n.from_ns).map(export::rfc3339_ns),
             records: views,
             proof,
         }

@@ -78,6 +78,37 @@ pub fn records_from(
     Ok(out)
 }
 
+/// The last `limit` records of `stream` before `bound` with device time from `from_ns`,
+/// in order (oldest first): a page read backwards, for the newest records first.
+pub fn records_back(
+    store: &dyn Store,
+    pending: &[StoredRecord],
+    stream: StreamId,
+    from_ns: u64,
+    bound: OrderKey,
+    limit: usize,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut out: Vec<StoredRecord> = Vec::new();
+    let first = window::start(from_ns);
+    // The window holding `bound`, if any, then each earlier one that holds records.
+    let mut w = window::start(bound.0);
+    let mut stored = store.window_at_or_after(stream, w)? == Some(w);
+    while out.len() < limit && w >= first {
+        let recs = window_with_pending(store, pending, stream, w, stored)?;
+        let mut page: Vec<StoredRecord> =
+            recs.into_iter().filter(|r| r.order_key() < bound && r.record.device_time_ns >= from_ns).collect();
+        page.append(&mut out);
+        out = page;
+        let earlier_stored = store.window_before(stream, w)?;
+        let earlier_pending = pending.iter().map(StoredRecord::window).filter(|x| *x < w).max();
+        let Some(prev) = [earlier_stored, earlier_pending].into_iter().flatten().max() else { break };
+        stored = earlier_stored == Some(prev);
+        w = prev;
+    }
+    let cut = out.len().saturating_sub(limit);
+    Ok(out.split_off(cut))
+}
+
 /// The last record of `stream` before device time `before_ns`.
 pub fn record_before(
     store: &dyn Store,
