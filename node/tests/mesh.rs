@@ -392,6 +392,20 @@ fn every_node_lists_every_device_of_the_mesh() {
     let second = listed(&b, "?limit=1&cursor=iotstream:7001");
     assert_eq!((second["devices"][0]["device"].as_u64(), second["truncated"].as_bool()), (Some(7002), Some(false)));
 
+    // The windows behind them page the same way.
+    let windows = |query: &str| common::get_json(&format!("{}/v1/windows{query}", b.url()));
+    let first = windows("?limit=1");
+    let cursor = first["next_cursor"].as_str().expect("cut").to_owned();
+    assert!(cursor.starts_with("iotstream:7001:"), "{first}");
+    let second = windows(&format!("?limit=1&cursor={cursor}"));
+    assert_eq!((second["windows"][0]["device"].as_u64(), second["truncated"].as_bool()), (Some(7002), Some(false)));
+    for bad in ["?cursor=7001", "?limit=1&limit=2", "?colour=red"] {
+        match ureq::get(&format!("{}/v1/windows{bad}", b.url())).call() {
+            Err(ureq::Error::Status(400, _)) => {}
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+
     let api = telemesh_node::api::client::Api::new(&b.url(), None);
     let mut out = Vec::new();
     telemesh_node::api::client::devices(&api, None, None, telemesh_node::api::client::ListFormat::Table, &mut out).expect("devices");

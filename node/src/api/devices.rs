@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -17,7 +17,7 @@ use telemesh_proto::record::StreamId;
 use telemesh_proto::stream::Report;
 use telemesh_proto::wire::Dialect;
 
-use super::{bad, error, export, App, NEXT_CURSOR_HEADER};
+use super::{bad, error, export, App};
 use crate::store::{history, StoreError};
 
 /// Default and largest number of devices in one answer.
@@ -147,17 +147,7 @@ pub async fn devices(State(app): State<App>, query: Result<Query<Vec<(String, St
     let next = page.next_cursor.clone();
     let mut response = Json(page).into_response();
     if let Some(cursor) = next {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in params.iter().filter(|(k, _)| k != "cursor") {
-            query.append_pair(k, v);
-        }
-        query.append_pair("cursor", &cursor);
-        let link = format!("</v1/devices?{}>; rel=\"next\"", query.finish());
-        for (name, value) in [(header::LINK, link), (header::HeaderName::from_static(NEXT_CURSOR_HEADER), cursor)] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(name, v);
-            }
-        }
+        super::link_next(&mut response, "/v1/devices", &params, cursor);
     }
     response
 }

@@ -341,7 +341,6 @@ async fn records(
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
     };
-    let link = next.map(|n| next_link(stream, &params, n.cursor));
     let mut response = if !q.proof {
         render(stream, &views, next, q.format)
     } else {
@@ -351,13 +350,8 @@ async fn records(
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
         }
     };
-    if let Some((link, cursor)) = link {
-        let headers = response.headers_mut();
-        headers.extend(
-            [(header::LINK, link), (axum::http::HeaderName::from_static(NEXT_CURSOR_HEADER), cursor)]
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, axum::http::HeaderValue::from_str(&v).ok()?))),
-        );
+    if let Some(n) = next {
+        link_next(&mut response, &format!("/v1/streams/{}/{}/records", stream.dialect, stream.device), &params, cursor_text(n.cursor));
     }
     response
 }
@@ -412,17 +406,6 @@ struct Next {
     from_ns: Option<u64>,
     /// The last record returned.
     cursor: history::OrderKey,
-}
-
-/// The `Link` to the next page (this query with `cursor`), and the cursor.
-fn next_link(stream: StreamId, params: &[(String, String)], cursor: history::OrderKey) -> (String, String) {
-    let cursor = cursor_text(cursor);
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params.iter().filter(|(k, _)| k != "cursor") {
-        query.append_pair(k, v);
-    }
-    query.append_pair("cursor", &cursor);
-    (format!("</v1/streams/{}/{}/records?{}>; rel=\"next\"", stream.dialect, stream.device, query.finish()), cursor)
 }
 
 /// The proof of a page of merged records: statements this node keeps, and those it asks
@@ -503,17 +486,23 @@ fn render(stream: StreamId, views: &[RecordView], next: Option<Next>, format: Fo
     }
 }
 
-/// `GET /v1/windows?from=T&limit=N`: the sealed windows this node holds that start at
-/// or after device time `from`, with their roots — what the mesh compares.
+/// `GET /v1/windows?from=T&limit=N&cursor=C`: the sealed windows this node holds that
+/// start at or after device time `from`, in (stream, start) order, with their roots —
+/// what the mesh compares; pages chain by cursor (`dialect:device:start_ns`).
 async fn windows(State(app): State<App>, query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Response {
     let params = match query {
         Ok(Query(q)) => q,
         Err(e) => return rejected("query", e.status(), e.body_text()),
     };
+    let given = match once(&params, &["from", "limit", "cursor"]) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
     let mut from = 0u64;
     let mut limit = 10_000usize;
-    for (name, value) in &params {
-        match name.as_str() {
+    let mut after = None;
+    for (name, value) in given {
+        match name {
             "from" => match parse_time(value) {
                 Ok(t) => from = t,
                 Err(m) => return bad("from", m),
@@ -522,10 +511,24 @@ async fn windows(State(app): State<App>, query: Result<Query<Vec<(String, String
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
                 _ => return bad("limit", format!("{value:?} is not a whole number from 1 to {MAX_LIMIT}")),
             },
-            _ => return bad(name, format!("unknown parameter {name:?} (known: from, limit)")),
+            _ => {
+                let window = value.rsplit_once(':').and_then(|(stream, start)| {
+                    Some(telemesh_proto::mesh::WindowId { stream: devices::parse_stream(stream).ok()?, start: start.parse().ok()? })
+                });
+                match window {
+                    Some(w) => after = Some(w),
+                    None => return bad("cursor", format!("{value:?} is not a cursor (a page's next_cursor: dialect:device:start_ns)")),
+                }
+            }
         }
     }
-    let summaries = crate::mesh::read(&app.windows).from(from, limit);
+    // One more tells whether the page is complete.
+    let mut summaries = crate::mesh::read(&app.windows).page(from, after, limit + 1);
+    let truncated = summaries.len() > limit;
+    summaries.truncate(limit);
+    let next_cursor = truncated
+        .then(|| summaries.last().map(|s| format!("{}:{}:{}", s.window.stream.dialect, s.window.stream.device, s.window.start)))
+        .flatten();
     let windows: Vec<serde_json::Value> = summaries
         .iter()
         .map(|s| {
@@ -540,7 +543,42 @@ async fn windows(State(app): State<App>, query: Result<Query<Vec<(String, String
             })
         })
         .collect();
-    Json(json!({ "windows": windows })).into_response()
+    let mut response = Json(json!({ "count": windows.len(), "truncated": truncated, "next_cursor": next_cursor, "windows": windows })).into_response();
+    if let Some(cursor) = next_cursor {
+        link_next(&mut response, "/v1/windows", &params, cursor);
+    }
+    response
+}
+
+/// The parameters given, each known and at most once; else the 400 naming the first
+/// that is not (every endpoint with parameters answers these alike).
+fn once<'a>(params: &'a [(String, String)], known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, Response> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (name, value) in params {
+        if seen.iter().any(|(n, _)| n == name) {
+            return Err(bad(name, format!("{name} given more than once")));
+        }
+        if !known.contains(&name.as_str()) {
+            return Err(bad(name, format!("unknown parameter {name:?} (known: {})", known.join(", "))));
+        }
+        seen.push((name, value));
+    }
+    Ok(seen)
+}
+
+/// Marks a cut answer: `Link: <path?query&cursor=…>; rel="next"` and the cursor header.
+fn link_next(response: &mut Response, path: &str, params: &[(String, String)], cursor: String) {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params.iter().filter(|(k, _)| k != "cursor") {
+        query.append_pair(k, v);
+    }
+    query.append_pair("cursor", &cursor);
+    let link = format!("<{path}?{}>; rel=\"next\"", query.finish());
+    for (name, value) in [(header::LINK, link), (axum::http::HeaderName::from_static(NEXT_CURSOR_HEADER), cursor)] {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
 }
 
 /// `GET /v1/peers`: connected peers, windows in sync / behind / ahead of each, repair counters.

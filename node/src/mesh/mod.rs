@@ -105,6 +105,12 @@ impl Index {
         self.windows.values().filter(|s| s.window.start >= from).take(limit).copied().collect()
     }
 
+    /// [`Index::from`], continuing after window `after` (a page's last).
+    pub fn page(&self, from: u64, after: Option<WindowId>, limit: usize) -> Vec<Summary> {
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        self.windows.range((start, std::ops::Bound::Unbounded)).map(|(_, s)| *s).filter(|s| s.window.start >= from).take(limit).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty()
     }
