@@ -242,8 +242,10 @@ struct NodeArgs {
 struct QueryArgs {
     /// iotstream, tinytelemetry or secure.
     dialect: Dialect,
-    /// Device (client) id.
-    device: u32,
+    /// Device (client) id; or several, and ranges of ids (the devices the node knows in
+    /// each): 3001,3002 or 10-20.
+    #[arg(value_parser = device_spec)]
+    device: String,
     /// From this device time: RFC 3339 (2025-12-11T18:20:00Z) or Unix seconds.
     #[arg(long)]
     from: Option<String>,
@@ -286,7 +288,7 @@ fn main() -> ExitCode {
         Command::Query(q) => {
             let query = client::Query {
                 dialect: q.dialect,
-                device: q.device,
+                device: &q.device,
                 from: q.from.as_deref(),
                 to: q.to.as_deref(),
                 limit: q.limit,
@@ -566,6 +568,19 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
     shutdown.cancel();
+}
+
+/// `telemesh query`'s DEVICE: ids and ranges of ids, comma-separated.
+fn device_spec(s: &str) -> Result<String, String> {
+    let id = |x: &str| x.parse::<u32>().map_err(|_| format!("{x:?} is not a device id"));
+    for part in s.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) if id(a)? <= id(b)? => {}
+            Some(_) => return Err(format!("{part:?}: the range is empty")),
+            None => drop(id(part)?),
+        }
+    }
+    Ok(s.to_owned())
 }
 
 fn usage(e: impl std::fmt::Display) -> ExitCode {

@@ -54,7 +54,7 @@ fn bad_configuration_is_one_line_and_exit_64() {
     assert_eq!(code, 64);
     assert!(err.contains("unknown field"), "{err}");
     // A command line clap refuses is a usage error too; --help is not.
-    for args in [vec!["node", "--colour", "red"], vec!["query", "iotstream"], vec!["query", "mqtt", "1"], vec!["query", "iotstream", "1", "--limit", "0"]] {
+    for args in [vec!["node", "--colour", "red"], vec!["query", "iotstream"], vec!["query", "mqtt", "1"], vec!["query", "iotstream", "1", "--limit", "0"], vec!["query", "iotstream", "x"], vec!["query", "iotstream", "9-1"]] {
         let (code, _, err) = run(&args);
         assert_eq!(code, 64, "{args:?}: {err}");
     }

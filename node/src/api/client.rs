@@ -184,7 +184,9 @@ struct RecordsPage {
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
     pub dialect: Dialect,
-    pub device: u32,
+    /// One device id, several (`3001,3002`), ranges of ids (`10-20`: the devices the node
+    /// knows in it), or a mix.
+    pub device: &'a str,
     pub from: Option<&'a str>,
     pub to: Option<&'a str>,
     pub limit: Option<usize>,
@@ -203,8 +205,18 @@ pub struct Query<'a> {
 /// page, which says whether more follow.
 pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     let Query { dialect, device, from, to, limit, format, view, page, last } = q;
-    let path = format!("/v1/streams/{dialect}/{device}/records");
     let mut base: Vec<(&str, String)> = Vec::new();
+    let (path, several) = match device.parse::<u32>() {
+        Ok(one) => (format!("/v1/streams/{dialect}/{one}/records"), false),
+        Err(_) => {
+            let devices: Vec<String> = device.split(',').map(|d| format!("{dialect}:{d}")).collect();
+            base.push(("devices", devices.join(",")));
+            ("/v1/records".to_owned(), true)
+        }
+    };
+    if several && last.is_some() {
+        bail!("--last is for one device");
+    }
     if let Some(f) = from {
         base.push(("from", f.to_owned()));
     }
@@ -234,7 +246,7 @@ pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::R
             return Ok(());
         }
         let page: RecordsPage = serde_json::from_str(&body).context("the node's answer is not a records page")?;
-        out.write_all(table(&page).as_bytes())?;
+        out.write_all(table(&page, several).as_bytes())?;
         return Ok(());
     }
     let mut left = limit.unwrap_or(usize::MAX);
@@ -291,14 +303,18 @@ fn write_oldest_first(body: &str, format: OutputFormat, out: &mut dyn std::io::W
             page.records.reverse();
             // Older records than these are the rest of the history, not more of the answer.
             page.next_cursor = None;
-            out.write_all(table(&page).as_bytes())?;
+            out.write_all(table(&page, false).as_bytes())?;
         }
     }
     Ok(())
 }
 
-fn table(page: &RecordsPage) -> String {
+/// A page as a table; `several`: a first column names each record's device.
+fn table(page: &RecordsPage, several: bool) -> String {
     let mut out = String::new();
+    if several {
+        let _ = write!(out, "{:<21} ", "device");
+    }
     let _ = writeln!(
         out,
         "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5} {:<11}  readings",
@@ -307,6 +323,9 @@ fn table(page: &RecordsPage) -> String {
     for r in &page.records {
         let readings: Vec<String> =
             r.readings.iter().map(|x| format!("{}={}", x.label, export::value_text(x.value))).collect();
+        if several {
+            let _ = write!(out, "{:<21} ", format!("{}:{}", r.dialect, r.device));
+        }
         let _ = writeln!(
             out,
             "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5} {:<11}  {}",

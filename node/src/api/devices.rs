@@ -152,6 +152,15 @@ pub async fn devices(State(app): State<App>, query: Result<Query<Vec<(String, St
     response
 }
 
+/// Every stream this node knows: those of its sealed windows (`index`), its stored
+/// states, and its memory.
+pub fn known_streams(shared: &crate::shared::Shared, index: &crate::mesh::Index) -> Result<std::collections::BTreeSet<StreamId>, StoreError> {
+    let mut out: std::collections::BTreeSet<StreamId> = index.streams().collect();
+    out.extend(shared.store.states()?.into_iter().map(|(id, _)| id));
+    out.extend(shared.table().snapshot().into_iter().map(|(id, _)| id));
+    Ok(out)
+}
+
 /// The page of devices `q` asks for.
 fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<StreamId, Sealed>) -> Result<DevicesPage, StoreError> {
     let store = shared.store.as_ref();

@@ -12,6 +12,7 @@ pub mod export;
 pub mod mesh_cli;
 mod members;
 pub mod limit;
+pub mod many;
 pub mod proof;
 pub mod server;
 
@@ -78,6 +79,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/streams", get(streams))
         .route("/v1/devices", get(devices::devices))
+        .route("/v1/records", get(many::records))
         .route("/v1/peers", get(peers))
         .route("/v1/windows", get(windows))
         .route("/v1/streams/{dialect}/{device}/records", get(records))

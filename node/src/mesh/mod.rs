@@ -105,6 +105,11 @@ impl Index {
         self.windows.values().filter(|s| s.window.start >= from).take(limit).copied().collect()
     }
 
+    /// The streams of the windows held.
+    pub fn streams(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.digests.keys().copied()
+    }
+
     /// [`Index::from`], continuing after window `after` (a page's last).
     pub fn page(&self, from: u64, after: Option<WindowId>, limit: usize) -> Vec<Summary> {
         let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
