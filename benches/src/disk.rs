@@ -100,16 +100,17 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     telemesh_node::flush(&shared)?;
 
     // The seeds' CSV log of the same records (their columns, plus readings).
-    let mut csv_bytes = export::CSV_HEADER.len() as u64 + 1;
+    let mut csv_bytes = 0u64;
     let mut stored = 0u64;
     let node_id = store.node_id().to_owned();
     for device in 1..=opts.devices {
         let id = StreamId::new(Dialect::Iotstream, u32::from(device));
         let recs = telemesh_node::store::history::records(store.as_ref(), &[], id, 0, u64::MAX, usize::MAX)?;
         stored += recs.len() as u64;
-        for v in export::views(&recs, None, &node_id, export::View::Merged) {
-            csv_bytes += export::csv_row(&v).len() as u64 + 1;
-        }
+        let csv = export::csv(&export::views(&recs, None, &node_id, export::View::Merged), None);
+        // One header line for the whole log.
+        let header = if device == 1 { 0 } else { csv.find('\n').map_or(0, |n| n + 1) };
+        csv_bytes += (csv.len() - header) as u64;
     }
     anyhow::ensure!(stored == packets, "stored {stored} of {packets} records");
     drop(listener);

@@ -272,12 +272,12 @@ fn formats_and_bad_parameters() {
     // The seeds' per-packet log is this node's own view: arrival times and duplicate flags.
     let csv = common::get_text(&format!("{base}?format=csv&view=local"));
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,auth,readings");
+    assert_eq!(lines[0], "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,auth,r1,other");
     let cols = |l: &str| -> Vec<String> { l.split(',').map(str::to_owned).collect() };
     let row = cols(lines[3]);
     assert_eq!((row[0].as_str(), row[1].as_str(), row[2].as_str()), ("5", "3", "1700000003"));
     assert_eq!((row[4].as_str(), row[5].as_str(), row[6].as_str(), row[7].as_str(), row[8].as_str()), ("DATA", "0", "1", "1", "1"));
-    assert_eq!((row[12].as_str(), row[13].as_str()), ("none", "r1=22.99"));
+    assert_eq!((row[12].as_str(), row[13].as_str(), row[14].as_str()), ("none", "22.99", ""));
     assert_eq!(lines.len(), 4);
     // The merged view leaves out what differs between nodes.
     let merged = common::get_text(&format!("{base}?format=csv"));

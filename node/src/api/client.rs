@@ -259,6 +259,15 @@ pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::R
             q.push(("cursor", c.clone()));
         }
         let (body, next) = api.get_with_header(&path, &q, crate::api::NEXT_CURSOR_HEADER)?;
+        if format == OutputFormat::Csv && first {
+            // Later pages keep the first page's reading columns (a label they alone
+            // carry goes in `other`), so every row fits the one header.
+            let mut reader = ::csv::Reader::from_reader(body.as_bytes());
+            let header = reader.headers().context("the node's answer is not CSV")?;
+            let n = header.len().saturating_sub(1);
+            let labels: Vec<&str> = header.iter().take(n).skip(export::CSV_COLUMNS.len()).collect();
+            base.push(("columns", labels.join(",")));
+        }
         // Every CSV page starts with the header line: written once.
         let rows = match (format, first) {
             (OutputFormat::Csv, false) => body.split_once('\n').map_or("", |(_, rows)| rows),

@@ -158,32 +158,97 @@ pub fn views(records: &[StoredRecord], before: Option<&StoredRecord>, node_id: &
         .collect()
 }
 
-/// The CSV header: the seeds' per-packet log columns, then telemesh's.
-pub const CSV_HEADER: &str = "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,auth,readings";
+/// The CSV columns before the readings: the seeds' per-packet log columns (IoTStream v1
+/// Mini-RFC, TinyTelemetry v1 design document), then telemesh's.
+pub const CSV_COLUMNS: [&str; 13] = [
+    "device_id",
+    "seq",
+    "timestamp",
+    "arrival_time",
+    "msg_type",
+    "duplicate_flag",
+    "gap_flag",
+    "gap_size",
+    "reading_count",
+    "ext_seq",
+    "device_time",
+    "heard_by",
+    "auth",
+];
 
-/// One CSV row (no newline). `arrival_time` is Unix seconds with microseconds, as the
-/// seeds log it (empty in the merged view, with `duplicate_flag`); readings are
-/// `label=value` joined by `;`.
-pub fn csv_row(v: &RecordView) -> String {
-    let readings: Vec<String> = v.readings.iter().map(|r| format!("{}={}", r.label, value_text(r.value))).collect();
-    let arrival = v.arrival_ns.map_or(String::new(), |a| format!("{}.{:06}", a / 1_000_000_000, (a % 1_000_000_000) / 1_000));
-    format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-        v.device,
-        v.seq,
-        v.timestamp,
-        arrival,
-        v.kind.csv_name(),
-        v.copies.map_or(String::new(), |c| u8::from(c > 1).to_string()),
-        u8::from(v.gap > 0),
-        v.gap,
-        v.readings.len(),
-        v.ext_seq,
-        v.device_time,
-        v.heard_by.join(";"),
-        v.auth.name(),
-        readings.join(";"),
-    )
+/// The last CSV column: readings whose label has no column of its own, `label=value`
+/// joined by `;`.
+pub const CSV_OTHER: &str = "other";
+
+/// Where a reading label's column goes: IoTStream's `r1`, `r2` … in number order, then
+/// TinyTelemetry's sensors in code order, then any other label (the secure frame's keys)
+/// alphabetically.
+fn label_order(label: &str) -> (u8, u64, &str) {
+    use telemesh_proto::wire::tinytelemetry::SensorType;
+    if let Some(n) = label.strip_prefix('r').and_then(|n| n.parse::<u64>().ok()) {
+        return (0, n, "");
+    }
+    match SensorType::ALL.iter().position(|t| t.name() == label) {
+        Some(i) => (1, i as u64, ""),
+        None => (2, 0, label),
+    }
+}
+
+/// The reading columns of `views` when none are asked for: every label they carry.
+pub fn csv_labels(views: &[RecordView]) -> Vec<String> {
+    let mut labels: Vec<&str> = views.iter().flat_map(|v| v.readings.iter().map(|r| r.label.as_str())).collect();
+    labels.sort_unstable_by_key(|l| label_order(l));
+    labels.dedup();
+    labels.into_iter().map(str::to_owned).collect()
+}
+
+/// `views` as CSV: [`CSV_COLUMNS`], a column per reading label of `labels` (by default
+/// [`csv_labels`]), and [`CSV_OTHER`]; quoted as RFC 4180 says (the `csv` crate).
+/// `arrival_time` is Unix seconds with microseconds, as the seeds log it (empty in the
+/// merged view, with `duplicate_flag`).
+pub fn csv(views: &[RecordView], labels: Option<&[String]>) -> String {
+    let default;
+    let labels = match labels {
+        Some(l) => l,
+        None => {
+            default = csv_labels(views);
+            &default
+        }
+    };
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    let header = CSV_COLUMNS.iter().copied().chain(labels.iter().map(String::as_str)).chain([CSV_OTHER]);
+    // Writing into memory cannot fail.
+    let _ = w.write_record(header);
+    for v in views {
+        let arrival = v.arrival_ns.map_or(String::new(), |a| format!("{}.{:06}", a / 1_000_000_000, (a % 1_000_000_000) / 1_000));
+        let mut row = vec![
+            v.device.to_string(),
+            v.seq.to_string(),
+            v.timestamp.to_string(),
+            arrival,
+            v.kind.csv_name().to_owned(),
+            v.copies.map_or(String::new(), |c| u8::from(c > 1).to_string()),
+            u8::from(v.gap > 0).to_string(),
+            v.gap.to_string(),
+            v.readings.len().to_string(),
+            v.ext_seq.to_string(),
+            v.device_time.clone(),
+            v.heard_by.join(";"),
+            v.auth.name().to_owned(),
+        ];
+        let mut cells = vec![String::new(); labels.len()];
+        let mut other = Vec::new();
+        for r in &v.readings {
+            match labels.iter().position(|l| *l == r.label) {
+                Some(i) if cells[i].is_empty() => cells[i] = value_text(r.value),
+                _ => other.push(format!("{}={}", r.label, value_text(r.value))),
+            }
+        }
+        row.extend(cells);
+        row.push(other.join(";"));
+        let _ = w.write_record(&row);
+    }
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 /// A reading's value as text: shortest round-trip form, `NaN` for not-a-number.
@@ -217,17 +282,19 @@ mod tests {
         let v = RecordView::new(&r, Some(0), "n1", View::Local);
         assert_eq!(v.device_time, "2025-12-11T18:20:00.758000000Z");
         assert_eq!(
-            csv_row(&v),
-            "1001,1,245642102,1765477200.758614,DATA,0,0,0,5,1,2025-12-11T18:20:00.758000000Z,n1,none,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
+            csv(std::slice::from_ref(&v), None),
+            "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,auth,r1,r2,r3,r4,r5,other\n\
+             1001,1,245642102,1765477200.758614,DATA,0,0,0,5,1,2025-12-11T18:20:00.758000000Z,n1,none,29.37,23.53,22.61,22.04,22.99,\n"
         );
         let json = serde_json::to_string(&v.readings[0]).expect("json");
         assert_eq!(json, r#"{"label":"r1","value":29.37}"#);
         let gap = RecordView::new(&r, None, "n1", View::Merged);
         assert_eq!(gap.gap, 0);
-        assert_eq!(
-            csv_row(&gap),
-            "1001,1,245642102,,DATA,,0,0,5,1,2025-12-11T18:20:00.758000000Z,n1,none,r1=29.37;r2=23.53;r3=22.61;r4=22.04;r5=22.99"
-        );
+        // Asked for fewer columns: the rest go in `other`.
+        let two = ["r2".to_owned(), "r1".to_owned()];
+        assert!(csv(std::slice::from_ref(&gap), Some(&two)).ends_with(
+            ",r2,r1,other\n1001,1,245642102,,DATA,,0,0,5,1,2025-12-11T18:20:00.758000000Z,n1,none,23.53,29.37,r3=22.61;r4=22.04;r5=22.99\n"
+        ));
         let r4 = StoredRecord { ext_seq: 4, heard_by: vec!["a".into(), "z".into()], ..r };
         let v4 = RecordView::new(&r4, Some(1), "n1", View::Merged);
         assert_eq!(v4.gap, 2);
@@ -254,7 +321,7 @@ mod tests {
         for view in [View::Local, View::Merged] {
             let v = RecordView::new(&here, None, "n1", view);
             assert_eq!((v.auth, v.proved_by.as_slice()), (Auth::Tag, ["n1".to_owned()].as_slice()));
-            assert!(csv_row(&v).contains(",n1,tag,r1=1.5"));
+            assert!(csv(std::slice::from_ref(&v), None).contains(",n1,tag,1.5,\n"));
         }
         // Heard here unauthenticated, proved by a peer: the merged history says the device
         // proved it; this node's own receipt did not.
@@ -268,5 +335,37 @@ mod tests {
             ..StoredRecord { proved: true, ..peer }
         };
         assert_eq!(RecordView::new(&secure, None, "n1", View::Merged).auth, Auth::Certificate);
+    }
+
+    #[test]
+    fn csv_columns_go_in_label_order_and_text_is_quoted() {
+        let view = |readings: &[(&str, f64)]| RecordView {
+            readings: readings.iter().map(|(l, v)| ReadingView { label: (*l).to_owned(), value: Value::F64(*v) }).collect(),
+            ..RecordView::new(
+                &StoredRecord::new(
+                    Record {
+                        stream: StreamId::new(Dialect::Secure, 7),
+                        device_time_ns: 0,
+                        seq: 1,
+                        timestamp_raw: 0,
+                        kind: Kind::Data,
+                        readings: Readings::None,
+                    },
+                    1,
+                    0,
+                ),
+                None,
+                "n1",
+                View::Merged,
+            )
+        };
+        let views = [view(&[("r10", 1.0), ("r2", 2.0), ("voltage", 3.0), ("humidity", 4.0)]), view(&[("MEM,x", 5.0), ("CPU\"", 6.0)])];
+        assert_eq!(csv_labels(&views), ["r2", "r10", "humidity", "voltage", "CPU\"", "MEM,x"]);
+        let text = csv(&views, None);
+        let mut rows = ::csv::Reader::from_reader(text.as_bytes());
+        let header: Vec<String> = rows.headers().expect("header").iter().map(str::to_owned).collect();
+        assert_eq!(&header[CSV_COLUMNS.len()..], ["r2", "r10", "humidity", "voltage", "CPU\"", "MEM,x", "other"]);
+        let second: Vec<String> = rows.records().nth(1).expect("row").expect("parses").iter().map(str::to_owned).collect();
+        assert_eq!(&second[CSV_COLUMNS.len()..], ["", "", "", "", "6", "5", ""]);
     }
 }

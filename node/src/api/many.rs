@@ -124,7 +124,7 @@ pub async fn records(State(app): State<App>, query: Result<Query<Vec<(String, St
     if streams.len() > MAX_DEVICES {
         return bad("devices", format!("{} devices; at most {MAX_DEVICES} in one query", streams.len()));
     }
-    let (shared, format) = (Arc::clone(&app.shared), q.format);
+    let (shared, format, columns) = (Arc::clone(&app.shared), q.format, q.columns.clone());
     let fetched = tokio::task::spawn_blocking(move || page(&shared, &streams, cursor, &q)).await;
     let (views, next) = match fetched {
         Ok(Ok(v)) => v,
@@ -137,15 +137,7 @@ pub async fn records(State(app): State<App>, query: Result<Query<Vec<(String, St
             let body: String = views.iter().map(|v| serde_json::to_string(v).unwrap_or_default() + "\n").collect();
             ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
         }
-        Format::Csv => {
-            let mut body = String::from(export::CSV_HEADER);
-            body.push('\n');
-            for v in &views {
-                body.push_str(&export::csv_row(v));
-                body.push('\n');
-            }
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
-        }
+        Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], export::csv(&views, columns.as_deref())).into_response(),
     };
     if let Some(cursor) = next {
         link_next(&mut response, "/v1/records", &params, cursor);

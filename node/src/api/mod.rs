@@ -161,6 +161,8 @@ pub struct RecordsQuery {
     /// Continue after this record (a page's `next_cursor`).
     pub cursor: Option<history::OrderKey>,
     pub order: Order,
+    /// CSV: the reading labels that get a column each (default: those of the page).
+    pub columns: Option<Vec<String>>,
 }
 
 /// The order of a records page.
@@ -228,6 +230,7 @@ impl RecordsQuery {
             proof: false,
             cursor: None,
             order: Order::Asc,
+            columns: None,
         };
         let mut seen: Vec<&str> = Vec::new();
         for (name, value) in params {
@@ -261,6 +264,7 @@ impl RecordsQuery {
                     }
                 }
                 "cursor" => q.cursor = Some(parse_cursor(value).map_err(err)?),
+                "columns" => q.columns = Some(value.split(',').filter(|l| !l.is_empty()).map(str::to_owned).collect()),
                 "order" => {
                     q.order = match value.as_str() {
                         "asc" => Order::Asc,
@@ -275,8 +279,11 @@ impl RecordsQuery {
                         _ => return Err(err(format!("{value:?} is not one of true, false"))),
                     }
                 }
-                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, cursor, order, format, view, proof)"))),
+                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, cursor, order, format, view, columns, proof)"))),
             }
+        }
+        if q.columns.is_some() && q.format != Format::Csv {
+            return Err(("columns".into(), "columns are for format=csv".into()));
         }
         if q.proof && (q.format != Format::Json || q.view != export::View::Merged) {
             return Err(("proof".into(), "a proof comes with the merged view in JSON only".into()));
@@ -344,7 +351,7 @@ async fn records(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
     };
     let mut response = if !q.proof {
-        render(stream, &views, next, q.format)
+        render(stream, &views, next, q.format, q.columns.as_deref())
     } else {
         let views = Arc::new(views);
         match prove(&app, stream, Arc::clone(&views)).await {
@@ -464,7 +471,7 @@ impl<'a> RecordsPage<'a> {
     }
 }
 
-fn render(stream: StreamId, views: &[RecordView], next: Option<Next>, format: Format) -> Response {
+fn render(stream: StreamId, views: &[RecordView], next: Option<Next>, format: Format, columns: Option<&[String]>) -> Response {
     match format {
         // Typed, not `json!`: a `serde_json::Value` would widen f32 readings to f64.
         Format::Json => Json(RecordsPage::new(stream, views, next, None)).into_response(),
@@ -476,15 +483,7 @@ fn render(stream: StreamId, views: &[RecordView], next: Option<Next>, format: Fo
             }
             ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
         }
-        Format::Csv => {
-            let mut body = String::from(export::CSV_HEADER);
-            body.push('\n');
-            for v in views {
-                body.push_str(&export::csv_row(v));
-                body.push('\n');
-            }
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
-        }
+        Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], export::csv(views, columns)).into_response(),
     }
 }
 
