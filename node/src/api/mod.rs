@@ -5,6 +5,8 @@
 //! request limits ([`limit`]), the bearer token ([`auth`]), then the router. Every answer
 //! from the last three is JSON, errors included.
 
+pub mod aggregate;
+pub mod align;
 pub mod auth;
 pub mod client;
 pub mod devices;
@@ -83,6 +85,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/peers", get(peers))
         .route("/v1/windows", get(windows))
         .route("/v1/streams/{dialect}/{device}/records", get(records))
+        .route("/v1/streams/{dialect}/{device}/aggregate", get(aggregate::aggregate))
+        .route("/v1/align", get(align::align))
         .route("/v1/mesh/members", get(members::members))
         .route("/v1/mesh/members/{peer}", axum::routing::delete(members::remove))
         .route("/v1/mesh/invites", axum::routing::post(members::invite))

@@ -647,6 +647,11 @@ impl Table {
         self.entries.iter().map(|(id, e)| (*id, e.state.clone())).collect()
     }
 
+    /// A copy of the state of `id`, if it is in memory.
+    pub fn state_of(&self, id: &StreamId) -> Option<State> {
+        self.entries.get(id).map(|e| e.state.clone())
+    }
+
     /// A copy of the records of `id` not yet in a chunk or sealed window, in memory or
     /// left behind when the stream last left it.
     pub fn unflushed_of(&self, id: &StreamId) -> Vec<StoredRecord> {

@@ -109,6 +109,36 @@ pub fn records_back(
     Ok(out.split_off(cut))
 }
 
+/// Records of `stream` with `from_ns <= device time <= to_ns`, handed to `f` one window at
+/// a time in device order (stored and pending records merged, as [`records`] gives them): a
+/// pass over a long range holds one window in memory, not the range.
+pub fn for_each_window(
+    store: &dyn Store,
+    pending: &[StoredRecord],
+    stream: StreamId,
+    from_ns: u64,
+    to_ns: u64,
+    mut f: impl FnMut(Vec<StoredRecord>),
+) -> Result<(), StoreError> {
+    let mut w = window::start(from_ns);
+    loop {
+        let stored = store.window_at_or_after(stream, w)?;
+        let in_memory = pending.iter().map(StoredRecord::window).filter(|x| *x >= w).min();
+        let Some(cur) = [stored, in_memory].into_iter().flatten().min() else { break };
+        if cur > to_ns {
+            break;
+        }
+        let mut recs = window_with_pending(store, pending, stream, cur, stored == Some(cur))?;
+        recs.retain(|r| (from_ns..=to_ns).contains(&r.record.device_time_ns));
+        f(recs);
+        if window::next(cur) == cur {
+            break;
+        }
+        w = window::next(cur);
+    }
+    Ok(())
+}
+
 /// The last record of `stream` before device time `before_ns`.
 pub fn record_before(
     store: &dyn Store,
