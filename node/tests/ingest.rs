@@ -288,6 +288,32 @@ fn formats_and_bad_parameters() {
     assert_eq!(nd.lines().count(), 1);
     assert!(nd.contains("\"value\":29.37"), "{nd}");
 
+    // CloudEvents 1.0, as an independent reader (the CloudEvents SDK) parses them: every
+    // required attribute, the record's identity as id, its stream as source, its device
+    // time as time, and who heard it as an extension.
+    let resp = ureq::get(&format!("{base}?format=cloudevents&view=local")).call().expect("cloudevents");
+    assert_eq!(resp.header("content-type"), Some("application/cloudevents-batch+json"));
+    let events: Vec<cloudevents::Event> = serde_json::from_str(&resp.into_string().expect("body")).expect("a CloudEvents batch");
+    assert_eq!(events.len(), 3);
+    let records = common::get_json(&format!("{base}?view=local"));
+    for (e, r) in events.iter().zip(records["records"].as_array().expect("records")) {
+        use cloudevents::AttributesReader;
+        assert_eq!(e.specversion(), cloudevents::event::SpecVersion::V10);
+        assert_eq!(e.source().to_string(), "/v1/streams/iotstream/5");
+        assert!(e.id().starts_with(&format!("iotstream:5:{}-{}-", r["device_time_ns"], r["seq"])), "{}", e.id());
+        assert_eq!(e.ty(), format!("telemesh.record.{}", r["kind"].as_str().expect("kind")));
+        let time = e.time().expect("time").timestamp_nanos_opt().expect("ns");
+        assert_eq!(time as u64, r["device_time_ns"].as_u64().expect("ns"));
+        assert_eq!(e.extension("telemeshheardby").map(|x| x.to_string()), Some(r["heard_by"][0].as_str().expect("id").to_owned()));
+        let data: Value = match e.data() {
+            Some(cloudevents::Data::Json(v)) => v.clone(),
+            other => panic!("data: {other:?}"),
+        };
+        assert_eq!(&data, r);
+    }
+    let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| cloudevents::AttributesReader::id(e)).collect();
+    assert_eq!(ids.len(), 3, "one id per record");
+
     let page = common::get_json(&format!("{base}?limit=2"));
     assert_eq!(page["count"], 2);
     assert_eq!(page["next_from"], "2023-11-14T22:13:23.000000000Z");

@@ -152,6 +152,8 @@ pub enum OutputFormat {
     Json,
     Ndjson,
     Csv,
+    /// A CloudEvents 1.0 batch (a JSON array), one page.
+    Cloudevents,
 }
 
 /// Which history `telemesh query` asks for.
@@ -227,6 +229,7 @@ pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::R
         OutputFormat::Table | OutputFormat::Json => "json",
         OutputFormat::Ndjson => "ndjson",
         OutputFormat::Csv => "csv",
+        OutputFormat::Cloudevents => "cloudevents",
     };
     base.push(("format", wire_format.to_owned()));
     base.push(("view", if view == ViewArg::Local { "local" } else { "merged" }.to_owned()));
@@ -236,12 +239,12 @@ pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::R
         let body = api.get(&path, &base)?;
         return write_oldest_first(&body, format, out);
     }
-    if matches!(format, OutputFormat::Table | OutputFormat::Json) {
+    if matches!(format, OutputFormat::Table | OutputFormat::Json | OutputFormat::Cloudevents) {
         if let Some(l) = limit {
             base.push(("limit", l.to_string()));
         }
         let body = api.get(&path, &base)?;
-        if format == OutputFormat::Json {
+        if format != OutputFormat::Table {
             out.write_all(body.as_bytes())?;
             return Ok(());
         }
@@ -300,9 +303,10 @@ fn write_oldest_first(body: &str, format: OutputFormat, out: &mut dyn std::io::W
                 writeln!(out, "{row}")?;
             }
         }
-        OutputFormat::Json => {
+        OutputFormat::Json | OutputFormat::Cloudevents => {
             let mut page: serde_json::Value = serde_json::from_str(body).context("the node's answer is not a records page")?;
-            if let Some(records) = page.get_mut("records").and_then(|r| r.as_array_mut()) {
+            let records = if format == OutputFormat::Json { page.get_mut("records") } else { Some(&mut page) };
+            if let Some(records) = records.and_then(|r| r.as_array_mut()) {
                 records.reverse();
             }
             writeln!(out, "{page}")?;

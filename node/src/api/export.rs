@@ -66,6 +66,10 @@ pub struct RecordView {
     /// Those of `heard_by` that received it authenticated (sorted).
     #[serde(default)]
     pub proved_by: Vec<String>,
+    /// Its content tag: with device time and seq, its identity (conflicting versions
+    /// included). Not shown; CloudEvents' `id` and cursors are made of it.
+    #[serde(skip)]
+    pub tag: Option<[u8; 8]>,
 }
 
 /// Which history a query returns.
@@ -131,6 +135,7 @@ impl RecordView {
             heard_by,
             auth,
             proved_by,
+            tag: Some(r.tag),
         }
     }
 }
@@ -249,6 +254,56 @@ pub fn csv(views: &[RecordView], labels: Option<&[String]>) -> String {
         let _ = w.write_record(&row);
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// A record as a CloudEvents 1.0 event, in structured JSON mode (a batch is an array of
+/// them).
+#[derive(Debug, Serialize)]
+pub struct CloudEvent<'a> {
+    pub specversion: &'static str,
+    /// The record's identity: `<dialect>:<device>:<device time ns>-<seq>-<content tag>`,
+    /// unique per record (two conflicting versions differ in their tag).
+    pub id: String,
+    /// The stream: its path in this API, `/v1/streams/<dialect>/<device>`.
+    pub source: String,
+    /// `telemesh.record.data`, `.init` or `.heartbeat`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The device time.
+    pub time: &'a str,
+    pub datacontenttype: &'static str,
+    /// The record as the JSON API shows it.
+    pub data: &'a RecordView,
+    /// Extension: the nodes that heard it (peer ids, comma-separated).
+    pub telemeshheardby: String,
+    /// Extension: how the device proved it sent it (`none`, `tag`, `certificate`).
+    pub telemeshauth: &'static str,
+}
+
+impl<'a> CloudEvent<'a> {
+    pub fn new(v: &'a RecordView) -> CloudEvent<'a> {
+        let tag = u64::from_be_bytes(v.tag.unwrap_or_default());
+        CloudEvent {
+            specversion: "1.0",
+            id: format!("{}:{}:{}-{}-{tag:016x}", v.dialect, v.device, v.device_time_ns, v.seq),
+            source: format!("/v1/streams/{}/{}", v.dialect, v.device),
+            kind: format!("telemesh.record.{}", v.kind.name()),
+            time: &v.device_time,
+            datacontenttype: "application/json",
+            data: v,
+            telemeshheardby: v.heard_by.join(","),
+            telemeshauth: v.auth.name(),
+        }
+    }
+}
+
+/// The content type of a batch of CloudEvents (a JSON array).
+pub const CLOUDEVENTS_BATCH: &str = "application/cloudevents-batch+json";
+
+/// `views` as a CloudEvents batch: a JSON array of structured events.
+pub fn cloudevents(views: &[RecordView]) -> String {
+    let events: Vec<CloudEvent<'_>> = views.iter().map(CloudEvent::new).collect();
+    serde_json::to_string(&events).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// A reading's value as text: shortest round-trip form, `NaN` for not-a-number.

@@ -138,6 +138,7 @@ pub async fn records(State(app): State<App>, query: Result<Query<Vec<(String, St
             ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
         }
         Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], export::csv(&views, columns.as_deref())).into_response(),
+        Format::CloudEvents => ([(header::CONTENT_TYPE, export::CLOUDEVENTS_BATCH)], export::cloudevents(&views)).into_response(),
     };
     if let Some(cursor) = next {
         link_next(&mut response, "/v1/records", &params, cursor);

@@ -150,6 +150,8 @@ pub enum Format {
     Json,
     Ndjson,
     Csv,
+    /// A CloudEvents 1.0 batch: one event per record.
+    CloudEvents,
 }
 
 /// A validated records query.
@@ -257,7 +259,8 @@ impl RecordsQuery {
                         "json" => Format::Json,
                         "ndjson" => Format::Ndjson,
                         "csv" => Format::Csv,
-                        _ => return Err(err(format!("{value:?} is not one of json, ndjson, csv"))),
+                        "cloudevents" => Format::CloudEvents,
+                        _ => return Err(err(format!("{value:?} is not one of json, ndjson, csv, cloudevents"))),
                     }
                 }
                 "view" => {
@@ -488,6 +491,7 @@ fn render(stream: StreamId, views: &[RecordView], next: Option<Next>, format: Fo
             ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
         }
         Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], export::csv(views, columns)).into_response(),
+        Format::CloudEvents => ([(header::CONTENT_TYPE, export::CLOUDEVENTS_BATCH)], export::cloudevents(views)).into_response(),
     }
 }
 
