@@ -239,6 +239,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         membership,
         fetcher: Some(api::proof::Fetcher { client: overlay, coordinators }),
         policy: api::auth::Policy { token: config.http_token.clone(), metrics_open: config.metrics_open },
+        followers: Arc::new(tokio::sync::Semaphore::new(api::follow::MAX_FOLLOWERS)),
     };
     api::server::serve(http, api::router(app), config.http_limits, shutdown.clone()).await;
 

@@ -259,6 +259,11 @@ struct QueryArgs {
     /// Only the latest N records (1..=100000), printed oldest first.
     #[arg(long, value_name = "N", conflicts_with = "limit", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     last: Option<usize>,
+    /// Keep printing records as they arrive — here, late, or repaired from other sites —
+    /// until stopped (or --limit records): from --from if given, else from now. Prints a
+    /// table, ndjson or cloudevents.
+    #[arg(long, conflicts_with = "last")]
+    follow: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
     /// merged: every record any node heard (the same answer from every node once the
@@ -296,6 +301,7 @@ fn main() -> ExitCode {
                 view: q.view,
                 page: telemesh_node::api::MAX_LIMIT,
                 last: q.last,
+                follow: q.follow,
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let written = q.api.api().and_then(|api| client::query(&api, query, &mut out));

@@ -53,6 +53,10 @@ pub struct Metrics {
     pub streams_in_memory: Gauge,
     /// Stored values that failed to decode (read at scrape time).
     pub corrupt_values: Gauge,
+    /// Live tails open (`…/records?follow=true`).
+    pub followers: Gauge,
+    /// Live tails ended because their client read too slowly.
+    pub follow_dropped: Counter,
     pub mesh: crate::mesh::metrics::Metrics,
     pub trust: crate::trust::Metrics,
     pub secure: crate::ingest::dtls::Metrics,
@@ -93,6 +97,10 @@ impl Metrics {
         let processing = Histogram::new(exponential_buckets(1e-7, 2.0, 20));
         let streams_in_memory = Gauge::default();
         let corrupt_values = Gauge::default();
+        let followers = Gauge::default();
+        let follow_dropped = Counter::default();
+        registry.register("http_followers", "Live tails open (records?follow=true)", followers.clone());
+        registry.register("http_follow_dropped", "Live tails ended because their client read too slowly", follow_dropped.clone());
         registry.register("packets", "Datagrams received, valid or not", packets.clone());
         registry.register("received_bytes", "Datagram bytes received", bytes.clone());
         registry.register("drops", "Datagrams dropped, by reason", drops.clone());
@@ -128,6 +136,8 @@ impl Metrics {
             packets,
             bytes,
             drops,
+            followers,
+            follow_dropped,
             outcomes,
             processing,
             streams_in_memory,

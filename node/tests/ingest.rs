@@ -419,7 +419,7 @@ fn pages_chain_by_cursor_with_every_record_once() {
     assert!(resp.header(telemesh_node::api::NEXT_CURSOR_HEADER).is_some());
     for (format, lines) in [(client::OutputFormat::Csv, 11), (client::OutputFormat::Ndjson, 10)] {
         let api = client::Api::new(&node.url(), None);
-        let q = client::Query { dialect: Dialect::Iotstream, device: "9", from: None, to: None, limit: None, format, view: client::ViewArg::Merged, page: 2, last: None };
+        let q = client::Query { dialect: Dialect::Iotstream, device: "9", from: None, to: None, limit: None, format, view: client::ViewArg::Merged, page: 2, last: None, follow: false };
         let mut out = Vec::new();
         client::query(&api, q, &mut out).expect("query");
         let text = String::from_utf8(out).expect("utf-8");
@@ -489,7 +489,7 @@ fn several_devices_in_one_query() {
         }
     }
     let api = client::Api::new(&node.url(), None);
-    let q = client::Query { dialect: Dialect::Iotstream, device: "20-30", from: None, to: None, limit: None, format: client::OutputFormat::Csv, view: client::ViewArg::Merged, page: 4, last: None };
+    let q = client::Query { dialect: Dialect::Iotstream, device: "20-30", from: None, to: None, limit: None, format: client::OutputFormat::Csv, view: client::ViewArg::Merged, page: 4, last: None, follow: false };
     let mut out = Vec::new();
     client::query(&api, q, &mut out).expect("query");
     let csv = String::from_utf8(out).expect("utf-8");

@@ -359,6 +359,27 @@ fn every_node_lists_every_device_of_the_mesh() {
             })
             .collect()
     };
+    // A live tail on B of the device only A hears: its records reach it by repair.
+    let b_url = b.url();
+    let tail = std::thread::spawn(move || {
+        use telemesh_node::api::client;
+        let q = client::Query {
+            dialect: telemesh_proto::wire::Dialect::Iotstream,
+            device: "7001",
+            from: None,
+            to: None,
+            limit: Some(10),
+            format: client::OutputFormat::Ndjson,
+            view: client::ViewArg::Merged,
+            page: 1000,
+            last: None,
+            follow: true,
+        };
+        let mut out = Vec::new();
+        client::query(&client::Api::new(&b_url, None), q, &mut out).expect("tail");
+        String::from_utf8(out).expect("utf-8")
+    });
+    std::thread::sleep(Duration::from_millis(500));
     common::send(a.iotstream.expect("on"), &datagrams(7001));
     common::send(b.iotstream.expect("on"), &datagrams(7002));
     let listed = |node: &Node, query: &str| common::get_json(&format!("{}/v1/devices{query}", node.url()));
@@ -372,6 +393,9 @@ fn every_node_lists_every_device_of_the_mesh() {
         assert!(std::time::Instant::now() < deadline, "B does not list both devices sealed: {page}");
         std::thread::sleep(Duration::from_millis(250));
     };
+    let tailed = tail.join().expect("tail thread");
+    let seqs: Vec<u64> = tailed.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, (0..10).collect::<Vec<u64>>(), "{tailed}");
     let devices = page["devices"].as_array().expect("devices");
     let (remote, local) = (&devices[0], &devices[1]);
     assert_eq!((remote["device"].as_u64(), local["device"].as_u64()), (Some(7001), Some(7002)));

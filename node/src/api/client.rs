@@ -97,6 +97,32 @@ impl Api {
         self.answer(self.request("DELETE", path).call(), path)
     }
 
+    /// `GET base + path` as server-sent events: `on_data` gets each event's data, until
+    /// the node ends the stream or `on_data` says stop. No overall timeout (a tail runs
+    /// until stopped); a read stalls out after a minute (the node writes at least every
+    /// 15 s).
+    pub fn events(&self, path: &str, query: &[(&str, String)], mut on_data: impl FnMut(&str) -> anyhow::Result<bool>) -> anyhow::Result<()> {
+        use std::io::BufRead;
+        let agent = ureq::AgentBuilder::new().timeout_read(std::time::Duration::from_secs(60)).build();
+        let mut req = agent.get(&format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &t.header_value());
+        }
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        let resp = self.response(req.call(), path)?;
+        for line in std::io::BufReader::new(resp.into_reader()).lines() {
+            let line = line.context("the node's event stream broke off")?;
+            if let Some(data) = line.strip_prefix("data: ") {
+                if !on_data(data)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn request(&self, method: &str, path: &str) -> ureq::Request {
         let req = ureq::request(method, &format!("{}{path}", self.base)).timeout(std::time::Duration::from_secs(30));
         match &self.token {
@@ -199,6 +225,9 @@ pub struct Query<'a> {
     /// Only the latest this many records (at most [`crate::api::MAX_LIMIT`]), still printed
     /// in device order.
     pub last: Option<usize>,
+    /// Keep printing records as they arrive (a live tail), from `from` if given, else
+    /// from now; up to `limit` records if given.
+    pub follow: bool,
 }
 
 /// Fetches records of one device and renders them in `format`. CSV and NDJSON page
@@ -206,7 +235,7 @@ pub struct Query<'a> {
 /// the last with its cursor, so no record is repeated or skipped. A table or JSON is one
 /// page, which says whether more follow.
 pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let Query { dialect, device, from, to, limit, format, view, page, last } = q;
+    let Query { dialect, device, from, to, limit, format, view, page, last, follow } = q;
     let mut base: Vec<(&str, String)> = Vec::new();
     let (path, several) = match device.parse::<u32>() {
         Ok(one) => (format!("/v1/streams/{dialect}/{one}/records"), false),
@@ -233,6 +262,12 @@ pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::R
     };
     base.push(("format", wire_format.to_owned()));
     base.push(("view", if view == ViewArg::Local { "local" } else { "merged" }.to_owned()));
+    if follow {
+        if several || last.is_some() {
+            bail!("--follow is for one device, without --last");
+        }
+        return tail(api, &path, base, limit, format, out);
+    }
     if let Some(n) = last {
         base.push(("order", "desc".to_owned()));
         base.push(("limit", n.to_string()));
@@ -288,6 +323,70 @@ pub fn query(api: &Api, q: Query<'_>, out: &mut dyn std::io::Write) -> anyhow::R
     Ok(())
 }
 
+/// A live tail: each record as it comes, as a table row, an NDJSON line or a CloudEvent
+/// per line, until the node stops or `limit` records are printed.
+fn tail(api: &Api, path: &str, mut base: Vec<(&str, String)>, limit: Option<usize>, format: OutputFormat, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let wire = match format {
+        OutputFormat::Table | OutputFormat::Ndjson => "json",
+        OutputFormat::Cloudevents => "cloudevents",
+        OutputFormat::Json | OutputFormat::Csv => bail!("--follow prints a table, ndjson or cloudevents"),
+    };
+    base.retain(|(k, _)| *k != "format");
+    base.push(("format", wire.to_owned()));
+    base.push(("follow", "true".to_owned()));
+    if format == OutputFormat::Table {
+        out.write_all(table_header(false).as_bytes())?;
+        out.flush()?;
+    }
+    let mut left = limit.unwrap_or(usize::MAX);
+    api.events(path, &base, |data| {
+        match format {
+            OutputFormat::Table => {
+                let r: RecordView = serde_json::from_str(data).context("the node sent something that is not a record")?;
+                out.write_all(table_row(&r, false).as_bytes())?;
+            }
+            _ => writeln!(out, "{data}")?,
+        }
+        out.flush()?;
+        left -= 1;
+        Ok(left > 0)
+    })
+}
+
+fn table_header(several: bool) -> String {
+    let mut out = String::new();
+    if several {
+        let _ = write!(out, "{:<21} ", "device");
+    }
+    let _ = writeln!(
+        out,
+        "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5} {:<11}  readings",
+        "device time", "seq", "ext seq", "kind", "gap", "heard", "auth"
+    );
+    out
+}
+
+fn table_row(r: &RecordView, several: bool) -> String {
+    let mut out = String::new();
+    let readings: Vec<String> = r.readings.iter().map(|x| format!("{}={}", x.label, export::value_text(x.value))).collect();
+    if several {
+        let _ = write!(out, "{:<21} ", format!("{}:{}", r.dialect, r.device));
+    }
+    let _ = writeln!(
+        out,
+        "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5} {:<11}  {}",
+        r.device_time,
+        r.seq,
+        r.ext_seq,
+        r.kind.name(),
+        r.gap,
+        r.heard_by.len(),
+        r.auth.name(),
+        readings.join(" ")
+    );
+    out
+}
+
 /// An `order=desc` answer written in device order (the oldest of the latest first).
 fn write_oldest_first(body: &str, format: OutputFormat, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     match format {
@@ -324,33 +423,9 @@ fn write_oldest_first(body: &str, format: OutputFormat, out: &mut dyn std::io::W
 
 /// A page as a table; `several`: a first column names each record's device.
 fn table(page: &RecordsPage, several: bool) -> String {
-    let mut out = String::new();
-    if several {
-        let _ = write!(out, "{:<21} ", "device");
-    }
-    let _ = writeln!(
-        out,
-        "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5} {:<11}  readings",
-        "device time", "seq", "ext seq", "kind", "gap", "heard", "auth"
-    );
+    let mut out = table_header(several);
     for r in &page.records {
-        let readings: Vec<String> =
-            r.readings.iter().map(|x| format!("{}={}", x.label, export::value_text(x.value))).collect();
-        if several {
-            let _ = write!(out, "{:<21} ", format!("{}:{}", r.dialect, r.device));
-        }
-        let _ = writeln!(
-            out,
-            "{:<30} {:>8} {:>10} {:<9} {:>5} {:>5} {:<11}  {}",
-            r.device_time,
-            r.seq,
-            r.ext_seq,
-            r.kind.name(),
-            r.gap,
-            r.heard_by.len(),
-            r.auth.name(),
-            readings.join(" ")
-        );
+        out.push_str(&table_row(r, several));
     }
     let _ = write!(out, "{} record(s)", page.count);
     if page.next_cursor.is_some() {

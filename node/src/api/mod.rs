@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 pub mod devices;
 pub mod export;
+pub mod follow;
 pub mod mesh_cli;
 mod members;
 pub mod limit;
@@ -63,6 +64,8 @@ pub struct App {
     pub fetcher: Option<proof::Fetcher>,
     /// Who may use the API.
     pub policy: auth::Policy,
+    /// Live tails open now, at most [`follow::MAX_FOLLOWERS`].
+    pub followers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The addresses this node actually bound.
@@ -169,6 +172,8 @@ pub struct RecordsQuery {
     pub order: Order,
     /// CSV: the reading labels that get a column each (default: those of the page).
     pub columns: Option<Vec<String>>,
+    /// A live tail ([`follow`]).
+    pub follow: bool,
 }
 
 /// The order of a records page.
@@ -237,6 +242,7 @@ impl RecordsQuery {
             cursor: None,
             order: Order::Asc,
             columns: None,
+            follow: false,
         };
         let mut seen: Vec<&str> = Vec::new();
         for (name, value) in params {
@@ -271,6 +277,13 @@ impl RecordsQuery {
                     }
                 }
                 "cursor" => q.cursor = Some(parse_cursor(value).map_err(err)?),
+                "follow" => {
+                    q.follow = match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(err(format!("{value:?} is not one of true, false"))),
+                    }
+                }
                 "columns" => q.columns = Some(value.split(',').filter(|l| !l.is_empty()).map(str::to_owned).collect()),
                 "order" => {
                     q.order = match value.as_str() {
@@ -286,8 +299,11 @@ impl RecordsQuery {
                         _ => return Err(err(format!("{value:?} is not one of true, false"))),
                     }
                 }
-                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, cursor, order, format, view, columns, proof)"))),
+                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, cursor, order, format, view, columns, follow, proof)"))),
             }
+        }
+        if q.follow && (q.proof || q.order == Order::Desc || q.cursor.is_some()) {
+            return Err(("follow".into(), "a live tail starts at from (or now), in device order, without proof".into()));
         }
         if q.columns.is_some() && q.format != Format::Csv {
             return Err(("columns".into(), "columns are for format=csv".into()));
@@ -335,6 +351,9 @@ async fn records(
         Err((p, m)) => return bad(&p, m),
     };
     let stream = StreamId::new(dialect, device);
+    if q.follow {
+        return follow::start(&app, stream, q, params.iter().any(|(k, _)| k == "from"));
+    }
     let shared = Arc::clone(&app.shared);
     let query = q.clone();
     let fetched = tokio::task::spawn_blocking(move || {
