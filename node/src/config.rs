@@ -193,7 +193,28 @@ impl File {
     pub fn load(path: &Path) -> Result<File, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
+        toml::from_str(&text).map_err(|e| {
+            // toml's own text spans several lines with a caret; one line names the place.
+            let message = match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_owned(),
+            };
+            ConfigError::Parse { path: path.to_owned(), message }
+        })
+    }
+
+    /// The line of `path` that sets `key` (`key = …`), if one does: to point at it when
+    /// its value is refused after parsing.
+    pub fn line_of(path: &Path, key: &str) -> Option<usize> {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines()
+            .position(|l| l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')))
+            .map(|i| i + 1)
     }
 
     /// Applies `over` on top of `self` (command-line flags over the file).

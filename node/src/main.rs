@@ -480,9 +480,22 @@ fn node(args: NodeArgs) -> ExitCode {
         new_streams_per_dialect: args.new_streams_per_dialect,
         ..File::default()
     };
+    let config_path = args.config.clone();
     let mut config = match file.overlay(flags).resolve() {
         Ok(c) => c,
-        Err(e) => return usage(e),
+        Err(e) => {
+            // A value from the config file: say where it is (unless the flag overrode it).
+            let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+            let place = match (&e, &config_path) {
+                (telemesh_node::config::ConfigError::Invalid { field, .. }, Some(path))
+                    if !std::env::args().any(|a| a == flag(field) || a.starts_with(&format!("{}=", flag(field)))) =>
+                {
+                    File::line_of(path, field).map(|line| format!(" (config file {} line {line})", path.display()))
+                }
+                _ => None,
+            };
+            return usage(format!("{e}{}", place.unwrap_or_default()));
+        }
     };
     open_files(&mut config);
 

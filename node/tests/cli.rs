@@ -52,7 +52,14 @@ fn bad_configuration_is_one_line_and_exit_64() {
     std::fs::write(&toml, "colour = \"red\"\n").expect("write");
     let (code, _, err) = run(&["node", "--config", toml.to_str().expect("utf-8")]);
     assert_eq!(code, 64);
-    assert!(err.contains("unknown field"), "{err}");
+    assert!(err.contains("bad.toml: line 1, column 1: unknown field `colour`"), "{err}");
+    // A value refused after parsing names its line too, unless a flag gave it.
+    std::fs::write(&toml, "mesh = \"ok\"\n\nflush_interval = \"soon\"\n").expect("write");
+    let (code, _, err) = run(&["node", "--data", data, "--config", toml.to_str().expect("utf-8")]);
+    assert_eq!(code, 64);
+    assert!(err.starts_with("telemesh: flush_interval:") && err.trim_end().ends_with("bad.toml line 3)"), "{err}");
+    let (_, _, err) = run(&["node", "--data", data, "--config", toml.to_str().expect("utf-8"), "--flush-interval", "later"]);
+    assert!(err.contains("\"later\"") && !err.contains("line 3"), "{err}");
     // A command line clap refuses is a usage error too; --help is not.
     for args in [vec!["node", "--colour", "red"], vec!["query", "iotstream"], vec!["query", "mqtt", "1"], vec!["query", "iotstream", "1", "--limit", "0"], vec!["query", "iotstream", "x"], vec!["query", "iotstream", "9-1"]] {
         let (code, _, err) = run(&args);
