@@ -128,23 +128,20 @@ impl AggregateQuery {
             to_ns: u64::MAX,
             format: Format::Json,
         };
-        let mut seen: Vec<&str> = Vec::new();
-        for (name, value) in params {
-            let err = |m: String| (name.clone(), m);
-            if seen.contains(&name.as_str()) {
-                return Err(err(format!("{name} given more than once")));
-            }
-            seen.push(name);
-            match name.as_str() {
+        let known = ["every", "fn", "from", "to", "format"];
+        for (name, value) in super::once(params, &known)? {
+            let err = |m: String| (name.to_owned(), m);
+            match name {
                 "every" => {
                     q.every_ns = parse_every(value).map_err(err)?;
-                    q.every = value.clone();
+                    q.every = value.to_owned();
                 }
                 "fn" => q.fns = parse_fns(value).map_err(err)?,
                 "from" => q.from_ns = parse_time(value).map_err(err)?,
                 "to" => q.to_ns = parse_time(value).map_err(err)?,
                 "format" => q.format = parse_format(value).map_err(err)?,
-                _ => return Err(err(format!("unknown parameter {name:?} (known: every, fn, from, to, format)"))),
+                // `once` lets no other name through.
+                _ => {}
             }
         }
         if q.from_ns > q.to_ns {

@@ -56,25 +56,22 @@ impl AlignQuery {
             label: None,
             format: Format::Json,
         };
-        let mut seen: Vec<&str> = Vec::new();
-        for (name, value) in params {
-            let err = |m: String| (name.clone(), m);
-            if seen.contains(&name.as_str()) {
-                return Err(err(format!("{name} given more than once")));
-            }
-            seen.push(name);
-            match name.as_str() {
+        let known = ["streams", "every", "from", "to", "label", "format"];
+        for (name, value) in super::once(params, &known)? {
+            let err = |m: String| (name.to_owned(), m);
+            match name {
                 "streams" => q.streams = parse_streams(value).map_err(err)?,
                 "every" => {
                     q.every_ns = parse_every(value).map_err(err)?;
-                    q.every = value.clone();
+                    q.every = value.to_owned();
                 }
                 "from" => q.from_ns = parse_time(value).map_err(err)?,
                 "to" => q.to_ns = parse_time(value).map_err(err)?,
                 "label" if value.is_empty() => return Err(err("label is empty".into())),
-                "label" => q.label = Some(value.clone()),
+                "label" => q.label = Some(value.to_owned()),
                 "format" => q.format = parse_format(value).map_err(err)?,
-                _ => return Err(err(format!("unknown parameter {name:?} (known: streams, every, from, to, label, format)"))),
+                // `once` lets no other name through.
+                _ => {}
             }
         }
         if q.streams.is_empty() {

@@ -50,14 +50,10 @@ impl DevicesQuery {
     /// Parses query parameters; an unknown, repeated or bad one is an error naming it.
     pub fn parse(params: &[(String, String)]) -> Result<DevicesQuery, (String, String)> {
         let mut q = DevicesQuery { dialect: None, stale_ns: None, limit: DEFAULT_LIMIT, after: None };
-        let mut seen: Vec<&str> = Vec::new();
-        for (name, value) in params {
-            let err = |m: String| (name.clone(), m);
-            if seen.contains(&name.as_str()) {
-                return Err(err(format!("{name} given more than once")));
-            }
-            seen.push(name);
-            match name.as_str() {
+        let known = ["dialect", "stale", "limit", "cursor"];
+        for (name, value) in super::once(params, &known)? {
+            let err = |m: String| (name.to_owned(), m);
+            match name {
                 "dialect" => q.dialect = Some(value.parse().map_err(|e: telemesh_proto::wire::UnknownDialect| err(e.to_string()))?),
                 "stale" => {
                     let d = humantime::parse_duration(value).map_err(|e| err(format!("{value:?}: {e} (e.g. 10m, 1h)")))?;
@@ -70,7 +66,8 @@ impl DevicesQuery {
                     }
                 }
                 "cursor" => q.after = Some(parse_stream(value).map_err(err)?),
-                _ => return Err(err(format!("unknown parameter {name:?} (known: dialect, stale, limit, cursor)"))),
+                // `once` lets no other name through.
+                _ => {}
             }
         }
         Ok(q)

@@ -244,14 +244,10 @@ impl RecordsQuery {
             columns: None,
             follow: false,
         };
-        let mut seen: Vec<&str> = Vec::new();
-        for (name, value) in params {
-            let err = |m: String| (name.clone(), m);
-            if seen.contains(&name.as_str()) {
-                return Err(err(format!("{name} given more than once")));
-            }
-            seen.push(name);
-            match name.as_str() {
+        let known = ["from", "to", "limit", "cursor", "order", "format", "view", "columns", "follow", "proof"];
+        for (name, value) in once(params, &known)? {
+            let err = |m: String| (name.to_owned(), m);
+            match name {
                 "from" => q.from_ns = parse_time(value).map_err(err)?,
                 "to" => q.to_ns = parse_time(value).map_err(err)?,
                 "limit" => {
@@ -261,7 +257,7 @@ impl RecordsQuery {
                     }
                 }
                 "format" => {
-                    q.format = match value.as_str() {
+                    q.format = match value {
                         "json" => Format::Json,
                         "ndjson" => Format::Ndjson,
                         "csv" => Format::Csv,
@@ -270,7 +266,7 @@ impl RecordsQuery {
                     }
                 }
                 "view" => {
-                    q.view = match value.as_str() {
+                    q.view = match value {
                         "merged" => export::View::Merged,
                         "local" => export::View::Local,
                         _ => return Err(err(format!("{value:?} is not one of merged, local"))),
@@ -278,7 +274,7 @@ impl RecordsQuery {
                 }
                 "cursor" => q.cursor = Some(parse_cursor(value).map_err(err)?),
                 "follow" => {
-                    q.follow = match value.as_str() {
+                    q.follow = match value {
                         "true" => true,
                         "false" => false,
                         _ => return Err(err(format!("{value:?} is not one of true, false"))),
@@ -286,20 +282,21 @@ impl RecordsQuery {
                 }
                 "columns" => q.columns = Some(value.split(',').filter(|l| !l.is_empty()).map(str::to_owned).collect()),
                 "order" => {
-                    q.order = match value.as_str() {
+                    q.order = match value {
                         "asc" => Order::Asc,
                         "desc" => Order::Desc,
                         _ => return Err(err(format!("{value:?} is not one of asc, desc"))),
                     }
                 }
                 "proof" => {
-                    q.proof = match value.as_str() {
+                    q.proof = match value {
                         "true" => true,
                         "false" => false,
                         _ => return Err(err(format!("{value:?} is not one of true, false"))),
                     }
                 }
-                _ => return Err(err(format!("unknown parameter {name:?} (known: from, to, limit, cursor, order, format, view, columns, follow, proof)"))),
+                // `once` lets no other name through.
+                _ => {}
             }
         }
         if q.follow && (q.proof || q.order == Order::Desc || q.cursor.is_some()) {
@@ -524,7 +521,7 @@ async fn windows(State(app): State<App>, query: Result<Query<Vec<(String, String
     };
     let given = match once(&params, &["from", "limit", "cursor"]) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err((p, m)) => return bad(&p, m),
     };
     let mut from = 0u64;
     let mut limit = 10_000usize;
@@ -578,16 +575,16 @@ async fn windows(State(app): State<App>, query: Result<Query<Vec<(String, String
     response
 }
 
-/// The parameters given, each known and at most once; else the 400 naming the first
-/// that is not (every endpoint with parameters answers these alike).
-fn once<'a>(params: &'a [(String, String)], known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, Response> {
+/// The parameters given, each known and at most once; else the parameter to name in a
+/// 400 and why — so every endpoint refuses unknown and repeated parameters alike.
+pub(crate) fn once<'a>(params: &'a [(String, String)], known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, (String, String)> {
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (name, value) in params {
         if seen.iter().any(|(n, _)| n == name) {
-            return Err(bad(name, format!("{name} given more than once")));
+            return Err((name.clone(), format!("{name} given more than once")));
         }
         if !known.contains(&name.as_str()) {
-            return Err(bad(name, format!("unknown parameter {name:?} (known: {})", known.join(", "))));
+            return Err((name.clone(), format!("unknown parameter {name:?} (known: {})", known.join(", "))));
         }
         seen.push((name, value));
     }
