@@ -122,17 +122,11 @@ pub async fn devices(State(app): State<App>, query: Result<Query<Vec<(String, St
         Ok(q) => q,
         Err((p, m)) => return bad(&p, m),
     };
-    let sealed: BTreeMap<StreamId, Sealed> = {
-        let index = crate::mesh::read(&app.windows);
-        let mut out: BTreeMap<StreamId, Sealed> = BTreeMap::new();
-        for s in index.from(0, usize::MAX) {
-            let e = out.entry(s.window.stream).or_default();
-            e.windows += 1;
-            e.records += u64::from(s.count);
-            e.last_window = e.last_window.max(Some(s.window.start));
-        }
-        out
-    };
+    let sealed: BTreeMap<StreamId, Sealed> = crate::mesh::read(&app.windows)
+        .per_stream()
+        .into_iter()
+        .map(|(id, (windows, records, last))| (id, Sealed { windows, records, last_window: Some(last) }))
+        .collect();
     let shared = Arc::clone(&app.shared);
     let q2 = q.clone();
     let page = tokio::task::spawn_blocking(move || page(&shared, &q2, sealed)).await;

@@ -105,6 +105,19 @@ impl Index {
         self.windows.values().filter(|s| s.window.start >= from).take(limit).copied().collect()
     }
 
+    /// For each stream: the windows held, the records in them, and the latest one's start
+    /// (without copying every summary).
+    pub fn per_stream(&self) -> BTreeMap<StreamId, (usize, u64, u64)> {
+        let mut out: BTreeMap<StreamId, (usize, u64, u64)> = BTreeMap::new();
+        for s in self.windows.values() {
+            let e = out.entry(s.window.stream).or_default();
+            e.0 += 1;
+            e.1 += u64::from(s.count);
+            e.2 = e.2.max(s.window.start);
+        }
+        out
+    }
+
     /// The streams of the windows held.
     pub fn streams(&self) -> impl Iterator<Item = StreamId> + '_ {
         self.digests.keys().copied()
