@@ -5,7 +5,7 @@
 //! cargo bench -p telemesh-benches --bench auth -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
-//! For each of IoTStream DATA with 5 readings (the seed 001 example, 32 + 12 bytes) and
+//! For each of IoTStream DATA with 5 readings (the Mini-RFC's example, 32 + 12 bytes) and
 //! TinyTelemetry DATA with 10 readings (63 + 12 bytes):
 //! - `decode`: `Repr::decode` of the plain datagram (the baseline, as in `decode.rs`);
 //! - `tag`: `auth::open` alone — the keyed BLAKE3 over the domain, datagram and counter,

@@ -6,9 +6,9 @@
 //! ```
 //!
 //! The packets:
-//! - iotstream: DATA with 5 readings, seed 001's worked example (checksum by the §4.2 rule);
+//! - iotstream: DATA with 5 readings, the IoTStream v1 Mini-RFC's worked example (checksum by its rule);
 //! - tinytelemetry: DATA with 10 readings (mixed sensor types);
-//! - secure: seed 002's frame, payload `CPU=72.3;MEM=41.2;TEMP=67.5`.
+//! - secure: the secure telemetry collection README's frame, payload `CPU=72.3;MEM=41.2;TEMP=67.5`.
 //!
 //! Each iteration decodes the bytes into a `Repr` and passes it to `black_box`, so the
 //! measurement includes validation (checksum, counts, payload syntax and float parsing for
@@ -25,7 +25,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use telemesh_proto::wire::{iotstream, secure, tinytelemetry};
 
-/// Seed 001 §4.2: device 1001, seq 1, timestamp 245642102, five readings.
+/// The Mini-RFC's worked example: device 1001, seq 1, timestamp 245642102, five readings.
 fn iotstream_data_5() -> Vec<u8> {
     iotstream::Repr::new(
         iotstream::MsgType::Data,
@@ -58,7 +58,7 @@ fn tinytelemetry_data_10() -> Vec<u8> {
     .to_bytes()
 }
 
-/// Seed 002's example frame: client 7, seq 42, timestamp in Unix ns.
+/// The secure telemetry collection README's example frame: client 7, seq 42, timestamp in Unix ns.
 fn secure_frame() -> Vec<u8> {
     secure::Repr::new(
         7,

@@ -1,5 +1,5 @@
-//! `telemesh-bench disk`: bytes on disk per reading for a seed-001 workload, against the
-//! raw datagram bytes and against the seeds' CSV log.
+//! `telemesh-bench disk`: bytes on disk per reading for the IoTStream v1 Mini-RFC's
+//! workload, against the raw datagram bytes and against the source documents' CSV log.
 //!
 //! The workload: `--devices` IoTStream sensors (default 1,000) reporting every second for
 //! `--hours` (default 1) — INIT, then DATA (five readings) 80 % / HEARTBEAT 20 %, as
@@ -99,7 +99,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     shared.table().evict_idle(u64::MAX, store.as_ref())?;
     telemesh_node::flush(&shared)?;
 
-    // The seeds' CSV log of the same records (their columns, plus readings).
+    // The source documents' CSV log of the same records (their columns, plus readings).
     let mut csv_bytes = 0u64;
     let mut stored = 0u64;
     let node_id = store.node_id().to_owned();
@@ -130,6 +130,6 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     println!("|---|---:|---:|");
     println!("| telemesh store on disk (sled, sealed windows) | {on_disk} | **{:.2}** |", per(on_disk));
     println!("| raw datagrams | {datagram_bytes} | {:.2} |", per(datagram_bytes));
-    println!("| seeds' CSV log (+ readings) | {csv_bytes} | {:.2} |", per(csv_bytes));
+    println!("| source documents' CSV log (+ readings) | {csv_bytes} | {:.2} |", per(csv_bytes));
     Ok(())
 }

@@ -29,7 +29,7 @@ enum Command {
     Ingest(ingest::Opts),
     /// RaptorQ repair: decode failure rate from exactly m, m+1, m+2 repair symbols.
     DecodeFailure(decode_failure::Opts),
-    /// Bytes on disk per reading for a seed-001 workload, against raw datagrams and CSV.
+    /// Bytes on disk per reading for the IoTStream Mini-RFC's workload, against raw datagrams and CSV.
     Disk(disk::Opts),
     /// Nodes on loopback (real processes, relays) under independent loss: repair bytes per repaired byte, time to the same root.
     Mesh(mesh::Opts),
@@ -37,7 +37,7 @@ enum Command {
     Repair(repair::Opts),
     /// Overlay bytes per record per node (gossip, provenance, summary exchange) as sites grow, simulated.
     Scale(scale::Opts),
-    /// Seed 002's load table: 1/5/10 DTLS clients at 1,000/5,000/20,000 frames/s, beside plain IoTStream.
+    /// The secure README's load table: 1/5/10 DTLS clients at 1,000/5,000/20,000 frames/s, beside plain IoTStream.
     Secure(secure::Opts),
 }
 

@@ -1,4 +1,5 @@
-//! `telemesh-bench secure`: seed 002's load table. 1, 5 and 10 DTLS clients send seed-002
+//! `telemesh-bench secure`: the secure telemetry collection README's load table. 1, 5 and 10
+//! DTLS clients send its
 //! frames (`CPU=…;MEM=…;TEMP=…`, one frame per DTLS record) at 1,000, 5,000 and 20,000
 //! frames/s in total to a real `telemesh node` process, and beside each the same load in
 //! the plain binary dialect (IoTStream DATA with the same three values, one UDP socket per
@@ -68,7 +69,7 @@ pub struct Opts {
 /// What the clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
-    /// Seed-002 frames over DTLS 1.2.
+    /// The secure telemetry collection README's frames over DTLS 1.2.
     Secure,
     /// IoTStream DATA datagrams, the same three values: the baseline.
     Plain,
@@ -134,7 +135,7 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// CPU, MEM and TEMP for frame `n` of a client: the seed's example, moving a little.
+/// CPU, MEM and TEMP for frame `n` of a client: the secure README's example, moving a little.
 fn values(n: u64) -> [f64; 3] {
     let wobble = (n % 200) as f64 / 10.0 - 10.0;
     [72.3 + wobble, 41.2 + wobble / 4.0, 67.5 + wobble / 2.0].map(|v| (v * 10.0).round() / 10.0)

@@ -25,7 +25,7 @@ pub struct Config {
     pub iotstream: Option<SocketAddr>,
     /// TinyTelemetry v1 listener; `None` = off.
     pub tinytelemetry: Option<SocketAddr>,
-    /// Secure (seed-002 over DTLS) listener; `None` = off.
+    /// Secure (the secure telemetry collection README's frame over DTLS) listener; `None` = off.
     pub secure: Option<SocketAddr>,
     /// A real PKI for the secure listener (all three or none): the CA that signs device
     /// certificates, and the node's certificate and key. `None`: the built-in CA of
@@ -49,7 +49,7 @@ pub struct Config {
     pub iotstream_timestamp: TimestampUnit,
     /// Records reach disk within this interval (and on SIGINT/SIGTERM).
     pub flush_interval: Duration,
-    /// Reorder window: packets and time (seed 003: 10 / 2 s).
+    /// Reorder window: packets and time (the TinyTelemetry v1 design document's: 10 / 2 s).
     pub reorder: stream::Config,
     /// Per-stream states kept in memory; the least recently active beyond this are
     /// written to the store and dropped from memory.

@@ -140,7 +140,7 @@ struct NodeArgs {
     /// TinyTelemetry v1 UDP listener, or "off". [default: 0.0.0.0:5000]
     #[arg(long, value_name = "ADDR")]
     tinytelemetry: Option<String>,
-    /// Secure (seed-002 frames over DTLS 1.2, client certificates) UDP listener, or "off".
+    /// Secure (secure telemetry README frames over DTLS 1.2, client certificates) UDP listener, or "off".
     /// [default: 0.0.0.0:5006]
     #[arg(long, value_name = "ADDR")]
     secure: Option<String>,

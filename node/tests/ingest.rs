@@ -269,7 +269,7 @@ fn formats_and_bad_parameters() {
     common::wait_received(&node, 3);
     let base = format!("{}/v1/streams/iotstream/5/records", node.url());
 
-    // The seeds' per-packet log is this node's own view: arrival times and duplicate flags.
+    // The source documents' per-packet log is this node's own view: arrival times and duplicate flags.
     let csv = common::get_text(&format!("{base}?format=csv&view=local"));
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "device_id,seq,timestamp,arrival_time,msg_type,duplicate_flag,gap_flag,gap_size,reading_count,ext_seq,device_time,heard_by,auth,r1,other");

@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "corpus")
 MAX_SENSOR_DATAGRAM = 200
 
-# ---------------------------------------------------------------- IoTStream v1 (seed 001)
+# ---------------------------------------------------------------- IoTStream v1 (the Mini-RFC)
 # header !BBHHIBB: version, type (INIT 0, DATA 1, HEARTBEAT 2), device, seq, timestamp,
 # batch, checksum = sum(header[0..=10]) mod 256; then batch x f32 BE.
 
@@ -69,7 +69,7 @@ def iotstream():
     return c
 
 
-# ---------------------------------------------------------------- TinyTelemetry v1 (seed 003)
+# ---------------------------------------------------------------- TinyTelemetry v1 (its design document)
 # header !BBHII: version, type (DATA 1, HEARTBEAT 2), device (>0), seq u32, timestamp u32;
 # DATA: count u8 (1..=37) + count x (sensor type u8 in {1,2,3}, f32 BE).
 
@@ -107,7 +107,7 @@ def tinytelemetry():
     return c
 
 
-# ---------------------------------------------------------------- secure frame (seed 002)
+# ---------------------------------------------------------------- secure frame (the secure README)
 # client u32, seq u64, timestamp u64 (Unix ns), payload length u16, UTF-8 KEY=VALUE;...
 MAX_FRAME = 1200
 

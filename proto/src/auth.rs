@@ -1,5 +1,5 @@
 //! Authenticated datagrams for the plain dialects (IoTStream, TinyTelemetry): a trailer
-//! after the seed's datagram carrying a per-device counter and a truncated keyed-BLAKE3
+//! after the plain datagram carrying a per-device counter and a truncated keyed-BLAKE3
 //! tag, and a replay window on the counter. Pure: no I/O, no clock.
 //!
 //! ```text
@@ -14,7 +14,7 @@
 //! N, the length of the seed datagram, is read from its own header (IoTStream: 12 + 4 ×
 //! batch; TinyTelemetry: 12 for a HEARTBEAT, 13 + 5 × count for DATA), so a datagram that
 //! lost bytes of its trailer is told apart from one whose tag is wrong. Without the
-//! trailer the bytes are exactly the seed's datagram. `docs/protocol.md` is the reference.
+//! trailer the bytes are exactly the plain datagram. `docs/protocol.md` is the reference.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -63,7 +63,7 @@ impl Kind {
             Kind::Heartbeat => "heartbeat",
         }
     }
-    /// Upper-case form used in the seeds' CSV log (`msg_type` column).
+    /// Upper-case form used in the source documents' CSV log (`msg_type` column).
     pub fn csv_name(self) -> &'static str {
         match self {
             Kind::Init => "INIT",
@@ -157,10 +157,11 @@ impl Readings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TimestampUnit {
-    /// Unix milliseconds mod 2^32, unwrapped against the collector's clock (seed 001 §6.2).
+    /// Unix milliseconds mod 2^32, unwrapped against the collector's clock (as the IoTStream v1 Mini-RFC's
+    /// latency measurement reads it).
     #[default]
     Ms,
-    /// Unix seconds (seed 001 Table 3).
+    /// Unix seconds (as the Mini-RFC's header table says).
     S,
 }
 
@@ -542,7 +543,7 @@ mod tests {
 
     #[test]
     fn unwrap_millis_against_clock() {
-        // Seed 001's example: 245642102 = 1765477200758 mod 2^32, received at 1765477200.758614.
+        // The Mini-RFC's example: 245642102 = 1765477200758 mod 2^32, received at 1765477200.758614.
         assert_eq!(unwrap_u32(245_642_102, 1_765_477_200_759), 1_765_477_200_758);
         // Near a wrap: the device stamped just before 2^32, the collector reads just after.
         let wrap = 410u64 << 32;

@@ -2,7 +2,7 @@
 //!
 //! Pure and bounded: one [`State`] is a few hundred bytes whatever the stream's length.
 //! Duplicate detection keeps a 2048-bit window of recently seen extended sequence
-//! numbers (the seeds keep a 2000-entry set); for anything outside it — older, or from a
+//! numbers (the Mini-RFC's collector keeps a 2000-entry set); for anything outside it — older, or from a
 //! previous boot — the state asks the caller, who looks in the store (see
 //! [`State::observe`]). The store is the exact authority; the window only saves lookups.
 
@@ -14,7 +14,7 @@ use crate::record::{Kind, Record};
 pub const SEEN_WINDOW: u64 = 2048;
 const WORDS: usize = (SEEN_WINDOW / 64) as usize;
 
-/// Reorder window (seed 003: 10 packets, 2 seconds).
+/// Reorder window (the TinyTelemetry v1 design document's: 10 packets, 2 seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// An arrival at most this many sequence numbers behind the highest is "reordered"…

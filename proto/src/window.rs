@@ -391,7 +391,7 @@ pub fn assemble(prefix: &[u8], slots: &[u8]) -> Result<Vec<u8>, Error> {
 ///   timestamp minus (the previous one + the offset delta in time units), which is 0
 ///   when the raw timestamp counts in the detected unit (IoTStream ms, TinyTelemetry s)
 /// shapes: count varint, (kind u8, readings form u8, readings count u8)… sorted, and a
-///   shape index column (a seed-001 window has three shapes: INIT, DATA×5, HEARTBEAT)
+///   shape index column (an IoTStream window has three shapes: INIT, DATA×5, HEARTBEAT)
 /// f32 values: scale u8 (decimal digits; 255 = raw bits) + column (biased)
 /// sensor codes column
 /// f64 values: scale u8 + column (biased) | keys: count varint, (len u8, bytes)…, key index column

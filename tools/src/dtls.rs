@@ -1,4 +1,4 @@
-//! A DTLS 1.2 client for the secure dialect (seed 002), with the `openssl` crate: the
+//! A DTLS 1.2 client for the secure dialect (the secure telemetry collection README), with the `openssl` crate: the
 //! sensor simulator's and the benchmarks' side of the node's secure listener.
 //!
 //! One [`Session`] per device and destination, each over its own connected UDP socket (the

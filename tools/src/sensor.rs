@@ -1,5 +1,6 @@
 //! The sensor simulator behind `telemesh-sensor`: many devices in one process, speaking
-//! IoTStream v1 (seed 001), TinyTelemetry v1 (seed 003) or the secure frame (seed 002) over
+//! IoTStream v1 (the IoTStream v1 Mini-RFC), TinyTelemetry v1 (the TinyTelemetry v1 design
+//! document) or the secure frame (the secure telemetry collection README) over
 //! DTLS 1.2 ([`crate::dtls`]).
 //!
 //! Two layers, kept apart so that tests and the testnet can reuse the first without
@@ -18,12 +19,13 @@
 //!   at each reporting interval it sends DATA with probability 0.8 (a batch of `batch`
 //!   readings, default 5, plausible temperatures 20–30 °C) or HEARTBEAT (no payload).
 //!   seq increments per packet and wraps at 65536. The timestamp is Unix milliseconds mod
-//!   2^32 (seed 001 §6.2 and its worked example; DESIGN.md), or Unix seconds by option.
+//!   2^32 (the Mini-RFC's latency measurement and worked example; `docs/design.md`), or Unix
+//!   seconds by option.
 //! * **TinyTelemetry**: no INIT; DATA/HEARTBEAT with the same 80/20 rule; DATA carries
 //!   `batch` readings (default 1) whose sensor type cycles temperature → humidity →
 //!   voltage with plausible values (20–30 °C, 30–70 %, 3.0–3.6 V); seq is a u32 from 0;
 //!   the timestamp is Unix seconds.
-//! * **Secure** (seed 002): no INIT; DATA (80 %) carries the seed's payload
+//! * **Secure** (the secure README): no INIT; DATA (80 %) carries the README's payload
 //!   `CPU=72.3;MEM=41.2;TEMP=67.5`, each value a bounded random walk per device with one
 //!   decimal (CPU and MEM 1–99 %, TEMP 35–90 °C); HEARTBEAT (20 %) is a frame with an empty
 //!   payload; seq is a u64 from 1; the timestamp is Unix nanoseconds. Each device speaks
@@ -34,7 +36,7 @@
 //!
 //! * Interval mode (default): each device boots at a random offset in `[0, interval)` —
 //!   so that a hundred devices do not all fire in the same millisecond — and then sends
-//!   one packet per `interval × (1 ± jitter)` (jitter 10 %, seed 001 §5.1).
+//!   one packet per `interval × (1 ± jitter)` (jitter 10 %, as in the Mini-RFC).
 //! * Rate mode (`rate`): `rate` packets per second in total, the devices served
 //!   round-robin (device *i*'s *j*-th packet is packet number `j·n + i`, due at that
 //!   number / `rate`); no jitter. For load tests.
@@ -85,20 +87,22 @@ use tinytelemetry::SensorType;
 
 use crate::dtls;
 
-/// Probability that a reporting interval produces DATA rather than HEARTBEAT (seed 001
-/// §4.2, Table 6).
+/// Probability that a reporting interval produces DATA rather than HEARTBEAT (the
+/// Mini-RFC's message type distribution).
 pub const DATA_PROBABILITY: f64 = 0.8;
-/// Default interval jitter: ±10 % (seed 001 §5.1).
+/// Default interval jitter: ±10 % (the Mini-RFC's).
 pub const DEFAULT_JITTER: f64 = 0.1;
-/// Default IoTStream batch: five readings per DATA (seed 001 §3.1, §5.2).
+/// Default IoTStream batch: five readings per DATA (the Mini-RFC's payload format and
+/// batching).
 pub const IOTSTREAM_DEFAULT_BATCH: usize = 5;
-/// Default TinyTelemetry batch: one reading per DATA (seed 003, `batch_size` default).
+/// Default TinyTelemetry batch: one reading per DATA (the TinyTelemetry document's `batch_size`
+/// default).
 pub const TINYTELEMETRY_DEFAULT_BATCH: usize = 1;
-/// Default collector port for IoTStream (seed 001 §4.1).
+/// Default collector port for IoTStream (the Mini-RFC's).
 pub const IOTSTREAM_DEFAULT_PORT: u16 = 5005;
-/// Default collector port for TinyTelemetry (seed 003).
+/// Default collector port for TinyTelemetry (its design document's).
 pub const TINYTELEMETRY_DEFAULT_PORT: u16 = 5000;
-/// Default collector port for the secure dialect (seed 002, DTLS).
+/// Default collector port for the secure dialect (DTLS).
 pub const SECURE_DEFAULT_PORT: u16 = 5006;
 /// How long [`run_secure`] waits for every DTLS handshake before it starts sending, unless told.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -258,9 +262,10 @@ pub fn parse_dialect(s: &str) -> Result<Dialect, ParseError> {
 /// The unit of an IoTStream timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampUnit {
-    /// Unix milliseconds mod 2^32 (the default: seed 001 §6.2 and its worked example).
+    /// Unix milliseconds mod 2^32 (the default: the Mini-RFC's latency measurement and
+    /// worked example).
     Millis,
-    /// Unix seconds (seed 001 Table 3; TinyTelemetry always uses this).
+    /// Unix seconds (the Mini-RFC's header table; TinyTelemetry always uses this).
     Seconds,
 }
 
@@ -518,7 +523,7 @@ pub enum Reading {
         sensor: SensorType,
         value: f32,
     },
-    /// A secure-frame reading: `KEY=VALUE` with one of the seed's keys.
+    /// A secure-frame reading: `KEY=VALUE` with one of the secure README's keys.
     Keyed { key: Metric, value: f64 },
     /// An IoTStream reading (the dialect carries no type).
     Plain(f32),
@@ -541,7 +546,7 @@ impl Reading {
     }
 }
 
-/// The keys of seed 002's payload, `CPU=72.3;MEM=41.2;TEMP=67.5`, in that order.
+/// The keys of the secure README's payload, `CPU=72.3;MEM=41.2;TEMP=67.5`, in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Metric {
@@ -565,7 +570,7 @@ impl Metric {
         }
     }
 
-    /// Where the random walk starts (the seed's example), how far it may go, and its step.
+    /// Where the random walk starts (the secure README's example), how far it may go, and its step.
     fn walk(self) -> (f64, f64, f64, f64) {
         match self {
             Metric::Cpu => (72.3, 1.0, 99.0, 4.0),
@@ -965,7 +970,7 @@ fn make_readings(
 }
 
 /// A secure DATA frame's readings: each of CPU, MEM and TEMP takes a step of its random
-/// walk, stays in its range, and is reported with one decimal, as the seed's example.
+/// walk, stays in its range, and is reported with one decimal, as the secure README's example.
 fn walk(gauges: &mut [f64; 3], rng: &mut ChaCha8Rng) -> Vec<Reading> {
     Metric::ALL
         .iter()
@@ -1614,7 +1619,7 @@ fn unix_ns_now() -> u64 {
 mod tests {
     use super::*;
 
-    /// Seed 001 §7.2's INIT: Unix ms 1765477199815 ≡ 245641159 (its client timestamp)
+    /// The INIT of the Mini-RFC's example session: Unix ms 1765477199815 ≡ 245641159 (its client timestamp)
     /// mod 2^32.
     const T0: u64 = 1_765_477_199_815;
 
@@ -2189,7 +2194,7 @@ mod tests {
                 }
             }
         }
-        // The first DATA starts near the seed's example, and the values move.
+        // The first DATA starts near the secure README's example, and the values move.
         let payload = |p: &Packet| secure::Repr::decode(&p.datagram).expect("frame").payload().to_owned();
         let cpu: std::collections::BTreeSet<String> =
             data.iter().map(|p| payload(p).split(';').next().unwrap_or("").to_owned()).collect();

@@ -1,4 +1,4 @@
-//! How records leave the node: JSON, NDJSON and the seeds' CSV log columns.
+//! How records leave the node: JSON, NDJSON and the source documents' CSV log columns.
 
 use serde::{Deserialize, Serialize, Serializer};
 use telemesh_proto::record::{Kind, Value};
@@ -163,8 +163,8 @@ pub fn views(records: &[StoredRecord], before: Option<&StoredRecord>, node_id: &
         .collect()
 }
 
-/// The CSV columns before the readings: the seeds' per-packet log columns (IoTStream v1
-/// Mini-RFC, TinyTelemetry v1 design document), then telemesh's.
+/// The CSV columns before the readings: the per-packet log columns of the IoTStream v1
+/// Mini-RFC and the TinyTelemetry v1 design document, then telemesh's.
 pub const CSV_COLUMNS: [&str; 13] = [
     "device_id",
     "seq",
@@ -209,7 +209,7 @@ pub fn csv_labels(views: &[RecordView]) -> Vec<String> {
 
 /// `views` as CSV: [`CSV_COLUMNS`], a column per reading label of `labels` (by default
 /// [`csv_labels`]), and [`CSV_OTHER`]; quoted as RFC 4180 says (the `csv` crate).
-/// `arrival_time` is Unix seconds with microseconds, as the seeds log it (empty in the
+/// `arrival_time` is Unix seconds with microseconds, as the source documents log it (empty in the
 /// merged view, with `duplicate_flag`).
 pub fn csv(views: &[RecordView], labels: Option<&[String]>) -> String {
     let default;

@@ -650,7 +650,7 @@ mod tests {
         let bare = Announced { summary: widest, index: None, row: Row::All, others: Vec::new() };
         assert_eq!(encode_announces(&vec![bare; MAX_ANNOUNCE], [0; 8], unsigned).len(), 1);
 
-        // 60 seed-001 DATA records one second apart, seq 100.., none missing.
+        // 60 IoTStream DATA records of five readings one second apart, seq 100.., none missing.
         let records: Vec<Record> = (0..60u64)
             .map(|i| Record {
                 stream,

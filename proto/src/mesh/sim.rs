@@ -1522,7 +1522,7 @@ impl Sim {
 }
 
 /// Sensors for a benchmark: IoTStream devices `1..=devices`, each sending one DATA report
-/// of five readings (the seed-001 packet: a 32-byte datagram, a 32-byte slot) every
+/// of five readings (the Mini-RFC's packet: a 32-byte datagram, a 32-byte slot) every
 /// `period_ns` of device time for `minutes` whole windows, from `start_ns` (a window
 /// boundary). Device `d` sends at `start + k·period + d·period / (devices + 1)` with seq `k`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

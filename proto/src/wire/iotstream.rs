@@ -1,4 +1,4 @@
-//! IoTStream v1 (seed 001), as `../shared/DESIGN.md` binds it.
+//! IoTStream v1, as the IoTStream v1 Mini-RFC defines it, with the choices of `docs/design.md`.
 //!
 //! ```text
 //!  0        1        2        4        6                10       11       12
@@ -11,7 +11,8 @@
 //! type: INIT = 0, DATA = 1, HEARTBEAT = 2. INIT and HEARTBEAT carry batch 0 and no
 //! payload; DATA carries 1..=47 readings (47 × 4 + 12 = 200 bytes, the size limit).
 //! checksum = (sum of header bytes 0..=10) mod 256. The timestamp is Unix milliseconds
-//! mod 2^32 by default (seed 001 §6.2 and its worked example), seconds by option.
+//! mod 2^32 by default (the Mini-RFC's latency measurement and its worked example), seconds by
+//! option.
 
 use super::{be, Error, MAX_SENSOR_DATAGRAM};
 
@@ -60,7 +61,7 @@ impl MsgType {
     }
 }
 
-/// The checksum rule of seed 001 §4.2: sum of header bytes 0..=10, mod 256.
+/// The Mini-RFC's checksum rule: sum of header bytes 0..=10, mod 256.
 pub fn checksum(header: &[u8]) -> u8 {
     header[..field::CHECKSUM].iter().fold(0u8, |acc, b| acc.wrapping_add(*b))
 }
@@ -274,9 +275,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Seed 001 §4.2's example: device 1001, seq 1, timestamp 245642102, DATA, batch 5,
+    /// The Mini-RFC's worked example: device 1001, seq 1, timestamp 245642102, DATA, batch 5,
     /// readings 29.37 23.53 22.61 22.04 22.99. Built by hand from Table 5; the checksum is
-    /// the §4.2 rule (0x4f), not the example's 0xf2, which no reading of the rule gives.
+    /// the rule (0x4f), not the example's 0xf2, which no reading of the rule gives.
     const SEED_EXAMPLE: [u8; 32] = [
         0x01, 0x01, // version 1, DATA
         0x03, 0xe9, // device 1001
@@ -320,7 +321,7 @@ mod tests {
 
     #[test]
     fn init_golden() {
-        // INIT, device 1001, seq 0, timestamp 245641159 (the §7.2 trace), batch 0.
+        // INIT, device 1001, seq 0, timestamp 245641159 (the Mini-RFC's example session), batch 0.
         let r = Repr::decode(&INIT).expect("valid INIT");
         assert_eq!((r.msg_type, r.device, r.seq, r.timestamp), (MsgType::Init, 1001, 0, 245_641_159));
         assert!(r.readings().is_empty());

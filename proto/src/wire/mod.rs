@@ -13,7 +13,8 @@ pub mod tinytelemetry;
 
 use std::fmt;
 
-/// Largest datagram the two sensor dialects allow (seed 001 §1.3, seed 003 "Packet Size").
+/// Largest datagram the two sensor dialects allow (the Mini-RFC's and the TinyTelemetry
+/// document's packet size limit).
 pub const MAX_SENSOR_DATAGRAM: usize = 200;
 
 /// A dialect: which wire format a datagram (and so a stream) speaks.
@@ -21,11 +22,11 @@ pub const MAX_SENSOR_DATAGRAM: usize = 200;
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
-    /// IoTStream v1 (seed 001), default UDP port 5005.
+    /// IoTStream v1 (the IoTStream v1 Mini-RFC), default UDP port 5005.
     Iotstream,
-    /// TinyTelemetry v1 (seed 003), default UDP port 5000.
+    /// TinyTelemetry v1 (the TinyTelemetry v1 design document), default UDP port 5000.
     Tinytelemetry,
-    /// The seed-002 secure frame, carried over DTLS, default UDP port 5006.
+    /// The secure telemetry collection README's frame, carried over DTLS, default UDP port 5006.
     Secure,
 }
 

@@ -1,4 +1,4 @@
-//! The secure telemetry frame (seed 002), carried inside DTLS 1.2.
+//! The secure telemetry frame (the secure telemetry collection README), carried inside DTLS 1.2.
 //!
 //! ```text
 //!  0                 4                               12                              20       22
@@ -225,7 +225,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Client 7, seq 42, timestamp 1765477200758614000 ns, payload "CPU=72.3;MEM=41.2;TEMP=67.5"
-    /// (seed 002's example), hand-built from the field table.
+    /// (the README's example), hand-built from the field table.
     fn golden() -> Vec<u8> {
         let mut v = vec![
             0x00, 0x00, 0x00, 0x07, // client 7

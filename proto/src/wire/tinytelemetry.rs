@@ -1,4 +1,4 @@
-//! TinyTelemetry v1 (seed 003).
+//! TinyTelemetry v1 (the TinyTelemetry v1 design document).
 //!
 //! ```text
 //!  0        1        2        4                 8                 12       13
@@ -9,7 +9,7 @@
 //! ```
 //!
 //! type: DATA = 1 (count byte and readings follow), HEARTBEAT = 2 (header only).
-//! Validation rules (seed 003, binding): version 1, type 1 or 2, device > 0, size ≤ 200,
+//! Validation rules (the design document's, kept as they are): version 1, type 1 or 2, device > 0, size ≤ 200,
 //! DATA has at least one reading, count matches the length, sensor type 1, 2 or 3.
 
 use super::{be, Error, MAX_SENSOR_DATAGRAM};
@@ -235,7 +235,7 @@ impl Repr {
         Ok(r)
     }
 
-    /// Validates a checked packet against seed 003's rules.
+    /// Validates a checked packet against the design document's rules.
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Self, Error> {
         if packet.version() != VERSION {
             return Err(Error::BadVersion(packet.version()));
@@ -313,7 +313,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// DATA from device 1001, seq 3, timestamp 1698765435 (seed 003's CSV example),
+    /// DATA from device 1001, seq 3, timestamp 1698765435 (the design document's CSV example),
     /// two readings: temperature 21.5, humidity 40.25. Hand-built from the header diagram.
     const DATA: [u8; 23] = [
         0x01, 0x01, // version 1, DATA

@@ -1,4 +1,4 @@
-//! `telemesh-experiment`: the seeds' experiment plan through the relay — every scenario
+//! `telemesh-experiment`: the source documents' experiment plan through the relay — every scenario
 //! `--runs` times against three real `telemesh node`s on loopback, then markdown tables,
 //! `metrics.json`, per-run CSVs and SVG plots in `--out`. The logic lives in
 //! `telemesh_tools::experiment`; docs/experiments.md describes it.
@@ -18,7 +18,7 @@ use telemesh_tools::{cluster, sensor};
 
 const EXAMPLES: &str = "\
 Examples:
-  # the seeds' plan: every scenario, 5 runs of 60 s (about 30 minutes)
+  # the source documents' plan: every scenario, 5 runs of 60 s (about 30 minutes)
   telemesh-experiment
   # CI: every scenario once for 10 s (under 2 minutes)
   telemesh-experiment --quick
@@ -31,11 +31,11 @@ in $TELEMESH_BIN.
 
 Exit status: 0 when every run succeeded, 1 when one failed, 2 for bad options, 130 on Ctrl-C.";
 
-/// Runs the seeds' experiment scenarios against three telemesh nodes on loopback.
+/// Runs the source documents' experiment scenarios against three telemesh nodes on loopback.
 ///
 /// Each run starts sites a, b and c (one mesh), puts a relay with the scenario's
 /// impairment in front of each node's IoTStream port, and sends the simulated devices'
-/// datagrams to all three relays. It measures site a on its own (the seeds' metrics) and,
+/// datagrams to all three relays. It measures site a on its own (the source documents' metrics) and,
 /// once all nodes hold the same window roots, site a's merged view after mesh repair.
 #[derive(Debug, Parser)]
 #[command(name = "telemesh-experiment", version, verbatim_doc_comment, after_help = after_help())]

@@ -24,7 +24,7 @@ Examples:
   # Load test: 20,000 packets/s in total for 30 s
   telemesh-sensor --devices 1-1000 --rate 20000 --duration 30s --quiet
 
-  # The secure dialect (seed 002 over DTLS): one device, its certificate from the node
+  # The secure dialect (the secure telemetry README's frame over DTLS): one device, its certificate from the node
   telemesh certs device 1001 --out dev1001
   telemesh-sensor --dialect secure --cert dev1001/device.pem --key dev1001/device.key \
       --ca dev1001/ca.pem --count 20
@@ -41,12 +41,12 @@ Exit status: 0 when done or stopped by Ctrl-C, 2 for bad options, 1 for other er
 
 /// Simulates many telemetry sensors in one process and sends their UDP datagrams.
 ///
-/// IoTStream (seed 001): each device boots with INIT seq 0, then every interval sends
+/// IoTStream (the IoTStream v1 Mini-RFC): each device boots with INIT seq 0, then every interval sends
 /// DATA (80%, a batch of float readings) or HEARTBEAT (20%); the 16-bit seq wraps;
 /// timestamps are Unix milliseconds mod 2^32.
-/// TinyTelemetry (seed 003): DATA/HEARTBEAT by the same 80/20 rule, typed readings
+/// TinyTelemetry (the TinyTelemetry v1 design document): DATA/HEARTBEAT by the same 80/20 rule, typed readings
 /// (temperature, humidity, voltage), a 32-bit seq from 0, Unix-second timestamps.
-/// Secure (seed 002): frames over DTLS 1.2, one session per device and destination, with
+/// Secure (the secure telemetry collection README): frames over DTLS 1.2, one session per device and destination, with
 /// a certificate whose CN is the device id; DATA carries CPU=…;MEM=…;TEMP=…, HEARTBEAT an
 /// empty payload, a 64-bit seq from 1, Unix-nanosecond timestamps.
 ///
@@ -56,7 +56,7 @@ Exit status: 0 when done or stopped by Ctrl-C, 2 for bad options, 1 for other er
 struct Cli {
     /// Wire dialect: iotstream, tinytelemetry or secure.
     ///
-    /// secure (seed 002) is DTLS 1.2 and needs --cert, --key and --ca.
+    /// secure (the secure telemetry README's frame) is DTLS 1.2 and needs --cert, --key and --ca.
     #[arg(long, value_name = "DIALECT", default_value = "iotstream", value_parser = sensor::parse_dialect)]
     dialect: Dialect,
 
@@ -85,7 +85,7 @@ struct Cli {
 
     /// IoTStream timestamp unit: ms or s [default: ms].
     ///
-    /// ms: Unix milliseconds mod 2^32 (seed 001's example); s: Unix seconds.
+    /// ms: Unix milliseconds mod 2^32 (the IoTStream Mini-RFC's example); s: Unix seconds.
     /// TinyTelemetry timestamps are always Unix seconds.
     #[arg(long, value_name = "UNIT", value_parser = clap::value_parser!(TimestampUnit))]
     timestamp_unit: Option<TimestampUnit>,

@@ -51,7 +51,7 @@ struct Cli {
     #[arg(long, value_name = "D", default_value_t = 20)]
     devices: u16,
 
-    /// What the sensors speak: iotstream, or secure (seed-002 frames over DTLS; every site
+    /// What the sensors speak: iotstream, or secure (secure telemetry README frames over DTLS; every site
     /// issues each device a certificate with `telemesh certs device`).
     #[arg(long, value_name = "DIALECT", default_value = "iotstream", value_parser = sensor::parse_dialect)]
     dialect: telemesh_proto::wire::Dialect,

@@ -1,5 +1,6 @@
 //! Optional packet capture of a run (`--pcap`): `tcpdump` or, failing that, `tshark` on
-//! the loopback interface, as seed 001 §6.3 does. Capturing usually needs privileges; a
+//! the loopback interface, as the IoTStream v1 Mini-RFC's
+//! experiment plan does. Capturing usually needs privileges; a
 //! capturer that is missing or cannot start is reported, never an error of the run.
 
 use std::ffi::OsStr;

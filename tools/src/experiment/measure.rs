@@ -90,7 +90,7 @@ impl<'a> Truth<'a> {
         records.iter().filter_map(|r| self.find(r)).collect()
     }
 
-    /// Sequence gap count (seed 001 §6.2, seed 003's gap detection): per device, the
+    /// Sequence gap count (the Mini-RFC's gap count, the TinyTelemetry document's gap detection): per device, the
     /// packets missing between two received ones, in the device's send order (= sorted by
     /// client timestamp, with 16-bit wraparound taken care of by the truth's order).
     /// Packets lost before a device's first received one or after its last are not gaps.
@@ -111,7 +111,7 @@ impl<'a> Truth<'a> {
     }
 }
 
-/// What one site received on its own (the seeds' experiment: one collector).
+/// What one site received on its own (the source documents' experiment: one collector).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SiteMetrics {
     /// Packets the sensor sent (INIT, DATA and HEARTBEAT).

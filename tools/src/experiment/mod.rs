@@ -1,4 +1,5 @@
-//! The seeds' experiment plan (seed 001 §6, seed 003 "Testing Strategy"), run through the
+//! The source documents' experiment plan (the IoTStream v1 Mini-RFC's experimental evaluation
+//! plan, the TinyTelemetry v1 design document's testing strategy), run through the
 //! relay instead of netem: `telemesh-experiment`.
 //!
 //! * [`scenario`] — the five scenarios, their impairment, file names and seeds;
@@ -6,7 +7,7 @@
 //! * [`measure`] — the metrics of a run from the sensor's truth and the nodes' records
 //!   (pure);
 //! * [`report`] — markdown tables, `metrics.json` (pure, and [`report::write`]);
-//! * [`plot`] — seed 003's plots as SVG;
+//! * [`plot`] — the TinyTelemetry document's plots as SVG;
 //! * [`capture`] — the optional tcpdump/tshark capture.
 //!
 //! `docs/experiments.md` describes the runner and defines every metric.

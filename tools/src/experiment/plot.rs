@@ -1,4 +1,4 @@
-//! Seed 003's plots, as SVG: `bytes_per_report` vs reporting interval and duplicate rate
+//! The TinyTelemetry v1 design document's plots, as SVG: `bytes_per_report` vs reporting interval and duplicate rate
 //! vs loss, each point the median across runs with a min–max bar. Text is written as SVG
 //! `<text>` elements (plotters without its font features only estimates text widths for
 //! layout, which is all an SVG needs).

@@ -54,7 +54,7 @@ pub struct Metric {
     pub get: fn(&Run) -> Option<f64>,
 }
 
-/// Site a on its own: the seeds' metrics (seed 003's names first).
+/// Site a on its own: the source documents' metrics (the TinyTelemetry document's names first).
 pub const SITE: &[Metric] = &[
     Metric {
         key: "bytes_per_report",
@@ -320,7 +320,7 @@ fn statistics(o: &Outcome, table: &[Metric]) -> Value {
     })
 }
 
-/// A whole number as an integer (`60`, as seed 003 writes it), anything else as is.
+/// A whole number as an integer (`60`, as the TinyTelemetry document writes it), anything else as is.
 fn whole(x: f64) -> Value {
     if x.fract() == 0.0 && (0.0..9e15).contains(&x) {
         json!(x as u64)
@@ -329,7 +329,7 @@ fn whole(x: f64) -> Value {
     }
 }
 
-/// `metrics.json`: a list with one entry per scenario in seed 003's shape
+/// `metrics.json`: a list with one entry per scenario in the TinyTelemetry document's shape
 /// (`test_scenario`, `duration_seconds`, `reporting_interval`, `batch_size`, `metrics`,
 /// `statistics{min,median,max}`), where `metrics` holds the medians across runs; plus the
 /// same for `after_repair`, the runs themselves and anything that failed.
@@ -458,7 +458,7 @@ pub(crate) mod tests {
                 "statistics.max.{key}"
             );
         }
-        // Counts are integers, as in seed 003's example.
+        // Counts are integers, as in the TinyTelemetry document's example.
         assert_eq!(e["metrics"]["packets_received"].as_u64(), Some(95));
         assert_eq!(
             e["statistics"]["min"]["packets_received"].as_u64(),

@@ -19,7 +19,7 @@ use crate::cluster::{self, Mesh, MeshSpec, Windows};
 use crate::relay::{self, Relay};
 use crate::sensor;
 
-/// The first simulated device id (seed 001's example device); the others follow.
+/// The first simulated device id (the Mini-RFC's example device); the others follow.
 pub const FIRST_DEVICE: u16 = 1001;
 /// Sites per run.
 pub const SITES: usize = 3;

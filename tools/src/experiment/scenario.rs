@@ -1,4 +1,5 @@
-//! The seeds' scenarios (seed 001 §6.1, seed 003 "Integration Tests"), their relay
+//! The source documents' scenarios (the IoTStream v1 Mini-RFC's test scenarios, the TinyTelemetry
+//! v1 design document's integration tests), their relay
 //! impairment, file names and seeds.
 
 use std::time::Duration;
@@ -8,7 +9,7 @@ use telemesh_proto::impair;
 /// One scenario: a kind of network (`baseline`, `loss`, `delay`) at one reporting interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
-    /// `baseline`, `loss` or `delay`: the seeds' `SCENARIO` in `results_SCENARIO_…`.
+    /// `baseline`, `loss` or `delay`: the source documents' `SCENARIO` in `results_SCENARIO_…`.
     pub kind: &'static str,
     /// The sensors' reporting interval.
     pub interval: Duration,
@@ -20,7 +21,7 @@ pub struct Scenario {
 
 const MS: u64 = 1_000_000;
 
-/// The five scenarios of the seeds, in the order they run.
+/// The five scenarios of the source documents, in the order they run.
 pub fn all() -> Vec<Scenario> {
     let none = impair::Config::default;
     vec![
@@ -84,7 +85,7 @@ impl Scenario {
         format!("{}-{}", self.kind, self.interval_label())
     }
 
-    /// The interval as the seeds write it in file names: `1s`, `5s`, `30s`, `500ms`.
+    /// The interval as the source documents write it in file names: `1s`, `5s`, `30s`, `500ms`.
     pub fn interval_label(&self) -> String {
         let ms = self.interval.as_millis();
         if ms.is_multiple_of(1000) {
@@ -94,17 +95,17 @@ impl Scenario {
         }
     }
 
-    /// `baseline_1s_run1`: the seeds' `SCENARIO_INTERVALS_runN` (runs count from 1).
+    /// `baseline_1s_run1`: the source documents' `SCENARIO_INTERVALS_runN` (runs count from 1).
     pub fn stem(&self, run: usize) -> String {
         format!("{}_{}_run{run}", self.kind, self.interval_label())
     }
 
-    /// `results_baseline_1s_run1.csv` (seed 001 §6.4).
+    /// `results_baseline_1s_run1.csv` (as the Mini-RFC's experiment script names it).
     pub fn csv_name(&self, run: usize) -> String {
         format!("results_{}.csv", self.stem(run))
     }
 
-    /// `trace_baseline_1s_run1.pcap` (seed 001 §6.4).
+    /// `trace_baseline_1s_run1.pcap` (as the Mini-RFC's experiment script names it).
     pub fn pcap_name(&self, run: usize) -> String {
         format!("trace_{}.pcap", self.stem(run))
     }

@@ -1,4 +1,4 @@
-//! The secure listener: seed-002 frames over DTLS 1.2 with mutual certificate
+//! The secure listener: the secure telemetry collection README's frames over DTLS 1.2 with mutual certificate
 //! authentication, many clients on one UDP socket.
 //!
 //! One thread owns the socket and a table of sessions keyed by the peer's address. Each
@@ -49,7 +49,7 @@ pub use cert::Credentials;
 pub const CLIENT_MISMATCH: &str = "client_mismatch";
 
 /// The largest datagram the node sends (handshake flights are fragmented to fit); also what
-/// the seed's 1,200-byte frame plus a record header fits in on a 1,280-byte path.
+/// a secure frame of at most 1,200 bytes plus a record header fits in on a 1,280-byte path.
 pub const MTU: u32 = 1200;
 /// How often a blocked `recv` wakes up to tick timers and check for shutdown.
 const POLL: Duration = Duration::from_millis(20);
