@@ -1,4 +1,4 @@
-//! Secure-frame (seed 002) decoder: no input panics; whatever decodes re-emits canonically.
+//! Secure-frame (the secure telemetry collection README's dialect) decoder: no input panics; whatever decodes re-emits canonically.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
