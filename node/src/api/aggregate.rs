@@ -522,9 +522,7 @@ fn to_csv(series: &Series, fns: &[Func]) -> Result<Vec<u8>, csv::Error> {
 mod tests {
     use super::*;
 
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
+    use crate::api::tests::p;
 
     #[test]
     fn query_parameters() {

@@ -424,9 +424,7 @@ impl Serialize for Row<'_> {
 mod tests {
     use super::*;
 
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
+    use crate::api::tests::p;
 
     #[test]
     fn query_parameters() {

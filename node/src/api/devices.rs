@@ -215,9 +215,7 @@ fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<Strea
 mod tests {
     use super::*;
 
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
+    use crate::api::tests::p;
 
     #[test]
     fn parameters() {
