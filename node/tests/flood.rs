@@ -52,18 +52,24 @@ fn one_flush_of_ten_thousand_slow_streams_survives_a_restart() {
             })
         })
         .collect();
-    // Paced, so that a slow (debug) build on a busy machine still takes in nearly all.
+    // Paced, so that a slow (debug) build on a busy machine still takes in most: enough
+    // for an entry well over 1 MiB (about 50 bytes a record).
     common::send(node.iotstream.expect("on"), &datagrams);
     let received = common::wait_quiet(&node);
-    assert!(received >= 29_000, "only {received} of 30,000 datagrams arrived");
+    assert!(received >= 25_000, "only {received} of 30,000 datagrams arrived");
     node.stop().expect("clean stop");
 
+    // What the node counted, as it saved its stream states at the stop (the count read
+    // before may have missed datagrams still being taken in), against what its history
+    // holds after the restart.
     let store = telemesh_node::open_store(&config).expect("reopens");
-    let mut stored = 0u64;
-    for (id, _) in telemesh_node::store::Store::states(&store).expect("states") {
+    let (mut stored, mut counted) = (0u64, 0u64);
+    for (id, state) in telemesh_node::store::Store::states(&store).expect("states") {
+        counted += state.report().counters.records;
         stored += telemesh_node::store::history::records(&store, &[], id, 0, u64::MAX, usize::MAX).expect("history").len() as u64;
     }
-    assert_eq!(stored, received, "every record received is in the store after the restart");
+    assert!(counted >= received, "the states count {counted} records, {received} were received");
+    assert_eq!(stored, counted, "every record the node counted is in the store after the restart");
 }
 
 /// The attack of issue 15: with a limit of 1,024 open files (hard, so the node cannot raise
