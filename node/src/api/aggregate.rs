@@ -18,7 +18,6 @@ use axum::Json;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use telemesh_proto::record::{Record, StreamId, Value};
-use telemesh_proto::wire::Dialect;
 
 use super::export::rfc3339;
 use super::{bad, error, parse_time, rejected, App, Format};
@@ -91,17 +90,6 @@ pub fn too_many(n: u64, every: &str) -> Response {
 /// How many buckets of `every_ns` the device times `lo..=hi` touch.
 pub fn buckets_between(lo: u64, hi: u64, every_ns: u64) -> u64 {
     (bucket(hi, every_ns) - bucket(lo.min(hi), every_ns)) / every_ns + 1
-}
-
-/// A stream named by its dialect and device texts, the device checked against the
-/// dialect's range; the error names what was wrong.
-pub fn stream_id(dialect: &str, device: &str) -> Result<StreamId, (&'static str, String)> {
-    let dialect: Dialect = dialect.parse().map_err(|e: telemesh_proto::wire::UnknownDialect| ("dialect", e.to_string()))?;
-    let range = dialect.devices();
-    match device.parse::<u32>() {
-        Ok(d) if range.contains(&d) => Ok(StreamId::new(dialect, d)),
-        _ => Err(("device", format!("{device:?} is not a {dialect} device id ({}..={})", range.start(), range.end()))),
-    }
 }
 
 /// A validated aggregate query.
@@ -370,7 +358,7 @@ pub async fn aggregate(
         Ok(Query(q)) => q,
         Err(e) => return rejected("query", e.status(), e.body_text()),
     };
-    let stream = match stream_id(&dialect, &device) {
+    let stream = match super::stream_id(&dialect, &device) {
         Ok(s) => s,
         Err((p, m)) => return bad(p, m),
     };

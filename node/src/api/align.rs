@@ -91,7 +91,7 @@ fn parse_streams(value: &str) -> Result<Vec<StreamId>, String> {
         let Some((dialect, device)) = item.split_once(':') else {
             return Err(format!("{item:?} is not dialect:device (iotstream:3001)"));
         };
-        let id = aggregate::stream_id(dialect, device).map_err(|(_, m)| format!("{item:?}: {m}"))?;
+        let id = super::stream_id(dialect, device).map_err(|(_, m)| format!("{item:?}: {m}"))?;
         if out.contains(&id) {
             return Err(format!("{item} named more than once"));
         }

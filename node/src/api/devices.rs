@@ -38,12 +38,7 @@ pub struct DevicesQuery {
 /// Reads `dialect:device`.
 pub fn parse_stream(s: &str) -> Result<StreamId, String> {
     let (dialect, device) = s.split_once(':').ok_or_else(|| format!("{s:?} is not dialect:device (iotstream:3001)"))?;
-    let dialect: Dialect = dialect.parse().map_err(|e: telemesh_proto::wire::UnknownDialect| e.to_string())?;
-    let range = dialect.devices();
-    match device.parse::<u32>() {
-        Ok(d) if range.contains(&d) => Ok(StreamId::new(dialect, d)),
-        _ => Err(format!("{device:?} is not a {dialect} device id ({}..={})", range.start(), range.end())),
-    }
+    super::stream_id(dialect, device).map_err(|(_, m)| m)
 }
 
 impl DevicesQuery {

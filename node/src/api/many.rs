@@ -26,13 +26,9 @@ pub const MAX_DEVICES: usize = 10_000;
 pub fn parse_devices(s: &str) -> Result<Vec<(Dialect, RangeInclusive<u32>)>, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
-        let (dialect, ids) = part.split_once(':').ok_or_else(|| format!("{part:?} is not dialect:device or dialect:first-last"))?;
-        let dialect: Dialect = dialect.parse().map_err(|e: telemesh_proto::wire::UnknownDialect| e.to_string())?;
-        let allowed = dialect.devices();
-        let id = |x: &str| match x.parse::<u32>() {
-            Ok(d) if allowed.contains(&d) => Ok(d),
-            _ => Err(format!("{x:?} is not a {dialect} device id ({}..={})", allowed.start(), allowed.end())),
-        };
+        let (name, ids) = part.split_once(':').ok_or_else(|| format!("{part:?} is not dialect:device or dialect:first-last"))?;
+        let dialect: Dialect = name.parse().map_err(|e: telemesh_proto::wire::UnknownDialect| e.to_string())?;
+        let id = |x: &str| super::stream_id(name, x).map(|s| s.device).map_err(|(_, m)| m);
         let range = match ids.split_once('-') {
             Some((a, b)) => id(a)?..=id(b)?,
             None => id(ids).map(|d| d..=d)?,

@@ -315,6 +315,17 @@ impl RecordsQuery {
     }
 }
 
+/// A stream from a path's or parameter's dialect and device id: the dialect known, the id
+/// within the dialect's ([`Dialect::devices`]); else the part to name in a 400 and why.
+pub fn stream_id(dialect: &str, device: &str) -> Result<StreamId, (&'static str, String)> {
+    let dialect: Dialect = dialect.parse().map_err(|e: telemesh_proto::wire::UnknownDialect| ("dialect", e.to_string()))?;
+    let range = dialect.devices();
+    match device.parse::<u32>() {
+        Ok(d) if range.contains(&d) => Ok(StreamId::new(dialect, d)),
+        _ => Err(("device", format!("{device:?} is not a {dialect} device id ({}..={})", range.start(), range.end()))),
+    }
+}
+
 /// An extractor's refusal as the API's JSON error (the limits layer catches bad encoding
 /// first, so these are unlikely).
 fn rejected(parameter: &str, status: StatusCode, body: String) -> Response {
@@ -334,20 +345,14 @@ async fn records(
         Ok(Query(q)) => q,
         Err(e) => return rejected("query", e.status(), e.body_text()),
     };
-    let dialect: Dialect = match dialect.parse() {
-        Ok(d) => d,
-        Err(e) => return bad("dialect", e.to_string()),
-    };
-    let range = dialect.devices();
-    let device: u32 = match device.parse() {
-        Ok(d) if range.contains(&d) => d,
-        _ => return bad("device", format!("{device:?} is not a {dialect} device id ({}..={})", range.start(), range.end())),
+    let stream = match stream_id(&dialect, &device) {
+        Ok(s) => s,
+        Err((p, m)) => return bad(p, m),
     };
     let q = match RecordsQuery::parse(&params) {
         Ok(q) => q,
         Err((p, m)) => return bad(&p, m),
     };
-    let stream = StreamId::new(dialect, device);
     if q.follow {
         return follow::start(&app, stream, q, params.iter().any(|(k, _)| k == "from"));
     }
