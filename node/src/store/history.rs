@@ -59,21 +59,10 @@ pub fn records_from(
     limit: usize,
 ) -> Result<Vec<StoredRecord>, StoreError> {
     let mut out = Vec::new();
-    let mut w = window::start(start.0);
-    loop {
-        let stored = store.window_at_or_after(stream, w)?;
-        let in_memory = pending.iter().map(StoredRecord::window).filter(|x| *x >= w).min();
-        let Some(cur) = [stored, in_memory].into_iter().flatten().min() else { break };
-        if cur > to_ns {
-            break;
-        }
-        let recs = window_with_pending(store, pending, stream, cur, stored == Some(cur))?;
-        out.extend(recs.into_iter().filter(|r| r.order_key() >= start && r.record.device_time_ns <= to_ns));
-        if out.len() >= limit || window::next(cur) == cur {
-            break;
-        }
-        w = window::next(cur);
-    }
+    forward(store, pending, stream, start, to_ns, |recs| {
+        out.extend(recs);
+        out.len() < limit
+    })?;
     out.truncate(limit);
     Ok(out)
 }
@@ -89,22 +78,11 @@ pub fn records_back(
     limit: usize,
 ) -> Result<Vec<StoredRecord>, StoreError> {
     let mut out: Vec<StoredRecord> = Vec::new();
-    let first = window::start(from_ns);
-    // The window holding `bound`, if any, then each earlier one that holds records.
-    let mut w = window::start(bound.0);
-    let mut stored = store.window_at_or_after(stream, w)? == Some(w);
-    while out.len() < limit && w >= first {
-        let recs = window_with_pending(store, pending, stream, w, stored)?;
-        let mut page: Vec<StoredRecord> =
-            recs.into_iter().filter(|r| r.order_key() < bound && r.record.device_time_ns >= from_ns).collect();
-        page.append(&mut out);
-        out = page;
-        let earlier_stored = store.window_before(stream, w)?;
-        let earlier_pending = pending.iter().map(StoredRecord::window).filter(|x| *x < w).max();
-        let Some(prev) = [earlier_stored, earlier_pending].into_iter().flatten().max() else { break };
-        stored = earlier_stored == Some(prev);
-        w = prev;
-    }
+    backward(store, pending, stream, from_ns, bound, |mut recs| {
+        recs.append(&mut out);
+        out = recs;
+        out.len() < limit
+    })?;
     let cut = out.len().saturating_sub(limit);
     Ok(out.split_off(cut))
 }
@@ -120,23 +98,10 @@ pub fn for_each_window(
     to_ns: u64,
     mut f: impl FnMut(Vec<StoredRecord>),
 ) -> Result<(), StoreError> {
-    let mut w = window::start(from_ns);
-    loop {
-        let stored = store.window_at_or_after(stream, w)?;
-        let in_memory = pending.iter().map(StoredRecord::window).filter(|x| *x >= w).min();
-        let Some(cur) = [stored, in_memory].into_iter().flatten().min() else { break };
-        if cur > to_ns {
-            break;
-        }
-        let mut recs = window_with_pending(store, pending, stream, cur, stored == Some(cur))?;
-        recs.retain(|r| (from_ns..=to_ns).contains(&r.record.device_time_ns));
+    forward(store, pending, stream, at(from_ns), to_ns, |recs| {
         f(recs);
-        if window::next(cur) == cur {
-            break;
-        }
-        w = window::next(cur);
-    }
-    Ok(())
+        true
+    })
 }
 
 /// The last record of `stream` before device time `before_ns`.
@@ -156,20 +121,71 @@ pub fn record_before_key(
     stream: StreamId,
     bound: OrderKey,
 ) -> Result<Option<StoredRecord>, StoreError> {
-    // The window holding `bound` may hold earlier records too.
+    let mut last = None;
+    backward(store, pending, stream, 0, bound, |mut recs| {
+        last = recs.pop();
+        last.is_none()
+    })?;
+    Ok(last)
+}
+
+/// Hands `f` the records of `stream` at or after `start` with device time up to `to_ns`,
+/// one window at a time in device order (stored and pending records merged; windows
+/// without any are skipped), while `f` says to go on.
+fn forward(
+    store: &dyn Store,
+    pending: &[StoredRecord],
+    stream: StreamId,
+    start: OrderKey,
+    to_ns: u64,
+    mut f: impl FnMut(Vec<StoredRecord>) -> bool,
+) -> Result<(), StoreError> {
+    let mut w = window::start(start.0);
+    loop {
+        let stored = store.window_at_or_after(stream, w)?;
+        let in_memory = pending.iter().map(StoredRecord::window).filter(|x| *x >= w).min();
+        let Some(cur) = [stored, in_memory].into_iter().flatten().min() else { break };
+        if cur > to_ns {
+            break;
+        }
+        let mut recs = window_with_pending(store, pending, stream, cur, stored == Some(cur))?;
+        recs.retain(|r| r.order_key() >= start && r.record.device_time_ns <= to_ns);
+        if !f(recs) || window::next(cur) == cur {
+            break;
+        }
+        w = window::next(cur);
+    }
+    Ok(())
+}
+
+/// Hands `f` the records of `stream` before `bound` with device time from `from_ns`, one
+/// window at a time, newest window first (each in device order), while `f` says to go on.
+fn backward(
+    store: &dyn Store,
+    pending: &[StoredRecord],
+    stream: StreamId,
+    from_ns: u64,
+    bound: OrderKey,
+    mut f: impl FnMut(Vec<StoredRecord>) -> bool,
+) -> Result<(), StoreError> {
+    let first = window::start(from_ns);
+    // The window holding `bound` may hold earlier records too; then each earlier one that
+    // holds records.
     let mut w = window::start(bound.0);
     let mut stored = store.window_at_or_after(stream, w)? == Some(w);
-    loop {
-        let recs = window_with_pending(store, pending, stream, w, stored)?;
-        if let Some(r) = recs.into_iter().rfind(|r| r.order_key() < bound) {
-            return Ok(Some(r));
+    while w >= first {
+        let mut recs = window_with_pending(store, pending, stream, w, stored)?;
+        recs.retain(|r| r.order_key() < bound && r.record.device_time_ns >= from_ns);
+        if !f(recs) {
+            break;
         }
         let earlier_stored = store.window_before(stream, w)?;
         let earlier_pending = pending.iter().map(StoredRecord::window).filter(|x| *x < w).max();
-        let Some(prev) = [earlier_stored, earlier_pending].into_iter().flatten().max() else { return Ok(None) };
+        let Some(prev) = [earlier_stored, earlier_pending].into_iter().flatten().max() else { break };
         stored = earlier_stored == Some(prev);
         w = prev;
     }
+    Ok(())
 }
 
 /// What the ingest state asks when its window cannot decide: is `rec`'s identity held,
