@@ -350,7 +350,8 @@ fn every_node_lists_every_device_of_the_mesh() {
     let (id_a, id_b) = (peer_id(&a), peer_id(&b));
     // Ten records of device 7001 at A only, and of 7002 at B only, a minute ago (their
     // window is over, so it is sealed once the streams are quiet).
-    let start = now_ms() - 70_000;
+    // A second into a minute, so each device's ten records fall in one window.
+    let start = (now_ms() - 70_000) / 60_000 * 60_000 + 1_000;
     let datagrams = |device: u16| -> Vec<Vec<u8>> {
         (0..10u16)
             .map(|i| {
