@@ -103,22 +103,25 @@ fn event(v: &RecordView, format: Format) -> String {
 
 async fn tail(app: &App, stream: StreamId, q: &RecordsQuery, from_given: bool, tx: &mpsc::Sender<Bytes>) -> Result<(), Ended> {
     let shared = Arc::clone(&app.shared);
-    // Records are read off the async threads.
-    let read = |start: history::OrderKey, limit: usize| {
+    // Records are read off the async threads: from `start` (or, without a start, only the
+    // newest record held, to begin after it).
+    let read = |start: Option<history::OrderKey>, limit: usize| {
         let shared = Arc::clone(&shared);
         let q = q.clone();
         async move {
             tokio::task::spawn_blocking(move || {
                 let store = shared.store.as_ref();
                 let pending = shared.table().unflushed_of(&stream);
-                let recs = history::records_from(store, &pending, stream, start, q.to_ns, limit)?;
+                let recs = match start {
+                    Some(start) => history::records_from(store, &pending, stream, start, q.to_ns, limit)?,
+                    None => history::record_before_key(store, &pending, stream, history::at(u64::MAX))?.into_iter().collect(),
+                };
                 let before = match recs.first() {
                     Some(r) => history::record_before_key(store, &pending, stream, r.order_key())?,
                     None => None,
                 };
                 let views = export::views(&recs, before.as_ref(), store.node_id(), q.view);
-                let newest = history::record_before_key(store, &pending, stream, history::at(u64::MAX))?;
-                Ok::<_, StoreError>((recs.into_iter().map(|r| r.order_key()).collect::<Vec<_>>(), views, newest.map(|r| r.order_key())))
+                Ok::<_, StoreError>((recs.into_iter().map(|r| r.order_key()).collect::<Vec<_>>(), views))
             })
             .await
             // The read panicked (a bug, logged by the panic hook): end this tail.
@@ -132,7 +135,7 @@ async fn tail(app: &App, stream: StreamId, q: &RecordsQuery, from_given: bool, t
     if from_given {
         let mut start = history::at(q.from_ns);
         loop {
-            let (keys, views, _) = read(start, PAGE).await?;
+            let (keys, views) = read(Some(start), PAGE).await?;
             for v in &views {
                 send(tx, event(v, q.format))?;
             }
@@ -145,9 +148,9 @@ async fn tail(app: &App, stream: StreamId, q: &RecordsQuery, from_given: bool, t
             seen.retain(|k| k.0.saturating_add(HORIZON_NS) >= newest);
         }
     } else {
-        let (_, _, last) = read(history::at(u64::MAX), 1).await?;
-        newest = last.map_or(0, |k| k.0);
-        let (keys, _, _) = read(history::at(newest.saturating_sub(HORIZON_NS).max(q.from_ns)), usize::MAX).await?;
+        let (last, _) = read(None, 1).await?;
+        newest = last.first().map_or(0, |k| k.0);
+        let (keys, _) = read(Some(history::at(newest.saturating_sub(HORIZON_NS).max(q.from_ns))), usize::MAX).await?;
         seen.extend(keys);
     }
     let mut quiet = tokio::time::Instant::now();
@@ -156,7 +159,7 @@ async fn tail(app: &App, stream: StreamId, q: &RecordsQuery, from_given: bool, t
         if tx.is_closed() {
             return Err(Ended::Gone);
         }
-        let (keys, views, _) = read(history::at(newest.saturating_sub(HORIZON_NS).max(q.from_ns)), usize::MAX).await?;
+        let (keys, views) = read(Some(history::at(newest.saturating_sub(HORIZON_NS).max(q.from_ns))), usize::MAX).await?;
         // `views` may hold fewer than `keys` (the local view keeps this node's own).
         let mut sent = false;
         for v in &views {
