@@ -104,3 +104,35 @@ fn a_client_that_does_not_read_is_dropped_and_counted() {
     drop(stream);
     node.stop().expect("clean stop");
 }
+
+#[test]
+fn a_flood_of_tails_is_capped_and_the_rest_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = common::start(dir.path(), TimestampUnit::S);
+    let addr = node.url().trim_start_matches("http://").to_owned();
+    // An attacker opens as many live tails as the node allows, and keeps them.
+    let held: Vec<std::net::TcpStream> = (0..telemesh_node::api::follow::MAX_FOLLOWERS)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            write!(s, "GET /v1/streams/iotstream/8/records?follow=true HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+            s
+        })
+        .collect();
+    let metric = |name: &str| common::metric(&common::get_text(&format!("{}/metrics", node.url())), name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric("telemesh_http_followers") < telemesh_node::api::follow::MAX_FOLLOWERS as f64 {
+        assert!(Instant::now() < deadline, "the tails did not open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One more is refused at once, and the rest of the API still answers.
+    match ureq::get(&format!("{}/v1/streams/iotstream/8/records?follow=true", node.url())).call() {
+        Err(ureq::Error::Status(503, resp)) => {
+            let body: Value = serde_json::from_str(&resp.into_string().expect("body")).expect("json");
+            assert_eq!(body["parameter"], "follow");
+        }
+        other => panic!("a tail beyond the cap: {other:?}"),
+    }
+    assert_eq!(common::get_json(&format!("{}/v1/streams/iotstream/8/records", node.url()))["count"], 0);
+    drop(held);
+    node.stop().expect("clean stop");
+}
