@@ -18,7 +18,7 @@ use telemesh_proto::stream::Report;
 use telemesh_proto::wire::Dialect;
 
 use super::{bad, error, export, App};
-use crate::store::{history, StoreError};
+use crate::store::{history, Auth, StoreError};
 
 /// Default and largest number of devices in one answer.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -89,6 +89,9 @@ pub struct DeviceView {
     pub heard_here: Option<Report>,
     /// The sites (node ids) that heard records of its latest sealed window.
     pub sites: Vec<String>,
+    /// How its latest record was proved to any node (`none`, `tag`, `certificate`; null:
+    /// no record held), as the records' `auth` in the merged view.
+    pub auth: Option<Auth>,
 }
 
 /// The JSON body of `GET /v1/devices`.
@@ -172,7 +175,8 @@ fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<Strea
         }
         let pending = shared.table().unflushed_of(id);
         let first = history::records(store, &pending, *id, 0, u64::MAX, 1)?.pop().map(|r| r.record.device_time_ns);
-        let last = history::record_before_key(store, &pending, *id, history::at(u64::MAX))?.map(|r| r.record.device_time_ns);
+        let latest = history::record_before_key(store, &pending, *id, history::at(u64::MAX))?;
+        let last = latest.as_ref().map(|r| r.record.device_time_ns);
         // A stream heard here with a first arrival of 0 has never been heard (a state
         // written for nothing cannot be, but a damaged one could).
         let heard = report.as_ref().filter(|r| r.first_arrival_ns > 0);
@@ -201,6 +205,7 @@ fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<Strea
             stale,
             heard_here: heard.cloned(),
             sites,
+            auth: latest.map(|r| r.auth()),
         });
     }
     Ok(DevicesPage { count: devices.len(), truncated: next_cursor.is_some(), next_cursor, devices })
