@@ -4,7 +4,8 @@
 //! reads it for the node and for the CLI client (`--token-file`, `$TELEMESH_HTTP_TOKEN`).
 //! A request proves it knows the token with `Authorization: Bearer <token>`; the
 //! comparison is of BLAKE3 hashes with a constant-time equality, so its time does not
-//! depend on how much of a guess is right. The token is never logged or served.
+//! depend on how much of a guess is right. The token is never logged or served. The
+//! dashboard's static files alone are served without it (`docs/dashboard.md`).
 
 use std::path::Path;
 
@@ -137,6 +138,11 @@ pub fn check(policy: &Policy, path: &str, authorization: Option<&HeaderValue>) -
     if policy.metrics_open && path == "/metrics" {
         return Verdict::Allowed;
     }
+    // The dashboard's static files hold no data; the page asks for the token and sends it
+    // with every API request it makes.
+    if super::dashboard::is_page(path) {
+        return Verdict::Allowed;
+    }
     let Some(value) = authorization else { return Verdict::Missing };
     let bytes = value.as_bytes();
     // The scheme is case-insensitive (RFC 9110 §11.1); one space, then the token.
@@ -230,5 +236,12 @@ mod tests {
         assert_eq!(v(&open, "/metrics/", None), Verdict::Missing);
         assert_eq!(v(&open, "/v1/status", None), Verdict::Missing);
         assert_eq!(v(&Policy::default(), "/v1/status", None), Verdict::Allowed);
+        // The dashboard's files, and only those, without it; its data endpoints want it.
+        for page in ["/", "/ui/app.js", "/ui/uPlot.iife.min.js"] {
+            assert_eq!(v(&p, page, None), Verdict::Allowed, "{page}");
+        }
+        for data in ["/ui/", "/ui/secret", "/v1/summary", "/v1/coverage", "//"] {
+            assert_eq!(v(&p, data, None), Verdict::Missing, "{data}");
+        }
     }
 }

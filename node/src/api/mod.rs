@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod align;
 pub mod auth;
 pub mod client;
+pub mod dashboard;
 pub mod devices;
 pub mod export;
 pub mod follow;
@@ -94,6 +95,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/mesh/members/{peer}", axum::routing::delete(members::remove))
         .route("/v1/mesh/invites", axum::routing::post(members::invite))
         .route("/metrics", get(metrics))
+        .merge(dashboard::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, None, "no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             error(StatusCode::METHOD_NOT_ALLOWED, None, &format!("{method} is not served here; see docs/api.md"))
@@ -618,6 +620,11 @@ async fn peers(State(app): State<App>) -> Response {
 }
 
 async fn status(State(app): State<App>) -> Response {
+    Json(status_body(&app)).into_response()
+}
+
+/// The body of `GET /v1/status` (also part of the dashboard's `/v1/summary`).
+pub(crate) fn status_body(app: &App) -> serde_json::Value {
     let m = &app.shared.metrics;
     let mut received = 0;
     let mut records = 0;
@@ -633,7 +640,7 @@ async fn status(State(app): State<App>) -> Response {
         dropped += m.total_drops(d);
     }
     let mesh = app.mesh.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    Json(json!({
+    json!({
         "node_id": app.shared.store.node_id(),
         "peer_id": mesh.peer_id,
         "mesh": mesh.mesh,
@@ -654,8 +661,7 @@ async fn status(State(app): State<App>) -> Response {
             // As of the last flush: the API never waits on the ingest path's table.
             "streams_in_memory": m.streams_in_memory.get(),
         },
-    }))
-    .into_response()
+    })
 }
 
 async fn metrics(State(app): State<App>) -> Response {
