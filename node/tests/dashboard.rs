@@ -7,7 +7,8 @@
 //! `docs/img/dashboard-*.png` (the ones `docs/dashboard.md` shows).
 //!
 //! Without `chromium` and `chromedriver` on the PATH (Debian's `chromium` and
-//! `chromium-driver`; `.ci/run` installs them) the tests say so and pass without running.
+//! `chromium-driver`; `.ci/run` installs them) the tests say so and pass without running —
+//! unless `TELEMESH_REQUIRE_BROWSER` is set, as `.ci/run` sets it: then they fail.
 
 mod common;
 
@@ -52,10 +53,10 @@ impl Browser {
     /// `None` (and a line saying why) when Chromium or chromedriver is not installed.
     async fn start() -> Option<Browser> {
         let (Some(chromium), Some(chromedriver)) = (which(&["chromium", "chromium-browser", "google-chrome"]), which(&["chromedriver"])) else {
-            eprintln!(
-                "SKIPPED: the dashboard's browser tests need chromium and chromedriver on the PATH \
-                 (apt-get install chromium chromium-driver; .ci/run installs them)"
-            );
+            let why = "the dashboard's browser tests need chromium and chromedriver on the PATH \
+                       (apt-get install chromium chromium-driver; .ci/run installs them)";
+            assert!(std::env::var_os("TELEMESH_REQUIRE_BROWSER").is_none(), "{why}");
+            eprintln!("SKIPPED: {why}");
             return None;
         };
         let port = common::free_port();
