@@ -48,7 +48,10 @@ impl CoverageQuery {
             match name {
                 "from" => from = value,
                 "to" => q.to_ns = parse_time(value).map_err(err)?,
-                "dialect" => q.dialect = Some(value.parse().map_err(|e: telemesh_proto::wire::UnknownDialect| err(e.to_string()))?),
+                "dialect" => {
+                    let dialect = value.parse().map_err(|e: telemesh_proto::wire::UnknownDialect| err(e.to_string()))?;
+                    q.dialect = Some(dialect);
+                }
                 "limit" => {
                     q.limit = match value.parse::<usize>() {
                         Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
@@ -127,7 +130,11 @@ pub async fn coverage(State(app): State<App>, query: Result<Query<Vec<(String, S
 }
 
 /// The devices of `known` that `q` asks for and that have records in its range.
-fn page(shared: &crate::shared::Shared, q: &CoverageQuery, known: std::collections::BTreeSet<StreamId>) -> Result<Page, StoreError> {
+fn page(
+    shared: &crate::shared::Shared,
+    q: &CoverageQuery,
+    known: std::collections::BTreeSet<StreamId>,
+) -> Result<Page, StoreError> {
     let store = shared.store.as_ref();
     let me: Arc<str> = Arc::from(store.node_id());
     let start = q.after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
@@ -208,8 +215,8 @@ mod tests {
 
     #[test]
     fn parameters() {
-        let q = CoverageQuery::parse(&p(&[("from", "1765477200"), ("to", "1765477260"), ("dialect", "iotstream"), ("limit", "5")]))
-            .expect("valid");
+        let given = [("from", "1765477200"), ("to", "1765477260"), ("dialect", "iotstream"), ("limit", "5")];
+        let q = CoverageQuery::parse(&p(&given)).expect("valid");
         assert_eq!((q.from_ns, q.to_ns), (1_765_477_200_000_000_000, 1_765_477_260_000_000_000));
         assert_eq!((q.dialect, q.limit), (Some(Dialect::Iotstream), 5));
         let q = CoverageQuery::parse(&[]).expect("valid");

@@ -76,7 +76,8 @@ pub async fn summary(State(app): State<App>, query: Result<Query<Vec<(String, St
         drop(permit);
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
-    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(stream)).into_response()
+    let headers = [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")];
+    (headers, Body::from_stream(stream)).into_response()
 }
 
 /// `/v1/status` as `status`, `/v1/peers` as `peers`, and the node's clock.

@@ -91,7 +91,8 @@ function login(message) {
   feed = null;
   setLive('offline');
   forgetButton.hidden = true;
-  const input = el('input', { id: 'token', type: 'password', autocomplete: 'current-password', required: true, size: 40 });
+  const input = el('input', { id: 'token', type: 'password', autocomplete: 'current-password', required: true,
+    size: 40 });
   const remember = el('input', { id: 'remember', type: 'checkbox' });
   const note = el('p', { id: 'login-error', class: 'error', role: 'alert', hidden: !api.token() }, message || '');
   const form = el('form', { id: 'login', class: 'card login' },

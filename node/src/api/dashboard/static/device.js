@@ -30,9 +30,12 @@ async function entry(dialect, id, signal) {
 export async function render(main, params, ctx) {
   const [dialect, idText] = params;
   const id = Number(idText);
-  if (!(dialect in FIRST_ID) || !Number.isInteger(id)) throw new Error('no such device: the page is #/device/<dialect>/<id>');
+  if (!(dialect in FIRST_ID) || !Number.isInteger(id)) {
+    throw new Error('no such device: the page is #/device/<dialect>/<id>');
+  }
   const base = `/v1/streams/${dialect}/${id}`;
-  const count = el('select', { id: 'count' }, [500, 2000, 10000].map((n) => el('option', { value: n, selected: n === 2000 }, `latest ${n}`)));
+  const count = el('select', { id: 'count' },
+    [500, 2000, 10000].map((n) => el('option', { value: n, selected: n === 2000 }, `latest ${n}`)));
   const counters = el('dl', { class: 'facts', id: 'counters' });
   const readingsBox = el('div', { class: 'chart', id: 'readings' });
   const readingsNote = el('p', { class: 'muted', id: 'readings-note' });
@@ -46,17 +49,20 @@ export async function render(main, params, ctx) {
       el('div', { class: 'controls' }, el('label', {}, 'plot the ', count, ' records of the merged history'))),
     el('section', { class: 'card' }, el('h2', {}, 'Counters'), counters),
     el('section', { class: 'card' }, el('h2', {}, 'Heard by'),
-      el('p', { class: 'muted' }, 'The sites that received the plotted records themselves; the others got them by repair.'),
+      el('p', { class: 'muted' },
+        'The sites that received the plotted records themselves; the others got them by repair.'),
       heardTable),
     el('section', { class: 'card wide' }, el('h2', {}, 'Readings'), readingsNote, readingsBox),
     el('section', { class: 'card wide' },
       el('h2', {}, 'Which site heard which record'),
-      el('p', { class: 'muted' }, 'One row per site, a dot where the site received the record itself: what no single collector can show.'),
+      el('p', { class: 'muted' },
+        'One row per site, a dot where the site received the record itself: what no single collector can show.'),
       coverageBox),
     el('section', { class: 'card wide' },
       el('h2', {}, 'Latest frames ', liveNote),
       el('table', { class: 'data', id: 'log' },
-        el('thead', {}, el('tr', {}, ['device time', 'seq', 'ext seq', 'kind', 'gap', 'heard by', 'auth', 'readings'].map((h) => el('th', {}, h)))),
+        el('thead', {}, el('tr', {}, ['device time', 'seq', 'ext seq', 'kind', 'gap', 'heard by', 'auth', 'readings']
+          .map((h) => el('th', {}, h)))),
         logBody))));
 
   let records = [];
@@ -128,6 +134,7 @@ function drawCounters(dl, d) {
     return;
   }
   const h = d.heard_here || {};
+  const drift = h.clock_drift_ppm === null || h.clock_drift_ppm === undefined ? '–' : num(h.clock_drift_ppm, 1) + ' ppm';
   const fact = (k, label, v) => [el('dt', {}, label), el('dd', { dataset: { fact: k } }, v)];
   dl.replaceChildren(
     ...fact('records', 'records (merged, sealed)', `${num(d.records)} in ${num(d.windows)} windows`),
@@ -142,7 +149,7 @@ function drawCounters(dl, d) {
       ...fact('reordered', 'reordered / late', `${num(h.reordered)} / ${num(h.late)}`),
       ...fact('reboots', 'reboots', num(h.reboots)),
       ...fact('jitter_ms', 'jitter', `${num(h.jitter_ms, 2)} ms`),
-      ...fact('clock', 'clock offset / drift', `${num(h.clock_offset_ms, 1)} ms / ${h.clock_drift_ppm === null ? '–' : num(h.clock_drift_ppm, 1) + ' ppm'}`),
+      ...fact('clock', 'clock offset / drift', `${num(h.clock_offset_ms, 1)} ms / ${drift}`),
     ] : fact('received', 'received here', 'never: only other sites heard it')));
 }
 
@@ -179,7 +186,8 @@ function drawReadings(box, note, records, charts) {
   const plotted = records.filter((r) => r.readings.length).length;
   const missing = records.reduce((n, r) => n + r.gap, 0);
   note.textContent = records.length
-    ? `${records.length} records, ${plotted} with readings; ${gaps.length} gaps (${missing} seqs missing) marked in red.`
+    ? `${records.length} records, ${plotted} with readings; ${gaps.length} gaps (${missing} seqs missing) `
+      + 'marked in red.'
     : 'No records of this device yet.';
   Object.assign(box.dataset, { points: plotted, series: labels.join(','), gaps: gaps.length });
   charts.gaps = gaps;
@@ -193,7 +201,10 @@ function drawReadings(box, note, records, charts) {
   charts.readings = new uPlot({
     width: width(box), height: 300,
     scales: { x: { time: true } },
-    series: [{ label: 'device time' }, ...labels.map((l, i) => ({ label: l, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false }))],
+    series: [
+      { label: 'device time' },
+      ...labels.map((l, i) => ({ label: l, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false })),
+    ],
     hooks: {
       draw: [(u) => {
         const c = u.ctx;
@@ -230,7 +241,8 @@ function drawCoverage(box, table, records, charts) {
       el('td', { class: 'num', dataset: { col: 'heard' } }, num(heard[i])),
       el('td', { class: 'num' }, records.length ? (100 * heard[i] / records.length).toFixed(1) + ' %' : '–')))),
     el('tfoot', {}, el('tr', {}, el('td', { colspan: 3, class: 'muted' },
-      `${records.length} records: ${alone} heard by one site only${nobody ? `, ${nobody} by none that says so` : ''}.`))));
+      `${records.length} records: ${alone} heard by one site only`
+        + `${nobody ? `, ${nobody} by none that says so` : ''}.`))));
   const data = [xs, ...rows];
   if (charts.coverage && charts.sites === sites.join(',')) {
     charts.coverage.setData(data);
@@ -263,5 +275,5 @@ function logRow(r) {
     el('td', { class: r.gap ? 'num gap' : 'num' }, r.gap),
     el('td', { title: r.heard_by.join('\n') }, `${r.heard_by.length}: `, r.heard_by.map((s) => shortId(s))),
     el('td', {}, r.auth),
-    el('td', { class: 'readings' }, r.readings.map((x) => `${x.label}=${x.value === null ? 'NaN' : x.value}`).join(' ')));
+    el('td', { class: 'readings' }, r.readings.map((x) => `${x.label}=${x.value ?? 'NaN'}`).join(' ')));
 }

@@ -3,7 +3,7 @@
 // sortable, filterable, the stale ones marked.
 
 import * as api from './api.js';
-import { el, num, time, ns, deviceKey, deviceLink, sortable } from './format.js';
+import { el, num, time, ns, deviceKey, deviceLink, deviceOrder, sortable } from './format.js';
 
 // Read again at most this often while summaries come.
 const REFRESH_MS = 5000;
@@ -13,25 +13,34 @@ function here(d, k) {
   return d.heard_here ? d.heard_here[k] : null;
 }
 
+// A column of what this node's ingest counted (`–` for a device only other sites heard).
+function counted(key, label, digits) {
+  return { key, label, num: true, value: (d) => here(d, key), cell: (d) => num(here(d, key), digits) };
+}
+
 const COLUMNS = [
-  { key: 'device', label: 'device', value: (d) => `${d.dialect}:${String(d.device).padStart(10, '0')}`, cell: deviceLink },
-  { key: 'records', label: 'records', num: true, title: 'records of its sealed windows: the merged history', cell: (d) => num(d.records) },
+  { key: 'device', label: 'device', value: deviceOrder, cell: deviceLink },
+  { key: 'records', label: 'records', num: true, title: 'records of its sealed windows: the merged history',
+    cell: (d) => num(d.records) },
   { key: 'last_device_time', label: 'last record (device time)', cell: (d) => time(d.last_device_time) },
   { key: 'last_seen', label: 'last seen here', cell: (d) => time(d.last_seen) },
-  { key: 'received', label: 'received here', num: true, value: (d) => here(d, 'received'), cell: (d) => num(here(d, 'received')) },
-  { key: 'gaps', label: 'gaps', num: true, value: (d) => here(d, 'gaps'), cell: (d) => num(here(d, 'gaps')) },
-  { key: 'duplicates', label: 'dups', num: true, value: (d) => here(d, 'duplicates'), cell: (d) => num(here(d, 'duplicates')) },
-  { key: 'reboots', label: 'reboots', num: true, value: (d) => here(d, 'reboots'), cell: (d) => num(here(d, 'reboots')) },
-  { key: 'jitter_ms', label: 'jitter ms', num: true, value: (d) => here(d, 'jitter_ms'), cell: (d) => num(here(d, 'jitter_ms'), 2) },
-  { key: 'clock_offset_ms', label: 'clock offset ms', num: true, value: (d) => here(d, 'clock_offset_ms'), cell: (d) => num(here(d, 'clock_offset_ms'), 1) },
+  counted('received', 'received here'),
+  counted('gaps', 'gaps'),
+  counted('duplicates', 'dups'),
+  counted('reboots', 'reboots'),
+  counted('jitter_ms', 'jitter ms', 2),
+  counted('clock_offset_ms', 'clock offset ms', 1),
   { key: 'auth', label: 'auth', value: (d) => d.auth, cell: (d) => d.auth || '–' },
-  { key: 'sites', label: 'sites', num: true, value: (d) => d.sites.length, title: 'sites that heard its latest sealed window',
+  { key: 'sites', label: 'sites', num: true, value: (d) => d.sites.length,
+    title: 'sites that heard its latest sealed window',
     cell: (d) => el('span', { title: d.sites.join('\n') }, String(d.sites.length)) },
 ];
 
 export async function render(main, _params, ctx) {
-  const filter = el('input', { id: 'filter', type: 'search', placeholder: 'filter: dialect:device, auth, site id…', size: 32 });
-  const staleAfter = el('select', { id: 'stale-after' }, Object.keys(STALE).map((k) => el('option', { value: k, selected: k === '10m' }, k)));
+  const filter = el('input', { id: 'filter', type: 'search', size: 32,
+    placeholder: 'filter: dialect:device, auth, site id…' });
+  const staleAfter = el('select', { id: 'stale-after' },
+    Object.keys(STALE).map((k) => el('option', { value: k, selected: k === '10m' }, k)));
   const staleOnly = el('input', { id: 'stale-only', type: 'checkbox' });
   const caption = el('p', { id: 'devices-caption', class: 'muted' }, 'reading…');
   let all = [];
@@ -73,7 +82,10 @@ export async function render(main, _params, ctx) {
         el('label', {}, 'stale after ', staleAfter),
         el('label', { class: 'check' }, staleOnly, ' stale only')),
       caption,
-      el('p', { class: 'muted' }, 'records: the merged history, sealed windows (a minute behind); received, gaps, dups, reboots, jitter and clock offset: as this node\'s ingest counted them (– : only other sites heard it); sites: who heard its latest window.'),
+      el('p', { class: 'muted' },
+        'records: the merged history, sealed windows (a minute behind); received, gaps, dups, reboots, jitter ',
+        'and clock offset: as this node\'s ingest counted them (– : only other sites heard it); ',
+        'sites: who heard its latest window.'),
       el('div', { class: 'scroll' }, table.table))));
   nowNs = ctx.summary() ? ctx.summary().time_ns : null;
   await read();

@@ -75,6 +75,11 @@ export function deviceKey(d) {
   return `${d.dialect}:${d.device}`;
 }
 
+// Devices sort by dialect, then id as a number.
+export function deviceOrder(d) {
+  return `${d.dialect}:${String(d.device).padStart(10, '0')}`;
+}
+
 export function deviceLink(d) {
   return el('a', { href: `#/device/${d.dialect}/${d.device}` }, deviceKey(d));
 }
@@ -103,9 +108,10 @@ export function sortable(columns, rowAttrs, initial) {
       if (y === null || y === undefined) return -1;
       return (x < y ? -1 : 1) * sort.dir;
     });
-    heads.forEach((h, i) => h.setAttribute('aria-sort', columns[i].key === sort.key ? (sort.dir > 0 ? 'ascending' : 'descending') : 'none'));
-    body.replaceChildren(...sorted.map((r) => el('tr', rowAttrs ? rowAttrs(r) : {},
-      columns.map((c) => el('td', { class: c.num ? 'num' : '', dataset: { col: c.key } }, c.cell ? c.cell(r) : r[c.key])))));
+    const order = sort.dir > 0 ? 'ascending' : 'descending';
+    heads.forEach((h, i) => h.setAttribute('aria-sort', columns[i].key === sort.key ? order : 'none'));
+    const cell = (c, r) => el('td', { class: c.num ? 'num' : '', dataset: { col: c.key } }, c.cell ? c.cell(r) : r[c.key]);
+    body.replaceChildren(...sorted.map((r) => el('tr', rowAttrs ? rowAttrs(r) : {}, columns.map((c) => cell(c, r)))));
   }
   return { table, update(r) { rows = r; draw(); } };
 }
