@@ -64,14 +64,16 @@ export async function pages(path, field, max, signal) {
 // Largest event accepted from a stream (the node's are far smaller).
 const MAX_EVENT = 1 << 20;
 
-// Reads server-sent events from `path` until `signal` aborts, calling
+// Reads server-sent events from `path` (a string, or a function giving it afresh at each
+// connection) until `signal` aborts, calling
 // `onEvent(type, data, id)` for each; reconnects after a second (up to 15) when the stream
 // ends or fails, and reports `onState('live' | 'retrying' | 'refused', error)`.
 export async function follow(path, onEvent, onState, signal) {
   let delay = 1000;
   while (!signal.aborted) {
     try {
-      const response = await fetch(path, { headers: headers(), signal, cache: 'no-store' });
+      const url = typeof path === 'function' ? path() : path;
+      const response = await fetch(url, { headers: headers(), signal, cache: 'no-store' });
       if (!response.ok) throw await refusal(response);
       onState('live');
       delay = 1000;

@@ -107,8 +107,13 @@ export async function render(main, params, ctx) {
       showCounters().catch(ctx.fail);
     }
   });
-  let wasLive = false;
-  api.follow(`${base}/records?follow=true`, (type, data) => {
+  // The tail starts at the newest record the page holds (at a reconnection too), so
+  // nothing that came meanwhile is missed; what the page has already is skipped.
+  const tail = () => {
+    const newest = records[records.length - 1];
+    return `${base}/records?follow=true` + (newest ? `&from=${Math.floor(newest.device_time_ns / 1e6) / 1000}` : '');
+  };
+  api.follow(tail, (type, data) => {
     if (type !== 'record') return;
     const r = JSON.parse(data);
     const k = key(r);
@@ -122,9 +127,6 @@ export async function render(main, params, ctx) {
     later();
   }, (state, e) => {
     if (state === 'refused') ctx.fail(e);
-    // Back after a break: what came meanwhile is read again.
-    if (state === 'live' && wasLive) load().catch(ctx.fail);
-    if (state === 'live') wasLive = true;
   }, ctx.signal);
 }
 
