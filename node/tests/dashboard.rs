@@ -311,7 +311,7 @@ async fn every_page_shows_what_the_api_holds_and_updates_live() {
     }
     // Live: three more frames reach A; the log shows them as they come, and the plot grows.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let last_seq = truth.iter().filter(|t| t.device == 101).map(|t| t.seq).last().expect("sent");
+    let last_seq = truth.iter().filter(|t| t.device == 101).map(|t| t.seq).next_back().expect("sent");
     let now = now_ms();
     let next = |i: u16| (last_seq as u16).wrapping_add(i);
     let more: Vec<Vec<u8>> = (1..=3u16).map(|i| data(101, next(i), now + u64::from(i) * 10, 40.0)).collect();
