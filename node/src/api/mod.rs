@@ -109,6 +109,20 @@ pub fn error(status: StatusCode, parameter: Option<&str>, message: &str) -> Resp
     (status, Json(json!({ "error": message, "parameter": parameter }))).into_response()
 }
 
+/// Runs a store read off the async runtime: its value, or the 500 that a failed read (or a
+/// task that panicked) answers.
+pub(crate) async fn blocking<T, E>(read: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Response>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string())),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string())),
+    }
+}
+
 fn bad(parameter: &str, message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, Some(parameter), &message.into())
 }
@@ -124,7 +138,7 @@ pub struct StreamView {
 
 async fn streams(State(app): State<App>) -> Response {
     let shared = Arc::clone(&app.shared);
-    let result = tokio::task::spawn_blocking(move || {
+    let result = blocking(move || {
         let mut all: BTreeMap<StreamId, Report> = BTreeMap::new();
         for (id, state) in shared.store.states()? {
             all.insert(id, state.report());
@@ -141,9 +155,8 @@ async fn streams(State(app): State<App>) -> Response {
     })
     .await;
     match result {
-        Ok(Ok(streams)) => Json(json!({ "streams": streams })).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Ok(streams) => Json(json!({ "streams": streams })).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -358,7 +371,7 @@ async fn records(
     }
     let shared = Arc::clone(&app.shared);
     let query = q.clone();
-    let fetched = tokio::task::spawn_blocking(move || {
+    let fetched = blocking(move || {
         let q = query;
         let store = shared.store.as_ref();
         let pending = shared.table().unflushed_of(&stream);
@@ -374,9 +387,8 @@ async fn records(
     })
     .await;
     let (views, next) = match fetched {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Ok(v) => v,
+        Err(response) => return response,
     };
     let mut response = if !q.proof {
         render(stream, &views, next, q.format, q.columns.as_deref())
