@@ -42,6 +42,9 @@ pub const LATE_SEAL_FLUSHES: u64 = 10;
 /// Changed stream states are saved every this many flushes (and on eviction and
 /// shutdown); after a crash the counters may lag by that long.
 pub const STATE_EVERY: u64 = 600;
+/// Windows of streams that left memory sealed in one call: their records are copied for
+/// the seal, so a flush after thousands of evictions holds a group's copy at a time.
+const EVICTED_GROUP: usize = 512;
 
 /// One stream in memory.
 #[derive(Debug)]
@@ -134,21 +137,29 @@ impl EvictedJob {
         self.streams.iter().map(|(_, g)| g.windows.len()).sum()
     }
 
-    /// Seals every window, each with its records held here, together.
+    /// Seals every window, each with its records held here, a few hundred windows at a
+    /// time (their records are copied for the seal).
     pub fn run(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let mut records: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::with_capacity(self.windows());
+        let seal = |records: &[(StreamId, u64, Vec<StoredRecord>)]| {
+            let sealing: Vec<Sealing<'_>> =
+                records.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
+            store.seal_windows(&sealing).map(|_| ())
+        };
+        let mut records: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::new();
         for (stream, gone) in &self.streams {
             let all = gone.records();
             for w in &gone.windows {
                 records.push((*stream, *w, all.iter().filter(|r| r.window() == *w).cloned().collect()));
             }
+            if records.len() >= EVICTED_GROUP {
+                seal(&records)?;
+                records.clear();
+            }
         }
         if records.is_empty() {
             return Ok(());
         }
-        let sealing: Vec<Sealing<'_>> =
-            records.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
-        store.seal_windows(&sealing).map(|_| ())
+        seal(&records)
     }
 }
 
@@ -906,6 +917,31 @@ mod tests {
         assert_eq!(store.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert_eq!((table.live(), table.unflushed()), (0, 0));
         assert!(table.unflushed_of(&S).is_empty());
+    }
+
+    /// More streams leave at once than one sealing group holds: every one's window is
+    /// sealed, group after group.
+    #[test]
+    fn thousands_of_streams_leaving_at_once_are_all_sealed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let n = EVICTED_GROUP as u32 * 2 + 7;
+        let mut table = Table::new(n as usize * 2);
+        let ids: Vec<StreamId> = (0..n).map(|device| StreamId { device, ..S }).collect();
+        for &id in &ids {
+            let mut r = record(1, 10);
+            r.record.stream = id;
+            table.entry(id, 1, &store).expect("entry").0.pending.push(r);
+            table.queued();
+        }
+        assert_eq!(table.evict_idle(u64::MAX, &store).expect("evict"), n as usize);
+        let job = table.take_evicted();
+        let sealed = job.run(&store);
+        table.finish_evicted(job, sealed, &store).expect("sealed");
+        for id in ids {
+            assert_eq!(store.window(id, 0).expect("window").len(), 1, "{id:?}");
+        }
+        assert_eq!(table.unflushed(), 0);
     }
 
     #[test]

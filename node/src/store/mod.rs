@@ -601,6 +601,9 @@ const MAX_CASCADE: usize = 10_000;
 /// held hundreds of MB (heaptrack).
 const SEAL_SLICE: usize = 32;
 
+/// Windows whose sealed values are held before they are written (one segment sync each).
+const SEAL_GROUP: usize = 512;
+
 /// Gives each record (in key order) its extended seq, continuing from `before` (the record
 /// before the window): a function of the records alone, so equal sets get equal values.
 fn extend_seqs(mut before: Option<stream::Neighbour>, records: &mut [StoredRecord]) {
@@ -1098,6 +1101,10 @@ impl Store for SledStore {
                 roots[i] = Some(p.summary.root);
             }
             prepared.push(Prepared { receipts: own_receipts(&records) != mine, ..p });
+            if prepared.len() >= SEAL_GROUP {
+                self.write_sealed(&prepared, true)?;
+                prepared.clear();
+            }
         }
         if !prepared.is_empty() {
             self.write_sealed(&prepared, true)?;
@@ -1512,7 +1519,7 @@ mod tests {
     fn many_windows_sealed_at_once_are_all_indexed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SledStore::open(dir.path(), 4).expect("open");
-        let n = SEAL_SLICE as u64 * 3 + 5;
+        let n = SEAL_GROUP as u64 + SEAL_SLICE as u64 * 3 + 5;
         let lives: Vec<Vec<StoredRecord>> = (0..n).map(|i| vec![rec(i, i * window::SPAN_NS + 1, i as f32)]).collect();
         let sealing: Vec<Sealing<'_>> =
             lives.iter().enumerate().map(|(i, live)| Sealing { stream: S, window_start: i as u64 * window::SPAN_NS, live }).collect();
