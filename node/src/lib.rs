@@ -313,7 +313,7 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
         let s = Arc::clone(&shared);
         let result = tokio::task::spawn_blocking(move || {
             let cutoff = now_ns().saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX));
-            let evicted = s.table().evict_idle(cutoff, s.store.as_ref())?;
+            let evicted = s.table().evict_idle(cutoff);
             // A stream quiet for a while gets its last window sealed (and announced).
             s.table().close_quiet(now_ns().saturating_sub(QUIET_NS));
             let done = flush(&s)?;
