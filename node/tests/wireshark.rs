@@ -3,7 +3,8 @@
 //! on the link holds), with `SSLKEYLOGFILE` set; tshark, given that key log, decrypts the
 //! sessions and the dissector (`tools/wireshark/telemesh.lua`) shows each frame as the
 //! simulator's truth log says, on the node's port 5006 and, by heuristic, on another.
-//! Without the key log nothing is readable.
+//! Without the key log nothing is readable; the frames exported from the decrypted capture
+//! ("OSI layer 7") read back without it.
 //!
 //! Without `tshark` the test says so and passes, except under CI (`CI` set), where
 //! `.ci/run` installs it and a missing `tshark` fails it.
@@ -204,7 +205,37 @@ fn tshark_decrypts_the_simulators_dtls_with_its_key_log() {
             assert_eq!(got, want, "{ctx}");
         }
     }
-    eprintln!("{} datagrams through the relay; {} frames decrypted and decoded twice", passed.len(), truth.len());
+    // The frames exported from the decrypted capture (Export PDUs, "OSI layer 7") read
+    // back without the keys.
+    let decrypted = dir.path().join("dtls-5006.pcap");
+    let exported = dir.path().join("frames.pcap");
+    let o = Command::new("tshark")
+        .arg("-r")
+        .arg(&decrypted)
+        .arg("-X")
+        .arg(format!("lua_script:{}", tshark::LUA))
+        .args(["-o", &keys, "-U", "OSI layer 7", "-w"])
+        .arg(&exported)
+        .output()
+        .expect("runs tshark");
+    assert!(o.status.success(), "tshark -U: {}", String::from_utf8_lossy(&o.stderr));
+    let frames = tshark(&exported, &[]);
+    assert_eq!(frames.len(), truth.len(), "one exported PDU per frame");
+    for (p, t) in frames.iter().zip(&truth) {
+        assert_eq!(p.show("telemesh_secure.seq"), t.seq.to_string());
+        let payload = p.all("telemesh_secure.payload").first().map_or(String::new(), |f| f.show.clone());
+        assert_eq!(payload, secure_payload(&t.datagram), "seq {}", t.seq);
+    }
+    eprintln!(
+        "{} datagrams through the relay; {} frames decrypted and decoded twice, exported and read back",
+        passed.len(),
+        truth.len()
+    );
+}
+
+/// The payload text of a frame (bytes 22 on); empty for a heartbeat, which has no payload field.
+fn secure_payload(frame: &[u8]) -> String {
+    String::from_utf8_lossy(&frame[22..]).into_owned()
 }
 
 /// A port other than 5006 for the node's side of the capture, where DTLS and the frame are
