@@ -13,7 +13,7 @@
 -- datagram under in `telemesh_drops_total{reason}`; a datagram without one is accepted.
 --
 -- Load it with `tshark -X lua_script:telemesh.lua` or copy it to ~/.local/lib/wireshark/plugins/.
--- Written for Wireshark 3.6 and later (Lua 5.2 to 5.4).
+-- Tested with Wireshark 4.0 (Lua 5.2); the BLAKE3 code also runs on Lua 5.3 and 5.4.
 
 local MAX_SENSOR_DATAGRAM = 200
 local TRAILER_COUNTER = 4
@@ -32,11 +32,18 @@ local function f32_text(value, raw)
     if value == math.huge then return "inf" end
     if value == -math.huge then return "-inf" end
     if value == 0 then return raw:byte(1) >= 0x80 and "-0" or "0" end
-    for digits = 1, 9 do
-        local text = string.format("%." .. (digits - 1) .. "e", value)
+    for precision = 0, 8 do
+        local text = string.format("%." .. precision .. "e", value)
         if Struct.pack(">f", tonumber(text)) == raw then
-            local exponent = tonumber(text:match("e([-+]%d+)$"))
-            return string.format("%." .. math.max(0, digits - 1 - exponent) .. "f", value)
+            -- Those digits, placed without an exponent.
+            local sign, first, rest, exponent = text:match("^(-?)(%d)%.?(%d*)e([-+]%d+)$")
+            local digits, e = first .. rest, tonumber(exponent)
+            if e >= #digits - 1 then
+                return sign .. digits .. string.rep("0", e - #digits + 1)
+            elseif e >= 0 then
+                return sign .. digits:sub(1, e + 1) .. "." .. digits:sub(e + 2)
+            end
+            return sign .. "0." .. string.rep("0", -e - 1) .. digits
         end
     end
     return string.format("%.9g", value)
@@ -203,7 +210,11 @@ end
 local telemesh = Proto("telemesh", "telemesh device keys")
 telemesh.prefs.device_keys = Pref.string("Device keys file", "",
     "The node's --device-keys file (dialect, device, 64 hex digits a line): tags of those devices are checked")
-telemesh.prefs_changed = function() load_keys(telemesh.prefs.device_keys) end
+telemesh.prefs_changed = function()
+    load_keys(telemesh.prefs.device_keys)
+    -- A dialog in Wireshark, a line on stderr from tshark; the trailers show it too.
+    if keys_error and report_failure then report_failure("telemesh.lua: " .. keys_error) end
+end
 
 -- ---------------------------------------------------------------------------------------
 -- The authentication trailer (proto::auth), shared by the two plain dialects
