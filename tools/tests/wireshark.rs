@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use telemesh_proto::auth::{self, Key, Keys, Verifier};
 use telemesh_proto::record::{Kind, Record, TimestampUnit};
-use telemesh_proto::wire::Dialect;
+use telemesh_proto::wire::{iotstream, Dialect};
 use telemesh_tools::sensor::{self, Reading, TruthRecord};
 use tshark::{have_tshark, tshark, Packet, Pcap, ETHERNET, UPPER_PDU};
 
@@ -185,22 +185,30 @@ fn plain_dialects_decode_as_the_truth_log_says() {
         pcap.udp(t.sent_at_ns, 40_000 + t.device % 1000, port, &t.datagram);
         order.push(t);
     }
-    // The Mini-RFC's worked example with the checksum it prints (0xf2; the rule gives 0x4f).
+    // A DATA datagram with its checksum corrupted.
     let mut bad = iot.iter().find(|t| t.kind == Kind::Data).expect("a DATA").datagram.clone();
     let right = bad[11];
     bad[11] = right.wrapping_add(0x5a);
     pcap.udp(T0_MS * 1_000_000 + 999, 40_001, 5005, &bad);
+    // Readings no sensor sends, printed as the node prints them (Rust's `Display` for f32).
+    let odd = [1e38, -0.0, 1e-45, 3.402_823_5e38, 1.175_494_4e-38, 123_456.7, f32::NAN, f32::NEG_INFINITY];
+    let odd_datagram = iotstream::Repr::new(iotstream::MsgType::Data, 9, 9, 9, &odd).expect("valid").to_bytes();
+    pcap.udp(T0_MS * 1_000_000 + 1_999, 40_001, 5005, &odd_datagram);
     let path = dir.path().join("plain.pcap");
     pcap.write(&path);
 
     let packets = tshark(&path, &[]);
-    assert_eq!(packets.len(), order.len() + 1);
+    assert_eq!(packets.len(), order.len() + 2);
+    let odd_packet = &packets[order.len() + 1];
+    let shown: Vec<&str> = odd_packet.all("iotstream.reading").iter().map(|f| f.showname.as_str()).collect();
+    let want: Vec<String> = odd.iter().enumerate().map(|(i, v)| format!("r{}: {v}", i + 1)).collect();
+    assert_eq!(shown, want);
     for (p, t) in packets.iter().zip(&order) {
         assert_plain(p, t);
         let other = if t.dialect == Dialect::Iotstream { "tinytelemetry" } else { "iotstream" };
         assert!(!p.has(other), "{} datagram also decoded as {other}", t.dialect);
     }
-    let corrupt = packets.last().expect("the corrupted one");
+    let corrupt = &packets[order.len()];
     assert_eq!(corrupt.show("iotstream.checksum.status"), "0", "a wrong checksum is flagged");
     assert_eq!(corrupt.show("iotstream.checksum.computed"), format!("0x{right:02x}"));
     assert!(corrupt.has("iotstream.checksum.bad"), "with an expert item");
