@@ -280,11 +280,7 @@ fn damage(dialect: Dialect, rng: &mut ChaCha8Rng, good: &[u8]) -> Vec<u8> {
         1 => b[0] = rng.gen_range(0..3),
         2 => b[1] = rng.gen_range(0..4),
         3 if dialect == Dialect::Iotstream => b[10] = rng.gen_range(0..50),
-        3 => {
-            if b.len() > 12 {
-                b[12] = rng.gen_range(0..40);
-            }
-        }
+        3 if b.len() > 12 => b[12] = rng.gen_range(0..40),
         4 if dialect == Dialect::Iotstream => b[11] = rng.gen(),
         4 => {
             let readings = b.len().saturating_sub(13) / 5;
