@@ -319,23 +319,27 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let s = Arc::clone(&shared);
-    // Seeded from the stored states: a device heard before a restart still counts.
-    let heard = tokio::task::spawn_blocking(move || {
+    // The devices heard before this start, from the stored states, read beside the first
+    // flushes rather than before them.
+    let mut seed = Some(tokio::task::spawn_blocking(move || {
         let mut heard = ingest::heard::Heard::default();
         match s.store.states() {
             Ok(states) => states.iter().for_each(|(id, state)| heard.note(*id, state.last_arrival_ns)),
-            Err(e) => tracing::warn!(error = %e, "cannot read the stream states: devices heard before this start not counted"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the stream states: devices heard before are not counted"),
         }
         heard
-    })
-    .await
-    .unwrap_or_default();
-    let heard = Arc::new(Mutex::new(heard));
+    }));
+    let heard = Arc::new(Mutex::new(ingest::heard::Heard::default()));
     let mut since = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if let Some(task) = seed.take_if(|t| t.is_finished()) {
+            if let Ok(before) = task.await {
+                heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).absorb(before);
+            }
         }
         let s = Arc::clone(&shared);
         let heard = Arc::clone(&heard);

@@ -1,11 +1,12 @@
 //! When each device was last heard here, for `telemesh_devices` and `telemesh_devices_stale`.
 //!
 //! Kept by the maintenance task, not by ingest: at each flush it takes from the stream
-//! table the streams that received a datagram since the previous one
-//! ([`crate::ingest::streams::Table::heard_since`]), so a datagram costs nothing more and the
-//! scrape never waits for the table. Streams that left memory keep their last time here.
-//! Seeded at start from the stored stream states. Bounded as the stream states are: one
-//! entry per stream this node ever heard (at most 65,535 ids per plain dialect).
+//! table the streams that received a datagram lately
+//! ([`crate::ingest::streams::Table::heard_since`]), so a datagram costs nothing more and
+//! the scrape never waits for the table. Streams that left memory keep their last time
+//! here. Seeded at start from the stored stream states ([`Heard::absorb`]). Bounded as the
+//! stream states are: one entry per stream this node ever heard (at most 65,535 ids per
+//! plain dialect).
 
 use std::collections::HashMap;
 
@@ -27,6 +28,11 @@ impl Heard {
         }
         let t = self.last.entry(stream).or_insert(arrival_ns);
         *t = (*t).max(arrival_ns);
+    }
+
+    /// Takes in what `other` heard.
+    pub fn absorb(&mut self, other: Heard) {
+        other.last.into_iter().for_each(|(id, t)| self.note(id, t));
     }
 
     /// For each dialect: devices heard, and those of them last heard before `cutoff_ns`.
@@ -66,5 +72,10 @@ mod tests {
         assert_eq!(secure, Some(&(Dialect::Secure, 0, 0)), "never heard: not a device");
         h.note(a, 400);
         assert_eq!(h.count(250)[0], (Dialect::Iotstream, 2, 0), "heard again: no longer stale");
+        let mut seeded = Heard::default();
+        seeded.note(a, 90);
+        seeded.note(StreamId::new(Dialect::Iotstream, 3), 90);
+        h.absorb(seeded);
+        assert_eq!(h.count(250)[0], (Dialect::Iotstream, 3, 1), "an older time changes nothing; a new device counts");
     }
 }
