@@ -219,7 +219,8 @@ fn every_example_of_the_api_document_has_the_shape_the_node_answers_with() {
         }
     }
 
-    // Every metric of the tables is served (a family without samples yet by its TYPE line).
+    // Every metric of the tables is served (a family without samples yet by its TYPE line,
+    // which names `x_total` in the classic format and `x` in OpenMetrics).
     let metrics = common::get_text(&format!("{}/metrics", b.url()));
     let section = DOC.split("\n## `GET /metrics`").nth(1).expect("a metrics section").split("\n## ").next().expect("text");
     let documented: Vec<&str> =
@@ -229,7 +230,7 @@ fn every_example_of_the_api_document_has_the_shape_the_node_answers_with() {
         let family = name.strip_suffix("_total").unwrap_or(name);
         let served = metrics.lines().any(|l| {
             l.strip_prefix(name).is_some_and(|rest| ["{", " ", "_bucket", "_count"].iter().any(|s| rest.starts_with(s)))
-                || l.strip_prefix("# TYPE ").is_some_and(|t| t.split(' ').next() == Some(family))
+                || l.strip_prefix("# TYPE ").is_some_and(|t| t.split(' ').next().is_some_and(|n| n == family || n == name))
         });
         assert!(served, "docs/api.md lists {name}, /metrics has no such family");
     }

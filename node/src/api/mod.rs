@@ -16,6 +16,7 @@ pub mod mesh_cli;
 mod members;
 pub mod limit;
 pub mod many;
+pub mod meter;
 pub mod proof;
 pub mod server;
 
@@ -80,6 +81,7 @@ pub struct Listeners {
 /// The API with its limits and authentication (the outermost layer runs first).
 pub fn router(app: App) -> Router {
     let policy = app.policy.clone();
+    let http = app.shared.metrics.http.clone();
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/streams", get(streams))
@@ -101,6 +103,7 @@ pub fn router(app: App) -> Router {
         .with_state(app)
         .layer(axum::middleware::from_fn_with_state(policy, auth::require))
         .layer(axum::middleware::from_fn(limit::check))
+        .layer(axum::middleware::from_fn_with_state(http, meter::count))
 }
 
 /// A JSON error body: `{"error": "...", "parameter": "..."}`. Routes added later (and
@@ -670,10 +673,16 @@ async fn status(State(app): State<App>) -> Response {
     .into_response()
 }
 
-async fn metrics(State(app): State<App>) -> Response {
-    let m = &app.shared.metrics;
-    m.corrupt_values.set(app.shared.store.corrupt_values() as i64);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
+/// The classic text format, or OpenMetrics if the `Accept` header prefers it.
+async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    let format = crate::metrics::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let records = crate::mesh::read(&app.windows).records();
+    let shared = Arc::clone(&app.shared);
+    // The store's size and /proc are read from disk: not on the runtime's threads.
+    match tokio::task::spawn_blocking(move || shared.metrics.scrape(shared.store.as_ref(), records, format)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "Accept")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+    }
 }
 
 #[cfg(test)]

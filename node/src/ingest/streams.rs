@@ -679,6 +679,12 @@ impl Table {
         }
     }
 
+    /// The streams in memory that received a datagram at or after `since_ns`, with the
+    /// time of their latest ([`crate::ingest::heard`]).
+    pub fn heard_since(&self, since_ns: u64) -> Vec<(StreamId, u64)> {
+        self.entries.iter().filter(|(_, e)| e.touched_ns >= since_ns).map(|(id, e)| (*id, e.touched_ns)).collect()
+    }
+
     /// A copy of every in-memory state.
     /// A copy of every state in memory, those of streams that left and are not written
     /// yet included.

@@ -575,6 +575,10 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Stored values that failed to decode and were skipped.
     fn corrupt_values(&self) -> u64;
+    /// Bytes on disk by part (`sled`, `sealed`, `wal`), read without waiting for writers.
+    fn disk_bytes(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Windows sealed (or whose provenance changed) since the last call, each with what
     /// changed ([`Change`]), and whether more changed than could be remembered (then every
     /// summary should be read again).
@@ -1232,6 +1236,14 @@ impl Store for SledStore {
 
     fn corrupt_values(&self) -> u64 {
         self.corrupt.load(Ordering::Relaxed)
+    }
+
+    fn disk_bytes(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("sled", self.db.size_on_disk().unwrap_or(0)),
+            ("sealed", self.segments.size().unwrap_or(0)),
+            ("wal", self.wal.size()),
+        ]
     }
 
     fn keep_statements(&self, author: &str, statements: &[Statement]) -> Result<(), StoreError> {
