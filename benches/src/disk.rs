@@ -96,7 +96,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         }
     }
     // The streams go quiet: flushed, evicted, every window sealed.
-    shared.table().evict_idle(u64::MAX, store.as_ref())?;
+    shared.table().evict_idle(u64::MAX);
     telemesh_node::flush(&shared)?;
 
     // The source documents' CSV log of the same records (their columns, plus readings).

@@ -138,10 +138,20 @@ fn mesh_config(config: &Config) -> mesh::Config {
 /// Runs a node on bound sockets until `shutdown` is cancelled, then drains: listeners
 /// stop, pending records and stream states are written, the store is flushed.
 pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::new();
+    for (dialect, socket) in [
+        (Dialect::Iotstream, &sockets.iotstream),
+        (Dialect::Tinytelemetry, &sockets.tinytelemetry),
+        (Dialect::Secure, &sockets.secure),
+    ] {
+        if let Some(socket) = socket {
+            metrics.udp.watch(dialect.name(), socket);
+        }
+    }
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         table: Mutex::new(Table::new(config.max_streams)),
-        metrics: metrics::Metrics::new(),
+        metrics,
         reorder: config.reorder,
         iotstream_timestamp: config.iotstream_timestamp,
         sealed: Arc::default(),
@@ -272,6 +282,8 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
         let mut table = shared.table();
         // Read by the API and the metrics without waiting for the table.
         shared.metrics.streams_in_memory.set(table.len() as i64);
+        shared.metrics.pending_records.set(table.unflushed() as i64);
+        shared.metrics.wal_records.set(table.live() as i64);
         table.begin_flush()
     };
     let written = job.write(store);
@@ -301,36 +313,84 @@ fn final_flush(shared: &Shared) -> Result<(), store::StoreError> {
 /// A stream quiet this long has its open window sealed, so the mesh sees it.
 pub const QUIET_NS: u64 = 5_000_000_000;
 
-/// Every flush interval: write and sync what is pending, evict idle streams.
+/// Every flush interval: write and sync what is pending, evict idle streams; count the
+/// devices heard and those silent for longer than `idle`.
 async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let s = Arc::clone(&shared);
+    // The devices heard before this start, from the stored states, read beside the first
+    // flushes rather than before them.
+    let mut seed = Some(tokio::task::spawn_blocking(move || {
+        let mut heard = ingest::heard::Heard::default();
+        match s.store.states() {
+            Ok(states) => states.iter().for_each(|(id, state)| heard.note(*id, state.last_arrival_ns)),
+            Err(e) => tracing::warn!(error = %e, "cannot read the stream states: devices heard before are not counted"),
+        }
+        heard
+    }));
+    let heard = Arc::new(Mutex::new(ingest::heard::Heard::default()));
+    let mut since = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if let Some(task) = seed.take_if(|t| t.is_finished()) {
+            if let Ok(before) = task.await {
+                heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).absorb(before);
+            }
+        }
         let s = Arc::clone(&shared);
+        let heard = Arc::clone(&heard);
+        let from = since;
         let result = tokio::task::spawn_blocking(move || {
-            let cutoff = now_ns().saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX));
-            let evicted = s.table().evict_idle(cutoff, s.store.as_ref())?;
-            // A stream quiet for a while gets its last window sealed (and announced).
-            s.table().close_quiet(now_ns().saturating_sub(QUIET_NS));
-            let done = flush(&s)?;
-            tracing::trace!(?done, "flushed");
-            if done.sealed > 0 {
-                s.sealed.notify_one();
+            let now = now_ns();
+            let cutoff = now.saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX));
+            // Streams heard lately, before idle ones leave memory.
+            let recent = s.table().heard_since(from);
+            let mut h = heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            recent.into_iter().for_each(|(id, t)| h.note(id, t));
+            for (dialect, all, stale) in h.count(cutoff) {
+                s.metrics.set_devices(dialect, all, stale);
             }
-            if evicted > 0 {
-                tracing::debug!(evicted, "idle streams left memory");
+            drop(h);
+            let started = Instant::now();
+            let result = maintain_once(&s, cutoff);
+            s.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+            if result.is_err() {
+                s.metrics.flush_failures.inc();
             }
-            Ok::<_, store::StoreError>(())
+            (now, result)
         })
         .await;
-        if let Ok(Err(e)) = result {
+        let Ok((now, result)) = result else { continue };
+        // An arrival timed just before `now` may reach the table after the scan: look again.
+        since = now.saturating_sub(HEARD_MARGIN_NS);
+        if let Err(e) = result {
             tracing::error!(error = %e, "flush failed; pending records stay in memory");
         }
     }
+}
+
+/// How far back each tick looks again for streams heard ([`maintain`]).
+const HEARD_MARGIN_NS: u64 = 5_000_000_000;
+
+/// One tick of [`maintain`]: idle streams leave memory, quiet ones get their window
+/// sealed, and what is pending is written and synced.
+fn maintain_once(s: &Shared, cutoff: u64) -> Result<(), store::StoreError> {
+    let evicted = s.table().evict_idle(cutoff);
+    // A stream quiet for a while gets its last window sealed (and announced).
+    s.table().close_quiet(now_ns().saturating_sub(QUIET_NS));
+    let done = flush(s)?;
+    tracing::trace!(?done, "flushed");
+    if done.sealed > 0 {
+        s.sealed.notify_one();
+    }
+    if evicted > 0 {
+        tracing::debug!(evicted, "idle streams left memory");
+    }
+    Ok(())
 }
 
 /// A node running on a thread of its own, for tests and benchmarks.

@@ -155,6 +155,31 @@ impl fmt::Debug for Context {
     }
 }
 
+/// The environment variable that names a key log file, as curl and browsers read it.
+pub const KEYLOG_ENV: &str = "SSLKEYLOGFILE";
+
+/// Appends each session's secrets to `path` in the NSS key log format, so that Wireshark
+/// can decrypt a capture of the sessions (`-o tls.keylog_file:PATH`, docs/wireshark.md).
+/// Only when [`KEYLOG_ENV`] names a file: whoever reads it reads the sessions. Created with
+/// mode 0600.
+fn keylog(b: &mut SslContextBuilder, path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| Error::Io { what: format!("{KEYLOG_ENV} {}", path.display()), err })?;
+    let file = std::sync::Mutex::new(file);
+    b.set_keylog_callback(move |_, line| {
+        if let Ok(mut f) = file.lock() {
+            // A line lost to a full disk costs the decryption of one session, nothing else.
+            let _ = writeln!(f, "{line}");
+        }
+    });
+    Ok(())
+}
+
 impl Context {
     /// Reads the files, checks the key belongs to the certificate and the certificate names
     /// `device` (when given).
@@ -194,6 +219,9 @@ impl Context {
         b.check_private_key()?;
         b.set_verify(SslVerifyMode::PEER);
         b.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
+        if let Some(path) = std::env::var_os(KEYLOG_ENV).filter(|p| !p.is_empty()) {
+            keylog(&mut b, Path::new(&path))?;
+        }
         Ok(Context { context: b.build(), client })
     }
 }

@@ -368,7 +368,7 @@ pub async fn aggregate(
     };
     let (every_ns, from_ns, to_ns) = (q.every_ns, q.from_ns, q.to_ns);
     let app2 = app.clone();
-    let pass = tokio::task::spawn_blocking(move || {
+    let pass = super::blocking(move || {
         let pending = pending(&app2, &stream);
         let store = app2.shared.store.as_ref();
         let Some((lo, hi)) = extent(store, &pending, stream, from_ns, to_ns)? else {
@@ -388,10 +388,9 @@ pub async fn aggregate(
     })
     .await;
     let series = match pass {
-        Ok(Ok(Pass::Done(s))) => s,
-        Ok(Ok(Pass::TooMany(n))) => return too_many(n, &q.every),
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Ok(Pass::Done(s)) => s,
+        Ok(Pass::TooMany(n)) => return too_many(n, &q.every),
+        Err(response) => return response,
     };
     match q.format {
         Format::Csv => match to_csv(&series, &q.fns) {

@@ -227,7 +227,7 @@ pub async fn align(State(app): State<App>, query: Result<Query<Vec<(String, Stri
         Err((p, m)) => return bad(&p, m),
     };
     let (app2, q2) = (app.clone(), q.clone());
-    let pass = tokio::task::spawn_blocking(move || {
+    let pass = super::blocking(move || {
         let q = q2;
         let store = app2.shared.store.as_ref();
         // Corrections, and how many buckets the corrected records span, before any pass.
@@ -269,10 +269,9 @@ pub async fn align(State(app): State<App>, query: Result<Query<Vec<(String, Stri
     })
     .await;
     let aligned = match pass {
-        Ok(Ok(Pass::Done(a))) => a,
-        Ok(Ok(Pass::TooMany(n))) => return too_many(n, &q.every),
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Ok(Pass::Done(a)) => a,
+        Ok(Pass::TooMany(n)) => return too_many(n, &q.every),
+        Err(response) => return response,
     };
     let table = Table::new(&aligned, &q);
     match q.format {

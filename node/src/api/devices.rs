@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -127,11 +126,10 @@ pub async fn devices(State(app): State<App>, query: Result<Query<Vec<(String, St
         .collect();
     let shared = Arc::clone(&app.shared);
     let q2 = q.clone();
-    let page = tokio::task::spawn_blocking(move || page(&shared, &q2, sealed)).await;
+    let page = super::blocking(move || page(&shared, &q2, sealed)).await;
     let page = match page {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Ok(p) => p,
+        Err(response) => return response,
     };
     let next = page.next_cursor.clone();
     let mut response = Json(page).into_response();

@@ -121,11 +121,10 @@ pub async fn records(State(app): State<App>, query: Result<Query<Vec<(String, St
         return bad("devices", format!("{} devices; at most {MAX_DEVICES} in one query", streams.len()));
     }
     let (shared, format, columns) = (Arc::clone(&app.shared), q.format, q.columns.clone());
-    let fetched = tokio::task::spawn_blocking(move || page(&shared, &streams, cursor, &q)).await;
+    let fetched = super::blocking(move || page(&shared, &streams, cursor, &q)).await;
     let (views, next) = match fetched {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Ok(v) => v,
+        Err(response) => return response,
     };
     let mut response = match format {
         Format::Json => Json(Page { count: views.len(), truncated: next.is_some(), next_cursor: next.clone(), records: &views }).into_response(),

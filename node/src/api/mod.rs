@@ -17,6 +17,7 @@ pub mod mesh_cli;
 mod members;
 pub mod limit;
 pub mod many;
+pub mod meter;
 pub mod proof;
 pub mod server;
 
@@ -81,6 +82,7 @@ pub struct Listeners {
 /// The API with its limits and authentication (the outermost layer runs first).
 pub fn router(app: App) -> Router {
     let policy = app.policy.clone();
+    let http = app.shared.metrics.http.clone();
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/streams", get(streams))
@@ -103,12 +105,27 @@ pub fn router(app: App) -> Router {
         .with_state(app)
         .layer(axum::middleware::from_fn_with_state(policy, auth::require))
         .layer(axum::middleware::from_fn(limit::check))
+        .layer(axum::middleware::from_fn_with_state(http, meter::count))
 }
 
 /// A JSON error body: `{"error": "...", "parameter": "..."}`. Routes added later (and
 /// their extractor rejections) answer with this too.
 pub fn error(status: StatusCode, parameter: Option<&str>, message: &str) -> Response {
     (status, Json(json!({ "error": message, "parameter": parameter }))).into_response()
+}
+
+/// Runs a store read off the async runtime: its value, or the 500 that a failed read (or a
+/// task that panicked) answers.
+pub(crate) async fn blocking<T, E>(read: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Response>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string())),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string())),
+    }
 }
 
 fn bad(parameter: &str, message: impl Into<String>) -> Response {
@@ -126,7 +143,7 @@ pub struct StreamView {
 
 async fn streams(State(app): State<App>) -> Response {
     let shared = Arc::clone(&app.shared);
-    let result = tokio::task::spawn_blocking(move || {
+    let result = blocking(move || {
         let mut all: BTreeMap<StreamId, Report> = BTreeMap::new();
         for (id, state) in shared.store.states()? {
             all.insert(id, state.report());
@@ -143,9 +160,8 @@ async fn streams(State(app): State<App>) -> Response {
     })
     .await;
     match result {
-        Ok(Ok(streams)) => Json(json!({ "streams": streams })).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Ok(streams) => Json(json!({ "streams": streams })).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -360,7 +376,7 @@ async fn records(
     }
     let shared = Arc::clone(&app.shared);
     let query = q.clone();
-    let fetched = tokio::task::spawn_blocking(move || {
+    let fetched = blocking(move || {
         let q = query;
         let store = shared.store.as_ref();
         let pending = shared.table().unflushed_of(&stream);
@@ -376,9 +392,8 @@ async fn records(
     })
     .await;
     let (views, next) = match fetched {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+        Ok(v) => v,
+        Err(response) => return response,
     };
     let mut response = if !q.proof {
         render(stream, &views, next, q.format, q.columns.as_deref())
@@ -664,10 +679,16 @@ pub(crate) fn status_body(app: &App) -> serde_json::Value {
     })
 }
 
-async fn metrics(State(app): State<App>) -> Response {
-    let m = &app.shared.metrics;
-    m.corrupt_values.set(app.shared.store.corrupt_values() as i64);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
+/// The classic text format, or OpenMetrics if the `Accept` header prefers it.
+async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    let format = crate::metrics::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let records = crate::mesh::read(&app.windows).records();
+    let shared = Arc::clone(&app.shared);
+    // The store's size and /proc are read from disk: not on the runtime's threads.
+    match tokio::task::spawn_blocking(move || shared.metrics.scrape(shared.store.as_ref(), records, format)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "Accept")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+    }
 }
 
 #[cfg(test)]

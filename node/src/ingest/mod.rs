@@ -14,6 +14,7 @@
 pub mod admit;
 pub mod counters;
 pub mod dtls;
+pub mod heard;
 pub mod streams;
 
 use std::io::{ErrorKind, IoSliceMut};
@@ -252,6 +253,7 @@ impl Listener {
                 return;
             }
         };
+        let before = state.counters.clone();
         let outcome = state.observe(&record, arrival_ns, &shared.reorder, || {
             // Rare (possible duplicates, late arrivals): copying what is unflushed is fine.
             let mut unflushed = leaving.records();
@@ -261,6 +263,7 @@ impl Listener {
                 Lookup { presence: Presence::Absent, predecessor: None }
             })
         });
+        self.handles.count_stream(&before, &state.counters);
         let pushed = match outcome {
             Outcome::New { ext_seq, .. } | Outcome::Conflict { ext_seq } => {
                 if matches!(outcome, Outcome::Conflict { .. }) {

@@ -42,6 +42,9 @@ pub const LATE_SEAL_FLUSHES: u64 = 10;
 /// Changed stream states are saved every this many flushes (and on eviction and
 /// shutdown); after a crash the counters may lag by that long.
 pub const STATE_EVERY: u64 = 600;
+/// Windows of streams that left memory sealed in one call: their records are copied for
+/// the seal, so a flush after thousands of evictions holds a group's copy at a time.
+const EVICTED_GROUP: usize = 512;
 
 /// One stream in memory.
 #[derive(Debug)]
@@ -79,12 +82,16 @@ pub struct Live {
     chunk: Encoded,
 }
 
-/// What a stream that left memory still holds there: its records not yet in a sealed
-/// window, and the windows to seal. The next flush seals them without the table lock
-/// ([`Table::take_evicted`], [`EvictedJob::run`], [`Table::finish_evicted`]); meanwhile
-/// queries and duplicate checks still see the records.
+/// What a stream that left memory still holds there: its state, its records not yet in a
+/// sealed window, and the windows to seal. The next flush writes the state and seals the
+/// windows without the table lock ([`Table::take_evicted`], [`EvictedJob::run`],
+/// [`Table::finish_evicted`]), so ingest never waits on the disk to make room; meanwhile
+/// queries, duplicate checks and a stream coming back still see them.
 #[derive(Debug, Default, Clone)]
 pub struct Gone {
+    /// Its state when it left, until written (`None` once the stream is back in memory,
+    /// whose entry holds a newer one).
+    state: Option<State>,
     /// Records written nowhere yet (the stream's pending records when it left).
     pending: Vec<StoredRecord>,
     /// Records in the write-ahead log.
@@ -99,7 +106,11 @@ impl Gone {
         unflushed(&self.live, None, &self.pending)
     }
 
+    /// Adds what the stream left behind later.
     fn absorb(&mut self, more: Gone) {
+        if more.state.is_some() {
+            self.state = more.state;
+        }
         self.pending.extend(more.pending);
         self.live.extend(more.live);
         self.windows.extend(more.windows);
@@ -134,21 +145,34 @@ impl EvictedJob {
         self.streams.iter().map(|(_, g)| g.windows.len()).sum()
     }
 
-    /// Seals every window, each with its records held here, together.
+    /// Writes the states, then seals every window, each with its records held here, a few
+    /// hundred windows at a time (their records are copied for the seal).
     pub fn run(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let mut records: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::with_capacity(self.windows());
+        let states: Vec<(StreamId, State)> =
+            self.streams.iter().filter_map(|(id, gone)| Some((*id, gone.state.clone()?))).collect();
+        if !states.is_empty() {
+            store.append(&[], &[], &states)?;
+        }
+        let seal = |records: &[(StreamId, u64, Vec<StoredRecord>)]| {
+            let sealing: Vec<Sealing<'_>> =
+                records.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
+            store.seal_windows(&sealing).map(|_| ())
+        };
+        let mut records: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::new();
         for (stream, gone) in &self.streams {
             let all = gone.records();
             for w in &gone.windows {
                 records.push((*stream, *w, all.iter().filter(|r| r.window() == *w).cloned().collect()));
             }
+            if records.len() >= EVICTED_GROUP {
+                seal(&records)?;
+                records.clear();
+            }
         }
         if records.is_empty() {
             return Ok(());
         }
-        let sealing: Vec<Sealing<'_>> =
-            records.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
-        store.seal_windows(&sealing).map(|_| ())
+        seal(&records)
     }
 }
 
@@ -328,7 +352,14 @@ impl Table {
     /// At capacity, the least recently active tenth of the table is flushed and dropped.
     /// Whether this node has a state for stream `id`: in memory, or in the store.
     pub fn knows(&self, id: StreamId, store: &dyn Store) -> Result<bool, StoreError> {
-        Ok(self.entries.contains_key(&id) || store.state(id)?.is_some())
+        Ok(self.entries.contains_key(&id) || self.left_state(&id).is_some() || store.state(id)?.is_some())
+    }
+
+    /// The state a stream out of memory left that is not written yet: the latest it left
+    /// (queued), else the one a running seal is writing.
+    fn left_state(&self, id: &StreamId) -> Option<State> {
+        let queued = self.evicted.get(id).and_then(|g| g.state.as_ref());
+        queued.or_else(|| self.sealing.get(id).and_then(|g| g.state.as_ref())).cloned()
     }
 
     ///
@@ -337,9 +368,12 @@ impl Table {
     pub fn entry(&mut self, id: StreamId, now_ns: u64, store: &dyn Store) -> Result<(&mut Entry, Leaving<'_>), StoreError> {
         if !self.entries.contains_key(&id) {
             if self.entries.len() >= self.max {
-                self.shrink_to(self.max - self.max / 10 - 1, store)?;
+                self.shrink_to(self.max - self.max / 10 - 1);
             }
-            let state = store.state(id)?.unwrap_or_default();
+            let state = match self.left_state(&id) {
+                Some(state) => state,
+                None => store.state(id)?.unwrap_or_default(),
+            };
             self.entries.insert(id, Box::new(Entry::new(state, now_ns)));
         }
         let entry = self.entries.entry(id).or_insert_with(|| Box::new(Entry::new(State::default(), now_ns)));
@@ -547,36 +581,37 @@ impl Table {
         Ok(done)
     }
 
-    /// Flushes and drops streams silent since before `cutoff_ns`.
-    pub fn evict_idle(&mut self, cutoff_ns: u64, store: &dyn Store) -> Result<usize, StoreError> {
+    /// Drops streams silent since before `cutoff_ns` from memory (for the next flush to
+    /// write and seal what they leave); returns how many.
+    pub fn evict_idle(&mut self, cutoff_ns: u64) -> usize {
         let idle: Vec<StreamId> = self
             .entries
             .iter()
             .filter(|(_, e)| e.touched_ns < cutoff_ns && e.in_flight.is_none())
             .map(|(id, _)| *id)
             .collect();
-        self.evict(&idle, store)?;
-        Ok(idle.len())
+        self.evict(&idle);
+        idle.len()
     }
 
-    fn shrink_to(&mut self, keep: usize, store: &dyn Store) -> Result<(), StoreError> {
+    fn shrink_to(&mut self, keep: usize) {
         let mut by_age: Vec<(u64, StreamId)> =
             self.entries.iter().filter(|(_, e)| e.in_flight.is_none()).map(|(id, e)| (e.touched_ns, *id)).collect();
         by_age.sort_unstable();
         let n = self.entries.len().saturating_sub(keep);
         let oldest: Vec<StreamId> = by_age.into_iter().take(n).map(|(_, id)| id).collect();
-        self.evict(&oldest, store)
+        self.evict(&oldest);
     }
 
-    /// Drops `ids` from memory: their states are written now, and what they hold (pending
-    /// and live records, the windows they were writing or had late records in) waits in
-    /// [`Gone`] for the next flush to seal (a stream leaving memory is quiet, so its
-    /// windows are done). Streams with a write in flight stay.
-    fn evict(&mut self, ids: &[StreamId], store: &dyn Store) -> Result<(), StoreError> {
-        let ids: Vec<StreamId> = ids.iter().copied().filter(|id| self.entries.get(id).is_some_and(|e| e.in_flight.is_none())).collect();
-        let states: Vec<(StreamId, State)> = ids.iter().filter_map(|id| Some((*id, self.entries.get(id)?.state.clone()))).collect();
-        store.append(&[], &[], &states)?;
-        for id in ids {
+    /// Drops `ids` from memory: their states and what they hold (pending and live records,
+    /// the windows they were writing or had late records in) wait in [`Gone`] for the next
+    /// flush to write and seal (a stream leaving memory is quiet, so its windows are
+    /// done). Streams with a write in flight stay.
+    fn evict(&mut self, ids: &[StreamId]) {
+        for &id in ids {
+            if self.entries.get(&id).is_none_or(|e| e.in_flight.is_some()) {
+                continue;
+            }
             let Some(e) = self.entries.remove(&id) else { continue };
             let mut windows: BTreeSet<u64> = e.open_window.into_iter().collect();
             windows.extend(e.pending.iter().map(StoredRecord::window));
@@ -586,16 +621,18 @@ impl Table {
                 self.late.remove(&k);
                 windows.insert(k.1);
             }
-            self.evicted.entry(id).or_default().absorb(Gone { pending: e.pending, live: e.live, windows });
+            self.evicted.entry(id).or_default().absorb(Gone { state: Some(e.state), pending: e.pending, live: e.live, windows });
         }
-        Ok(())
     }
 
     /// The windows of streams that left memory, with their records, to seal without the
     /// table lock; the records stay visible until [`Table::finish_evicted`].
     pub fn take_evicted(&mut self) -> EvictedJob {
         let mut job = EvictedJob::default();
-        for (id, gone) in std::mem::take(&mut self.evicted) {
+        for (id, mut gone) in std::mem::take(&mut self.evicted) {
+            if self.entries.contains_key(&id) {
+                gone.state = None; // back in memory, with a newer state
+            }
             let gone = Arc::new(gone);
             self.sealing.insert(id, Arc::clone(&gone));
             job.streams.push((id, gone));
@@ -642,14 +679,25 @@ impl Table {
         }
     }
 
-    /// A copy of every in-memory state.
-    pub fn snapshot(&self) -> Vec<(StreamId, State)> {
-        self.entries.iter().map(|(id, e)| (*id, e.state.clone())).collect()
+    /// The streams in memory that received a datagram at or after `since_ns`, with the
+    /// time of their latest ([`crate::ingest::heard`]).
+    pub fn heard_since(&self, since_ns: u64) -> Vec<(StreamId, u64)> {
+        self.entries.iter().filter(|(_, e)| e.touched_ns >= since_ns).map(|(id, e)| (*id, e.touched_ns)).collect()
     }
 
-    /// A copy of the state of `id`, if it is in memory.
+    /// A copy of every in-memory state.
+    /// A copy of every state in memory, those of streams that left and are not written
+    /// yet included.
+    pub fn snapshot(&self) -> Vec<(StreamId, State)> {
+        let left = self.sealing.keys().chain(self.evicted.keys()).filter(|id| !self.entries.contains_key(id));
+        let left: BTreeSet<StreamId> = left.copied().collect();
+        let left = left.into_iter().filter_map(|id| Some((id, self.left_state(&id)?)));
+        self.entries.iter().map(|(id, e)| (*id, e.state.clone())).chain(left).collect()
+    }
+
+    /// A copy of the state of `id`, if it is in memory (or left and is not written yet).
     pub fn state_of(&self, id: &StreamId) -> Option<State> {
-        self.entries.get(id).map(|e| e.state.clone())
+        self.entries.get(id).map(|e| e.state.clone()).or_else(|| self.left_state(id))
     }
 
     /// A copy of the records of `id` not yet in a chunk or sealed window, in memory or
@@ -778,7 +826,7 @@ mod tests {
         // sealed; leaving memory moves them into the window.
         assert_eq!((table.live(), done.logged), (5, 1));
         assert_eq!(table.unflushed_of(&S).len(), 5);
-        table.evict_idle(u64::MAX, &good).expect("evict");
+        table.evict_idle(u64::MAX);
         assert_eq!(table.unflushed_of(&S).len(), 5, "still seen while its windows wait for their seal");
         let job = table.take_evicted();
         let sealed = job.run(&good);
@@ -890,8 +938,7 @@ mod tests {
             table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
             table.queued();
         }
-        assert_eq!(table.evict_idle(u64::MAX, &store).expect("evict"), 1);
-        assert!(store.state(S).expect("state").is_some(), "its state is written as it leaves");
+        assert_eq!(table.evict_idle(u64::MAX), 1);
         // Nothing was written into chunks: the store holds none of the five yet, and every
         // one is still seen (by queries, and by the duplicate check of a stream coming back).
         assert!(store.window(S, 0).expect("window").is_empty());
@@ -908,6 +955,63 @@ mod tests {
         assert!(table.unflushed_of(&S).is_empty());
     }
 
+    /// A stream's state leaves memory with it and is written by the next flush, not by
+    /// the ingest path making room; until then it is what the API and a stream coming
+    /// back see, and a stream back in memory has its newer state, never the older one.
+    #[test]
+    fn a_leaving_streams_state_is_written_by_the_flush_and_seen_until_then() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let mut table = Table::new(16);
+        let received = |s: &State| s.counters.received;
+        table.entry(S, 1, &store).expect("entry").0.state.first_arrival_ns = 1;
+        table.entry(S, 2, &store).expect("entry").0.state.counters.received = 7;
+        assert_eq!(table.evict_idle(u64::MAX), 1);
+        assert_eq!(store.state(S).expect("read"), None, "not written on the ingest path");
+        assert_eq!(table.state_of(&S).as_ref().map(received), Some(7));
+        assert_eq!(table.snapshot().iter().map(|(id, s)| (*id, received(s))).collect::<Vec<_>>(), [(S, 7)]);
+        assert!(table.knows(S, &store).expect("knows"), "not a new stream");
+        // It comes back before the flush: its state is the one it left with.
+        table.entry(S, 3, &store).expect("entry").0.state.counters.received = 8;
+        let job = table.take_evicted();
+        let sealed = job.run(&store);
+        table.finish_evicted(job, sealed, &store).expect("sealed");
+        assert_eq!(store.state(S).expect("read"), None, "the older state is not written over the newer one");
+        // It leaves again: the flush writes the state it left with.
+        assert_eq!(table.evict_idle(u64::MAX), 1);
+        let job = table.take_evicted();
+        let sealed = job.run(&store);
+        table.finish_evicted(job, sealed, &store).expect("sealed");
+        assert_eq!(store.state(S).expect("read").as_ref().map(received), Some(8));
+        assert_eq!(table.state_of(&S), None);
+        assert_eq!(table.entry(S, 4, &store).expect("entry").0.state.counters.received, 8, "read back");
+    }
+
+    /// More streams leave at once than one sealing group holds: every one's window is
+    /// sealed, group after group.
+    #[test]
+    fn thousands_of_streams_leaving_at_once_are_all_sealed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let n = EVICTED_GROUP as u32 * 2 + 7;
+        let mut table = Table::new(n as usize * 2);
+        let ids: Vec<StreamId> = (0..n).map(|device| StreamId { device, ..S }).collect();
+        for &id in &ids {
+            let mut r = record(1, 10);
+            r.record.stream = id;
+            table.entry(id, 1, &store).expect("entry").0.pending.push(r);
+            table.queued();
+        }
+        assert_eq!(table.evict_idle(u64::MAX), n as usize);
+        let job = table.take_evicted();
+        let sealed = job.run(&store);
+        table.finish_evicted(job, sealed, &store).expect("sealed");
+        for id in ids {
+            assert_eq!(store.window(id, 0).expect("window").len(), 1, "{id:?}");
+        }
+        assert_eq!(table.unflushed(), 0);
+    }
+
     #[test]
     fn an_evicted_streams_records_stay_in_memory_while_their_seal_fails() {
         let mut table = Table::new(16);
@@ -915,7 +1019,7 @@ mod tests {
         let good = crate::store::SledStore::open(dir.path(), 4).expect("open");
         table.entry(S, 1, &good).expect("entry").0.pending.push(record(1, 10));
         table.queued();
-        table.evict_idle(u64::MAX, &good).expect("evict");
+        table.evict_idle(u64::MAX);
         let job = table.take_evicted();
         let failed = job.run(&Broken);
         assert!(table.finish_evicted(job, failed, &Broken).is_err());

@@ -46,6 +46,9 @@ pub struct Metrics {
     /// Inputs from peers refused or dropped, by reason.
     pub rejects: Family<ReasonLabel, Counter>,
     pub peers: Gauge,
+    /// Peers that came up (connected and identified as of this mesh), and went down.
+    pub peer_joins: Counter,
+    pub peer_leaves: Counter,
     pub windows: Gauge,
     pub windows_wanted: Gauge,
     /// Seconds from a root's first announcement to its window being repaired here.
@@ -86,6 +89,8 @@ impl Metrics {
             unbacked: Counter::default(),
             rejects: Family::default(),
             peers: Gauge::default(),
+            peer_joins: Counter::default(),
+            peer_leaves: Counter::default(),
             windows: Gauge::default(),
             windows_wanted: Gauge::default(),
             repair_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
@@ -127,6 +132,9 @@ impl Metrics {
             self.rejects.clone(),
         );
         registry.register("mesh_peers", "Connected peers of this mesh", self.peers.clone());
+        let joins = self.peer_joins.clone();
+        registry.register("mesh_peer_joins", "Peers that connected and were identified as of this mesh", joins);
+        registry.register("mesh_peer_leaves", "Peers whose last connection closed", self.peer_leaves.clone());
         registry.register("mesh_windows", "Sealed windows this node holds", self.windows.clone());
         registry.register("mesh_windows_wanted", "Windows a peer holds a root of that this node lacks", self.windows_wanted.clone());
         registry.register(

@@ -57,6 +57,8 @@ const PEER_WINDOWS: usize = 100_000;
 pub struct Index {
     windows: BTreeMap<WindowId, Summary>,
     digests: BTreeMap<StreamId, StreamDigest>,
+    /// Records in all the windows (`telemesh_store_records`).
+    records: u64,
 }
 
 impl Index {
@@ -64,7 +66,7 @@ impl Index {
     pub fn load(store: &dyn Store) -> Result<Index, store::StoreError> {
         let mut index = Index::default();
         for s in store.summaries()? {
-            index.windows.insert(s.window, s);
+            index.set_window(s);
         }
         let streams: BTreeSet<StreamId> = index.windows.keys().map(|w| w.stream).collect();
         for s in streams {
@@ -88,15 +90,26 @@ impl Index {
 
     /// Records a window's new summary; returns whether it changed.
     pub fn set(&mut self, summary: Summary) -> bool {
-        if self.windows.insert(summary.window, summary) == Some(summary) {
+        if self.set_window(summary) == Some(summary) {
             return false;
         }
         self.refresh(summary.window.stream);
         true
     }
 
+    fn set_window(&mut self, summary: Summary) -> Option<Summary> {
+        let old = self.windows.insert(summary.window, summary);
+        self.records = self.records + u64::from(summary.count) - old.map_or(0, |o| u64::from(o.count));
+        old
+    }
+
     pub fn len(&self) -> usize {
         self.windows.len()
+    }
+
+    /// Records in the windows held.
+    pub fn records(&self) -> u64 {
+        self.records
     }
 
     /// Summaries of windows starting at or after `from`, in (stream, start) order, at most
@@ -570,10 +583,12 @@ impl Driver {
             }
             Event::PeerUp(peer) => {
                 tracing::info!(%peer, "peer connected");
+                self.metrics().peer_joins.inc();
                 self.reconciler.peer_up(peer, now);
             }
             Event::PeerDown(peer) => {
                 tracing::info!(%peer, "peer disconnected");
+                self.metrics().peer_leaves.inc();
                 self.reconciler.peer_down(&peer);
                 self.peer_windows.remove(&peer);
             }

@@ -120,12 +120,21 @@ impl Segments {
 
     /// Bytes of all segment files.
     pub fn size(&self) -> io::Result<u64> {
-        let mut total = 0;
-        for e in fs::read_dir(&self.dir)? {
-            total += e?.metadata()?.len();
-        }
-        Ok(total)
+        dir_size(&self.dir)
     }
+}
+
+/// Bytes of the files in `dir`; a file removed while it is read counts nothing.
+pub fn dir_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for e in fs::read_dir(dir)? {
+        match e.and_then(|e| e.metadata()) {
+            Ok(m) => total += m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

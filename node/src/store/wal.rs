@@ -212,6 +212,12 @@ impl Wal {
         Ok(())
     }
 
+    /// Bytes of the segment files on disk, read without the log's lock (a write or sync in
+    /// progress does not hold it up).
+    pub fn size(&self) -> u64 {
+        super::segment::dir_size(&self.dir).unwrap_or(0)
+    }
+
     /// Segment files on disk.
     pub fn segments(&self) -> usize {
         self.lock().segments.len()
