@@ -153,6 +153,13 @@ fn every_example_of_the_api_document_has_the_shape_the_node_answers_with() {
     for (heading, answer) in &answers {
         assert_shape(heading, &json(heading, 0), answer);
     }
+    // The dashboard's two: a coverage's `heard` is keyed by the sites' ids, which differ.
+    let mut documented = json("`GET /v1/coverage`", 0);
+    documented["devices"][0]["heard"] = Value::Null;
+    let coverage = get(&b, "/v1/coverage?from=0");
+    assert_shape("`GET /v1/coverage`", &documented, &coverage);
+    assert_eq!(coverage["devices"][0]["heard"].as_object().map(|h| h.len()), Some(2), "both sites heard 1001: {coverage}");
+    assert_shape("`GET /v1/summary`", &json("`GET /v1/summary`", 0), &get(&b, "/v1/summary"));
     let invite = ureq::post(&format!("{}/v1/mesh/invites?expires=1h", a.url())).call().expect("POST");
     let invite: Value = serde_json::from_str(&telemesh_node::api::client::body(invite).expect("body")).expect("json");
     assert_shape("`POST /v1/mesh/invites", &json("`POST /v1/mesh/invites", 0), &invite);
