@@ -540,8 +540,9 @@ pub trait Store: Send + Sync + 'static {
     fn window(&self, stream: StreamId, window_start: u64) -> Result<Vec<StoredRecord>, StoreError>;
     /// Seals windows, together: each one's records (sealed blob, chunks, and `live`
     /// records held in memory and in the log) become one canonical blob with its Merkle
-    /// root. Only the parts read are replaced, all in one transaction, so a chunk appended
-    /// meanwhile is kept. Returns each window's root (`None`: nothing to seal).
+    /// root. Only the parts read are replaced, each window's in one transaction, so a
+    /// chunk appended meanwhile is kept. Returns each window's root (`None`: nothing to
+    /// seal).
     fn seal_windows(&self, windows: &[Sealing<'_>]) -> Result<Vec<Option<Root>>, StoreError>;
     /// Seals one window ([`Store::seal_windows`]).
     fn seal_window(&self, stream: StreamId, window_start: u64, live: &[StoredRecord]) -> Result<Option<Root>, StoreError> {
@@ -599,10 +600,10 @@ pub trait Store: Send + Sync + 'static {
 /// Most later windows one seal re-seals because their extended seqs changed.
 const MAX_CASCADE: usize = 10_000;
 
-/// Windows pointed at their sealed values in one sled transaction, and stream states
-/// written in one sled batch (each on its own). Either keeps every copy of a leaf it changed alive
-/// until it ends: 5,000 windows sealed in one transaction (a flush under device-id churn)
-/// held hundreds of MB (heaptrack).
+/// Windows pointed at their sealed values per sled transaction, and stream states written
+/// per sled batch. A transaction or batch keeps every copy of a leaf it replaced alive
+/// until it ends: 5,000 windows in one transaction (a flush under device-id churn) held
+/// hundreds of MB (heaptrack).
 const SEAL_SLICE: usize = 32;
 
 /// Windows whose sealed values are held before they are written (one segment sync each).
