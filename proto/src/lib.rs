@@ -3,6 +3,7 @@
 //! in — so everything here is tested without I/O, and the node is a thin shell around it.
 
 pub mod auth;
+pub mod budget;
 pub mod columns;
 pub mod impair;
 pub mod merkle;
