@@ -89,6 +89,9 @@ pub struct Config {
     /// How many new streams a source address, and each dialect, may start (issue 15;
     /// `crate::ingest::admit`); unlimited by default.
     pub new_streams: crate::ingest::admit::Policy,
+    /// How many streams it holds nothing of one peer may make the node want a second
+    /// (`telemesh_proto::mesh::Config::new_streams_per_peer`).
+    pub new_streams_per_peer: crate::ingest::admit::Budget,
 }
 
 /// The files of a real PKI for the secure listener.
@@ -132,6 +135,7 @@ impl Default for Config {
             device_keys: auth::Keys::default(),
             require_auth: false,
             new_streams: crate::ingest::admit::Policy::default(),
+            new_streams_per_peer: telemesh_proto::mesh::Config::default().new_streams_per_peer,
         }
     }
 }
@@ -187,6 +191,7 @@ pub struct File {
     pub require_auth: Option<bool>,
     pub new_streams_per_source: Option<String>,
     pub new_streams_per_dialect: Option<String>,
+    pub new_streams_per_peer: Option<String>,
 }
 
 impl File {
@@ -255,6 +260,7 @@ impl File {
             require_auth: over.require_auth.or(self.require_auth),
             new_streams_per_source: over.new_streams_per_source.or(self.new_streams_per_source),
             new_streams_per_dialect: over.new_streams_per_dialect.or(self.new_streams_per_dialect),
+            new_streams_per_peer: over.new_streams_per_peer.or(self.new_streams_per_peer),
         }
     }
 
@@ -339,6 +345,7 @@ impl File {
                 per_source: budget("new_streams_per_source", self.new_streams_per_source)?,
                 per_dialect: budget("new_streams_per_dialect", self.new_streams_per_dialect)?,
             },
+            new_streams_per_peer: budget("new_streams_per_peer", self.new_streams_per_peer)?.unwrap_or(d.new_streams_per_peer),
         };
         config.validate()?;
         Ok(config)
@@ -656,6 +663,9 @@ mod tests {
         assert_eq!(c.new_streams.per_dialect, None);
         let e = File { new_streams_per_dialect: Some("100".into()), ..File::default() }.resolve().expect_err("no burst");
         assert!(matches!(e, ConfigError::Invalid { field: "new_streams_per_dialect", .. }), "{e}");
+        assert_eq!(File::default().resolve().expect("valid").new_streams_per_peer, Budget { rate: 200.0, burst: 2_000 });
+        let c = File { new_streams_per_peer: Some("5:50".into()), ..File::default() }.resolve().expect("valid");
+        assert_eq!(c.new_streams_per_peer, Budget { rate: 5.0, burst: 50 });
     }
 
     #[test]

@@ -129,6 +129,7 @@ fn mesh_config(config: &Config) -> mesh::Config {
         },
         reconcile: telemesh_proto::mesh::Config {
             sync_interval_ns: u64::try_from(config.sync_interval.as_nanos()).unwrap_or(u64::MAX),
+            new_streams_per_peer: config.new_streams_per_peer,
             ..telemesh_proto::mesh::Config::default()
         },
         coordinators: config.coordinators,

@@ -236,6 +236,11 @@ struct NodeArgs {
     /// [default: unlimited]
     #[arg(long, value_name = "RATE:BURST")]
     new_streams_per_dialect: Option<String>,
+    /// Device ids this node holds nothing of that one mesh peer may make it repair:
+    /// RATE:BURST. More are counted (`new_stream_deferred`) and found again by the next
+    /// summary exchange. [default: 200:2000]
+    #[arg(long, value_name = "RATE:BURST")]
+    new_streams_per_peer: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -478,6 +483,7 @@ fn node(args: NodeArgs) -> ExitCode {
         require_auth: args.require_auth.then_some(true),
         new_streams_per_source: args.new_streams_per_source,
         new_streams_per_dialect: args.new_streams_per_dialect,
+        new_streams_per_peer: args.new_streams_per_peer,
         ..File::default()
     };
     let config_path = args.config.clone();

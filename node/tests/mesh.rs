@@ -296,6 +296,47 @@ fn thousands_of_windows_sealed_at_once_are_all_repaired_from_their_announcements
     }
 }
 
+/// A site takes in a flood of new device ids (a record each): another node takes their
+/// windows to repair at most at its budget for that peer (here 40 at once, then 20 a
+/// second), counts the rest as deferred, and finds them again in the summary exchange until
+/// it holds every one (`docs/protocol.md`, "Repair").
+#[test]
+fn a_flood_of_new_streams_reaches_another_node_at_its_budget_and_whole_in_the_end() {
+    use telemesh_proto::budget::Budget;
+    use telemesh_proto::wire::iotstream::{MsgType, Repr};
+
+    const STREAMS: u16 = 200;
+    let (burst, rate) = (40.0, 20.0);
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let a = Node::start(config(dirs[0].path(), None, "flooded")).expect("a starts");
+    let b = Node::start(Config { new_streams_per_peer: Budget { rate, burst: burst as u32 }, ..config(dirs[1].path(), Some(&a), "flooded") })
+        .expect("b starts");
+    let metric = |n: &Node, name: &str| common::metric(&common::get_text(&format!("{}/metrics", n.url())), name);
+    wait_full_mesh(&[&a, &b]);
+    let datagrams: Vec<Vec<u8>> =
+        (1..=STREAMS).map(|d| Repr::new(MsgType::Data, d, 1, 5_000, &[f32::from(d)]).expect("valid").to_bytes()).collect();
+    let sent = std::time::Instant::now();
+    common::send_fast(a.iotstream.expect("on"), datagrams.iter().map(Vec::as_slice));
+    let deadline = sent + Duration::from_secs(90);
+    loop {
+        // B's budget starts full when it first takes one of them, after `sent`.
+        let bound = burst + rate * sent.elapsed().as_secs_f64() + 1.0;
+        let repaired = metric(&b, "telemesh_mesh_windows_repaired_total");
+        assert!(repaired <= bound, "b repaired {repaired} windows, over its budget of {bound:.0} by now");
+        if repaired >= f64::from(STREAMS) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "b repaired {repaired} of {STREAMS} windows");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("b repaired {STREAMS} new streams' windows {:?} after the datagrams were sent", sent.elapsed());
+    let deferred = metric(&b, "telemesh_mesh_rejects_total{reason=\"new_stream_deferred\"}");
+    assert!(deferred > 0.0, "the flood was over the budget: some windows were deferred");
+    for n in [a, b] {
+        n.stop().expect("stops");
+    }
+}
+
 /// A window's only coordinator is down: the sites' offers to it fail, and they announce
 /// those windows to everyone instead — no summary exchange needed (its interval is an
 /// hour) for the two live sites to hold each other's records with the right `heard_by`.

@@ -7,7 +7,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The reasons of `telemesh_mesh_rejects_total`.
-const REJECTS: [&str; 12] = [
+const REJECTS: [&str; 13] = [
     "gossip_rejected",
     "busy",
     "events_dropped",
@@ -20,6 +20,7 @@ const REJECTS: [&str; 12] = [
     "rows_stale",
     "offer_failed",
     "bad_signature",
+    "new_stream_deferred",
 ];
 
 /// The mesh's metrics (`docs/api.md`, "/metrics").

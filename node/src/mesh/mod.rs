@@ -991,6 +991,7 @@ impl Driver {
         m.reject("request_failed", s.request_failures - l.request_failures);
         m.reject("symbol_rejected", s.symbols_rejected - l.symbols_rejected);
         m.reject("rows_lost", s.rows_lost - l.rows_lost);
+        m.reject("new_stream_deferred", s.new_streams_deferred - l.new_streams_deferred);
         let t = self.client.traffic();
         let lt = &self.last_traffic;
         m.reject("gossip_rejected", t.gossip_rejected - lt.gossip_rejected);

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use super::message::{self, Entry, Request, Response, Summary};
 use super::serve::max_symbols;
 use super::{Holdings, RecordKey, Table, WindowId};
+use crate::budget::{Bucket, Budget};
 use crate::record::{Record, StreamId};
 use crate::repair::{self, Decoder, Layout, Symbol};
 use crate::window::{self, IndexEntry, Root};
@@ -73,6 +74,12 @@ pub struct Config {
     /// beyond it a target is kept without its index (and its index is asked for, as
     /// without one) or without the row (the summary exchange brings it later).
     pub max_index_bytes: usize,
+    /// Streams this node holds nothing of that one peer may make it want: a rate a second
+    /// and a burst. A peer's announcements of more are dropped and counted
+    /// ([`Stats::new_streams_deferred`]); the summary exchange finds them again, within the
+    /// same budget. Streams the node holds a window of are never limited
+    /// (`docs/protocol.md`, "Repair").
+    pub new_streams_per_peer: Budget,
 }
 
 impl Default for Config {
@@ -90,6 +97,7 @@ impl Default for Config {
             max_requests_per_peer: 8,
             max_failures: 3,
             max_index_bytes: 16 << 20,
+            new_streams_per_peer: Budget { rate: 200.0, burst: 2_000 },
         }
     }
 }
@@ -195,6 +203,9 @@ pub struct Stats {
     pub rows_lost: u64,
     /// Rows of ours, relayed by a coordinator, that claimed receipts we do not have.
     pub rows_forged: u64,
+    /// Windows of new streams a peer announced, and new streams its summary exchange
+    /// listed, beyond its budget ([`Config::new_streams_per_peer`]): not wanted for now.
+    pub new_streams_deferred: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,6 +406,9 @@ pub struct Reconciler<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> {
     members: super::Members,
     /// This node's name among them: a relayed row naming it is checked, never merged.
     me: Option<String>,
+    /// Per peer: its budget of new streams ([`Config::new_streams_per_peer`]); one that
+    /// has refilled is forgotten.
+    new_streams: HashMap<P, Bucket>,
 }
 
 impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> std::fmt::Debug for Reconciler<P> {
@@ -513,6 +527,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             stats: Stats::default(),
             members: super::Members::default(),
             me: None,
+            new_streams: HashMap::new(),
         }
     }
 
@@ -637,9 +652,9 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
         self.sync_queue.retain(|(p, _)| p != peer);
     }
 
-    /// Summaries a peer told us of in the summary exchange (or announced without indexes
-    /// or rows). Where its provenance digest differs from ours for a root we hold, its
-    /// table is asked for.
+    /// Summaries this node asked a peer for in the summary exchange (new streams among
+    /// them were counted against the peer's budget when asked for). Where its provenance
+    /// digest differs from ours for a root we hold, its table is asked for.
     pub fn handle_announce(&mut self, peer: P, windows: &[Summary], now_ns: u64, holdings: &dyn Holdings) {
         let bare = message::Announce { windows: windows.to_vec(), indexes: Vec::new(), rows: Vec::new(), others: None, signature: Vec::new() };
         self.announced(peer, None, &bare, now_ns, holdings);
@@ -701,12 +716,17 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 }
                 continue;
             }
-            if !self.wanted.contains_key(&s.window) && self.wanted.len() >= self.config.max_wanted {
-                self.stats.announcements_ignored += 1;
-                continue;
-            }
-            if !self.wanted.contains_key(&s.window) && holdings.holds(s.window.stream) {
-                self.first.insert(s.window);
+            if !self.wanted.contains_key(&s.window) {
+                if self.wanted.len() >= self.config.max_wanted {
+                    self.stats.announcements_ignored += 1;
+                    continue;
+                }
+                if holdings.holds(s.window.stream) {
+                    self.first.insert(s.window);
+                } else if author.is_some() && !self.may_want_new(&peer, s.window.stream, now_ns) {
+                    // Pushed to us (gossip); what we asked for was counted when asked.
+                    continue;
+                }
             }
             let targets = self.wanted.entry(s.window).or_default();
             let t = targets.entry(s.root).or_insert_with(|| Box::new(Target {
@@ -751,6 +771,23 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             self.extend_gossip(w);
         }
         self.start_sessions(now_ns, holdings);
+    }
+
+    /// Whether `peer` may make this node want a window of `stream`, a stream it holds
+    /// nothing of: free while a window of the stream is wanted already, otherwise one of the
+    /// peer's new-stream tokens; without one, counted as deferred.
+    fn may_want_new(&mut self, peer: &P, stream: StreamId, now_ns: u64) -> bool {
+        let first = WindowId { stream, start: 0 };
+        if self.wanted.range(first..).next().is_some_and(|(w, _)| w.stream == stream) {
+            return true;
+        }
+        let budget = self.config.new_streams_per_peer;
+        let bucket = self.new_streams.entry(peer.clone()).or_insert_with(|| Bucket::full(&budget, now_ns));
+        let ok = bucket.take(&budget, now_ns);
+        if !ok {
+            self.stats.new_streams_deferred += 1;
+        }
+        ok
     }
 
     /// Our copy of `window` changed (new records sealed, a repair stored, provenance
@@ -915,6 +952,11 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             self.stats.sessions_abandoned += 1;
             self.end_session(w);
         }
+        let budget = self.config.new_streams_per_peer;
+        self.new_streams.retain(|_, b| {
+            b.refill(&budget, now_ns);
+            !b.is_full(&budget)
+        });
         self.start_sessions(now_ns, holdings);
     }
 
@@ -1062,9 +1104,15 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     fn on_streams(&mut self, peer: P, response: Option<Response>, holdings: &dyn Holdings) {
         let Some(Response::Streams { digests, more }) = response else { return };
         for d in &digests {
-            if holdings.stream(d.stream).is_none_or(|mine| mine.digest != d.digest) && self.sync_queue.len() < 100_000 {
-                self.sync_queue.push_back((peer.clone(), Request::Windows { stream: d.stream, after: None }));
+            let mine = holdings.stream(d.stream);
+            if mine.is_some_and(|mine| mine.digest == d.digest) || self.sync_queue.len() >= 100_000 {
+                continue;
             }
+            // A stream new to us is counted against the peer's budget now, when asked for.
+            if mine.is_none() && !self.may_want_new(&peer, d.stream, self.now_ns) {
+                continue;
+            }
+            self.sync_queue.push_back((peer.clone(), Request::Windows { stream: d.stream, after: None }));
         }
         if more {
             if let Some(last) = digests.last() {
@@ -1702,11 +1750,8 @@ mod tests {
         fn summary(&self, _: WindowId) -> Option<Summary> {
             None
         }
-        fn stream(&self, _: StreamId) -> Option<StreamDigest> {
-            None
-        }
-        fn holds(&self, stream: StreamId) -> bool {
-            self.0.contains(&stream)
+        fn stream(&self, stream: StreamId) -> Option<StreamDigest> {
+            self.0.contains(&stream).then_some(StreamDigest { stream, windows: 1, digest: [0; 16] })
         }
         fn streams(&self, _: Option<StreamId>, _: usize) -> Vec<StreamDigest> {
             Vec::new()
@@ -1854,6 +1899,88 @@ mod tests {
         let mut r: Reconciler<u8> = Reconciler::new(Config { max_sessions: 4, max_requests_per_peer: 64, ..Config::default() });
         r.handle_announce(1, &windows, 0, &EMPTY);
         assert_eq!(asked(&mut r), vec![[1; 32]; 4], "new streams only, the lowest ids first");
+    }
+
+    #[test]
+    fn a_peer_flooding_new_streams_makes_this_node_want_them_at_its_budget_only() {
+        // Sessions off: what is wanted stays wanted, so the backlog counts what was taken.
+        let budget = Budget { rate: 10.0, burst: 100 };
+        let mut r: Reconciler<u8> = Reconciler::new(Config { new_streams_per_peer: budget, max_sessions: 0, ..Config::default() });
+        let established = StreamId::new(Dialect::Iotstream, 65_000);
+        let holds = Holds(vec![established]);
+        let window = |device: u32, k: u64| Summary {
+            window: WindowId { stream: StreamId::new(Dialect::Iotstream, device), start: k * window::SPAN_NS },
+            root: [1; 32],
+            ..summary(60, 32)
+        };
+        let gossip = |windows: &[Summary]| message::Announce {
+            windows: windows.to_vec(),
+            indexes: Vec::new(),
+            rows: Vec::new(),
+            others: None,
+            signature: Vec::new(),
+        };
+        // Peer 1 announces 10,000 device ids nobody has heard, a window each, then a second
+        // window of the first of them and ten windows of a stream this node holds.
+        let mut flood: Vec<Summary> = (1..=10_000).map(|d| window(d, 1)).collect();
+        flood.push(window(1, 2));
+        flood.extend((1..=10).map(|k| window(65_000, k)));
+        for part in flood.chunks(800) {
+            r.handle_gossip(1, "n1", &gossip(part), 0, &holds);
+        }
+        assert_eq!(r.backlog().0, 100 + 1 + 10, "its burst, a wanted stream's next window, the held stream's windows");
+        assert_eq!(r.stats().new_streams_deferred, 9_900);
+        // Another peer has a budget of its own.
+        let other: Vec<Summary> = (20_001..=20_050).map(|d| window(d, 1)).collect();
+        r.handle_gossip(2, "n2", &gossip(&other), 0, &holds);
+        assert_eq!(r.backlog().0, 161);
+        // A second later, peer 1 gets its rate: ten more.
+        r.handle_gossip(1, "n1", &gossip(&flood[..800]), 1_000_000_000, &holds);
+        assert_eq!(r.backlog().0, 171);
+
+        // The summary exchange finds the rest within the same budget: of peer 1's streams,
+        // the held one that differs is asked for at once, new ones as tokens come.
+        // Every stream asked for, each answered (with nothing) so the next one goes out.
+        let windows_asked = |r: &mut Reconciler<u8>, now: u64| -> Vec<StreamId> {
+            let mut asked = Vec::new();
+            loop {
+                let sent: Vec<(RequestId, StreamId)> = std::iter::from_fn(|| r.poll())
+                    .filter_map(|a| match a {
+                        Action::Send { id, request: Request::Windows { stream, .. }, .. } => Some((id, stream)),
+                        _ => None,
+                    })
+                    .collect();
+                if sent.is_empty() {
+                    return asked;
+                }
+                for (id, stream) in sent {
+                    asked.push(stream);
+                    r.handle_response(id, Some(Response::Windows { windows: Vec::new(), more: false }), now, &holds);
+                }
+            }
+        };
+        let list = |r: &mut Reconciler<u8>, now: u64| {
+            r.peer_up(1, now);
+            r.tick(now, &holds);
+            let id = std::iter::from_fn(|| r.poll())
+                .find_map(|a| match a {
+                    Action::Send { id, peer: 1, request: Request::Streams { .. } } => Some(id),
+                    _ => None,
+                })
+                .expect("a summary exchange with peer 1");
+            let digests = (1_001..=1_500)
+                .chain([65_000])
+                .map(|d| StreamDigest { stream: StreamId::new(Dialect::Iotstream, d), windows: 1, digest: [9; 16] })
+                .collect();
+            r.handle_response(id, Some(Response::Streams { digests, more: false }), now, &holds);
+        };
+        list(&mut r, 1_000_000_000);
+        assert_eq!(windows_asked(&mut r, 1_000_000_000), [established], "no tokens left: only the held stream");
+        r.peer_down(&1);
+        list(&mut r, 3_000_000_000);
+        let asked = windows_asked(&mut r, 3_000_000_000);
+        assert_eq!(asked.len(), 21, "two seconds' tokens, and the held stream: {asked:?}");
+        assert_eq!(r.stats().new_streams_deferred, 9_900 + 690 + 500 + 480);
     }
 
     #[test]
