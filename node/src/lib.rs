@@ -293,7 +293,11 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let sealed = shared.table().finish_seal(seal, sealed, store);
     // Streams that left memory: their records go straight into their windows.
     let evicted = shared.table().take_evicted();
+    let started = std::time::Instant::now();
     let evicted_sealed = evicted.run(store);
+    if evicted.streams() > 0 {
+        tracing::debug!(streams = evicted.streams(), windows = evicted.windows(), took = ?started.elapsed(), "sealed streams that left memory");
+    }
     done.sealed += evicted.windows();
     let evicted_sealed = shared.table().finish_evicted(evicted, evicted_sealed, store);
     // What was written is synced even if a seal failed (it is retried with the next flush).

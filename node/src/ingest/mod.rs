@@ -31,7 +31,7 @@ use telemesh_proto::wire::Dialect;
 use tokio_util::sync::CancellationToken;
 
 use self::streams::{Entry, Table};
-use crate::metrics::{DialectHandles, STORE_ERROR};
+use crate::metrics::{DialectHandles, STORE_ERROR, STREAMS_FULL};
 use crate::shared::{now_ns, Shared};
 use crate::store::{history, Store, StoredRecord};
 
@@ -225,6 +225,12 @@ impl Listener {
         if !table.has_room() {
             // The store has been failing for a while: refuse rather than grow.
             self.handles.count_drop(STORE_ERROR);
+            return;
+        }
+        if !table.may_enter(&record.stream) {
+            // 65,536 streams wait to leave memory (the store is slow or failing): streams in
+            // memory go on, no other comes in to push more out.
+            self.handles.count_drop(STREAMS_FULL);
             return;
         }
         // A stream this node has no state for, from a device that did not authenticate:

@@ -16,9 +16,10 @@
 //! table is full, leave memory: their states are written at once, and their records go
 //! straight into their windows' sealed values with the next flush ([`Gone`],
 //! [`Table::take_evicted`]), never into chunks written only to be read back and deleted.
-//! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes), the
-//! records received within one flush interval, and [`MAX_LIVE_BYTES`] of live records
-//! (kept encoded, as the log holds them: [`Encoded`]).
+//! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes),
+//! [`MAX_LEAVING`] streams waiting to leave ([`Table::may_enter`]), the records received
+//! within one flush interval, and [`MAX_LIVE_BYTES`] of live records (kept encoded, as the
+//! log holds them: [`Encoded`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -35,6 +36,10 @@ pub const CHUNK_MIN: usize = 32;
 /// in memory: about 60 bytes a record, so some 280,000 records); past it, slow streams
 /// write chunks of their own.
 pub const MAX_LIVE_BYTES: usize = 16 << 20;
+/// Streams that left memory and wait for the next flush to write them at most (a state,
+/// the records, the windows: about 1 KB each besides the records, which are bounded with
+/// the others); while this many wait, no stream that is not in memory comes in.
+pub const MAX_LEAVING: usize = 65_536;
 /// A window sealed again for late records waits this many flushes (5 s at the default
 /// interval) for more of them, so a stream sending late records steadily costs one seal
 /// of the window per this many flushes instead of one per flush.
@@ -140,6 +145,11 @@ pub struct EvictedJob {
 }
 
 impl EvictedJob {
+    /// Streams whose windows it seals.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
     /// Windows it seals.
     pub fn windows(&self) -> usize {
         self.streams.iter().map(|(_, g)| g.windows.len()).sum()
@@ -280,6 +290,7 @@ pub struct Table {
     max: usize,
     unflushed: usize,
     max_unflushed: usize,
+    max_leaving: usize,
     /// Streams that left memory, with what they still hold there, to seal by the next
     /// flush; and those being sealed now.
     evicted: BTreeMap<StreamId, Gone>,
@@ -309,6 +320,7 @@ impl Table {
             max,
             unflushed: 0,
             max_unflushed,
+            max_leaving: MAX_LEAVING,
             evicted: BTreeMap::new(),
             sealing: BTreeMap::new(),
             live: 0,
@@ -343,13 +355,24 @@ impl Table {
         self.unflushed < self.max_unflushed
     }
 
+    /// At most `n` streams wait to leave memory ([`Table::may_enter`]).
+    pub fn with_leaving_limit(mut self, n: usize) -> Table {
+        self.max_leaving = n;
+        self
+    }
+
+    /// Whether a datagram of stream `id` may come in: always for a stream in memory; for
+    /// another, which may push a stream out to make room, not while [`MAX_LEAVING`]
+    /// streams that left memory still wait for their seal (the store is slow or failing).
+    pub fn may_enter(&self, id: &StreamId) -> bool {
+        self.entries.contains_key(id) || self.evicted.len() + self.sealing.len() < self.max_leaving
+    }
+
     /// Counts a record just pushed onto an entry's `pending`.
     pub fn queued(&mut self) {
         self.unflushed += 1;
     }
 
-    /// The entry of `id`, loaded from the store (or new) if not in memory, marked dirty.
-    /// At capacity, the least recently active tenth of the table is flushed and dropped.
     /// Whether this node has a state for stream `id`: in memory, or in the store.
     pub fn knows(&self, id: StreamId, store: &dyn Store) -> Result<bool, StoreError> {
         Ok(self.entries.contains_key(&id) || self.left_state(&id).is_some() || store.state(id)?.is_some())
@@ -362,7 +385,8 @@ impl Table {
         queued.or_else(|| self.sealing.get(id).and_then(|g| g.state.as_ref())).cloned()
     }
 
-    ///
+    /// The entry of `id`, loaded from the store (or new) if not in memory, marked dirty.
+    /// At capacity, the least recently active tenth of the table leaves memory ([`Gone`]).
     /// With it, the records the stream left behind when it last left memory, if they are
     /// still waiting for their windows' seal: what a duplicate check must see too.
     pub fn entry(&mut self, id: StreamId, now_ns: u64, store: &dyn Store) -> Result<(&mut Entry, Leaving<'_>), StoreError> {
@@ -685,7 +709,6 @@ impl Table {
         self.entries.iter().filter(|(_, e)| e.touched_ns >= since_ns).map(|(id, e)| (*id, e.touched_ns)).collect()
     }
 
-    /// A copy of every in-memory state.
     /// A copy of every state in memory, those of streams that left and are not written
     /// yet included.
     pub fn snapshot(&self) -> Vec<(StreamId, State)> {
@@ -1010,6 +1033,32 @@ mod tests {
             assert_eq!(store.window(id, 0).expect("window").len(), 1, "{id:?}");
         }
         assert_eq!(table.unflushed(), 0);
+    }
+
+    #[test]
+    fn streams_waiting_to_leave_memory_are_bounded_while_the_store_cannot_take_them() {
+        let mut table = Table::new(4).with_leaving_limit(4);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let id = |device| StreamId { device, ..S };
+        for device in 0..4 {
+            table.entry(id(device), 1, &good).expect("entry").0.pending.push(record(1, 10));
+            table.queued();
+        }
+        // A fifth pushes one out; the other three leave idle.
+        table.entry(id(7), 5, &good).expect("entry");
+        assert_eq!(table.evict_idle(2), 3);
+        let job = table.take_evicted();
+        let failed = job.run(&Broken);
+        assert!(table.finish_evicted(job, failed, &Broken).is_err());
+        // Four wait to leave, the limit: only streams in memory come in.
+        assert!(table.may_enter(&id(7)));
+        assert!(!table.may_enter(&id(9)), "a new stream would push another out");
+        assert!(!table.may_enter(&id(0)), "so would one of those leaving, coming back");
+        let job = table.take_evicted();
+        let sealed = job.run(&good);
+        table.finish_evicted(job, sealed, &good).expect("sealed");
+        assert!(table.may_enter(&id(9)), "once they are written");
     }
 
     #[test]
