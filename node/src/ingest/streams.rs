@@ -789,9 +789,6 @@ mod tests {
         ) -> Result<Option<(telemesh_proto::mesh::Summary, usize)>, StoreError> {
             Err(broken())
         }
-        fn window_by_root(&self, _: &window::Root) -> Result<Option<(StreamId, u64)>, StoreError> {
-            Ok(None)
-        }
         fn window_at_or_after(&self, _: StreamId, _: u64) -> Result<Option<u64>, StoreError> {
             Ok(None)
         }

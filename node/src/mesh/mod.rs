@@ -10,7 +10,8 @@ pub mod announced;
 pub mod metrics;
 pub mod overlay;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -52,10 +53,16 @@ const INDEXED_PER_TICK: usize = 1024;
 const INDEX_BACKLOG: usize = 16 * INDEXED_PER_TICK;
 /// Windows remembered per peer for `/v1/peers` (in sync, behind, ahead).
 const PEER_WINDOWS: usize = 100_000;
-/// This node's sealed windows, by window, and a digest per stream.
+/// This node's sealed windows, by window and by root, and a digest per stream.
 #[derive(Debug, Default)]
 pub struct Index {
     windows: BTreeMap<WindowId, Summary>,
+    /// Which window each root is, by a 64-bit hash of the root keyed at random (the store
+    /// keeps no root index: a sled tree written at a random place per seal cost more,
+    /// `docs/storage.md`). Two held roots may share a key (about once in 10^9 at 300,000
+    /// windows, and not a pair an outsider can aim for): one of them is then not found.
+    roots: HashMap<u64, WindowId>,
+    keys: std::hash::RandomState,
     digests: BTreeMap<StreamId, StreamDigest>,
     /// Records in all the windows (`telemesh_store_records`).
     records: u64,
@@ -100,7 +107,20 @@ impl Index {
     fn set_window(&mut self, summary: Summary) -> Option<Summary> {
         let old = self.windows.insert(summary.window, summary);
         self.records = self.records + u64::from(summary.count) - old.map_or(0, |o| u64::from(o.count));
+        if let Some(o) = old.filter(|o| o.root != summary.root) {
+            let key = self.keys.hash_one(o.root);
+            if self.roots.get(&key) == Some(&summary.window) {
+                self.roots.remove(&key);
+            }
+        }
+        self.roots.insert(self.keys.hash_one(summary.root), summary.window);
         old
+    }
+
+    /// The window held whose root is `root`.
+    pub fn window_of(&self, root: &Root) -> Option<WindowId> {
+        let w = self.roots.get(&self.keys.hash_one(root))?;
+        self.windows.get(w).filter(|s| s.root == *root).map(|s| s.window)
     }
 
     pub fn len(&self) -> usize {
@@ -203,8 +223,8 @@ impl Holdings for View<'_> {
     }
     fn by_root(&self, root: &Root) -> Option<Held> {
         let stored = || {
-            let (stream, start) = self.store.window_by_root(root).ok().flatten()?;
-            let sealed = self.store.sealed(stream, start).ok().flatten()?;
+            let w = self.index.window_of(root)?;
+            let sealed = self.store.sealed(w.stream, w.start).ok().flatten()?;
             (sealed.root == *root).then(|| Held { blob: Arc::new(sealed.blob), table: sealed.table })
         };
         // The store first: its provenance table is the current one.
@@ -1067,8 +1087,8 @@ impl<'a> View<'a> {
         if let Some(held) = self.announced.get(root) {
             return window::Header::parse(&held.blob).ok().map(|h| usize::from(h.slot_size));
         }
-        let (stream, start) = self.store.window_by_root(root).ok().flatten()?;
-        self.index.windows.get(&WindowId { stream, start }).map(|s| usize::from(s.slot_size))
+        let w = self.index.window_of(root)?;
+        self.index.windows.get(&w).map(|s| usize::from(s.slot_size))
     }
 }
 
@@ -1076,6 +1096,21 @@ impl<'a> View<'a> {
 mod tests {
     use super::*;
     use telemesh_proto::wire::Dialect;
+
+    #[test]
+    fn the_index_finds_a_window_by_its_root_and_forgets_a_replaced_root() {
+        let mut index = Index::default();
+        let window = |device| WindowId { stream: StreamId::new(Dialect::Iotstream, device), start: 0 };
+        let summary = |device, root: u8| Summary { window: window(device), root: [root; 32], count: 1, slot_size: 4, provenance: [0; 8] };
+        assert!(index.set(summary(1, 1)));
+        assert!(index.set(summary(2, 2)));
+        assert_eq!((index.window_of(&[1; 32]), index.window_of(&[2; 32])), (Some(window(1)), Some(window(2))));
+        // New records: a new root for device 1's window; the old one is no longer held.
+        assert!(index.set(summary(1, 3)));
+        assert_eq!((index.window_of(&[1; 32]), index.window_of(&[3; 32])), (None, Some(window(1))));
+        assert!(!index.set(summary(1, 3)), "unchanged");
+        assert_eq!(index.window_of(&[3; 32]), Some(window(1)));
+    }
 
     fn row(root: Option<Root>, since_ns: u64, keys: usize) -> PendingRow {
         let keys = (0..keys as u64).map(|i| (i, i, [0; 8])).collect();

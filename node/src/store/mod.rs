@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use sled::Transactional;
 
 use serde::{Deserialize, Serialize};
 use telemesh_proto::mesh::{RecordKey, Summary, Table, WindowId};
@@ -37,10 +36,12 @@ use self::wal::Wal;
 
 /// Current on-disk format, stored under `meta/format`. Format 5 adds proofs (a record
 /// received authenticated) to format 4: the top bit of a stored copy count, and a second
-/// bitmap in a provenance table's rows.
-pub const FORMAT: u32 = 5;
-/// The earlier format whose values read unchanged as [`FORMAT`]'s: opened and marked.
-const READS_AS_IS: u32 = 4;
+/// bitmap in a provenance table's rows. Format 6 drops format 5's `roots` tree (root →
+/// window: the mesh's index in memory answers it), which cost a random sled write per seal.
+pub const FORMAT: u32 = 6;
+/// The earlier formats whose values read unchanged as [`FORMAT`]'s: opened, their `roots`
+/// tree dropped, and marked.
+const READS_AS_IS: [u32; 2] = [4, 5];
 
 /// A record as this node holds it: the record plus what this node knows about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -500,7 +501,6 @@ struct Prepared {
     stream: StreamId,
     window_start: u64,
     keys: Vec<sled::IVec>,
-    old_root: Option<Root>,
     summary: Summary,
     value: Vec<u8>,
     /// This node's own receipts of the window change with it.
@@ -562,8 +562,6 @@ pub trait Store: Send + Sync + 'static {
     fn add_rows(&self, window: WindowId, keys: &[RecordKey], table: &Table) -> Result<Option<(Summary, usize)>, StoreError>;
     /// A sealed window's blob, root and hash tree.
     fn sealed(&self, stream: StreamId, window_start: u64) -> Result<Option<Sealed>, StoreError>;
-    /// Which window a root belongs to.
-    fn window_by_root(&self, root: &Root) -> Result<Option<(StreamId, u64)>, StoreError>;
     /// The first window of `stream` starting at or after `from` that holds records.
     fn window_at_or_after(&self, stream: StreamId, from: u64) -> Result<Option<u64>, StoreError>;
     /// The last window of `stream` starting before `before` that holds records.
@@ -600,10 +598,10 @@ pub trait Store: Send + Sync + 'static {
 /// Most later windows one seal re-seals because their extended seqs changed.
 const MAX_CASCADE: usize = 10_000;
 
-/// Windows pointed at their sealed values per sled transaction, and stream states written
-/// per sled batch. A transaction or batch keeps every copy of a leaf it replaced alive
-/// until it ends: 5,000 windows in one transaction (a flush under device-id churn) held
-/// hundreds of MB (heaptrack).
+/// Windows pointed at their sealed values, and stream states written, per sled batch. A
+/// batch (or transaction) keeps every copy of a leaf it replaced alive until it ends:
+/// 5,000 windows in one transaction (a flush under device-id churn) held hundreds of MB
+/// (heaptrack).
 const SEAL_SLICE: usize = 32;
 
 /// Windows whose sealed values are held before they are written (one segment sync each).
@@ -631,12 +629,11 @@ impl std::fmt::Debug for dyn Store {
     }
 }
 
-/// The sled implementation: trees `windows`, `roots`, `streams`, `meta`.
+/// The sled implementation: trees `windows`, `streams`, `statements`, `meta`.
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
     windows: sled::Tree,
-    roots: sled::Tree,
     /// Signed statements of windows, by window and author (`telemesh_proto::mesh::statement`).
     statements: sled::Tree,
     streams: sled::Tree,
@@ -672,10 +669,12 @@ impl SledStore {
         match meta.get("format")? {
             Some(v) => {
                 let found = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0);
-                if found == READS_AS_IS {
-                    // Every format 4 value reads as format 5 (nothing proved); marking the
-                    // store 5 keeps builds that would misread a proof from opening it.
-                    tracing::info!(path = %dir.display(), "store format {found} upgraded to {FORMAT} (nothing rewritten)");
+                if READS_AS_IS.contains(&found) {
+                    // Every format 4 value reads as format 5 (nothing proved), and format 6
+                    // is format 5 without the `roots` tree. Marking the store keeps builds
+                    // that would misread a proof, or look roots up in sled, from opening it.
+                    db.drop_tree("roots")?;
+                    tracing::info!(path = %dir.display(), "store format {found} upgraded to {FORMAT} (the root index dropped, nothing rewritten)");
                     meta.insert("format", &FORMAT.to_be_bytes())?;
                 } else if found != FORMAT {
                     return Err(StoreError::Format { path: dir.display().to_string(), found });
@@ -706,7 +705,6 @@ impl SledStore {
         }
         let store = SledStore {
             windows: db.open_tree("windows")?,
-            roots: db.open_tree("roots")?,
             statements: db.open_tree("statements")?,
             streams: db.open_tree("streams")?,
             wal,
@@ -854,7 +852,7 @@ impl SledStore {
             self.corrupt();
             return Ok(None);
         };
-        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], Some(value.root), &built) else {
+        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], &built) else {
             return Ok(None);
         };
         let summary = p.summary;
@@ -872,9 +870,8 @@ impl SledStore {
         self.sealing.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Writes sealed values to a segment file, durably, then points the windows and the
-    /// root index at them, [`SEAL_SLICE`] windows a transaction (each slice reported
-    /// changed once it is in).
+    /// Writes sealed values to a segment file, durably, then points the windows at them,
+    /// [`SEAL_SLICE`] windows a batch (each slice reported changed once it is in).
     /// `own`: the records or this node's receipts changed, not only other nodes' rows.
     fn write_sealed(&self, prepared: &[Prepared], own: bool) -> Result<(), StoreError> {
         let payloads: Vec<&[u8]> = prepared.iter().map(|p| p.value.as_slice()).collect();
@@ -897,33 +894,21 @@ impl SledStore {
         Ok(())
     }
 
-    /// Points the windows and the root index at sealed values written at `index`, in one
-    /// transaction: each window's location and root change together.
+    /// Points the windows at sealed values written at `index`, in one batch (atomic): each
+    /// window's chunks go as its location is written.
     fn point_at(&self, prepared: &[Prepared], index: &[Vec<u8>]) -> Result<(), StoreError> {
-        (&self.windows, &self.roots)
-            .transaction(|(w, r)| {
-                for (p, value) in prepared.iter().zip(index) {
-                    for k in &p.keys {
-                        w.remove(k)?;
-                    }
-                    w.insert(window_key(p.stream, p.window_start, PART_SEALED, 0).as_slice(), value.as_slice())?;
-                    if let Some(old) = p.old_root {
-                        r.remove(old.as_slice())?;
-                    }
-                    r.insert(p.summary.root.as_slice(), window_prefix(p.stream, p.window_start).as_slice())?;
-                }
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Sled(sled::Error::Unsupported("seal transaction aborted".into()))
-                }
-            })
+        let mut batch = sled::Batch::default();
+        for (p, value) in prepared.iter().zip(index) {
+            for k in &p.keys {
+                batch.remove(k.clone());
+            }
+            batch.insert(window_key(p.stream, p.window_start, PART_SEALED, 0).as_slice(), value.as_slice());
+        }
+        Ok(self.windows.apply_batch(batch)?)
     }
 
     /// A sealed value and its index entry for `records` (merged, in key order).
-    fn prepare(&self, stream: StreamId, window_start: u64, records: &[StoredRecord], keys: Vec<sled::IVec>, old_root: Option<Root>, built: &(Vec<u8>, merkle::Outboard<merkle::Blake3>)) -> Option<Prepared> {
+    fn prepare(&self, stream: StreamId, window_start: u64, records: &[StoredRecord], keys: Vec<sled::IVec>, built: &(Vec<u8>, merkle::Outboard<merkle::Blake3>)) -> Option<Prepared> {
         let (blob_len, tree) = (built.0.len(), &built.1);
         let root = tree.root();
         let sorted: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
@@ -941,15 +926,14 @@ impl SledStore {
             digest: table(records, &self.node_id).digest(),
         };
         let summary = value.summary(WindowId { stream, start: window_start });
-        let old_root = old_root.filter(|o| *o != root);
-        Some(Prepared { stream, window_start, keys, old_root, summary, value: codec::to_vec(&value), receipts: false })
+        Some(Prepared { stream, window_start, keys, summary, value: codec::to_vec(&value), receipts: false })
     }
 
     /// Bytes of live keys and values per tree, and sled's own count of bytes on disk:
     /// how much of the files is data and how much is sled's log and garbage.
     pub fn sizes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
         let mut out = Vec::new();
-        let trees = [("windows", &self.windows), ("roots", &self.roots), ("streams", &self.streams), ("statements", &self.statements)];
+        let trees = [("windows", &self.windows), ("streams", &self.streams), ("statements", &self.statements)];
         for (name, tree) in trees {
             let mut bytes = 0u64;
             for item in tree.iter() {
@@ -964,7 +948,7 @@ impl SledStore {
     }
 
     /// Walks the whole store: every sealed blob decodes, its hash tree recomputes to the
-    /// stored tree and root, the root index agrees; every chunk decodes.
+    /// stored tree and root; every chunk decodes.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let mut report = CheckReport::default();
         for item in self.windows.iter() {
@@ -993,10 +977,6 @@ impl SledStore {
                     }
                     Some(_) => {}
                     None => report.problems.push(format!("{key}: records do not form a window blob")),
-                }
-                match self.roots.get(value.root)? {
-                    Some(at) if at.as_ref() == &k[..13] => {}
-                    _ => report.problems.push(format!("{key}: root {} missing from the root index", hex::encode(value.root))),
                 }
             } else {
                 report.chunks += 1;
@@ -1096,7 +1076,7 @@ impl Store for SledStore {
                     }
                 }
             }
-            let built = rebuild(stream, start, &records).and_then(|b| self.prepare(stream, start, &records, keys, old.map(|o| o.root), &b));
+            let built = rebuild(stream, start, &records).and_then(|b| self.prepare(stream, start, &records, keys, &b));
             let Some(p) = built else {
                 // Only records of this window are ever written under its prefix.
                 self.corrupt();
@@ -1174,17 +1154,6 @@ impl Store for SledStore {
             self.corrupt();
         }
         Ok(rebuilt)
-    }
-
-    fn window_by_root(&self, root: &Root) -> Result<Option<(StreamId, u64)>, StoreError> {
-        let Some(v) = self.roots.get(root)? else { return Ok(None) };
-        match (StreamId::from_key_prefix(&v), key_window(&v)) {
-            (Some(s), Some(w)) => Ok(Some((s, w))),
-            _ => {
-                self.corrupt();
-                Ok(None)
-            }
-        }
     }
 
     fn window_at_or_after(&self, stream: StreamId, from: u64) -> Result<Option<u64>, StoreError> {
@@ -1331,7 +1300,6 @@ mod tests {
         let sealed = s.sealed(S, w0).expect("read").expect("sealed");
         assert_eq!(sealed.root, root);
         assert_eq!(window::outboard(&sealed.blob).expect("tree").root(), root);
-        assert_eq!(s.window_by_root(&root).expect("index"), Some((S, w0)));
         assert_eq!(s.seal_window(S, w0, &[]).expect("seal again"), Some(root), "nothing new: same root");
 
         // A late record after sealing: a chunk beside the sealed blob, merged on read,
@@ -1340,8 +1308,7 @@ mod tests {
         assert_eq!(s.window(S, w0).expect("window").len(), 4);
         let root2 = s.seal_window(S, w0, &[]).expect("seal").expect("a root");
         assert_ne!(root2, root);
-        assert_eq!(s.window_by_root(&root).expect("index"), None, "the old root is gone");
-        assert_eq!(s.window_by_root(&root2).expect("index"), Some((S, w0)));
+        assert_eq!(s.sealed(S, w0).expect("read").expect("sealed").root, root2);
         assert_eq!(s.check().expect("check"), CheckReport { sealed_windows: 1, chunks: 1, records: 5, problems: vec![] });
         let id = s.node_id().to_owned();
         drop(s);
@@ -1440,20 +1407,23 @@ mod tests {
     }
 
     #[test]
-    fn a_format_4_store_opens_as_format_5_and_older_ones_are_refused() {
+    fn format_4_and_5_stores_open_as_format_6_without_their_root_index_and_older_ones_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let raw = || sled::Config::new().path(dir.path().join("sled")).open().expect("sled");
         let set = |format: u32| {
             let db = raw();
             db.open_tree("meta").expect("meta").insert("format", &format.to_be_bytes()).expect("insert");
+            db.open_tree("roots").expect("roots").insert([7; 32], &[1; 13]).expect("insert");
             db.flush().expect("flush");
         };
         drop(SledStore::open(dir.path(), 4).expect("open"));
-        set(4);
-        drop(SledStore::open(dir.path(), 4).expect("a format 4 store opens"));
-        let db = raw();
-        assert_eq!(db.open_tree("meta").expect("meta").get("format").expect("get").as_deref(), Some(&FORMAT.to_be_bytes()[..]));
-        drop(db);
+        for old in [4, 5] {
+            set(old);
+            drop(SledStore::open(dir.path(), 4).expect("an earlier format opens"));
+            let db = raw();
+            assert_eq!(db.open_tree("meta").expect("meta").get("format").expect("get").as_deref(), Some(&FORMAT.to_be_bytes()[..]));
+            assert!(!db.tree_names().iter().any(|t| t.as_ref() == b"roots"), "format {old}'s root index is dropped");
+        }
         set(3);
         assert!(matches!(SledStore::open(dir.path(), 4), Err(StoreError::Format { found: 3, .. })));
     }
@@ -1527,7 +1497,7 @@ mod tests {
     }
 
     /// Windows sealed together go into the index a slice at a time: every one of them is
-    /// there afterwards, found by its root, and reported changed once.
+    /// there afterwards, with its root, and reported changed once.
     #[test]
     fn many_windows_sealed_at_once_are_all_indexed() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1539,7 +1509,7 @@ mod tests {
         let roots = s.seal_windows(&sealing).expect("seal");
         for (i, root) in roots.iter().enumerate() {
             let root = root.expect("a root for every window");
-            assert_eq!(s.window_by_root(&root).expect("lookup"), Some((S, i as u64 * window::SPAN_NS)));
+            assert_eq!(s.sealed(S, i as u64 * window::SPAN_NS).expect("read").expect("sealed").root, root);
         }
         let (changed, overflow) = s.take_changed();
         assert_eq!((changed.len() as u64, overflow), (n, false));
@@ -1559,7 +1529,7 @@ mod tests {
         let moved = s.segments.append(&codec::to_vec(&v)).expect("append");
         s.windows.insert(key, codec::to_vec(&moved)).expect("raw insert");
         let report = s.check().expect("check");
-        assert_eq!(report.problems.len(), 2, "{:?}", report.problems); // root mismatch, and not in the index
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         assert!(report.problems[0].contains("root recomputes to"), "{:?}", report.problems);
     }
 }
