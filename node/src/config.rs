@@ -89,8 +89,8 @@ pub struct Config {
     /// How many new streams a source address, and each dialect, may start (issue 15;
     /// `crate::ingest::admit`); unlimited by default.
     pub new_streams: crate::ingest::admit::Policy,
-    /// How many streams it holds nothing of one peer may make the node want a second
-    /// (`telemesh_proto::mesh::Config::new_streams_per_peer`).
+    /// Streams the node holds nothing of that one peer may make it repair, a second and at
+    /// once (`telemesh_proto::mesh::Config::new_streams_per_peer`).
     pub new_streams_per_peer: crate::ingest::admit::Budget,
 }
 
@@ -345,7 +345,8 @@ impl File {
                 per_source: budget("new_streams_per_source", self.new_streams_per_source)?,
                 per_dialect: budget("new_streams_per_dialect", self.new_streams_per_dialect)?,
             },
-            new_streams_per_peer: budget("new_streams_per_peer", self.new_streams_per_peer)?.unwrap_or(d.new_streams_per_peer),
+            new_streams_per_peer: budget("new_streams_per_peer", self.new_streams_per_peer)?
+                .unwrap_or(d.new_streams_per_peer),
         };
         config.validate()?;
         Ok(config)

@@ -296,7 +296,8 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let started = std::time::Instant::now();
     let evicted_sealed = evicted.run(store);
     if evicted.streams() > 0 {
-        tracing::debug!(streams = evicted.streams(), windows = evicted.windows(), took = ?started.elapsed(), "sealed streams that left memory");
+        let (streams, windows, took) = (evicted.streams(), evicted.windows(), started.elapsed());
+        tracing::debug!(streams, windows, ?took, "sealed streams that left memory");
     }
     done.sealed += evicted.windows();
     let evicted_sealed = shared.table().finish_evicted(evicted, evicted_sealed, store);

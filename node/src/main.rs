@@ -237,7 +237,7 @@ struct NodeArgs {
     #[arg(long, value_name = "RATE:BURST")]
     new_streams_per_dialect: Option<String>,
     /// Device ids this node holds nothing of that one mesh peer may make it repair:
-    /// RATE:BURST. More are counted (`new_stream_deferred`) and found again by the next
+    /// RATE:BURST. More are counted (`new_stream_deferred`) and found again by a later
     /// summary exchange. [default: 200:2000]
     #[arg(long, value_name = "RATE:BURST")]
     new_streams_per_peer: Option<String>,

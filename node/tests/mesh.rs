@@ -309,8 +309,8 @@ fn a_flood_of_new_streams_reaches_another_node_at_its_budget_and_whole_in_the_en
     let (burst, rate) = (40.0, 20.0);
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     let a = Node::start(config(dirs[0].path(), None, "flooded")).expect("a starts");
-    let b = Node::start(Config { new_streams_per_peer: Budget { rate, burst: burst as u32 }, ..config(dirs[1].path(), Some(&a), "flooded") })
-        .expect("b starts");
+    let budget = Budget { rate, burst: burst as u32 };
+    let b = Node::start(Config { new_streams_per_peer: budget, ..config(dirs[1].path(), Some(&a), "flooded") }).expect("b starts");
     let metric = |n: &Node, name: &str| common::metric(&common::get_text(&format!("{}/metrics", n.url())), name);
     wait_full_mesh(&[&a, &b]);
     let datagrams: Vec<Vec<u8>> =

@@ -1101,7 +1101,8 @@ mod tests {
     fn the_index_finds_a_window_by_its_root_and_forgets_a_replaced_root() {
         let mut index = Index::default();
         let window = |device| WindowId { stream: StreamId::new(Dialect::Iotstream, device), start: 0 };
-        let summary = |device, root: u8| Summary { window: window(device), root: [root; 32], count: 1, slot_size: 4, provenance: [0; 8] };
+        let summary =
+            |device, root: u8| Summary { window: window(device), root: [root; 32], count: 1, slot_size: 4, provenance: [0; 8] };
         assert!(index.set(summary(1, 1)));
         assert!(index.set(summary(2, 2)));
         assert_eq!((index.window_of(&[1; 32]), index.window_of(&[2; 32])), (Some(window(1)), Some(window(2))));

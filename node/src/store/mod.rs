@@ -674,7 +674,8 @@ impl SledStore {
                     // is format 5 without the `roots` tree. Marking the store keeps builds
                     // that would misread a proof, or look roots up in sled, from opening it.
                     db.drop_tree("roots")?;
-                    tracing::info!(path = %dir.display(), "store format {found} upgraded to {FORMAT} (the root index dropped, nothing rewritten)");
+                    let path = dir.display();
+                    tracing::info!(%path, "store format {found} upgraded to {FORMAT} (the root index dropped, nothing rewritten)");
                     meta.insert("format", &FORMAT.to_be_bytes())?;
                 } else if found != FORMAT {
                     return Err(StoreError::Format { path: dir.display().to_string(), found });
@@ -1421,7 +1422,8 @@ mod tests {
             set(old);
             drop(SledStore::open(dir.path(), 4).expect("an earlier format opens"));
             let db = raw();
-            assert_eq!(db.open_tree("meta").expect("meta").get("format").expect("get").as_deref(), Some(&FORMAT.to_be_bytes()[..]));
+            let format = db.open_tree("meta").expect("meta").get("format").expect("get");
+            assert_eq!(format.as_deref(), Some(&FORMAT.to_be_bytes()[..]));
             assert!(!db.tree_names().iter().any(|t| t.as_ref() == b"roots"), "format {old}'s root index is dropped");
         }
         set(3);

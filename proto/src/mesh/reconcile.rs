@@ -1905,7 +1905,8 @@ mod tests {
     fn a_peer_flooding_new_streams_makes_this_node_want_them_at_its_budget_only() {
         // Sessions off: what is wanted stays wanted, so the backlog counts what was taken.
         let budget = Budget { rate: 10.0, burst: 100 };
-        let mut r: Reconciler<u8> = Reconciler::new(Config { new_streams_per_peer: budget, max_sessions: 0, ..Config::default() });
+        let config = Config { new_streams_per_peer: budget, max_sessions: 0, ..Config::default() };
+        let mut r: Reconciler<u8> = Reconciler::new(config);
         let established = StreamId::new(Dialect::Iotstream, 65_000);
         let holds = Holds(vec![established]);
         let window = |device: u32, k: u64| Summary {
