@@ -1,6 +1,7 @@
 //! Per-stream ingest state: duplicates, gaps, reordering, reboots, jitter, clock.
 //!
-//! Pure and bounded: one [`State`] is a few hundred bytes whatever the stream's length.
+//! Pure and bounded: one [`State`] is a few hundred bytes whatever the stream's length
+//! (264, and the duplicate window's 256 on the heap once the stream has two records).
 //! Duplicate detection keeps a 2048-bit window of recently seen extended sequence
 //! numbers (the Mini-RFC's collector keeps a 2000-entry set); for anything outside it — older, or from a
 //! previous boot — the state asks the caller, who looks in the store (see
@@ -98,7 +99,8 @@ pub enum Outcome {
 }
 
 /// The highest record of the current boot ("epoch") and the duplicate window behind it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "HeadRepr", into = "HeadRepr")]
 struct Head {
     /// Device time the epoch started (its INIT, or the first record seen of it).
     epoch_start_ns: u64,
@@ -108,35 +110,117 @@ struct Head {
     seq: u64,
     device_time_ns: u64,
     arrival_ns: u64,
+    /// The window's bits, once a slot other than the head's is marked; until then only the
+    /// head's is. A stream heard once (most of a flood of device ids) keeps none: 256 bytes
+    /// less in memory for each.
+    seen: Option<Box<[u64; WORDS]>>,
+}
+
+/// [`Head`] as it is stored: the window's bits always there (the encoding did not change
+/// when they became optional in memory).
+#[derive(PartialEq, Serialize, Deserialize)]
+struct HeadRepr {
+    epoch_start_ns: u64,
+    implicit: bool,
+    ext_seq: u64,
+    seq: u64,
+    device_time_ns: u64,
+    arrival_ns: u64,
     seen: [u64; WORDS],
+}
+
+/// Equal when they answer the same: the window's bits compared, kept or not.
+impl PartialEq for Head {
+    fn eq(&self, other: &Head) -> bool {
+        HeadRepr::from(self.clone()) == HeadRepr::from(other.clone())
+    }
+}
+
+impl Eq for Head {}
+
+impl From<HeadRepr> for Head {
+    fn from(r: HeadRepr) -> Head {
+        let mut head = Head {
+            epoch_start_ns: r.epoch_start_ns,
+            implicit: r.implicit,
+            ext_seq: r.ext_seq,
+            seq: r.seq,
+            device_time_ns: r.device_time_ns,
+            arrival_ns: r.arrival_ns,
+            seen: None,
+        };
+        if r.seen != head.bits() {
+            head.seen = Some(Box::new(r.seen));
+        }
+        head
+    }
+}
+
+impl From<Head> for HeadRepr {
+    fn from(h: Head) -> HeadRepr {
+        HeadRepr {
+            seen: h.bits(),
+            epoch_start_ns: h.epoch_start_ns,
+            implicit: h.implicit,
+            ext_seq: h.ext_seq,
+            seq: h.seq,
+            device_time_ns: h.device_time_ns,
+            arrival_ns: h.arrival_ns,
+        }
+    }
 }
 
 impl Head {
     fn start(rec: &Record, ext_seq: u64, implicit: bool, arrival_ns: u64) -> Head {
-        let mut h = Head {
+        Head {
             epoch_start_ns: rec.device_time_ns,
             implicit,
             ext_seq,
             seq: rec.seq,
             device_time_ns: rec.device_time_ns,
             arrival_ns,
-            seen: [0; WORDS],
-        };
-        h.mark(ext_seq);
-        h
+            seen: None, // the head's own slot: marked
+        }
     }
 
     fn bit(ext: u64) -> (usize, u64) {
         let slot = ext % SEEN_WINDOW;
         ((slot / 64) as usize, 1u64 << (slot % 64))
     }
+    /// The window's bits, whether kept or only the head's.
+    fn bits(&self) -> [u64; WORDS] {
+        match &self.seen {
+            Some(bits) => **bits,
+            None => {
+                let mut bits = [0; WORDS];
+                let (w, b) = Head::bit(self.ext_seq);
+                bits[w] |= b;
+                bits
+            }
+        }
+    }
     fn mark(&mut self, ext: u64) {
+        if self.seen.is_none() && Head::bit(ext) == Head::bit(self.ext_seq) {
+            return;
+        }
         let (w, b) = Head::bit(ext);
-        self.seen[w] |= b;
+        self.bits_mut()[w] |= b;
+    }
+    /// The window's bits, kept from now on.
+    fn bits_mut(&mut self) -> &mut [u64; WORDS] {
+        let (w, b) = Head::bit(self.ext_seq);
+        self.seen.get_or_insert_with(|| {
+            let mut bits = Box::new([0; WORDS]);
+            bits[w] |= b;
+            bits
+        })
     }
     fn is_marked(&self, ext: u64) -> bool {
         let (w, b) = Head::bit(ext);
-        self.seen[w] & b != 0
+        match &self.seen {
+            Some(bits) => bits[w] & b != 0,
+            None => Head::bit(self.ext_seq) == (w, b),
+        }
     }
     /// Moves the head forward to `ext`, forgetting the slots that fall out of the window.
     fn advance(&mut self, rec: &Record, ext: u64, arrival_ns: u64) {
@@ -144,11 +228,13 @@ impl Head {
         // so the slots stay in place across the wrap).
         let distance = ext.wrapping_sub(self.ext_seq);
         if distance >= SEEN_WINDOW {
-            self.seen = [0; WORDS];
-        } else {
+            self.seen = None; // only the new head's slot, marked below
+        } else if distance > 0 {
+            let head = self.ext_seq;
+            let bits = self.bits_mut();
             for i in 1..=distance {
-                let (w, b) = Head::bit(self.ext_seq.wrapping_add(i));
-                self.seen[w] &= !b;
+                let (w, b) = Head::bit(head.wrapping_add(i));
+                bits[w] &= !b;
             }
         }
         self.ext_seq = ext;
@@ -678,6 +764,61 @@ mod tests {
         assert!(r.jitter_ms > 0.5 && r.jitter_ms < 4.0, "jitter {}", r.jitter_ms);
     }
 
+    /// The window that keeps its bits only once a slot other than the head's is marked
+    /// answers exactly as one that always keeps them, through advances (by one, within the
+    /// window, past it) and marks behind the head, and reads back the same from its stored
+    /// form.
+    #[test]
+    fn the_window_answers_the_same_whether_its_bits_are_kept_or_not() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let set = |model: &mut [u64; WORDS], ext: u64| {
+            let (w, b) = Head::bit(ext);
+            model[w] |= b;
+        };
+        for _ in 0..100 {
+            let start = rng.gen_range(0..5000u64);
+            let mut head = Head::start(&data(start, 0), start, false, 0);
+            assert!(head.seen.is_none(), "a stream heard once keeps no bits");
+            let mut model = [0u64; WORDS];
+            set(&mut model, start);
+            for _ in 0..30 {
+                if rng.gen_bool(0.4) {
+                    let d = match rng.gen_range(0..4) {
+                        0 => 1,
+                        1 => rng.gen_range(2..SEEN_WINDOW),
+                        2 => SEEN_WINDOW - 1,
+                        _ => SEEN_WINDOW + rng.gen_range(0..100),
+                    };
+                    if d >= SEEN_WINDOW {
+                        model = [0; WORDS];
+                    }
+                    for i in 1..=d.min(SEEN_WINDOW) {
+                        let (w, b) = Head::bit(head.ext_seq + i);
+                        model[w] &= !b;
+                    }
+                    let ext = head.ext_seq + d;
+                    set(&mut model, ext);
+                    head.advance(&data(ext, 0), ext, 0);
+                    if d >= SEEN_WINDOW {
+                        assert!(head.seen.is_none(), "past the window, only the new head");
+                    }
+                } else {
+                    let behind = rng.gen_range(0..SEEN_WINDOW.min(head.ext_seq + 1));
+                    set(&mut model, head.ext_seq - behind);
+                    head.mark(head.ext_seq - behind);
+                }
+                assert_eq!(head.bits(), model);
+                for behind in 0..SEEN_WINDOW.min(head.ext_seq + 1) {
+                    let (w, b) = Head::bit(head.ext_seq - behind);
+                    assert_eq!(head.is_marked(head.ext_seq - behind), model[w] & b != 0);
+                }
+                let stored: Head = crate::record::codec::from_slice(&crate::record::codec::to_vec(&head), "t").expect("decodes");
+                assert_eq!((stored.bits(), &stored), (model, &head));
+            }
+        }
+    }
+
     #[test]
     fn state_is_small() {
         let mut h = Harness::new();
@@ -686,6 +827,7 @@ mod tests {
         }
         let bytes = crate::record::codec::to_vec(&h.state);
         assert!(bytes.len() < 512, "{} bytes", bytes.len());
-        assert!(std::mem::size_of::<State>() < 600, "{}", std::mem::size_of::<State>());
+        // In memory: 264 bytes, and the window's 256 once a stream has more than one record.
+        assert!(std::mem::size_of::<State>() <= 300, "{}", std::mem::size_of::<State>());
     }
 }

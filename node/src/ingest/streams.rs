@@ -284,7 +284,7 @@ pub const MAX_UNFLUSHED: usize = 1_000_000;
 /// Streams in memory.
 #[derive(Debug)]
 pub struct Table {
-    /// Boxed: a state is about 600 bytes, and the map has room for up to twice as many
+    /// Boxed: an entry is a few hundred bytes, and the map has room for up to twice as many
     /// entries as it holds (and for a moment three times, while it grows).
     entries: HashMap<StreamId, Box<Entry>>,
     max: usize,
