@@ -813,7 +813,8 @@ mod tests {
                     let (w, b) = Head::bit(head.ext_seq - behind);
                     assert_eq!(head.is_marked(head.ext_seq - behind), model[w] & b != 0);
                 }
-                let stored: Head = crate::record::codec::from_slice(&crate::record::codec::to_vec(&head), "t").expect("decodes");
+                let bytes = crate::record::codec::to_vec(&head);
+                let stored: Head = crate::record::codec::from_slice(&bytes, "t").expect("decodes");
                 assert_eq!((stored.bits(), &stored), (model, &head));
             }
         }
