@@ -15,7 +15,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -24,8 +23,6 @@ use telemesh_node::api::auth::Token;
 use telemesh_node::{Config, Node};
 use telemesh_proto::record::TimestampUnit;
 use telemesh_proto::wire::iotstream::{MsgType, Repr};
-use telemesh_proto::wire::Dialect;
-use telemesh_tools::sensor;
 
 use common::mesh::*;
 
@@ -153,23 +150,6 @@ fn number(text: &str) -> Option<u64> {
     text.replace(',', "").parse().ok()
 }
 
-/// The simulator's devices ([`DEVICES`]), `count` packets each 1 s apart in device time
-/// and ending at `end_ms`, from seq 0 without a reboot: what a site hears on a quiet day.
-fn sensors(dir: &std::path::Path, count: u64, end_ms: u64, seed: u64) -> Vec<sensor::TruthRecord> {
-    let config = sensor::Config {
-        dialect: Dialect::Iotstream,
-        devices: DEVICES.to_vec(),
-        count: Some(count),
-        seed: Some(seed),
-        start_time_ms: Some(end_ms - count * 1000),
-        dry_run: true,
-        truth: Some(dir.join(format!("truth-{seed}.ndjson"))),
-        ..sensor::Config::default()
-    };
-    sensor::run(&config, &AtomicBool::new(false)).expect("simulator runs");
-    sensor::read_truth(config.truth.as_deref().expect("path")).expect("truth")
-}
-
 /// A data datagram of `device` with seq `seq` and a device time of `t_ms`.
 fn data(device: u16, seq: u16, t_ms: u64, value: f32) -> Vec<u8> {
     Repr::new(MsgType::Data, device, seq, t_ms as u32, &[value, value + 1.0]).expect("valid").to_bytes()
@@ -187,7 +167,7 @@ async fn every_page_shows_what_the_api_holds_and_updates_live() {
 
     // 120 packets of 4 devices, ending a minute ago, heard by each site through 20% loss;
     // and a device only B hears, last heard 20 minutes ago by its clock: stale.
-    let truth = sensors(dirs[0].path(), 120, now_ms() - 60_000, 7);
+    let truth = quiet_sensors(dirs[0].path(), 120, now_ms() - 60_000, 7);
     let mut heard = Heard::new();
     feed(&[(&a, id_a.clone()), (&b, id_b.clone())], &truth, 0.2, 7, &mut heard);
     let old = (now_ms() - 20 * 60_000) / 60_000 * 60_000 + 1_000;

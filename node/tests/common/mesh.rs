@@ -51,18 +51,31 @@ pub fn peer_id(node: &Node) -> String {
 /// Sensors: 4 IoTStream devices, 1 s apart in device time, ending now; every device's
 /// seq wraps 65535 → 0 and reboots (INIT, seq 0) at packet 200.
 pub fn sensors(dir: &Path, count: u64, end_ms: u64, seed: u64) -> Vec<sensor::TruthRecord> {
-    let config = sensor::Config {
+    simulate(sensor::Config { start_seq: Some(65_450), reboot_after: Some(200), ..quiet_day(dir, count, end_ms, seed) })
+}
+
+/// The same devices from seq 0 without a reboot: what a site hears on a quiet day.
+pub fn quiet_sensors(dir: &Path, count: u64, end_ms: u64, seed: u64) -> Vec<sensor::TruthRecord> {
+    simulate(quiet_day(dir, count, end_ms, seed))
+}
+
+/// [`DEVICES`], `count` packets each 1 s apart in device time ending at `end_ms`, with
+/// the truth log in `dir`.
+fn quiet_day(dir: &Path, count: u64, end_ms: u64, seed: u64) -> sensor::Config {
+    sensor::Config {
         dialect: Dialect::Iotstream,
         devices: DEVICES.to_vec(),
         count: Some(count),
-        start_seq: Some(65_450),
-        reboot_after: Some(200),
         seed: Some(seed),
         start_time_ms: Some(end_ms - count * 1000),
         dry_run: true,
         truth: Some(dir.join(format!("truth-{seed}.ndjson"))),
         ..sensor::Config::default()
-    };
+    }
+}
+
+/// Runs the simulator without sending, and reads back its truth log.
+fn simulate(config: sensor::Config) -> Vec<sensor::TruthRecord> {
     sensor::run(&config, &AtomicBool::new(false)).expect("simulator runs");
     sensor::read_truth(config.truth.as_deref().expect("path")).expect("truth")
 }
