@@ -365,7 +365,8 @@ impl Table {
     /// another, which may push a stream out to make room, not while [`MAX_LEAVING`]
     /// streams that left memory still wait for their seal (the store is slow or failing).
     pub fn may_enter(&self, id: &StreamId) -> bool {
-        self.entries.contains_key(id) || self.evicted.len() + self.sealing.len() < self.max_leaving
+        // The counts first: on every datagram, and nearly always enough.
+        self.evicted.len() + self.sealing.len() < self.max_leaving || self.entries.contains_key(id)
     }
 
     /// Counts a record just pushed onto an entry's `pending`.
