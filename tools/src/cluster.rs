@@ -7,11 +7,12 @@
 //! directory and creates it (its owner key and a roster with itself), and every other
 //! node joins with an invitation `a` issued (`POST /v1/mesh/invites`, `--join TOKEN`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -46,15 +47,35 @@ pub fn node_binary() -> anyhow::Result<PathBuf> {
     bail!("no telemesh binary next to {} (build it with `cargo build --release`, or set TELEMESH_BIN)", exe.display())
 }
 
-/// A free UDP port on 127.0.0.1 (free when asked; another program could take it before
-/// the node binds it, which then fails to start with a clear error).
+/// A free UDP port on 127.0.0.1, never one this process handed out before (free when
+/// asked; another program could take it before the node binds it, which then fails to
+/// start with a clear error).
 pub fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    fresh_port(|| UdpSocket::bind("127.0.0.1:0")?.local_addr())
 }
 
 /// A free TCP port on 127.0.0.1 (see [`free_udp_port`]).
 pub fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    fresh_port(|| TcpListener::bind("127.0.0.1:0")?.local_addr())
+}
+
+/// Every port [`free_udp_port`] and [`free_tcp_port`] handed out. The kernel may give a
+/// probe's port to the next probe as soon as it is closed, and one node's ingest and
+/// overlay ports must differ (the testnet once failed to start a node whose QUIC port was
+/// its IoTStream port).
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A port from `probe` that is not in [`HANDED_OUT`], which it then joins.
+fn fresh_port(probe: impl Fn() -> std::io::Result<SocketAddr>) -> anyhow::Result<u16> {
+    const TRIES: usize = 64;
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..TRIES {
+        let port = probe().context("cannot bind a loopback port")?.port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("the kernel gave only ports handed out before, {TRIES} times")
 }
 
 /// How to start one node.
@@ -370,7 +391,8 @@ impl Mesh {
                         forward: link.clone(),
                         reverse: link.clone(),
                         seed: seed.wrapping_add(1000 * i as u64),
-                        ..relay::Config::new("127.0.0.1:0".parse()?, target)
+                        // Not port 0: the kernel could give it `quic_port`, probed and closed.
+                        ..relay::Config::new(([127, 0, 0, 1], free_udp_port()?).into(), target)
                     };
                     let relay = relay::spawn(config)?;
                     node_spec.external = vec![quic_multiaddr(relay.local_addr())];
@@ -583,6 +605,16 @@ pub fn now_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_handed_out_are_never_handed_out_again() {
+        // Closed probes make the kernel's picks repeat within a few hundred draws.
+        let mut seen = BTreeSet::new();
+        for i in 0..2_000 {
+            let port = if i % 2 == 0 { free_udp_port() } else { free_tcp_port() }.expect("a port");
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
+    }
 
     #[test]
     fn metric_sums_samples_of_exactly_that_name() {
