@@ -41,6 +41,16 @@ pub struct Opts {
     /// Offered rates, as fractions of the measured ceiling.
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0")]
     pub ladder: Vec<f64>,
+    /// Offered rates in datagrams/s instead of `--ladder` (to compare builds at equal
+    /// rates, as the ceiling moves with what else the machine runs); the ceiling is still
+    /// measured and reported.
+    #[arg(long, value_delimiter = ',', conflicts_with = "ladder")]
+    pub rates: Vec<f64>,
+    /// Seconds to wait after the node drained before reading its peak RSS and stopping
+    /// it: past 5 s every stream is quiet and the windows they were writing are sealed
+    /// together, as when thousands of devices cross a minute at once.
+    #[arg(long, default_value_t = 0.0)]
+    pub linger: f64,
     /// Kernel receive buffer of the ceiling's socket, bytes (the node asks for the same,
     /// its default `recv_buffer`).
     #[arg(long, default_value_t = 8 << 20)]
@@ -130,7 +140,11 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
     // Wait for the node to drain its socket.
     let received = drained(&node, Duration::from_millis(300), u64::MAX, Duration::from_secs(600))?;
     let cpu_used = cpu(&node)?.saturating_sub(cpu_before);
+    std::thread::sleep(Duration::from_secs_f64(opts.linger));
     let peak_rss = node.peak_rss().context("the node's peak RSS (/proc)")?;
+    if received < sent.datagrams {
+        eprintln!("    where the lost went: {}", losses(&node.metrics()?));
+    }
     let status = node.stop(Duration::from_secs(60))?;
     anyhow::ensure!(status.success(), "the node exited with {status}");
     let config = telemesh_node::Config { data_dir: dir.path().to_owned(), ..telemesh_node::Config::default() };
@@ -152,6 +166,19 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
     })
 }
 
+/// The node's drops by reason, and its socket's (`telemesh_drops_total`,
+/// `telemesh_udp_socket_drops`), those that are not 0.
+fn losses(metrics: &str) -> String {
+    let mut by_reason = std::collections::BTreeMap::<String, f64>::new();
+    for line in metrics.lines().filter(|l| l.starts_with("telemesh_drops_total{") || l.starts_with("telemesh_udp_socket_drops")) {
+        let Some((name, value)) = line.rsplit_once(' ') else { continue };
+        let reason = name.split("reason=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("socket");
+        *by_reason.entry(reason.to_owned()).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    let nonzero: Vec<String> = by_reason.into_iter().filter(|(_, n)| *n > 0.0).map(|(r, n)| format!("{r} {n:.0}")).collect();
+    if nonzero.is_empty() { "no drop counted".to_owned() } else { nonzero.join(", ") }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -171,7 +198,9 @@ struct Rung {
 /// Runs the benchmark, prints markdown tables, writes `ingest.csv` and `ingest.svg`.
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     anyhow::ensure!(opts.runs > 0 && opts.seconds > 0.0, "--runs and --seconds must be positive");
+    anyhow::ensure!(opts.linger >= 0.0 && opts.linger.is_finite(), "--linger must be 0 or more seconds");
     anyhow::ensure!(opts.devices.iter().all(|&d| d > 0), "--devices must be positive");
+    anyhow::ensure!(opts.rates.iter().chain(&opts.ladder).all(|&r| r > 0.0), "--rates and --ladder must be positive");
     let binary = cluster::node_binary()?;
     eprintln!(
         "ingest: node {}, {} s runs, {:?} devices, IoTStream DATA batch 5 (32-byte datagrams), {} runs per rate",
@@ -191,10 +220,16 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         ceilings.push((devices, ceiling_rate));
         let mut best: Option<&Rung> = None;
         let first = rungs.len();
-        for &f in &opts.ladder {
+        let offered: Vec<f64> = if opts.rates.is_empty() {
+            opts.ladder.iter().map(|f| f * ceiling_rate).collect()
+        } else {
+            opts.rates.clone()
+        };
+        for rate in offered {
+            let f = rate / ceiling_rate.max(1.0);
             let mut trials = Vec::new();
             for _ in 0..opts.runs {
-                let t = trial(opts, &binary, devices, Some(f * ceiling_rate))?;
+                let t = trial(opts, &binary, devices, Some(rate))?;
                 eprintln!(
                     "  {devices} devices, {f:.2} × ceiling: offered {:.0}/s, sent {}, received {}, persisted {}, \
                      {:.2} µs CPU/datagram, peak RSS {:.1} MB -> {}",
