@@ -77,10 +77,17 @@ pub const FRAME_HEADER: usize = 12;
 /// A frame around `payload`: length, checksum, payload.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(FRAME_HEADER + payload.len());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(&checksum(payload));
+    f.extend_from_slice(&header(payload));
     f.extend_from_slice(payload);
     f
+}
+
+/// The header of `payload`'s frame: its length and checksum.
+fn header(payload: &[u8]) -> [u8; FRAME_HEADER] {
+    let mut h = [0; FRAME_HEADER];
+    h[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    h[4..].copy_from_slice(&checksum(payload));
+    h
 }
 
 /// The payload of the frame starting `bytes`, and the frame's length; `None` if it is
@@ -153,10 +160,13 @@ impl Wal {
             s.segments.push(id);
             s.current = Some(Segment { first: id, file, len: 0 });
         }
-        let frame = frame(&payload);
+        // The header, then the payload: not a copy of a flush's records in one frame
+        // (megabytes at 150,000 datagrams/s). A crash between the two leaves a frame cut
+        // short, as a crash within one write does.
         if let Some(c) = s.current.as_mut() {
-            c.file.write_all(&frame)?;
-            c.len += frame.len() as u64;
+            c.file.write_all(&header(&payload))?;
+            c.file.write_all(&payload)?;
+            c.len += (FRAME_HEADER + payload.len()) as u64;
         }
         s.next_id = id.wrapping_add(1);
         Ok(id)
