@@ -141,6 +141,19 @@ impl Readings {
         self.len() == 0
     }
 
+    /// Bytes these readings hold on the heap (their vectors' capacity, and the keys'), to
+    /// bound what waits in memory by its size rather than by its count.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Readings::None => 0,
+            Readings::Batch(v) => v.capacity() * std::mem::size_of::<f32>(),
+            Readings::Sensors(v) => v.capacity() * std::mem::size_of::<(SensorCode, f32)>(),
+            Readings::Pairs(v) => {
+                v.capacity() * std::mem::size_of::<(String, f64)>() + v.iter().map(|(k, _)| k.capacity()).sum::<usize>()
+            }
+        }
+    }
+
     /// `(label, value)` for each reading: `r1..rN` for an IoTStream batch, the sensor type
     /// for TinyTelemetry, the key for the secure frame.
     pub fn labelled(&self) -> Vec<(String, Value)> {

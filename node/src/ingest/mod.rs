@@ -31,7 +31,7 @@ use telemesh_proto::wire::Dialect;
 use tokio_util::sync::CancellationToken;
 
 use self::streams::{Entry, Table};
-use crate::metrics::{DialectHandles, STORE_ERROR, STREAMS_FULL};
+use crate::metrics::{DialectHandles, STORE_BEHIND, STORE_ERROR, STREAMS_FULL};
 use crate::shared::{now_ns, Shared};
 use crate::store::{history, Store, StoredRecord};
 
@@ -223,8 +223,8 @@ impl Listener {
         let Decoded { record, proved, source, arrival_ns } = d;
         let shared = &*self.shared;
         if !table.has_room() {
-            // The store has been failing for a while: refuse rather than grow.
-            self.handles.count_drop(STORE_ERROR);
+            // The store is behind the datagrams, or failing: refuse rather than grow.
+            self.handles.count_drop(STORE_BEHIND);
             return;
         }
         if !table.may_enter(&record.stream) {
@@ -287,7 +287,8 @@ impl Listener {
             }
         };
         if pushed {
-            table.queued();
+            let bytes = pending.last().map_or(0, StoredRecord::memory);
+            table.queued(bytes);
         }
     }
 }

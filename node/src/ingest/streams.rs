@@ -47,9 +47,10 @@ pub const LATE_SEAL_FLUSHES: u64 = 10;
 /// Changed stream states are saved every this many flushes (and on eviction and
 /// shutdown); after a crash the counters may lag by that long.
 pub const STATE_EVERY: u64 = 600;
-/// Windows of streams that left memory sealed in one call: their records are copied for
-/// the seal, so a flush after thousands of evictions holds a group's copy at a time.
-const EVICTED_GROUP: usize = 512;
+/// Windows sealed in one call to the store: their records are decoded (or copied) for the
+/// seal, so a flush that seals thousands of windows (10,000 devices crossing a minute, or
+/// thousands of evicted streams) holds one group's records decoded at a time.
+const WINDOWS_PER_SEAL_CALL: usize = 512;
 
 /// One stream in memory.
 #[derive(Debug)]
@@ -84,7 +85,8 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct Live {
     wal_id: u64,
-    chunk: Encoded,
+    /// Shared with a seal job, which decodes it when its group's turn comes.
+    chunk: Arc<Encoded>,
 }
 
 /// What a stream that left memory still holds there: its state, its records not yet in a
@@ -174,7 +176,7 @@ impl EvictedJob {
             for w in &gone.windows {
                 records.push((*stream, *w, all.iter().filter(|r| r.window() == *w).cloned().collect()));
             }
-            if records.len() >= EVICTED_GROUP {
+            if records.len() >= WINDOWS_PER_SEAL_CALL {
                 seal(&records)?;
                 records.clear();
             }
@@ -237,19 +239,40 @@ impl Flush {
 /// itself can run without the table lock.
 #[derive(Debug, Default)]
 pub struct SealJob {
-    /// Stream, window, its live records, and the newest log entry they came from.
-    windows: Vec<(StreamId, u64, Vec<StoredRecord>, Option<u64>)>,
+    windows: Vec<ToSeal>,
+}
+
+/// One window of a [`SealJob`].
+#[derive(Debug)]
+struct ToSeal {
+    stream: StreamId,
+    window_start: u64,
+    /// Its live records, encoded.
+    live: Vec<Arc<Encoded>>,
+    /// The newest log entry they came from.
+    upto: Option<u64>,
 }
 
 impl SealJob {
-    /// Seals the windows, together.
+    /// Seals the windows, [`WINDOWS_PER_SEAL_CALL`] at a time, each group's live records
+    /// decoded only for its turn (in window order, so a stream's windows are sealed in order).
     pub fn run(&self, store: &dyn Store) -> Result<(), StoreError> {
-        if self.windows.is_empty() {
-            return Ok(());
+        for group in self.windows.chunks(WINDOWS_PER_SEAL_CALL) {
+            let live: Vec<Vec<StoredRecord>> = group.iter().map(|w| w.live.iter().flat_map(|c| c.decode()).collect()).collect();
+            let sealing: Vec<Sealing<'_>> = group
+                .iter()
+                .zip(&live)
+                .map(|(w, live)| Sealing { stream: w.stream, window_start: w.window_start, live })
+                .collect();
+            store.seal_windows(&sealing)?;
         }
-        let sealing: Vec<Sealing<'_>> =
-            self.windows.iter().map(|(stream, window_start, live, _)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
-        store.seal_windows(&sealing).map(|_| ())
+        Ok(())
+    }
+
+    /// Live records of each window: `(window start, records)`.
+    #[cfg(test)]
+    fn live_counts(&self) -> Vec<(u64, usize)> {
+        self.windows.iter().map(|w| (w.window_start, w.live.iter().map(|c| c.records).sum())).collect()
     }
 }
 
@@ -276,10 +299,11 @@ impl std::ops::AddAssign for Flushed {
 /// Streams flushed together at shutdown ([`Table::flush`]).
 pub const SHUTDOWN_SLICE: usize = 1_000;
 
-/// Most records held in memory unflushed (pending or in flight). Only reached when the
-/// store keeps failing: past it, new records are refused (and counted) rather than
-/// growing memory without bound.
-pub const MAX_UNFLUSHED: usize = 1_000_000;
+/// Most bytes of records held in memory unflushed (pending or in flight; about 180 bytes
+/// an IoTStream record, so some 370,000 records: 1.5 s at 250,000 datagrams/s). Reached
+/// when the store falls behind the datagrams, or keeps failing: past it, new records are
+/// refused (and counted, `store_behind`) rather than growing memory without bound.
+pub const MAX_UNFLUSHED_BYTES: usize = 64 << 20;
 
 /// Streams in memory.
 #[derive(Debug)]
@@ -289,7 +313,9 @@ pub struct Table {
     entries: HashMap<StreamId, Box<Entry>>,
     max: usize,
     unflushed: usize,
-    max_unflushed: usize,
+    /// What they hold in memory ([`StoredRecord::memory`]), and its bound.
+    unflushed_bytes: usize,
+    max_unflushed_bytes: usize,
     max_leaving: usize,
     /// Streams that left memory, with what they still hold there, to seal by the next
     /// flush; and those being sealed now.
@@ -310,16 +336,17 @@ pub struct Table {
 
 impl Table {
     pub fn new(max: usize) -> Table {
-        Table::with_unflushed_limit(max, MAX_UNFLUSHED)
+        Table::with_unflushed_limit(max, MAX_UNFLUSHED_BYTES)
     }
 
-    /// A table holding at most `max` streams and `max_unflushed` unflushed records.
-    pub fn with_unflushed_limit(max: usize, max_unflushed: usize) -> Table {
+    /// A table holding at most `max` streams and `max_unflushed_bytes` of unflushed records.
+    pub fn with_unflushed_limit(max: usize, max_unflushed_bytes: usize) -> Table {
         Table {
             entries: HashMap::new(),
             max,
             unflushed: 0,
-            max_unflushed,
+            unflushed_bytes: 0,
+            max_unflushed_bytes,
             max_leaving: MAX_LEAVING,
             evicted: BTreeMap::new(),
             sealing: BTreeMap::new(),
@@ -345,14 +372,19 @@ impl Table {
         self.unflushed
     }
 
+    /// Bytes of memory the unflushed records hold.
+    pub fn unflushed_bytes(&self) -> usize {
+        self.unflushed_bytes
+    }
+
     /// Live records: in the log, awaiting their window's seal.
     pub fn live(&self) -> usize {
         self.live
     }
 
-    /// Whether another record may be queued (see [`MAX_UNFLUSHED`]).
+    /// Whether another record may be queued (see [`MAX_UNFLUSHED_BYTES`]).
     pub fn has_room(&self) -> bool {
-        self.unflushed < self.max_unflushed
+        self.unflushed_bytes < self.max_unflushed_bytes
     }
 
     /// At most `n` streams wait to leave memory ([`Table::may_enter`]).
@@ -369,9 +401,18 @@ impl Table {
         self.evicted.len() + self.sealing.len() < self.max_leaving || self.entries.contains_key(id)
     }
 
-    /// Counts a record just pushed onto an entry's `pending`.
-    pub fn queued(&mut self) {
+    /// Counts a record just pushed onto an entry's `pending`, of `bytes` in memory
+    /// ([`StoredRecord::memory`]).
+    pub fn queued(&mut self, bytes: usize) {
         self.unflushed += 1;
+        self.unflushed_bytes += bytes;
+    }
+
+    /// Uncounts records that left memory unflushed.
+    fn written(&mut self, records: &[StoredRecord]) {
+        self.unflushed = self.unflushed.saturating_sub(records.len());
+        let bytes: usize = records.iter().map(StoredRecord::memory).sum();
+        self.unflushed_bytes = self.unflushed_bytes.saturating_sub(bytes);
     }
 
     /// Whether this node has a state for stream `id`: in memory, or in the store.
@@ -477,7 +518,7 @@ impl Table {
         };
         for (id, records) in flush.chunked.iter().chain(&flush.logged) {
             done.records += records.len();
-            self.unflushed = self.unflushed.saturating_sub(records.len());
+            self.written(records);
             if let Some(e) = self.entries.get_mut(id) {
                 e.in_flight = None;
             }
@@ -490,7 +531,7 @@ impl Table {
                 self.live += chunk.records;
                 self.live_bytes += chunk.bytes.len();
                 *self.wal_refs.entry(wal_id).or_default() += chunk.records;
-                e.live.push(Live { wal_id, chunk });
+                e.live.push(Live { wal_id, chunk: Arc::new(chunk) });
             }
         }
         let mut closed = Vec::new();
@@ -521,7 +562,7 @@ impl Table {
         Ok((done, self.seal_job(&closed)))
     }
 
-    /// The windows to seal, with a copy of their live records.
+    /// The windows to seal, with their live records (shared, still encoded).
     fn seal_job(&self, windows: &[(StreamId, u64)]) -> SealJob {
         SealJob {
             windows: windows
@@ -530,10 +571,10 @@ impl Table {
                     let mut live = Vec::new();
                     let mut upto = None;
                     for l in self.entries.get(stream).into_iter().flat_map(|e| &e.live).filter(|l| l.chunk.window_start == *w) {
-                        live.extend(l.chunk.decode());
+                        live.push(Arc::clone(&l.chunk));
                         upto = upto.max(Some(l.wal_id));
                     }
-                    (*stream, *w, live, upto)
+                    ToSeal { stream: *stream, window_start: *w, live, upto }
                 })
                 .collect(),
         }
@@ -545,10 +586,10 @@ impl Table {
     /// with the next flush.
     pub fn finish_seal(&mut self, job: SealJob, sealed: Result<(), StoreError>, store: &dyn Store) -> Result<(), StoreError> {
         if let Err(e) = sealed {
-            self.retry_seal.extend(job.windows.into_iter().map(|(s, w, _, _)| (s, w)));
+            self.retry_seal.extend(job.windows.into_iter().map(|w| (w.stream, w.window_start)));
             return Err(e);
         }
-        for (stream, window, _, upto) in job.windows {
+        for ToSeal { stream, window_start: window, upto, .. } in job.windows {
             let Some(upto) = upto else { continue };
             if let Some(e) = self.entries.get_mut(&stream) {
                 // Log entries only grow: what was logged after the job was taken stays.
@@ -683,7 +724,7 @@ impl Table {
             return Err(e);
         }
         for (_, gone) in job.streams {
-            self.unflushed = self.unflushed.saturating_sub(gone.pending.len());
+            self.written(&gone.pending);
             for l in &gone.live {
                 self.release(l.wal_id, &l.chunk);
             }
@@ -813,15 +854,38 @@ mod tests {
         }
     }
 
+    /// Pushes `record` onto the pending records of stream `id`, and counts it.
+    fn pend(table: &mut Table, id: StreamId, now_ns: u64, store: &dyn Store, record: StoredRecord) {
+        let bytes = record.memory();
+        table.entry(id, now_ns, store).expect("entry").0.pending.push(record);
+        table.queued(bytes);
+    }
+
     fn queue(table: &mut Table, store: &dyn Store, seq: u64) {
         let r = Record { stream: S, device_time_ns: seq, seq, timestamp_raw: seq, kind: Kind::Data, readings: Readings::None };
-        table.entry(S, 1, store).expect("entry").0.pending.push(StoredRecord::new(r, seq, 1));
-        table.queued();
+        pend(table, S, 1, store, StoredRecord::new(r, seq, 1));
+    }
+
+    #[test]
+    fn records_waiting_for_the_store_are_bounded_by_their_size_not_their_count() {
+        let mut table = Table::with_unflushed_limit(16, 64 << 10);
+        // A secure frame's worth of readings: some 2.5 KB a record in memory.
+        let readings = Readings::Pairs((0..40).map(|i| (format!("a-rather-long-reading-key-{i}"), 1.0)).collect());
+        let mut queued = 0u64;
+        while table.has_room() {
+            let r = Record { stream: S, device_time_ns: queued, seq: queued, timestamp_raw: 0, kind: Kind::Data, readings: readings.clone() };
+            pend(&mut table, S, 1, &Broken, StoredRecord::new(r, queued, 1));
+            queued += 1;
+        }
+        // 64 KiB would hold some 400 records without readings.
+        assert!((25..=30).contains(&queued), "{queued} records of 2.5 KB fill 64 KiB");
+        assert!(table.unflushed_bytes() >= 64 << 10);
     }
 
     #[test]
     fn a_failing_store_keeps_records_and_bounds_them() {
-        let mut table = Table::with_unflushed_limit(16, 5);
+        // Room for five of these records.
+        let mut table = Table::with_unflushed_limit(16, 5 * std::mem::size_of::<StoredRecord>());
         queue(&mut table, &Broken, 1);
         queue(&mut table, &Broken, 2);
         let job = table.begin_flush();
@@ -841,7 +905,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let good = crate::store::SledStore::open(dir.path(), 4).expect("open");
         let done = table.flush(&good).expect("flush");
-        assert_eq!((done.records, table.unflushed()), (5, 0));
+        assert_eq!((done.records, table.unflushed(), table.unflushed_bytes()), (5, 0, 0));
         assert!(table.has_room());
         // A slow stream's records wait in the log, live in memory, until their window is
         // sealed; leaving memory moves them into the window.
@@ -877,8 +941,7 @@ mod tests {
         let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
         let mut table = Table::new(16);
         let push = |table: &mut Table, seq: u64, t: u64| {
-            table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
-            table.queued();
+            pend(table, S, 1, &store, record(seq, t));
         };
         // Seals (windows written sealed) per flush.
         let run = |table: &mut Table| {
@@ -909,18 +972,15 @@ mod tests {
         let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
         let mut table = Table::new(16);
         for (seq, t) in [(1, 10), (2, 20)] {
-            table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
-            table.queued();
+            pend(&mut table, S, 1, &store, record(seq, t));
         }
         assert!(flush_parts(&mut table, &store).windows.is_empty());
         // The stream moves on to the next window: window 0 is to be sealed…
-        table.entry(S, 2, &store).expect("entry").0.pending.push(record(3, window::SPAN_NS + 5));
-        table.queued();
+        pend(&mut table, S, 2, &store, record(3, window::SPAN_NS + 5));
         let job = flush_parts(&mut table, &store);
-        assert_eq!(job.windows.iter().map(|(_, w, live, _)| (*w, live.len())).collect::<Vec<_>>(), [(0, 2)]);
+        assert_eq!(job.live_counts(), [(0, 2)]);
         // …and while it is, a late record for window 0 arrives and is logged.
-        table.entry(S, 3, &store).expect("entry").0.pending.push(record(4, 40));
-        table.queued();
+        pend(&mut table, S, 3, &store, record(4, 40));
         let late = flush_parts(&mut table, &store);
         let sealed = job.run(&store);
         table.finish_seal(job, sealed, &store).expect("finish");
@@ -937,7 +997,7 @@ mod tests {
             }
             late = flush_parts(&mut table, &store);
         }
-        assert_eq!(late.windows.iter().map(|(_, w, live, _)| (*w, live.len())).collect::<Vec<_>>(), [(0, 1)]);
+        assert_eq!(late.live_counts(), [(0, 1)]);
         let sealed = late.run(&store);
         table.finish_seal(late, sealed, &store).expect("finish");
         assert!(!table.unflushed_of(&S).iter().any(|r| r.record.seq == 4));
@@ -951,13 +1011,11 @@ mod tests {
         let mut table = Table::new(16);
         // Three records in the log (live), then two still pending when the stream leaves.
         for (seq, t) in [(1, 10), (2, 20), (3, 30)] {
-            table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
-            table.queued();
+            pend(&mut table, S, 1, &store, record(seq, t));
         }
         assert!(flush_parts(&mut table, &store).windows.is_empty());
         for (seq, t) in [(4, 40), (5, 50)] {
-            table.entry(S, 1, &store).expect("entry").0.pending.push(record(seq, t));
-            table.queued();
+            pend(&mut table, S, 1, &store, record(seq, t));
         }
         assert_eq!(table.evict_idle(u64::MAX), 1);
         // Nothing was written into chunks: the store holds none of the five yet, and every
@@ -1014,14 +1072,13 @@ mod tests {
     fn thousands_of_streams_leaving_at_once_are_all_sealed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
-        let n = EVICTED_GROUP as u32 * 2 + 7;
+        let n = WINDOWS_PER_SEAL_CALL as u32 * 2 + 7;
         let mut table = Table::new(n as usize * 2);
         let ids: Vec<StreamId> = (0..n).map(|device| StreamId { device, ..S }).collect();
         for &id in &ids {
             let mut r = record(1, 10);
             r.record.stream = id;
-            table.entry(id, 1, &store).expect("entry").0.pending.push(r);
-            table.queued();
+            pend(&mut table, id, 1, &store, r);
         }
         assert_eq!(table.evict_idle(u64::MAX), n as usize);
         let job = table.take_evicted();
@@ -1033,6 +1090,33 @@ mod tests {
         assert_eq!(table.unflushed(), 0);
     }
 
+    /// More windows close in one flush than one sealing group holds (devices crossing a
+    /// minute together): every one is sealed with its live records, group after group,
+    /// and only those records leave memory.
+    #[test]
+    fn thousands_of_windows_closing_at_once_are_all_sealed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::SledStore::open(dir.path(), 4).expect("open");
+        let n = WINDOWS_PER_SEAL_CALL as u32 * 2 + 7;
+        let mut table = Table::new(n as usize * 2);
+        let ids: Vec<StreamId> = (0..n).map(|device| StreamId { device, ..S }).collect();
+        for (seq, t) in [(1, 10), (2, window::SPAN_NS + 10)] {
+            for &id in &ids {
+                let mut r = record(seq, t);
+                r.record.stream = id;
+                pend(&mut table, id, 1, &store, r);
+            }
+            let job = flush_parts(&mut table, &store);
+            let sealed = job.run(&store);
+            table.finish_seal(job, sealed, &store).expect("sealed");
+        }
+        for &id in &ids {
+            assert_eq!(store.window(id, 0).expect("window").len(), 1, "{id:?}");
+            assert_eq!(table.unflushed_of(&id).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [2], "{id:?}");
+        }
+        assert_eq!(table.live(), n as usize, "the next window's records stay live");
+    }
+
     #[test]
     fn streams_waiting_to_leave_memory_are_bounded_while_the_store_cannot_take_them() {
         let mut table = Table::new(4).with_leaving_limit(4);
@@ -1040,8 +1124,7 @@ mod tests {
         let good = crate::store::SledStore::open(dir.path(), 4).expect("open");
         let id = |device| StreamId { device, ..S };
         for device in 0..4 {
-            table.entry(id(device), 1, &good).expect("entry").0.pending.push(record(1, 10));
-            table.queued();
+            pend(&mut table, id(device), 1, &good, record(1, 10));
         }
         // A fifth pushes one out; the other three leave idle.
         table.entry(id(7), 5, &good).expect("entry");
@@ -1064,8 +1147,7 @@ mod tests {
         let mut table = Table::new(16);
         let dir = tempfile::tempdir().expect("tempdir");
         let good = crate::store::SledStore::open(dir.path(), 4).expect("open");
-        table.entry(S, 1, &good).expect("entry").0.pending.push(record(1, 10));
-        table.queued();
+        pend(&mut table, S, 1, &good, record(1, 10));
         table.evict_idle(u64::MAX);
         let job = table.take_evicted();
         let failed = job.run(&Broken);

@@ -63,14 +63,17 @@ struct OutcomeLabel {
 
 /// Why a datagram that decoded was still not stored.
 pub const STORE_ERROR: &str = "store_error";
+/// A datagram that decoded while the records waiting for the store already hold
+/// [`crate::ingest::streams::MAX_UNFLUSHED_BYTES`]: the store is behind, or failing.
+pub const STORE_BEHIND: &str = "store_behind";
 /// A datagram of a stream not in memory while [`crate::ingest::streams::MAX_LEAVING`]
 /// streams that left memory still wait for the store ([`crate::ingest::streams::Table::may_enter`]).
 pub const STREAMS_FULL: &str = "streams_full";
 
 /// Every drop reason: malformed datagrams, refused authentication (`auth_*`), store errors
-/// and a store too slow for the streams leaving memory.
+/// and a store too slow for the records waiting or for the streams leaving memory.
 fn drop_reasons() -> impl Iterator<Item = &'static str> {
-    wire::Error::REASONS.into_iter().chain(auth::Refusal::REASONS).chain([STORE_ERROR, STREAMS_FULL])
+    wire::Error::REASONS.into_iter().chain(auth::Refusal::REASONS).chain([STORE_ERROR, STORE_BEHIND, STREAMS_FULL])
 }
 
 /// The node's metrics registry and its handles.

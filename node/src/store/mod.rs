@@ -80,6 +80,14 @@ impl StoredRecord {
         StoredRecord { copies: 0, ..StoredRecord::new(record, ext_seq, 0) }
     }
 
+    /// Bytes it holds in memory: itself, its readings and its lists of nodes (the names
+    /// they point to are shared).
+    pub fn memory(&self) -> usize {
+        std::mem::size_of::<StoredRecord>()
+            + self.record.readings.heap_bytes()
+            + (self.heard_by.capacity() + self.proved_by.capacity()) * std::mem::size_of::<Arc<str>>()
+    }
+
     /// Device order: time, seq, content tag — the order of record keys.
     pub fn order_key(&self) -> (u64, u64, [u8; 8]) {
         (self.record.device_time_ns, self.record.seq, self.tag)
