@@ -59,6 +59,8 @@ struct Outcome {
     status_ms: Vec<f64>,
     peak_rss_mb: f64,
     disk_mb: f64,
+    /// The store's parts on disk: sled, sealed segments, write-ahead log (MB).
+    parts_mb: [f64; 3],
 }
 
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
@@ -88,6 +90,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "/v1/status p50 / p99 / max (ms)",
         "peak RSS (MB)",
         "store on disk (MB)",
+        "sled / sealed / log (MB)",
     ]);
     for o in &outcomes {
         let p = |q: f64| crate::repair::percentile(&o.status_ms, q);
@@ -100,6 +103,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             format!("{:.0} / {:.0} / {:.0}", p(0.5), p(0.99), p(1.0)),
             format!("{:.0}", o.peak_rss_mb),
             format!("{:.0}", o.disk_mb),
+            format!("{:.0} / {:.0} / {:.0}", o.parts_mb[0], o.parts_mb[1], o.parts_mb[2]),
         ]);
     }
     println!("{table}");
@@ -163,6 +167,13 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
     let status = node.stop(Duration::from_secs(120))?;
     anyhow::ensure!(status.success(), "the node exited with {status}");
     let disk_mb = crate::disk::dir_size(dir.path())? as f64 / 1e6;
+    let mut parts_mb = [0.0; 3];
+    for (part, name) in parts_mb.iter_mut().zip(["sled", "sealed", "wal"]) {
+        let path = dir.path().join(name);
+        if path.exists() {
+            *part = crate::disk::dir_size(&path)? as f64 / 1e6;
+        }
+    }
     let store = telemesh_node::open_store(&telemesh_node::Config { data_dir: dir.path().to_owned(), ..telemesh_node::Config::default() })?;
     let count = |id: StreamId| -> anyhow::Result<u64> {
         Ok(telemesh_node::store::history::records(&store, &[], id, 0, u64::MAX, usize::MAX)?.len() as u64)
@@ -181,5 +192,6 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
         status_ms,
         peak_rss_mb,
         disk_mb,
+        parts_mb,
     })
 }
