@@ -18,8 +18,8 @@
 //! [`Table::take_evicted`]), never into chunks written only to be read back and deleted.
 //! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes),
 //! [`MAX_LEAVING`] streams waiting to leave ([`Table::may_enter`]), the records received
-//! within one flush interval, and [`MAX_LIVE_BYTES`] of live records (kept encoded, as the
-//! log holds them: [`Encoded`]).
+//! within one flush interval (at most [`MAX_UNFLUSHED_BYTES`] when the store is behind),
+//! and [`MAX_LIVE_BYTES`] of live records (kept encoded, as the log holds them: [`Encoded`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
