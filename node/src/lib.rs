@@ -337,6 +337,8 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
     }));
     let heard = Arc::new(Mutex::new(ingest::heard::Heard::default()));
     let mut since = 0;
+    let compact_every = (COMPACT_EVERY.as_nanos() / every.as_nanos().max(1)).max(1);
+    let mut ticks: u128 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -350,6 +352,8 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
         let s = Arc::clone(&shared);
         let heard = Arc::clone(&heard);
         let from = since;
+        ticks += 1;
+        let compact = ticks.is_multiple_of(compact_every);
         let result = tokio::task::spawn_blocking(move || {
             let now = now_ns();
             let cutoff = now.saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX));
@@ -367,6 +371,9 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
             if result.is_err() {
                 s.metrics.flush_failures.inc();
             }
+            if compact {
+                compact_store(&s);
+            }
             (now, result)
         })
         .await;
@@ -376,6 +383,23 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
         if let Err(e) = result {
             tracing::error!(error = %e, "flush failed; pending records stay in memory");
         }
+    }
+}
+
+/// How often [`maintain`] reclaims the store's dead space, after that tick's flush.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+/// Reclaims the store's dead space ([`store::Store::compact`]); a failure is logged and
+/// tried again next time.
+fn compact_store(s: &Shared) {
+    let started = Instant::now();
+    match s.store.compact() {
+        Ok(done) if done.segments > 0 => {
+            let (segments, moved, reclaimed, took) = (done.segments, done.moved, done.reclaimed, started.elapsed());
+            tracing::info!(segments, moved, reclaimed, ?took, "reclaimed segment files of dead sealed values");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot reclaim the store's dead space; trying again later"),
     }
 }
 

@@ -12,7 +12,9 @@
 //! that does not decode is skipped and counted, never a panic.
 
 #[doc(hidden)] pub mod fuzzing;
+mod compact;
 pub mod history;
+pub use self::compact::Compacted;
 pub mod segment;
 pub mod wal;
 
@@ -544,6 +546,11 @@ pub trait Store: Send + Sync + 'static {
     /// Lets the log drop entries with ids below `below`: no record in them is needed any
     /// more (all are sealed or in chunks).
     fn release_wal(&self, below: u64) -> Result<(), StoreError>;
+    /// Reclaims the space of values no longer pointed to (for the sled store: segment
+    /// files mostly dead, [`SledStore::compact`]).
+    fn compact(&self) -> Result<Compacted, StoreError> {
+        Ok(Compacted::default())
+    }
     /// Every record of one window of `stream`, merged across chunks, in device order.
     fn window(&self, stream: StreamId, window_start: u64) -> Result<Vec<StoredRecord>, StoreError>;
     /// Seals windows, together: each one's records (sealed blob, chunks, and `live`
@@ -810,8 +817,22 @@ impl SledStore {
 
     /// A sealed window's value, from the segment file its index entry points to.
     fn read_sealed(&self, stream: StreamId, window_start: u64, index: &[u8]) -> Result<Option<(SealedValue, Vec<StoredRecord>)>, StoreError> {
+        Ok(self.sealed_payload(stream, window_start, index)?.and_then(|payload| decode_sealed(stream, window_start, &payload)))
+    }
+
+    /// The payload a sealed window's index entry `index` points to. A miss is tried once
+    /// more with the entry read again: compaction may have moved the value and removed
+    /// the file since `index` was read ([`SledStore::compact`]).
+    fn sealed_payload(&self, stream: StreamId, window_start: u64, index: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let Ok(loc) = codec::from_slice::<Loc>(index, "sealed window location") else { return Ok(None) };
-        Ok(self.segments.read(loc)?.and_then(|payload| decode_sealed(stream, window_start, &payload)))
+        if let Some(payload) = self.segments.read(loc)? {
+            return Ok(Some(payload));
+        }
+        let Some(now) = self.windows.get(window_key(stream, window_start, PART_SEALED, 0))? else { return Ok(None) };
+        match codec::from_slice::<Loc>(&now, "sealed window location") {
+            Ok(moved) if moved != loc => Ok(self.segments.read(moved)?),
+            _ => Ok(None),
+        }
     }
 
     /// A sealed window's summary, from its value (without decoding its records).
@@ -870,8 +891,8 @@ impl SledStore {
     }
 
     fn read_summary(&self, window: WindowId, index: &[u8]) -> Result<Option<Summary>, StoreError> {
-        let Ok(loc) = codec::from_slice::<Loc>(index, "sealed window location") else { return Ok(None) };
-        let value = self.segments.read(loc)?.and_then(|p| codec::from_slice::<SealedValue>(&p, "sealed window").ok());
+        let payload = self.sealed_payload(window.stream, window.start, index)?;
+        let value = payload.and_then(|p| codec::from_slice::<SealedValue>(&p, "sealed window").ok());
         Ok(value.map(|v| v.summary(window)))
     }
 
@@ -1021,6 +1042,10 @@ impl Store for SledStore {
             self.streams.apply_batch(s)?;
         }
         Ok(wal_id)
+    }
+
+    fn compact(&self) -> Result<Compacted, StoreError> {
+        SledStore::compact(self)
     }
 
     fn release_wal(&self, below: u64) -> Result<(), StoreError> {

@@ -38,6 +38,9 @@ struct Current {
 pub struct Segments {
     dir: PathBuf,
     current: Mutex<Option<Current>>,
+    /// The highest segment number removed: never used again while the process runs, so
+    /// a reader holding a location from before a removal cannot find another value there.
+    removed: Mutex<Option<u64>>,
 }
 
 fn path(dir: &Path, segment: u64) -> PathBuf {
@@ -48,7 +51,7 @@ impl Segments {
     /// Opens the segments in `dir`; appends go to a new segment after the last one.
     pub fn open(dir: &Path) -> io::Result<Segments> {
         fs::create_dir_all(dir)?;
-        Ok(Segments { dir: dir.to_owned(), current: Mutex::new(None) })
+        Ok(Segments { dir: dir.to_owned(), current: Mutex::new(None), removed: Mutex::new(None) })
     }
 
     fn last_segment(&self) -> io::Result<Option<u64>> {
@@ -76,7 +79,10 @@ impl Segments {
                         c.file.sync_data()?;
                         c.segment + 1
                     }
-                    None => self.last_segment()?.map_or(0, |s| s + 1),
+                    None => {
+                        let removed = *self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+                        self.last_segment()?.max(removed).map_or(0, |s| s + 1)
+                    }
                 };
                 let file = OpenOptions::new().create(true).append(true).open(path(&self.dir, segment))?;
                 *cur = Some(Current { segment, file, len: 0 });
@@ -121,6 +127,41 @@ impl Segments {
     /// Bytes of all segment files.
     pub fn size(&self) -> io::Result<u64> {
         dir_size(&self.dir)
+    }
+
+    /// Every segment file but the one appends go to, with its size: those that may be
+    /// rewritten and removed ([`Segments::remove`]).
+    pub fn closed(&self) -> io::Result<Vec<(u64, u64)>> {
+        let cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        // Before the first append of this run every file is closed (appends start a new one).
+        let current = cur.as_ref().map(|c| c.segment);
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let Some(segment) = e.file_name().to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| u64::from_str_radix(n, 16).ok())
+            else {
+                continue;
+            };
+            if Some(segment) != current {
+                out.push((segment, e.metadata()?.len()));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Deletes a closed segment file (nothing may point into it any more).
+    pub fn remove(&self, segment: u64) -> io::Result<()> {
+        let cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if cur.as_ref().is_some_and(|c| c.segment == segment) {
+            return Err(io::Error::other("the segment appends go to is not removed"));
+        }
+        let mut removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+        *removed = (*removed).max(Some(segment));
+        match fs::remove_file(path(&self.dir, segment)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 
