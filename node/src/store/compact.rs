@@ -33,7 +33,10 @@ pub struct Compacted {
 
 /// A sealed window's index entry: its key and where its value is.
 fn sealed_entry(key: &[u8], value: &[u8]) -> Option<Loc> {
-    (key.get(13) == Some(&PART_SEALED)).then(|| codec::from_slice::<Loc>(value, "sealed window location").ok()).flatten()
+    if key.get(13) != Some(&PART_SEALED) {
+        return None;
+    }
+    codec::from_slice::<Loc>(value, "sealed window location").ok()
 }
 
 impl SledStore {
@@ -51,13 +54,26 @@ impl SledStore {
                 *live.entry(loc.segment).or_default() += u64::from(loc.len);
             }
         }
-        let mut done = Compacted::default();
-        for (segment, size) in closed {
-            let live = live.get(&segment).copied().unwrap_or(0);
-            if size == 0 || live.saturating_mul(100) >= size.saturating_mul(LIVE_PERCENT_BELOW) {
-                continue;
+        let mostly_dead: Vec<(u64, u64, u64)> = closed
+            .into_iter()
+            .map(|(segment, size)| (segment, size, live.get(&segment).copied().unwrap_or(0)))
+            .filter(|&(_, size, live)| size > 0 && live.saturating_mul(100) < size.saturating_mul(LIVE_PERCENT_BELOW))
+            .collect();
+        if mostly_dead.is_empty() {
+            return Ok(Compacted::default());
+        }
+        // The index entries pointing into them, in one more pass.
+        let mut keys: HashMap<u64, Vec<sled::IVec>> =
+            mostly_dead.iter().map(|&(segment, _, _)| (segment, Vec::new())).collect();
+        for item in self.windows.iter() {
+            let (k, v) = item?;
+            if let Some(into) = sealed_entry(&k, &v).and_then(|loc| keys.get_mut(&loc.segment)) {
+                into.push(k);
             }
-            let Some(moved) = self.move_out(segment)? else {
+        }
+        let mut done = Compacted::default();
+        for (segment, size, live) in mostly_dead {
+            let Some(moved) = self.move_out(segment, keys.remove(&segment).unwrap_or_default())? else {
                 tracing::warn!(segment, "a sealed value in this segment file cannot be read; the file is kept");
                 continue;
             };
@@ -71,16 +87,10 @@ impl SledStore {
         Ok(done)
     }
 
-    /// Copies every live value out of `segment` to the segment appends go to and points
-    /// the index at the copies. Returns how many moved, or `None` if one could not be read.
-    fn move_out(&self, segment: u64) -> Result<Option<usize>, StoreError> {
-        let mut keys = Vec::new();
-        for item in self.windows.iter() {
-            let (k, v) = item?;
-            if sealed_entry(&k, &v).is_some_and(|loc| loc.segment == segment) {
-                keys.push(k);
-            }
-        }
+    /// Copies the live values of `segment` (those of index entries `keys`) to the segment
+    /// appends go to and points the index at the copies. Returns how many moved, or `None`
+    /// if one could not be read.
+    fn move_out(&self, segment: u64, keys: Vec<sled::IVec>) -> Result<Option<usize>, StoreError> {
         let (mut moved, mut unreadable) = (0, false);
         for slice in keys.chunks(MOVE_SLICE) {
             let _sealing = self.lock_sealing();
@@ -123,7 +133,8 @@ mod tests {
 
     fn rec(stream: StreamId, seq: u64) -> StoredRecord {
         let t = seq * 1_000_000;
-        let r = Record { stream, device_time_ns: t, seq, timestamp_raw: t, kind: Kind::Data, readings: Readings::Batch(vec![seq as f32]) };
+        let readings = Readings::Batch(vec![seq as f32]);
+        let r = Record { stream, device_time_ns: t, seq, timestamp_raw: t, kind: Kind::Data, readings };
         StoredRecord::new(r, seq, 1)
     }
 
@@ -185,7 +196,7 @@ mod tests {
         let (value, records) = s.read_sealed(ids[0], 0, &old).expect("read").expect("sealed");
         assert_eq!(s.compact().expect("compact").segments, 1);
         assert_ne!(s.windows.get(key).expect("get").expect("indexed"), old, "moved");
-        let (again, records_again) = s.read_sealed(ids[0], 0, &old).expect("read").expect("read through the moved entry");
+        let (again, records_again) = s.read_sealed(ids[0], 0, &old).expect("read").expect("followed the moved entry");
         assert_eq!((again.root, records_again), (value.root, records));
     }
 
@@ -196,7 +207,8 @@ mod tests {
         let s = resealed(dir.path(), &ids, 3);
         drop(s);
         // Damage the last bytes of the only segment file: the last value written there.
-        let file = std::fs::read_dir(dir.path().join("sealed")).expect("dir").next().expect("a file").expect("entry").path();
+        let mut files = std::fs::read_dir(dir.path().join("sealed")).expect("dir");
+        let file = files.next().expect("a file").expect("entry").path();
         let mut bytes = std::fs::read(&file).expect("read");
         let n = bytes.len();
         bytes[n - 4..].copy_from_slice(&[0xff; 4]);

@@ -47,6 +47,11 @@ fn path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:016x}.seg"))
 }
 
+/// The segment number a file name gives ([`path`]'s), if it is a segment file's.
+fn number(name: &std::ffi::OsStr) -> Option<u64> {
+    u64::from_str_radix(name.to_str()?.strip_suffix(".seg")?, 16).ok()
+}
+
 impl Segments {
     /// Opens the segments in `dir`; appends go to a new segment after the last one.
     pub fn open(dir: &Path) -> io::Result<Segments> {
@@ -57,7 +62,7 @@ impl Segments {
     fn last_segment(&self) -> io::Result<Option<u64>> {
         Ok(fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok())
-            .filter_map(|e| u64::from_str_radix(e.file_name().into_string().ok()?.strip_suffix(".seg")?, 16).ok())
+            .filter_map(|e| number(&e.file_name()))
             .max())
     }
 
@@ -138,10 +143,7 @@ impl Segments {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir)? {
             let e = e?;
-            let Some(segment) = e.file_name().to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| u64::from_str_radix(n, 16).ok())
-            else {
-                continue;
-            };
+            let Some(segment) = number(&e.file_name()) else { continue };
             if Some(segment) != current {
                 out.push((segment, e.metadata()?.len()));
             }
