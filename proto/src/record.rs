@@ -141,19 +141,6 @@ impl Readings {
         self.len() == 0
     }
 
-    /// Bytes these readings hold on the heap (their vectors' capacity, and the keys'), to
-    /// bound what waits in memory by its size rather than by its count.
-    pub fn heap_bytes(&self) -> usize {
-        match self {
-            Readings::None => 0,
-            Readings::Batch(v) => v.capacity() * std::mem::size_of::<f32>(),
-            Readings::Sensors(v) => v.capacity() * std::mem::size_of::<(SensorCode, f32)>(),
-            Readings::Pairs(v) => {
-                v.capacity() * std::mem::size_of::<(String, f64)>() + v.iter().map(|(k, _)| k.capacity()).sum::<usize>()
-            }
-        }
-    }
-
     /// `(label, value)` for each reading: `r1..rN` for an IoTStream batch, the sensor type
     /// for TinyTelemetry, the key for the secure frame.
     pub fn labelled(&self) -> Vec<(String, Value)> {
@@ -542,6 +529,12 @@ pub mod codec {
     pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
         // Serialising plain data into a Vec cannot fail.
         bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
+    }
+
+    /// Appends `value`'s encoding to `out` (the bytes [`to_vec`] would give).
+    pub fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+        // Writing plain data into a Vec cannot fail.
+        let _ = bincode::serde::encode_into_std_write(value, out, bincode::config::standard());
     }
 
     pub fn from_slice<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {

@@ -15,6 +15,7 @@ pub mod admit;
 pub mod counters;
 pub mod dtls;
 pub mod heard;
+pub mod pending;
 pub mod streams;
 
 use std::io::{ErrorKind, IoSliceMut};
@@ -260,6 +261,7 @@ impl Listener {
             }
         };
         let before = state.counters.clone();
+        let held = (pending.len(), pending.bytes());
         let outcome = state.observe(&record, arrival_ns, &shared.reorder, || {
             // Rare (possible duplicates, late arrivals): copying what is unflushed is fine.
             let mut unflushed = leaving.records();
@@ -270,7 +272,7 @@ impl Listener {
             })
         });
         self.handles.count_stream(&before, &state.counters);
-        let pushed = match outcome {
+        match outcome {
             Outcome::New { ext_seq, .. } | Outcome::Conflict { ext_seq } => {
                 if matches!(outcome, Outcome::Conflict { .. }) {
                     self.handles.conflict.inc();
@@ -278,18 +280,15 @@ impl Listener {
                 } else {
                     self.handles.new.inc();
                 }
-                pending.push(StoredRecord { proved, ..StoredRecord::new(record, ext_seq, arrival_ns) });
-                true
+                pending.push(&StoredRecord { proved, ..StoredRecord::new(record, ext_seq, arrival_ns) });
             }
             Outcome::Duplicate => {
                 self.handles.duplicate.inc();
-                history::add_copy(pending, record, arrival_ns, proved)
+                pending.add_copy(record, arrival_ns, proved);
             }
-        };
-        if pushed {
-            let bytes = pending.last().map_or(0, StoredRecord::memory);
-            table.queued(bytes);
         }
+        let grew = (pending.len().saturating_sub(held.0), pending.bytes().saturating_sub(held.1));
+        table.queued(grew.0, grew.1);
     }
 }
 

@@ -28,6 +28,7 @@ use telemesh_proto::record::StreamId;
 use telemesh_proto::stream::State;
 use telemesh_proto::window;
 
+use crate::ingest::pending::Pending;
 use crate::store::{Encoded, Sealing, Store, StoreError, StoredRecord};
 
 /// A stream with at least this many new records in a flush writes its own chunk.
@@ -56,10 +57,10 @@ const WINDOWS_PER_SEAL_CALL: usize = 512;
 #[derive(Debug)]
 pub struct Entry {
     pub state: State,
-    /// Records received since the last flush, in arrival order.
-    pub pending: Vec<StoredRecord>,
+    /// Records received since the last flush, encoded.
+    pub pending: Pending,
     /// Records being written by a flush that has not finished.
-    pub in_flight: Option<Arc<Vec<StoredRecord>>>,
+    pub in_flight: Option<Arc<Pending>>,
     /// Records in the write-ahead log, encoded, with the log entry holding them, kept
     /// until their window is sealed.
     pub live: Vec<Live>,
@@ -72,7 +73,7 @@ pub struct Entry {
 impl Entry {
     fn new(state: State, now_ns: u64) -> Entry {
         let open_window = state.last_device_time_ns().map(window::start);
-        Entry { state, pending: Vec::new(), in_flight: None, live: Vec::new(), dirty: false, touched_ns: now_ns, open_window }
+        Entry { state, pending: Pending::default(), in_flight: None, live: Vec::new(), dirty: false, touched_ns: now_ns, open_window }
     }
 
     /// Records not in a chunk or a sealed window: live, in flight, then pending.
@@ -100,7 +101,7 @@ pub struct Gone {
     /// whose entry holds a newer one).
     state: Option<State>,
     /// Records written nowhere yet (the stream's pending records when it left).
-    pending: Vec<StoredRecord>,
+    pending: Pending,
     /// Records in the write-ahead log.
     live: Vec<Live>,
     /// Windows to seal: those of the records, the stream's open window, and windows with
@@ -118,7 +119,7 @@ impl Gone {
         if more.state.is_some() {
             self.state = more.state;
         }
-        self.pending.extend(more.pending);
+        self.pending.append(more.pending);
         self.live.extend(more.live);
         self.windows.extend(more.windows);
     }
@@ -190,10 +191,10 @@ impl EvictedJob {
 
 /// A stream's records not in a chunk or a sealed window (live, in flight, then pending),
 /// from the parts of its [`Entry`].
-pub fn unflushed(live: &[Live], in_flight: Option<&Vec<StoredRecord>>, pending: &[StoredRecord]) -> Vec<StoredRecord> {
+pub fn unflushed(live: &[Live], in_flight: Option<&Pending>, pending: &Pending) -> Vec<StoredRecord> {
     let mut out: Vec<StoredRecord> = live.iter().flat_map(|l| l.chunk.decode()).collect();
-    out.extend(in_flight.into_iter().flatten().cloned());
-    out.extend(pending.iter().cloned());
+    out.extend(in_flight.into_iter().flat_map(Pending::records));
+    out.extend(pending.records());
     out
 }
 
@@ -201,9 +202,9 @@ pub fn unflushed(live: &[Live], in_flight: Option<&Vec<StoredRecord>>, pending: 
 #[derive(Debug, Default)]
 pub struct Flush {
     /// Streams writing chunks of their own.
-    chunked: Vec<(StreamId, Arc<Vec<StoredRecord>>)>,
+    chunked: Vec<(StreamId, Arc<Pending>)>,
     /// Streams whose records go into the shared log entry.
-    logged: Vec<(StreamId, Arc<Vec<StoredRecord>>)>,
+    logged: Vec<(StreamId, Arc<Pending>)>,
     states: Vec<(StreamId, State)>,
 }
 
@@ -216,20 +217,11 @@ pub struct Written {
     wal_id: Option<u64>,
 }
 
-/// `records` encoded, a chunk per window.
-fn by_window(stream: StreamId, records: &[StoredRecord]) -> impl Iterator<Item = Encoded> + '_ {
-    let mut w: BTreeMap<u64, Vec<&StoredRecord>> = BTreeMap::new();
-    for r in records {
-        w.entry(r.window()).or_default().push(r);
-    }
-    w.into_iter().map(move |(window_start, records)| Encoded::new(stream, window_start, records))
-}
-
 impl Flush {
     /// Writes the chunks, the log entry and the states.
     pub fn write(&self, store: &dyn Store) -> Result<Written, StoreError> {
-        let chunks: Vec<Encoded> = self.chunked.iter().flat_map(|(id, r)| by_window(*id, r)).collect();
-        let logged: Vec<Encoded> = self.logged.iter().flat_map(|(id, r)| by_window(*id, r)).collect();
+        let chunks: Vec<Encoded> = self.chunked.iter().flat_map(|(_, p)| p.encode()).collect();
+        let logged: Vec<Encoded> = self.logged.iter().flat_map(|(_, p)| p.encode()).collect();
         let wal_id = store.append(&chunks, &logged, &self.states)?;
         Ok(Written { chunks: chunks.iter().map(|c| (c.stream, c.window_start)).collect(), logged, wal_id })
     }
@@ -299,11 +291,11 @@ impl std::ops::AddAssign for Flushed {
 /// Streams flushed together at shutdown ([`Table::flush`]).
 pub const SHUTDOWN_SLICE: usize = 1_000;
 
-/// Most bytes of records held in memory unflushed (pending or in flight; about 180 bytes
-/// an IoTStream record, so some 370,000 records: 1.5 s at 250,000 datagrams/s). Reached
+/// Most bytes of records held in memory unflushed (pending or in flight, encoded: about 60
+/// bytes an IoTStream record, so some 550,000 records: 2 s at 250,000 datagrams/s). Reached
 /// when the store falls behind the datagrams, or keeps failing: past it, new records are
 /// refused (and counted, `store_behind`) rather than growing memory without bound.
-pub const MAX_UNFLUSHED_BYTES: usize = 64 << 20;
+pub const MAX_UNFLUSHED_BYTES: usize = 32 << 20;
 
 /// Streams in memory.
 #[derive(Debug)]
@@ -313,7 +305,7 @@ pub struct Table {
     entries: HashMap<StreamId, Box<Entry>>,
     max: usize,
     unflushed: usize,
-    /// What they hold in memory ([`StoredRecord::memory`]), and its bound.
+    /// Their encoded bytes ([`Pending::bytes`]), and its bound.
     unflushed_bytes: usize,
     max_unflushed_bytes: usize,
     max_leaving: usize,
@@ -401,18 +393,17 @@ impl Table {
         self.evicted.len() + self.sealing.len() < self.max_leaving || self.entries.contains_key(id)
     }
 
-    /// Counts a record just pushed onto an entry's `pending`, of `bytes` in memory
-    /// ([`StoredRecord::memory`]).
-    pub fn queued(&mut self, bytes: usize) {
-        self.unflushed += 1;
+    /// Counts what an entry's `pending` grew by: `records` more, `bytes` more encoded
+    /// ([`Pending::bytes`]).
+    pub fn queued(&mut self, records: usize, bytes: usize) {
+        self.unflushed += records;
         self.unflushed_bytes += bytes;
     }
 
     /// Uncounts records that left memory unflushed.
-    fn written(&mut self, records: &[StoredRecord]) {
+    fn written(&mut self, records: &Pending) {
         self.unflushed = self.unflushed.saturating_sub(records.len());
-        let bytes: usize = records.iter().map(StoredRecord::memory).sum();
-        self.unflushed_bytes = self.unflushed_bytes.saturating_sub(bytes);
+        self.unflushed_bytes = self.unflushed_bytes.saturating_sub(records.bytes());
     }
 
     /// Whether this node has a state for stream `id`: in memory, or in the store.
@@ -499,7 +490,7 @@ impl Table {
                         e.in_flight = None;
                         let newer = std::mem::take(&mut e.pending);
                         e.pending = Arc::unwrap_or_clone(records);
-                        e.pending.extend(newer);
+                        e.pending.append(newer);
                     }
                 }
                 for (id, _) in flush.states {
@@ -680,7 +671,7 @@ impl Table {
             }
             let Some(e) = self.entries.remove(&id) else { continue };
             let mut windows: BTreeSet<u64> = e.open_window.into_iter().collect();
-            windows.extend(e.pending.iter().map(StoredRecord::window));
+            windows.extend(e.pending.windows());
             windows.extend(e.live.iter().map(|l| l.chunk.window_start));
             let late: Vec<(StreamId, u64)> = self.late.range((id, 0)..=(id, u64::MAX)).map(|(k, _)| *k).collect();
             for k in late {
@@ -856,9 +847,14 @@ mod tests {
 
     /// Pushes `record` onto the pending records of stream `id`, and counts it.
     fn pend(table: &mut Table, id: StreamId, now_ns: u64, store: &dyn Store, record: StoredRecord) {
-        let bytes = record.memory();
-        table.entry(id, now_ns, store).expect("entry").0.pending.push(record);
-        table.queued(bytes);
+        let bytes = encoded_size(&record);
+        table.entry(id, now_ns, store).expect("entry").0.pending.push(&record);
+        table.queued(1, bytes);
+    }
+
+    /// Bytes `r` takes in memory while pending.
+    fn encoded_size(r: &StoredRecord) -> usize {
+        crate::store::Rows::of(r.record.stream, r.window(), [r]).len_bytes()
     }
 
     fn queue(table: &mut Table, store: &dyn Store, seq: u64) {
@@ -869,23 +865,29 @@ mod tests {
     #[test]
     fn records_waiting_for_the_store_are_bounded_by_their_size_not_their_count() {
         let mut table = Table::with_unflushed_limit(16, 64 << 10);
-        // A secure frame's worth of readings: some 2.5 KB a record in memory.
+        // A secure frame's worth of readings: some 1.5 KB a record encoded.
         let readings = Readings::Pairs((0..40).map(|i| (format!("a-rather-long-reading-key-{i}"), 1.0)).collect());
+        let record = |seq: u64| {
+            let r = Record { stream: S, device_time_ns: seq, seq, timestamp_raw: 0, kind: Kind::Data, readings: readings.clone() };
+            StoredRecord::new(r, seq, 1)
+        };
+        let one = encoded_size(&record(0));
+        assert!(one > 1_000, "{one} bytes");
         let mut queued = 0u64;
         while table.has_room() {
-            let r = Record { stream: S, device_time_ns: queued, seq: queued, timestamp_raw: 0, kind: Kind::Data, readings: readings.clone() };
-            pend(&mut table, S, 1, &Broken, StoredRecord::new(r, queued, 1));
+            pend(&mut table, S, 1, &Broken, record(queued));
             queued += 1;
         }
-        // 64 KiB would hold some 400 records without readings.
-        assert!((25..=30).contains(&queued), "{queued} records of 2.5 KB fill 64 KiB");
-        assert!(table.unflushed_bytes() >= 64 << 10);
+        // 64 KiB holds some 2,000 records without readings.
+        assert_eq!(queued as usize, (64usize << 10).div_ceil(one), "{queued} records of {one} bytes fill 64 KiB");
+        assert_eq!(table.unflushed_bytes(), table.entries[&S].pending.bytes());
     }
 
     #[test]
     fn a_failing_store_keeps_records_and_bounds_them() {
         // Room for five of these records.
-        let mut table = Table::with_unflushed_limit(16, 5 * std::mem::size_of::<StoredRecord>());
+        let r = Record { stream: S, device_time_ns: 1, seq: 1, timestamp_raw: 1, kind: Kind::Data, readings: Readings::None };
+        let mut table = Table::with_unflushed_limit(16, 5 * encoded_size(&StoredRecord::new(r, 1, 1)));
         queue(&mut table, &Broken, 1);
         queue(&mut table, &Broken, 2);
         let job = table.begin_flush();

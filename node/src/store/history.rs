@@ -213,22 +213,3 @@ pub fn lookup(store: &dyn Store, pending: &[StoredRecord], rec: &Record) -> Resu
     };
     Ok(Lookup { presence, predecessor: predecessor.map(|p| Neighbour { seq: p.record.seq, ext_seq: p.ext_seq }) })
 }
-
-/// Counts one more receipt of a record already held (`proved`: this one was
-/// authenticated): in place if it is pending, else as a one-copy delta that [`merge`] adds
-/// to the stored record when the window is read. Returns whether a delta was pushed onto
-/// `pending`.
-pub fn add_copy(pending: &mut Vec<StoredRecord>, rec: Record, arrival_ns: u64, proved: bool) -> bool {
-    let delta = StoredRecord { proved, ..StoredRecord::new(rec, 0, arrival_ns) };
-    match pending.iter_mut().find(|r| r.order_key() == delta.order_key()) {
-        Some(r) => {
-            r.copies = r.copies.saturating_add(1);
-            r.proved |= proved;
-            false
-        }
-        None => {
-            pending.push(delta);
-            true
-        }
-    }
-}

@@ -82,15 +82,6 @@ impl StoredRecord {
         StoredRecord { copies: 0, ..StoredRecord::new(record, ext_seq, 0) }
     }
 
-    /// Bytes it holds in memory: itself, its readings and its lists of nodes (the names
-    /// they point to are shared).
-    pub fn memory(&self) -> usize {
-        std::mem::size_of::<StoredRecord>()
-            + self.record.readings.heap_bytes()
-            + (self.heard_by.capacity() + self.proved_by.capacity()) * std::mem::size_of::<Arc<str>>()
-    }
-
-    /// Device order: time, seq, content tag — the order of record keys.
     pub fn order_key(&self) -> (u64, u64, [u8; 8]) {
         (self.record.device_time_ns, self.record.seq, self.tag)
     }
@@ -210,21 +201,38 @@ struct ChunkRecord {
     copies: u32,
 }
 
-fn encode_chunk<'a>(records: impl IntoIterator<Item = &'a StoredRecord>) -> Vec<u8> {
-    let rows: Vec<ChunkRecord> = records
-        .into_iter()
-        .map(|r| ChunkRecord {
+/// A [`ChunkRecord`] borrowed from a [`StoredRecord`] to encode it (the same bytes).
+#[derive(Serialize)]
+struct ChunkRow<'a> {
+    device_time_ns: u64,
+    seq: u64,
+    tag: [u8; 8],
+    kind: Kind,
+    readings: &'a Readings,
+    timestamp_raw: u64,
+    ext_seq: u64,
+    arrival_ns: u64,
+    copies: u32,
+}
+
+impl<'a> ChunkRow<'a> {
+    fn of(r: &'a StoredRecord) -> ChunkRow<'a> {
+        ChunkRow {
             device_time_ns: r.record.device_time_ns,
             seq: r.record.seq,
             tag: r.tag,
             kind: r.record.kind,
-            readings: r.record.readings.clone(),
+            readings: &r.record.readings,
             timestamp_raw: r.record.timestamp_raw,
             ext_seq: r.ext_seq,
             arrival_ns: r.arrival_ns,
             copies: receipt(r),
-        })
-        .collect();
+        }
+    }
+}
+
+fn encode_chunk<'a>(records: impl IntoIterator<Item = &'a StoredRecord>) -> Vec<u8> {
+    let rows: Vec<ChunkRow<'_>> = records.into_iter().map(ChunkRow::of).collect();
     codec::to_vec(&rows)
 }
 
@@ -489,6 +497,64 @@ impl Encoded {
     /// The records back (bytes this node encoded itself always decode).
     pub fn decode(&self) -> Vec<StoredRecord> {
         decode_chunk(self.stream, &self.bytes).unwrap_or_default()
+    }
+}
+
+/// Records of one stream in one window appended one at a time, encoded as a chunk holds
+/// them but without the chunk's count in front: how records received since the last flush
+/// wait in memory (about 60 bytes a record, against some 180 as [`StoredRecord`]s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    pub stream: StreamId,
+    pub window_start: u64,
+    /// How many records `bytes` holds.
+    pub records: usize,
+    bytes: Vec<u8>,
+}
+
+impl Rows {
+    pub fn new(stream: StreamId, window_start: u64) -> Rows {
+        Rows { stream, window_start, records: 0, bytes: Vec::new() }
+    }
+
+    /// `records` (all of `stream` and `window_start`), encoded.
+    pub fn of<'a>(stream: StreamId, window_start: u64, records: impl IntoIterator<Item = &'a StoredRecord>) -> Rows {
+        let mut rows = Rows::new(stream, window_start);
+        for r in records {
+            rows.push(r);
+        }
+        rows
+    }
+
+    /// Appends `r` (of this stream and window).
+    pub fn push(&mut self, r: &StoredRecord) {
+        debug_assert!(r.record.stream == self.stream && r.window() == self.window_start);
+        codec::append(&ChunkRow::of(r), &mut self.bytes);
+        self.records += 1;
+    }
+
+    /// Appends the records of `later` (of this stream and window) after these.
+    pub fn append(&mut self, later: Rows) {
+        self.bytes.extend_from_slice(&later.bytes);
+        self.records += later.records;
+    }
+
+    /// Bytes of the encoded records.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// As one chunk's value: the count, then the records.
+    pub fn encode(&self) -> Encoded {
+        let mut bytes = Vec::with_capacity(self.bytes.len() + 9);
+        codec::append(&(self.records as u64), &mut bytes);
+        bytes.extend_from_slice(&self.bytes);
+        Encoded { stream: self.stream, window_start: self.window_start, records: self.records, bytes: bytes.into_boxed_slice() }
+    }
+
+    /// The records back, in the order they were appended.
+    pub fn decode(&self) -> Vec<StoredRecord> {
+        self.encode().decode()
     }
 }
 
@@ -1317,6 +1383,23 @@ mod tests {
             readings: Readings::Batch(vec![v]),
         };
         StoredRecord::new(r, seq, 1)
+    }
+
+    #[test]
+    fn rows_appended_one_at_a_time_are_the_chunk_of_all_of_them() {
+        // Past 250 records the chunk's count takes three bytes instead of one.
+        let mut records: Vec<StoredRecord> = (0..300).map(|i| rec(i, i * 1_000, i as f32 / 3.0)).collect();
+        records[7].proved = true;
+        records[8].copies = 70_000;
+        for n in [0, 1, 250, 251, 300] {
+            let mut rows = Rows::new(S, 0);
+            for r in &records[..n] {
+                rows.push(r);
+            }
+            let chunk = Encoded::new(S, 0, &records[..n]);
+            assert_eq!(rows.encode(), chunk, "{n} records");
+            assert_eq!(rows.decode(), records[..n].to_vec());
+        }
     }
 
     #[test]
