@@ -82,6 +82,7 @@ impl StoredRecord {
         StoredRecord { copies: 0, ..StoredRecord::new(record, ext_seq, 0) }
     }
 
+    /// Device order: time, seq, content tag — the order of record keys.
     pub fn order_key(&self) -> (u64, u64, [u8; 8]) {
         (self.record.device_time_ns, self.record.seq, self.tag)
     }
