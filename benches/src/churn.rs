@@ -61,6 +61,8 @@ struct Outcome {
     disk_mb: f64,
     /// The store's parts on disk: sled, sealed segments, write-ahead log (MB).
     parts_mb: [f64; 3],
+    /// Sealed windows in the store at the end (the mesh's index holds each in memory).
+    sealed_windows: usize,
 }
 
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
@@ -91,6 +93,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "peak RSS (MB)",
         "store on disk (MB)",
         "sled / sealed / log (MB)",
+        "sealed windows",
     ]);
     for o in &outcomes {
         let p = |q: f64| crate::repair::percentile(&o.status_ms, q);
@@ -104,6 +107,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             format!("{:.0}", o.peak_rss_mb),
             format!("{:.0}", o.disk_mb),
             format!("{:.0} / {:.0} / {:.0}", o.parts_mb[0], o.parts_mb[1], o.parts_mb[2]),
+            o.sealed_windows.to_string(),
         ]);
     }
     println!("{table}");
@@ -179,6 +183,7 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
         Ok(telemesh_node::store::history::records(&store, &[], id, 0, u64::MAX, usize::MAX)?.len() as u64)
     };
     let honest_kept = count(StreamId::new(Dialect::Iotstream, u32::from(HONEST)))?;
+    let sealed_windows = store.summaries()?.len();
     let mut persisted = 0;
     for (id, _) in store.states()? {
         persisted += count(id)?;
@@ -193,5 +198,6 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
         peak_rss_mb,
         disk_mb,
         parts_mb,
+        sealed_windows,
     })
 }
