@@ -225,6 +225,8 @@ mod tests {
         let ids = streams(CHILD_WINDOWS);
         let mut round = progress(&dir).0.map_or(0, |r| r + 1);
         let mut log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("progress")).expect("progress");
+        // Each line goes in one write; a kill between two would leave one unfinished.
+        let mut say = |line: String| log.write_all(format!("\n{line}\n").as_bytes()).and_then(|()| log.sync_data());
         loop {
             let s = SledStore::open(&dir.join("store"), 4).expect("open");
             // A round sealed but not said durable before a kill is sealed again: only
@@ -240,10 +242,10 @@ mod tests {
                 records.iter().map(|(stream, live)| Sealing { stream: *stream, window_start: 0, live }).collect();
             s.seal_windows(&sealing).expect("seal");
             s.flush().expect("flush");
-            writeln!(log, "durable {round}").and_then(|()| log.sync_data()).expect("progress");
+            say(format!("durable {round}")).expect("progress");
             let done = s.compact().expect("compact");
             if done.moved > 0 {
-                writeln!(log, "moved {}", done.moved).expect("progress");
+                say(format!("moved {}", done.moved)).expect("progress");
             }
             // A node goes on without syncing sled until its next flush; closing the store
             // here at once would sync it and hide a compaction that relied on that.
