@@ -906,7 +906,6 @@ impl SledStore {
         }
     }
 
-    /// A sealed window's summary, from its value (without decoding its records).
     /// Merges `table`'s rows (ignoring any naming this node) into a sealed window: over
     /// its records as they are if its root is still `root`, or over the records `keys`
     /// names (those not held skipped).
@@ -961,6 +960,7 @@ impl SledStore {
         Ok(Some((summary, skipped)))
     }
 
+    /// A sealed window's summary, from its value (without decoding its records).
     fn read_summary(&self, window: WindowId, index: &[u8]) -> Result<Option<Summary>, StoreError> {
         let payload = self.sealed_payload(window.stream, window.start, index)?;
         let value = payload.and_then(|p| codec::from_slice::<SealedValue>(&p, "sealed window").ok());
