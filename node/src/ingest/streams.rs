@@ -166,26 +166,30 @@ impl EvictedJob {
         if !states.is_empty() {
             store.append(&[], &[], &states)?;
         }
-        let seal = |records: &[(StreamId, u64, Vec<StoredRecord>)]| {
-            let sealing: Vec<Sealing<'_>> =
-                records.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
-            store.seal_windows(&sealing).map(|_| ())
-        };
-        let mut records: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::new();
-        for (stream, gone) in &self.streams {
+        let windows = self.streams.iter().flat_map(|(stream, gone)| {
             let all = gone.records();
-            for w in &gone.windows {
-                records.push((*stream, *w, all.iter().filter(|r| r.window() == *w).cloned().collect()));
-            }
-            if records.len() >= WINDOWS_PER_SEAL_CALL {
-                seal(&records)?;
-                records.clear();
-            }
-        }
-        if records.is_empty() {
+            let of = |w: u64| all.iter().filter(|r| r.window() == w).cloned().collect();
+            gone.windows.iter().map(|&w| (*stream, w, of(w))).collect::<Vec<_>>()
+        });
+        seal_in_groups(store, windows)
+    }
+}
+
+/// Seals `windows` (stream, window start, the records held in memory for it),
+/// [`WINDOWS_PER_SEAL_CALL`] to a call, in order: only one group's records are taken from
+/// `windows` (decoded or copied) at a time.
+fn seal_in_groups(store: &dyn Store, windows: impl Iterator<Item = (StreamId, u64, Vec<StoredRecord>)>) -> Result<(), StoreError> {
+    let mut group: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::with_capacity(WINDOWS_PER_SEAL_CALL);
+    let mut windows = windows.fuse();
+    loop {
+        group.clear();
+        group.extend(windows.by_ref().take(WINDOWS_PER_SEAL_CALL));
+        if group.is_empty() {
             return Ok(());
         }
-        seal(&records)
+        let sealing: Vec<Sealing<'_>> =
+            group.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
+        store.seal_windows(&sealing)?;
     }
 }
 
@@ -249,16 +253,8 @@ impl SealJob {
     /// Seals the windows, [`WINDOWS_PER_SEAL_CALL`] at a time, each group's live records
     /// decoded only for its turn (in window order, so a stream's windows are sealed in order).
     pub fn run(&self, store: &dyn Store) -> Result<(), StoreError> {
-        for group in self.windows.chunks(WINDOWS_PER_SEAL_CALL) {
-            let live: Vec<Vec<StoredRecord>> = group.iter().map(|w| w.live.iter().flat_map(|c| c.decode()).collect()).collect();
-            let sealing: Vec<Sealing<'_>> = group
-                .iter()
-                .zip(&live)
-                .map(|(w, live)| Sealing { stream: w.stream, window_start: w.window_start, live })
-                .collect();
-            store.seal_windows(&sealing)?;
-        }
-        Ok(())
+        let windows = self.windows.iter().map(|w| (w.stream, w.window_start, w.live.iter().flat_map(|c| c.decode()).collect()));
+        seal_in_groups(store, windows)
     }
 
     /// Live records of each window: `(window start, records)`.
