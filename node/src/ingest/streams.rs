@@ -848,6 +848,15 @@ mod tests {
         table.queued(1, bytes);
     }
 
+    /// Pushes record `seq` at device time `t` onto the pending records of each of `ids`.
+    fn pend_to_each(table: &mut Table, store: &dyn Store, ids: &[StreamId], seq: u64, t: u64) {
+        for &id in ids {
+            let mut r = record(seq, t);
+            r.record.stream = id;
+            pend(table, id, 1, store, r);
+        }
+    }
+
     /// Bytes `r` takes in memory while pending.
     fn encoded_size(r: &StoredRecord) -> usize {
         crate::store::Rows::of(r.record.stream, r.window(), [r]).len_bytes()
@@ -1073,11 +1082,7 @@ mod tests {
         let n = WINDOWS_PER_SEAL_CALL as u32 * 2 + 7;
         let mut table = Table::new(n as usize * 2);
         let ids: Vec<StreamId> = (0..n).map(|device| StreamId { device, ..S }).collect();
-        for &id in &ids {
-            let mut r = record(1, 10);
-            r.record.stream = id;
-            pend(&mut table, id, 1, &store, r);
-        }
+        pend_to_each(&mut table, &store, &ids, 1, 10);
         assert_eq!(table.evict_idle(u64::MAX), n as usize);
         let job = table.take_evicted();
         let sealed = job.run(&store);
@@ -1099,11 +1104,7 @@ mod tests {
         let mut table = Table::new(n as usize * 2);
         let ids: Vec<StreamId> = (0..n).map(|device| StreamId { device, ..S }).collect();
         for (seq, t) in [(1, 10), (2, window::SPAN_NS + 10)] {
-            for &id in &ids {
-                let mut r = record(seq, t);
-                r.record.stream = id;
-                pend(&mut table, id, 1, &store, r);
-            }
+            pend_to_each(&mut table, &store, &ids, seq, t);
             let job = flush_parts(&mut table, &store);
             let sealed = job.run(&store);
             table.finish_seal(job, sealed, &store).expect("sealed");
