@@ -51,6 +51,10 @@ pub struct Opts {
     /// together, as when thousands of devices cross a minute at once.
     #[arg(long, default_value_t = 0.0)]
     pub linger: f64,
+    /// Also print the node's resident memory every this many seconds while it is sent to
+    /// and until it drained (0: only the peak), to see whether it levels off.
+    #[arg(long, default_value_t = 0.0)]
+    pub rss_every: f64,
     /// Kernel receive buffer of the ceiling's socket, bytes (the node asks for the same,
     /// its default `recv_buffer`).
     #[arg(long, default_value_t = 8 << 20)]
@@ -136,9 +140,21 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
     node.wait_ready(Duration::from_secs(30))?;
     let cpu = |node: &NodeProcess| node.cpu_time().context("the node's CPU time (/proc)");
     let cpu_before = cpu(&node)?;
-    let sent = load::blast(node.iotstream, &mut Traffic::new(devices), rate, Duration::from_secs_f64(opts.seconds))?;
-    // Wait for the node to drain its socket.
-    let received = drained(&node, Duration::from_millis(300), u64::MAX, Duration::from_secs(600))?;
+    let done = AtomicBool::new(false);
+    let (sent, received, series) = std::thread::scope(|scope| {
+        let sampler = (opts.rss_every > 0.0).then(|| scope.spawn(|| rss_series(&node, opts.rss_every, &done)));
+        let sent = load::blast(node.iotstream, &mut Traffic::new(devices), rate, Duration::from_secs_f64(opts.seconds));
+        // Wait for the node to drain its socket.
+        let received = sent.as_ref().ok().map(|_| drained(&node, Duration::from_millis(300), u64::MAX, Duration::from_secs(600)));
+        done.store(true, Ordering::Relaxed);
+        let series = sampler.map(|s| s.join().unwrap_or_default());
+        (sent, received, series)
+    });
+    let sent = sent?;
+    let received = received.context("not sent")??;
+    if let Some(series) = series {
+        eprintln!("    RSS (s: MB) {series}");
+    }
     let cpu_used = cpu(&node)?.saturating_sub(cpu_before);
     std::thread::sleep(Duration::from_secs_f64(opts.linger));
     let peak_rss = node.peak_rss().context("the node's peak RSS (/proc)")?;
@@ -164,6 +180,19 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
         cpu_us: cpu_used.as_secs_f64() * 1e6 / received.max(1) as f64,
         peak_rss,
     })
+}
+
+/// The node's resident memory every `every` seconds until `done`: `"0.0: 25 0.5: 31 …"`.
+fn rss_series(node: &NodeProcess, every: f64, done: &AtomicBool) -> String {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !done.load(Ordering::Relaxed) {
+        if let Some(rss) = node.rss() {
+            out.push(format!("{:.1}: {:.0}", start.elapsed().as_secs_f64(), rss as f64 / 1e6));
+        }
+        std::thread::sleep(Duration::from_secs_f64(every));
+    }
+    out.join(" ")
 }
 
 /// The node's drops by reason, and its socket's (`telemesh_drops_total`,
@@ -199,6 +228,7 @@ struct Rung {
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     anyhow::ensure!(opts.runs > 0 && opts.seconds > 0.0, "--runs and --seconds must be positive");
     anyhow::ensure!(opts.linger >= 0.0 && opts.linger.is_finite(), "--linger must be 0 or more seconds");
+    anyhow::ensure!(opts.rss_every >= 0.0 && opts.rss_every.is_finite(), "--rss-every must be 0 or more seconds");
     anyhow::ensure!(opts.devices.iter().all(|&d| d > 0), "--devices must be positive");
     anyhow::ensure!(opts.rates.iter().chain(&opts.ladder).all(|&r| r > 0.0), "--rates and --ladder must be positive");
     let binary = cluster::node_binary()?;

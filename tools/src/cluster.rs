@@ -296,10 +296,12 @@ impl NodeProcess {
 
     /// The most resident memory the process has had so far (`VmHWM`, Linux only).
     pub fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        status_bytes(self.pid()?, "VmHWM:")
+    }
+
+    /// Its resident memory now (`VmRSS`, Linux only).
+    pub fn rss(&self) -> Option<u64> {
+        status_bytes(self.pid()?, "VmRSS:")
     }
 
     /// Asks the node to stop (SIGTERM, so it flushes) and waits up to `timeout`, then kills it.
@@ -579,6 +581,13 @@ pub fn metric(text: &str, name: &str) -> f64 {
 }
 
 /// CPU time (user + system) of process `pid`, from `/proc/<pid>/stat`.
+/// A `kB` field of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which is in parentheses and may contain spaces).
