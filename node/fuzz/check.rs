@@ -23,7 +23,7 @@ use telemesh_proto::window;
 use telemesh_proto::wire::Dialect;
 
 /// The targets, as named in `Cargo.toml` and `corpus/`.
-pub const TARGETS: [&str; 4] = ["sealed", "chunk", "wal", "segment"];
+pub const TARGETS: [&str; 5] = ["sealed", "chunk", "wal", "wal_legacy", "segment"];
 
 /// Runs target `name` on one input.
 pub fn run(name: &str, data: &[u8]) {
@@ -31,6 +31,7 @@ pub fn run(name: &str, data: &[u8]) {
         "sealed" => sealed(data),
         "chunk" => chunk(data),
         "wal" => wal_segment(data),
+        "wal_legacy" => legacy_segment(data),
         "segment" => sealed_segment(data),
         _ => panic!("no target {name}"),
     }
@@ -256,32 +257,90 @@ pub fn sealed_value(stream: StreamId, bytes: &[u8]) {
 
 // ------------------------------------------------------------------ the write-ahead log
 
-/// Entries as the log appends them: one frame each.
-pub fn log_file(entries: &[(u64, Entry)]) -> Vec<u8> {
+/// Entries as the log appends them: one frame each, of the entry's payload.
+pub fn log_file(entries: &[(u64, Vec<wal::Part<'_>>)]) -> Vec<u8> {
+    entries.iter().flat_map(|(id, parts)| wal::frame(&wal::encode_entry(*id, parts).0)).collect()
+}
+
+/// A segment file of the write-ahead log (first byte: bit 0 set, every frame's checksum is
+/// recomputed first; then the file). `Wal::open` over the file (written to a scratch
+/// directory as the log's only segment) and `wal::read_segment` on its bytes agree (the
+/// heads of the chains, damaged or not); every chain read back from a head
+/// (`Wal::read_chain`, as a seal or recovery reads it) ends, and its parts' rows go through
+/// the chunk checks; every entry's parts re-encode to its payload; cut inside frame `j`,
+/// the file reads as the first `j` entries and damaged; with one byte changed in frame `j`,
+/// as the first `j` entries or more (a frame is refused or read as the same payload).
+pub fn wal_segment(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let file = if mode & 1 == 1 { retag(rest) } else { rest.to_vec() };
+    let (heads, ids, torn) = wal::read_segment(&file, 0);
+
+    let dir = scratch("wal");
+    let path = dir.join(format!("{:016x}.wal", 0));
+    std::fs::write(&path, &file).expect("write the log segment");
+    let opened = Wal::open(&dir).expect("open the log");
+    let agree = opened.heads == heads && opened.damaged == usize::from(torn) && opened.legacy.is_empty();
+    assert!(agree, "Wal::open and wal::read_segment disagree");
+    for (key, w, head) in heads.iter().take(8) {
+        let walk = opened.wal.read_chain(*key, *w, *head, None).expect("read a chain");
+        assert!(walk.rows.len() <= wal::MAX_CHAIN);
+        if let Some(stream) = StreamId::from_key_prefix(key) {
+            for rows in walk.rows.iter().take(4) {
+                let _ = chunk_value(stream, rows);
+            }
+        }
+    }
+    drop(opened);
+    let _ = std::fs::remove_file(&path);
+
+    let mut at = 0usize;
+    let mut j = 0usize;
+    while let Some((payload, len)) = file.get(at..).and_then(wal::unframe) {
+        let Some((id, parts)) = wal::decode_entry(payload) else { break };
+        let parts: Vec<wal::Part<'_>> = parts.into_iter().map(|(_, p)| p).collect();
+        assert!(wal::encode_entry(id, &parts).0 == payload, "an entry re-encodes otherwise");
+        if j < 4 {
+            for cut in [at + 1, at + len / 2, at + len - 1] {
+                let (_, got, torn) = wal::read_segment(&file[..cut], 0);
+                assert!(torn && got[..] == ids[..j], "a log cut inside entry {j}");
+            }
+            for p in changes(at, len) {
+                let (_, got, _) = wal::read_segment(&changed(&file, p), 0);
+                assert!(got.len() >= j && got[..] == ids[..got.len()], "entry {j} changed at {p} reads otherwise");
+            }
+        }
+        j += 1;
+        at += len;
+    }
+}
+
+/// Entries of the log before chains, as older nodes appended them: one frame each.
+pub fn legacy_file(entries: &[(u64, Entry)]) -> Vec<u8> {
     entries.iter().flat_map(|e| wal::frame(&codec::to_vec(e))).collect()
 }
 
-/// A log segment file (first byte: bit 0 set, every frame's checksum is recomputed first,
-/// then the file). `Wal::open` over the file (written to a scratch directory) and its copy
-/// on bytes agree; every entry's chunks go through the chunk checks, as recovery reads them
-/// (`wal::unframe` on the file re-frames to the same bytes); the entries appended again
-/// read back as they are; cut inside frame `j`, the file reads as the first `j` entries
-/// and damaged; with one byte changed in frame `j`, as the first `j` entries or more, each
-/// as it is (a frame is refused or read as the same payload).
-pub fn wal_segment(data: &[u8]) {
+/// A segment file of the log before chains (first byte: bit 0 set, every frame's checksum
+/// is recomputed first, then the file), as a node reads it once at start. `Wal::open` over
+/// the file (written to a scratch directory) and `wal::read_legacy` on its bytes agree;
+/// every entry's chunks go through the chunk checks, as recovery reads them (`wal::unframe`
+/// on the file re-frames to the same bytes); the entries framed again read back as they
+/// are; cut inside frame `j`, the file reads as the first `j` entries and damaged; with one
+/// byte changed in frame `j`, as the first `j` entries or more, each as it is (a frame is
+/// refused or read as the same payload).
+pub fn legacy_segment(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else { return };
     let file = if mode & 1 == 1 { retag(rest) } else { rest.to_vec() };
     if let Some((payload, n)) = wal::unframe(&file) {
         assert!(wal::frame(payload) == file[..n], "a frame that reads is not the frame of its payload");
     }
-    let (entries, torn) = fuzzing::read_wal_segment(&file);
+    let (entries, torn) = wal::read_legacy(&file);
 
-    let dir = scratch("wal");
+    let dir = scratch("wal_legacy");
     let path = dir.join(format!("{:016x}.log", 0));
     std::fs::write(&path, &file).expect("write the log segment");
     let opened = Wal::open(&dir).expect("open the log");
     let _ = std::fs::remove_file(&path);
-    assert!(opened.entries == entries && opened.damaged == usize::from(torn), "Wal::open and its copy disagree");
+    assert!(opened.legacy == entries && opened.damaged == usize::from(torn), "Wal::open and wal::read_legacy disagree");
     drop(opened);
 
     for (_, entry) in &entries {
@@ -292,17 +351,17 @@ pub fn wal_segment(data: &[u8]) {
         }
     }
 
-    let again = log_file(&entries);
-    assert!(fuzzing::read_wal_segment(&again) == (entries.clone(), false), "entries appended again read otherwise");
+    let again = legacy_file(&entries);
+    assert!(wal::read_legacy(&again) == (entries.clone(), false), "entries framed again read otherwise");
     let mut at = 0usize;
     for (j, e) in entries.iter().enumerate().take(4) {
         let len = wal::frame(&codec::to_vec(e)).len();
         for cut in [at + 1, at + len / 2, at + len - 1] {
-            let (got, torn) = fuzzing::read_wal_segment(&again[..cut]);
+            let (got, torn) = wal::read_legacy(&again[..cut]);
             assert!(torn && got[..] == entries[..j], "a log cut inside entry {j}");
         }
         for p in changes(at, len) {
-            let (got, _) = fuzzing::read_wal_segment(&changed(&again, p));
+            let (got, _) = wal::read_legacy(&changed(&again, p));
             assert!(got.len() >= j && got[..] == entries[..got.len()], "entry {j} changed at {p} reads otherwise");
         }
         at += len;
@@ -400,8 +459,42 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     add("chunk", "empty".into(), vec![0, 0]);
 
-    // wal: entries as the store appends them (per flush, every slow stream's chunk of it),
-    // as they are and with checksums recomputed, and a segment whose last frame is torn.
+    // wal: entries as the store appends them (per flush, every slow stream's part of each
+    // window, naming the window's part before), as they are and with checksums recomputed,
+    // and a segment whose last frame is torn.
+    let chunks: Vec<Vec<Vec<u8>>> = (0..4usize)
+        .map(|id| {
+            samples.iter().take(4).map(|w| fuzzing::encode_chunk(&w.iter().skip(id).step_by(4).cloned().collect::<Vec<_>>())).collect()
+        })
+        .collect();
+    let mut entries: Vec<(u64, Vec<wal::Part<'_>>)> = Vec::new();
+    let mut heads: Vec<Option<wal::PartLoc>> = vec![None; 4];
+    let mut offset = 0usize;
+    for (id, rows) in chunks.iter().enumerate() {
+        let parts: Vec<wal::Part<'_>> = samples
+            .iter()
+            .take(4)
+            .zip(rows)
+            .enumerate()
+            .filter(|(i, (w, _))| (w.len() + id + i).is_multiple_of(2) || id == 0)
+            .map(|(i, (w, rows))| wal::Part { key: w[0].record.stream.key_prefix(), window_start: START, prev: heads[i], rows })
+            .collect();
+        let (payload, at) = wal::encode_entry(id as u64, &parts);
+        for (part, (off, len)) in parts.iter().zip(&at) {
+            let i = samples.iter().position(|w| w[0].record.stream.key_prefix() == part.key).expect("a sample");
+            heads[i] = Some(wal::PartLoc { segment: 0, offset: (offset + FRAME_HEADER + off) as u32, len: *len as u32 });
+        }
+        offset += FRAME_HEADER + payload.len();
+        entries.push((id as u64, parts));
+    }
+    let file = log_file(&entries);
+    add("wal", "segment".into(), [&[0u8][..], &file].concat());
+    add("wal", "segment_retag".into(), [&[1u8][..], &file].concat());
+    add("wal", "torn".into(), [&[0u8][..], &file[..file.len() - 5]].concat());
+
+    // wal_legacy: entries as older nodes appended them (per flush, every slow stream's chunk
+    // of it), as they are and with checksums recomputed, and a segment whose last frame is
+    // torn.
     let entries: Vec<(u64, Entry)> = (0..4u64)
         .map(|id| {
             let entry: Entry = samples
@@ -416,11 +509,11 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             (id + 7, entry)
         })
         .collect();
-    let file = log_file(&entries);
-    add("wal", "segment".into(), [&[0u8][..], &file].concat());
-    add("wal", "segment_retag".into(), [&[1u8][..], &file].concat());
-    add("wal", "torn".into(), [&[0u8][..], &file[..file.len() - 5]].concat());
-    add("wal", "one".into(), [&[1u8][..], &log_file(&entries[1..2])].concat());
+    let file = legacy_file(&entries);
+    add("wal_legacy", "segment".into(), [&[0u8][..], &file].concat());
+    add("wal_legacy", "segment_retag".into(), [&[1u8][..], &file].concat());
+    add("wal_legacy", "torn".into(), [&[0u8][..], &file[..file.len() - 5]].concat());
+    add("wal_legacy", "one".into(), [&[1u8][..], &legacy_file(&entries[1..2])].concat());
 
     // segment: the sealed values of the small samples in one segment file, a location of
     // each (mode: the stream, checksums as they are; one with them recomputed).

@@ -7,12 +7,12 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use telemesh_proto::record::TimestampUnit;
+use telemesh_proto::record::{StreamId, TimestampUnit};
 use telemesh_proto::stream;
 
 use crate::ingest::streams::Table;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError, StoredRecord};
 
 /// What listeners, the HTTP API and the maintenance task share.
 #[derive(Debug)]
@@ -31,6 +31,14 @@ impl Shared {
     /// way that matters (each update is one state), so poisoning is ignored.
     pub fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The records of `stream` not yet in a chunk or sealed window (a copy: the table is
+    /// held only to take those in memory and where the others are in the log). Read them
+    /// before the store, so that a window sealed meanwhile is found there.
+    pub fn unflushed_of(&self, stream: &StreamId) -> Result<Vec<StoredRecord>, StoreError> {
+        let unflushed = self.table().unflushed_of(stream);
+        unflushed.read(self.store.as_ref())
     }
 }
 

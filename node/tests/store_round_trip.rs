@@ -1,7 +1,8 @@
 //! decode ∘ encode = id, over arbitrary values, for what the store writes to disk
 //! (`node/src/store/`, through `store::fuzzing`): a chunk, a sealed window's value (the
 //! records as the store seals them, read back with this node's receipts and who else heard
-//! and proved each), a sealed window's location, and a write-ahead log entry in its frame.
+//! and proved each), a sealed window's location, and a write-ahead log entry in its frame
+//! (and one of the log before chains).
 //! Records are compared as bytes (`check::fingerprint`), since a NaN is not equal to itself.
 
 #[path = "../fuzz/check.rs"]
@@ -107,10 +108,63 @@ proptest! {
         prop_assert_eq!(fuzzing::decode_loc(&codec::to_vec(&loc)), Some(loc));
     }
 
-    /// Log entries, framed as the log appends them: read back as they are, the frame
-    /// re-made byte for byte.
+    /// Log entries, framed as the log appends them: each part decodes as it was written
+    /// (and each read alone, as a chain is read), every part is a head of its window unless
+    /// a later part names it, the frame re-made byte for byte.
     #[test]
     fn log_entries_round_trip(
+        entries in proptest::collection::vec(
+            proptest::collection::vec(
+                (any::<[u8; 5]>(), 0..3u64, any::<Option<(u64, u32, u32)>>(), proptest::collection::vec(any::<u8>(), 0..40)),
+                0..4,
+            ),
+            0..5,
+        ),
+    ) {
+        let entries: Vec<(u64, Vec<wal::Part<'_>>)> = entries
+            .iter()
+            .enumerate()
+            .map(|(id, parts)| {
+                let parts = parts.iter().map(|(key, w, prev, rows)| wal::Part {
+                    key: *key,
+                    window_start: *w,
+                    prev: prev.map(|(segment, offset, len)| wal::PartLoc { segment, offset, len }),
+                    rows,
+                });
+                (id as u64, parts.collect())
+            })
+            .collect();
+        let file = check::log_file(&entries);
+        let (heads, ids, torn) = wal::read_segment(&file, 0);
+        prop_assert_eq!(ids, (0..entries.len() as u64).collect::<Vec<_>>());
+        prop_assert!(!torn);
+        let mut expected = std::collections::BTreeSet::new();
+        let mut at = 0usize;
+        for (id, parts) in &entries {
+            let (payload, offsets) = wal::encode_entry(*id, parts);
+            let (back_id, back) = wal::decode_entry(&payload).expect("an entry decodes");
+            prop_assert_eq!(back_id, *id);
+            prop_assert_eq!(back.len(), parts.len());
+            for ((off, got), (want, (o, len))) in back.iter().zip(parts.iter().zip(&offsets)) {
+                prop_assert_eq!((*off, got.key, got.window_start, got.prev, got.rows), (*o, want.key, want.window_start, want.prev, want.rows));
+                let (alone, n) = wal::decode_part(&payload[*o..*o + *len]).expect("a part decodes alone");
+                prop_assert_eq!((n, alone.rows), (*len, want.rows));
+                let loc = wal::PartLoc { segment: 0, offset: (at + wal::FRAME_HEADER + o) as u32, len: *len as u32 };
+                expected.retain(|(k, w, l): &([u8; 5], u64, wal::PartLoc)| !(*k == want.key && *w == want.window_start && Some(*l) == want.prev));
+                expected.insert((want.key, want.window_start, loc));
+            }
+            at += wal::FRAME_HEADER + payload.len();
+        }
+        prop_assert_eq!(heads, expected.into_iter().collect::<Vec<_>>());
+        if let Some((payload, n)) = wal::unframe(&file) {
+            prop_assert_eq!(wal::frame(payload), file[..n].to_vec());
+        }
+    }
+
+    /// Entries of the log before chains, framed as older nodes appended them: read back as
+    /// they are.
+    #[test]
+    fn legacy_log_entries_round_trip(
         entries in proptest::collection::vec(
             (
                 any::<u64>(),
@@ -123,10 +177,7 @@ proptest! {
         ),
     ) {
         let entries: Vec<(u64, Entry)> = entries;
-        let file = check::log_file(&entries);
-        prop_assert_eq!(fuzzing::read_wal_segment(&file), (entries.clone(), false));
-        if let Some((payload, n)) = wal::unframe(&file) {
-            prop_assert_eq!(wal::frame(payload), file[..n].to_vec());
-        }
+        let file = check::legacy_file(&entries);
+        prop_assert_eq!(wal::read_legacy(&file), (entries.clone(), false));
     }
 }

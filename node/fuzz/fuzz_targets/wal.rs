@@ -1,4 +1,4 @@
-//! `check::wal`: see `node/fuzz/check.rs` and README.md.
+//! `check::wal_segment`: see `node/fuzz/check.rs` and README.md.
 #![no_main]
 
 #[path = "../check.rs"]

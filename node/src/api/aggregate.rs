@@ -316,12 +316,6 @@ impl Series {
     }
 }
 
-/// The records of `stream` not in the store yet (a copy: the table is not held while
-/// the store is read).
-pub fn pending(app: &App, stream: &StreamId) -> Vec<StoredRecord> {
-    app.shared.table().unflushed_of(stream)
-}
-
 /// Device times of the first and last records of `stream` in `from..=to` of the merged
 /// history, if it holds any: two short reads, however long the range.
 pub fn extent(
@@ -369,7 +363,7 @@ pub async fn aggregate(
     let (every_ns, from_ns, to_ns) = (q.every_ns, q.from_ns, q.to_ns);
     let app2 = app.clone();
     let pass = super::blocking(move || {
-        let pending = pending(&app2, &stream);
+        let pending = app2.shared.unflushed_of(&stream)?;
         let store = app2.shared.store.as_ref();
         let Some((lo, hi)) = extent(store, &pending, stream, from_ns, to_ns)? else {
             return Ok(Pass::Done(Series::default()));

@@ -14,7 +14,7 @@ use telemesh_proto::record::StreamId;
 use telemesh_proto::stream::Report;
 use telemesh_proto::wire::Dialect;
 
-use super::aggregate::{self, bucket, buckets_between, extent, parse_every, parse_format, too_many, Num, Series, MAX_BUCKETS};
+use super::aggregate::{bucket, buckets_between, extent, parse_every, parse_format, too_many, Num, Series, MAX_BUCKETS};
 use super::export::rfc3339;
 use super::{bad, error, parse_time, rejected, App, Format};
 use crate::store::{history, StoreError};
@@ -235,7 +235,7 @@ pub async fn align(State(app): State<App>, query: Result<Query<Vec<(String, Stri
         let mut span: Option<(u64, u64)> = None;
         for &id in &q.streams {
             let c = Correction::of(report(&app2, id)?.as_ref());
-            let pending = aggregate::pending(&app2, &id);
+            let pending = app2.shared.unflushed_of(&id)?;
             let (dlo, dhi) = c.device_range(q.from_ns, q.to_ns);
             if let Some((first, last)) = extent(store, &pending, id, dlo, dhi)? {
                 let clip = |d: u64| c.to_collector(d).unwrap_or(u64::MAX).clamp(q.from_ns, q.to_ns);

@@ -171,7 +171,7 @@ fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<Strea
         if q.dialect.is_some_and(|d| d != id.dialect) {
             continue;
         }
-        let pending = shared.table().unflushed_of(id);
+        let pending = shared.unflushed_of(id)?;
         let first = history::records(store, &pending, *id, 0, u64::MAX, 1)?.pop().map(|r| r.record.device_time_ns);
         let latest = history::record_before_key(store, &pending, *id, history::at(u64::MAX))?;
         let last = latest.as_ref().map(|r| r.record.device_time_ns);

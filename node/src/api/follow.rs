@@ -111,7 +111,7 @@ async fn tail(app: &App, stream: StreamId, q: &RecordsQuery, from_given: bool, t
         async move {
             tokio::task::spawn_blocking(move || {
                 let store = shared.store.as_ref();
-                let pending = shared.table().unflushed_of(&stream);
+                let pending = shared.unflushed_of(&stream)?;
                 let recs = match start {
                     Some(start) => history::records_from(store, &pending, stream, start, q.to_ns, limit)?,
                     None => history::record_before_key(store, &pending, stream, history::at(u64::MAX))?.into_iter().collect(),

@@ -165,7 +165,7 @@ fn page(
             },
             _ => history::at(q.from_ns),
         };
-        let pending = shared.table().unflushed_of(stream);
+        let pending = shared.unflushed_of(stream)?;
         // One more than fits tells whether anything follows.
         let mut recs = history::records_from(store, &pending, *stream, start, q.to_ns, left + 1)?;
         if recs.is_empty() {

@@ -379,7 +379,7 @@ async fn records(
     let fetched = blocking(move || {
         let q = query;
         let store = shared.store.as_ref();
-        let pending = shared.table().unflushed_of(&stream);
+        let pending = shared.unflushed_of(&stream)?;
         let (recs, before, next) = match q.order {
             Order::Asc => page_forward(store, &pending, stream, &q)?,
             Order::Desc => page_back(store, &pending, stream, &q)?,

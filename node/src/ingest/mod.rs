@@ -263,10 +263,13 @@ impl Listener {
         let before = state.counters.clone();
         let held = (pending.len(), pending.bytes());
         let outcome = state.observe(&record, arrival_ns, &shared.reorder, || {
-            // Rare (possible duplicates, late arrivals): copying what is unflushed is fine.
-            let mut unflushed = leaving.records();
-            unflushed.extend(crate::ingest::streams::unflushed(live, in_flight.as_deref(), pending));
-            history::lookup(store, &unflushed, &record).unwrap_or_else(|e| {
+            // Rare (possible duplicates, late arrivals): reading what is unflushed is fine.
+            let found = || {
+                let mut unflushed = leaving.records(record.stream, store)?;
+                unflushed.extend(crate::ingest::streams::unflushed(record.stream, live, in_flight.as_deref(), pending, store)?);
+                history::lookup(store, &unflushed, &record)
+            };
+            found().unwrap_or_else(|e| {
                 tracing::error!(error = %e, "store lookup failed; treating record as new");
                 Lookup { presence: Presence::Absent, predecessor: None }
             })

@@ -65,6 +65,11 @@ impl Pending {
         self.windows.iter().flat_map(Rows::decode).collect()
     }
 
+    /// The records of window `w`, decoded, in arrival order.
+    pub fn window(&self, w: u64) -> Vec<StoredRecord> {
+        self.windows.iter().filter(|rows| rows.window_start == w).flat_map(Rows::decode).collect()
+    }
+
     /// One chunk's value per window, in window order.
     pub fn encode(&self) -> impl Iterator<Item = Encoded> + '_ {
         self.windows.iter().map(Rows::encode)

@@ -4,10 +4,12 @@
 //! A stream's state is loaded from the store on its first datagram. Every flush interval
 //! each stream's pending records are written: a stream with at least [`CHUNK_MIN`] new
 //! records gets a chunk of its own per window; the records of slower streams go, all
-//! streams together, into one write-ahead log entry and stay in memory as the stream's
-//! *live* records until their window is sealed (one sled write per flush instead of one
-//! tiny chunk per stream: `docs/storage.md`). Windows a stream has moved past, or that got
-//! late records, are sealed; log entries no live record needs any more are deleted.
+//! streams together, into one write-ahead log entry, and stay there as the stream's
+//! *live* records until their window is sealed (one log write per flush instead of one
+//! tiny chunk per stream: `docs/storage.md`). Memory holds only where a window's newest
+//! part is in the log ([`Chain`]: each part names the one before). Windows a stream has
+//! moved past, or that got late records, or whose records have waited in the log for
+//! [`MAX_CHAIN_FLUSHES`], are sealed; log entries no live record needs any more are deleted.
 //!
 //! The writing and the sealing run without the table lock ([`Table::begin_flush`],
 //! [`Flush::write`], [`Table::finish_flush`], [`SealJob::run`], [`Table::finish_seal`]):
@@ -19,7 +21,7 @@
 //! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes),
 //! [`MAX_LEAVING`] streams waiting to leave ([`Table::may_enter`]), the records received
 //! within one flush interval (at most [`MAX_UNFLUSHED_BYTES`] when the store is behind),
-//! and [`MAX_LIVE_BYTES`] of live records (kept encoded, as the log holds them: [`Encoded`]).
+//! and a [`Chain`] (about 60 bytes) per open window of a stream.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -29,14 +31,15 @@ use telemesh_proto::stream::State;
 use telemesh_proto::window;
 
 use crate::ingest::pending::Pending;
-use crate::store::{Encoded, Sealing, Store, StoreError, StoredRecord};
+use crate::store::{Encoded, Logged, PartLoc, Sealing, Store, StoreError, StoredRecord};
 
 /// A stream with at least this many new records in a flush writes its own chunk.
 pub const CHUNK_MIN: usize = 32;
-/// Most bytes of live records (in the log, awaiting their window's seal, held encoded
-/// in memory: about 60 bytes a record, so some 280,000 records); past it, slow streams
-/// write chunks of their own.
-pub const MAX_LIVE_BYTES: usize = 16 << 20;
+/// A window whose records have waited in the log for this many flushes (2 minutes at the
+/// default interval) is sealed as it is, even if its stream is still writing to it (a
+/// device whose clock stands still): the log, deleted segment by segment, holds no more
+/// than about this many flushes of records. Later records seal it again.
+pub const MAX_CHAIN_FLUSHES: u64 = 240;
 /// Streams that left memory and wait for the next flush to write them at most (a state,
 /// the records, the windows: about 1 KB each besides the records, which are bounded with
 /// the others); while this many wait, no stream that is not in memory comes in.
@@ -61,9 +64,8 @@ pub struct Entry {
     pub pending: Pending,
     /// Records being written by a flush that has not finished.
     pub in_flight: Option<Arc<Pending>>,
-    /// Records in the write-ahead log, encoded, with the log entry holding them, kept
-    /// until their window is sealed.
-    pub live: Vec<Live>,
+    /// Its windows' records in the write-ahead log, until the window is sealed.
+    pub live: Vec<Chain>,
     dirty: bool,
     touched_ns: u64,
     /// The newest window written to, to seal it when the stream moves on.
@@ -75,19 +77,30 @@ impl Entry {
         let open_window = state.last_device_time_ns().map(window::start);
         Entry { state, pending: Pending::default(), in_flight: None, live: Vec::new(), dirty: false, touched_ns: now_ns, open_window }
     }
-
-    /// Records not in a chunk or a sealed window: live, in flight, then pending.
-    pub fn unflushed(&self) -> Vec<StoredRecord> {
-        unflushed(&self.live, self.in_flight.as_deref(), &self.pending)
-    }
 }
 
-/// Live records of one stream in one window, as one log entry holds them.
-#[derive(Debug, Clone)]
-pub struct Live {
-    wal_id: u64,
-    /// Shared with a seal job, which decodes it when its group's turn comes.
-    chunk: Arc<Encoded>,
+/// The live records of one stream in one window: a chain of parts in the write-ahead log,
+/// one per flush that wrote some, each naming the one before (`store::wal`). Memory holds
+/// only where the newest is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    window_start: u64,
+    head: PartLoc,
+    /// The newest part already sealed, where reading stops: parts were written after it
+    /// while the window was being sealed. (Or, for a chain begun then, the part before.)
+    stop: Option<PartLoc>,
+    /// Records in the parts after `stop`.
+    records: usize,
+    /// The oldest log entry those parts may be in, and the entry of `head`.
+    first_wal: u64,
+    head_wal: u64,
+}
+
+impl Chain {
+    /// Its records, read from the log, in the order written.
+    fn read(&self, stream: StreamId, store: &dyn Store) -> Result<Vec<StoredRecord>, StoreError> {
+        Ok(store.read_live(stream, self.window_start, self.head, self.stop)?.unwrap_or_default())
+    }
 }
 
 /// What a stream that left memory still holds there: its state, its records not yet in a
@@ -103,15 +116,25 @@ pub struct Gone {
     /// Records written nowhere yet (the stream's pending records when it left).
     pending: Pending,
     /// Records in the write-ahead log.
-    live: Vec<Live>,
+    live: Vec<Chain>,
     /// Windows to seal: those of the records, the stream's open window, and windows with
     /// late records waiting to be sealed again.
     windows: BTreeSet<u64>,
 }
 
 impl Gone {
-    fn records(&self) -> Vec<StoredRecord> {
-        unflushed(&self.live, None, &self.pending)
+    fn records(&self, stream: StreamId, store: &dyn Store) -> Result<Vec<StoredRecord>, StoreError> {
+        unflushed(stream, &self.live, None, &self.pending, store)
+    }
+
+    /// Its records of window `w`.
+    fn window(&self, stream: StreamId, w: u64, store: &dyn Store) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut out = Vec::new();
+        for c in self.live.iter().filter(|c| c.window_start == w) {
+            out.extend(c.read(stream, store)?);
+        }
+        out.extend(self.pending.window(w));
+        Ok(out)
     }
 
     /// Adds what the stream left behind later.
@@ -135,8 +158,12 @@ pub struct Leaving<'a> {
 }
 
 impl Leaving<'_> {
-    pub fn records(&self) -> Vec<StoredRecord> {
-        [self.queued, self.sealing].into_iter().flatten().flat_map(Gone::records).collect()
+    pub fn records(&self, stream: StreamId, store: &dyn Store) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut out = Vec::new();
+        for gone in [self.queued, self.sealing].into_iter().flatten() {
+            out.extend(gone.records(stream, store)?);
+        }
+        Ok(out)
     }
 }
 
@@ -166,24 +193,25 @@ impl EvictedJob {
         if !states.is_empty() {
             store.append(&[], &[], &states)?;
         }
-        let windows = self.streams.iter().flat_map(|(stream, gone)| {
-            let all = gone.records();
-            let of = |w: u64| all.iter().filter(|r| r.window() == w).cloned().collect();
-            gone.windows.iter().map(|&w| (*stream, w, of(w))).collect::<Vec<_>>()
-        });
-        seal_in_groups(store, windows)
+        let windows = self.streams.iter().flat_map(|(stream, gone)| gone.windows.iter().map(move |&w| (*stream, gone, w)));
+        seal_in_groups(store, windows.map(|(stream, gone, w)| Ok((stream, w, gone.window(stream, w, store)?))))
     }
 }
 
-/// Seals `windows` (stream, window start, the records held in memory for it),
+/// Seals `windows` (stream, window start, the records held in memory and the log for it),
 /// [`WINDOWS_PER_SEAL_CALL`] to a call, in order: only one group's records are taken from
-/// `windows` (decoded or copied) at a time.
-fn seal_in_groups(store: &dyn Store, windows: impl Iterator<Item = (StreamId, u64, Vec<StoredRecord>)>) -> Result<(), StoreError> {
+/// `windows` (read or decoded) at a time.
+fn seal_in_groups(
+    store: &dyn Store,
+    windows: impl Iterator<Item = Result<(StreamId, u64, Vec<StoredRecord>), StoreError>>,
+) -> Result<(), StoreError> {
     let mut group: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::with_capacity(WINDOWS_PER_SEAL_CALL);
     let mut windows = windows.fuse();
     loop {
         group.clear();
-        group.extend(windows.by_ref().take(WINDOWS_PER_SEAL_CALL));
+        for w in windows.by_ref().take(WINDOWS_PER_SEAL_CALL) {
+            group.push(w?);
+        }
         if group.is_empty() {
             return Ok(());
         }
@@ -193,13 +221,45 @@ fn seal_in_groups(store: &dyn Store, windows: impl Iterator<Item = (StreamId, u6
     }
 }
 
-/// A stream's records not in a chunk or a sealed window (live, in flight, then pending),
-/// from the parts of its [`Entry`].
-pub fn unflushed(live: &[Live], in_flight: Option<&Pending>, pending: &Pending) -> Vec<StoredRecord> {
-    let mut out: Vec<StoredRecord> = live.iter().flat_map(|l| l.chunk.decode()).collect();
+/// A stream's records not in a chunk or a sealed window (live, read from the log, in
+/// flight, then pending), from the parts of its [`Entry`].
+pub fn unflushed(
+    stream: StreamId,
+    live: &[Chain],
+    in_flight: Option<&Pending>,
+    pending: &Pending,
+    store: &dyn Store,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut out = Vec::new();
+    for c in live {
+        out.extend(c.read(stream, store)?);
+    }
     out.extend(in_flight.into_iter().flat_map(Pending::records));
     out.extend(pending.records());
-    out
+    Ok(out)
+}
+
+/// A stream's records not in a chunk or a sealed window, as taken under the table lock
+/// ([`Table::unflushed_of`]): those in memory, decoded, and where the others are in the
+/// log, to read without the lock ([`Unflushed::read`]).
+#[derive(Debug)]
+pub struct Unflushed {
+    stream: StreamId,
+    chains: Vec<Chain>,
+    memory: Vec<StoredRecord>,
+}
+
+impl Unflushed {
+    /// Every record: those in the log (a window sealed since is in the store, which the
+    /// caller reads after this), then those that were in memory.
+    pub fn read(self, store: &dyn Store) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut out = Vec::new();
+        for c in &self.chains {
+            out.extend(c.read(self.stream, store)?);
+        }
+        out.extend(self.memory);
+        Ok(out)
+    }
 }
 
 /// A flush taken from the table: what to write, and to whom it belongs.
@@ -207,8 +267,9 @@ pub fn unflushed(live: &[Live], in_flight: Option<&Pending>, pending: &Pending) 
 pub struct Flush {
     /// Streams writing chunks of their own.
     chunked: Vec<(StreamId, Arc<Pending>)>,
-    /// Streams whose records go into the shared log entry.
-    logged: Vec<(StreamId, Arc<Pending>)>,
+    /// Streams whose records go into the shared log entry, with the newest part in the
+    /// log of each window they have records of (window order, as [`Pending::encode`]).
+    logged: Vec<(StreamId, Arc<Pending>, Vec<Option<PartLoc>>)>,
     states: Vec<(StreamId, State)>,
 }
 
@@ -217,17 +278,39 @@ pub struct Flush {
 pub struct Written {
     /// The (stream, window) of each chunk written.
     chunks: Vec<(StreamId, u64)>,
-    logged: Vec<Encoded>,
-    wal_id: Option<u64>,
+    /// The log entry, and each part of it.
+    logged: Option<(u64, Vec<LoggedPart>)>,
+}
+
+/// One part of a flush's log entry.
+#[derive(Debug)]
+struct LoggedPart {
+    stream: StreamId,
+    window_start: u64,
+    records: usize,
+    at: PartLoc,
+    prev: Option<PartLoc>,
 }
 
 impl Flush {
     /// Writes the chunks, the log entry and the states.
     pub fn write(&self, store: &dyn Store) -> Result<Written, StoreError> {
         let chunks: Vec<Encoded> = self.chunked.iter().flat_map(|(_, p)| p.encode()).collect();
-        let logged: Vec<Encoded> = self.logged.iter().flat_map(|(_, p)| p.encode()).collect();
-        let wal_id = store.append(&chunks, &logged, &self.states)?;
-        Ok(Written { chunks: chunks.iter().map(|c| (c.stream, c.window_start)).collect(), logged, wal_id })
+        let encoded: Vec<(Encoded, Option<PartLoc>)> =
+            self.logged.iter().flat_map(|(_, p, prevs)| p.encode().zip(prevs.iter().copied())).collect();
+        let logged: Vec<Logged<'_>> = encoded.iter().map(|(rows, prev)| Logged { rows, prev: *prev }).collect();
+        let written = store.append(&chunks, &logged, &self.states)?;
+        let logged = written.map(|(id, at)| {
+            let parts = encoded.iter().zip(at).map(|((e, prev), at)| LoggedPart {
+                stream: e.stream,
+                window_start: e.window_start,
+                records: e.records,
+                at,
+                prev: *prev,
+            });
+            (id, parts.collect())
+        });
+        Ok(Written { chunks: chunks.iter().map(|c| (c.stream, c.window_start)).collect(), logged })
     }
 }
 
@@ -243,24 +326,29 @@ pub struct SealJob {
 struct ToSeal {
     stream: StreamId,
     window_start: u64,
-    /// Its live records, encoded.
-    live: Vec<Arc<Encoded>>,
-    /// The newest log entry they came from.
-    upto: Option<u64>,
+    /// Its live records, as the chain was when the job was taken.
+    chain: Option<Chain>,
 }
 
 impl SealJob {
     /// Seals the windows, [`WINDOWS_PER_SEAL_CALL`] at a time, each group's live records
-    /// decoded only for its turn (in window order, so a stream's windows are sealed in order).
+    /// read from the log only for its turn (in window order, so a stream's windows are
+    /// sealed in order).
     pub fn run(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let windows = self.windows.iter().map(|w| (w.stream, w.window_start, w.live.iter().flat_map(|c| c.decode()).collect()));
+        let windows = self.windows.iter().map(|w| {
+            let live = match &w.chain {
+                Some(c) => c.read(w.stream, store)?,
+                None => Vec::new(),
+            };
+            Ok((w.stream, w.window_start, live))
+        });
         seal_in_groups(store, windows)
     }
 
     /// Live records of each window: `(window start, records)`.
     #[cfg(test)]
     fn live_counts(&self) -> Vec<(u64, usize)> {
-        self.windows.iter().map(|w| (w.window_start, w.live.iter().map(|c| c.records).sum())).collect()
+        self.windows.iter().map(|w| (w.window_start, w.chain.map_or(0, |c| c.records))).collect()
     }
 }
 
@@ -309,10 +397,9 @@ pub struct Table {
     /// flush; and those being sealed now.
     evicted: BTreeMap<StreamId, Gone>,
     sealing: BTreeMap<StreamId, Arc<Gone>>,
-    /// Live records across all streams, and their encoded bytes.
+    /// Live records across all streams.
     live: usize,
-    live_bytes: usize,
-    /// For each log entry, how many live records still need it.
+    /// For each log entry, how many chains may still need it (its oldest).
     wal_refs: BTreeMap<u64, usize>,
     /// Windows whose sealing failed, sealed again with the next flush.
     retry_seal: Vec<(StreamId, u64)>,
@@ -339,7 +426,6 @@ impl Table {
             evicted: BTreeMap::new(),
             sealing: BTreeMap::new(),
             live: 0,
-            live_bytes: 0,
             wal_refs: BTreeMap::new(),
             retry_seal: Vec::new(),
             late: BTreeMap::new(),
@@ -447,9 +533,6 @@ impl Table {
 
     fn begin_flush_of(&mut self, ids: &[StreamId], states: bool) -> Flush {
         let mut flush = Flush::default();
-        // Room in records, at the average encoded size of those live now.
-        let per_record = if self.live == 0 { 64 } else { (self.live_bytes / self.live).max(1) };
-        let mut room = MAX_LIVE_BYTES.saturating_sub(self.live_bytes) / per_record;
         for id in ids {
             let Some(e) = self.entries.get_mut(id) else { continue };
             if e.in_flight.is_some() {
@@ -458,11 +541,11 @@ impl Table {
             if !e.pending.is_empty() {
                 let records = Arc::new(std::mem::take(&mut e.pending));
                 e.in_flight = Some(Arc::clone(&records));
-                if records.len() >= CHUNK_MIN || records.len() > room {
+                if records.len() >= CHUNK_MIN {
                     flush.chunked.push((*id, records));
                 } else {
-                    room -= records.len();
-                    flush.logged.push((*id, records));
+                    let heads = records.windows().map(|w| e.live.iter().find(|c| c.window_start == w).map(|c| c.head)).collect();
+                    flush.logged.push((*id, records, heads));
                 }
             }
             if e.dirty && states {
@@ -481,7 +564,8 @@ impl Table {
         let written = match written {
             Ok(w) => w,
             Err(err) => {
-                for (id, records) in flush.chunked.into_iter().chain(flush.logged) {
+                let logged = flush.logged.into_iter().map(|(id, records, _)| (id, records));
+                for (id, records) in flush.chunked.into_iter().chain(logged) {
                     if let Some(e) = self.entries.get_mut(&id) {
                         e.in_flight = None;
                         let newer = std::mem::take(&mut e.pending);
@@ -497,13 +581,11 @@ impl Table {
                 return Err(err);
             }
         };
-        let mut done = Flushed {
-            chunks: written.chunks.len(),
-            logged: written.logged.len(),
-            states: flush.states.len(),
-            ..Flushed::default()
-        };
-        for (id, records) in flush.chunked.iter().chain(&flush.logged) {
+        let (wal_id, parts) = written.logged.unwrap_or_default();
+        let mut done =
+            Flushed { chunks: written.chunks.len(), logged: parts.len(), states: flush.states.len(), ..Flushed::default() };
+        let logged = flush.logged.iter().map(|(id, records, _)| (id, records));
+        for (id, records) in flush.chunked.iter().map(|(id, records)| (id, records)).chain(logged) {
             done.records += records.len();
             self.written(records);
             if let Some(e) = self.entries.get_mut(id) {
@@ -511,17 +593,41 @@ impl Table {
             }
         }
         let windows: Vec<(StreamId, u64)> =
-            written.chunks.iter().copied().chain(written.logged.iter().map(|c| (c.stream, c.window_start))).collect();
-        if let Some(wal_id) = written.wal_id {
-            for chunk in written.logged {
-                let Some(e) = self.entries.get_mut(&chunk.stream) else { continue };
-                self.live += chunk.records;
-                self.live_bytes += chunk.bytes.len();
-                *self.wal_refs.entry(wal_id).or_default() += chunk.records;
-                e.live.push(Live { wal_id, chunk: Arc::new(chunk) });
+            written.chunks.iter().copied().chain(parts.iter().map(|p| (p.stream, p.window_start))).collect();
+        for part in parts {
+            // A stream with a write in flight stays in memory.
+            let Some(e) = self.entries.get_mut(&part.stream) else { continue };
+            self.live += part.records;
+            match e.live.iter_mut().find(|c| c.window_start == part.window_start) {
+                Some(c) => {
+                    debug_assert_eq!(Some(c.head), part.prev, "a chain goes on from its head");
+                    c.head = part.at;
+                    c.head_wal = wal_id;
+                    c.records += part.records;
+                }
+                None => {
+                    // A new chain; or one whose part before was sealed while this was written.
+                    *self.wal_refs.entry(wal_id).or_default() += 1;
+                    let chain = Chain {
+                        window_start: part.window_start,
+                        head: part.at,
+                        stop: part.prev,
+                        records: part.records,
+                        first_wal: wal_id,
+                        head_wal: wal_id,
+                    };
+                    e.live.push(chain);
+                }
             }
         }
         let mut closed = Vec::new();
+        // Windows whose records have waited in the log too long are sealed as they are.
+        let old = wal_id.saturating_sub(MAX_CHAIN_FLUSHES);
+        if self.oldest_needed_wal() < old {
+            for (id, e) in &self.entries {
+                closed.extend(e.live.iter().filter(|c| c.first_wal < old).map(|c| (*id, c.window_start)));
+            }
+        }
         for (stream, window_start) in windows {
             let Some(e) = self.entries.get_mut(&stream) else { continue };
             e.open_window = match e.open_window {
@@ -549,19 +655,14 @@ impl Table {
         Ok((done, self.seal_job(&closed)))
     }
 
-    /// The windows to seal, with their live records (shared, still encoded).
+    /// The windows to seal, with where their live records are in the log.
     fn seal_job(&self, windows: &[(StreamId, u64)]) -> SealJob {
         SealJob {
             windows: windows
                 .iter()
                 .map(|(stream, w)| {
-                    let mut live = Vec::new();
-                    let mut upto = None;
-                    for l in self.entries.get(stream).into_iter().flat_map(|e| &e.live).filter(|l| l.chunk.window_start == *w) {
-                        live.push(Arc::clone(&l.chunk));
-                        upto = upto.max(Some(l.wal_id));
-                    }
-                    ToSeal { stream: *stream, window_start: *w, live, upto }
+                    let chain = self.entries.get(stream).and_then(|e| e.live.iter().find(|c| c.window_start == *w)).copied();
+                    ToSeal { stream: *stream, window_start: *w, chain }
                 })
                 .collect(),
         }
@@ -576,29 +677,54 @@ impl Table {
             self.retry_seal.extend(job.windows.into_iter().map(|w| (w.stream, w.window_start)));
             return Err(e);
         }
-        for ToSeal { stream, window_start: window, upto, .. } in job.windows {
-            let Some(upto) = upto else { continue };
-            if let Some(e) = self.entries.get_mut(&stream) {
-                // Log entries only grow: what was logged after the job was taken stays.
-                let (gone, kept): (Vec<Live>, Vec<Live>) =
-                    std::mem::take(&mut e.live).into_iter().partition(|l| l.chunk.window_start == window && l.wal_id <= upto);
-                e.live = kept;
-                for l in gone {
-                    self.release(l.wal_id, &l.chunk);
-                }
+        for ToSeal { stream, chain, .. } in job.windows {
+            if let Some(sealed) = chain {
+                self.sealed(stream, &sealed);
             }
         }
         store.release_wal(self.oldest_needed_wal())
     }
 
-    /// The live records of `chunk` no longer need log entry `id`.
-    fn release(&mut self, id: u64, chunk: &Encoded) {
-        self.live = self.live.saturating_sub(chunk.records);
-        self.live_bytes = self.live_bytes.saturating_sub(chunk.bytes.len());
-        if let Some(n) = self.wal_refs.get_mut(&id) {
-            *n = n.saturating_sub(chunk.records);
+    /// The records of chain `sealed` (as a seal job took it) are sealed: the chain leaves
+    /// the stream (in memory, or waiting to leave it), or, if parts were written after it
+    /// meanwhile, keeps only those.
+    fn sealed(&mut self, stream: StreamId, sealed: &Chain) {
+        let chains = match self.entries.get_mut(&stream) {
+            Some(e) => &mut e.live,
+            None => match self.evicted.get_mut(&stream) {
+                Some(gone) => &mut gone.live,
+                None => return, // being sealed with the stream's other windows
+            },
+        };
+        let same = |c: &Chain| c.window_start == sealed.window_start && c.first_wal == sealed.first_wal && c.stop == sealed.stop;
+        let Some(i) = chains.iter().position(same) else { return };
+        let now = chains[i];
+        let rest = (now.head != sealed.head).then(|| Chain {
+            stop: Some(sealed.head),
+            records: now.records.saturating_sub(sealed.records),
+            first_wal: sealed.head_wal + 1,
+            ..now
+        });
+        match rest {
+            Some(rest) => chains[i] = rest,
+            None => {
+                chains.remove(i);
+            }
+        }
+        self.release(&Chain { records: sealed.records, ..now });
+        if let Some(rest) = rest {
+            *self.wal_refs.entry(rest.first_wal).or_default() += 1;
+        }
+    }
+
+    /// Chain `c`'s records are sealed: they leave the count, and it no longer needs its
+    /// oldest log entry.
+    fn release(&mut self, c: &Chain) {
+        self.live = self.live.saturating_sub(c.records);
+        if let Some(n) = self.wal_refs.get_mut(&c.first_wal) {
+            *n = n.saturating_sub(1);
             if *n == 0 {
-                self.wal_refs.remove(&id);
+                self.wal_refs.remove(&c.first_wal);
             }
         }
     }
@@ -668,7 +794,7 @@ impl Table {
             let Some(e) = self.entries.remove(&id) else { continue };
             let mut windows: BTreeSet<u64> = e.open_window.into_iter().collect();
             windows.extend(e.pending.windows());
-            windows.extend(e.live.iter().map(|l| l.chunk.window_start));
+            windows.extend(e.live.iter().map(|c| c.window_start));
             let late: Vec<(StreamId, u64)> = self.late.range((id, 0)..=(id, u64::MAX)).map(|(k, _)| *k).collect();
             for k in late {
                 self.late.remove(&k);
@@ -712,8 +838,8 @@ impl Table {
         }
         for (_, gone) in job.streams {
             self.written(&gone.pending);
-            for l in &gone.live {
-                self.release(l.wal_id, &l.chunk);
+            for c in &gone.live {
+                self.release(c);
             }
         }
         store.release_wal(self.oldest_needed_wal())
@@ -752,12 +878,21 @@ impl Table {
         self.entries.get(id).map(|e| e.state.clone()).or_else(|| self.left_state(id))
     }
 
-    /// A copy of the records of `id` not yet in a chunk or sealed window, in memory or
-    /// left behind when the stream last left it.
-    pub fn unflushed_of(&self, id: &StreamId) -> Vec<StoredRecord> {
-        let leaving = Leaving { queued: self.evicted.get(id), sealing: self.sealing.get(id).map(|g| &**g) };
-        let mut out = leaving.records();
-        out.extend(self.entries.get(id).map(|e| e.unflushed()).unwrap_or_default());
+    /// The records of `id` not yet in a chunk or sealed window, in memory or left behind
+    /// when the stream last left it: a copy of those in memory, and where the others are in
+    /// the log ([`Unflushed::read`], without the table lock).
+    pub fn unflushed_of(&self, id: &StreamId) -> Unflushed {
+        let mut out = Unflushed { stream: *id, chains: Vec::new(), memory: Vec::new() };
+        let gones = [self.evicted.get(id), self.sealing.get(id).map(|g| &**g)];
+        for gone in gones.into_iter().flatten() {
+            out.chains.extend_from_slice(&gone.live);
+            out.memory.extend(gone.pending.records());
+        }
+        if let Some(e) = self.entries.get(id) {
+            out.chains.extend_from_slice(&e.live);
+            out.memory.extend(e.in_flight.iter().flat_map(|p| p.records()));
+            out.memory.extend(e.pending.records());
+        }
         out
     }
 }
@@ -781,8 +916,11 @@ mod tests {
     }
 
     impl Store for Broken {
-        fn append(&self, _: &[Encoded], _: &[Encoded], _: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError> {
+        fn append(&self, _: &[Encoded], _: &[Logged<'_>], _: &[(StreamId, stream::State)]) -> Result<Option<(u64, Vec<PartLoc>)>, StoreError> {
             Err(broken())
+        }
+        fn read_live(&self, _: StreamId, _: u64, _: PartLoc, _: Option<PartLoc>) -> Result<Option<Vec<StoredRecord>>, StoreError> {
+            Ok(None)
         }
         fn release_wal(&self, _: u64) -> Result<(), StoreError> {
             Err(broken())
@@ -857,6 +995,11 @@ mod tests {
         }
     }
 
+    /// The records of `id` not in a chunk or sealed window.
+    fn held(table: &Table, id: &StreamId, store: &dyn Store) -> Vec<StoredRecord> {
+        table.unflushed_of(id).read(store).expect("read the log")
+    }
+
     /// Bytes `r` takes in memory while pending.
     fn encoded_size(r: &StoredRecord) -> usize {
         crate::store::Rows::of(r.record.stream, r.window(), [r]).len_bytes()
@@ -898,10 +1041,10 @@ mod tests {
         let job = table.begin_flush();
         // Meanwhile a record arrives; it must come after the ones in flight.
         queue(&mut table, &Broken, 3);
-        assert_eq!(table.unflushed_of(&S).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(held(&table, &S, &Broken).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
         let written = job.write(&Broken);
         assert!(table.finish_flush(job, written).is_err());
-        assert_eq!(table.unflushed_of(&S).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(held(&table, &S, &Broken).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(table.unflushed(), 3);
         assert!(table.has_room());
         queue(&mut table, &Broken, 4);
@@ -917,14 +1060,14 @@ mod tests {
         // A slow stream's records wait in the log, live in memory, until their window is
         // sealed; leaving memory moves them into the window.
         assert_eq!((table.live(), done.logged), (5, 1));
-        assert_eq!(table.unflushed_of(&S).len(), 5);
+        assert_eq!(held(&table, &S, &good).len(), 5);
         table.evict_idle(u64::MAX);
-        assert_eq!(table.unflushed_of(&S).len(), 5, "still seen while its windows wait for their seal");
+        assert_eq!(held(&table, &S, &good).len(), 5, "still seen while its windows wait for their seal");
         let job = table.take_evicted();
         let sealed = job.run(&good);
         table.finish_evicted(job, sealed, &good).expect("sealed");
         assert_eq!(table.live(), 0);
-        assert!(table.unflushed_of(&S).is_empty());
+        assert!(held(&table, &S, &good).is_empty());
         assert_eq!(good.window(S, 0).expect("window").len(), 5);
     }
 
@@ -991,9 +1134,9 @@ mod tests {
         let late = flush_parts(&mut table, &store);
         let sealed = job.run(&store);
         table.finish_seal(job, sealed, &store).expect("finish");
-        assert!(table.unflushed_of(&S).iter().any(|r| r.record.seq == 4), "the late record is still live");
+        assert!(held(&table, &S, &store).iter().any(|r| r.record.seq == 4), "the late record is still live");
         assert_eq!(store.window(S, 0).expect("window").len(), 2, "two sealed; the late one is live");
-        let history = crate::store::history::records(&store, &table.unflushed_of(&S), S, 0, u64::MAX, 100).expect("history");
+        let history = crate::store::history::records(&store, &held(&table, &S, &store), S, 0, u64::MAX, 100).expect("history");
         assert_eq!(history.iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 4, 3], "queries see all of them");
         // Its own seal takes it in, once the window has waited for more late records.
         assert!(late.windows.is_empty(), "a late record's window is not sealed again at once");
@@ -1007,7 +1150,7 @@ mod tests {
         assert_eq!(late.live_counts(), [(0, 1)]);
         let sealed = late.run(&store);
         table.finish_seal(late, sealed, &store).expect("finish");
-        assert!(!table.unflushed_of(&S).iter().any(|r| r.record.seq == 4));
+        assert!(!held(&table, &S, &store).iter().any(|r| r.record.seq == 4));
         assert_eq!(store.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 4]);
     }
 
@@ -1028,17 +1171,17 @@ mod tests {
         // Nothing was written into chunks: the store holds none of the five yet, and every
         // one is still seen (by queries, and by the duplicate check of a stream coming back).
         assert!(store.window(S, 0).expect("window").is_empty());
-        assert_eq!(table.unflushed_of(&S).len(), 5);
-        assert_eq!(table.entry(S, 2, &store).expect("entry").1.records().len(), 5);
+        assert_eq!(held(&table, &S, &store).len(), 5);
+        assert_eq!(table.entry(S, 2, &store).expect("entry").1.records(S, &store).expect("read").len(), 5);
         let job = table.take_evicted();
         assert_eq!(job.windows(), 1);
-        assert_eq!(table.unflushed_of(&S).len(), 5, "still seen while being sealed");
+        assert_eq!(held(&table, &S, &store).len(), 5, "still seen while being sealed");
         let sealed = job.run(&store);
         table.finish_evicted(job, sealed, &store).expect("sealed");
         assert!(store.sealed(S, 0).expect("sealed").is_some());
         assert_eq!(store.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert_eq!((table.live(), table.unflushed()), (0, 0));
-        assert!(table.unflushed_of(&S).is_empty());
+        assert!(held(&table, &S, &store).is_empty());
     }
 
     /// A stream's state leaves memory with it and is written by the next flush, not by
@@ -1111,7 +1254,7 @@ mod tests {
         }
         for &id in &ids {
             assert_eq!(store.window(id, 0).expect("window").len(), 1, "{id:?}");
-            assert_eq!(table.unflushed_of(&id).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [2], "{id:?}");
+            assert_eq!(held(&table, &id, &store).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [2], "{id:?}");
         }
         assert_eq!(table.live(), n as usize, "the next window's records stay live");
     }
@@ -1151,7 +1294,7 @@ mod tests {
         let job = table.take_evicted();
         let failed = job.run(&Broken);
         assert!(table.finish_evicted(job, failed, &Broken).is_err());
-        assert_eq!((table.unflushed(), table.unflushed_of(&S).len()), (1, 1), "kept for the next flush");
+        assert_eq!((table.unflushed(), held(&table, &S, &good).len()), (1, 1), "kept for the next flush");
         let job = table.take_evicted();
         let sealed = job.run(&good);
         table.finish_evicted(job, sealed, &good).expect("sealed");

@@ -211,7 +211,13 @@ impl Holdings for View<'_> {
     /// Every record of the window this node holds: stored, and still in memory (a window
     /// a peer has sealed may still be open here).
     fn records(&self, window: WindowId) -> Vec<telemesh_proto::Record> {
-        let pending = self.shared.table().unflushed_of(&window.stream);
+        let pending = match self.shared.unflushed_of(&window.stream) {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, %window, "cannot read a window's live records to repair it");
+                return Vec::new();
+            }
+        };
         let in_memory = pending.into_iter().filter(|r| r.window() == window.start).map(|r| r.record);
         match self.store.window(window.stream, window.start) {
             Ok(recs) => recs.into_iter().map(|r| r.record).chain(in_memory).collect(),

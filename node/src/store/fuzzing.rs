@@ -1,16 +1,17 @@
 //! The store's decoders and encoders of what it keeps on disk, for the fuzz targets
 //! (`node/fuzz/`, properties in `node/fuzz/check.rs`) and their corpus test
 //! (`node/tests/fuzz_corpus.rs`). Not an API: thin public wrappers over the private
-//! functions of [`super`], and pure copies of the two file readers, which work on files
-//! (`wal::read_segment`, `Segments::read`) and here on bytes in memory. The corpus test
-//! checks the copies against a real store's files. Nothing here is used by the node.
+//! functions of [`super`], and a pure copy of the file reader `Segments::read`, which works
+//! on files and here on bytes in memory (the write-ahead log's readers on bytes are its own:
+//! `wal::read_segment`, `wal::read_legacy`). The corpus test checks the copy against a real
+//! store's files. Nothing here is used by the node.
 
 use telemesh_proto::mesh::Table;
 use telemesh_proto::record::{codec, Record, StreamId};
 use telemesh_proto::window::{self, Root};
 
 use super::segment::Loc;
-use super::wal::{self, Entry, FRAME_HEADER};
+use super::wal::{self, FRAME_HEADER};
 use super::{SealedValue, StoredRecord};
 
 /// A sealed window's value (`SealedValue`), its fields public.
@@ -96,22 +97,6 @@ pub fn seal(stream: StreamId, window_start: u64, records: &[StoredRecord], me: &
 /// A sealed window's location, as the store reads its index entry.
 pub fn decode_loc(bytes: &[u8]) -> Option<Loc> {
     codec::from_slice::<Loc>(bytes, "sealed window location").ok()
-}
-
-/// The entries of a log segment file's bytes up to the first damaged frame, and whether
-/// one was: `wal::read_segment` on bytes.
-pub fn read_wal_segment(bytes: &[u8]) -> (Vec<(u64, Entry)>, bool) {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < bytes.len() {
-        let Some((payload, len)) = wal::unframe(&bytes[at..]) else { return (out, true) };
-        match codec::from_slice::<(u64, Entry)>(payload, "log entry") {
-            Ok(e) => out.push(e),
-            Err(_) => return (out, true),
-        }
-        at += len;
-    }
-    (out, false)
 }
 
 /// The payload at `loc` in a sealed segment file's bytes, checked against its checksum;

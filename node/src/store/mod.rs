@@ -35,6 +35,7 @@ use telemesh_proto::{columns, merkle};
 
 use self::segment::{Loc, Segments};
 use self::wal::Wal;
+pub use self::wal::PartLoc;
 
 /// Current on-disk format, stored under `meta/format`. Format 5 adds proofs (a record
 /// received authenticated) to format 4: the top bit of a stored copy count, and a second
@@ -565,6 +566,14 @@ impl Chunk {
     }
 }
 
+/// One stream's new records of one window, for the log, after the window's part `prev`
+/// (its newest part in the log, if it has one there).
+#[derive(Debug, Clone, Copy)]
+pub struct Logged<'a> {
+    pub rows: &'a Encoded,
+    pub prev: Option<PartLoc>,
+}
+
 /// A window to seal, with the records of it held only in memory (and the log).
 #[derive(Debug, Clone, Copy)]
 pub struct Sealing<'a> {
@@ -607,9 +616,14 @@ pub struct Change {
 
 /// What the node needs from storage. Small on purpose: sled today, something else later.
 pub trait Store: Send + Sync + 'static {
-    /// Appends each chunk, writes `wal` (slow streams' new records) as one log entry, and
-    /// saves stream states. Returns the log entry's id if one was written.
-    fn append(&self, chunks: &[Encoded], wal: &[Encoded], states: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError>;
+    /// Appends each chunk, writes `logged` (open windows' new records, each after its
+    /// window's previous part) as one log entry, and saves stream states. Returns the log
+    /// entry's id and where each of `logged` lies in it, if one was written.
+    fn append(&self, chunks: &[Encoded], logged: &[Logged<'_>], states: &[(StreamId, stream::State)]) -> Result<Option<(u64, Vec<PartLoc>)>, StoreError>;
+    /// The records of `stream`'s window `window_start` in the log, from its part `head` back
+    /// to its first part or to `stop` (left out), in the order they were written; `None` if
+    /// the log no longer holds them (the window was sealed since: the store has them).
+    fn read_live(&self, stream: StreamId, window_start: u64, head: PartLoc, stop: Option<PartLoc>) -> Result<Option<Vec<StoredRecord>>, StoreError>;
     /// Lets the log drop entries with ids below `below`: no record in them is needed any
     /// more (all are sealed or in chunks).
     fn release_wal(&self, below: u64) -> Result<(), StoreError>;
@@ -786,7 +800,7 @@ impl SledStore {
             }
         };
         db.flush()?;
-        let wal::Opened { wal, entries, damaged } = Wal::open(&dir.join("wal"))?;
+        let wal::Opened { wal, heads, legacy, damaged } = Wal::open(&dir.join("wal"))?;
         if damaged > 0 {
             tracing::warn!(segments = damaged, "the write-ahead log ends in a damaged frame (a crash during a write?); the entries before it are recovered");
         }
@@ -802,48 +816,88 @@ impl SledStore {
             sealing: Mutex::new(()),
             changed: Mutex::new((BTreeMap::new(), false)),
         };
-        store.recover(entries)?;
+        store.recover(legacy, &heads)?;
         Ok(store)
     }
 
-    /// Moves what the log holds after a crash into chunks, skipping records a window
+    /// Moves what the log holds after a crash into the store, skipping records a window
     /// already has (sealed or chunked), then deletes the log. Idempotent: a crash during
     /// recovery is recovered the same way.
-    fn recover(&self, entries: Vec<(u64, wal::Entry)>) -> Result<(), StoreError> {
-        if entries.is_empty() {
+    ///
+    /// Every chain (each head: a part no later part names) is read back and its window
+    /// sealed, [`SEAL_GROUP`] windows at a time; entries of the log before chains go into
+    /// chunks first, and their windows are sealed too (their streams may never write to
+    /// them again; a later record seals its window again).
+    fn recover(&self, legacy: Vec<(u64, wal::Entry)>, heads: &[([u8; 5], u64, PartLoc)]) -> Result<(), StoreError> {
+        if legacy.is_empty() && heads.is_empty() {
             self.wal.clear()?;
             return Ok(());
         }
         let mut moved = 0usize;
         let mut touched = std::collections::BTreeSet::new();
-        let count = entries.len();
-        for (_, streams) in entries {
+        let held = |stream, window_start| -> Result<std::collections::HashSet<(u64, u64, [u8; 8])>, StoreError> {
+            Ok(self.window(stream, window_start)?.iter().map(StoredRecord::order_key).collect())
+        };
+        for (_, streams) in &legacy {
             let mut chunks = Vec::new();
             for (prefix, window_start, bytes) in streams {
-                let (Some(stream), Some(records)) =
-                    (StreamId::from_key_prefix(&prefix), StreamId::from_key_prefix(&prefix).and_then(|s| decode_chunk(s, &bytes)))
-                else {
+                let stream = StreamId::from_key_prefix(prefix);
+                let Some((stream, records)) = stream.and_then(|s| Some((s, decode_chunk(s, bytes)?))) else {
                     self.corrupt();
                     continue;
                 };
-                let held: std::collections::HashSet<(u64, u64, [u8; 8])> =
-                    self.window(stream, window_start)?.iter().map(StoredRecord::order_key).collect();
+                let held = held(stream, *window_start)?;
                 let new: Vec<StoredRecord> = records.into_iter().filter(|r| !held.contains(&r.order_key())).collect();
-                touched.insert((stream, window_start));
+                touched.insert((stream, *window_start));
                 if !new.is_empty() {
                     moved += new.len();
-                    chunks.push(Encoded::new(stream, window_start, &new));
+                    chunks.push(Encoded::new(stream, *window_start, &new));
                 }
             }
             self.append(&chunks, &[], &[])?;
         }
-        // Their streams may never write to these windows again: seal them now (a later
-        // record seals its window again).
-        let sealing: Vec<Sealing<'_>> = touched.into_iter().map(|(stream, window_start)| Sealing { stream, window_start, live: &[] }).collect();
-        self.seal_windows(&sealing)?;
+        let mut windows: Vec<(StreamId, u64, Vec<StoredRecord>)> = Vec::new();
+        let chains = heads.len();
+        let mut heads = heads.iter().peekable();
+        while let Some((prefix, window_start, head)) = heads.next() {
+            let Some(stream) = StreamId::from_key_prefix(prefix) else {
+                self.corrupt();
+                continue;
+            };
+            let mut records = self.read_live(stream, *window_start, *head, None)?.unwrap_or_default();
+            // A window may have several chains (one left behind by a stream that left memory
+            // and came back before it was sealed, one a failed flush wrote): read them all.
+            while let Some((_, _, more)) = heads.next_if(|(p, w, _)| p == prefix && w == window_start) {
+                records.extend(self.read_live(stream, *window_start, *more, None)?.unwrap_or_default());
+            }
+            let held = held(stream, *window_start)?;
+            records.retain(|r| !held.contains(&r.order_key()));
+            // The same receipt written twice (a flush that failed after its log entry, and
+            // was written again) counts once.
+            records.sort_by_key(|r| (r.order_key(), r.arrival_ns, r.copies));
+            records.dedup();
+            moved += records.len();
+            touched.remove(&(stream, *window_start));
+            windows.push((stream, *window_start, records));
+            if windows.len() >= SEAL_GROUP {
+                self.seal_recovered(&mut windows)?;
+            }
+        }
+        // The legacy entries' windows have no records left to add (they are in chunks).
+        windows.extend(touched.into_iter().map(|(stream, window_start)| (stream, window_start, Vec::new())));
+        self.seal_recovered(&mut windows)?;
         self.db.flush()?;
         self.wal.clear()?;
-        tracing::info!(entries = count, records = moved, "recovered the write-ahead log");
+        tracing::info!(legacy_entries = legacy.len(), chains, records = moved, "recovered the write-ahead log");
+        Ok(())
+    }
+
+    /// Seals windows recovered from the log with their records, and empties `windows`.
+    fn seal_recovered(&self, windows: &mut Vec<(StreamId, u64, Vec<StoredRecord>)>) -> Result<(), StoreError> {
+        let sealing: Vec<Sealing<'_>> =
+            windows.iter().map(|(stream, window_start, live)| Sealing { stream: *stream, window_start: *window_start, live }).collect();
+        self.seal_windows(&sealing)?;
+        windows.clear();
         Ok(())
     }
 
@@ -1102,7 +1156,7 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn append(&self, chunks: &[Encoded], wal: &[Encoded], states: &[(StreamId, stream::State)]) -> Result<Option<u64>, StoreError> {
+    fn append(&self, chunks: &[Encoded], logged: &[Logged<'_>], states: &[(StreamId, stream::State)]) -> Result<Option<(u64, Vec<PartLoc>)>, StoreError> {
         for slice in chunks.chunks(SEAL_SLICE) {
             let mut b = sled::Batch::default();
             for c in slice {
@@ -1111,11 +1165,14 @@ impl Store for SledStore {
             }
             self.windows.apply_batch(b)?;
         }
-        let wal_id = if wal.is_empty() {
+        let written = if logged.is_empty() {
             None
         } else {
-            let entry: Vec<([u8; 5], u64, &[u8])> = wal.iter().map(|c| (c.stream.key_prefix(), c.window_start, &c.bytes[..])).collect();
-            Some(self.wal.append(&entry)?)
+            let parts: Vec<wal::Part<'_>> = logged
+                .iter()
+                .map(|l| wal::Part { key: l.rows.stream.key_prefix(), window_start: l.rows.window_start, prev: l.prev, rows: &l.rows.bytes })
+                .collect();
+            Some(self.wal.append(&parts)?)
         };
         for slice in states.chunks(SEAL_SLICE) {
             let mut s = sled::Batch::default();
@@ -1124,7 +1181,24 @@ impl Store for SledStore {
             }
             self.streams.apply_batch(s)?;
         }
-        Ok(wal_id)
+        Ok(written)
+    }
+
+    fn read_live(&self, stream: StreamId, window_start: u64, head: PartLoc, stop: Option<PartLoc>) -> Result<Option<Vec<StoredRecord>>, StoreError> {
+        let walk = self.wal.read_chain(stream.key_prefix(), window_start, head, stop)?;
+        match walk.end {
+            wal::End::Start => {}
+            wal::End::Gone => return Ok(None),
+            wal::End::Damaged => self.corrupt(),
+        }
+        let mut out = Vec::new();
+        for rows in &walk.rows {
+            match decode_chunk(stream, rows) {
+                Some(mut records) => out.append(&mut records),
+                None => self.corrupt(),
+            }
+        }
+        Ok(Some(out))
     }
 
     fn compact(&self) -> Result<Compacted, StoreError> {
@@ -1466,22 +1540,46 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_leaves_the_log_and_reopening_moves_it_into_chunks_once() {
+    fn a_crash_leaves_the_log_and_reopening_seals_every_chain_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SledStore::open(dir.path(), 4).expect("open");
-        s.append(&[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0)] }.encode()], &[], &[]).expect("append");
-        // The log holds record 1 again (already chunked) and record 2 (only in the log).
-        let id = s.append(&[], &[Chunk { stream: S, window_start: 0, records: vec![rec(1, 10, 1.0), rec(2, 20, 2.0)] }.encode()], &[]).expect("log");
-        assert!(id.is_some());
+        let rows = |w: u64, records: Vec<StoredRecord>| Chunk { stream: S, window_start: w, records }.encode();
+        // Record 1 is sealed already (a seal that ended before the crash).
+        s.seal_window(S, 0, &[rec(1, 10, 1.0)]).expect("seal");
+        // Window 0's chain: records 1 (again) and 2, then 3; a second chain of window 0 (a
+        // stream that left memory and came back before the first was sealed): 4; window 1: 5.
+        let (one, two, four) = (rows(0, vec![rec(1, 10, 1.0), rec(2, 20, 2.0)]), rows(0, vec![rec(3, 30, 3.0)]), rows(0, vec![rec(4, 40, 4.0)]));
+        let next = rows(window::SPAN_NS, vec![rec(5, window::SPAN_NS + 5, 5.0)]);
+        let (_, at) = s.append(&[], &[Logged { rows: &one, prev: None }], &[]).expect("log").expect("an entry");
+        let later = [Logged { rows: &two, prev: Some(at[0]) }, Logged { rows: &next, prev: None }, Logged { rows: &four, prev: None }];
+        let (_, at2) = s.append(&[], &later, &[]).expect("log").expect("an entry");
+        let seqs = |recs: Option<Vec<StoredRecord>>| recs.expect("in the log").iter().map(|r| r.record.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.read_live(S, 0, at2[0], None).expect("read")), [1, 2, 3]);
+        assert_eq!(seqs(s.read_live(S, 0, at2[0], Some(at[0])).expect("read")), [3]);
         s.flush().expect("flush");
-        drop(s); // a crash: the log entry was never deleted
+        drop(s); // a crash: the log was never released
         let s = SledStore::open(dir.path(), 4).expect("reopen recovers");
         assert_eq!(s.wal.segments(), 0);
-        let got = s.window(S, 0).expect("window");
-        assert_eq!(got.iter().map(|r| (r.record.seq, r.copies)).collect::<Vec<_>>(), [(1, 1), (2, 1)]);
+        let got = |s: &SledStore, w| s.window(S, w).expect("window").iter().map(|r| (r.record.seq, r.copies)).collect::<Vec<_>>();
+        assert_eq!(got(&s, 0), [(1, 1), (2, 1), (3, 1), (4, 1)], "each once, record 1 not counted twice");
+        assert_eq!(got(&s, window::SPAN_NS), [(5, 1)]);
+        assert!(s.sealed(S, 0).expect("read").is_some() && s.sealed(S, window::SPAN_NS).expect("read").is_some());
+        assert_eq!(s.read_live(S, 0, at2[0], None).expect("read"), None, "the log is gone");
         drop(s);
         let s = SledStore::open(dir.path(), 4).expect("reopen again");
-        assert_eq!(s.window(S, 0).expect("window").len(), 2, "recovery is idempotent");
+        assert_eq!(got(&s, 0).len(), 4, "recovery is idempotent");
+    }
+
+    #[test]
+    fn a_log_written_before_chains_is_recovered_into_its_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SledStore::open(dir.path(), 4).expect("open"));
+        let entry: (u64, wal::Entry) = (7, vec![(S.key_prefix(), 0, encode_chunk(&[rec(1, 10, 1.0), rec(2, 20, 2.0)]))]);
+        std::fs::write(dir.path().join("wal").join(format!("{:016x}.log", 7)), wal::frame(&codec::to_vec(&entry))).expect("write");
+        let s = SledStore::open(dir.path(), 4).expect("reopen recovers");
+        assert_eq!(s.window(S, 0).expect("window").len(), 2);
+        assert!(s.sealed(S, 0).expect("read").is_some());
+        assert_eq!(std::fs::read_dir(dir.path().join("wal")).expect("dir").count(), 0);
     }
 
     /// sled frees its file lock a moment after the last handle is dropped: a store opened

@@ -144,7 +144,7 @@ fn page(
         if q.dialect.is_some_and(|d| d != id.dialect) {
             continue;
         }
-        let pending = shared.table().unflushed_of(id);
+        let pending = shared.unflushed_of(id)?;
         let before = history::record_before(store, &pending, *id, q.from_ns)?;
         let device = count(store, &pending, *id, q, before.map(|r| r.ext_seq), &me)?;
         if device.records == 0 {
