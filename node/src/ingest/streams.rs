@@ -21,7 +21,7 @@
 //! Memory is bounded by `max_streams` × (state size + map overhead, about 700 bytes),
 //! [`MAX_LEAVING`] streams waiting to leave ([`Table::may_enter`]), the records received
 //! within one flush interval (at most [`MAX_UNFLUSHED_BYTES`] when the store is behind),
-//! and a [`Chain`] (about 60 bytes) per open window of a stream.
+//! and a [`Chain`] (about 70 bytes) per open window of a stream.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -341,7 +341,7 @@ struct ToSeal {
 }
 
 impl SealJob {
-    /// Seals the windows, [`WINDOWS_PER_SEAL_CALL`] at a time, each group's live records
+    /// Seals the windows a group at a time ([`seal_in_groups`]), each group's live records
     /// read from the log only for its turn (in window order, so a stream's windows are
     /// sealed in order).
     pub fn run(&self, store: &dyn Store) -> Result<(), StoreError> {

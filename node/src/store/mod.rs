@@ -828,7 +828,7 @@ impl SledStore {
     /// sealed, [`SEAL_GROUP`] windows at a time; entries of the log before chains go into
     /// chunks first, and their windows are sealed too (their streams may never write to
     /// them again; a later record seals its window again).
-    fn recover(&self, legacy: Vec<(u64, wal::Entry)>, heads: &[([u8; 5], u64, PartLoc)]) -> Result<(), StoreError> {
+    fn recover(&self, legacy: Vec<(u64, wal::Entry)>, heads: &[wal::Head]) -> Result<(), StoreError> {
         if legacy.is_empty() && heads.is_empty() {
             self.wal.clear()?;
             return Ok(());

@@ -64,6 +64,10 @@ pub struct Part<'a> {
     pub rows: &'a [u8],
 }
 
+/// The head of a chain: the (stream key, window start) of its window, and where its newest
+/// part is.
+pub type Head = ([u8; 5], u64, PartLoc);
+
 /// Bytes of a part before its rows.
 pub const PART_HEADER: usize = 5 + 8 + 16 + 4 + 8;
 /// Where a part's checksum starts.
@@ -214,7 +218,7 @@ pub struct Opened {
     pub wal: Wal,
     /// The head of every chain in the log (a part no later part names), by window: usually
     /// one a window.
-    pub heads: Vec<([u8; 5], u64, PartLoc)>,
+    pub heads: Vec<Head>,
     /// Entries of segments written before chains, oldest first.
     pub legacy: Vec<(u64, Entry)>,
     /// Segments that ended in a damaged frame (a crash in the middle of a write).
@@ -301,8 +305,8 @@ impl Heads {
     }
 
     /// In key order.
-    fn into_sorted(self) -> Vec<([u8; 5], u64, PartLoc)> {
-        let mut heads: Vec<([u8; 5], u64, PartLoc)> =
+    fn into_sorted(self) -> Vec<Head> {
+        let mut heads: Vec<Head> =
             self.0.into_iter().flat_map(|((k, w), locs)| locs.into_iter().map(move |loc| (k, w, loc))).collect();
         heads.sort_unstable();
         heads
@@ -312,7 +316,7 @@ impl Heads {
 /// A segment file's bytes as [`Wal::open`] reads them, were it the log's only segment
 /// (its first entry id `first`): the heads of its chains, each entry's id, and whether a
 /// frame was damaged.
-pub fn read_segment(bytes: &[u8], first: u64) -> (Vec<([u8; 5], u64, PartLoc)>, Vec<u64>, bool) {
+pub fn read_segment(bytes: &[u8], first: u64) -> (Vec<Head>, Vec<u64>, bool) {
     let mut heads = Heads::default();
     let mut ids = Vec::new();
     let each = |id, parts: &[(PartLoc, Part<'_>)]| {
