@@ -103,7 +103,7 @@ pub struct Chain {
 impl Chain {
     /// Its records, read from the log, in the order written.
     fn read(&self, stream: StreamId, store: &dyn Store) -> Result<Vec<StoredRecord>, StoreError> {
-        Ok(store.read_live(stream, self.window_start, self.head, self.stop)?.unwrap_or_default())
+        store.read_live(stream, self.window_start, self.head, self.stop)
     }
 }
 
@@ -260,8 +260,9 @@ pub struct Unflushed {
 }
 
 impl Unflushed {
-    /// Every record: those in the log (a window sealed since is in the store, which the
-    /// caller reads after this), then those that were in memory.
+    /// Every record: those in the log (parts of a window sealed since may be gone from it,
+    /// and are in the store, which the caller reads after this), then those that were in
+    /// memory.
     pub fn read(self, store: &dyn Store) -> Result<Vec<StoredRecord>, StoreError> {
         let mut out = Vec::new();
         for c in &self.chains {
@@ -929,8 +930,8 @@ mod tests {
         fn append(&self, _: &[Encoded], _: &[Logged<'_>], _: &[(StreamId, stream::State)]) -> Result<Option<(u64, Vec<PartLoc>)>, StoreError> {
             Err(broken())
         }
-        fn read_live(&self, _: StreamId, _: u64, _: PartLoc, _: Option<PartLoc>) -> Result<Option<Vec<StoredRecord>>, StoreError> {
-            Ok(None)
+        fn read_live(&self, _: StreamId, _: u64, _: PartLoc, _: Option<PartLoc>) -> Result<Vec<StoredRecord>, StoreError> {
+            Ok(Vec::new())
         }
         fn release_wal(&self, _: u64) -> Result<(), StoreError> {
             Err(broken())

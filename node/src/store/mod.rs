@@ -621,9 +621,10 @@ pub trait Store: Send + Sync + 'static {
     /// entry's id and where each of `logged` lies in it, if one was written.
     fn append(&self, chunks: &[Encoded], logged: &[Logged<'_>], states: &[(StreamId, stream::State)]) -> Result<Option<(u64, Vec<PartLoc>)>, StoreError>;
     /// The records of `stream`'s window `window_start` in the log, from its part `head` back
-    /// to its first part or to `stop` (left out), in the order they were written; `None` if
-    /// the log no longer holds them (the window was sealed since: the store has them).
-    fn read_live(&self, stream: StreamId, window_start: u64, head: PartLoc, stop: Option<PartLoc>) -> Result<Option<Vec<StoredRecord>>, StoreError>;
+    /// to its first part or to `stop` (left out), in the order they were written. Parts the
+    /// log no longer holds are left out: their window was sealed since, and the store has
+    /// them (a reader outside the table lock reads the log before the store).
+    fn read_live(&self, stream: StreamId, window_start: u64, head: PartLoc, stop: Option<PartLoc>) -> Result<Vec<StoredRecord>, StoreError>;
     /// Lets the log drop entries with ids below `below`: no record in them is needed any
     /// more (all are sealed or in chunks).
     fn release_wal(&self, below: u64) -> Result<(), StoreError>;
@@ -864,11 +865,11 @@ impl SledStore {
                 self.corrupt();
                 continue;
             };
-            let mut records = self.read_live(stream, *window_start, *head, None)?.unwrap_or_default();
+            let mut records = self.read_live(stream, *window_start, *head, None)?;
             // A window may have several chains (one left behind by a stream that left memory
             // and came back before it was sealed, one a failed flush wrote): read them all.
             while let Some((_, _, more)) = heads.next_if(|(p, w, _)| p == prefix && w == window_start) {
-                records.extend(self.read_live(stream, *window_start, *more, None)?.unwrap_or_default());
+                records.extend(self.read_live(stream, *window_start, *more, None)?);
             }
             let held = held(stream, *window_start)?;
             records.retain(|r| !held.contains(&r.order_key()));
@@ -1184,12 +1185,10 @@ impl Store for SledStore {
         Ok(written)
     }
 
-    fn read_live(&self, stream: StreamId, window_start: u64, head: PartLoc, stop: Option<PartLoc>) -> Result<Option<Vec<StoredRecord>>, StoreError> {
+    fn read_live(&self, stream: StreamId, window_start: u64, head: PartLoc, stop: Option<PartLoc>) -> Result<Vec<StoredRecord>, StoreError> {
         let walk = self.wal.read_chain(stream.key_prefix(), window_start, head, stop)?;
-        match walk.end {
-            wal::End::Start => {}
-            wal::End::Gone => return Ok(None),
-            wal::End::Damaged => self.corrupt(),
+        if walk.end == wal::End::Damaged {
+            self.corrupt();
         }
         let mut out = Vec::new();
         for rows in &walk.rows {
@@ -1198,7 +1197,7 @@ impl Store for SledStore {
                 None => self.corrupt(),
             }
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     fn compact(&self) -> Result<Compacted, StoreError> {
@@ -1553,7 +1552,7 @@ mod tests {
         let (_, at) = s.append(&[], &[Logged { rows: &one, prev: None }], &[]).expect("log").expect("an entry");
         let later = [Logged { rows: &two, prev: Some(at[0]) }, Logged { rows: &next, prev: None }, Logged { rows: &four, prev: None }];
         let (_, at2) = s.append(&[], &later, &[]).expect("log").expect("an entry");
-        let seqs = |recs: Option<Vec<StoredRecord>>| recs.expect("in the log").iter().map(|r| r.record.seq).collect::<Vec<_>>();
+        let seqs = |recs: Vec<StoredRecord>| recs.iter().map(|r| r.record.seq).collect::<Vec<_>>();
         assert_eq!(seqs(s.read_live(S, 0, at2[0], None).expect("read")), [1, 2, 3]);
         assert_eq!(seqs(s.read_live(S, 0, at2[0], Some(at[0])).expect("read")), [3]);
         s.flush().expect("flush");
@@ -1564,7 +1563,7 @@ mod tests {
         assert_eq!(got(&s, 0), [(1, 1), (2, 1), (3, 1), (4, 1)], "each once, record 1 not counted twice");
         assert_eq!(got(&s, window::SPAN_NS), [(5, 1)]);
         assert!(s.sealed(S, 0).expect("read").is_some() && s.sealed(S, window::SPAN_NS).expect("read").is_some());
-        assert_eq!(s.read_live(S, 0, at2[0], None).expect("read"), None, "the log is gone");
+        assert_eq!(s.read_live(S, 0, at2[0], None).expect("read"), [], "the log is gone");
         drop(s);
         let s = SledStore::open(dir.path(), 4).expect("reopen again");
         assert_eq!(got(&s, 0).len(), 4, "recovery is idempotent");
