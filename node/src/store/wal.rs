@@ -31,7 +31,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use telemesh_proto::record::codec;
 
@@ -237,6 +237,9 @@ struct Segment {
 pub struct Wal {
     dir: PathBuf,
     state: Mutex<State>,
+    /// A handle to read each segment a chain was read from, until the segment is deleted:
+    /// a seal of thousands of windows opens each segment once, not once per window.
+    readers: Mutex<HashMap<u64, Arc<File>>>,
 }
 
 #[derive(Debug)]
@@ -375,11 +378,30 @@ impl Wal {
         }
         let heads = heads.into_sorted();
         let state = State { current: None, next_id, segments, legacy: legacy_files };
-        Ok(Opened { wal: Wal { dir: dir.to_owned(), state: Mutex::new(state) }, heads, legacy, damaged })
+        let wal = Wal { dir: dir.to_owned(), state: Mutex::new(state), readers: Mutex::new(HashMap::new()) };
+        Ok(Opened { wal, heads, legacy, damaged })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A handle to read segment `first`, if it is on disk.
+    fn reader(&self, first: u64) -> io::Result<Option<Arc<File>>> {
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = readers.get(&first) {
+            return Ok(Some(Arc::clone(f)));
+        }
+        match File::open(segment_path(&self.dir, first)) {
+            Ok(f) => Ok(Some(Arc::clone(readers.entry(first).or_insert(Arc::new(f))))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets the read handles of segments deleted.
+    fn forget_readers(&self, kept: &[u64]) {
+        self.readers.lock().unwrap_or_else(PoisonError::into_inner).retain(|first, _| kept.contains(first));
     }
 
     /// Appends an entry of `parts` and returns its id and where each part lies; durable
@@ -437,7 +459,7 @@ impl Wal {
     /// its first part, or to `stop` (left out); oldest first. Each part is read alone and
     /// checked; each earlier part must lie before the one naming it.
     pub fn read_chain(&self, key: [u8; 5], window_start: u64, head: PartLoc, stop: Option<PartLoc>) -> io::Result<Walk> {
-        let mut files: Vec<(u64, File, u64)> = Vec::new();
+        let mut files: Vec<(u64, Arc<File>)> = Vec::new();
         let mut rows = Vec::new();
         let mut at = Some(head);
         let end = loop {
@@ -445,20 +467,20 @@ impl Wal {
             if rows.len() >= MAX_CHAIN {
                 break End::Damaged;
             }
-            let i = match files.iter().position(|(s, _, _)| *s == loc.segment) {
+            let i = match files.iter().position(|(s, _)| *s == loc.segment) {
                 Some(i) => i,
-                None => match File::open(segment_path(&self.dir, loc.segment)) {
-                    Ok(f) => {
-                        let size = f.metadata()?.len();
-                        files.push((loc.segment, f, size));
+                None => match self.reader(loc.segment)? {
+                    Some(f) => {
+                        files.push((loc.segment, f));
                         files.len() - 1
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break End::Gone,
-                    Err(e) => return Err(e),
+                    None => break End::Gone,
                 },
             };
-            let (_, file, size) = &files[i];
-            if u64::from(loc.offset) + u64::from(loc.len) > *size || (loc.len as usize) < PART_HEADER {
+            let file = &files[i].1;
+            // The size now: the current segment grows. A part past it is damaged (and a
+            // buffer of a damaged length is never made).
+            if u64::from(loc.offset) + u64::from(loc.len) > file.metadata()?.len() || (loc.len as usize) < PART_HEADER {
                 break End::Damaged;
             }
             let mut buf = vec![0u8; loc.len as usize];
@@ -505,6 +527,7 @@ impl Wal {
                 keep.push(*first);
             }
         }
+        self.forget_readers(&keep);
         s.segments = keep;
         Ok(())
     }
@@ -519,6 +542,7 @@ impl Wal {
         for first in std::mem::take(&mut s.segments) {
             remove(&segment_path(&self.dir, first))?;
         }
+        self.forget_readers(&[]);
         Ok(())
     }
 
