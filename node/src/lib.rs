@@ -290,7 +290,7 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
     let written = job.write(store);
     let (mut done, seal) = shared.table().finish_flush(job, written)?;
     let sealed = seal.run(store);
-    let sealed = shared.table().finish_seal(seal, sealed, store);
+    let sealed = shared.table().finish_seal(seal, sealed);
     // Streams that left memory: their records go straight into their windows.
     let evicted = shared.table().take_evicted();
     let started = std::time::Instant::now();
@@ -300,9 +300,12 @@ pub fn flush(shared: &Shared) -> Result<streams::Flushed, store::StoreError> {
         tracing::debug!(streams, windows, ?took, "sealed streams that left memory");
     }
     done.sealed += evicted.windows();
-    let evicted_sealed = shared.table().finish_evicted(evicted, evicted_sealed, store);
+    let evicted_sealed = shared.table().finish_evicted(evicted, evicted_sealed);
     // What was written is synced even if a seal failed (it is retried with the next flush).
     store.flush()?;
+    // Only now may the log drop what the seals took: they are durable.
+    let oldest = shared.table().oldest_needed_wal();
+    store.release_wal(oldest)?;
     sealed?;
     evicted_sealed?;
     Ok(done)

@@ -681,9 +681,10 @@ impl Table {
 
     /// After a [`SealJob`] ran: on success exactly the live records it sealed leave
     /// memory (one that arrived meanwhile stays live, and its window is sealed again), and
-    /// log entries no longer needed are released; on failure the windows are sealed again
-    /// with the next flush.
-    pub fn finish_seal(&mut self, job: SealJob, sealed: Result<(), StoreError>, store: &dyn Store) -> Result<(), StoreError> {
+    /// the log entries they needed may go once the seal is durable
+    /// ([`Table::oldest_needed_wal`]); on failure the windows are sealed again with the next
+    /// flush.
+    pub fn finish_seal(&mut self, job: SealJob, sealed: Result<(), StoreError>) -> Result<(), StoreError> {
         if let Err(e) = sealed {
             self.retry_seal.extend(job.windows.into_iter().map(|w| (w.stream, w.window_start)));
             return Err(e);
@@ -693,7 +694,7 @@ impl Table {
                 self.sealed(stream, &sealed);
             }
         }
-        store.release_wal(self.oldest_needed_wal())
+        Ok(())
     }
 
     /// The records of chain `sealed` (as a seal job took it) are sealed: the chain leaves
@@ -740,8 +741,11 @@ impl Table {
         }
     }
 
-    /// The oldest log entry a live record still needs (everything, if none).
-    fn oldest_needed_wal(&self) -> u64 {
+    /// The oldest log entry a live record still needs (everything, if none): the log may
+    /// drop the entries before it ([`Store::release_wal`]) once what was sealed is durable
+    /// ([`Store::flush`]) — not before, or a crash between the two would lose records that
+    /// are neither in the log nor in a durable seal.
+    pub fn oldest_needed_wal(&self) -> u64 {
         self.wal_refs.keys().min().copied().unwrap_or(u64::MAX)
     }
 
@@ -751,7 +755,7 @@ impl Table {
         let written = flush.write(store);
         let (done, job) = self.finish_flush(flush, written)?;
         let sealed = job.run(store);
-        self.finish_seal(job, sealed, store)?;
+        self.finish_seal(job, sealed)?;
         Ok(done)
     }
 
@@ -832,7 +836,7 @@ impl Table {
 
     /// After an [`EvictedJob`] ran: on success its records leave memory and the log
     /// entries no longer needed are released; on failure it waits for the next flush.
-    pub fn finish_evicted(&mut self, job: EvictedJob, sealed: Result<(), StoreError>, store: &dyn Store) -> Result<(), StoreError> {
+    pub fn finish_evicted(&mut self, job: EvictedJob, sealed: Result<(), StoreError>) -> Result<(), StoreError> {
         for (id, _) in &job.streams {
             self.sealing.remove(id);
         }
@@ -853,7 +857,7 @@ impl Table {
                 self.release(c);
             }
         }
-        store.release_wal(self.oldest_needed_wal())
+        Ok(())
     }
 
     /// Closes the open window of every stream quiet since before `cutoff_ns`: it is sealed
@@ -1076,7 +1080,7 @@ mod tests {
         assert_eq!(held(&table, &S, &good).len(), 5, "still seen while its windows wait for their seal");
         let job = table.take_evicted();
         let sealed = job.run(&good);
-        table.finish_evicted(job, sealed, &good).expect("sealed");
+        table.finish_evicted(job, sealed).expect("sealed");
         assert_eq!(table.live(), 0);
         assert!(held(&table, &S, &good).is_empty());
         assert_eq!(good.window(S, 0).expect("window").len(), 5);
@@ -1108,7 +1112,7 @@ mod tests {
         let run = |table: &mut Table| {
             let job = flush_parts(table, &store);
             let sealed = job.run(&store);
-            table.finish_seal(job, sealed, &store).expect("finish");
+            table.finish_seal(job, sealed).expect("finish");
             store.take_changed().0.len()
         };
         push(&mut table, 1, 10);
@@ -1144,7 +1148,7 @@ mod tests {
         pend(&mut table, S, 3, &store, record(4, 40));
         let late = flush_parts(&mut table, &store);
         let sealed = job.run(&store);
-        table.finish_seal(job, sealed, &store).expect("finish");
+        table.finish_seal(job, sealed).expect("finish");
         assert!(held(&table, &S, &store).iter().any(|r| r.record.seq == 4), "the late record is still live");
         assert_eq!(store.window(S, 0).expect("window").len(), 2, "two sealed; the late one is live");
         let history = crate::store::history::records(&store, &held(&table, &S, &store), S, 0, u64::MAX, 100).expect("history");
@@ -1160,7 +1164,7 @@ mod tests {
         }
         assert_eq!(late.live_counts(), [(0, 1)]);
         let sealed = late.run(&store);
-        table.finish_seal(late, sealed, &store).expect("finish");
+        table.finish_seal(late, sealed).expect("finish");
         assert!(!held(&table, &S, &store).iter().any(|r| r.record.seq == 4));
         assert_eq!(store.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 4]);
     }
@@ -1188,7 +1192,7 @@ mod tests {
         assert_eq!(job.windows(), 1);
         assert_eq!(held(&table, &S, &store).len(), 5, "still seen while being sealed");
         let sealed = job.run(&store);
-        table.finish_evicted(job, sealed, &store).expect("sealed");
+        table.finish_evicted(job, sealed).expect("sealed");
         assert!(store.sealed(S, 0).expect("sealed").is_some());
         assert_eq!(store.window(S, 0).expect("window").iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert_eq!((table.live(), table.unflushed()), (0, 0));
@@ -1215,13 +1219,13 @@ mod tests {
         table.entry(S, 3, &store).expect("entry").0.state.counters.received = 8;
         let job = table.take_evicted();
         let sealed = job.run(&store);
-        table.finish_evicted(job, sealed, &store).expect("sealed");
+        table.finish_evicted(job, sealed).expect("sealed");
         assert_eq!(store.state(S).expect("read"), None, "the older state is not written over the newer one");
         // It leaves again: the flush writes the state it left with.
         assert_eq!(table.evict_idle(u64::MAX), 1);
         let job = table.take_evicted();
         let sealed = job.run(&store);
-        table.finish_evicted(job, sealed, &store).expect("sealed");
+        table.finish_evicted(job, sealed).expect("sealed");
         assert_eq!(store.state(S).expect("read").as_ref().map(received), Some(8));
         assert_eq!(table.state_of(&S), None);
         assert_eq!(table.entry(S, 4, &store).expect("entry").0.state.counters.received, 8, "read back");
@@ -1240,7 +1244,7 @@ mod tests {
         assert_eq!(table.evict_idle(u64::MAX), n as usize);
         let job = table.take_evicted();
         let sealed = job.run(&store);
-        table.finish_evicted(job, sealed, &store).expect("sealed");
+        table.finish_evicted(job, sealed).expect("sealed");
         for id in ids {
             assert_eq!(store.window(id, 0).expect("window").len(), 1, "{id:?}");
         }
@@ -1261,7 +1265,7 @@ mod tests {
             pend_to_each(&mut table, &store, &ids, seq, t);
             let job = flush_parts(&mut table, &store);
             let sealed = job.run(&store);
-            table.finish_seal(job, sealed, &store).expect("sealed");
+            table.finish_seal(job, sealed).expect("sealed");
         }
         for &id in &ids {
             assert_eq!(store.window(id, 0).expect("window").len(), 1, "{id:?}");
@@ -1284,14 +1288,14 @@ mod tests {
         assert_eq!(table.evict_idle(2), 3);
         let job = table.take_evicted();
         let failed = job.run(&Broken);
-        assert!(table.finish_evicted(job, failed, &Broken).is_err());
+        assert!(table.finish_evicted(job, failed).is_err());
         // Four wait to leave, the limit: only streams in memory come in.
         assert!(table.may_enter(&id(7)));
         assert!(!table.may_enter(&id(9)), "a new stream would push another out");
         assert!(!table.may_enter(&id(0)), "so would one of those leaving, coming back");
         let job = table.take_evicted();
         let sealed = job.run(&good);
-        table.finish_evicted(job, sealed, &good).expect("sealed");
+        table.finish_evicted(job, sealed).expect("sealed");
         assert!(table.may_enter(&id(9)), "once they are written");
     }
 
@@ -1304,11 +1308,11 @@ mod tests {
         table.evict_idle(u64::MAX);
         let job = table.take_evicted();
         let failed = job.run(&Broken);
-        assert!(table.finish_evicted(job, failed, &Broken).is_err());
+        assert!(table.finish_evicted(job, failed).is_err());
         assert_eq!((table.unflushed(), held(&table, &S, &good).len()), (1, 1), "kept for the next flush");
         let job = table.take_evicted();
         let sealed = job.run(&good);
-        table.finish_evicted(job, sealed, &good).expect("sealed");
+        table.finish_evicted(job, sealed).expect("sealed");
         assert_eq!(good.window(S, 0).expect("window").len(), 1);
         assert_eq!(table.unflushed(), 0);
     }
