@@ -240,13 +240,9 @@ pub fn unflushed(
     pending: &Pending,
     store: &dyn Store,
 ) -> Result<Vec<StoredRecord>, StoreError> {
-    let mut out = Vec::new();
-    for c in live {
-        out.extend(c.read(stream, store)?);
-    }
-    out.extend(in_flight.into_iter().flat_map(Pending::records));
-    out.extend(pending.records());
-    Ok(out)
+    let mut taken = Unflushed { stream, chains: Vec::new(), memory: Vec::new() };
+    taken.add(live, in_flight, pending);
+    taken.read(store)
 }
 
 /// A stream's records not in a chunk or a sealed window, as taken under the table lock
@@ -260,6 +256,13 @@ pub struct Unflushed {
 }
 
 impl Unflushed {
+    /// Adds a stream's chains, in-flight and pending records.
+    fn add(&mut self, live: &[Chain], in_flight: Option<&Pending>, pending: &Pending) {
+        self.chains.extend_from_slice(live);
+        self.memory.extend(in_flight.into_iter().flat_map(Pending::records));
+        self.memory.extend(pending.records());
+    }
+
     /// Every record: those in the log (parts of a window sealed since may be gone from it,
     /// and are in the store, which the caller reads after this), then those that were in
     /// memory.
@@ -900,13 +903,10 @@ impl Table {
         let mut out = Unflushed { stream: *id, chains: Vec::new(), memory: Vec::new() };
         let gones = [self.evicted.get(id), self.sealing.get(id).map(|g| &**g)];
         for gone in gones.into_iter().flatten() {
-            out.chains.extend_from_slice(&gone.live);
-            out.memory.extend(gone.pending.records());
+            out.add(&gone.live, None, &gone.pending);
         }
         if let Some(e) = self.entries.get(id) {
-            out.chains.extend_from_slice(&e.live);
-            out.memory.extend(e.in_flight.iter().flat_map(|p| p.records()));
-            out.memory.extend(e.pending.records());
+            out.add(&e.live, e.in_flight.as_deref(), &e.pending);
         }
         out
     }

@@ -68,6 +68,9 @@ pub struct Part<'a> {
 /// part is.
 pub type Head = ([u8; 5], u64, PartLoc);
 
+/// How a part with no part before it names its previous part.
+const NO_PART: PartLoc = PartLoc { segment: u64::MAX, offset: u32::MAX, len: u32::MAX };
+
 /// Bytes of a part before its rows.
 pub const PART_HEADER: usize = 5 + 8 + 16 + 4 + 8;
 /// Where a part's checksum starts.
@@ -89,7 +92,7 @@ fn part_header(part: &Part<'_>) -> [u8; PART_HEADER] {
     let mut h = [0u8; PART_HEADER];
     h[..5].copy_from_slice(&part.key);
     h[5..13].copy_from_slice(&part.window_start.to_be_bytes());
-    let prev = part.prev.unwrap_or(PartLoc { segment: u64::MAX, offset: u32::MAX, len: u32::MAX });
+    let prev = part.prev.unwrap_or(NO_PART);
     h[13..21].copy_from_slice(&prev.segment.to_be_bytes());
     h[21..25].copy_from_slice(&prev.offset.to_be_bytes());
     h[25..29].copy_from_slice(&prev.len.to_be_bytes());
@@ -117,7 +120,7 @@ pub fn decode_part(bytes: &[u8]) -> Option<(Part<'_>, usize)> {
         return None;
     }
     let prev = PartLoc { segment: be64(13), offset: be32(21), len: be32(25) };
-    let prev = (prev != PartLoc { segment: u64::MAX, offset: u32::MAX, len: u32::MAX }).then_some(prev);
+    let prev = (prev != NO_PART).then_some(prev);
     let key = head[..5].try_into().expect("5 bytes");
     Some((Part { key, window_start: be64(5), prev, rows }, PART_HEADER + rows_len))
 }
@@ -163,9 +166,14 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// The header of `payload`'s frame: its length and checksum.
 fn header(payload: &[u8]) -> [u8; FRAME_HEADER] {
+    frame_header(payload.len() as u32, telemesh_proto::record::content::tag(payload))
+}
+
+/// A frame's header: the payload's length and checksum.
+fn frame_header(len: u32, sum: [u8; 8]) -> [u8; FRAME_HEADER] {
     let mut h = [0; FRAME_HEADER];
-    h[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-    h[4..].copy_from_slice(&telemesh_proto::record::content::tag(payload));
+    h[..4].copy_from_slice(&len.to_be_bytes());
+    h[4..].copy_from_slice(&sum);
     h
 }
 
@@ -422,9 +430,9 @@ impl Wal {
             len += PART_HEADER + part.rows.len();
         }
         let len32 = u32::try_from(len).ok().filter(|n| *n as usize <= FRAME_MAX).ok_or_else(|| io::Error::other("log entry too large"))?;
-        let mut frame_head = [0u8; FRAME_HEADER];
-        frame_head[..4].copy_from_slice(&len32.to_be_bytes());
-        frame_head[4..].copy_from_slice(&sum.finalize().as_bytes()[..8]);
+        let mut checksum = [0u8; 8];
+        checksum.copy_from_slice(&sum.finalize().as_bytes()[..8]);
+        let frame_head = frame_header(len32, checksum);
         let rotate = s.current.as_ref().is_none_or(|c| c.len >= SEGMENT_MAX);
         if rotate {
             if let Some(old) = s.current.take() {
@@ -459,7 +467,8 @@ impl Wal {
     /// its first part, or to `stop` (left out); oldest first. Each part is read alone and
     /// checked; each earlier part must lie before the one naming it.
     pub fn read_chain(&self, key: [u8; 5], window_start: u64, head: PartLoc, stop: Option<PartLoc>) -> io::Result<Walk> {
-        let mut files: Vec<(u64, Arc<File>)> = Vec::new();
+        // Each segment read, with its size when last looked at.
+        let mut files: Vec<(u64, Arc<File>, u64)> = Vec::new();
         let mut rows = Vec::new();
         let mut at = Some(head);
         let end = loop {
@@ -467,20 +476,24 @@ impl Wal {
             if rows.len() >= MAX_CHAIN {
                 break End::Damaged;
             }
-            let i = match files.iter().position(|(s, _)| *s == loc.segment) {
+            let i = match files.iter().position(|(s, _, _)| *s == loc.segment) {
                 Some(i) => i,
                 None => match self.reader(loc.segment)? {
                     Some(f) => {
-                        files.push((loc.segment, f));
+                        files.push((loc.segment, f, 0));
                         files.len() - 1
                     }
                     None => break End::Gone,
                 },
             };
-            let file = &files[i].1;
-            // The size now: the current segment grows. A part past it is damaged (and a
-            // buffer of a damaged length is never made).
-            if u64::from(loc.offset) + u64::from(loc.len) > file.metadata()?.len() || (loc.len as usize) < PART_HEADER {
+            let end = u64::from(loc.offset) + u64::from(loc.len);
+            let (_, file, size) = &mut files[i];
+            // A part past the segment's end is damaged (and a buffer of a damaged length is
+            // never made); the size is looked at again only then, as the current one grows.
+            if end > *size {
+                *size = file.metadata()?.len();
+            }
+            if end > *size || (loc.len as usize) < PART_HEADER {
                 break End::Damaged;
             }
             let mut buf = vec![0u8; loc.len as usize];
