@@ -70,8 +70,8 @@ impl Holdings for One {
     fn records(&self, _: WindowId) -> Vec<Record> {
         Vec::new()
     }
-    fn by_root(&self, root: &Root) -> Option<Held> {
-        (*root == self.summary.root).then(|| Held { blob: Arc::clone(&self.blob), table: Table::default() })
+    fn held(&self, window: WindowId, root: &Root) -> Option<Held> {
+        (window == self.summary.window && *root == self.summary.root).then(|| Held { blob: Arc::clone(&self.blob), table: Table::default() })
     }
 }
 

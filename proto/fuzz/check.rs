@@ -119,8 +119,8 @@ impl Holdings for Fixed {
     fn records(&self, window: WindowId) -> Vec<Record> {
         self.held.iter().find(|h| h.0.window == window).map(|h| h.2.clone()).unwrap_or_default()
     }
-    fn by_root(&self, root: &window::Root) -> Option<Held> {
-        self.held.iter().find(|h| h.0.root == *root).map(|h| h.1.clone())
+    fn held(&self, window: WindowId, root: &window::Root) -> Option<Held> {
+        self.held.iter().find(|h| h.0.window == window && h.0.root == *root).map(|h| h.1.clone())
     }
 }
 
@@ -815,15 +815,16 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut requests = vec![
         ("streams", Request::Streams { after: None }),
         ("windows", Request::Windows { stream: s0.window.stream, after: None }),
-        ("provenance", Request::Provenance { root: s0.root }),
-        ("not_found", Request::Provenance { root: [7; 32] }),
+        ("provenance", Request::Provenance { window: s0.window, root: s0.root }),
+        ("not_found", Request::Provenance { window: s0.window, root: [7; 32] }),
         ("statements", Request::Statements { window: s0.window }),
-        ("symbols_refused", Request::Symbols { root: s0.root, start: 0, count: 3 }),
+        ("symbols_refused", Request::Symbols { window: s0.window, root: s0.root, start: 0, count: 3 }),
     ];
     for (i, (s, _, _)) in fixed.held.iter().enumerate() {
-        requests.push(("index", Request::Index { root: s.root, verified: false }));
-        requests.push(("index_verified", Request::Index { root: s.root, verified: true }));
-        requests.push(("symbols", Request::Symbols { root: s.root, start: s.count + 5 * i as u32, count: 3 }));
+        requests.push(("index", Request::Index { window: s.window, root: s.root, verified: false }));
+        requests.push(("index_verified", Request::Index { window: s.window, root: s.root, verified: true }));
+        let symbols = Request::Symbols { window: s.window, root: s.root, start: s.count + 5 * i as u32, count: 3 };
+        requests.push(("symbols", symbols));
     }
     for (i, (name, request)) in requests.iter().enumerate() {
         add("mesh_message", format!("request_{i:02}_{name}"), message::encode(request));

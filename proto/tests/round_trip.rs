@@ -96,10 +96,11 @@ fn request() -> impl Strategy<Value = Request> {
         proptest::option::of(stream_id()).prop_map(|after| Request::Streams { after }),
         (stream_id(), proptest::option::of(any::<u64>()))
             .prop_map(|(stream, after)| Request::Windows { stream, after }),
-        (any::<[u8; 32]>(), any::<bool>()).prop_map(|(root, verified)| Request::Index { root, verified }),
-        (any::<[u8; 32]>(), any::<u32>(), any::<u32>())
-            .prop_map(|(root, start, count)| Request::Symbols { root, start, count }),
-        any::<[u8; 32]>().prop_map(|root| Request::Provenance { root }),
+        (window_id(), any::<[u8; 32]>(), any::<bool>())
+            .prop_map(|(window, root, verified)| Request::Index { window, root, verified }),
+        (window_id(), any::<[u8; 32]>(), any::<u32>(), any::<u32>())
+            .prop_map(|(window, root, start, count)| Request::Symbols { window, root, start, count }),
+        (window_id(), any::<[u8; 32]>()).prop_map(|(window, root)| Request::Provenance { window, root }),
         announce().prop_map(Request::Offer),
         window_id().prop_map(|window| Request::Statements { window }),
     ]

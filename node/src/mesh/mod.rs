@@ -10,8 +10,7 @@ pub mod announced;
 pub mod metrics;
 pub mod overlay;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasher;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -53,16 +52,10 @@ const INDEXED_PER_TICK: usize = 1024;
 const INDEX_BACKLOG: usize = 16 * INDEXED_PER_TICK;
 /// Windows remembered per peer for `/v1/peers` (in sync, behind, ahead).
 const PEER_WINDOWS: usize = 100_000;
-/// This node's sealed windows, by window and by root, and a digest per stream.
+/// This node's sealed windows' summaries, and a digest per stream.
 #[derive(Debug, Default)]
 pub struct Index {
     windows: BTreeMap<WindowId, Summary>,
-    /// Which window each root is, by a 64-bit hash of the root keyed at random (the store
-    /// keeps no root index: a sled tree written at a random place per seal cost more,
-    /// `docs/storage.md`). Two held roots may share a key (about once in 10^9 at 300,000
-    /// windows, and not a pair an outsider can aim for): one of them is then not found.
-    roots: HashMap<u64, WindowId>,
-    keys: std::hash::RandomState,
     digests: BTreeMap<StreamId, StreamDigest>,
     /// Records in all the windows (`telemesh_store_records`).
     records: u64,
@@ -107,20 +100,7 @@ impl Index {
     fn set_window(&mut self, summary: Summary) -> Option<Summary> {
         let old = self.windows.insert(summary.window, summary);
         self.records = self.records + u64::from(summary.count) - old.map_or(0, |o| u64::from(o.count));
-        if let Some(o) = old.filter(|o| o.root != summary.root) {
-            let key = self.keys.hash_one(o.root);
-            if self.roots.get(&key) == Some(&summary.window) {
-                self.roots.remove(&key);
-            }
-        }
-        self.roots.insert(self.keys.hash_one(summary.root), summary.window);
         old
-    }
-
-    /// The window held whose root is `root`.
-    pub fn window_of(&self, root: &Root) -> Option<WindowId> {
-        let w = self.roots.get(&self.keys.hash_one(root))?;
-        self.windows.get(w).filter(|s| s.root == *root).map(|s| s.window)
     }
 
     pub fn len(&self) -> usize {
@@ -227,10 +207,10 @@ impl Holdings for View<'_> {
             }
         }
     }
-    fn by_root(&self, root: &Root) -> Option<Held> {
+    fn held(&self, window: WindowId, root: &Root) -> Option<Held> {
         let stored = || {
-            let w = self.index.window_of(root)?;
-            let sealed = self.store.sealed(w.stream, w.start).ok().flatten()?;
+            self.index.windows.get(&window).filter(|s| s.root == *root)?;
+            let sealed = self.store.sealed(window.stream, window.start).ok().flatten()?;
             (sealed.root == *root).then(|| Held { blob: Arc::new(sealed.blob), table: sealed.table })
         };
         // The store first: its provenance table is the current one.
@@ -591,8 +571,8 @@ impl Driver {
                         let index = read(&self.index);
                         let view = View::new(&index, &self.shared, &self.announced);
                         let response = serve::respond(&request, &view, &mut self.encoders);
-                        if let (Request::Symbols { root, .. }, Response::Symbols { data }) = (&request, &response) {
-                            let slot = view.slot_size(root).unwrap_or(0);
+                        if let (Request::Symbols { window, root, .. }, Response::Symbols { data }) = (&request, &response) {
+                            let slot = view.slot_size(*window, root).unwrap_or(0);
                             let n = data.len() / (telemesh_proto::repair::HEADER_LEN + slot).max(1);
                             self.metrics().symbols_sent.inc_by(n as u64);
                         }
@@ -885,7 +865,7 @@ impl Driver {
         while let Some(action) = self.reconciler.poll() {
             match action {
                 Action::Send { id, peer, request } => {
-                    if let Request::Provenance { root } = &request {
+                    if let Request::Provenance { root, .. } = &request {
                         tracing::debug!(%peer, root = hex::encode(&root[..4]), "provenance pull");
                     }
                     let bytes = message::encode(&request);
@@ -1088,13 +1068,12 @@ impl<'a> View<'a> {
         View { index, store: shared.store.as_ref(), shared, announced }
     }
 
-    /// The slot size of the window with `root`, if we hold it.
-    fn slot_size(&self, root: &Root) -> Option<usize> {
+    /// The slot size of `window` if its root is `root` and we hold it.
+    fn slot_size(&self, window: WindowId, root: &Root) -> Option<usize> {
         if let Some(held) = self.announced.get(root) {
             return window::Header::parse(&held.blob).ok().map(|h| usize::from(h.slot_size));
         }
-        let w = self.index.window_of(root)?;
-        self.index.windows.get(&w).map(|s| usize::from(s.slot_size))
+        self.index.windows.get(&window).filter(|s| s.root == *root).map(|s| usize::from(s.slot_size))
     }
 }
 
@@ -1104,19 +1083,21 @@ mod tests {
     use telemesh_proto::wire::Dialect;
 
     #[test]
-    fn the_index_finds_a_window_by_its_root_and_forgets_a_replaced_root() {
+    fn the_index_keeps_each_windows_latest_summary_and_its_streams_digest() {
         let mut index = Index::default();
         let window = |device| WindowId { stream: StreamId::new(Dialect::Iotstream, device), start: 0 };
         let summary =
             |device, root: u8| Summary { window: window(device), root: [root; 32], count: 1, slot_size: 4, provenance: [0; 8] };
         assert!(index.set(summary(1, 1)));
         assert!(index.set(summary(2, 2)));
-        assert_eq!((index.window_of(&[1; 32]), index.window_of(&[2; 32])), (Some(window(1)), Some(window(2))));
-        // New records: a new root for device 1's window; the old one is no longer held.
-        assert!(index.set(summary(1, 3)));
-        assert_eq!((index.window_of(&[1; 32]), index.window_of(&[3; 32])), (None, Some(window(1))));
-        assert!(!index.set(summary(1, 3)), "unchanged");
-        assert_eq!(index.window_of(&[3; 32]), Some(window(1)));
+        let digest = |index: &Index| index.digests.get(&window(1).stream).copied();
+        let before = digest(&index);
+        // New records: a new root for device 1's window replaces the old summary.
+        assert!(index.set(Summary { count: 3, ..summary(1, 3) }));
+        assert_eq!(index.windows.get(&window(1)).map(|s| s.root), Some([3; 32]));
+        assert_ne!(digest(&index), before);
+        assert!(!index.set(Summary { count: 3, ..summary(1, 3) }), "unchanged");
+        assert_eq!((index.len(), index.records()), (2, 4));
     }
 
     fn row(root: Option<Root>, since_ns: u64, keys: usize) -> PendingRow {

@@ -275,13 +275,15 @@ pub enum Request {
     Streams { after: Option<crate::record::StreamId> },
     /// Summary exchange, second level: one stream's window summaries after `after`.
     Windows { stream: crate::record::StreamId, after: Option<u64> },
-    /// The index of the window with `root`: compact, or (`verified`) as the blob's leaves
-    /// covering header and index with their Merkle proof.
-    Index { root: Root, verified: bool },
-    /// Repair symbols `start..start + count` of the window with `root`.
-    Symbols { root: Root, start: u32, count: u32 },
-    /// The provenance table of the window with `root`.
-    Provenance { root: Root },
+    /// The index of `window` if its root is `root`: compact, or (`verified`) as the blob's
+    /// leaves covering header and index with their Merkle proof. A request names the
+    /// window as well as the root so that a holder finds it by its key, with no index of
+    /// roots.
+    Index { window: WindowId, root: Root, verified: bool },
+    /// Repair symbols `start..start + count` of `window` if its root is `root`.
+    Symbols { window: WindowId, root: Root, start: u32, count: u32 },
+    /// The provenance table of `window` if its root is `root`.
+    Provenance { window: WindowId, root: Root },
     /// Windows whose records or own receipts changed at the sender, offered to a
     /// coordinator of theirs (`docs/protocol.md`, "Coordinators"): summaries, indexes and
     /// the sender's rows, as an announcement carries them.

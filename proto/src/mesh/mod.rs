@@ -240,8 +240,8 @@ pub trait Holdings {
     fn windows(&self, stream: StreamId, after: Option<u64>, limit: usize) -> Vec<Summary>;
     /// Our records of a window (to place into a peer's layout).
     fn records(&self, window: WindowId) -> Vec<Record>;
-    /// The window whose root is `root`, if we hold exactly that set.
-    fn by_root(&self, root: &Root) -> Option<Held>;
+    /// Window `window`, if we hold exactly the set whose root is `root` (or did lately).
+    fn held(&self, window: WindowId, root: &Root) -> Option<Held>;
     /// The signed statements we keep of a window, by author ([`statement`]).
     fn statements(&self, _window: WindowId) -> Vec<(String, statement::Statement)> {
         Vec::new()

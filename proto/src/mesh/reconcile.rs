@@ -701,12 +701,12 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 let differs = local.is_some_and(|l| l.provenance != s.provenance);
                 // From the summary exchange (no author): ask for a table that differs.
                 let ask = differs && author.is_none();
-                self.check_claims(&s.root, claims, holdings);
+                self.check_claims(s.window, &s.root, claims, holdings);
                 self.settle(s.window, &s.root, rows, holdings);
                 if ask && !self.provenance_seen.contains(&(s.root, s.provenance)) {
                     self.provenance_seen.insert((s.root, s.provenance));
                     let purpose = Purpose::Provenance { window: s.window, root: s.root, digest: s.provenance };
-                    self.send(peer.clone(), Request::Provenance { root: s.root }, purpose);
+                    self.send(peer.clone(), Request::Provenance { window: s.window, root: s.root }, purpose);
                 }
                 continue;
             }
@@ -809,7 +809,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// `more`, just received) are over our records, in our order.
     fn settle(&mut self, window: WindowId, root: &Root, more: Vec<(String, Vec<u8>)>, holdings: &dyn Holdings) {
         let (mut rows, claims) = self.take_target(window, root);
-        self.check_claims(root, claims, holdings);
+        self.check_claims(window, root, claims, holdings);
         for (name, bits) in more {
             match rows.entry(name) {
                 std::collections::btree_map::Entry::Occupied(mut e) => {
@@ -833,11 +833,11 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
     /// (or proved) a record our own receipts do not have is a forgery, and its relayer is
     /// blamed (`docs/protocol.md`, "Coordinators"). A claim that says less than we hold is
     /// only late.
-    fn check_claims(&mut self, root: &Root, claims: Vec<(P, Vec<u8>)>, holdings: &dyn Holdings) {
+    fn check_claims(&mut self, window: WindowId, root: &Root, claims: Vec<(P, Vec<u8>)>, holdings: &dyn Holdings) {
         if claims.is_empty() {
             return;
         }
-        let Some(held) = holdings.by_root(root) else { return };
+        let Some(held) = holdings.held(window, root) else { return };
         let Ok(header) = window::Header::parse(&held.blob) else { return };
         let count = header.count as usize;
         let me = self.me.as_deref().unwrap_or_default();
@@ -1062,7 +1062,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
             };
             let Some(first) = holders.first().cloned() else { continue };
             let verified = mode == Mode::Verified;
-            let id = self.send(first, Request::Index { root: summary.root, verified }, Purpose::Session(w));
+            let id = self.send(first, Request::Index { window: w, root: summary.root, verified }, Purpose::Session(w));
             self.sessions.insert(w, Session { target: summary, mode, holders, phase: Phase::Index { id }, progress_ns: now_ns });
         }
     }
@@ -1327,7 +1327,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Reconciler<P> {
                 asked.served[i] += chunk;
                 left -= chunk;
                 self.stats.symbols_requested += u64::from(chunk);
-                let request = Request::Symbols { root, start: range.start, count: range.count };
+                let request = Request::Symbols { window: w, root, start: range.start, count: range.count };
                 let id = self.send(holders[i].clone(), request, Purpose::Session(w));
                 asked.outstanding.insert(id, (i, chunk));
             }
@@ -1762,7 +1762,7 @@ mod tests {
         fn records(&self, _: WindowId) -> Vec<Record> {
             Vec::new()
         }
-        fn by_root(&self, _: &Root) -> Option<Held> {
+        fn held(&self, _: WindowId, _: &Root) -> Option<Held> {
             None
         }
     }

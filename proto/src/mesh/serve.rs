@@ -30,8 +30,8 @@ pub fn respond(request: &Request, holdings: &dyn Holdings, encoders: &mut Encode
             windows.truncate(MAX_PAGE);
             Response::Windows { windows, more }
         }
-        Request::Index { root, verified } => {
-            let Some(held) = holdings.by_root(root) else { return Response::NotFound };
+        Request::Index { window, root, verified } => {
+            let Some(held) = holdings.held(*window, root) else { return Response::NotFound };
             let Ok((header, entries)) = window::index(&held.blob) else { return Response::NotFound };
             if *verified {
                 match window::outboard(&held.blob).ok().and_then(|tree| IndexPart::verified(&held.blob, &tree)) {
@@ -42,17 +42,18 @@ pub fn respond(request: &Request, holdings: &dyn Holdings, encoders: &mut Encode
                 Response::Index(IndexPart::compact(&header, &entries))
             }
         }
-        Request::Symbols { root, start, count } => {
+        Request::Symbols { window, root, start, count } => {
             // A cached encoder spares loading the window.
-            let encoder = match encoders.get(root) {
+            let key = encoder_key(*window, root);
+            let encoder = match encoders.get(&key) {
                 Some(encoder) => encoder,
                 None => {
-                    let Some(held) = holdings.by_root(root) else { return Response::NotFound };
+                    let Some(held) = holdings.held(*window, root) else { return Response::NotFound };
                     let Ok(header) = window::Header::parse(&held.blob) else { return Response::NotFound };
                     let Ok(layout) = Layout::new(usize::from(header.slot_size), header.count as usize) else {
                         return Response::Refused;
                     };
-                    match encoders.get_or_build(*root, layout, &held.blob[header.prefix_len()..]) {
+                    match encoders.get_or_build(key, layout, &held.blob[header.prefix_len()..]) {
                         Ok(encoder) => encoder,
                         Err(_) => return Response::Refused,
                     }
@@ -81,9 +82,19 @@ pub fn respond(request: &Request, holdings: &dyn Holdings, encoders: &mut Encode
             list.truncate(super::MAX_TABLE_NODES);
             Response::Statements(list)
         }
-        Request::Provenance { root } => match holdings.by_root(root) {
+        Request::Provenance { window, root } => match holdings.held(*window, root) {
             Some(held) => Response::Provenance { table: held.table },
             None => Response::NotFound,
         },
     }
+}
+
+/// The key an encoder is cached under: the window and its root, so that a cached encoder
+/// answers only a request naming both, as a loaded one does.
+fn encoder_key(window: super::WindowId, root: &window::Root) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&window.stream.key_prefix());
+    h.update(&window.start.to_be_bytes());
+    h.update(root);
+    *h.finalize().as_bytes()
 }

@@ -225,7 +225,6 @@ fn heard_in<'a>(keys: &'a [Key], table: &'a Table) -> impl Iterator<Item = (Key,
 #[derive(Debug, Default)]
 pub struct Store {
     windows: BTreeMap<WindowId, Win>,
-    roots: HashMap<Root, WindowId>,
     /// List every record twice in [`Holdings::records`] (as a node does with a record both
     /// stored and still in memory).
     pub twice: bool,
@@ -255,7 +254,7 @@ impl Store {
         records: impl IntoIterator<Item = Record>,
         heard_by: Option<&str>,
     ) -> Option<Summary> {
-        let old = self.held(w);
+        let old = self.current(w);
         let (mut all, table) = self.take(w);
         let keys: Vec<Key> = all.keys().copied().collect();
         let mut given = Vec::new();
@@ -273,7 +272,8 @@ impl Store {
         new
     }
 
-    fn held(&self, w: WindowId) -> Option<(Root, Held)> {
+    /// Window `w` as held now, with its root.
+    fn current(&self, w: WindowId) -> Option<(Root, Held)> {
         self.windows.get(&w).map(|win| (win.summary.root, Held { blob: Arc::clone(&win.blob), table: win.table.clone() }))
     }
 
@@ -308,10 +308,7 @@ impl Store {
     /// Takes window `w` out: its records and its table (over them, in key order).
     fn take(&mut self, w: WindowId) -> (BTreeMap<Key, Record>, Table) {
         match self.windows.remove(&w) {
-            Some(win) => {
-                self.roots.remove(&win.summary.root);
-                (win.records, win.table)
-            }
+            Some(win) => (win.records, win.table),
             None => Default::default(),
         }
     }
@@ -327,7 +324,6 @@ impl Store {
         }
         let win = Win::build(w, all, heard)?;
         let summary = win.summary;
-        self.roots.insert(summary.root, w);
         self.windows.insert(w, win);
         Some(summary)
     }
@@ -381,9 +377,9 @@ impl Holdings for Store {
             once
         }
     }
-    fn by_root(&self, root: &Root) -> Option<Held> {
-        match self.roots.get(root) {
-            Some(w) => self.windows.get(w).map(|w| Held {
+    fn held(&self, window: WindowId, root: &Root) -> Option<Held> {
+        match self.windows.get(&window).filter(|w| w.summary.root == *root) {
+            Some(w) => Some(Held {
                 blob: Arc::clone(&w.blob),
                 table: w.table.clone(),
             }),
@@ -858,8 +854,6 @@ pub struct Sim {
     in_flight: BTreeMap<(NodeId, NodeId), usize>,
     most_in_flight: usize,
     traffic: BTreeMap<Kind, Count>,
-    /// Every root any node built, and its window.
-    roots: HashMap<Root, WindowId>,
     depth: HashMap<(NodeId, WindowId), u32>,
     convergence: BTreeMap<WindowId, Convergence>,
     /// The nodes' names as a member list, and each node's index in it.
@@ -938,7 +932,6 @@ impl Sim {
             in_flight: BTreeMap::new(),
             most_in_flight: 0,
             traffic: BTreeMap::new(),
-            roots: HashMap::new(),
             depth: HashMap::new(),
             convergence: BTreeMap::new(),
             members,
@@ -1043,9 +1036,7 @@ impl Sim {
                 round_trips: 0,
             });
             let name = self.nodes[i].name.clone();
-            if let Some(s) = self.nodes[i].store.add(w, list, Some(&name)) {
-                self.roots.insert(s.root, w);
-            }
+            let _ = self.nodes[i].store.add(w, list, Some(&name));
             let node = &mut self.nodes[i];
             node.requester.handle_local(w, &node.store, now);
             self.drain(i);
@@ -1305,15 +1296,14 @@ impl Sim {
         self.nodes[a].disconnected.contains(&b) || self.nodes[b].disconnected.contains(&a)
     }
 
-    fn window_of(&self, ask: &Ask) -> Option<WindowId> {
-        let root = match ask {
-            Ask::Mesh(Request::Index { root, .. } | Request::Symbols { root, .. }) => root,
+    fn window_of(ask: &Ask) -> Option<WindowId> {
+        match ask {
+            Ask::Mesh(Request::Index { window, .. } | Request::Symbols { window, .. }) => Some(*window),
             Ask::Baseline(
-                baseline::Request::Records { root, .. } | baseline::Request::Blob { root },
-            ) => root,
-            _ => return None,
-        };
-        self.roots.get(root).copied()
+                baseline::Request::Records { window, .. } | baseline::Request::Blob { window, .. },
+            ) => Some(*window),
+            _ => None,
+        }
     }
 
     /// Hands node `i`'s actions to the network and its store.
@@ -1329,7 +1319,7 @@ impl Sim {
             Out::Send { id, peer, ask } => {
                 let kind = Kind::of(&ask);
                 let window = if kind.is_repair() {
-                    self.window_of(&ask)
+                    Self::window_of(&ask)
                 } else {
                     None
                 };
@@ -1364,9 +1354,7 @@ impl Sim {
             }
             Out::Store(repaired) => {
                 let w = repaired.window;
-                if let Some(s) = self.nodes[i].store.add(w, repaired.records, None) {
-                    self.roots.insert(s.root, w);
-                }
+                let _ = self.nodes[i].store.add(w, repaired.records, None);
                 let node = &mut self.nodes[i];
                 node.requester.handle_local(w, &node.store, now);
                 node.announcer.changed(w, false, now);
@@ -1477,7 +1465,6 @@ impl Sim {
         let node = &mut self.nodes[i];
         let before = node.store.summary(w);
         if let Some(s) = merge(&mut node.store) {
-            self.roots.insert(s.root, w);
             // Only coordinators announce merges (the announcer drops them for the rest).
             if before != Some(s) && (node.announcer.coordinated() || matches!(node.requester, Requester::Baseline(_))) {
                 node.announcer.changed(w, false, now);
@@ -1639,6 +1626,37 @@ pub fn hear(records: &[Record], sites: usize, link: &impair::Config, seed: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request names a window and a root: a holder answers only for that pair, so a
+    /// requester cannot reach one window through another's key or by a root it replaced
+    /// long ago.
+    #[test]
+    fn a_holder_answers_only_for_the_window_a_request_names_with_its_root() {
+        let sensors = Sensors { devices: 2, period_ns: 1_000_000_000, minutes: 1, start_ns: 1_800_000_000 * 1_000_000_000 };
+        let mut store = Store::default();
+        let mut summaries = Vec::new();
+        for r in sensors.records(1) {
+            let w = WindowId { stream: r.stream, start: window::start(r.device_time_ns) };
+            summaries.push(store.add(w, [r], Some("a")).expect("added"));
+        }
+        let mut latest: BTreeMap<WindowId, Summary> = BTreeMap::new();
+        for s in &summaries {
+            latest.insert(s.window, *s);
+        }
+        let [a, b] = [0, 1].map(|i| *latest.values().nth(i).expect("two windows"));
+        let mut encoders = crate::repair::EncoderCache::new(crate::repair::CacheConfig::default());
+        let mut ask = |window: WindowId, root: Root| {
+            let index = serve::respond(&Request::Index { window, root, verified: false }, &store, &mut encoders);
+            let table = serve::respond(&Request::Provenance { window, root }, &store, &mut encoders);
+            let symbols = serve::respond(&Request::Symbols { window, root, start: 1 << 20, count: 1 }, &store, &mut encoders);
+            [index, table, symbols].map(|r| !matches!(r, Response::NotFound))
+        };
+        assert_eq!(ask(a.window, a.root), [true; 3]);
+        assert_eq!(ask(b.window, b.root), [true; 3]);
+        assert_eq!(ask(a.window, b.root), [false; 3], "another window's root");
+        assert_eq!(ask(b.window, a.root), [false; 3], "another window's root");
+        assert_eq!(ask(a.window, [7; 32]), [false; 3], "a root never held");
+    }
 
     fn point(
         scheme: Scheme,

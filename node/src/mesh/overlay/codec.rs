@@ -126,7 +126,7 @@ mod tests {
     }
 
     fn proto() -> StreamProtocol {
-        StreamProtocol::new("/telemesh/test/repair/1")
+        StreamProtocol::new("/telemesh/test/repair/2")
     }
 
     #[test]

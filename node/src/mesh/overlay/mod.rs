@@ -8,7 +8,7 @@
 //! request is answered with an empty response and counted.
 //!
 //! Meshes are kept apart by name ([`Config::mesh`]): the gossip topic
-//! (`telemesh/<mesh>/windows/5`), the repair protocol (`/telemesh/<mesh>/repair/1`), the
+//! (`telemesh/<mesh>/windows/5`), the repair protocol (`/telemesh/<mesh>/repair/2`), the
 //! kademlia protocol (`/telemesh/<mesh>/kad/1.0.0`) and the identify protocol version
 //! (`telemesh/<mesh>/1`) all carry it. A peer that identifies with another protocol version
 //! is disconnected and kept out of the routing table. The name keeps no one out; the
@@ -106,7 +106,7 @@ impl Config {
 
     /// The repair request-response protocol.
     pub fn repair_protocol(&self) -> String {
-        format!("/telemesh/{}/repair/1", self.mesh)
+        format!("/telemesh/{}/repair/2", self.mesh)
     }
 
     /// The kademlia protocol.
@@ -502,7 +502,7 @@ mod tests {
         let config = Config::default();
         assert!(config.validate().is_ok());
         assert_eq!(config.topic(), "telemesh/default/windows/5");
-        assert_eq!(config.repair_protocol(), "/telemesh/default/repair/1");
+        assert_eq!(config.repair_protocol(), "/telemesh/default/repair/2");
         assert_eq!(config.kad_protocol(), "/telemesh/default/kad/1.0.0");
         assert_eq!(config.protocol_version(), "telemesh/default/1");
         assert_eq!(config.listen.len(), 2);

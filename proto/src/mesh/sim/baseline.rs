@@ -43,11 +43,11 @@ use crate::window::{self, IndexEntry, Root};
 /// A baseline's request: further variants of the repair protocol's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// ARQ: the records of the window with `root` that are not in `have` (the requester's
-    /// compact index of the records it holds; `None` if it holds none).
-    Records { root: Root, have: Option<IndexPart> },
-    /// The whole blob of the window with `root`.
-    Blob { root: Root },
+    /// ARQ: the records of `window`, if its root is `root`, that are not in `have` (the
+    /// requester's compact index of the records it holds; `None` if it holds none).
+    Records { window: WindowId, root: Root, have: Option<IndexPart> },
+    /// The whole blob of `window`, if its root is `root`.
+    Blob { window: WindowId, root: Root },
 }
 
 /// A baseline's response.
@@ -104,14 +104,14 @@ fn entries_of(part: &IndexPart, window: WindowId) -> Option<Vec<crate::mesh::mes
 /// A holder's answer to a baseline request.
 pub fn respond(request: &Request, holdings: &dyn Holdings) -> Response {
     match request {
-        Request::Blob { root } => match holdings.by_root(root) {
+        Request::Blob { window, root } => match holdings.held(*window, root) {
             Some(held) => Response::Blob {
                 data: held.blob.to_vec(),
             },
             None => Response::NotFound,
         },
-        Request::Records { root, have } => {
-            let Some(held) = holdings.by_root(root) else {
+        Request::Records { window, root, have } => {
+            let Some(held) = holdings.held(*window, root) else {
                 return Response::NotFound;
             };
             let Ok((header, entries)) = window::index(&held.blob) else {
@@ -484,7 +484,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Requester<P> {
         let summary = session.target;
         let request = if session.blob {
             self.stats.symbols_requested += u64::from(summary.count);
-            Request::Blob { root: summary.root }
+            Request::Blob { window: w, root: summary.root }
         } else {
             let entries: Vec<IndexEntry> = session.own.iter().map(|(e, _)| *e).collect();
             let have = (!entries.is_empty()).then(|| {
@@ -499,6 +499,7 @@ impl<P: Clone + Ord + std::hash::Hash + std::fmt::Debug> Requester<P> {
             self.stats.symbols_requested +=
                 u64::from(summary.count).saturating_sub(entries.len() as u64);
             Request::Records {
+                window: w,
                 root: summary.root,
                 have,
             }
@@ -809,7 +810,7 @@ mod tests {
         fn records(&self, _: WindowId) -> Vec<Record> {
             Vec::new()
         }
-        fn by_root(&self, _: &Root) -> Option<Held> {
+        fn held(&self, _: WindowId, _: &Root) -> Option<Held> {
             Some(Held {
                 blob: std::sync::Arc::new(self.0.clone()),
                 table: Default::default(),
@@ -845,6 +846,7 @@ mod tests {
         let have = IndexPart::compact(&header, &own.iter().map(|(e, _)| *e).collect::<Vec<_>>());
         let response = respond(
             &Request::Records {
+                window: w,
                 root: [1; 32],
                 have: Some(have),
             },
