@@ -248,21 +248,97 @@ pub trait Holdings {
     }
 }
 
-/// The digest of one stream: BLAKE3 over its windows' (start, root, provenance digest),
-/// in window order. Two nodes with the same digest hold the same windows with the same
-/// provenance.
-pub fn stream_digest<'a>(stream: StreamId, windows: impl IntoIterator<Item = &'a Summary>) -> StreamDigest {
-    let mut h = blake3::Hasher::new();
-    let mut count = 0u32;
-    for s in windows {
-        h.update(&s.window.start.to_be_bytes());
-        h.update(&s.root);
-        h.update(&s.provenance);
-        count = count.saturating_add(1);
+/// What a node keeps of one stream's sealed windows to give the stream's digest without
+/// reading them: how many windows, their records, and the sum of each window's [`term`],
+/// lane by lane. A window sealed, changed or merged changes the sum by its old and new
+/// terms alone, so the digest costs the same for a stream of ten windows and of a million.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSum {
+    pub windows: u32,
+    pub records: u64,
+    pub lanes: [u64; 8],
+}
+
+impl StreamSum {
+    /// The sum of `windows` (one summary per window).
+    pub fn of<'a>(windows: impl IntoIterator<Item = &'a Summary>) -> StreamSum {
+        let mut sum = StreamSum::default();
+        for s in windows {
+            sum.add(s);
+        }
+        sum
     }
-    let mut digest = [0u8; 16];
-    digest.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    StreamDigest { stream, windows: count, digest }
+
+    /// A window's summary `old` (if it had one) replaced by `new` (if it has one).
+    pub fn replace(&mut self, old: Option<&Summary>, new: Option<&Summary>) {
+        if let Some(old) = old {
+            self.remove(old);
+        }
+        if let Some(new) = new {
+            self.add(new);
+        }
+    }
+
+    pub fn add(&mut self, s: &Summary) {
+        self.windows = self.windows.saturating_add(1);
+        self.records = self.records.saturating_add(u64::from(s.count));
+        for (lane, t) in self.lanes.iter_mut().zip(term(s)) {
+            *lane = lane.wrapping_add(t);
+        }
+    }
+
+    pub fn remove(&mut self, s: &Summary) {
+        self.windows = self.windows.saturating_sub(1);
+        self.records = self.records.saturating_sub(u64::from(s.count));
+        for (lane, t) in self.lanes.iter_mut().zip(term(s)) {
+            *lane = lane.wrapping_sub(t);
+        }
+    }
+
+    /// Whether no window is in it.
+    pub fn is_empty(&self) -> bool {
+        self.windows == 0
+    }
+
+    /// The stream's digest as the summary exchange sends it: the first 16 bytes of
+    /// BLAKE3 over the stream, the window count and the lanes. Two nodes with equal
+    /// digests hold the same windows with the same provenance (`docs/protocol.md`,
+    /// "Stream digest", says how hard a collision is to make).
+    pub fn digest(&self, stream: StreamId) -> StreamDigest {
+        let mut h = blake3::Hasher::new_derive_key("telemesh 2026 stream digest");
+        h.update(&stream.key_prefix());
+        h.update(&self.windows.to_be_bytes());
+        for lane in self.lanes {
+            h.update(&lane.to_le_bytes());
+        }
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        StreamDigest { stream, windows: self.windows, digest }
+    }
+}
+
+/// A window's term in its stream's sum: 512 bits of BLAKE3 (extended output) over its
+/// stream, start, root and provenance digest, as eight little-endian lanes.
+pub fn term(s: &Summary) -> [u64; 8] {
+    let mut h = blake3::Hasher::new_derive_key("telemesh 2026 stream digest term");
+    h.update(&s.window.stream.key_prefix());
+    h.update(&s.window.start.to_be_bytes());
+    h.update(&s.root);
+    h.update(&s.provenance);
+    let mut bytes = [0u8; 64];
+    h.finalize_xof().fill(&mut bytes);
+    let mut lanes = [0u64; 8];
+    for (lane, b) in lanes.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(b);
+        *lane = u64::from_le_bytes(word);
+    }
+    lanes
+}
+
+/// The digest of one stream's windows (one summary per window, any order).
+pub fn stream_digest<'a>(stream: StreamId, windows: impl IntoIterator<Item = &'a Summary>) -> StreamDigest {
+    StreamSum::of(windows).digest(stream)
 }
 
 /// A window's summary from its blob and table.
@@ -281,6 +357,40 @@ pub fn summarize(blob: &[u8], table: &Table) -> Option<Summary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(device: u32, start: u64, root: u8, provenance: u8) -> Summary {
+        let stream = StreamId::new(crate::wire::Dialect::Iotstream, device);
+        Summary { window: WindowId { stream, start }, root: [root; 32], count: 3, slot_size: 8, provenance: [provenance; 8] }
+    }
+
+    /// A stream's sum kept as windows are sealed, replaced and merged gives the digest of
+    /// the windows it ends with, computed from scratch; any difference in the windows
+    /// (a root, a provenance digest, a window more) gives another digest.
+    #[test]
+    fn a_stream_sum_kept_by_changes_is_the_sum_of_its_windows() {
+        let (a, b, c) = (summary(1, 0, 1, 0), summary(1, 60, 2, 0), summary(1, 120, 3, 0));
+        let stream = a.window.stream;
+        let mut kept = StreamSum::default();
+        kept.replace(None, Some(&a));
+        kept.replace(None, Some(&b));
+        let b2 = Summary { root: [9; 32], count: 5, ..b };
+        kept.replace(Some(&b), Some(&b2));
+        kept.replace(None, Some(&c));
+        let c2 = Summary { provenance: [4; 8], ..c };
+        kept.replace(Some(&c), Some(&c2));
+        assert_eq!(kept, StreamSum::of([&c2, &a, &b2]), "order does not matter");
+        assert_eq!((kept.windows, kept.records), (3, 11));
+        let digest = kept.digest(stream);
+        assert_eq!(digest, stream_digest(stream, [&a, &b2, &c2]));
+        for other in [[&a, &b, &c2], [&a, &b2, &c], [&a, &b2, &summary(1, 180, 3, 0)]] {
+            assert_ne!(stream_digest(stream, other), digest);
+        }
+        assert_ne!(stream_digest(stream, [&a, &b2]), digest);
+        kept.replace(Some(&c2), None);
+        assert_eq!(kept.digest(stream), stream_digest(stream, [&a, &b2]));
+        let other = StreamId::new(crate::wire::Dialect::Iotstream, 2);
+        assert_ne!(kept.digest(other).digest, kept.digest(stream).digest, "the stream is in the digest");
+    }
 
     #[test]
     fn tables_merge_by_union_and_digest_ignores_order_of_learning() {
