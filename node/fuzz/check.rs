@@ -5,7 +5,8 @@
 //! `telemesh-proto` and std only.
 //!
 //! The values are those the store reads back from disk (`node/src/store/`, through
-//! `store::fuzzing`): a sealed window's value, a chunk, a sealed window's location and the
+//! `store::fuzzing`): a sealed window's value (and, read from the same bytes, a stream's
+//! sum), a chunk, a sealed window's location and the
 //! segment file it points into, and the write-ahead log's segment files. A property
 //! violated is a panic: that is what the fuzzer reports. Records are compared as bytes
 //! (re-encoded), never as values, because a NaN reading is not equal to itself.
@@ -18,6 +19,7 @@ use telemesh_node::store::fuzzing;
 use telemesh_node::store::segment::{Loc, Segments};
 use telemesh_node::store::wal::{self, Entry, Wal, FRAME_HEADER};
 use telemesh_node::store::{self, StoredRecord};
+use telemesh_proto::mesh::StreamSum;
 use telemesh_proto::record::{codec, Kind, Readings, Record, SensorCode, StreamId};
 use telemesh_proto::window;
 use telemesh_proto::wire::Dialect;
@@ -211,6 +213,20 @@ pub fn chunk_value(stream: StreamId, bytes: &[u8]) -> Option<Vec<StoredRecord>> 
 pub fn sealed(data: &[u8]) {
     let Some((&p, bytes)) = data.split_first() else { return };
     sealed_value(pick(p), bytes);
+    stream_sum(bytes);
+}
+
+/// A stream's sum (the other value `windows` holds, under the stream's prefix): if the
+/// bytes decode, the sum re-encoded decodes to the same sum, stably, and its digest is
+/// that of the stream it is read for.
+pub fn stream_sum(bytes: &[u8]) {
+    let Ok(sum) = codec::from_slice::<StreamSum>(bytes, "stream sum") else { return };
+    let again = codec::to_vec(&sum);
+    let back = codec::from_slice::<StreamSum>(&again, "stream sum").expect("a re-encoded stream sum decodes");
+    assert!(back == sum, "decode(encode(sum)) != sum");
+    assert!(codec::to_vec(&back) == again, "re-encoding a stream sum is not stable");
+    let stream = streams()[0];
+    assert!(sum.digest(stream).windows == sum.windows && sum.digest(stream).stream == stream);
 }
 
 /// A sealed window's value as the store reads it (`decode_sealed`; `read_summary` reads the
@@ -450,6 +466,19 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     let empty = fuzzing::seal(streams()[2], START, &[], ME).expect("an empty window seals");
     add("sealed", "empty".into(), [&[2u8][..], &empty].concat());
+    // A stream's sum of the samples' summaries, as the store keeps it.
+    let summaries: Vec<telemesh_proto::mesh::Summary> = values
+        .iter()
+        .filter_map(|(p, v)| fuzzing::decode_sealed_value(v).map(|f| (streams()[usize::from(*p)], f)))
+        .map(|(stream, f)| telemesh_proto::mesh::Summary {
+            window: telemesh_proto::mesh::WindowId { stream, start: START },
+            root: f.root,
+            count: f.count,
+            slot_size: f.slot_size,
+            provenance: f.digest,
+        })
+        .collect();
+    add("sealed", "stream_sum".into(), [&[0u8][..], &codec::to_vec(&StreamSum::of(&summaries))].concat());
 
     // chunk: each sample as one chunk, a few records of it (a flush), and an empty chunk.
     for (i, w) in samples.iter().enumerate().take(4) {

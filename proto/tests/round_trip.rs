@@ -184,6 +184,12 @@ proptest! {
         message_round_trip(&a)?;
     }
 
+    /// A stream's sum as a store keeps it.
+    #[test]
+    fn stream_sums_round_trip(windows in any::<u32>(), records in any::<u64>(), lanes in any::<[u64; 8]>()) {
+        codec_round_trip(&mesh::StreamSum { windows, records, lanes })?;
+    }
+
     #[test]
     fn tables_round_trip(
         count in 0usize..40,

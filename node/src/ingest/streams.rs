@@ -955,6 +955,18 @@ mod tests {
         fn summaries(&self) -> Result<Vec<telemesh_proto::mesh::Summary>, StoreError> {
             Ok(Vec::new())
         }
+        fn summaries_of(&self, _: StreamId, _: u64, _: usize) -> Result<Vec<telemesh_proto::mesh::Summary>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn stream_sum(&self, _: StreamId) -> Result<Option<telemesh_proto::mesh::StreamSum>, StoreError> {
+            Ok(None)
+        }
+        fn stream_sums(&self, _: Option<StreamId>, _: usize) -> Result<Vec<(StreamId, telemesh_proto::mesh::StreamSum)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn sealed_totals(&self) -> (u64, u64) {
+            (0, 0)
+        }
         fn add_provenance(
             &self,
             _: telemesh_proto::mesh::WindowId,

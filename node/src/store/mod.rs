@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 
 use serde::{Deserialize, Serialize};
-use telemesh_proto::mesh::{RecordKey, Summary, Table, WindowId};
+use telemesh_proto::mesh::{RecordKey, StreamSum, Summary, Table, WindowId};
 use telemesh_proto::mesh::statement::Statement;
 use telemesh_proto::record::{codec, Kind, Readings, Record, StreamId};
 use telemesh_proto::stream;
@@ -40,11 +40,12 @@ pub use self::wal::PartLoc;
 /// Current on-disk format, stored under `meta/format`. Format 5 adds proofs (a record
 /// received authenticated) to format 4: the top bit of a stored copy count, and a second
 /// bitmap in a provenance table's rows. Format 6 drops format 5's `roots` tree (root →
-/// window: the mesh's index in memory answers it), which cost a random sled write per seal.
-pub const FORMAT: u32 = 6;
+/// window), which cost a random sled write per seal. Format 7 adds each stream's
+/// [`StreamSum`] to `windows`, under the stream's prefix alone ([`sum_key`]).
+pub const FORMAT: u32 = 7;
 /// The earlier formats whose values read unchanged as [`FORMAT`]'s: opened, their `roots`
-/// tree dropped, and marked.
-const READS_AS_IS: [u32; 2] = [4, 5];
+/// tree dropped, their streams' sums added, and marked.
+const READS_AS_IS: [u32; 3] = [4, 5, 6];
 
 /// A record as this node holds it: the record plus what this node knows about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -464,6 +465,20 @@ fn window_prefix(stream: StreamId, window_start: u64) -> [u8; 13] {
     k
 }
 
+/// The key of a stream's [`StreamSum`] in `windows`: the stream's prefix alone, so it
+/// sorts before the stream's windows and is in no window's range.
+fn sum_key(stream: StreamId) -> [u8; 5] {
+    stream.key_prefix()
+}
+
+/// Every key of `stream` in `windows` sorts at or before this one (keys are at most 22
+/// bytes).
+fn past_stream(stream: StreamId) -> Vec<u8> {
+    let mut k = stream.key_prefix().to_vec();
+    k.extend_from_slice(&[0xff; 18]);
+    k
+}
+
 fn key_window(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(5..13)?.try_into().ok()?))
 }
@@ -587,6 +602,8 @@ struct Prepared {
     stream: StreamId,
     window_start: u64,
     keys: Vec<sled::IVec>,
+    /// The summary it replaces, if the window was sealed before.
+    old: Option<Summary>,
     summary: Summary,
     value: Vec<u8>,
     /// This node's own receipts of the window change with it.
@@ -647,8 +664,19 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The summary of a sealed window (as of its last seal).
     fn summary(&self, window: WindowId) -> Result<Option<Summary>, StoreError>;
-    /// The summaries of every sealed window, in window order.
+    /// The summaries of every sealed window, in window order (reads every window: for
+    /// checks and tools, not for serving).
     fn summaries(&self) -> Result<Vec<Summary>, StoreError>;
+    /// The summaries of `stream`'s sealed windows starting at or after `from`, in window
+    /// order, at most `limit`.
+    fn summaries_of(&self, stream: StreamId, from: u64, limit: usize) -> Result<Vec<Summary>, StoreError>;
+    /// The sum of `stream`'s sealed windows ([`StreamSum`]), if it has any.
+    fn stream_sum(&self, stream: StreamId) -> Result<Option<StreamSum>, StoreError>;
+    /// The sums of the streams after `after` that have sealed windows, in stream order, at
+    /// most `limit`.
+    fn stream_sums(&self, after: Option<StreamId>, limit: usize) -> Result<Vec<(StreamId, StreamSum)>, StoreError>;
+    /// Sealed windows and the records in them, in the whole store.
+    fn sealed_totals(&self) -> (u64, u64);
     /// Adds a peer's provenance table to the sealed window, if its root is still `root`.
     /// Returns the new summary, or `None` if the root moved on (or there is no window).
     fn add_provenance(&self, window: WindowId, root: &Root, table: &Table) -> Result<Option<Summary>, StoreError>;
@@ -749,6 +777,8 @@ pub struct SledStore {
     sealing: Mutex<()>,
     /// Windows sealed since [`Store::take_changed`], and whether some were not remembered.
     changed: Mutex<(BTreeMap<WindowId, Change>, bool)>,
+    /// Sealed windows and the records in them ([`Store::sealed_totals`]).
+    totals: Mutex<(u64, u64)>,
 }
 
 impl SledStore {
@@ -769,25 +799,27 @@ impl SledStore {
             .flush_every_ms(None);
         let db = open_sled(&config)?;
         let meta = db.open_tree("meta")?;
-        match meta.get("format")? {
+        let upgrade = match meta.get("format")? {
             Some(v) => {
                 let found = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0);
                 if READS_AS_IS.contains(&found) {
-                    // Every format 4 value reads as format 5 (nothing proved), and format 6
-                    // is format 5 without the `roots` tree. Marking the store keeps builds
-                    // that would misread a proof, or look roots up in sled, from opening it.
+                    // Every format 4 value reads as format 5 (nothing proved), format 6 is
+                    // format 5 without the `roots` tree, and format 7 is format 6 with its
+                    // streams' sums. Marking the store keeps builds that would misread a
+                    // proof, look roots up in sled, or leave sums behind from opening it.
                     db.drop_tree("roots")?;
-                    let path = dir.display();
-                    tracing::info!(%path, "store format {found} upgraded to {FORMAT} (the root index dropped, nothing rewritten)");
-                    meta.insert("format", &FORMAT.to_be_bytes())?;
+                    Some(found)
                 } else if found != FORMAT {
                     return Err(StoreError::Format { path: dir.display().to_string(), found });
+                } else {
+                    None
                 }
             }
             None => {
                 meta.insert("format", &FORMAT.to_be_bytes())?;
+                None
             }
-        }
+        };
         let node_id = match (node, meta.get("node_id")?) {
             (Some(name), stored) => {
                 if stored.as_deref() != Some(name.as_bytes()) {
@@ -818,9 +850,93 @@ impl SledStore {
             corrupt: AtomicU64::new(damaged as u64),
             sealing: Mutex::new(()),
             changed: Mutex::new((BTreeMap::new(), false)),
+            totals: Mutex::new((0, 0)),
         };
+        if let Some(found) = upgrade {
+            // Sums first, then the mark: a crash between them adds them again.
+            let streams = store.add_sums()?;
+            meta.insert("format", &FORMAT.to_be_bytes())?;
+            store.db.flush()?;
+            let path = dir.display();
+            tracing::info!(%path, streams, "store format {found} upgraded to {FORMAT} (the root index dropped, every stream's sum added)");
+        }
+        let mut totals = (0, 0);
+        for (_, sum) in store.stream_sums(None, usize::MAX)? {
+            totals.0 += u64::from(sum.windows);
+            totals.1 += sum.records;
+        }
+        *store.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = totals;
         store.recover(legacy, &heads)?;
         Ok(store)
+    }
+
+    /// Writes every stream's sum from its sealed windows' summaries (replacing any sum
+    /// already there), in one pass over `windows`; returns the streams summed.
+    fn add_sums(&self) -> Result<usize, StoreError> {
+        let mut streams = 0;
+        let mut current: Option<(StreamId, StreamSum)> = None;
+        let mut finish = |current: Option<(StreamId, StreamSum)>| -> Result<(), StoreError> {
+            if let Some((stream, sum)) = current {
+                self.windows.insert(sum_key(stream), codec::to_vec(&sum))?;
+                streams += 1;
+            }
+            Ok(())
+        };
+        for item in self.windows.iter() {
+            let (k, v) = item?;
+            if k.len() == 5 {
+                self.windows.remove(&k)?;
+                continue;
+            }
+            let (Some(stream), Some(start)) = (StreamId::from_key_prefix(&k), key_window(&k)) else { continue };
+            if k.get(13) != Some(&PART_SEALED) {
+                continue;
+            }
+            let Some(summary) = self.read_summary(WindowId { stream, start }, &v)? else {
+                self.corrupt();
+                continue;
+            };
+            if current.as_ref().is_some_and(|(s, _)| *s != stream) {
+                finish(current.take())?;
+            }
+            current.get_or_insert((stream, StreamSum::default())).1.add(&summary);
+        }
+        finish(current)?;
+        Ok(streams)
+    }
+
+    /// `stream`'s sum as stored; if it does not decode, counted and summed again from the
+    /// stream's windows.
+    fn stored_sum(&self, stream: StreamId) -> Result<StreamSum, StoreError> {
+        let Some(v) = self.windows.get(sum_key(stream))? else { return Ok(StreamSum::default()) };
+        if let Ok(sum) = codec::from_slice::<StreamSum>(&v, "stream sum") {
+            return Ok(sum);
+        }
+        self.corrupt();
+        Ok(StreamSum::of(&self.summaries_of(stream, 0, usize::MAX)?))
+    }
+
+    /// The first stream after `after` with a sum, and its sum (streams with only chunks
+    /// are passed over).
+    fn next_sum(&self, after: Option<StreamId>) -> Result<Option<(StreamId, StreamSum)>, StoreError> {
+        let mut from = after.map(past_stream);
+        loop {
+            let next = match &from {
+                Some(k) => self.windows.range::<&[u8], _>((std::ops::Bound::Excluded(k.as_slice()), std::ops::Bound::Unbounded)).next(),
+                None => self.windows.iter().next(),
+            };
+            let Some(item) = next else { return Ok(None) };
+            let (k, v) = item?;
+            let Some(stream) = StreamId::from_key_prefix(&k) else { return Ok(None) };
+            if k.len() == 5 {
+                let sum = match codec::from_slice::<StreamSum>(&v, "stream sum") {
+                    Ok(sum) => sum,
+                    Err(_) => self.stored_sum(stream)?,
+                };
+                return Ok(Some((stream, sum)));
+            }
+            from = Some(past_stream(stream));
+        }
     }
 
     /// Moves what the log holds after a crash into the store, skipping records a window
@@ -912,11 +1028,11 @@ impl SledStore {
         self.corrupt.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The range of `stream`'s window keys (its sum's key, the prefix alone, is before it).
     fn stream_range(stream: StreamId) -> (Vec<u8>, Vec<u8>) {
-        let p = stream.key_prefix();
-        let mut end = p.to_vec();
-        end.extend_from_slice(&[0xff; 17]);
-        (p.to_vec(), end)
+        let mut start = stream.key_prefix().to_vec();
+        start.push(0);
+        (start, past_stream(stream))
     }
 
     /// Every part of one window: the keys read, the sealed value if any, and all
@@ -1013,7 +1129,8 @@ impl SledStore {
             self.corrupt();
             return Ok(None);
         };
-        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], &built) else {
+        let old = Some(value.summary(window));
+        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], &built, old) else {
             return Ok(None);
         };
         let summary = p.summary;
@@ -1052,7 +1169,7 @@ impl SledStore {
             at = end;
             self.point_at(prepared, index)?;
             let mut changed = self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for p in prepared {
+            for p in prepared.iter().filter(|p| p.old != Some(p.summary)) {
                 let w = WindowId { stream: p.stream, start: p.window_start };
                 if changed.0.len() < MAX_CHANGED || changed.0.contains_key(&w) {
                     let c = changed.0.entry(w).or_default();
@@ -1067,20 +1184,39 @@ impl SledStore {
     }
 
     /// Points the windows at sealed values written at `index`, in one batch (atomic): each
-    /// window's chunks go as its location is written.
+    /// window's chunks go as its location is written, and its stream's sum changes by its
+    /// old and new summaries. Called with the sealing lock held (the sums are read, then
+    /// written).
     fn point_at(&self, prepared: &[Prepared], index: &[Vec<u8>]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut sums: BTreeMap<StreamId, StreamSum> = BTreeMap::new();
+        let (mut windows, mut records) = (0i64, 0i64);
         for (p, value) in prepared.iter().zip(index) {
             for k in &p.keys {
                 batch.remove(k.clone());
             }
             batch.insert(window_key(p.stream, p.window_start, PART_SEALED, 0).as_slice(), value.as_slice());
+            let sum = match sums.entry(p.stream) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.stored_sum(p.stream)?),
+            };
+            sum.replace(p.old.as_ref(), Some(&p.summary));
+            windows += i64::from(p.old.is_none());
+            records += i64::from(p.summary.count) - p.old.map_or(0, |o| i64::from(o.count));
         }
-        Ok(self.windows.apply_batch(batch)?)
+        for (stream, sum) in &sums {
+            batch.insert(&sum_key(*stream)[..], codec::to_vec(sum));
+        }
+        self.windows.apply_batch(batch)?;
+        let mut totals = self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        totals.0 = totals.0.saturating_add_signed(windows);
+        totals.1 = totals.1.saturating_add_signed(records);
+        Ok(())
     }
 
     /// A sealed value and its index entry for `records` (merged, in key order).
-    fn prepare(&self, stream: StreamId, window_start: u64, records: &[StoredRecord], keys: Vec<sled::IVec>, built: &(Vec<u8>, merkle::Outboard<merkle::Blake3>)) -> Option<Prepared> {
+    /// `old`: the window's summary before, if it was sealed.
+    fn prepare(&self, stream: StreamId, window_start: u64, records: &[StoredRecord], keys: Vec<sled::IVec>, built: &(Vec<u8>, merkle::Outboard<merkle::Blake3>), old: Option<Summary>) -> Option<Prepared> {
         let (blob_len, tree) = (built.0.len(), &built.1);
         let root = tree.root();
         let sorted: Vec<Record> = records.iter().map(|r| r.record.clone()).collect();
@@ -1098,7 +1234,7 @@ impl SledStore {
             digest: table(records, &self.node_id).digest(),
         };
         let summary = value.summary(WindowId { stream, start: window_start });
-        Some(Prepared { stream, window_start, keys, summary, value: codec::to_vec(&value), receipts: false })
+        Some(Prepared { stream, window_start, keys, old, summary, value: codec::to_vec(&value), receipts: false })
     }
 
     /// Bytes of live keys and values per tree, and sled's own count of bytes on disk:
@@ -1123,6 +1259,7 @@ impl SledStore {
     /// stored tree and root; every chunk decodes.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let mut report = CheckReport::default();
+        let mut stream_sums: Option<StreamCheck> = None;
         for item in self.windows.iter() {
             let (k, v) = item?;
             let key = hex::encode(&k);
@@ -1130,6 +1267,19 @@ impl SledStore {
                 report.problems.push(format!("{key}: unknown stream prefix"));
                 continue;
             };
+            if stream_sums.as_ref().is_none_or(|c| c.stream != stream) {
+                let next = StreamCheck { stream, stored: None, summed: StreamSum::default(), problems_before: report.problems.len() };
+                if let Some(done) = stream_sums.replace(next) {
+                    done.compare(&mut report);
+                }
+            }
+            if k.len() == 5 {
+                match codec::from_slice::<StreamSum>(&v, "stream sum") {
+                    Ok(sum) => stream_sums.as_mut().into_iter().for_each(|c| c.stored = Some(sum)),
+                    Err(_) => report.problems.push(format!("{key}: stream sum does not decode")),
+                }
+                continue;
+            }
             if k.get(13) == Some(&PART_SEALED) {
                 report.sealed_windows += 1;
                 let start = key_window(&k).unwrap_or(0);
@@ -1138,6 +1288,9 @@ impl SledStore {
                     continue;
                 };
                 report.records += records.len() as u64;
+                if let Some(c) = stream_sums.as_mut() {
+                    c.summed.add(&value.summary(WindowId { stream, start }));
+                }
                 match rebuild(stream, start, &records) {
                     Some((_, tree)) if tree.root() != value.root => report.problems.push(format!(
                         "{key}: root recomputes to {}, stored {}",
@@ -1158,7 +1311,33 @@ impl SledStore {
                 }
             }
         }
+        if let Some(done) = stream_sums {
+            done.compare(&mut report);
+        }
         Ok(report)
+    }
+}
+
+/// What [`SledStore::check`] gathers of one stream while it reads the stream's keys.
+struct StreamCheck {
+    stream: StreamId,
+    stored: Option<StreamSum>,
+    /// The sum of the stream's sealed windows as read.
+    summed: StreamSum,
+    /// Problems found before the stream's keys: a window of its own already reported
+    /// makes its sum differ too, and that is not reported again.
+    problems_before: usize,
+}
+
+impl StreamCheck {
+    fn compare(self, report: &mut CheckReport) {
+        if report.problems.len() > self.problems_before || self.stored.unwrap_or_default() == self.summed {
+            return;
+        }
+        let key = hex::encode(sum_key(self.stream));
+        let stored = self.stored.map_or("none".to_owned(), |s| format!("{} windows, {} records", s.windows, s.records));
+        let (windows, records) = (self.summed.windows, self.summed.records);
+        report.problems.push(format!("{key}: stream sum stored ({stored}) differs from its windows' ({windows} windows, {records} records)"));
     }
 }
 
@@ -1272,7 +1451,8 @@ impl Store for SledStore {
                     }
                 }
             }
-            let built = rebuild(stream, start, &records).and_then(|b| self.prepare(stream, start, &records, keys, &b));
+            let before = old.as_ref().map(|v| v.summary(WindowId { stream, start }));
+            let built = rebuild(stream, start, &records).and_then(|b| self.prepare(stream, start, &records, keys, &b, before));
             let Some(p) = built else {
                 // Only records of this window are ever written under its prefix.
                 self.corrupt();
@@ -1316,6 +1496,44 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn summaries_of(&self, stream: StreamId, from: u64, limit: usize) -> Result<Vec<Summary>, StoreError> {
+        let (_, end) = SledStore::stream_range(stream);
+        let mut out = Vec::new();
+        for item in self.windows.range(window_prefix(stream, from).to_vec()..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let (Some(start), Some(&PART_SEALED)) = (key_window(&k), k.get(13)) else { continue };
+            match self.read_summary(WindowId { stream, start }, &v)? {
+                Some(s) => out.push(s),
+                None => self.corrupt(),
+            }
+        }
+        Ok(out)
+    }
+
+    fn stream_sum(&self, stream: StreamId) -> Result<Option<StreamSum>, StoreError> {
+        Ok(Some(self.stored_sum(stream)?).filter(|s| !s.is_empty()))
+    }
+
+    fn stream_sums(&self, after: Option<StreamId>, limit: usize) -> Result<Vec<(StreamId, StreamSum)>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = after;
+        while out.len() < limit {
+            let Some((stream, sum)) = self.next_sum(after)? else { break };
+            if !sum.is_empty() {
+                out.push((stream, sum));
+            }
+            after = Some(stream);
+        }
+        Ok(out)
+    }
+
+    fn sealed_totals(&self) -> (u64, u64) {
+        *self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn add_provenance(&self, window: WindowId, root: &Root, table: &Table) -> Result<Option<Summary>, StoreError> {
@@ -1632,6 +1850,55 @@ mod tests {
         assert!(table.fits(2));
     }
 
+    /// Each stream's sum follows every seal, re-seal and merge of its windows, is what its
+    /// windows sum to after reopening, and `check` finds a sum that is not; one that does
+    /// not decode is counted and summed again.
+    #[test]
+    fn a_streams_sum_follows_its_windows_through_seals_merges_and_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = StreamId { device: 8, ..S };
+        let of = |stream: StreamId, k: u64, w: u64| StoredRecord {
+            record: Record { stream, ..rec(k, w * window::SPAN_NS + k, k as f32).record },
+            ..rec(k, 0, 1.0)
+        };
+        let summed = |s: &SledStore, stream| StreamSum::of(&s.summaries_of(stream, 0, usize::MAX).expect("summaries"));
+        {
+            let s = SledStore::open_as(dir.path(), 4, Some("me")).expect("open");
+            assert_eq!((s.stream_sum(S).expect("sum"), s.sealed_totals()), (None, (0, 0)));
+            for w in 0..4 {
+                s.seal_window(S, w * window::SPAN_NS, &[of(S, 1, w), of(S, 2, w)]).expect("seal");
+            }
+            s.seal_window(other, 0, &[of(other, 1, 0)]).expect("seal");
+            // A late record seals window 1 again; a peer's table changes window 2's summary.
+            s.seal_window(S, window::SPAN_NS, &[of(S, 3, 1)]).expect("seal again");
+            let root = s.summary(WindowId { stream: S, start: 2 * window::SPAN_NS }).expect("summary").expect("sealed").root;
+            let peers = Table::from_receipts(2, [(0, "p", false)]);
+            s.add_provenance(WindowId { stream: S, start: 2 * window::SPAN_NS }, &root, &peers).expect("provenance");
+            for stream in [S, other] {
+                assert_eq!(s.stream_sum(stream).expect("sum"), Some(summed(&s, stream)));
+            }
+            assert_eq!(s.sealed_totals(), (5, 10));
+            let listed: Vec<StreamId> = s.stream_sums(None, 10).expect("sums").into_iter().map(|(id, _)| id).collect();
+            assert_eq!(listed, [S, other]);
+            assert_eq!(s.stream_sums(Some(S), 10).expect("sums").len(), 1);
+            assert_eq!(s.summaries_of(S, window::SPAN_NS, 2).expect("page").len(), 2);
+            assert!(s.check().expect("check").problems.is_empty());
+            // What the summary exchange sends: the digest of the windows held.
+            let digest = s.stream_sum(S).expect("sum").expect("some").digest(S);
+            assert_eq!(digest, telemesh_proto::mesh::stream_digest(S, &s.summaries_of(S, 0, usize::MAX).expect("all")));
+        }
+        let s = SledStore::open_as(dir.path(), 4, Some("me")).expect("reopen");
+        assert_eq!(s.sealed_totals(), (5, 10));
+        assert_eq!(s.stream_sum(S).expect("sum"), Some(summed(&s, S)));
+        // A wrong sum is a problem `check` reports; one that does not decode is summed again.
+        s.windows.insert(sum_key(S), codec::to_vec(&StreamSum::default())).expect("insert");
+        let problems = s.check().expect("check").problems;
+        assert!(problems.len() == 1 && problems[0].contains("stream sum"), "{problems:?}");
+        s.windows.insert(sum_key(S), &[0xff, 0xff][..]).expect("insert");
+        assert_eq!(s.stream_sum(S).expect("sum"), Some(summed(&s, S)));
+        assert_eq!(s.corrupt_values(), 1);
+    }
+
     #[test]
     fn a_store_keeps_the_page_compression_it_was_created_with() {
         let (old, new) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
@@ -1644,19 +1911,46 @@ mod tests {
     }
 
     #[test]
-    fn format_4_and_5_stores_open_as_format_6_without_their_root_index_and_older_ones_are_refused() {
+    fn format_4_to_6_stores_open_as_format_7_with_sums_without_a_root_index_and_older_ones_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let raw = || sled::Config::new().path(dir.path().join("sled")).open().expect("sled");
+        // Two streams' windows, written as any format would (values unchanged since 4).
+        let other = StreamId { device: 8, ..S };
+        {
+            let s = SledStore::open(dir.path(), 4).expect("open");
+            for (i, stream) in [S, other].into_iter().enumerate() {
+                for w in 0..3u64 {
+                    let live: Vec<StoredRecord> = (0..=i as u64 + w)
+                        .map(|k| StoredRecord { record: Record { stream, ..rec(k, w * window::SPAN_NS + k, 1.0).record }, ..rec(k, 0, 1.0) })
+                        .collect();
+                    s.seal_window(stream, w * window::SPAN_NS, &live).expect("seal");
+                }
+            }
+        }
         let set = |format: u32| {
             let db = raw();
             db.open_tree("meta").expect("meta").insert("format", &format.to_be_bytes()).expect("insert");
             db.open_tree("roots").expect("roots").insert([7; 32], &[1; 13]).expect("insert");
+            // No sums before format 7 (and a stale one of a stream with no windows).
+            let windows = db.open_tree("windows").expect("windows");
+            for stream in [S, other] {
+                windows.remove(sum_key(stream)).expect("remove");
+            }
+            windows.insert(sum_key(StreamId { device: 9, ..S }), codec::to_vec(&StreamSum { windows: 4, ..StreamSum::default() })).expect("insert");
             db.flush().expect("flush");
         };
-        drop(SledStore::open(dir.path(), 4).expect("open"));
-        for old in [4, 5] {
+        for old in [4, 5, 6] {
             set(old);
-            drop(SledStore::open(dir.path(), 4).expect("an earlier format opens"));
+            let s = SledStore::open(dir.path(), 4).expect("an earlier format opens");
+            for stream in [S, other] {
+                let sum = s.stream_sum(stream).expect("sum").expect("some");
+                assert_eq!(sum, StreamSum::of(&s.summaries_of(stream, 0, usize::MAX).expect("summaries")), "format {old}");
+                assert_eq!(sum.windows, 3);
+            }
+            assert_eq!(s.stream_sums(None, 10).expect("sums").len(), 2, "the stale sum is gone");
+            assert_eq!(s.sealed_totals(), (6, 15));
+            assert!(s.check().expect("check").problems.is_empty());
+            drop(s);
             let db = raw();
             let format = db.open_tree("meta").expect("meta").get("format").expect("get");
             assert_eq!(format.as_deref(), Some(&FORMAT.to_be_bytes()[..]));
