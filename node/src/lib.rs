@@ -228,7 +228,7 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
     let mesh_status = Arc::new(Mutex::new(mesh::Status::default()));
     let mesh_config = mesh_config(&config);
     let coordinators = mesh_config.coordinators;
-    let (mesh, windows, overlay) = mesh::start(
+    let (mesh, overlay) = mesh::start(
         mesh_config,
         keypair,
         Arc::clone(&shared),
@@ -246,7 +246,6 @@ pub async fn run(config: Config, sockets: Sockets, store: Arc<dyn Store>, shutdo
         listeners,
         data_dir: config.data_dir.display().to_string(),
         mesh: mesh_status,
-        windows,
         membership,
         fetcher: Some(api::proof::Fetcher { client: overlay, coordinators }),
         policy: api::auth::Policy { token: config.http_token.clone(), metrics_open: config.metrics_open },

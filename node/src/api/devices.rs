@@ -102,13 +102,6 @@ pub struct DevicesPage {
     pub devices: Vec<DeviceView>,
 }
 
-/// A stream's sealed windows, as the mesh index lists them.
-#[derive(Debug, Default, Clone, Copy)]
-struct Sealed {
-    windows: usize,
-    records: u64,
-    last_window: Option<u64>,
-}
 
 pub async fn devices(State(app): State<App>, query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Response {
     let params = match query {
@@ -119,14 +112,9 @@ pub async fn devices(State(app): State<App>, query: Result<Query<Vec<(String, St
         Ok(q) => q,
         Err((p, m)) => return bad(&p, m),
     };
-    let sealed: BTreeMap<StreamId, Sealed> = crate::mesh::read(&app.windows)
-        .per_stream()
-        .into_iter()
-        .map(|(id, (windows, records, last))| (id, Sealed { windows, records, last_window: Some(last) }))
-        .collect();
     let shared = Arc::clone(&app.shared);
     let q2 = q.clone();
-    let page = super::blocking(move || page(&shared, &q2, sealed)).await;
+    let page = super::blocking(move || page(&shared, &q2)).await;
     let page = match page {
         Ok(p) => p,
         Err(response) => return response,
@@ -139,20 +127,22 @@ pub async fn devices(State(app): State<App>, query: Result<Query<Vec<(String, St
     response
 }
 
-/// Every stream this node knows: those of its sealed windows (`index`), its stored
-/// states, and its memory.
-pub fn known_streams(shared: &crate::shared::Shared, index: &crate::mesh::Index) -> Result<std::collections::BTreeSet<StreamId>, StoreError> {
-    let mut out: std::collections::BTreeSet<StreamId> = index.streams().collect();
+/// Every stream this node knows: those of its sealed windows, its stored states, and its
+/// memory.
+pub fn known_streams(shared: &crate::shared::Shared) -> Result<std::collections::BTreeSet<StreamId>, StoreError> {
+    let mut out: std::collections::BTreeSet<StreamId> =
+        shared.store.stream_sums(None, usize::MAX)?.into_iter().map(|(id, _)| id).collect();
     out.extend(shared.store.states()?.into_iter().map(|(id, _)| id));
     out.extend(shared.table().snapshot().into_iter().map(|(id, _)| id));
     Ok(out)
 }
 
 /// The page of devices `q` asks for.
-fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<StreamId, Sealed>) -> Result<DevicesPage, StoreError> {
+fn page(shared: &crate::shared::Shared, q: &DevicesQuery) -> Result<DevicesPage, StoreError> {
     let store = shared.store.as_ref();
     // Every stream known: sealed windows, stored states, states in memory (newer).
-    let mut reports: BTreeMap<StreamId, Option<Report>> = sealed.keys().map(|s| (*s, None)).collect();
+    let sealed = store.stream_sums(None, usize::MAX)?;
+    let mut reports: BTreeMap<StreamId, Option<Report>> = sealed.iter().map(|(s, _)| (*s, None)).collect();
     for (id, state) in store.states()? {
         reports.insert(id, Some(state.report()));
     }
@@ -187,9 +177,9 @@ fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<Strea
             next_cursor = devices.last().map(|d: &DeviceView| format!("{}:{}", d.dialect, d.device));
             break;
         }
-        let s = sealed.get(id).copied().unwrap_or_default();
-        let sites = match s.last_window {
-            Some(w) => store.sealed(*id, w)?.map(|w| w.table.nodes.into_iter().map(|(n, _)| n).collect()).unwrap_or_default(),
+        let sum = store.stream_sum(*id)?.unwrap_or_default();
+        let sites = match last_sealed(store, *id)? {
+            Some(w) => w.table.nodes.into_iter().map(|(n, _)| n).collect(),
             None => Vec::new(),
         };
         devices.push(DeviceView {
@@ -197,8 +187,8 @@ fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<Strea
             device: id.device,
             first_device_time: first.map(export::rfc3339_ns),
             last_device_time: last.map(export::rfc3339_ns),
-            records: s.records,
-            windows: s.windows,
+            records: sum.records,
+            windows: sum.windows as usize,
             last_seen: last_seen.map(export::rfc3339_ns),
             stale,
             heard_here: heard.cloned(),
@@ -207,6 +197,20 @@ fn page(shared: &crate::shared::Shared, q: &DevicesQuery, sealed: BTreeMap<Strea
         });
     }
     Ok(DevicesPage { count: devices.len(), truncated: next_cursor.is_some(), next_cursor, devices })
+}
+
+/// The latest sealed window of `stream`: windows after it hold only chunks (open, or not
+/// sealed yet), a few at most, so at most 16 are passed over.
+fn last_sealed(store: &dyn crate::store::Store, stream: StreamId) -> Result<Option<crate::store::Sealed>, StoreError> {
+    let mut before = u64::MAX;
+    for _ in 0..16 {
+        let Some(w) = store.window_before(stream, before)? else { return Ok(None) };
+        if let Some(sealed) = store.sealed(stream, w)? {
+            return Ok(Some(sealed));
+        }
+        before = w;
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -108,10 +108,7 @@ pub async fn records(State(app): State<App>, query: Result<Query<Vec<(String, St
     if q.format == Format::Csv && devices.iter().any(|(d, _)| *d != devices[0].0) {
         return bad("format", "CSV names devices by id alone: ask one dialect at a time");
     }
-    let known = {
-        let index = crate::mesh::read(&app.windows);
-        super::devices::known_streams(&app.shared, &index)
-    };
+    let known = super::devices::known_streams(&app.shared);
     let known = match known {
         Ok(k) => k,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),

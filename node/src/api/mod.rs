@@ -58,8 +58,6 @@ pub struct App {
     pub data_dir: String,
     /// The mesh as the driver last saw it.
     pub mesh: Arc<std::sync::Mutex<crate::mesh::Status>>,
-    /// The summaries of this node's sealed windows, as the mesh driver keeps them.
-    pub windows: crate::mesh::SharedIndex,
     /// This node's membership of the mesh.
     pub membership: Arc<crate::trust::Membership>,
     /// Asks peers for the statements a proof needs (`None`: no overlay).
@@ -570,7 +568,11 @@ async fn windows(State(app): State<App>, query: Result<Query<Vec<(String, String
         }
     }
     // One more tells whether the page is complete.
-    let mut summaries = crate::mesh::read(&app.windows).page(from, after, limit + 1);
+    let shared = Arc::clone(&app.shared);
+    let mut summaries = match blocking(move || crate::store::summaries_from(shared.store.as_ref(), from, after, limit + 1)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
     let truncated = summaries.len() > limit;
     summaries.truncate(limit);
     let next_cursor = truncated
@@ -682,7 +684,7 @@ pub(crate) fn status_body(app: &App) -> serde_json::Value {
 /// The classic text format, or OpenMetrics if the `Accept` header prefers it.
 async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
     let format = crate::metrics::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let records = crate::mesh::read(&app.windows).records();
+    let (_, records) = app.shared.store.sealed_totals();
     let shared = Arc::clone(&app.shared);
     // The store's size and /proc are read from disk: not on the runtime's threads.
     match tokio::task::spawn_blocking(move || shared.metrics.scrape(shared.store.as_ref(), records, format)).await {

@@ -1,7 +1,7 @@
 //! The mesh driver: runs `proto::mesh` over the overlay and the store.
 //!
-//! One task owns the [`Reconciler`] and an in-memory index of this node's sealed window
-//! summaries. It feeds the reconciler gossip, responses and ticks, carries out what it
+//! One task owns the [`Reconciler`] and reads this node's sealed windows' summaries and
+//! streams' sums from the store (none kept in memory). It feeds the reconciler gossip, responses and ticks, carries out what it
 //! asks (requests through the overlay, repaired windows into the store, provenance
 //! merges, blame), answers peers' repair requests from the store, and announces windows
 //! the store sealed. `docs/protocol.md` ("Mesh") describes the protocol.
@@ -11,7 +11,7 @@ pub mod metrics;
 pub mod overlay;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
@@ -52,141 +52,60 @@ const INDEXED_PER_TICK: usize = 1024;
 const INDEX_BACKLOG: usize = 16 * INDEXED_PER_TICK;
 /// Windows remembered per peer for `/v1/peers` (in sync, behind, ahead).
 const PEER_WINDOWS: usize = 100_000;
-/// This node's sealed windows' summaries, and a digest per stream.
-#[derive(Debug, Default)]
-pub struct Index {
-    windows: BTreeMap<WindowId, Summary>,
-    digests: BTreeMap<StreamId, StreamDigest>,
-    /// Records in all the windows (`telemesh_store_records`).
-    records: u64,
+/// How a peer's copy of a window compares with this node's (`/v1/peers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compared {
+    InSync,
+    /// We hold more records of it.
+    Behind,
+    /// As many records, another set.
+    Differing,
+    /// The peer holds more, or we hold none.
+    Ahead,
 }
 
-impl Index {
-    /// Every sealed window in the store.
-    pub fn load(store: &dyn Store) -> Result<Index, store::StoreError> {
-        let mut index = Index::default();
-        for s in store.summaries()? {
-            index.set_window(s);
+impl Compared {
+    fn of(mine: Option<&Summary>, root: &Root, count: u32) -> Compared {
+        match mine {
+            Some(m) if m.root == *root => Compared::InSync,
+            Some(m) if m.count > count => Compared::Behind,
+            Some(m) if m.count == count => Compared::Differing,
+            _ => Compared::Ahead,
         }
-        let streams: BTreeSet<StreamId> = index.windows.keys().map(|w| w.stream).collect();
-        for s in streams {
-            index.refresh(s);
-        }
-        Ok(index)
-    }
-
-    fn refresh(&mut self, stream: StreamId) {
-        let list: Vec<&Summary> = self.of(stream).collect();
-        if list.is_empty() {
-            self.digests.remove(&stream);
-        } else {
-            self.digests.insert(stream, mesh::stream_digest(stream, list));
-        }
-    }
-
-    fn of(&self, stream: StreamId) -> impl Iterator<Item = &Summary> {
-        self.windows.range(WindowId { stream, start: 0 }..=WindowId { stream, start: u64::MAX }).map(|(_, s)| s)
-    }
-
-    /// Records a window's new summary; returns whether it changed.
-    pub fn set(&mut self, summary: Summary) -> bool {
-        if self.set_window(summary) == Some(summary) {
-            return false;
-        }
-        self.refresh(summary.window.stream);
-        true
-    }
-
-    fn set_window(&mut self, summary: Summary) -> Option<Summary> {
-        let old = self.windows.insert(summary.window, summary);
-        self.records = self.records + u64::from(summary.count) - old.map_or(0, |o| u64::from(o.count));
-        old
-    }
-
-    pub fn len(&self) -> usize {
-        self.windows.len()
-    }
-
-    /// Records in the windows held.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
-
-    /// Summaries of windows starting at or after `from`, in (stream, start) order, at most
-    /// `limit` (`GET /v1/windows`).
-    pub fn from(&self, from: u64, limit: usize) -> Vec<Summary> {
-        self.windows.values().filter(|s| s.window.start >= from).take(limit).copied().collect()
-    }
-
-    /// For each stream: the windows held, the records in them, and the latest one's start
-    /// (without copying every summary).
-    pub fn per_stream(&self) -> BTreeMap<StreamId, (usize, u64, u64)> {
-        let mut out: BTreeMap<StreamId, (usize, u64, u64)> = BTreeMap::new();
-        for s in self.windows.values() {
-            let e = out.entry(s.window.stream).or_default();
-            e.0 += 1;
-            e.1 += u64::from(s.count);
-            e.2 = e.2.max(s.window.start);
-        }
-        out
-    }
-
-    /// The streams of the windows held.
-    pub fn streams(&self) -> impl Iterator<Item = StreamId> + '_ {
-        self.digests.keys().copied()
-    }
-
-    /// [`Index::from`], continuing after window `after` (a page's last).
-    pub fn page(&self, from: u64, after: Option<WindowId>, limit: usize) -> Vec<Summary> {
-        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-        self.windows.range((start, std::ops::Bound::Unbounded)).map(|(_, s)| *s).filter(|s| s.window.start >= from).take(limit).collect()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
     }
 }
 
-/// The index, shared by the driver (which changes it) and the HTTP API (which reads it).
-pub type SharedIndex = Arc<RwLock<Index>>;
-
-/// The shared index for reading; a panic elsewhere cannot leave it half-updated (each
-/// change is one map insert), so poisoning is ignored.
-pub fn read(index: &SharedIndex) -> RwLockReadGuard<'_, Index> {
-    index.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// What the mesh answers from: the index, the store, records not yet in the store, and
+/// What the mesh answers from: the store (sealed windows' summaries and streams' sums,
+/// read when asked: nothing of them is kept in memory), records not yet in the store, and
 /// roots announced lately that the store has replaced.
 struct View<'a> {
-    index: &'a Index,
     store: &'a dyn Store,
     shared: &'a Shared,
     announced: &'a Announced,
 }
 
+/// `result`'s value, or (logged) the default: the mesh answers what it can read.
+fn or_logged<T: Default>(result: Result<T, store::StoreError>, what: &str) -> T {
+    result.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read {what}");
+        T::default()
+    })
+}
+
 impl Holdings for View<'_> {
     fn summary(&self, window: WindowId) -> Option<Summary> {
-        self.index.windows.get(&window).copied()
+        or_logged(self.store.summary(window), "a window's summary")
     }
     fn stream(&self, stream: StreamId) -> Option<StreamDigest> {
-        self.index.digests.get(&stream).copied()
+        or_logged(self.store.stream_sum(stream), "a stream's sum").map(|sum| sum.digest(stream))
     }
     fn streams(&self, after: Option<StreamId>, limit: usize) -> Vec<StreamDigest> {
-        let range = match after {
-            Some(a) => self.index.digests.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            None => self.index.digests.range(..),
-        };
-        range.take(limit).map(|(_, d)| *d).collect()
+        let sums = or_logged(self.store.stream_sums(after, limit), "streams' sums");
+        sums.into_iter().map(|(stream, sum)| sum.digest(stream)).collect()
     }
     fn windows(&self, stream: StreamId, after: Option<u64>, limit: usize) -> Vec<Summary> {
-        let from = after.map_or(0, |a| a.saturating_add(1));
-        self.index
-            .windows
-            .range(WindowId { stream, start: from }..=WindowId { stream, start: u64::MAX })
-            .take(limit)
-            .map(|(_, s)| *s)
-            .collect()
+        let from = after.map_or(Some(0), |a| a.checked_add(1));
+        from.map_or_else(Vec::new, |from| or_logged(self.store.summaries_of(stream, from, limit), "a stream's summaries"))
     }
     /// Every record of the window this node holds: stored, and still in memory (a window
     /// a peer has sealed may still be open here).
@@ -209,7 +128,6 @@ impl Holdings for View<'_> {
     }
     fn held(&self, window: WindowId, root: &Root) -> Option<Held> {
         let stored = || {
-            self.index.windows.get(&window).filter(|s| s.root == *root)?;
             let sealed = self.store.sealed(window.stream, window.start).ok().flatten()?;
             (sealed.root == *root).then(|| Held { blob: Arc::new(sealed.blob), table: sealed.table })
         };
@@ -300,8 +218,8 @@ pub struct Config {
     pub coordinators: usize,
 }
 
-/// Starts the overlay and the driver; returns the driver's task, the index of this node's
-/// sealed windows it keeps, and a client of the overlay. `status` is kept up to date.
+/// Starts the overlay and the driver; returns the driver's task and a client of the
+/// overlay. `status` is kept up to date.
 pub fn start(
     config: Config,
     keypair: libp2p::identity::Keypair,
@@ -309,7 +227,7 @@ pub fn start(
     status: Arc<Mutex<Status>>,
     membership: Arc<crate::trust::Membership>,
     shutdown: CancellationToken,
-) -> anyhow::Result<(tokio::task::JoinHandle<()>, SharedIndex, Client)> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, Client)> {
     // An announcement is accepted (and forwarded) only if well-formed and, if signed,
     // signed by its author's own key (`docs/protocol.md`, "Statements").
     let validate: overlay::Validator = Arc::new(|author: &PeerId, bytes: &[u8]| {
@@ -320,14 +238,12 @@ pub fn start(
     let roster = membership.subscribe();
     let signer = keypair.clone();
     let (client, events) = overlay::start(config.overlay, keypair, validate, Arc::clone(&membership), shutdown.clone())?;
-    let index: SharedIndex = Arc::new(RwLock::new(Index::load(shared.store.as_ref())?));
     let mut driver = Driver {
         shared,
         client: client.clone(),
         keypair: signer,
         reconciler: Reconciler::new(config.reconcile),
         encoders: EncoderCache::new(CacheConfig::default()),
-        index: Arc::clone(&index),
         announcer: Announcer::new(None, u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX)),
         coordinators: config.coordinators,
         members: Members::default(),
@@ -346,7 +262,7 @@ pub fn start(
         last_traffic: overlay::Traffic::default(),
     };
     driver.refresh_members();
-    Ok((tokio::spawn(driver.run(events, shutdown)), index, client))
+    Ok((tokio::spawn(driver.run(events, shutdown)), client))
 }
 
 struct Driver {
@@ -356,7 +272,6 @@ struct Driver {
     keypair: libp2p::identity::Keypair,
     reconciler: Reconciler<PeerId>,
     encoders: EncoderCache,
-    index: SharedIndex,
     /// Windows sealed with new records or receipts, to announce with their index, or to
     /// offer to their coordinators (`docs/protocol.md`, "Coordinators").
     announcer: Announcer,
@@ -372,12 +287,13 @@ struct Driver {
     fallback: BTreeSet<WindowId>,
     /// Where offer tasks report the windows of a failed offer.
     unoffered_tx: Option<mpsc::Sender<Vec<WindowId>>>,
-    /// Windows announced without an index (everything held, at start).
+    /// Windows announced without an index (beyond the backlog of indexed ones).
     announce_bare: BTreeSet<WindowId>,
     /// Blobs of roots announced lately, served after the store replaced them.
     announced: Announced,
-    /// What each peer last announced of each window: (root, count).
-    peer_windows: BTreeMap<PeerId, BTreeMap<WindowId, (Root, u32)>>,
+    /// What each peer last announced of each window, (root, count), and how it compares
+    /// with ours: at most [`PEER_WINDOWS`] a peer.
+    peer_windows: BTreeMap<PeerId, BTreeMap<WindowId, (Root, u32, Compared)>>,
     /// Provenance rows over windows this node holds only live (not sealed yet), merged
     /// when they are sealed; at most [`PENDING_ROW_KEYS`] record keys in all.
     pending_rows: PendingRows,
@@ -469,8 +385,6 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut soon = tokio::time::interval(ANNOUNCE_CHECK);
         soon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Everything held is announced once at start.
-        self.announce_bare.extend(read(&self.index).windows.keys().copied());
         let mut status_every = 0u32;
         let notify = Arc::clone(&self.shared.sealed);
         loop {
@@ -496,8 +410,7 @@ impl Driver {
                         self.note_peer_windows(peer, windows);
                     }
                     let now = now_ns();
-                    let index = read(&self.index);
-                    let view = View::new(&index, &self.shared, &self.announced);
+                    let view = View::new(&self.shared, &self.announced);
                     self.reconciler.handle_response(id, response, now, &view);
                 }
                 // A coordinator's announcement is due half a tick after the last offer: checked
@@ -568,8 +481,7 @@ impl Driver {
                     Ok(request) => {
                         let kind = kind(&request);
                         self.metrics().count_bytes(kind, "in", data.len());
-                        let index = read(&self.index);
-                        let view = View::new(&index, &self.shared, &self.announced);
+                        let view = View::new(&self.shared, &self.announced);
                         let response = serve::respond(&request, &view, &mut self.encoders);
                         if let (Request::Symbols { window, root, .. }, Response::Symbols { data }) = (&request, &response) {
                             let slot = view.slot_size(*window, root).unwrap_or(0);
@@ -611,8 +523,7 @@ impl Driver {
         for s in &announce.windows {
             self.announcer.told(&self.members, &me, &name, s, now);
         }
-        let index = read(&self.index);
-        let view = View::new(&index, &self.shared, &self.announced);
+        let view = View::new(&self.shared, &self.announced);
         self.reconciler.handle_gossip(author, &name, announce, now, &view);
     }
 
@@ -652,10 +563,12 @@ impl Driver {
     }
 
     fn note_peer_windows(&mut self, peer: PeerId, windows: &[Summary]) {
+        let view = View::new(&self.shared, &self.announced);
         let map = self.peer_windows.entry(peer).or_default();
         for s in windows {
             if map.len() < PEER_WINDOWS || map.contains_key(&s.window) {
-                map.insert(s.window, (s.root, s.count));
+                let compared = Compared::of(view.summary(s.window).as_ref(), &s.root, s.count);
+                map.insert(s.window, (s.root, s.count, compared));
             }
         }
     }
@@ -668,8 +581,7 @@ impl Driver {
         }
         self.absorb_seals();
         {
-            let index = read(&self.index);
-            let view = View::new(&index, &self.shared, &self.announced);
+            let view = View::new(&self.shared, &self.announced);
             self.reconciler.tick(now_ns(), &view);
         }
         self.publish().await;
@@ -682,13 +594,8 @@ impl Driver {
         let (changed, overflowed) = store.take_changed();
         let now = now_ns();
         if overflowed {
-            match Index::load(store.as_ref()) {
-                Ok(index) => {
-                    self.announce_bare.extend(index.windows.keys().copied());
-                    *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot reload window summaries"),
-            }
+            // Peers find the windows not listed through the summary exchange.
+            tracing::info!(listed = changed.len(), "more windows changed at once than the store lists; the rest go unannounced");
         }
         for (w, change) in changed {
             let summary = match store.summary(w) {
@@ -703,21 +610,24 @@ impl Driver {
                 self.add_rows(w, r.keys, r.table, false);
             }
             let Some(s) = summary else { continue };
-            if self.index.write().unwrap_or_else(PoisonError::into_inner).set(s) {
-                // To everyone: new records, or new receipts of this node's, are announced
-                // with this node's row; rows of other nodes merged here are not: their
-                // authors announced them (`docs/protocol.md`, "Provenance tables"). With
-                // coordinators: this node's receipts are offered to them, and a coordinator
-                // announces every change (`docs/protocol.md`, "Coordinators").
-                if self.announcer.coordinated() {
-                    self.announcer.changed(w, change.receipts, now);
-                } else if change.own {
-                    self.announcer.changed(w, true, now);
+            for map in self.peer_windows.values_mut() {
+                if let Some((root, count, compared)) = map.get_mut(&w) {
+                    *compared = Compared::of(Some(&s), root, *count);
                 }
-                let index = read(&self.index);
-                let view = View::new(&index, &self.shared, &self.announced);
-                self.reconciler.handle_local(w, &view, now);
             }
+            // The store lists a window only if its summary changed. To everyone: new
+            // records, or new receipts of this node's, are announced with this node's row;
+            // rows of other nodes merged here are not: their authors announced them
+            // (`docs/protocol.md`, "Provenance tables"). With coordinators: this node's
+            // receipts are offered to them, and a coordinator announces every change
+            // (`docs/protocol.md`, "Coordinators").
+            if self.announcer.coordinated() {
+                self.announcer.changed(w, change.receipts, now);
+            } else if change.own {
+                self.announcer.changed(w, true, now);
+            }
+            let view = View::new(&self.shared, &self.announced);
+            self.reconciler.handle_local(w, &view, now);
         }
     }
 
@@ -736,10 +646,9 @@ impl Driver {
         let mut sends = Vec::new();
         if peers {
             let me = self.shared.store.node_id().to_owned();
-            let index = read(&self.index);
+            let view = View::new(&self.shared, &self.announced);
             let reconciler = &self.reconciler;
-            sends = self.announcer.due(&self.members, &me, now, |w| index.windows.get(&w).copied(), |w| reconciler.wants(w));
-            drop(index);
+            sends = self.announcer.due(&self.members, &me, now, |w| view.summary(w), |w| reconciler.wants(w));
             if sends.len() > INDEXED_PER_TICK {
                 for late in sends.split_off(INDEXED_PER_TICK) {
                     self.announcer.defer(&late, now);
@@ -763,7 +672,7 @@ impl Driver {
         let mut offers: BTreeMap<PeerId, (Vec<message::Announced>, bool)> = BTreeMap::new();
         for send in &sends {
             self.announce_bare.remove(&send.window);
-            let Some(s) = read(&self.index).windows.get(&send.window).copied() else { continue };
+            let Some(s) = View::new(&self.shared, &self.announced).summary(send.window) else { continue };
             let Some((index, row, table)) = self.index_of(&s, now) else { continue };
             let item = message::Announced { summary: s, index: Some(index), row, others: Vec::new() };
             for (k, m) in send.offer.iter().enumerate() {
@@ -785,7 +694,7 @@ impl Driver {
             }
         }
         for w in std::mem::take(&mut self.announce_bare) {
-            let Some(s) = read(&self.index).windows.get(&w).copied() else { continue };
+            let Some(s) = View::new(&self.shared, &self.announced).summary(w) else { continue };
             plain.push(message::Announced { summary: s, index: None, row: Row::None, others: Vec::new() });
         }
         let digest = self.members.digest();
@@ -1012,10 +921,10 @@ impl Driver {
         let listen = if self.external.is_empty() { self.client.listen_addrs().await } else { self.external.clone() };
         let me = self.client.local_peer_id();
         let (wanted, repairing) = self.reconciler.backlog();
-        let index = read(&self.index);
+        let (windows, _) = self.shared.store.sealed_totals();
         let m = &self.shared.metrics.mesh;
         m.peers.set(peers.len() as i64);
-        m.windows.set(index.len() as i64);
+        m.windows.set(i64::try_from(windows).unwrap_or(i64::MAX));
         m.windows_wanted.set(wanted as i64);
         let bytes = |direction| m.bytes.get_or_create(&BytesLabel { kind: "repair", direction }).get();
         let s = self.reconciler.stats();
@@ -1024,7 +933,7 @@ impl Driver {
             mesh: self.mesh_name.clone(),
             listen: listen.iter().map(|a: &Multiaddr| format!("{a}/p2p/{me}")).collect(),
             peers: Vec::new(),
-            windows: index.len(),
+            windows: usize::try_from(windows).unwrap_or(usize::MAX),
             wanted,
             repairing,
             stats: StatsView {
@@ -1048,24 +957,23 @@ impl Driver {
                 ahead: 0,
                 differing: 0,
             };
-            for (w, (root, count)) in self.peer_windows.get(&p.peer).into_iter().flatten() {
-                match index.windows.get(w) {
-                    Some(mine) if mine.root == *root => ps.in_sync += 1,
-                    Some(mine) if mine.count > *count => ps.behind += 1,
-                    Some(mine) if mine.count == *count => ps.differing += 1,
-                    _ => ps.ahead += 1,
+            for (_, _, compared) in self.peer_windows.get(&p.peer).into_iter().flat_map(BTreeMap::values) {
+                match compared {
+                    Compared::InSync => ps.in_sync += 1,
+                    Compared::Behind => ps.behind += 1,
+                    Compared::Differing => ps.differing += 1,
+                    Compared::Ahead => ps.ahead += 1,
                 }
             }
             out.peers.push(ps);
         }
-        drop(index);
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = out;
     }
 }
 
 impl<'a> View<'a> {
-    fn new(index: &'a Index, shared: &'a Shared, announced: &'a Announced) -> Self {
-        View { index, store: shared.store.as_ref(), shared, announced }
+    fn new(shared: &'a Shared, announced: &'a Announced) -> Self {
+        View { store: shared.store.as_ref(), shared, announced }
     }
 
     /// The slot size of `window` if its root is `root` and we hold it.
@@ -1073,7 +981,7 @@ impl<'a> View<'a> {
         if let Some(held) = self.announced.get(root) {
             return window::Header::parse(&held.blob).ok().map(|h| usize::from(h.slot_size));
         }
-        self.index.windows.get(&window).filter(|s| s.root == *root).map(|s| usize::from(s.slot_size))
+        self.summary(window).filter(|s| s.root == *root).map(|s| usize::from(s.slot_size))
     }
 }
 
@@ -1081,24 +989,6 @@ impl<'a> View<'a> {
 mod tests {
     use super::*;
     use telemesh_proto::wire::Dialect;
-
-    #[test]
-    fn the_index_keeps_each_windows_latest_summary_and_its_streams_digest() {
-        let mut index = Index::default();
-        let window = |device| WindowId { stream: StreamId::new(Dialect::Iotstream, device), start: 0 };
-        let summary =
-            |device, root: u8| Summary { window: window(device), root: [root; 32], count: 1, slot_size: 4, provenance: [0; 8] };
-        assert!(index.set(summary(1, 1)));
-        assert!(index.set(summary(2, 2)));
-        let digest = |index: &Index| index.digests.get(&window(1).stream).copied();
-        let before = digest(&index);
-        // New records: a new root for device 1's window replaces the old summary.
-        assert!(index.set(Summary { count: 3, ..summary(1, 3) }));
-        assert_eq!(index.windows.get(&window(1)).map(|s| s.root), Some([3; 32]));
-        assert_ne!(digest(&index), before);
-        assert!(!index.set(Summary { count: 3, ..summary(1, 3) }), "unchanged");
-        assert_eq!((index.len(), index.records()), (2, 4));
-    }
 
     fn row(root: Option<Root>, since_ns: u64, keys: usize) -> PendingRow {
         let keys = (0..keys as u64).map(|i| (i, i, [0; 8])).collect();

@@ -703,9 +703,9 @@ pub trait Store: Send + Sync + 'static {
     fn disk_bytes(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
-    /// Windows sealed (or whose provenance changed) since the last call, each with what
-    /// changed ([`Change`]), and whether more changed than could be remembered (then every
-    /// summary should be read again).
+    /// Windows whose summary changed (sealed, or their provenance merged) since the last
+    /// call, each with what changed ([`Change`]), and whether more changed than could be
+    /// remembered (the summary exchange brings peers the rest).
     fn take_changed(&self) -> (Vec<(WindowId, Change)>, bool) {
         (Vec::new(), false)
     }
@@ -718,6 +718,31 @@ pub trait Store: Send + Sync + 'static {
     fn statements(&self, _window: WindowId) -> Result<Vec<(String, Statement)>, StoreError> {
         Ok(Vec::new())
     }
+}
+
+/// Summaries of sealed windows starting at or after `from`, in (stream, start) order after
+/// window `after`, at most `limit` (`GET /v1/windows`): a seek a stream, the streams found
+/// through their sums.
+pub fn summaries_from(store: &dyn Store, from: u64, after: Option<WindowId>, limit: usize) -> Result<Vec<Summary>, StoreError> {
+    let mut out = Vec::new();
+    if let Some(a) = after {
+        if let Some(next) = a.start.checked_add(1) {
+            out.extend(store.summaries_of(a.stream, from.max(next), limit)?);
+        }
+    }
+    let mut cursor = after.map(|a| a.stream);
+    while out.len() < limit {
+        let streams = store.stream_sums(cursor, 256)?;
+        let Some(&(last, _)) = streams.last() else { break };
+        cursor = Some(last);
+        for (stream, _) in streams {
+            if out.len() >= limit {
+                break;
+            }
+            out.extend(store.summaries_of(stream, from, limit - out.len())?);
+        }
+    }
+    Ok(out)
 }
 
 /// Most later windows one seal re-seals because their extended seqs changed.
@@ -1913,7 +1938,8 @@ mod tests {
     #[test]
     fn format_4_to_6_stores_open_as_format_7_with_sums_without_a_root_index_and_older_ones_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let raw = || sled::Config::new().path(dir.path().join("sled")).open().expect("sled");
+        // Waits, as the store does, for a handle just dropped to let go of the lock.
+        let raw = || open_sled(&sled::Config::new().path(dir.path().join("sled"))).expect("sled");
         // Two streams' windows, written as any format would (values unchanged since 4).
         let other = StreamId { device: 8, ..S };
         {

@@ -106,10 +106,7 @@ pub async fn coverage(State(app): State<App>, query: Result<Query<Vec<(String, S
         Ok(q) => q,
         Err((p, m)) => return bad(&p, m),
     };
-    let known = {
-        let index = crate::mesh::read(&app.windows);
-        devices::known_streams(&app.shared, &index)
-    };
+    let known = devices::known_streams(&app.shared);
     let known = match known {
         Ok(k) => k,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
