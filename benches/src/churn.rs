@@ -45,6 +45,10 @@ pub struct Opts {
     /// `--with "--config small-cache.toml"`.
     #[arg(long = "with", value_name = "OPTIONS", allow_hyphen_values = true)]
     with: Vec<String>,
+    /// Also print the node's resident memory every this many seconds while the attacker
+    /// sends (0: only the peak), to see whether it levels off.
+    #[arg(long, default_value_t = 0.0)]
+    rss_every: f64,
 }
 
 /// The honest device: below the attacker's ids (1000..).
@@ -61,13 +65,14 @@ struct Outcome {
     disk_mb: f64,
     /// The store's parts on disk: sled, sealed segments, write-ahead log (MB).
     parts_mb: [f64; 3],
-    /// Sealed windows in the store at the end (the mesh's index holds each in memory).
-    sealed_windows: usize,
+    /// Sealed windows in the store at the end.
+    sealed_windows: u64,
 }
 
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     anyhow::ensure!(opts.ids > 0 && opts.ids <= 64_000, "--ids must be 1..=64000");
     anyhow::ensure!(opts.rate > 0.0 && opts.seconds > 0.0 && opts.honest_hz > 0.0, "--rate, --seconds, --honest-hz must be positive");
+    anyhow::ensure!(opts.rss_every >= 0.0 && opts.rss_every.is_finite(), "--rss-every must be 0 or more seconds");
     let binary = cluster::node_binary()?;
     let mut configs: Vec<(String, Vec<String>)> = vec![("defaults".into(), Vec::new())];
     if let Some(b) = &opts.budget {
@@ -160,7 +165,17 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
         })
     };
     let began = Instant::now();
-    let sent = load::blast(to, &mut Traffic::new(opts.ids), Some(opts.rate), Duration::from_secs_f64(opts.seconds))?;
+    let done = AtomicBool::new(false);
+    let (sent, series) = std::thread::scope(|scope| {
+        let sampler = (opts.rss_every > 0.0).then(|| scope.spawn(|| crate::ingest::rss_series(&node, opts.rss_every, &done)));
+        let sent = load::blast(to, &mut Traffic::new(opts.ids), Some(opts.rate), Duration::from_secs_f64(opts.seconds));
+        done.store(true, Ordering::Relaxed);
+        (sent, sampler.map(|s| s.join().unwrap_or_default()))
+    });
+    let sent = sent?;
+    if let Some(series) = series {
+        eprintln!("    RSS (s: MB) {series}");
+    }
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let honest_sent = honest.join().map_err(|_| anyhow::anyhow!("the honest sender panicked"))??;
@@ -183,7 +198,7 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
         Ok(telemesh_node::store::history::records(&store, &[], id, 0, u64::MAX, usize::MAX)?.len() as u64)
     };
     let honest_kept = count(StreamId::new(Dialect::Iotstream, u32::from(HONEST)))?;
-    let sealed_windows = store.summaries()?.len();
+    let (sealed_windows, _) = store.sealed_totals();
     let mut persisted = 0;
     for (id, _) in store.states()? {
         persisted += count(id)?;

@@ -183,7 +183,7 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
 }
 
 /// The node's resident memory every `every` seconds until `done`: `"0.0: 25 0.5: 31 …"`.
-fn rss_series(node: &NodeProcess, every: f64, done: &AtomicBool) -> String {
+pub(crate) fn rss_series(node: &NodeProcess, every: f64, done: &AtomicBool) -> String {
     let start = Instant::now();
     let mut out = Vec::new();
     while !done.load(Ordering::Relaxed) {

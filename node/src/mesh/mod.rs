@@ -1,10 +1,10 @@
 //! The mesh driver: runs `proto::mesh` over the overlay and the store.
 //!
-//! One task owns the [`Reconciler`] and reads this node's sealed windows' summaries and
-//! streams' sums from the store (none kept in memory). It feeds the reconciler gossip, responses and ticks, carries out what it
-//! asks (requests through the overlay, repaired windows into the store, provenance
-//! merges, blame), answers peers' repair requests from the store, and announces windows
-//! the store sealed. `docs/protocol.md` ("Mesh") describes the protocol.
+//! One task owns the [`Reconciler`], which reads this node's sealed windows' summaries
+//! and streams' sums from the store (none are kept in memory). It feeds the reconciler
+//! gossip, responses and ticks, carries out what it asks (requests through the overlay,
+//! repaired windows into the store, provenance merges, blame), answers peers' repair
+//! requests from the store, and announces windows the store sealed. `docs/protocol.md` ("Mesh") describes the protocol.
 
 pub mod announced;
 pub mod metrics;
