@@ -51,6 +51,9 @@ pub struct Opts {
     rss_every: f64,
 }
 
+/// The unit of the node's memory here (as this bench has always reported it).
+const MIB: f64 = (1 << 20) as f64;
+
 /// The honest device: below the attacker's ids (1000..).
 const HONEST: u16 = 999;
 
@@ -95,7 +98,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "honest kept",
         "valid persisted/s",
         "/v1/status p50 / p99 / max (ms)",
-        "peak RSS (MB)",
+        "peak RSS (MiB)",
         "store on disk (MB)",
         "sled / sealed / log (MB)",
         "sealed windows",
@@ -167,14 +170,14 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
     let began = Instant::now();
     let done = AtomicBool::new(false);
     let (sent, series) = std::thread::scope(|scope| {
-        let sampler = (opts.rss_every > 0.0).then(|| scope.spawn(|| crate::ingest::rss_series(&node, opts.rss_every, &done)));
+        let sampler = (opts.rss_every > 0.0).then(|| scope.spawn(|| crate::ingest::rss_series(&node, opts.rss_every, MIB, &done)));
         let sent = load::blast(to, &mut Traffic::new(opts.ids), Some(opts.rate), Duration::from_secs_f64(opts.seconds));
         done.store(true, Ordering::Relaxed);
         (sent, sampler.map(|s| s.join().unwrap_or_default()))
     });
     let sent = sent?;
     if let Some(series) = series {
-        eprintln!("    RSS (s: MB) {series}");
+        eprintln!("    RSS (s: MiB) {series}");
     }
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
@@ -182,7 +185,7 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
     let status_ms = poller.join().map_err(|_| anyhow::anyhow!("the poller panicked"))?;
     crate::ingest::drained(&node, Duration::from_millis(500), u64::MAX, Duration::from_secs(120))?;
     let elapsed = began.elapsed().as_secs_f64();
-    let peak_rss_mb = node.peak_rss().context("the node's peak RSS (/proc)")? as f64 / (1 << 20) as f64;
+    let peak_rss_mb = node.peak_rss().context("the node's peak RSS (/proc)")? as f64 / MIB;
     let status = node.stop(Duration::from_secs(120))?;
     anyhow::ensure!(status.success(), "the node exited with {status}");
     let disk_mb = crate::disk::dir_size(dir.path())? as f64 / 1e6;

@@ -142,7 +142,7 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
     let cpu_before = cpu(&node)?;
     let done = AtomicBool::new(false);
     let (sent, received, series) = std::thread::scope(|scope| {
-        let sampler = (opts.rss_every > 0.0).then(|| scope.spawn(|| rss_series(&node, opts.rss_every, &done)));
+        let sampler = (opts.rss_every > 0.0).then(|| scope.spawn(|| rss_series(&node, opts.rss_every, 1e6, &done)));
         let sent = load::blast(node.iotstream, &mut Traffic::new(devices), rate, Duration::from_secs_f64(opts.seconds));
         // Wait for the node to drain its socket.
         let received = sent.as_ref().ok().map(|_| drained(&node, Duration::from_millis(300), u64::MAX, Duration::from_secs(600)));
@@ -183,12 +183,14 @@ fn trial(opts: &Opts, binary: &std::path::Path, devices: u16, rate: Option<f64>)
 }
 
 /// The node's resident memory every `every` seconds until `done`: `"0.0: 25 0.5: 31 …"`.
-pub(crate) fn rss_series(node: &NodeProcess, every: f64, done: &AtomicBool) -> String {
+/// The node's resident memory every `every` seconds until `done`, in units of `unit`
+/// bytes, as `seconds: size` pairs.
+pub(crate) fn rss_series(node: &NodeProcess, every: f64, unit: f64, done: &AtomicBool) -> String {
     let start = Instant::now();
     let mut out = Vec::new();
     while !done.load(Ordering::Relaxed) {
         if let Some(rss) = node.rss() {
-            out.push(format!("{:.1}: {:.0}", start.elapsed().as_secs_f64(), rss as f64 / 1e6));
+            out.push(format!("{:.1}: {:.0}", start.elapsed().as_secs_f64(), rss as f64 / unit));
         }
         std::thread::sleep(Duration::from_secs_f64(every));
     }
