@@ -170,7 +170,8 @@ fn trial(opts: &Opts, binary: &std::path::Path, config: String, args: Vec<String
     let began = Instant::now();
     let done = AtomicBool::new(false);
     let (sent, series) = std::thread::scope(|scope| {
-        let sampler = (opts.rss_every > 0.0).then(|| scope.spawn(|| crate::ingest::rss_series(&node, opts.rss_every, MIB, &done)));
+        let sample = || crate::ingest::rss_series(&node, opts.rss_every, MIB, &done);
+        let sampler = (opts.rss_every > 0.0).then(|| scope.spawn(sample));
         let sent = load::blast(to, &mut Traffic::new(opts.ids), Some(opts.rate), Duration::from_secs_f64(opts.seconds));
         done.store(true, Ordering::Relaxed);
         (sent, sampler.map(|s| s.join().unwrap_or_default()))

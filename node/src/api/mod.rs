@@ -569,7 +569,8 @@ async fn windows(State(app): State<App>, query: Result<Query<Vec<(String, String
     }
     // One more tells whether the page is complete.
     let shared = Arc::clone(&app.shared);
-    let mut summaries = match blocking(move || crate::store::summaries_from(shared.store.as_ref(), from, after, limit + 1)).await {
+    let page = move || crate::store::summaries_from(shared.store.as_ref(), from, after, limit + 1);
+    let mut summaries = match blocking(page).await {
         Ok(s) => s,
         Err(response) => return response,
     };

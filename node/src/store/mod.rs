@@ -725,7 +725,12 @@ pub trait Store: Send + Sync + 'static {
 /// Summaries of sealed windows starting at or after `from`, in (stream, start) order after
 /// window `after`, at most `limit` (`GET /v1/windows`): a seek a stream, the streams found
 /// through their sums.
-pub fn summaries_from(store: &dyn Store, from: u64, after: Option<WindowId>, limit: usize) -> Result<Vec<Summary>, StoreError> {
+pub fn summaries_from(
+    store: &dyn Store,
+    from: u64,
+    after: Option<WindowId>,
+    limit: usize,
+) -> Result<Vec<Summary>, StoreError> {
     let mut out = Vec::new();
     if let Some(a) = after {
         if let Some(next) = a.start.checked_add(1) {
@@ -885,7 +890,8 @@ impl SledStore {
             meta.insert("format", &FORMAT.to_be_bytes())?;
             store.db.flush()?;
             let path = dir.display();
-            tracing::info!(%path, streams, "store format {found} upgraded to {FORMAT} (the root index dropped, every stream's sum added)");
+            let what = "the root index dropped, every stream's sum added";
+            tracing::info!(%path, streams, "store format {found} upgraded to {FORMAT} ({what})");
         }
         let mut totals = (0, 0);
         for (_, sum) in store.stream_sums(None, usize::MAX)? {
@@ -952,7 +958,10 @@ impl SledStore {
         let mut from = after.map(past_stream);
         loop {
             let next = match &from {
-                Some(k) => self.windows.range::<&[u8], _>((std::ops::Bound::Excluded(k.as_slice()), std::ops::Bound::Unbounded)).next(),
+                Some(k) => {
+                    let after_it = (std::ops::Bound::Excluded(k.as_slice()), std::ops::Bound::Unbounded);
+                    self.windows.range::<&[u8], _>(after_it).next()
+                }
                 None => self.windows.iter().next(),
             };
             let Some(item) = next else { return Ok(None) };
@@ -1156,8 +1165,8 @@ impl SledStore {
             self.corrupt();
             return Ok(None);
         };
-        let old = Some(value.summary(window));
-        let Some(p) = self.prepare(window.stream, window.start, &records, vec![sled::IVec::from(&key[..])], &built, old) else {
+        let (old, keys) = (Some(value.summary(window)), vec![sled::IVec::from(&key[..])]);
+        let Some(p) = self.prepare(window.stream, window.start, &records, keys, &built, old) else {
             return Ok(None);
         };
         let summary = p.summary;
@@ -1296,7 +1305,8 @@ impl SledStore {
                 continue;
             };
             if stream_sums.as_ref().is_none_or(|c| c.stream != stream) {
-                let next = StreamCheck { stream, stored: None, summed: StreamSum::default(), problems_before: report.problems.len() };
+                let problems_before = report.problems.len();
+                let next = StreamCheck { stream, stored: None, summed: StreamSum::default(), problems_before };
                 if let Some(done) = stream_sums.replace(next) {
                     done.compare(&mut report);
                 }
@@ -1370,7 +1380,8 @@ impl StreamCheck {
         let key = hex::encode(sum_key(self.stream));
         let stored = self.stored.map_or("none".to_owned(), |s| format!("{} windows, {} records", s.windows, s.records));
         let (windows, records) = (self.summed.windows, self.summed.records);
-        report.problems.push(format!("{key}: stream sum stored ({stored}) differs from its windows' ({windows} windows, {records} records)"));
+        let summed = format!("{windows} windows, {records} records");
+        report.problems.push(format!("{key}: stream sum stored ({stored}) differs from its windows' ({summed})"));
     }
 }
 
@@ -1484,8 +1495,9 @@ impl Store for SledStore {
                     }
                 }
             }
-            let before = old.as_ref().map(|v| v.summary(WindowId { stream, start }));
-            let built = rebuild(stream, start, &records).and_then(|b| self.prepare(stream, start, &records, keys, &b, before));
+            let old_summary = old.as_ref().map(|v| v.summary(WindowId { stream, start }));
+            let built = rebuild(stream, start, &records);
+            let built = built.and_then(|b| self.prepare(stream, start, &records, keys, &b, old_summary));
             let Some(p) = built else {
                 // Only records of this window are ever written under its prefix.
                 self.corrupt();
