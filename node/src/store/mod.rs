@@ -893,10 +893,12 @@ impl SledStore {
             let what = "the root index dropped, every stream's sum added";
             tracing::info!(%path, streams, "store format {found} upgraded to {FORMAT} ({what})");
         }
-        let mut totals = (0, 0);
-        for (_, sum) in store.stream_sums(None, usize::MAX)? {
+        // One stream at a time: a store of millions of streams is not listed in memory.
+        let (mut totals, mut after) = ((0, 0), None);
+        while let Some((stream, sum)) = store.next_sum(after)? {
             totals.0 += u64::from(sum.windows);
             totals.1 += sum.records;
+            after = Some(stream);
         }
         *store.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = totals;
         store.recover(legacy, &heads)?;
@@ -940,8 +942,9 @@ impl SledStore {
     }
 
     /// `stream`'s sum: as stored, or (none stored) that of its one sealed window if it has
-    /// one; a stored sum that does not decode is counted and summed again.
-    fn stored_sum(&self, stream: StreamId) -> Result<StreamSum, StoreError> {
+    /// one; a stored sum that does not decode is counted and summed again. `known`: a
+    /// window's summary already in hand, not read again.
+    fn stored_sum(&self, stream: StreamId, known: Option<&Summary>) -> Result<StreamSum, StoreError> {
         let stored = self.windows.get(sum_key(stream))?;
         if let Some(sum) = stored.as_ref().and_then(|v| codec::from_slice::<StreamSum>(v, "stream sum").ok()) {
             return Ok(sum);
@@ -949,7 +952,36 @@ impl SledStore {
         if stored.is_some() {
             self.corrupt();
         }
-        Ok(StreamSum::of(&self.summaries_of(stream, 0, usize::MAX)?))
+        Ok(StreamSum::of(&self.summaries_in(stream, 0, usize::MAX, known)?))
+    }
+
+    /// [`Store::summaries_of`], taking `known`'s window's summary as given.
+    fn summaries_in(
+        &self,
+        stream: StreamId,
+        from: u64,
+        limit: usize,
+        known: Option<&Summary>,
+    ) -> Result<Vec<Summary>, StoreError> {
+        let (_, end) = SledStore::stream_range(stream);
+        let mut out = Vec::new();
+        for item in self.windows.range(window_prefix(stream, from).to_vec()..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let (Some(start), Some(&PART_SEALED)) = (key_window(&k), k.get(13)) else { continue };
+            let window = WindowId { stream, start };
+            if let Some(s) = known.filter(|s| s.window == window) {
+                out.push(*s);
+                continue;
+            }
+            match self.read_summary(window, &v)? {
+                Some(s) => out.push(s),
+                None => self.corrupt(),
+            }
+        }
+        Ok(out)
     }
 
     /// The first stream after `after` with a sealed window, and its sum (streams with
@@ -967,7 +999,7 @@ impl SledStore {
             let Some(item) = next else { return Ok(None) };
             let (k, _) = item?;
             let Some(stream) = StreamId::from_key_prefix(&k) else { return Ok(None) };
-            let sum = self.stored_sum(stream)?;
+            let sum = self.stored_sum(stream, None)?;
             if !sum.is_empty() {
                 return Ok(Some((stream, sum)));
             }
@@ -1234,7 +1266,8 @@ impl SledStore {
             batch.insert(window_key(p.stream, p.window_start, PART_SEALED, 0).as_slice(), value.as_slice());
             let sum = match sums.entry(p.stream) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.stored_sum(p.stream)?),
+                // The window's old summary is in hand: a one-window stream's sum is not read.
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.stored_sum(p.stream, p.old.as_ref())?),
             };
             sum.replace(p.old.as_ref(), Some(&p.summary));
             windows += i64::from(p.old.is_none());
@@ -1544,24 +1577,11 @@ impl Store for SledStore {
     }
 
     fn summaries_of(&self, stream: StreamId, from: u64, limit: usize) -> Result<Vec<Summary>, StoreError> {
-        let (_, end) = SledStore::stream_range(stream);
-        let mut out = Vec::new();
-        for item in self.windows.range(window_prefix(stream, from).to_vec()..end) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item?;
-            let (Some(start), Some(&PART_SEALED)) = (key_window(&k), k.get(13)) else { continue };
-            match self.read_summary(WindowId { stream, start }, &v)? {
-                Some(s) => out.push(s),
-                None => self.corrupt(),
-            }
-        }
-        Ok(out)
+        self.summaries_in(stream, from, limit, None)
     }
 
     fn stream_sum(&self, stream: StreamId) -> Result<Option<StreamSum>, StoreError> {
-        Ok(Some(self.stored_sum(stream)?).filter(|s| !s.is_empty()))
+        Ok(Some(self.stored_sum(stream, None)?).filter(|s| !s.is_empty()))
     }
 
     fn stream_sums(&self, after: Option<StreamId>, limit: usize) -> Result<Vec<(StreamId, StreamSum)>, StoreError> {
