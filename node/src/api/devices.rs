@@ -127,11 +127,9 @@ pub async fn devices(State(app): State<App>, query: Result<Query<Vec<(String, St
     response
 }
 
-/// Every stream this node knows: those of its sealed windows, its stored states, and its
-/// memory.
+/// Every stream this node knows: those with stored records, stored states, and in memory.
 pub fn known_streams(shared: &crate::shared::Shared) -> Result<std::collections::BTreeSet<StreamId>, StoreError> {
-    let mut out: std::collections::BTreeSet<StreamId> =
-        shared.store.stream_sums(None, usize::MAX)?.into_iter().map(|(id, _)| id).collect();
+    let mut out: std::collections::BTreeSet<StreamId> = shared.store.streams(None, usize::MAX)?.into_iter().collect();
     out.extend(shared.store.states()?.into_iter().map(|(id, _)| id));
     out.extend(shared.table().snapshot().into_iter().map(|(id, _)| id));
     Ok(out)
@@ -140,9 +138,9 @@ pub fn known_streams(shared: &crate::shared::Shared) -> Result<std::collections:
 /// The page of devices `q` asks for.
 fn page(shared: &crate::shared::Shared, q: &DevicesQuery) -> Result<DevicesPage, StoreError> {
     let store = shared.store.as_ref();
-    // Every stream known: sealed windows, stored states, states in memory (newer).
-    let sealed = store.stream_sums(None, usize::MAX)?;
-    let mut reports: BTreeMap<StreamId, Option<Report>> = sealed.iter().map(|(s, _)| (*s, None)).collect();
+    // Every stream known: stored records, stored states, states in memory (newer).
+    let mut reports: BTreeMap<StreamId, Option<Report>> =
+        store.streams(None, usize::MAX)?.into_iter().map(|s| (s, None)).collect();
     for (id, state) in store.states()? {
         reports.insert(id, Some(state.report()));
     }

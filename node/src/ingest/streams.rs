@@ -964,6 +964,9 @@ mod tests {
         fn stream_sums(&self, _: Option<StreamId>, _: usize) -> Result<Vec<(StreamId, telemesh_proto::mesh::StreamSum)>, StoreError> {
             Ok(Vec::new())
         }
+        fn streams(&self, _: Option<StreamId>, _: usize) -> Result<Vec<StreamId>, StoreError> {
+            Ok(Vec::new())
+        }
         fn sealed_totals(&self) -> (u64, u64) {
             (0, 0)
         }

@@ -677,6 +677,9 @@ pub trait Store: Send + Sync + 'static {
     /// The sums of the streams after `after` that have sealed windows, in stream order, at
     /// most `limit`.
     fn stream_sums(&self, after: Option<StreamId>, limit: usize) -> Result<Vec<(StreamId, StreamSum)>, StoreError>;
+    /// The streams after `after` with records in the store (sealed windows or chunks), in
+    /// stream order, at most `limit`: a seek each, nothing else read.
+    fn streams(&self, after: Option<StreamId>, limit: usize) -> Result<Vec<StreamId>, StoreError>;
     /// Sealed windows and the records in them, in the whole store.
     fn sealed_totals(&self) -> (u64, u64);
     /// Adds a peer's provenance table to the sealed window, if its root is still `root`.
@@ -984,9 +987,9 @@ impl SledStore {
         Ok(out)
     }
 
-    /// The first stream after `after` with a sealed window, and its sum (streams with
-    /// only chunks are passed over).
-    fn next_sum(&self, after: Option<StreamId>) -> Result<Option<(StreamId, StreamSum)>, StoreError> {
+    /// The first stream after `after` with a key in `windows` (a sealed window, a chunk,
+    /// a sum): one seek, nothing read.
+    fn next_stream(&self, after: Option<StreamId>) -> Result<Option<StreamId>, StoreError> {
         let mut from = after.map(past_stream);
         loop {
             let next = match &from {
@@ -998,13 +1001,29 @@ impl SledStore {
             };
             let Some(item) = next else { return Ok(None) };
             let (k, _) = item?;
-            let Some(stream) = StreamId::from_key_prefix(&k) else { return Ok(None) };
+            match StreamId::from_key_prefix(&k) {
+                Some(stream) => return Ok(Some(stream)),
+                // A damaged key (no stream of ours starts with it): passed, not the end.
+                None => {
+                    self.corrupt();
+                    from = Some(k.to_vec());
+                }
+            }
+        }
+    }
+
+    /// The first stream after `after` with a sealed window, and its sum (streams with
+    /// only chunks are passed over).
+    fn next_sum(&self, after: Option<StreamId>) -> Result<Option<(StreamId, StreamSum)>, StoreError> {
+        let mut after = after;
+        while let Some(stream) = self.next_stream(after)? {
             let sum = self.stored_sum(stream, None)?;
             if !sum.is_empty() {
                 return Ok(Some((stream, sum)));
             }
-            from = Some(past_stream(stream));
+            after = Some(stream);
         }
+        Ok(None)
     }
 
     /// Moves what the log holds after a crash into the store, skipping records a window
@@ -1597,6 +1616,15 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn streams(&self, after: Option<StreamId>, limit: usize) -> Result<Vec<StreamId>, StoreError> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(stream) = self.next_stream(out.last().copied().or(after))? else { break };
+            out.push(stream);
+        }
+        Ok(out)
+    }
+
     fn sealed_totals(&self) -> (u64, u64) {
         *self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -1958,13 +1986,26 @@ mod tests {
         let s = SledStore::open_as(dir.path(), 4, Some("me")).expect("reopen");
         assert_eq!(s.sealed_totals(), (5, 10));
         assert_eq!(s.stream_sum(S).expect("sum"), Some(summed(&s, S)));
+        // A damaged key before every stream (no dialect is 0) is passed, and counted; a
+        // stream with only a chunk has records but no sum.
+        s.windows.insert([0, 1, 2], &[1][..]).expect("insert");
+        let chunked = StreamId { device: 9, ..S };
+        s.append(&[Chunk { stream: chunked, window_start: 0, records: vec![of(chunked, 1, 0)] }.encode()], &[], &[])
+            .expect("append");
+        let listed: Vec<StreamId> = s.stream_sums(None, 10).expect("sums").into_iter().map(|(id, _)| id).collect();
+        assert_eq!((listed, s.corrupt_values()), (vec![S, other], 1));
+        assert_eq!(s.streams(None, 10).expect("streams"), [S, other, chunked]);
+        assert_eq!(s.streams(Some(S), 1).expect("streams"), [other]);
+        assert_eq!(s.corrupt_values(), 2, "each listing from the start passed the damaged key");
+        s.windows.remove([0, 1, 2]).expect("remove");
+        s.seal_window(chunked, 0, &[]).expect("seal");
         // A wrong sum is a problem `check` reports; one that does not decode is summed again.
         s.windows.insert(sum_key(S), codec::to_vec(&StreamSum::default())).expect("insert");
         let problems = s.check().expect("check").problems;
         assert!(problems.len() == 1 && problems[0].contains("stream sum"), "{problems:?}");
         s.windows.insert(sum_key(S), &[0xff, 0xff][..]).expect("insert");
         assert_eq!(s.stream_sum(S).expect("sum"), Some(summed(&s, S)));
-        assert_eq!(s.corrupt_values(), 1);
+        assert_eq!(s.corrupt_values(), 3);
     }
 
     #[test]
