@@ -10,7 +10,8 @@ pub mod announced;
 pub mod metrics;
 pub mod overlay;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -78,11 +79,20 @@ impl Compared {
 /// What the mesh answers from: the store (sealed windows' summaries and streams' sums,
 /// read when asked: nothing of them is kept in memory), records not yet in the store, and
 /// roots announced lately that the store has replaced.
+///
+/// A view lives for one event; the summaries it reads are kept for that event (at most
+/// [`VIEW_MEMO`]), so the peer comparison and the reconciler, looking at the same announced
+/// windows, read each from the store once.
 struct View<'a> {
     store: &'a dyn Store,
     shared: &'a Shared,
     announced: &'a Announced,
+    read: RefCell<HashMap<WindowId, Option<Summary>>>,
 }
+
+/// Summaries a [`View`] keeps for its event at most (an announcement names up to
+/// [`MAX_ANNOUNCE`] windows).
+const VIEW_MEMO: usize = 4 * MAX_ANNOUNCE;
 
 /// `result`'s value, or (logged) the default: the mesh answers what it can read.
 fn or_logged<T: Default>(result: Result<T, store::StoreError>, what: &str) -> T {
@@ -94,7 +104,15 @@ fn or_logged<T: Default>(result: Result<T, store::StoreError>, what: &str) -> T 
 
 impl Holdings for View<'_> {
     fn summary(&self, window: WindowId) -> Option<Summary> {
-        or_logged(self.store.summary(window), "a window's summary")
+        if let Some(known) = self.read.borrow().get(&window) {
+            return *known;
+        }
+        let summary = or_logged(self.store.summary(window), "a window's summary");
+        let mut read = self.read.borrow_mut();
+        if read.len() < VIEW_MEMO {
+            read.insert(window, summary);
+        }
+        summary
     }
     fn stream(&self, stream: StreamId) -> Option<StreamDigest> {
         or_logged(self.store.stream_sum(stream), "a stream's sum").map(|sum| sum.digest(stream))
@@ -293,7 +311,7 @@ struct Driver {
     announced: Announced,
     /// What each peer last announced of each window, (root, count), and how it compares
     /// with ours: at most [`PEER_WINDOWS`] a peer.
-    peer_windows: BTreeMap<PeerId, BTreeMap<WindowId, (Root, u32, Compared)>>,
+    peer_windows: PeerWindows,
     /// Provenance rows over windows this node holds only live (not sealed yet), merged
     /// when they are sealed; at most [`PENDING_ROW_KEYS`] record keys in all.
     pending_rows: PendingRows,
@@ -303,6 +321,21 @@ struct Driver {
     external: Vec<Multiaddr>,
     last_stats: mesh::Stats,
     last_traffic: overlay::Traffic,
+}
+
+/// Per peer, what it last announced of each window: (root, count) and how that compares
+/// with ours.
+type PeerWindows = BTreeMap<PeerId, BTreeMap<WindowId, (Root, u32, Compared)>>;
+
+/// Notes what `peer` says it holds of `windows`, compared with ours (read through `view`).
+fn note_peer_windows(peers: &mut PeerWindows, peer: PeerId, windows: &[Summary], view: &View<'_>) {
+    let map = peers.entry(peer).or_default();
+    for s in windows {
+        if map.len() < PEER_WINDOWS || map.contains_key(&s.window) {
+            let compared = Compared::of(view.summary(s.window).as_ref(), &s.root, s.count);
+            map.insert(s.window, (s.root, s.count, compared));
+        }
+    }
 }
 
 type Answer = (mesh::RequestId, PeerId, &'static str, Option<Vec<u8>>);
@@ -406,12 +439,11 @@ impl Driver {
                         self.metrics().count_bytes(kind, "in", bytes.len());
                         message::decode::<Response>(&bytes).ok()
                     });
-                    if let Some(Response::Windows { windows, .. }) = &response {
-                        self.note_peer_windows(peer, windows);
-                    }
-                    let now = now_ns();
                     let view = View::new(&self.shared, &self.announced);
-                    self.reconciler.handle_response(id, response, now, &view);
+                    if let Some(Response::Windows { windows, .. }) = &response {
+                        note_peer_windows(&mut self.peer_windows, peer, windows, &view);
+                    }
+                    self.reconciler.handle_response(id, response, now_ns(), &view);
                 }
                 // A coordinator's announcement is due half a tick after the last offer: checked
                 // more often than the tick, so it does not wait for the next one.
@@ -516,14 +548,14 @@ impl Driver {
     /// An announcement `author` gossiped or offered us: the reconciler repairs what it names
     /// and merges its rows; the announcer learns what the window's coordinators said.
     fn take_announce(&mut self, author: PeerId, announce: &Announce, now: u64) {
-        self.note_peer_windows(author, &announce.windows);
+        let view = View::new(&self.shared, &self.announced);
+        note_peer_windows(&mut self.peer_windows, author, &announce.windows, &view);
         let name = author.to_string();
         self.keep_statements(&name, announce);
         let me = self.shared.store.node_id().to_owned();
         for s in &announce.windows {
             self.announcer.told(&self.members, &me, &name, s, now);
         }
-        let view = View::new(&self.shared, &self.announced);
         self.reconciler.handle_gossip(author, &name, announce, now, &view);
     }
 
@@ -561,18 +593,6 @@ impl Driver {
         self.reconciler.set_members(self.members.clone(), me);
         self.announcer.set_coordinators(coordinated.then_some(self.coordinators));
     }
-
-    fn note_peer_windows(&mut self, peer: PeerId, windows: &[Summary]) {
-        let view = View::new(&self.shared, &self.announced);
-        let map = self.peer_windows.entry(peer).or_default();
-        for s in windows {
-            if map.len() < PEER_WINDOWS || map.contains_key(&s.window) {
-                let compared = Compared::of(view.summary(s.window).as_ref(), &s.root, s.count);
-                map.insert(s.window, (s.root, s.count, compared));
-            }
-        }
-    }
-
     /// New seals from the store, then the reconciler's timers, then announcements.
     async fn on_tick(&mut self) {
         let expired = self.pending_rows.expire(now_ns());
@@ -973,7 +993,7 @@ impl Driver {
 
 impl<'a> View<'a> {
     fn new(shared: &'a Shared, announced: &'a Announced) -> Self {
-        View { store: shared.store.as_ref(), shared, announced }
+        View { store: shared.store.as_ref(), shared, announced, read: RefCell::default() }
     }
 
     /// The slot size of `window` if its root is `root` and we hold it.
