@@ -376,6 +376,7 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
             if compact {
                 compact_store(&s);
             }
+            release_freed_memory();
             (now, result)
         })
         .await;
@@ -387,6 +388,21 @@ async fn maintain(shared: Arc<Shared>, every: Duration, idle: Duration, shutdown
         }
     }
 }
+
+/// Hands back to the system the pages a flush freed. glibc keeps freed memory in the arena
+/// of the thread that allocated it (one per thread, up to eight per core) and returns only
+/// the top of each: what a flush's records and seals leave free stays resident until that
+/// arena happens to need it again.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    // SAFETY: `malloc_trim` takes no pointer and only walks the allocator's free lists,
+    // under each arena's own lock.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
 
 /// How often [`maintain`] reclaims the store's dead space, after that tick's flush.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);

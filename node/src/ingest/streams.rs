@@ -55,10 +55,11 @@ pub const STATE_EVERY: u64 = 600;
 /// seal, so a flush that seals thousands of windows (10,000 devices crossing a minute, or
 /// thousands of evicted streams) holds one group's records decoded at a time.
 const WINDOWS_PER_SEAL_CALL: usize = 512;
-/// A call ends its group once it holds this many records (about 5 MB decoded): 512 windows
-/// of 900 records each (10,000 devices at 150,000 datagrams/s crossing a minute) were
-/// 40–70 MB at once, the node's peak.
-const RECORDS_PER_SEAL_CALL: usize = 32_768;
+/// A call ends its group once it holds this many records (about 1.5 MB decoded): 512
+/// windows of 900 records each (10,000 devices at 150,000 datagrams/s crossing a minute)
+/// were 40–70 MB at once, the node's peak; 32,768 records still put the seal of every
+/// window at once 7 MB above the level while datagrams arrive, 8,192 about 1 MB.
+const RECORDS_PER_SEAL_CALL: usize = 8_192;
 
 /// One stream in memory.
 #[derive(Debug)]
