@@ -916,99 +916,12 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::broken::Broken;
     use telemesh_proto::record::{Kind, Readings, Record};
-    use telemesh_proto::stream;
     use telemesh_proto::window;
     use telemesh_proto::wire::Dialect;
 
     const S: StreamId = StreamId { dialect: Dialect::Iotstream, device: 3 };
-
-    /// A store whose writes always fail (a full disk, say); reads find nothing.
-    #[derive(Debug)]
-    struct Broken;
-
-    fn broken() -> StoreError {
-        StoreError::Sled(sled::Error::Unsupported("disk full".into()))
-    }
-
-    impl Store for Broken {
-        fn append(&self, _: &[Encoded], _: &[Logged<'_>], _: &[(StreamId, stream::State)]) -> Result<Option<(u64, Vec<PartLoc>)>, StoreError> {
-            Err(broken())
-        }
-        fn read_live(&self, _: StreamId, _: u64, _: PartLoc, _: Option<PartLoc>) -> Result<Vec<StoredRecord>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn release_wal(&self, _: u64) -> Result<(), StoreError> {
-            Err(broken())
-        }
-        fn window(&self, _: StreamId, _: u64) -> Result<Vec<StoredRecord>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn seal_windows(&self, _: &[Sealing<'_>]) -> Result<Vec<Option<window::Root>>, StoreError> {
-            Err(broken())
-        }
-        fn sealed(&self, _: StreamId, _: u64) -> Result<Option<crate::store::Sealed>, StoreError> {
-            Ok(None)
-        }
-        fn summary(&self, _: telemesh_proto::mesh::WindowId) -> Result<Option<telemesh_proto::mesh::Summary>, StoreError> {
-            Ok(None)
-        }
-        fn summaries(&self) -> Result<Vec<telemesh_proto::mesh::Summary>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn summaries_of(&self, _: StreamId, _: u64, _: usize) -> Result<Vec<telemesh_proto::mesh::Summary>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn stream_sum(&self, _: StreamId) -> Result<Option<telemesh_proto::mesh::StreamSum>, StoreError> {
-            Ok(None)
-        }
-        fn stream_sums(&self, _: Option<StreamId>, _: usize) -> Result<Vec<(StreamId, telemesh_proto::mesh::StreamSum)>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn streams(&self, _: Option<StreamId>, _: usize) -> Result<Vec<StreamId>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn sealed_totals(&self) -> (u64, u64) {
-            (0, 0)
-        }
-        fn add_provenance(
-            &self,
-            _: telemesh_proto::mesh::WindowId,
-            _: &window::Root,
-            _: &telemesh_proto::mesh::Table,
-        ) -> Result<Option<telemesh_proto::mesh::Summary>, StoreError> {
-            Err(broken())
-        }
-        fn add_rows(
-            &self,
-            _: telemesh_proto::mesh::WindowId,
-            _: &[telemesh_proto::mesh::RecordKey],
-            _: &telemesh_proto::mesh::Table,
-        ) -> Result<Option<(telemesh_proto::mesh::Summary, usize)>, StoreError> {
-            Err(broken())
-        }
-        fn window_at_or_after(&self, _: StreamId, _: u64) -> Result<Option<u64>, StoreError> {
-            Ok(None)
-        }
-        fn window_before(&self, _: StreamId, _: u64) -> Result<Option<u64>, StoreError> {
-            Ok(None)
-        }
-        fn state(&self, _: StreamId) -> Result<Option<stream::State>, StoreError> {
-            Ok(None)
-        }
-        fn states(&self) -> Result<Vec<(StreamId, stream::State)>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn node_id(&self) -> &str {
-            "broken"
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            Err(broken())
-        }
-        fn corrupt_values(&self) -> u64 {
-            0
-        }
-    }
 
     /// Pushes `record` onto the pending records of stream `id`, and counts it.
     fn pend(table: &mut Table, id: StreamId, now_ns: u64, store: &dyn Store, record: StoredRecord) {

@@ -12,6 +12,8 @@
 //! that does not decode is skipped and counted, never a panic.
 
 #[doc(hidden)] pub mod fuzzing;
+#[cfg(test)]
+pub mod broken;
 mod compact;
 pub mod history;
 pub use self::compact::Compacted;
