@@ -296,12 +296,12 @@ impl NodeProcess {
 
     /// The most resident memory the process has had so far (`VmHWM`, Linux only).
     pub fn peak_rss(&self) -> Option<u64> {
-        status_bytes(self.pid()?, "VmHWM:")
+        Some(status(self.pid()?)?.vmhwm? * 1024)
     }
 
     /// Its resident memory now (`VmRSS`, Linux only).
     pub fn rss(&self) -> Option<u64> {
-        status_bytes(self.pid()?, "VmRSS:")
+        Some(status(self.pid()?)?.vmrss? * 1024)
     }
 
     /// Asks the node to stop (SIGTERM, so it flushes) and waits up to `timeout`, then kills it.
@@ -580,23 +580,21 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// CPU time (user + system) of process `pid`, from `/proc/<pid>/stat`.
-/// A `kB` field of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), in bytes.
-fn status_bytes(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// Process `pid` in `/proc` (Linux only).
+fn process(pid: u32) -> Option<procfs::process::Process> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?).ok()
 }
 
+/// `pid`'s `/proc/<pid>/status` (Linux only).
+fn status(pid: u32) -> Option<procfs::process::Status> {
+    process(pid)?.status().ok()
+}
+
+/// CPU time (user + system) of process `pid`, from `/proc/<pid>/stat`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // In USER_HZ, which Linux fixes at 100 on every architecture it exports to user space.
-    Some(Duration::from_millis(ticks * 10))
+    let stat = process(pid)?.stat().ok()?;
+    let ticks = stat.utime + stat.stime;
+    Some(Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second().max(1) as f64))
 }
 
 /// The last `n` lines of a file, for error messages.
@@ -641,5 +639,12 @@ mod tests {
         }
         assert!(x != 1);
         assert!(cpu_time(std::process::id()).is_some_and(|t| t > Duration::ZERO));
+    }
+
+    #[test]
+    fn resident_memory_of_this_process_is_read() {
+        let me = status(std::process::id()).expect("/proc/self/status");
+        let (peak, now) = (me.vmhwm.expect("VmHWM"), me.vmrss.expect("VmRSS"));
+        assert!(now > 0 && peak >= now, "peak {peak} kB, now {now} kB");
     }
 }
