@@ -499,3 +499,26 @@ impl Drop for Node {
         let _ = self.shutdown_and_join();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::broken::Broken;
+
+    /// A flush that cannot sync the store (a full disk) leaves the log alone: what its seals
+    /// took from the log is durable nowhere else yet.
+    #[test]
+    fn the_log_is_released_only_after_the_store_is_synced() {
+        let store = Arc::new(Broken::default());
+        let shared = Shared {
+            store: Arc::clone(&store) as Arc<dyn Store>,
+            table: Mutex::new(Table::new(16)),
+            metrics: metrics::Metrics::new(),
+            reorder: telemesh_proto::stream::Config::default(),
+            iotstream_timestamp: telemesh_proto::record::TimestampUnit::Ms,
+            sealed: Arc::default(),
+        };
+        assert!(flush(&shared).is_err());
+        assert_eq!(store.calls(), ["flush"], "the sync failed, so nothing may be released");
+    }
+}

@@ -965,9 +965,9 @@ mod tests {
         };
         let one = encoded_size(&record(0));
         assert!(one > 1_000, "{one} bytes");
-        let mut queued = 0u64;
+        let (mut queued, broken) = (0u64, Broken::default());
         while table.has_room() {
-            pend(&mut table, S, 1, &Broken, record(queued));
+            pend(&mut table, S, 1, &broken, record(queued));
             queued += 1;
         }
         // 64 KiB holds some 2,000 records without readings.
@@ -980,19 +980,20 @@ mod tests {
         // Room for five of these records.
         let r = Record { stream: S, device_time_ns: 1, seq: 1, timestamp_raw: 1, kind: Kind::Data, readings: Readings::None };
         let mut table = Table::with_unflushed_limit(16, 5 * encoded_size(&StoredRecord::new(r, 1, 1)));
-        queue(&mut table, &Broken, 1);
-        queue(&mut table, &Broken, 2);
+        let broken = Broken::default();
+        queue(&mut table, &broken, 1);
+        queue(&mut table, &broken, 2);
         let job = table.begin_flush();
         // Meanwhile a record arrives; it must come after the ones in flight.
-        queue(&mut table, &Broken, 3);
-        assert_eq!(held(&table, &S, &Broken).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        let written = job.write(&Broken);
+        queue(&mut table, &broken, 3);
+        assert_eq!(held(&table, &S, &broken).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let written = job.write(&broken);
         assert!(table.finish_flush(job, written).is_err());
-        assert_eq!(held(&table, &S, &Broken).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(held(&table, &S, &broken).iter().map(|r| r.record.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(table.unflushed(), 3);
         assert!(table.has_room());
-        queue(&mut table, &Broken, 4);
-        queue(&mut table, &Broken, 5);
+        queue(&mut table, &broken, 4);
+        queue(&mut table, &broken, 5);
         assert!(!table.has_room(), "five unflushed records reach the limit");
 
         // The store comes back: everything is written, and the room with it.
@@ -1216,7 +1217,7 @@ mod tests {
         table.entry(id(7), 5, &good).expect("entry");
         assert_eq!(table.evict_idle(2), 3);
         let job = table.take_evicted();
-        let failed = job.run(&Broken);
+        let failed = job.run(&Broken::default());
         assert!(table.finish_evicted(job, failed).is_err());
         // Four wait to leave, the limit: only streams in memory come in.
         assert!(table.may_enter(&id(7)));
@@ -1236,7 +1237,7 @@ mod tests {
         pend(&mut table, S, 1, &good, record(1, 10));
         table.evict_idle(u64::MAX);
         let job = table.take_evicted();
-        let failed = job.run(&Broken);
+        let failed = job.run(&Broken::default());
         assert!(table.finish_evicted(job, failed).is_err());
         assert_eq!((table.unflushed(), held(&table, &S, &good).len()), (1, 1), "kept for the next flush");
         let job = table.take_evicted();

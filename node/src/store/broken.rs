@@ -1,5 +1,7 @@
 //! A store for tests whose writes always fail, as on a full disk.
 
+use std::sync::{Mutex, PoisonError};
+
 use telemesh_proto::mesh::{RecordKey, StreamSum, Summary, Table, WindowId};
 use telemesh_proto::record::StreamId;
 use telemesh_proto::stream;
@@ -7,22 +9,42 @@ use telemesh_proto::window;
 
 use super::{Encoded, Logged, PartLoc, Sealed, Sealing, Store, StoreError, StoredRecord};
 
-/// A store whose writes always fail (a full disk, say); reads find nothing.
-#[derive(Debug)]
-pub struct Broken;
+/// A store whose writes always fail (a full disk, say), though writing nothing succeeds;
+/// reads find nothing. It notes the calls that make records durable or let the log drop
+/// them ([`Broken::calls`]).
+#[derive(Debug, Default)]
+pub struct Broken {
+    calls: Mutex<Vec<&'static str>>,
+}
+
+impl Broken {
+    /// `flush` and `release_wal`, in the order they were called.
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn note(&self, call: &'static str) {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
+    }
+}
 
 fn broken() -> StoreError {
     StoreError::Sled(sled::Error::Unsupported("disk full".into()))
 }
 
 impl Store for Broken {
-    fn append(&self, _: &[Encoded], _: &[Logged<'_>], _: &[(StreamId, stream::State)]) -> Result<Option<(u64, Vec<PartLoc>)>, StoreError> {
+    fn append(&self, chunks: &[Encoded], logged: &[Logged<'_>], states: &[(StreamId, stream::State)]) -> Result<Option<(u64, Vec<PartLoc>)>, StoreError> {
+        // Writing nothing writes nothing, on a full disk too.
+        if chunks.is_empty() && logged.is_empty() && states.is_empty() {
+            return Ok(None);
+        }
         Err(broken())
     }
     fn read_live(&self, _: StreamId, _: u64, _: PartLoc, _: Option<PartLoc>) -> Result<Vec<StoredRecord>, StoreError> {
         Ok(Vec::new())
     }
     fn release_wal(&self, _: u64) -> Result<(), StoreError> {
+        self.note("release_wal");
         Err(broken())
     }
     fn window(&self, _: StreamId, _: u64) -> Result<Vec<StoredRecord>, StoreError> {
@@ -87,6 +109,7 @@ impl Store for Broken {
         "broken"
     }
     fn flush(&self) -> Result<(), StoreError> {
+        self.note("flush");
         Err(broken())
     }
     fn corrupt_values(&self) -> u64 {
