@@ -1606,14 +1606,11 @@ impl Store for SledStore {
     }
 
     fn stream_sums(&self, after: Option<StreamId>, limit: usize) -> Result<Vec<(StreamId, StreamSum)>, StoreError> {
-        let mut out = Vec::new();
-        let mut after = after;
+        let mut out: Vec<(StreamId, StreamSum)> = Vec::new();
         while out.len() < limit {
-            let Some((stream, sum)) = self.next_sum(after)? else { break };
-            if !sum.is_empty() {
-                out.push((stream, sum));
-            }
-            after = Some(stream);
+            // `next_sum` passes streams without a sealed window (an empty sum).
+            let Some(next) = self.next_sum(out.last().map(|(id, _)| *id).or(after))? else { break };
+            out.push(next);
         }
         Ok(out)
     }
